@@ -1,0 +1,214 @@
+//! The MAP-Elites archive as the paper's code uses it: one cell per class, each holding the
+//! best image found for that class. An evaluated child competes in every cell and takes each
+//! one where its score is strictly higher than the champion's (or the cell is empty); one child
+//! can take many cells. Parents are drawn uniformly over occupied cells, so a champion of k
+//! cells is k times as likely to be picked.
+//!
+//! Plain data and functions, no actors: the archive actor owns one of these.
+
+use std::sync::Arc;
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::seeds::HostRng;
+
+/// A child with its scores, ready to compete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluated {
+    /// Unique id: `generation << 32 | index`.
+    pub id: u64,
+    /// Generation that made it (0 = initial population).
+    pub generation: u64,
+    /// The encoding's genome bytes.
+    pub genome: Vec<u8>,
+    /// One score per class.
+    pub scores: Vec<f32>,
+}
+
+/// The holder of one or more cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Champion {
+    /// The child's id.
+    pub id: u64,
+    /// Generation that made it.
+    pub generation: u64,
+    /// Genome bytes, shared by every cell it holds.
+    pub genome: Arc<[u8]>,
+    /// Its scores for every class.
+    pub scores: Arc<[f32]>,
+}
+
+impl Champion {
+    /// Its score in one class.
+    pub fn score(&self, class: usize) -> f32 {
+        self.scores[class]
+    }
+}
+
+/// Convergence numbers of the archive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveStats {
+    /// Cells (classes).
+    pub cells: usize,
+    /// Occupied cells.
+    pub filled: usize,
+    /// Median champion score over all cells (empty cells count 0).
+    pub median: f32,
+    /// Minimum champion score.
+    pub min: f32,
+    /// Mean champion score.
+    pub mean: f32,
+    /// Sum of champion scores (QD-score).
+    pub qd_score: f64,
+    /// Cells whose champion scores at least 0.5, 0.9, 0.99, 0.9999.
+    pub at_least: [usize; 4],
+    /// Thresholds of `at_least`.
+    pub thresholds: [f32; 4],
+}
+
+/// One champion per class.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    cells: Vec<Option<Champion>>,
+    replacements: u64,
+}
+
+impl Archive {
+    /// An empty archive of `classes` cells.
+    pub fn new(classes: usize) -> Self {
+        Self { cells: vec![None; classes], replacements: 0 }
+    }
+
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether the archive has no cells.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// The cells.
+    pub fn cells(&self) -> &[Option<Champion>] {
+        &self.cells
+    }
+
+    /// Champion replacements so far (the paper's "jumps"), filling empty cells included.
+    pub fn replacements(&self) -> u64 {
+        self.replacements
+    }
+
+    /// Lets `child` compete in every cell; returns how many cells it took.
+    pub fn insert(&mut self, child: Evaluated) -> usize {
+        let wins: Vec<usize> = self
+            .cells
+            .iter()
+            .enumerate()
+            .filter(|(class, cell)| {
+                let s = child.scores.get(*class).copied().unwrap_or(f32::NAN);
+                s.is_finite() && cell.as_ref().is_none_or(|c| s > c.score(*class))
+            })
+            .map(|(class, _)| class)
+            .collect();
+        if wins.is_empty() {
+            return 0;
+        }
+        let champion = Champion {
+            id: child.id,
+            generation: child.generation,
+            genome: child.genome.into(),
+            scores: child.scores.into(),
+        };
+        for &class in &wins {
+            self.cells[class] = Some(champion.clone());
+        }
+        self.replacements += wins.len() as u64;
+        wins.len()
+    }
+
+    /// A parent drawn uniformly over occupied cells; `None` while the archive is empty.
+    pub fn pick_parent(&self, rng: &mut HostRng) -> Option<&Champion> {
+        let filled = self.cells.iter().filter(|c| c.is_some()).count();
+        if filled == 0 {
+            return None;
+        }
+        let k = rng.random_range(0..filled);
+        self.cells.iter().flatten().nth(k)
+    }
+
+    /// Convergence statistics.
+    pub fn stats(&self) -> ArchiveStats {
+        let thresholds = [0.5, 0.9, 0.99, 0.9999];
+        let mut scores: Vec<f32> = self
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(class, c)| c.as_ref().map_or(0.0, |c| c.score(class)))
+            .collect();
+        if scores.is_empty() {
+            return ArchiveStats { thresholds, ..Default::default() };
+        }
+        let qd_score: f64 = scores.iter().map(|&s| s as f64).sum();
+        scores.sort_by(f32::total_cmp);
+        let n = scores.len();
+        let median = if n % 2 == 1 { scores[n / 2] } else { (scores[n / 2 - 1] + scores[n / 2]) / 2.0 };
+        ArchiveStats {
+            cells: n,
+            filled: self.cells.iter().filter(|c| c.is_some()).count(),
+            median,
+            min: scores[0],
+            mean: (qd_score / n as f64) as f32,
+            qd_score,
+            at_least: thresholds.map(|t| scores.iter().filter(|&&s| s >= t).count()),
+            thresholds,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn child(id: u64, scores: &[f32]) -> Evaluated {
+        Evaluated { id, generation: 0, genome: vec![id as u8], scores: scores.to_vec() }
+    }
+
+    #[test]
+    fn a_child_takes_every_cell_it_beats_strictly() {
+        let mut a = Archive::new(3);
+        assert_eq!(a.insert(child(1, &[0.5, 0.2, 0.3])), 3);
+        assert_eq!(a.insert(child(2, &[0.5, 0.7, 0.1])), 1, "a tie does not replace");
+        assert_eq!(a.cells()[0].as_ref().unwrap().id, 1);
+        assert_eq!(a.cells()[1].as_ref().unwrap().id, 2);
+        assert_eq!(a.insert(child(3, &[f32::NAN, 0.1, 0.1])), 0, "NaN never wins");
+        assert_eq!(a.replacements(), 4);
+    }
+
+    #[test]
+    fn parents_are_uniform_over_occupied_cells() {
+        let mut a = Archive::new(4);
+        a.insert(child(1, &[0.9, 0.9, 0.9, 0.0]));
+        a.insert(child(2, &[0.0, 0.0, 0.0, 0.5]));
+        let mut rng = HostRng::seed_from_u64(1);
+        let picks = (0..4000).filter(|_| a.pick_parent(&mut rng).unwrap().id == 1).count();
+        // child 1 holds 3 of 4 cells
+        assert!((2800..3200).contains(&picks), "{picks}");
+        assert!(Archive::new(2).pick_parent(&mut rng).is_none());
+    }
+
+    #[test]
+    fn stats_count_empty_cells_as_zero() {
+        let mut a = Archive::new(4);
+        a.insert(child(1, &[0.99995, 0.95, 0.0, 0.0]));
+        let s = a.stats();
+        assert_eq!(s.filled, 4);
+        assert_eq!(s.min, 0.0);
+        assert_eq!(s.at_least, [2, 2, 1, 1]);
+        assert!((s.median - 0.475).abs() < 1e-6);
+        let b = Archive::new(3).stats();
+        assert_eq!((b.filled, b.median), (0, 0.0));
+    }
+}

@@ -1,0 +1,215 @@
+//! The run configuration (TOML, unknown keys refused). `configs/example.toml` documents
+//! every key; this module only parses and validates. Paths inside a config are relative to
+//! the config file's folder.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("invalid config {origin}: {message}")]
+    Parse {
+        /// The config file (or `<built-in default>`).
+        origin: String,
+        /// toml's message, which names the line and the key.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("invalid config {origin}: `{key}` {message}")]
+    Value {
+        /// The config file.
+        origin: String,
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// A plugin and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Plugin name (searched for in the plugin folders) or a path to its shared library.
+    pub plugin: String,
+    /// Parameters, handed to the plugin as JSON.
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+impl PluginConfig {
+    /// The parameters as JSON text.
+    pub fn params_json(&self) -> String {
+        serde_json::to_string(&self.params).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// The classifier to fool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `builtin:NAME` or a path to a `manifest.toml`.
+    pub manifest: String,
+    /// Inference backend: `tract`.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+}
+
+fn default_backend() -> String {
+    "tract".to_owned()
+}
+
+/// One experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seed of every random decision.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Generations after the initial population.
+    #[serde(default = "default_generations")]
+    pub generations: u64,
+    /// Children per generation (the paper's `pop::size`).
+    #[serde(default = "default_offspring")]
+    pub offspring_per_generation: u32,
+    /// Random genomes in the initial population (default: `offspring_per_generation`).
+    #[serde(default)]
+    pub initial_population: Option<u32>,
+    /// Images per inference batch.
+    #[serde(default = "default_batch")]
+    pub batch_size: u32,
+    /// Mutator actors; 0 picks one per core beyond the first.
+    #[serde(default)]
+    pub mutators: u32,
+    /// Extra folders to search for plugins, relative to this file.
+    #[serde(default)]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The classifier.
+    pub model: ModelConfig,
+    /// The image encoding.
+    pub encoding: PluginConfig,
+    /// The fitness variant.
+    pub fitness: PluginConfig,
+    /// Folder that relative paths are resolved against (the config file's folder).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_generations() -> u64 {
+    200
+}
+fn default_offspring() -> u32 {
+    200
+}
+fn default_batch() -> u32 {
+    100
+}
+
+/// The default experiment (MNIST, direct encoding), built into the binary.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../configs/mnist-direct.toml");
+
+impl RunConfig {
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// The built-in default experiment.
+    pub fn builtin_default() -> Self {
+        Self::parse(DEFAULT_CONFIG, "<built-in default>", PathBuf::from("."))
+            .expect("the built-in default config is valid (tested)")
+    }
+
+    /// Parses config text; `origin` names it in errors, `base_dir` anchors relative paths.
+    pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Self, ConfigError> {
+        let mut config: RunConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_owned(), message: e.to_string() })?;
+        config.base_dir = base_dir;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks ranges; called by `parse` and again after command-line overrides.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |key, message: &str| {
+            Err(ConfigError::Value { origin: origin.to_owned(), key, message: message.to_owned() })
+        };
+        if self.offspring_per_generation == 0 {
+            return err("offspring_per_generation", "must be at least 1");
+        }
+        if self.initial_population == Some(0) {
+            return err("initial_population", "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return err("batch_size", "must be at least 1");
+        }
+        if self.mutators > 256 {
+            return err("mutators", "must be at most 256 (0 = one per spare core)");
+        }
+        Ok(())
+    }
+
+    /// Size of the initial population.
+    pub fn initial_population(&self) -> u32 {
+        self.initial_population.unwrap_or(self.offspring_per_generation)
+    }
+
+    /// Mutator count with 0 resolved against the machine's cores.
+    pub fn mutator_count(&self) -> usize {
+        if self.mutators > 0 {
+            return self.mutators as usize;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_sub(1).max(1)
+    }
+
+    /// Plugin folders from the config, resolved against its folder.
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+        self.plugin_dirs.iter().map(|d| self.base_dir.join(d)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_default_parses() {
+        let c = RunConfig::builtin_default();
+        assert_eq!(c.encoding.plugin, "direct");
+        assert_eq!(c.fitness.plugin, "confidence");
+        assert_eq!(c.offspring_per_generation, 200);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let text = format!("{DEFAULT_CONFIG}\nmutation_strenght = 3\n");
+        let e = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap_err().to_string();
+        assert!(e.contains("mutation_strenght") && e.contains("x.toml"), "{e}");
+    }
+
+    #[test]
+    fn zero_batch_is_refused() {
+        let text = DEFAULT_CONFIG.replace("batch_size = 100", "batch_size = 0");
+        let e = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap_err().to_string();
+        assert!(e.contains("batch_size"), "{e}");
+    }
+}

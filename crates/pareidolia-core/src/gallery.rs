@@ -1,0 +1,152 @@
+//! The gallery of a run: one PNG per class champion (named with class index, label and
+//! confidence), a labelled montage of all of them, and an HTML index.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use font8x8::UnicodeFonts;
+
+use crate::image_io::{Image, ImageError, write_png};
+
+/// One champion as the gallery shows it.
+#[derive(Debug, Clone)]
+pub struct GalleryEntry {
+    /// Class index.
+    pub class: usize,
+    /// Class label.
+    pub label: String,
+    /// The champion's score in its class.
+    pub score: f32,
+    /// Generation it was found in.
+    pub generation: u64,
+    /// The rendered image, exactly as scored.
+    pub image: Image,
+}
+
+/// File-name-safe form of a label.
+fn slug(label: &str) -> String {
+    let s: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '_' })
+        .take(40)
+        .collect();
+    if s.is_empty() { "class".into() } else { s }
+}
+
+/// The PNG file name of a champion: `007_label_0.999912.png`.
+pub fn file_name(entry: &GalleryEntry) -> String {
+    format!("{:03}_{}_{:.6}.png", entry.class, slug(&entry.label), entry.score)
+}
+
+/// Writes `dir/<file_name>.png` for every entry, `dir/montage.png` and `dir/index.html`.
+/// Returns the PNG paths, in entry order.
+pub fn write_gallery(dir: &Path, entries: &[GalleryEntry]) -> Result<Vec<PathBuf>, ImageError> {
+    std::fs::create_dir_all(dir).map_err(|source| ImageError::Io { action: "create", path: dir.to_owned(), source })?;
+    let mut paths = Vec::with_capacity(entries.len());
+    for e in entries {
+        let path = dir.join(file_name(e));
+        write_png(&path, &e.image)?;
+        paths.push(path);
+    }
+    if !entries.is_empty() {
+        write_png(&dir.join("montage.png"), &montage(entries))?;
+    }
+    let html_path = dir.join("index.html");
+    std::fs::write(&html_path, index_html(entries))
+        .map_err(|source| ImageError::Io { action: "write", path: html_path, source })?;
+    Ok(paths)
+}
+
+fn index_html(entries: &[GalleryEntry]) -> String {
+    let mut html = String::from(
+        "<!doctype html><meta charset=utf-8><title>Pareidolia gallery</title>\
+         <style>body{font-family:sans-serif}figure{display:inline-block;margin:8px;text-align:center}\
+         img{width:140px;image-rendering:pixelated}</style><h1>Pareidolia gallery</h1>\n",
+    );
+    for e in entries {
+        let label = e.label.replace('&', "&amp;").replace('<', "&lt;");
+        let _ = writeln!(
+            html,
+            "<figure><img src=\"{}\" alt=\"{label}\"><figcaption>{} {label}<br>{:.4}% (gen {})</figcaption></figure>",
+            file_name(e),
+            e.class,
+            e.score * 100.0,
+            e.generation
+        );
+    }
+    html
+}
+
+/// A grid of the champions, each scaled up and captioned with its label and confidence.
+pub fn montage(entries: &[GalleryEntry]) -> Image {
+    let tile_w = entries.iter().map(|e| e.image.width).max().unwrap_or(1);
+    let tile_h = entries.iter().map(|e| e.image.height).max().unwrap_or(1);
+    let scale = (112 / tile_w.max(tile_h)).max(1);
+    let (cell_w, img_h) = ((tile_w * scale).max(96), tile_h * scale);
+    let caption_h = 2 * 10;
+    let cell_h = img_h + caption_h;
+    let pad = 6;
+    let cols = entries.len().clamp(1, 10) as u32;
+    let rows = (entries.len() as u32).div_ceil(cols);
+    let (width, height) = (cols * (cell_w + pad) + pad, rows * (cell_h + pad) + pad);
+    let mut canvas = Image { width, height, channels: 3, pixels: vec![255; (width * height * 3) as usize] };
+    for (k, e) in entries.iter().enumerate() {
+        let (col, row) = (k as u32 % cols, k as u32 / cols);
+        let (x0, y0) = (pad + col * (cell_w + pad), pad + row * (cell_h + pad));
+        let rgb = e.image.to_channels(3);
+        for y in 0..rgb.height * scale {
+            for x in 0..rgb.width * scale {
+                let src = (((y / scale) * rgb.width + x / scale) * 3) as usize;
+                let dst = (((y0 + y) * width + x0 + x) * 3) as usize;
+                canvas.pixels[dst..dst + 3].copy_from_slice(&rgb.pixels[src..src + 3]);
+            }
+        }
+        let label: String = e.label.chars().take(12).collect();
+        draw_text(&mut canvas, x0, y0 + img_h + 1, &label);
+        draw_text(&mut canvas, x0, y0 + img_h + 11, &format!("{:.2}%", e.score * 100.0));
+    }
+    canvas
+}
+
+fn draw_text(canvas: &mut Image, x0: u32, y0: u32, text: &str) {
+    for (i, ch) in text.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        for (gy, bits) in glyph.iter().enumerate() {
+            for gx in 0..8 {
+                if bits >> gx & 1 == 1 {
+                    let (x, y) = (x0 + i as u32 * 8 + gx, y0 + gy as u32);
+                    if x < canvas.width && y < canvas.height {
+                        let d = ((y * canvas.width + x) * 3) as usize;
+                        canvas.pixels[d..d + 3].copy_from_slice(&[0, 0, 0]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn montage_places_every_tile_and_captions_it() {
+        let entries: Vec<GalleryEntry> = (0..12)
+            .map(|c| GalleryEntry {
+                class: c,
+                label: c.to_string(),
+                score: 0.5,
+                generation: 1,
+                image: Image { width: 28, height: 28, channels: 1, pixels: vec![0; 784] },
+            })
+            .collect();
+        let m = montage(&entries);
+        assert_eq!(m.channels, 3);
+        // 10 columns, 2 rows of 112-px tiles
+        assert_eq!(m.width, 10 * (112 + 6) + 6);
+        assert_eq!(m.height, 2 * (112 + 20 + 6) + 6);
+        let dark = m.pixels.chunks_exact(3).filter(|p| p[0] == 0).count();
+        assert!(dark > 12 * 112 * 112, "tiles and captions drawn: {dark}");
+        assert_eq!(file_name(&entries[3]), "003_3_0.500000.png");
+    }
+}

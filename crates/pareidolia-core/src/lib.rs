@@ -1,0 +1,20 @@
+//! Pareidolia's domain: run configuration, seeded RNG streams, the MAP-Elites archive, images
+//! and the gallery, run summaries, and the host side of the plugin boundary (loading and
+//! checking cdylib plugins, calling them safely).
+//!
+//! Nothing here knows about actors, inference backends or the command line: `pareidolia-eval`
+//! runs models, `pareidolia-daemon` wires everything into actors, and the `pareidolia`
+//! binary parses arguments.
+#![deny(missing_docs)]
+
+pub mod archive;
+pub mod config;
+pub mod gallery;
+pub mod image_io;
+pub mod plugin_host;
+pub mod seeds;
+pub mod summary;
+
+pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
+pub use config::{ConfigError, PluginConfig, RunConfig};
+pub use plugin_host::{EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind};

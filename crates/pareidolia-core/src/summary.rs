@@ -1,0 +1,64 @@
+//! `summary.json`: what a finished (or stopped) run reached, per class and overall.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ArchiveStats;
+
+/// One class's champion in the summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassSummary {
+    /// Class index.
+    pub class: usize,
+    /// Label.
+    pub label: String,
+    /// Champion's confidence (score) for this class; absent for an empty cell.
+    pub confidence: Option<f32>,
+    /// Generation the champion was found in.
+    pub generation: Option<u64>,
+    /// Gallery file, relative to the run folder.
+    pub image: Option<String>,
+}
+
+/// A plugin as the run used it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSummary {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+}
+
+/// The whole summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Pareidolia's version.
+    pub pareidolia_version: String,
+    /// Run seed.
+    pub seed: u64,
+    /// Generations run after the initial population.
+    pub generations: u64,
+    /// Children evaluated (initial population included).
+    pub evaluations: u64,
+    /// Children lost to plugin or backend errors.
+    pub lost: u64,
+    /// Champion replacements (the paper's "jumps").
+    pub replacements: u64,
+    /// Wall time of the evolution, seconds.
+    pub wall_time_s: f64,
+    /// Evaluations per second.
+    pub evaluations_per_s: f64,
+    /// Model name.
+    pub model: String,
+    /// sha256 of the ONNX file.
+    pub model_sha256: String,
+    /// Inference backend and device.
+    pub backend: String,
+    /// Encoding plugin.
+    pub encoding: PluginSummary,
+    /// Fitness plugin.
+    pub fitness: PluginSummary,
+    /// Convergence statistics.
+    pub stats: ArchiveStats,
+    /// Per class.
+    pub classes: Vec<ClassSummary>,
+}

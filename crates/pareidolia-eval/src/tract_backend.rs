@@ -1,0 +1,173 @@
+//! The tract backend: pure Rust ONNX inference on CPU, always built, bit-reproducible.
+//!
+//! The ONNX graph is typed once with a symbolic batch dimension; a plan is then optimised for
+//! each batch size actually used (in a run that is the configured batch size and perhaps one
+//! remainder), because tract optimises concrete shapes much better than symbolic ones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::{EvalError, Layout, Model, PreparedModel, Preprocessor};
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// The tract backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TractBackend;
+
+/// The error with its causes (tract errors are `anyhow` errors; `{:#}` prints the chain).
+fn chain(e: &TractError) -> String {
+    format!("{e:#}")
+}
+
+impl crate::Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>, EvalError> {
+        let not_onnx = |e: TractError| EvalError::NotOnnx {
+            path: model.onnx_path.clone(),
+            backend: "tract",
+            message: chain(&e),
+        };
+        let mut graph = tract_onnx::onnx().model_for_read(&mut &model.onnx[..]).map_err(not_onnx)?;
+        let spec = &model.manifest.input;
+        check_declared_input(model, &graph)?;
+        let batch = graph.sym("N");
+        let (c, h, w) = (spec.channels as usize, spec.height as usize, spec.width as usize);
+        let shape: TVec<TDim> = match spec.layout {
+            Layout::Nchw => tvec![batch.clone().into(), c.into(), h.into(), w.into()],
+            Layout::Nhwc => tvec![batch.clone().into(), h.into(), w.into(), c.into()],
+        };
+        graph
+            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))
+            .map_err(not_onnx)?;
+        let typed = graph.into_typed().and_then(|m| m.into_decluttered()).map_err(|e| EvalError::ShapeMismatch {
+            model: model.name().to_owned(),
+            message: format!(
+                "the graph does not accept the manifest's input {:?} {}x{}x{}: {}",
+                spec.layout,
+                c,
+                h,
+                w,
+                chain(&e)
+            ),
+        })?;
+        let out = typed.output_fact(0).map_err(not_onnx)?.shape.to_tvec();
+        let classes = out.last().and_then(|d| d.to_i64().ok()).unwrap_or(-1);
+        if out.len() != 2 || classes != model.classes() as i64 {
+            return Err(EvalError::ShapeMismatch {
+                model: model.name().to_owned(),
+                message: format!(
+                    "the graph's output has shape {:?}, expected [N, {}] (one value per label in the labels file)",
+                    out,
+                    model.classes()
+                ),
+            });
+        }
+        Ok(Box::new(TractModel {
+            name: model.name().to_owned(),
+            typed,
+            batch,
+            plans: HashMap::new(),
+            pre: Preprocessor::new(spec),
+            classes: model.classes(),
+        }))
+    }
+}
+
+/// Compares the ONNX input's declared C, H, W (when the file declares them) with the manifest.
+fn check_declared_input(model: &Model, graph: &InferenceModel) -> Result<(), EvalError> {
+    let spec = &model.manifest.input;
+    let Ok(fact) = graph.input_fact(0) else { return Ok(()) };
+    let Some(dims) = fact.shape.concretize() else { return Ok(()) };
+    let declared: Vec<Option<i64>> = dims.iter().map(|d| d.to_i64().ok()).collect();
+    let expected = match spec.layout {
+        Layout::Nchw => [spec.channels, spec.height, spec.width],
+        Layout::Nhwc => [spec.height, spec.width, spec.channels],
+    };
+    let matches = declared.len() == 4
+        && declared[1..].iter().zip(expected).all(|(d, e)| d.is_none_or(|d| d == e as i64));
+    if matches {
+        Ok(())
+    } else {
+        Err(EvalError::ShapeMismatch {
+            model: model.name().to_owned(),
+            message: format!(
+                "the ONNX file declares input shape {:?} but the manifest says {:?} {}x{}x{} \
+                 (channels x height x width); fix `[input]` in the manifest",
+                dims, spec.layout, spec.channels, spec.height, spec.width
+            ),
+        })
+    }
+}
+
+struct TractModel {
+    name: String,
+    typed: TypedModel,
+    batch: Symbol,
+    plans: HashMap<usize, Plan>,
+    pre: Preprocessor,
+    classes: usize,
+}
+
+impl TractModel {
+    fn plan(&mut self, n: usize) -> TractResult<Plan> {
+        if let Some(p) = self.plans.get(&n) {
+            return Ok(p.clone());
+        }
+        let subs = HashMap::from([(self.batch.clone(), TDim::from(n as i64))]);
+        let plan = self.typed.set_symbols(&subs)?.into_optimized()?.into_runnable()?;
+        self.plans.insert(n, plan.clone());
+        Ok(plan)
+    }
+}
+
+impl PreparedModel for TractModel {
+    fn backend(&self) -> &'static str {
+        "tract"
+    }
+
+    fn device(&self) -> String {
+        "cpu".to_owned()
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
+        let n = self.pre.image_len();
+        if images.len() != batch * n || batch == 0 {
+            return Err(EvalError::BadInput(format!(
+                "model {}: {} bytes for {batch} images of {n} bytes",
+                self.name,
+                images.len()
+            )));
+        }
+        let name = self.name.clone();
+        let failed = |e: TractError| EvalError::Inference { backend: "tract", model: name.clone(), message: chain(&e) };
+        let plan = self.plan(batch).map_err(failed)?;
+        let spec_shape: Vec<usize> = plan.model().input_fact(0).map_err(failed)?.shape.as_concrete().map(|s| s.to_vec()).unwrap_or_default();
+        let mut input = Tensor::zero::<f32>(&spec_shape).map_err(failed)?;
+        {
+            let mut view = input.try_as_plain_ram_mut().map_err(failed)?;
+            self.pre.fill(images, view.as_slice_mut::<f32>().map_err(failed)?);
+        }
+        let outputs = plan.run(tvec![input.into_tvalue()]).map_err(failed)?;
+        let view = outputs[0].try_as_plain_ram().map_err(failed)?;
+        let out = view.as_slice::<f32>().map_err(failed)?;
+        if out.len() != batch * self.classes {
+            return Err(EvalError::Inference {
+                backend: "tract",
+                model: self.name.clone(),
+                message: format!("output holds {} values, expected {}", out.len(), batch * self.classes),
+            });
+        }
+        Ok(out.to_vec())
+    }
+}

