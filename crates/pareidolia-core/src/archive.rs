@@ -77,7 +77,10 @@ pub struct Archive {
 impl Archive {
     /// An empty archive of `classes` cells.
     pub fn new(classes: usize) -> Self {
-        Self { cells: vec![None; classes], replacements: 0 }
+        Self {
+            cells: vec![None; classes],
+            replacements: 0,
+        }
     }
 
     /// Number of cells.
@@ -148,12 +151,19 @@ impl Archive {
             .map(|(class, c)| c.as_ref().map_or(0.0, |c| c.score(class)))
             .collect();
         if scores.is_empty() {
-            return ArchiveStats { thresholds, ..Default::default() };
+            return ArchiveStats {
+                thresholds,
+                ..Default::default()
+            };
         }
         let qd_score: f64 = scores.iter().map(|&s| s as f64).sum();
         scores.sort_by(f32::total_cmp);
         let n = scores.len();
-        let median = if n % 2 == 1 { scores[n / 2] } else { (scores[n / 2 - 1] + scores[n / 2]) / 2.0 };
+        let median = if n % 2 == 1 {
+            scores[n / 2]
+        } else {
+            (scores[n / 2 - 1] + scores[n / 2]) / 2.0
+        };
         ArchiveStats {
             cells: n,
             filled: self.cells.iter().filter(|c| c.is_some()).count(),
@@ -173,17 +183,30 @@ mod tests {
     use rand::SeedableRng;
 
     fn child(id: u64, scores: &[f32]) -> Evaluated {
-        Evaluated { id, generation: 0, genome: vec![id as u8], scores: scores.to_vec() }
+        Evaluated {
+            id,
+            generation: 0,
+            genome: vec![id as u8],
+            scores: scores.to_vec(),
+        }
     }
 
     #[test]
     fn a_child_takes_every_cell_it_beats_strictly() {
         let mut a = Archive::new(3);
         assert_eq!(a.insert(child(1, &[0.5, 0.2, 0.3])), 3);
-        assert_eq!(a.insert(child(2, &[0.5, 0.7, 0.1])), 1, "a tie does not replace");
+        assert_eq!(
+            a.insert(child(2, &[0.5, 0.7, 0.1])),
+            1,
+            "a tie does not replace"
+        );
         assert_eq!(a.cells()[0].as_ref().unwrap().id, 1);
         assert_eq!(a.cells()[1].as_ref().unwrap().id, 2);
-        assert_eq!(a.insert(child(3, &[f32::NAN, 0.1, 0.1])), 0, "NaN never wins");
+        assert_eq!(
+            a.insert(child(3, &[f32::NAN, 0.1, 0.1])),
+            0,
+            "NaN never wins"
+        );
         assert_eq!(a.replacements(), 4);
     }
 
@@ -193,7 +216,9 @@ mod tests {
         a.insert(child(1, &[0.9, 0.9, 0.9, 0.0]));
         a.insert(child(2, &[0.0, 0.0, 0.0, 0.5]));
         let mut rng = HostRng::seed_from_u64(1);
-        let picks = (0..4000).filter(|_| a.pick_parent(&mut rng).unwrap().id == 1).count();
+        let picks = (0..4000)
+            .filter(|_| a.pick_parent(&mut rng).unwrap().id == 1)
+            .count();
         // child 1 holds 3 of 4 cells
         assert!((2800..3200).contains(&picks), "{picks}");
         assert!(Archive::new(2).pick_parent(&mut rng).is_none());

@@ -126,8 +126,10 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../configs/mnist-direct.tom
 impl RunConfig {
     /// Reads a config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, &path.display().to_string(), base)
     }
@@ -140,8 +142,10 @@ impl RunConfig {
 
     /// Parses config text; `origin` names it in errors, `base_dir` anchors relative paths.
     pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Self, ConfigError> {
-        let mut config: RunConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { origin: origin.to_owned(), message: e.to_string() })?;
+        let mut config: RunConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         config.base_dir = base_dir;
         config.validate(origin)?;
         Ok(config)
@@ -150,7 +154,11 @@ impl RunConfig {
     /// Checks ranges; called by `parse` and again after command-line overrides.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let err = |key, message: &str| {
-            Err(ConfigError::Value { origin: origin.to_owned(), key, message: message.to_owned() })
+            Err(ConfigError::Value {
+                origin: origin.to_owned(),
+                key,
+                message: message.to_owned(),
+            })
         };
         if self.offspring_per_generation == 0 {
             return err("offspring_per_generation", "must be at least 1");
@@ -169,7 +177,8 @@ impl RunConfig {
 
     /// Size of the initial population.
     pub fn initial_population(&self) -> u32 {
-        self.initial_population.unwrap_or(self.offspring_per_generation)
+        self.initial_population
+            .unwrap_or(self.offspring_per_generation)
     }
 
     /// Mutator count with 0 resolved against the machine's cores.
@@ -183,7 +192,10 @@ impl RunConfig {
 
     /// Plugin folders from the config, resolved against its folder.
     pub fn plugin_dirs(&self) -> Vec<PathBuf> {
-        self.plugin_dirs.iter().map(|d| self.base_dir.join(d)).collect()
+        self.plugin_dirs
+            .iter()
+            .map(|d| self.base_dir.join(d))
+            .collect()
     }
 }
 
@@ -202,14 +214,21 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_by_name() {
         let text = format!("{DEFAULT_CONFIG}\nmutation_strenght = 3\n");
-        let e = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap_err().to_string();
-        assert!(e.contains("mutation_strenght") && e.contains("x.toml"), "{e}");
+        let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mutation_strenght") && e.contains("x.toml"),
+            "{e}"
+        );
     }
 
     #[test]
     fn zero_batch_is_refused() {
         let text = DEFAULT_CONFIG.replace("batch_size = 100", "batch_size = 0");
-        let e = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap_err().to_string();
+        let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batch_size"), "{e}");
     }
 }

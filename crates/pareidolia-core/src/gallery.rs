@@ -27,7 +27,13 @@ pub struct GalleryEntry {
 fn slug(label: &str) -> String {
     let s: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(40)
         .collect();
     if s.is_empty() { "class".into() } else { s }
@@ -35,13 +41,22 @@ fn slug(label: &str) -> String {
 
 /// The PNG file name of a champion: `007_label_0.999912.png`.
 pub fn file_name(entry: &GalleryEntry) -> String {
-    format!("{:03}_{}_{:.6}.png", entry.class, slug(&entry.label), entry.score)
+    format!(
+        "{:03}_{}_{:.6}.png",
+        entry.class,
+        slug(&entry.label),
+        entry.score
+    )
 }
 
 /// Writes `dir/<file_name>.png` for every entry, `dir/montage.png` and `dir/index.html`.
 /// Returns the PNG paths, in entry order.
 pub fn write_gallery(dir: &Path, entries: &[GalleryEntry]) -> Result<Vec<PathBuf>, ImageError> {
-    std::fs::create_dir_all(dir).map_err(|source| ImageError::Io { action: "create", path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| ImageError::Io {
+        action: "create",
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut paths = Vec::with_capacity(entries.len());
     for e in entries {
         let path = dir.join(file_name(e));
@@ -52,8 +67,11 @@ pub fn write_gallery(dir: &Path, entries: &[GalleryEntry]) -> Result<Vec<PathBuf
         write_png(&dir.join("montage.png"), &montage(entries))?;
     }
     let html_path = dir.join("index.html");
-    std::fs::write(&html_path, index_html(entries))
-        .map_err(|source| ImageError::Io { action: "write", path: html_path, source })?;
+    std::fs::write(&html_path, index_html(entries)).map_err(|source| ImageError::Io {
+        action: "write",
+        path: html_path,
+        source,
+    })?;
     Ok(paths)
 }
 
@@ -89,7 +107,12 @@ pub fn montage(entries: &[GalleryEntry]) -> Image {
     let cols = entries.len().clamp(1, 10) as u32;
     let rows = (entries.len() as u32).div_ceil(cols);
     let (width, height) = (cols * (cell_w + pad) + pad, rows * (cell_h + pad) + pad);
-    let mut canvas = Image { width, height, channels: 3, pixels: vec![255; (width * height * 3) as usize] };
+    let mut canvas = Image {
+        width,
+        height,
+        channels: 3,
+        pixels: vec![255; (width * height * 3) as usize],
+    };
     for (k, e) in entries.iter().enumerate() {
         let (col, row) = (k as u32 % cols, k as u32 / cols);
         let (x0, y0) = (pad + col * (cell_w + pad), pad + row * (cell_h + pad));
@@ -103,14 +126,22 @@ pub fn montage(entries: &[GalleryEntry]) -> Image {
         }
         let label: String = e.label.chars().take(12).collect();
         draw_text(&mut canvas, x0, y0 + img_h + 1, &label);
-        draw_text(&mut canvas, x0, y0 + img_h + 11, &format!("{:.2}%", e.score * 100.0));
+        draw_text(
+            &mut canvas,
+            x0,
+            y0 + img_h + 11,
+            &format!("{:.2}%", e.score * 100.0),
+        );
     }
     canvas
 }
 
 fn draw_text(canvas: &mut Image, x0: u32, y0: u32, text: &str) {
     for (i, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
         for (gy, bits) in glyph.iter().enumerate() {
             for gx in 0..8 {
                 if bits >> gx & 1 == 1 {
@@ -137,7 +168,12 @@ mod tests {
                 label: c.to_string(),
                 score: 0.5,
                 generation: 1,
-                image: Image { width: 28, height: 28, channels: 1, pixels: vec![0; 784] },
+                image: Image {
+                    width: 28,
+                    height: 28,
+                    channels: 1,
+                    pixels: vec![0; 784],
+                },
             })
             .collect();
         let m = montage(&entries);

@@ -52,46 +52,85 @@ impl Image {
             (3, 1) => self
                 .pixels
                 .chunks_exact(3)
-                .map(|p| ((299 * p[0] as u32 + 587 * p[1] as u32 + 114 * p[2] as u32 + 500) / 1000) as u8)
+                .map(|p| {
+                    ((299 * p[0] as u32 + 587 * p[1] as u32 + 114 * p[2] as u32 + 500) / 1000) as u8
+                })
                 .collect(),
             _ => self.pixels.clone(),
         };
-        Image { channels, pixels, ..*self }
+        Image {
+            channels,
+            pixels,
+            ..*self
+        }
     }
 }
 
 /// Writes a PNG (8-bit gray or RGB).
 pub fn write_png(path: &Path, image: &Image) -> Result<(), ImageError> {
-    let io = |source| ImageError::Io { action: "write", path: path.to_owned(), source };
+    let io = |source| ImageError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
     let file = File::create(path).map_err(io)?;
     let mut encoder = png::Encoder::new(BufWriter::new(file), image.width, image.height);
-    encoder.set_color(if image.channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+    encoder.set_color(if image.channels == 1 {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    });
     encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| io(std::io::Error::other(e)))?;
-    writer.write_image_data(&image.pixels).map_err(|e| io(std::io::Error::other(e)))?;
+    let mut writer = encoder
+        .write_header()
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    writer
+        .write_image_data(&image.pixels)
+        .map_err(|e| io(std::io::Error::other(e)))?;
     writer.finish().map_err(|e| io(std::io::Error::other(e)))
 }
 
 /// Reads a PNG as 8-bit gray or RGB (alpha dropped, palettes and 16-bit expanded/stripped).
 pub fn read_png(path: &Path) -> Result<Image, ImageError> {
-    let file = File::open(path).map_err(|source| ImageError::Io { action: "read", path: path.to_owned(), source })?;
-    let format = |message: String| ImageError::Format { path: path.to_owned(), message };
+    let file = File::open(path).map_err(|source| ImageError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    let format = |message: String| ImageError::Format {
+        path: path.to_owned(),
+        message,
+    };
     let mut decoder = png::Decoder::new(BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| format(e.to_string()))?;
-    let size = reader.output_buffer_size().ok_or_else(|| format("image too large".into()))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| format("image too large".into()))?;
     let mut buf = vec![0; size];
-    let info = reader.next_frame(&mut buf).map_err(|e| format(e.to_string()))?;
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| format(e.to_string()))?;
     buf.truncate(info.buffer_size());
     let (w, h) = (info.width, info.height);
     let (channels, pixels) = match info.color_type {
         png::ColorType::Grayscale => (1, buf),
         png::ColorType::GrayscaleAlpha => (1, buf.chunks_exact(2).map(|p| p[0]).collect()),
         png::ColorType::Rgb => (3, buf),
-        png::ColorType::Rgba => (3, buf.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()),
+        png::ColorType::Rgba => (
+            3,
+            buf.chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect(),
+        ),
         png::ColorType::Indexed => return Err(format("indexed colour was not expanded".into())),
     };
-    Ok(Image { width: w, height: h, channels, pixels })
+    Ok(Image {
+        width: w,
+        height: h,
+        channels,
+        pixels,
+    })
 }
 
 #[cfg(test)]
@@ -103,14 +142,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pareidolia-png-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for channels in [1, 3] {
-            let pixels = (0..(5 * 3 * channels)).map(|i| (i * 17 % 256) as u8).collect();
-            let img = Image { width: 5, height: 3, channels, pixels };
+            let pixels = (0..(5 * 3 * channels))
+                .map(|i| (i * 17 % 256) as u8)
+                .collect();
+            let img = Image {
+                width: 5,
+                height: 3,
+                channels,
+                pixels,
+            };
             let path = dir.join(format!("t{channels}.png"));
             write_png(&path, &img).unwrap();
             assert_eq!(read_png(&path).unwrap(), img);
         }
         std::fs::write(dir.join("bad.png"), b"not a png").unwrap();
-        assert!(matches!(read_png(&dir.join("bad.png")), Err(ImageError::Format { .. })));
+        assert!(matches!(
+            read_png(&dir.join("bad.png")),
+            Err(ImageError::Format { .. })
+        ));
         std::fs::remove_dir_all(dir).ok();
     }
 }

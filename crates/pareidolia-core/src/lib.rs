@@ -17,4 +17,6 @@ pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
 pub use config::{ConfigError, PluginConfig, RunConfig};
-pub use plugin_host::{EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind};
+pub use plugin_host::{
+    EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,
+};

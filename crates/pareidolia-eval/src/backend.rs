@@ -16,7 +16,7 @@ pub trait Backend: Send + Sync {
 }
 
 /// A model ready to run on one backend.
-pub trait PreparedModel: Send {
+pub trait PreparedModel: Send + Sync {
     /// The backend's name.
     fn backend(&self) -> &'static str;
     /// The device it runs on, for logs and status (e.g. `cpu`).

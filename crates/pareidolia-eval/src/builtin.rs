@@ -26,8 +26,15 @@ const BUILTINS: &[Builtin] = &[Builtin {
 
 /// Finds an embedded model by name.
 pub fn find(name: &str) -> Result<&'static Builtin, EvalError> {
-    BUILTINS.iter().find(|b| b.name == name).ok_or_else(|| EvalError::UnknownBuiltin {
-        name: name.to_owned(),
-        available: BUILTINS.iter().map(|b| b.name).collect::<Vec<_>>().join(", "),
-    })
+    BUILTINS
+        .iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| EvalError::UnknownBuiltin {
+            name: name.to_owned(),
+            available: BUILTINS
+                .iter()
+                .map(|b| b.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }

@@ -56,7 +56,9 @@ pub enum EvalError {
         message: String,
     },
     /// No model of that name ships with the binary.
-    #[error("no built-in model named `{name}`; built-in models: {available}. Give a path to a manifest.toml instead")]
+    #[error(
+        "no built-in model named `{name}`; built-in models: {available}. Give a path to a manifest.toml instead"
+    )]
     UnknownBuiltin {
         /// The requested name.
         name: String,

@@ -108,7 +108,12 @@ impl Manifest {
     }
 
     fn validate(&self, origin: &Path) -> Result<(), EvalError> {
-        let bad = |message: String| Err(EvalError::Manifest { path: origin.to_owned(), message });
+        let bad = |message: String| {
+            Err(EvalError::Manifest {
+                path: origin.to_owned(),
+                message,
+            })
+        };
         let i = &self.input;
         let expected_color = match i.channels {
             1 => i.color == ColorOrder::Gray,
@@ -116,21 +121,31 @@ impl Manifest {
             n => return bad(format!("input.channels must be 1 or 3, got {n}")),
         };
         if !expected_color {
-            return bad(format!("input.color {:?} does not fit {} channel(s)", i.color, i.channels));
+            return bad(format!(
+                "input.color {:?} does not fit {} channel(s)",
+                i.color, i.channels
+            ));
         }
         if i.width == 0 || i.height == 0 {
             return bad("input.width and input.height must be positive".into());
         }
         for (key, v) in [("mean", &i.mean), ("std", &i.std)] {
             if v.len() != 1 && v.len() != i.channels as usize {
-                return bad(format!("input.{key} needs 1 or {} values, got {}", i.channels, v.len()));
+                return bad(format!(
+                    "input.{key} needs 1 or {} values, got {}",
+                    i.channels,
+                    v.len()
+                ));
             }
         }
         if i.std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
             return bad("input.std values must be finite and non-zero".into());
         }
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return bad(format!("sha256 must be 64 hex digits, got `{}`", self.sha256));
+            return bad(format!(
+                "sha256 must be 64 hex digits, got `{}`",
+                self.sha256
+            ));
         }
         Ok(())
     }

@@ -52,12 +52,19 @@ pub struct Model {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, EvalError> {
-    std::fs::read(path).map_err(|source| EvalError::Read { what, path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| EvalError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Hex sha256 of some bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Model {
@@ -68,7 +75,12 @@ impl Model {
                 let b = builtin::find(name)?;
                 let origin = PathBuf::from(format!("builtin:{name}/manifest.toml"));
                 let manifest = Manifest::parse(b.manifest, &origin)?;
-                Self::assemble(manifest, b.onnx.to_vec(), origin.with_file_name(&b.onnx_name), b.labels)
+                Self::assemble(
+                    manifest,
+                    b.onnx.to_vec(),
+                    origin.with_file_name(&b.onnx_name),
+                    b.labels,
+                )
             }
             ModelRef::Path(path) => {
                 let text = read("model manifest", path)?;
@@ -88,13 +100,33 @@ impl Model {
         }
     }
 
-    fn assemble(manifest: Manifest, onnx: Vec<u8>, onnx_path: PathBuf, labels: &str) -> Result<Self, EvalError> {
+    fn assemble(
+        manifest: Manifest,
+        onnx: Vec<u8>,
+        onnx_path: PathBuf,
+        labels: &str,
+    ) -> Result<Self, EvalError> {
         let sha256 = sha256_hex(&onnx);
         if !sha256.eq_ignore_ascii_case(&manifest.sha256) {
-            return Err(EvalError::Checksum { path: onnx_path, expected: manifest.sha256, actual: sha256 });
+            return Err(EvalError::Checksum {
+                path: onnx_path,
+                expected: manifest.sha256,
+                actual: sha256,
+            });
         }
-        let labels: Vec<String> = labels.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-        Ok(Self { manifest, onnx: onnx.into(), onnx_path, sha256, labels })
+        let labels: Vec<String> = labels
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        Ok(Self {
+            manifest,
+            onnx: onnx.into(),
+            onnx_path,
+            sha256,
+            labels,
+        })
     }
 
     /// The model's name.
@@ -115,6 +147,9 @@ impl Model {
 
     /// The label of a class, or its index when the labels file is short.
     pub fn label(&self, class: usize) -> String {
-        self.labels.get(class).cloned().unwrap_or_else(|| class.to_string())
+        self.labels
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| class.to_string())
     }
 }

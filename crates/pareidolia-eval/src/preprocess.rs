@@ -65,7 +65,10 @@ impl Preprocessor {
                     }
                 }
                 Layout::Nhwc => {
-                    for (px, d) in img.chunks_exact(self.channels).zip(dst.chunks_exact_mut(self.channels)) {
+                    for (px, d) in img
+                        .chunks_exact(self.channels)
+                        .zip(dst.chunks_exact_mut(self.channels))
+                    {
                         for c in 0..self.channels {
                             d[c] = self.table[c][px[self.source[c]] as usize];
                         }
@@ -101,7 +104,17 @@ mod tests {
         let mut out = [0.0; 6];
         p.fill(&rgb, &mut out);
         // plane B (mean 100), plane G (110), plane R (120)
-        assert_eq!(out, [30.0 - 100.0, 60.0 - 100.0, 20.0 - 110.0, 50.0 - 110.0, 10.0 - 120.0, 40.0 - 120.0]);
+        assert_eq!(
+            out,
+            [
+                30.0 - 100.0,
+                60.0 - 100.0,
+                20.0 - 110.0,
+                50.0 - 110.0,
+                10.0 - 120.0,
+                40.0 - 120.0
+            ]
+        );
     }
 
     #[test]

@@ -34,11 +34,17 @@ impl crate::Backend for TractBackend {
             backend: "tract",
             message: chain(&e),
         };
-        let mut graph = tract_onnx::onnx().model_for_read(&mut &model.onnx[..]).map_err(not_onnx)?;
+        let mut graph = tract_onnx::onnx()
+            .model_for_read(&mut &model.onnx[..])
+            .map_err(not_onnx)?;
         let spec = &model.manifest.input;
         check_declared_input(model, &graph)?;
         let batch = graph.sym("N");
-        let (c, h, w) = (spec.channels as usize, spec.height as usize, spec.width as usize);
+        let (c, h, w) = (
+            spec.channels as usize,
+            spec.height as usize,
+            spec.width as usize,
+        );
         let shape: TVec<TDim> = match spec.layout {
             Layout::Nchw => tvec![batch.clone().into(), c.into(), h.into(), w.into()],
             Layout::Nhwc => tvec![batch.clone().into(), h.into(), w.into(), c.into()],
@@ -46,17 +52,20 @@ impl crate::Backend for TractBackend {
         graph
             .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))
             .map_err(not_onnx)?;
-        let typed = graph.into_typed().and_then(|m| m.into_decluttered()).map_err(|e| EvalError::ShapeMismatch {
-            model: model.name().to_owned(),
-            message: format!(
-                "the graph does not accept the manifest's input {:?} {}x{}x{}: {}",
-                spec.layout,
-                c,
-                h,
-                w,
-                chain(&e)
-            ),
-        })?;
+        let typed = graph
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| EvalError::ShapeMismatch {
+                model: model.name().to_owned(),
+                message: format!(
+                    "the graph does not accept the manifest's input {:?} {}x{}x{}: {}",
+                    spec.layout,
+                    c,
+                    h,
+                    w,
+                    chain(&e)
+                ),
+            })?;
         let out = typed.output_fact(0).map_err(not_onnx)?.shape.to_tvec();
         let classes = out.last().and_then(|d| d.to_i64().ok()).unwrap_or(-1);
         if out.len() != 2 || classes != model.classes() as i64 {
@@ -83,15 +92,22 @@ impl crate::Backend for TractBackend {
 /// Compares the ONNX input's declared C, H, W (when the file declares them) with the manifest.
 fn check_declared_input(model: &Model, graph: &InferenceModel) -> Result<(), EvalError> {
     let spec = &model.manifest.input;
-    let Ok(fact) = graph.input_fact(0) else { return Ok(()) };
-    let Some(dims) = fact.shape.concretize() else { return Ok(()) };
+    let Ok(fact) = graph.input_fact(0) else {
+        return Ok(());
+    };
+    let Some(dims) = fact.shape.concretize() else {
+        return Ok(());
+    };
     let declared: Vec<Option<i64>> = dims.iter().map(|d| d.to_i64().ok()).collect();
     let expected = match spec.layout {
         Layout::Nchw => [spec.channels, spec.height, spec.width],
         Layout::Nhwc => [spec.height, spec.width, spec.channels],
     };
     let matches = declared.len() == 4
-        && declared[1..].iter().zip(expected).all(|(d, e)| d.is_none_or(|d| d == e as i64));
+        && declared[1..]
+            .iter()
+            .zip(expected)
+            .all(|(d, e)| d.is_none_or(|d| d == e as i64));
     if matches {
         Ok(())
     } else {
@@ -121,7 +137,11 @@ impl TractModel {
             return Ok(p.clone());
         }
         let subs = HashMap::from([(self.batch.clone(), TDim::from(n as i64))]);
-        let plan = self.typed.set_symbols(&subs)?.into_optimized()?.into_runnable()?;
+        let plan = self
+            .typed
+            .set_symbols(&subs)?
+            .into_optimized()?
+            .into_runnable()?;
         self.plans.insert(n, plan.clone());
         Ok(plan)
     }
@@ -150,13 +170,25 @@ impl PreparedModel for TractModel {
             )));
         }
         let name = self.name.clone();
-        let failed = |e: TractError| EvalError::Inference { backend: "tract", model: name.clone(), message: chain(&e) };
+        let failed = |e: TractError| EvalError::Inference {
+            backend: "tract",
+            model: name.clone(),
+            message: chain(&e),
+        };
         let plan = self.plan(batch).map_err(failed)?;
-        let spec_shape: Vec<usize> = plan.model().input_fact(0).map_err(failed)?.shape.as_concrete().map(|s| s.to_vec()).unwrap_or_default();
+        let spec_shape: Vec<usize> = plan
+            .model()
+            .input_fact(0)
+            .map_err(failed)?
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec())
+            .unwrap_or_default();
         let mut input = Tensor::zero::<f32>(&spec_shape).map_err(failed)?;
         {
             let mut view = input.try_as_plain_ram_mut().map_err(failed)?;
-            self.pre.fill(images, view.as_slice_mut::<f32>().map_err(failed)?);
+            self.pre
+                .fill(images, view.as_slice_mut::<f32>().map_err(failed)?);
         }
         let outputs = plan.run(tvec![input.into_tvalue()]).map_err(failed)?;
         let view = outputs[0].try_as_plain_ram().map_err(failed)?;
@@ -165,7 +197,11 @@ impl PreparedModel for TractModel {
             return Err(EvalError::Inference {
                 backend: "tract",
                 model: self.name.clone(),
-                message: format!("output holds {} values, expected {}", out.len(), batch * self.classes),
+                message: format!(
+                    "output holds {} values, expected {}",
+                    out.len(),
+                    batch * self.classes
+                ),
             });
         }
         Ok(out.to_vec())

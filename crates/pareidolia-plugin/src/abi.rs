@@ -130,8 +130,12 @@ pub struct EncodingVTable {
     /// Releases an instance made by `create`.
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
     /// Writes a new random genome, drawn from an RNG seeded with `seed`.
-    pub random:
-        unsafe extern "C" fn(instance: *mut c_void, seed: u64, out: ByteSink, err: ByteSink) -> Status,
+    pub random: unsafe extern "C" fn(
+        instance: *mut c_void,
+        seed: u64,
+        out: ByteSink,
+        err: ByteSink,
+    ) -> Status,
     /// Writes a mutated copy of `genome`; `generation` drives schedules, `seed` the RNG.
     pub mutate: unsafe extern "C" fn(
         instance: *mut c_void,
@@ -221,7 +225,11 @@ unsafe impl Sync for PluginDescriptor {}
 
 impl PluginDescriptor {
     /// The descriptor of an encoding plugin; used by [`crate::export_encoding!`].
-    pub const fn encoding(name: &'static str, version: &'static str, vtable: &'static EncodingVTable) -> Self {
+    pub const fn encoding(
+        name: &'static str,
+        version: &'static str,
+        vtable: &'static EncodingVTable,
+    ) -> Self {
         Self {
             magic: MAGIC,
             abi_major: ABI_MAJOR,
@@ -235,7 +243,11 @@ impl PluginDescriptor {
     }
 
     /// The descriptor of a fitness plugin; used by [`crate::export_fitness!`].
-    pub const fn fitness(name: &'static str, version: &'static str, vtable: &'static FitnessVTable) -> Self {
+    pub const fn fitness(
+        name: &'static str,
+        version: &'static str,
+        vtable: &'static FitnessVTable,
+    ) -> Self {
         Self {
             magic: MAGIC,
             abi_major: ABI_MAJOR,

@@ -41,3 +41,17 @@ pub trait Fitness: Send + Sync + Sized + 'static {
     /// Writes `batch * classes` scores (image-major) into `scores`.
     fn score(&self, outputs: &ModelOutputs<'_>, scores: &mut [f32]) -> Result<(), PluginError>;
 }
+
+/// Writes the softmax of `logits` into `out` (numerically stable; accumulates in f64).
+pub fn softmax(logits: &[f32], out: &mut [f32]) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for (o, &l) in out.iter_mut().zip(logits) {
+        let e = ((l - max) as f64).exp();
+        *o = e as f32;
+        sum += e;
+    }
+    for o in out.iter_mut() {
+        *o = (*o as f64 / sum) as f32;
+    }
+}

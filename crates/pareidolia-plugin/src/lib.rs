@@ -28,7 +28,7 @@ pub mod shim;
 
 pub use encoding::{Canvas, Encoding, Mutation};
 pub use error::PluginError;
-pub use fitness::{Fitness, ModelOutputs, OutputKind};
+pub use fitness::{Fitness, ModelOutputs, OutputKind, softmax};
 pub use params::Params;
 
 /// Re-exported so plugins use the same `rand` as the SDK.
@@ -43,7 +43,7 @@ pub mod prelude {
     pub use crate::rand::{Rng as _, RngExt as _, SeedableRng as _};
     pub use crate::{
         Canvas, Encoding, Fitness, ModelOutputs, Mutation, OutputKind, Params, PluginError, Rng,
-        export_encoding, export_fitness,
+        export_encoding, export_fitness, softmax,
     };
 }
 

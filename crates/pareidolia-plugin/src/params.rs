@@ -24,7 +24,11 @@ impl<'a> Params<'a> {
 
     /// Deserializes the parameters; an empty text counts as `{}`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
-        let json = if self.json.trim().is_empty() { "{}" } else { self.json };
+        let json = if self.json.trim().is_empty() {
+            "{}"
+        } else {
+            self.json
+        };
         serde_json::from_str(json).map_err(|e| PluginError::new(format!("invalid parameters: {e}")))
     }
 }

@@ -13,7 +13,9 @@ use crate::abi::{
     ByteSink, BytesRef, CanvasSpec, EncodingVTable, FitnessSpec, FitnessVTable, OUTPUT_LOGITS,
     STATUS_ERROR, STATUS_OK, STATUS_PANIC, Status, StrRef,
 };
-use crate::{Canvas, Encoding, Fitness, ModelOutputs, Mutation, OutputKind, Params, PluginError, Rng};
+use crate::{
+    Canvas, Encoding, Fitness, ModelOutputs, Mutation, OutputKind, Params, PluginError, Rng,
+};
 
 /// The table for encoding `E`; evaluated at compile time by [`crate::export_encoding!`].
 pub const fn encoding_vtable<E: Encoding>() -> EncodingVTable {
@@ -65,7 +67,10 @@ fn guarded(err: ByteSink, f: impl FnOnce() -> Result<(), PluginError>) -> Status
             STATUS_ERROR
         }
         Err(payload) => {
-            write(err, format!("plugin panicked: {}", panic_message(&*payload)).as_bytes());
+            write(
+                err,
+                format!("plugin panicked: {}", panic_message(&*payload)).as_bytes(),
+            );
             STATUS_PANIC
         }
     }
@@ -162,7 +167,8 @@ unsafe extern "C" fn encoding_mutate<E: Encoding>(
         let (inst, bytes) = unsafe { (instance::<EncodingInstance<E>>(inst), bytes_arg(genome)) };
         let mut genome = inst.encoding.decode(bytes)?;
         let mut rng = Rng::seed_from_u64(seed);
-        inst.encoding.mutate(&mut genome, Mutation { generation }, &mut rng);
+        inst.encoding
+            .mutate(&mut genome, Mutation { generation }, &mut rng);
         write(out, &inst.encoding.encode(&genome));
         Ok(())
     })
@@ -179,7 +185,13 @@ unsafe extern "C" fn encoding_crossover<E: Encoding>(
 ) -> Status {
     guarded(err, || {
         // SAFETY: the host passes a live instance and genomes it owns during the call.
-        let (inst, a, b) = unsafe { (instance::<EncodingInstance<E>>(inst), bytes_arg(a), bytes_arg(b)) };
+        let (inst, a, b) = unsafe {
+            (
+                instance::<EncodingInstance<E>>(inst),
+                bytes_arg(a),
+                bytes_arg(b),
+            )
+        };
         let (ga, gb) = (inst.encoding.decode(a)?, inst.encoding.decode(b)?);
         let mut rng = Rng::seed_from_u64(seed);
         let (ca, cb) = inst.encoding.crossover(&ga, &gb, &mut rng);
@@ -245,11 +257,21 @@ unsafe extern "C" fn fitness_create<F: Fitness>(
             // SAFETY: the host passes `models` readable kinds.
             unsafe { std::slice::from_raw_parts(spec.output_kinds, spec.models as usize) }
                 .iter()
-                .map(|&k| if k == OUTPUT_LOGITS { OutputKind::Logits } else { OutputKind::Probabilities })
+                .map(|&k| {
+                    if k == OUTPUT_LOGITS {
+                        OutputKind::Logits
+                    } else {
+                        OutputKind::Probabilities
+                    }
+                })
                 .collect()
         };
         let fitness = F::new(Params::new(json), spec.classes as usize, &kinds)?;
-        let boxed = Box::new(FitnessInstance { fitness, classes: spec.classes as usize, kinds });
+        let boxed = Box::new(FitnessInstance {
+            fitness,
+            classes: spec.classes as usize,
+            kinds,
+        });
         // SAFETY: `out` is a valid place for the host to receive the instance pointer.
         unsafe { *out = Box::into_raw(boxed) as *mut c_void };
         Ok(())
@@ -291,7 +313,12 @@ unsafe extern "C" fn fitness_score<F: Fitness>(
                 std::slice::from_raw_parts_mut(scores, scores_len),
             )
         };
-        let outputs = ModelOutputs { data, batch, classes: inst.classes, kinds: &inst.kinds };
+        let outputs = ModelOutputs {
+            data,
+            batch,
+            classes: inst.classes,
+            kinds: &inst.kinds,
+        };
         inst.fitness.score(&outputs, out)
     })
 }

@@ -61,7 +61,11 @@ fn hls_opencv_to_rgb(h: u8, l: u8, s: u8) -> [u8; 3] {
         return [v, v, v];
     }
     let mut h = h as f32 * (6.0 / 180.0);
-    let p2 = if l <= 0.5 { l * (1.0 + s) } else { l + s - l * s };
+    let p2 = if l <= 0.5 {
+        l * (1.0 + s)
+    } else {
+        l + s - l * s
+    };
     let p1 = 2.0 * l - p2;
     while h >= 6.0 {
         h -= 6.0;
@@ -69,7 +73,14 @@ fn hls_opencv_to_rgb(h: u8, l: u8, s: u8) -> [u8; 3] {
     let sector = h.floor() as usize;
     let h = h - sector as f32;
     let tab = [p2, p1, p1 + (p2 - p1) * (1.0 - h), p1 + (p2 - p1) * h];
-    const SECTOR: [[usize; 3]; 6] = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]];
+    const SECTOR: [[usize; 3]; 6] = [
+        [1, 3, 0],
+        [1, 0, 2],
+        [3, 0, 1],
+        [0, 2, 1],
+        [0, 1, 3],
+        [2, 1, 0],
+    ];
     let [bi, gi, ri] = SECTOR[sector.min(5)];
     [to_byte(tab[ri]), to_byte(tab[gi]), to_byte(tab[bi])]
 }
@@ -94,7 +105,10 @@ mod tests {
         assert_eq!(hls_opencv_to_rgb(120, 128, 255), [1, 1, 255]);
         assert_eq!(hls_opencv_to_rgb(30, 64, 0), [64, 64, 64]);
         // Hue wraps above 180: byte 240 is the hue of byte 60.
-        assert_eq!(hls_opencv_to_rgb(240, 128, 255), hls_opencv_to_rgb(60, 128, 255));
+        assert_eq!(
+            hls_opencv_to_rgb(240, 128, 255),
+            hls_opencv_to_rgb(60, 128, 255)
+        );
     }
 
     #[test]

@@ -53,7 +53,9 @@ impl Genome {
             )));
         }
         if rest.len() < 4 {
-            return Err(PluginError::new("direct genome is truncated (no gene count)"));
+            return Err(PluginError::new(
+                "direct genome is truncated (no gene count)",
+            ));
         }
         let count = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let body = &rest[4..];
@@ -68,7 +70,9 @@ impl Genome {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         if let Some(bad) = genes.iter().find(|g| !(0.0..=1.0).contains(*g)) {
-            return Err(PluginError::new(format!("direct genome holds gene {bad}, outside [0, 1]")));
+            return Err(PluginError::new(format!(
+                "direct genome holds gene {bad}, outside [0, 1]"
+            )));
         }
         Ok(Self { genes })
     }

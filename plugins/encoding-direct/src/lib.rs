@@ -58,7 +58,9 @@ impl DirectParams {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(PluginError::new(format!("parameter `{name}` must lie in [0, 1], got {v}")))
+                Err(PluginError::new(format!(
+                    "parameter `{name}` must lie in [0, 1], got {v}"
+                )))
             }
         };
         unit("mutation_rate", self.mutation_rate)?;
@@ -106,7 +108,11 @@ impl Encoding for Direct {
     }
 
     fn random(&self, rng: &mut Rng) -> Genome {
-        Genome::new((0..self.canvas.len()).map(|_| rng.random::<f32>()).collect())
+        Genome::new(
+            (0..self.canvas.len())
+                .map(|_| rng.random::<f32>())
+                .collect(),
+        )
     }
 
     fn mutate(&self, genome: &mut Genome, mutation: Mutation, rng: &mut Rng) {
@@ -174,7 +180,15 @@ mod tests {
     use super::*;
 
     fn gray(w: u32, h: u32) -> Direct {
-        Direct::new(Params::new("{}"), Canvas { width: w, height: h, channels: 1 }).unwrap()
+        Direct::new(
+            Params::new("{}"),
+            Canvas {
+                width: w,
+                height: h,
+                channels: 1,
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -184,18 +198,32 @@ mod tests {
         assert_eq!(p.rate_at(999), 0.1);
         assert_eq!(p.rate_at(1000), 0.05);
         assert_eq!(p.rate_at(2500), 0.025);
-        let constant = DirectParams { halving_period: 0, ..p };
+        let constant = DirectParams {
+            halving_period: 0,
+            ..p
+        };
         assert_eq!(constant.rate_at(5000), 0.1);
     }
 
     #[test]
     fn bad_parameters_are_refused_with_their_name() {
-        let canvas = Canvas { width: 2, height: 2, channels: 1 };
+        let canvas = Canvas {
+            width: 2,
+            height: 2,
+            channels: 1,
+        };
         let e = Direct::new(Params::new(r#"{"mutation_rate": 2}"#), canvas).unwrap_err();
         assert!(e.message().contains("mutation_rate"), "{e}");
         let e = Direct::new(Params::new(r#"{"nope": 1}"#), canvas).unwrap_err();
         assert!(e.message().contains("nope"), "{e}");
-        let e = Direct::new(Params::new("{}"), Canvas { channels: 2, ..canvas }).unwrap_err();
+        let e = Direct::new(
+            Params::new("{}"),
+            Canvas {
+                channels: 2,
+                ..canvas
+            },
+        )
+        .unwrap_err();
         assert!(e.message().contains("1 or 3 channels"), "{e}");
     }
 
@@ -217,13 +245,26 @@ mod tests {
         let parent = d.random(&mut rng);
         let mut child = parent.clone();
         d.mutate(&mut child, Mutation { generation: 0 }, &mut rng);
-        let changed = parent.genes().iter().zip(child.genes()).filter(|(a, b)| a != b).count();
+        let changed = parent
+            .genes()
+            .iter()
+            .zip(child.genes())
+            .filter(|(a, b)| a != b)
+            .count();
         assert!((800..1200).contains(&changed), "changed {changed} of 10000");
         assert!(child.genes().iter().all(|g| (0.0..=1.0).contains(g)));
         let mut late = parent.clone();
         d.mutate(&mut late, Mutation { generation: 1000 }, &mut rng);
-        let changed = parent.genes().iter().zip(late.genes()).filter(|(a, b)| a != b).count();
-        assert!((380..620).contains(&changed), "changed {changed} of 10000 after one halving");
+        let changed = parent
+            .genes()
+            .iter()
+            .zip(late.genes())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(
+            (380..620).contains(&changed),
+            "changed {changed} of 10000 after one halving"
+        );
     }
 
     #[test]

@@ -18,25 +18,13 @@ pub struct Confidence {
     classes: usize,
 }
 
-/// Writes softmax(`logits`) into `out`.
-pub fn softmax(logits: &[f32], out: &mut [f32]) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for (o, &l) in out.iter_mut().zip(logits) {
-        let e = ((l - max) as f64).exp();
-        *o = e as f32;
-        sum += e;
-    }
-    for o in out.iter_mut() {
-        *o = (*o as f64 / sum) as f32;
-    }
-}
-
 impl Fitness for Confidence {
     fn new(params: Params<'_>, classes: usize, kinds: &[OutputKind]) -> Result<Self, PluginError> {
         let _: NoParams = params.parse()?;
         if kinds.is_empty() || classes == 0 {
-            return Err(PluginError::new("confidence needs at least one model with at least one class"));
+            return Err(PluginError::new(
+                "confidence needs at least one model with at least one class",
+            ));
         }
         Ok(Self { classes })
     }
@@ -66,7 +54,11 @@ impl Fitness for Confidence {
     }
 }
 
-export_fitness!(Confidence, name = "confidence", version = env!("CARGO_PKG_VERSION"));
+export_fitness!(
+    Confidence,
+    name = "confidence",
+    version = env!("CARGO_PKG_VERSION")
+);
 
 #[cfg(test)]
 mod tests {
@@ -76,7 +68,12 @@ mod tests {
     fn logits_become_probabilities() {
         let f = Confidence::new(Params::new("{}"), 3, &[OutputKind::Logits]).unwrap();
         let data = [1.0, 2.0, 3.0, 1000.0, 0.0, -1000.0];
-        let outputs = ModelOutputs { data: &data, batch: 2, classes: 3, kinds: &[OutputKind::Logits] };
+        let outputs = ModelOutputs {
+            data: &data,
+            batch: 2,
+            classes: 3,
+            kinds: &[OutputKind::Logits],
+        };
         let mut scores = [0.0; 6];
         f.score(&outputs, &mut scores).unwrap();
         let e = [1f64.exp(), 2f64.exp(), 3f64.exp()];
@@ -92,7 +89,12 @@ mod tests {
         let kinds = [OutputKind::Probabilities, OutputKind::Probabilities];
         let f = Confidence::new(Params::new(""), 2, &kinds).unwrap();
         let data = [0.2, 0.8, 0.6, 0.4];
-        let outputs = ModelOutputs { data: &data, batch: 1, classes: 2, kinds: &kinds };
+        let outputs = ModelOutputs {
+            data: &data,
+            batch: 1,
+            classes: 2,
+            kinds: &kinds,
+        };
         let mut scores = [0.0; 2];
         f.score(&outputs, &mut scores).unwrap();
         assert!((scores[0] - 0.4).abs() < 1e-6 && (scores[1] - 0.6).abs() < 1e-6);
@@ -103,7 +105,12 @@ mod tests {
         assert!(Confidence::new(Params::new(r#"{"x":1}"#), 2, &[OutputKind::Logits]).is_err());
         let f = Confidence::new(Params::new("{}"), 2, &[OutputKind::Logits]).unwrap();
         let data = [f32::NAN, 0.0];
-        let outputs = ModelOutputs { data: &data, batch: 1, classes: 2, kinds: &[OutputKind::Logits] };
+        let outputs = ModelOutputs {
+            data: &data,
+            batch: 1,
+            classes: 2,
+            kinds: &[OutputKind::Logits],
+        };
         assert!(f.score(&outputs, &mut [0.0; 2]).is_err());
     }
 }

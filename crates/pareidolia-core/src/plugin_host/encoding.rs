@@ -3,7 +3,9 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use pareidolia_plugin::abi::{BytesRef, CanvasSpec, EncodingVTable, STATUS_OK, STATUS_PANIC, Status, StrRef};
+use pareidolia_plugin::abi::{
+    BytesRef, CanvasSpec, EncodingVTable, STATUS_OK, STATUS_PANIC, Status, StrRef,
+};
 
 use super::sink::VecSink;
 use super::{PluginCallError, PluginError, PluginKind, PluginLibrary};
@@ -24,18 +26,36 @@ unsafe impl Sync for EncodingPlugin {}
 
 impl EncodingPlugin {
     /// Creates an instance with JSON parameters for a canvas.
-    pub fn create(library: Arc<PluginLibrary>, params_json: &str, canvas: CanvasSpec) -> Result<Self, PluginError> {
+    pub fn create(
+        library: Arc<PluginLibrary>,
+        params_json: &str,
+        canvas: CanvasSpec,
+    ) -> Result<Self, PluginError> {
         library.expect_kind(PluginKind::Encoding)?;
         let mut err = VecSink::default();
         let mut instance: *mut c_void = std::ptr::null_mut();
         let vtable = library.vtable() as *const EncodingVTable;
         // SAFETY: the kind was checked, so the table is an `EncodingVTable`; the parameter
         // text and the out-pointer live through the call.
-        let status = unsafe { ((*vtable).create)(StrRef::new(params_json), canvas, &mut instance, err.as_sink()) };
+        let status = unsafe {
+            ((*vtable).create)(
+                StrRef::new(params_json),
+                canvas,
+                &mut instance,
+                err.as_sink(),
+            )
+        };
         if status != STATUS_OK || instance.is_null() {
-            return Err(PluginError::Create { name: library.info().name.clone(), message: err.text() });
+            return Err(PluginError::Create {
+                name: library.info().name.clone(),
+                message: err.text(),
+            });
         }
-        Ok(Self { library, instance, canvas })
+        Ok(Self {
+            library,
+            instance,
+            canvas,
+        })
     }
 
     /// The plugin's name.
@@ -79,25 +99,44 @@ impl EncodingPlugin {
     pub fn random(&self, seed: u64) -> Result<Vec<u8>, PluginCallError> {
         let (mut out, mut err) = (VecSink::default(), VecSink::default());
         // SAFETY: live instance; sinks live through the call.
-        let status = unsafe { (self.table().random)(self.instance, seed, out.as_sink(), err.as_sink()) };
+        let status =
+            unsafe { (self.table().random)(self.instance, seed, out.as_sink(), err.as_sink()) };
         self.check("random", status, err)?;
         Ok(out.0)
     }
 
     /// A mutated copy of `genome`.
-    pub fn mutate(&self, genome: &[u8], generation: u64, seed: u64) -> Result<Vec<u8>, PluginCallError> {
+    pub fn mutate(
+        &self,
+        genome: &[u8],
+        generation: u64,
+        seed: u64,
+    ) -> Result<Vec<u8>, PluginCallError> {
         let (mut out, mut err) = (VecSink::default(), VecSink::default());
         // SAFETY: live instance; genome and sinks live through the call.
         let status = unsafe {
-            (self.table().mutate)(self.instance, BytesRef::new(genome), generation, seed, out.as_sink(), err.as_sink())
+            (self.table().mutate)(
+                self.instance,
+                BytesRef::new(genome),
+                generation,
+                seed,
+                out.as_sink(),
+                err.as_sink(),
+            )
         };
         self.check("mutate", status, err)?;
         Ok(out.0)
     }
 
     /// Two children of two parents, before mutation.
-    pub fn crossover(&self, a: &[u8], b: &[u8], seed: u64) -> Result<(Vec<u8>, Vec<u8>), PluginCallError> {
-        let (mut oa, mut ob, mut err) = (VecSink::default(), VecSink::default(), VecSink::default());
+    pub fn crossover(
+        &self,
+        a: &[u8],
+        b: &[u8],
+        seed: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>), PluginCallError> {
+        let (mut oa, mut ob, mut err) =
+            (VecSink::default(), VecSink::default(), VecSink::default());
         // SAFETY: live instance; inputs and sinks live through the call.
         let status = unsafe {
             (self.table().crossover)(
@@ -119,7 +158,13 @@ impl EncodingPlugin {
         let mut err = VecSink::default();
         // SAFETY: live instance; `pixels` is a writable buffer of the length passed.
         let status = unsafe {
-            (self.table().render)(self.instance, BytesRef::new(genome), pixels.as_mut_ptr(), pixels.len(), err.as_sink())
+            (self.table().render)(
+                self.instance,
+                BytesRef::new(genome),
+                pixels.as_mut_ptr(),
+                pixels.len(),
+                err.as_sink(),
+            )
         };
         self.check("render", status, err)
     }
@@ -128,7 +173,14 @@ impl EncodingPlugin {
     pub fn describe(&self, genome: &[u8]) -> Result<String, PluginCallError> {
         let (mut out, mut err) = (VecSink::default(), VecSink::default());
         // SAFETY: live instance; genome and sinks live through the call.
-        let status = unsafe { (self.table().describe)(self.instance, BytesRef::new(genome), out.as_sink(), err.as_sink()) };
+        let status = unsafe {
+            (self.table().describe)(
+                self.instance,
+                BytesRef::new(genome),
+                out.as_sink(),
+                err.as_sink(),
+            )
+        };
         self.check("describe", status, err)?;
         Ok(out.text())
     }

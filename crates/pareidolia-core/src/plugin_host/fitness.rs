@@ -3,7 +3,10 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use pareidolia_plugin::abi::{FitnessSpec, FitnessVTable, OUTPUT_LOGITS, OUTPUT_PROBABILITIES, STATUS_OK, STATUS_PANIC, StrRef};
+use pareidolia_plugin::abi::{
+    FitnessSpec, FitnessVTable, OUTPUT_LOGITS, OUTPUT_PROBABILITIES, STATUS_OK, STATUS_PANIC,
+    StrRef,
+};
 
 use super::sink::VecSink;
 use super::{PluginCallError, PluginError, PluginKind, PluginLibrary};
@@ -24,20 +27,47 @@ unsafe impl Sync for FitnessPlugin {}
 impl FitnessPlugin {
     /// Creates an instance for `classes` classes and one model per entry of `logits`
     /// (`true`: that model outputs logits, `false`: probabilities).
-    pub fn create(library: Arc<PluginLibrary>, params_json: &str, classes: usize, logits: &[bool]) -> Result<Self, PluginError> {
+    pub fn create(
+        library: Arc<PluginLibrary>,
+        params_json: &str,
+        classes: usize,
+        logits: &[bool],
+    ) -> Result<Self, PluginError> {
         library.expect_kind(PluginKind::Fitness)?;
-        let kinds: Vec<u32> = logits.iter().map(|&l| if l { OUTPUT_LOGITS } else { OUTPUT_PROBABILITIES }).collect();
-        let spec = FitnessSpec { classes: classes as u32, models: kinds.len() as u32, output_kinds: kinds.as_ptr() };
+        let kinds: Vec<u32> = logits
+            .iter()
+            .map(|&l| {
+                if l {
+                    OUTPUT_LOGITS
+                } else {
+                    OUTPUT_PROBABILITIES
+                }
+            })
+            .collect();
+        let spec = FitnessSpec {
+            classes: classes as u32,
+            models: kinds.len() as u32,
+            output_kinds: kinds.as_ptr(),
+        };
         let mut err = VecSink::default();
         let mut instance: *mut c_void = std::ptr::null_mut();
         let vtable = library.vtable() as *const FitnessVTable;
         // SAFETY: kind checked, so the table is a `FitnessVTable`; all arguments live through
         // the call.
-        let status = unsafe { ((*vtable).create)(StrRef::new(params_json), spec, &mut instance, err.as_sink()) };
+        let status = unsafe {
+            ((*vtable).create)(StrRef::new(params_json), spec, &mut instance, err.as_sink())
+        };
         if status != STATUS_OK || instance.is_null() {
-            return Err(PluginError::Create { name: library.info().name.clone(), message: err.text() });
+            return Err(PluginError::Create {
+                name: library.info().name.clone(),
+                message: err.text(),
+            });
         }
-        Ok(Self { library, instance, classes })
+        Ok(Self {
+            library,
+            instance,
+            classes,
+        })
     }
 
     /// The plugin's name.

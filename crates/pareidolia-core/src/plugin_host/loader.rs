@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pareidolia_plugin::abi::{
-    ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL, EncodingVTable, FitnessVTable, KIND_ENCODING, KIND_FITNESS, MAGIC,
-    PluginDescriptor, StrRef,
+    ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL, EncodingVTable, FitnessVTable, KIND_ENCODING,
+    KIND_FITNESS, MAGIC, PluginDescriptor, StrRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +58,9 @@ pub struct PluginLibrary {
 
 impl fmt::Debug for PluginLibrary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginLibrary").field("info", &self.info).finish()
+        f.debug_struct("PluginLibrary")
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -99,15 +101,26 @@ impl PluginLibrary {
         }
         // SAFETY: loading a library runs its initialisers. Plugins are code the user chose to
         // run, like the binary itself; this is the one place the host accepts that.
-        let library = unsafe { libloading::Library::new(path) }
-            .map_err(|e| PluginError::NotALibrary { path: path.to_owned(), cause: error_chain(&e) })?;
+        let library =
+            unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::NotALibrary {
+                path: path.to_owned(),
+                cause: error_chain(&e),
+            })?;
         type DescriptorFn = extern "C" fn() -> *const PluginDescriptor;
         // SAFETY: the symbol, when present, is the SDK's descriptor function of this type.
-        let get = unsafe { library.get::<DescriptorFn>(DESCRIPTOR_SYMBOL.as_bytes()) }.map_err(|e| {
-            PluginError::MissingSymbol { path: path.to_owned(), symbol: DESCRIPTOR_SYMBOL, cause: error_chain(&e) }
-        })?;
+        let get =
+            unsafe { library.get::<DescriptorFn>(DESCRIPTOR_SYMBOL.as_bytes()) }.map_err(|e| {
+                PluginError::MissingSymbol {
+                    path: path.to_owned(),
+                    symbol: DESCRIPTOR_SYMBOL,
+                    cause: error_chain(&e),
+                }
+            })?;
         let descriptor = get();
-        let bad = |message: &str| PluginError::BadDescriptor { path: path.to_owned(), message: message.to_owned() };
+        let bad = |message: &str| PluginError::BadDescriptor {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
         if descriptor.is_null() {
             return Err(bad("the descriptor function returned null"));
         }
@@ -121,7 +134,10 @@ impl PluginLibrary {
             )
         };
         if magic != MAGIC {
-            return Err(PluginError::BadMagic { path: path.to_owned(), symbol: DESCRIPTOR_SYMBOL });
+            return Err(PluginError::BadMagic {
+                path: path.to_owned(),
+                symbol: DESCRIPTOR_SYMBOL,
+            });
         }
         if major != ABI_MAJOR || minor > ABI_MINOR {
             return Err(PluginError::AbiMismatch {
@@ -147,10 +163,22 @@ impl PluginLibrary {
         }
         // SAFETY: static strings of the library.
         let (name, version) = unsafe { (read_str(d.name), read_str(d.version)) };
-        let name = name.filter(|n| !n.is_empty()).ok_or_else(|| bad("missing or non-UTF-8 name"))?;
+        let name = name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad("missing or non-UTF-8 name"))?;
         let version = version.ok_or_else(|| bad("missing or non-UTF-8 version"))?;
-        let info = PluginInfo { name, version, kind, abi: format!("{major}.{minor}"), path: path.to_owned() };
-        Ok(Arc::new(Self { descriptor, info, _library: library }))
+        let info = PluginInfo {
+            name,
+            version,
+            kind,
+            abi: format!("{major}.{minor}"),
+            path: path.to_owned(),
+        };
+        Ok(Arc::new(Self {
+            descriptor,
+            info,
+            _library: library,
+        }))
     }
 
     /// What the descriptor says.
@@ -183,7 +211,11 @@ impl PluginLibrary {
 /// on Linux).
 pub fn library_file_name(kind: PluginKind, name: &str) -> String {
     let stem = format!("pareidolia_{kind}_{}", name.replace('-', "_"));
-    format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX)
+    format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 /// The folders searched for plugins, in order: the config's `plugin_dirs`, then
@@ -193,7 +225,10 @@ pub fn search_path(config_dirs: &[PathBuf]) -> Vec<PathBuf> {
     if let Some(var) = std::env::var_os("PAREIDOLIA_PLUGIN_PATH") {
         dirs.extend(std::env::split_paths(&var));
     }
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
         dirs.push(exe_dir.join("plugins"));
         // Test binaries live in target/<profile>/deps; the plugins one level up.
         if exe_dir.ends_with("deps") {
@@ -206,15 +241,27 @@ pub fn search_path(config_dirs: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Resolves a config's plugin value: a path (anything with a `/` or a library suffix, relative
 /// to `base`) or a name looked up along `dirs`.
-pub fn find_plugin(kind: PluginKind, value: &str, base: &Path, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
+pub fn find_plugin(
+    kind: PluginKind,
+    value: &str,
+    base: &Path,
+    dirs: &[PathBuf],
+) -> Result<PathBuf, PluginError> {
     if value.contains('/') || value.ends_with(std::env::consts::DLL_SUFFIX) {
         return Ok(base.join(value));
     }
     let file = library_file_name(kind, value);
-    dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file()).ok_or_else(|| PluginError::NotFound {
-        kind,
-        name: value.to_owned(),
-        file: file.clone(),
-        searched: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-    })
+    dirs.iter()
+        .map(|d| d.join(&file))
+        .find(|p| p.is_file())
+        .ok_or_else(|| PluginError::NotFound {
+            kind,
+            name: value.to_owned(),
+            file: file.clone(),
+            searched: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }

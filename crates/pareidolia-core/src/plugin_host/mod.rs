@@ -13,7 +13,9 @@ mod sink;
 
 pub use encoding::EncodingPlugin;
 pub use fitness::FitnessPlugin;
-pub use loader::{PluginInfo, PluginKind, PluginLibrary, find_plugin, library_file_name, search_path};
+pub use loader::{
+    PluginInfo, PluginKind, PluginLibrary, find_plugin, library_file_name, search_path,
+};
 
 use std::path::PathBuf;
 
@@ -58,7 +60,9 @@ pub enum PluginError {
         cause: String,
     },
     /// The descriptor does not start with the magic value.
-    #[error("{path} exports `{symbol}` but its descriptor has the wrong magic number: not a Pareidolia plugin, or a corrupted build")]
+    #[error(
+        "{path} exports `{symbol}` but its descriptor has the wrong magic number: not a Pareidolia plugin, or a corrupted build"
+    )]
     BadMagic {
         /// The file.
         path: PathBuf,

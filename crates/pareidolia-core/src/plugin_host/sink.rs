@@ -17,7 +17,8 @@ extern "C" fn append(ctx: *mut c_void, data: *const u8, len: usize) {
     unsafe {
         let sink = &mut *(ctx as *mut VecSink);
         if len > 0 {
-            sink.0.extend_from_slice(std::slice::from_raw_parts(data, len));
+            sink.0
+                .extend_from_slice(std::slice::from_raw_parts(data, len));
         }
     }
 }
@@ -25,7 +26,10 @@ extern "C" fn append(ctx: *mut c_void, data: *const u8, len: usize) {
 impl VecSink {
     /// A sink writing into `self`; valid while `self` is borrowed.
     pub fn as_sink(&mut self) -> ByteSink {
-        ByteSink { ctx: self as *mut VecSink as *mut c_void, write: append }
+        ByteSink {
+            ctx: self as *mut VecSink as *mut c_void,
+            write: append,
+        }
     }
 
     /// The collected bytes as text (lossy).

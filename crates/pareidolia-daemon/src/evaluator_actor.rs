@@ -1,0 +1,231 @@
+//! EvaluatorActor: gathers rendered children into batches, runs the backend and the fitness
+//! plugin on tokio's blocking pool, and casts scores (and losses) to the archive.
+//!
+//! A batch is run when it is full or when every child of its generation has arrived (counted
+//! by unique id, so re-issued duplicates are harmless). If a child never arrives (its mutator
+//! died), a linger timer flushes the partial batch, so nothing waits forever.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pareidolia_core::FitnessPlugin;
+use pareidolia_eval::{BackendChoice, Model, PreparedModel, backend_for};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::archive_actor::ArchiveMsg;
+use crate::messages::{LostChild, Offspring, ScoredChild};
+
+/// How long a partial batch may wait for more children before it runs anyway.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct EvaluatorActor;
+
+/// Messages an evaluator handles.
+#[derive(Debug)]
+pub enum EvaluatorMsg {
+    /// Children from a mutator (rendered, or lost on the way).
+    Children(Vec<Result<Offspring, LostChild>>),
+    /// Linger timer; runs the partial batch if nothing arrived since it was set.
+    Linger(u64),
+}
+
+/// Start-up arguments.
+pub struct EvaluatorArgs {
+    /// Name of the archive actor.
+    pub archive: String,
+    /// The model (to prepare again after a restart).
+    pub model: Arc<Model>,
+    /// The backend to prepare it on.
+    pub backend: BackendChoice,
+    /// An already prepared model for the first start; `None` prepares it in `pre_start`.
+    pub prepared: Option<Box<dyn PreparedModel>>,
+    /// The fitness plugin instance.
+    pub fitness: Arc<FitnessPlugin>,
+    /// Images per batch.
+    pub batch_size: usize,
+}
+
+/// The evaluator's state.
+pub struct EvaluatorState {
+    archive: String,
+    model: Option<Box<dyn PreparedModel>>,
+    fitness: Arc<FitnessPlugin>,
+    batch_size: usize,
+    buffer: Vec<Offspring>,
+    lost: Vec<LostChild>,
+    seen: BTreeMap<u64, BTreeSet<u64>>,
+    linger_token: u64,
+}
+
+type BatchResult = (Box<dyn PreparedModel>, Result<Vec<f32>, String>);
+
+fn infer_and_score(
+    mut model: Box<dyn PreparedModel>,
+    fitness: &FitnessPlugin,
+    pixels: Vec<u8>,
+    n: usize,
+) -> BatchResult {
+    let result = model
+        .infer(&pixels, n)
+        .map_err(|e| e.to_string())
+        .and_then(|outputs| fitness.score(&outputs, n).map_err(|e| e.to_string()));
+    (model, result)
+}
+
+impl EvaluatorState {
+    fn archive(&self) -> Option<ActorRef<ArchiveMsg>> {
+        ractor::registry::where_is(self.archive.clone()).map(Into::into)
+    }
+
+    async fn run_batch(&mut self, batch: Vec<Offspring>) -> Result<(), ActorProcessingErr> {
+        let n = batch.len();
+        let mut pixels = Vec::with_capacity(n * batch[0].pixels.len());
+        for child in &batch {
+            pixels.extend_from_slice(&child.pixels);
+        }
+        let model = self.model.take().ok_or("evaluator has no prepared model")?;
+        let fitness = self.fitness.clone();
+        let (model, result) =
+            tokio::task::spawn_blocking(move || infer_and_score(model, &fitness, pixels, n))
+                .await?;
+        self.model = Some(model);
+        let (scored, mut lost) = match result {
+            Ok(scores) => {
+                let classes = scores.len() / n;
+                let scored = batch
+                    .into_iter()
+                    .zip(scores.chunks_exact(classes))
+                    .map(|(c, s)| ScoredChild {
+                        id: c.id,
+                        generation: c.generation,
+                        genome: c.genome,
+                        scores: s.to_vec(),
+                    })
+                    .collect();
+                (scored, Vec::new())
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, children = n, "batch lost");
+                let lost = batch
+                    .into_iter()
+                    .map(|c| LostChild {
+                        id: c.id,
+                        generation: c.generation,
+                        generation_size: c.generation_size,
+                        stage: "evaluation".to_owned(),
+                        reason: reason.clone(),
+                    })
+                    .collect();
+                (Vec::new(), lost)
+            }
+        };
+        lost.append(&mut self.lost);
+        self.send(scored, lost);
+        Ok(())
+    }
+
+    fn send(&mut self, scored: Vec<ScoredChild>, lost: Vec<LostChild>) {
+        if scored.is_empty() && lost.is_empty() {
+            return;
+        }
+        match self.archive() {
+            Some(archive) => {
+                if archive.cast(ArchiveMsg::Results { scored, lost }).is_err() {
+                    tracing::warn!("archive gone; results dropped");
+                }
+            }
+            None => tracing::warn!("no archive registered; results dropped"),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ActorProcessingErr> {
+        while !self.buffer.is_empty() {
+            let take = self.buffer.len().min(self.batch_size);
+            let batch: Vec<Offspring> = self.buffer.drain(..take).collect();
+            self.run_batch(batch).await?;
+        }
+        let lost = std::mem::take(&mut self.lost);
+        self.send(Vec::new(), lost);
+        Ok(())
+    }
+}
+
+impl Actor for EvaluatorActor {
+    type Msg = EvaluatorMsg;
+    type State = EvaluatorState;
+    type Arguments = EvaluatorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: EvaluatorArgs,
+    ) -> Result<EvaluatorState, ActorProcessingErr> {
+        let model = match args.prepared {
+            Some(m) => m,
+            None => {
+                let (model, backend) = (args.model.clone(), args.backend);
+                tokio::task::spawn_blocking(move || backend_for(backend).prepare(&model)).await??
+            }
+        };
+        Ok(EvaluatorState {
+            archive: args.archive,
+            model: Some(model),
+            fitness: args.fitness,
+            batch_size: args.batch_size.max(1),
+            buffer: Vec::new(),
+            lost: Vec::new(),
+            seen: BTreeMap::new(),
+            linger_token: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: EvaluatorMsg,
+        state: &mut EvaluatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            EvaluatorMsg::Children(children) => {
+                let mut completed = false;
+                for child in children {
+                    let (generation, size, id) = match &child {
+                        Ok(o) => (o.generation, o.generation_size, o.id),
+                        Err(l) => (l.generation, l.generation_size, l.id),
+                    };
+                    let seen = state.seen.entry(generation).or_default();
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    completed |= seen.len() >= size as usize;
+                    match child {
+                        Ok(o) => state.buffer.push(o),
+                        Err(l) => state.lost.push(l),
+                    }
+                    // Older generations can no longer complete; forget them.
+                    state.seen.retain(|&g, _| g + 1 >= generation);
+                }
+                while state.buffer.len() >= state.batch_size {
+                    let batch: Vec<Offspring> = state.buffer.drain(..state.batch_size).collect();
+                    state.run_batch(batch).await?;
+                }
+                state.linger_token += 1;
+                if completed {
+                    state.flush().await?;
+                } else if !state.buffer.is_empty() || !state.lost.is_empty() {
+                    let token = state.linger_token;
+                    myself.send_after(LINGER, move || EvaluatorMsg::Linger(token));
+                }
+            }
+            EvaluatorMsg::Linger(token) => {
+                if token == state.linger_token {
+                    state.flush().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

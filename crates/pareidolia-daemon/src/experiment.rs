@@ -1,0 +1,227 @@
+//! An experiment from config to outcome: setup (model, backend, plugins, all checked before
+//! anything runs) and the run itself (the actor tree, until the last generation is in).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pareidolia_core::config::RunConfig;
+use pareidolia_core::plugin_host::{PluginLibrary, find_plugin, search_path};
+use pareidolia_core::{
+    ArchiveStats, Champion, EncodingPlugin, FitnessPlugin, PluginError, PluginKind,
+};
+use pareidolia_eval::{
+    BackendChoice, EvalError, Model, ModelRef, OutputKind, PreparedModel, backend_for,
+};
+use pareidolia_plugin::abi::CanvasSpec;
+use ractor::Actor;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::archive_actor::ArchivePlan;
+use crate::supervisor::{Supervisor, SupervisorArgs, mutator_group};
+
+/// Setup failed: nothing ran.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The model could not be loaded or prepared.
+    #[error(transparent)]
+    Model(#[from] EvalError),
+    /// A plugin could not be found, loaded or created.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// The run stopped with an error.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Not one child of a generation could be scored: the plugin or backend is broken.
+    #[error(
+        "no child of generation {generation} could be evaluated; the first was lost in {stage}: {reason}"
+    )]
+    GenerationLost {
+        /// The generation.
+        generation: u64,
+        /// Where the first child was lost.
+        stage: String,
+        /// Why.
+        reason: String,
+    },
+    /// An actor failed in a way that cannot be repaired by a restart.
+    #[error("the {actor} actor failed: {reason}")]
+    ActorFailed {
+        /// Which actor.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// Restarts kept failing.
+    #[error(
+        "{restarts} actor restarts within {window_s} s (last: {actor} {last}); stopping instead of spinning"
+    )]
+    TooManyFailures {
+        /// Restarts counted.
+        restarts: usize,
+        /// The window.
+        window_s: u64,
+        /// The last actor to fail.
+        actor: String,
+        /// Its failure.
+        last: String,
+    },
+    /// The actor system could not start.
+    #[error("could not start the actors: {0}")]
+    Spawn(String),
+}
+
+/// Where a run stands after a generation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Last completed generation (0 = initial population).
+    pub generation: u64,
+    /// Generations planned.
+    pub generations: u64,
+    /// Children scored.
+    pub evaluations: u64,
+    /// Children lost.
+    pub lost: u64,
+    /// Champion replacements.
+    pub replacements: u64,
+    /// Archive statistics.
+    pub stats: ArchiveStats,
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+}
+
+/// What a finished run leaves: the archive's cells and the final progress.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// One entry per class.
+    pub cells: Vec<Option<Champion>>,
+    /// Counters and statistics at the end.
+    pub progress: Progress,
+}
+
+/// A checked experiment, ready to run.
+pub struct Experiment {
+    /// The config (with command-line overrides applied).
+    pub config: RunConfig,
+    /// The classifier.
+    pub model: Arc<Model>,
+    /// The backend.
+    pub backend: BackendChoice,
+    /// Device the backend runs on.
+    pub device: String,
+    /// The encoding instance.
+    pub encoding: Arc<EncodingPlugin>,
+    /// The fitness instance.
+    pub fitness: Arc<FitnessPlugin>,
+    prepared: Option<Box<dyn PreparedModel>>,
+}
+
+fn load_plugin(
+    kind: PluginKind,
+    value: &str,
+    config: &RunConfig,
+) -> Result<Arc<PluginLibrary>, PluginError> {
+    let dirs = search_path(&config.plugin_dirs());
+    let path = find_plugin(kind, value, &config.base_dir, &dirs)?;
+    let library = PluginLibrary::open(&path)?;
+    library.expect_kind(kind)?;
+    Ok(library)
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Experiment {
+    /// Loads and checks everything the config names. Blocking (model compilation): call it
+    /// from a blocking context.
+    pub fn setup(config: RunConfig) -> Result<Self, SetupError> {
+        let model = Model::load(&ModelRef::parse(&config.model.manifest, &config.base_dir))?;
+        let backend = BackendChoice::from_str(&config.model.backend)?;
+        let prepared = backend_for(backend).prepare(&model)?;
+        let device = prepared.device();
+        let input = &model.manifest.input;
+        let canvas = CanvasSpec {
+            width: input.width,
+            height: input.height,
+            channels: input.channels,
+        };
+        let encoding_lib = load_plugin(PluginKind::Encoding, &config.encoding.plugin, &config)?;
+        let encoding =
+            EncodingPlugin::create(encoding_lib, &config.encoding.params_json(), canvas)?;
+        let fitness_lib = load_plugin(PluginKind::Fitness, &config.fitness.plugin, &config)?;
+        let logits = model.manifest.output == OutputKind::Logits;
+        let fitness = FitnessPlugin::create(
+            fitness_lib,
+            &config.fitness.params_json(),
+            model.classes(),
+            &[logits],
+        )?;
+        tracing::info!(
+            model = model.name(),
+            sha256 = %model.sha256,
+            backend = %backend,
+            device = %device,
+            encoding = %encoding.library().info().name,
+            fitness = %fitness.library().info().name,
+            "experiment set up"
+        );
+        Ok(Self {
+            config,
+            model: Arc::new(model),
+            backend,
+            device,
+            encoding: Arc::new(encoding),
+            fitness: Arc::new(fitness),
+            prepared: Some(prepared),
+        })
+    }
+
+    /// Runs to the last generation, publishing progress after each one.
+    pub async fn run(&mut self, progress: watch::Sender<Progress>) -> Result<RunOutcome, RunError> {
+        let run = format!(
+            "pareidolia-{}-{}",
+            std::process::id(),
+            RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let c = &self.config;
+        let plan = ArchivePlan {
+            seed: c.seed,
+            generations: c.generations,
+            offspring: c.offspring_per_generation,
+            initial: c.initial_population(),
+            classes: self.model.classes(),
+            mutator_group: mutator_group(&run),
+        };
+        let args = SupervisorArgs {
+            run: run.clone(),
+            mutators: c.mutator_count(),
+            encoding: self.encoding.clone(),
+            fitness: self.fitness.clone(),
+            model: self.model.clone(),
+            backend: self.backend,
+            prepared: self.prepared.take(),
+            batch_size: c.batch_size as usize,
+            plan,
+            progress,
+            done: done_tx,
+        };
+        let (supervisor, handle) =
+            Actor::spawn(Some(format!("{run}.supervisor")), Supervisor, args)
+                .await
+                .map_err(|e| RunError::Spawn(e.to_string()))?;
+        let outcome = done_rx.recv().await.unwrap_or_else(|| {
+            Err(RunError::ActorFailed {
+                actor: "supervisor".into(),
+                reason: "stopped without an outcome".into(),
+            })
+        });
+        supervisor.stop(Some("run over".into()));
+        let _ = handle.await;
+        outcome
+    }
+}

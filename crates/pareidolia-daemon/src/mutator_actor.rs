@@ -1,0 +1,121 @@
+//! MutatorActor: turns [`BreedJob`]s into rendered children with the encoding plugin, on
+//! tokio's blocking pool, and casts them to the evaluator. A plugin error or panic costs that
+//! child only; it travels on as a [`LostChild`] so the generation's accounting stays exact.
+
+use std::sync::Arc;
+
+use pareidolia_core::EncodingPlugin;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::evaluator_actor::EvaluatorMsg;
+use crate::messages::{BreedJob, LostChild, Offspring, Recipe, child_id};
+
+/// The actor (stateless behaviour; state in [`MutatorState`]).
+#[derive(Debug, Default)]
+pub struct MutatorActor;
+
+/// Messages a mutator handles.
+#[derive(Debug)]
+pub enum MutatorMsg {
+    /// Make the job's children.
+    Breed(BreedJob),
+}
+
+/// Start-up arguments and state.
+#[derive(Debug, Clone)]
+pub struct MutatorState {
+    /// Name of the evaluator actor to send children to.
+    pub evaluator: String,
+    /// The encoding plugin instance (thread-safe by the SDK's contract).
+    pub encoding: Arc<EncodingPlugin>,
+}
+
+/// Makes the children of one job: plain code, testable without actors.
+pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring, LostChild>> {
+    let ids = (0..job.children).map(|k| child_id(job.generation, job.first_index + k));
+    let lost = |id: u64, reason: String| LostChild {
+        id,
+        generation: job.generation,
+        generation_size: job.generation_size,
+        stage: "plugin".to_owned(),
+        reason,
+    };
+    let genomes: Vec<Result<Vec<u8>, String>> = match &job.recipe {
+        Recipe::Random => job
+            .child_seeds
+            .iter()
+            .map(|&s| encoding.random(s).map_err(|e| e.to_string()))
+            .collect(),
+        Recipe::Breed { a, b } => match encoding.crossover(a, b, job.crossover_seed) {
+            Ok((ca, cb)) => [ca, cb]
+                .into_iter()
+                .zip(&job.child_seeds)
+                .map(|(child, &seed)| {
+                    encoding
+                        .mutate(&child, job.generation, seed)
+                        .map_err(|e| e.to_string())
+                })
+                .collect(),
+            Err(e) => job.child_seeds.iter().map(|_| Err(e.to_string())).collect(),
+        },
+    };
+    ids.zip(genomes)
+        .map(|(id, genome)| {
+            let genome = genome.map_err(|e| lost(id, e))?;
+            let mut pixels = vec![0u8; encoding.image_len()];
+            encoding
+                .render(&genome, &mut pixels)
+                .map_err(|e| lost(id, e.to_string()))?;
+            Ok(Offspring {
+                id,
+                generation: job.generation,
+                generation_size: job.generation_size,
+                genome: genome.into(),
+                pixels,
+            })
+        })
+        .collect()
+}
+
+impl Actor for MutatorActor {
+    type Msg = MutatorMsg;
+    type State = MutatorState;
+    type Arguments = MutatorState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: MutatorState,
+    ) -> Result<MutatorState, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: MutatorMsg,
+        state: &mut MutatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MutatorMsg::Breed(job) => {
+                let encoding = state.encoding.clone();
+                let children = tokio::task::spawn_blocking(move || breed(&encoding, &job)).await?;
+                for child in children.iter().filter_map(|c| c.as_ref().err()) {
+                    tracing::warn!(child = child.id, generation = child.generation, reason = %child.reason, "child lost");
+                }
+                match ractor::registry::where_is(state.evaluator.clone()) {
+                    Some(cell) => {
+                        let evaluator: ActorRef<EvaluatorMsg> = cell.into();
+                        // A failed send means the evaluator is restarting; the supervisor has
+                        // the archive re-issue every child not yet scored.
+                        if evaluator.cast(EvaluatorMsg::Children(children)).is_err() {
+                            tracing::debug!("evaluator gone; children will be re-issued");
+                        }
+                    }
+                    None => tracing::debug!("no evaluator registered; children will be re-issued"),
+                }
+            }
+        }
+        Ok(())
+    }
+}

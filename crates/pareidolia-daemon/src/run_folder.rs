@@ -1,0 +1,115 @@
+//! The run folder a finished run leaves: `gallery/` (one PNG per class champion, a labelled
+//! montage, an HTML index), `summary.json` and the resolved `config.toml`.
+
+use std::path::{Path, PathBuf};
+
+use pareidolia_core::gallery::{self, GalleryEntry};
+use pareidolia_core::image_io::Image;
+use pareidolia_core::summary::{ClassSummary, PluginSummary, RunSummary};
+
+use crate::{Experiment, RunOutcome};
+
+/// Writing the run folder failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunFolderError {
+    /// A file could not be written.
+    #[error(
+        "cannot write {path}: {message}; check that the folder is writable and the disk has space"
+    )]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A champion could not be rendered again.
+    #[error("cannot render the champion of class {class}: {message}")]
+    Render {
+        /// The class.
+        class: usize,
+        /// The plugin's error.
+        message: String,
+    },
+}
+
+fn write_err(path: &Path, e: impl std::fmt::Display) -> RunFolderError {
+    RunFolderError::Write {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Renders the champions and writes the run folder; returns the summary it wrote.
+pub fn write(
+    dir: &Path,
+    experiment: &Experiment,
+    outcome: &RunOutcome,
+) -> Result<RunSummary, RunFolderError> {
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    let input = &experiment.model.manifest.input;
+    let mut entries = Vec::new();
+    for (class, cell) in outcome.cells.iter().enumerate() {
+        let Some(champion) = cell else { continue };
+        let mut pixels = vec![0u8; experiment.encoding.image_len()];
+        experiment
+            .encoding
+            .render(&champion.genome, &mut pixels)
+            .map_err(|e| RunFolderError::Render {
+                class,
+                message: e.to_string(),
+            })?;
+        entries.push(GalleryEntry {
+            class,
+            label: experiment.model.label(class),
+            score: champion.score(class),
+            generation: champion.generation,
+            image: Image {
+                width: input.width,
+                height: input.height,
+                channels: input.channels,
+                pixels,
+            },
+        });
+    }
+    let gallery_dir = dir.join("gallery");
+    gallery::write_gallery(&gallery_dir, &entries).map_err(|e| write_err(&gallery_dir, e))?;
+    let p = &outcome.progress;
+    let classes = (0..outcome.cells.len())
+        .map(|class| {
+            let entry = entries.iter().find(|e| e.class == class);
+            ClassSummary {
+                class,
+                label: experiment.model.label(class),
+                confidence: entry.map(|e| e.score),
+                generation: entry.map(|e| e.generation),
+                image: entry.map(|e| format!("gallery/{}", gallery::file_name(e))),
+            }
+        })
+        .collect();
+    let plugin = |lib: &pareidolia_core::plugin_host::PluginInfo| PluginSummary {
+        name: lib.name.clone(),
+        version: lib.version.clone(),
+    };
+    let summary = RunSummary {
+        pareidolia_version: env!("CARGO_PKG_VERSION").to_owned(),
+        seed: experiment.config.seed,
+        generations: p.generation,
+        evaluations: p.evaluations,
+        lost: p.lost,
+        replacements: p.replacements,
+        wall_time_s: p.elapsed_s,
+        evaluations_per_s: p.evaluations as f64 / p.elapsed_s.max(1e-9),
+        model: experiment.model.name().to_owned(),
+        model_sha256: experiment.model.sha256.clone(),
+        backend: format!("{} ({})", experiment.backend, experiment.device),
+        encoding: plugin(experiment.encoding.library().info()),
+        fitness: plugin(experiment.fitness.library().info()),
+        stats: p.stats.clone(),
+        classes,
+    };
+    let summary_path = dir.join("summary.json");
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| write_err(&summary_path, e))?;
+    std::fs::write(&summary_path, json + "\n").map_err(|e| write_err(&summary_path, e))?;
+    Ok(summary)
+}

@@ -1,0 +1,277 @@
+//! The supervisor: spawns the archive, the evaluator and the mutators linked to itself,
+//! restarts a failed mutator or evaluator and has the archive re-issue the children that were
+//! in flight, and stops the run with an error when failures repeat (instead of spinning) or
+//! when the archive itself fails (it holds the only copy of the run's state).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pareidolia_core::{EncodingPlugin, FitnessPlugin};
+use pareidolia_eval::{BackendChoice, Model, PreparedModel};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::{mpsc, watch};
+
+use crate::archive_actor::{ArchiveActor, ArchiveArgs, ArchiveMsg, ArchivePlan};
+use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs};
+use crate::experiment::{Progress, RunError, RunOutcome};
+use crate::mutator_actor::{MutatorActor, MutatorState};
+
+/// Restarts allowed within [`RESTART_WINDOW`] before the run stops.
+pub const MAX_RESTARTS: usize = 5;
+/// The window for [`MAX_RESTARTS`].
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct Supervisor;
+
+/// Start-up arguments: what every child needs, kept to restart them.
+pub struct SupervisorArgs {
+    /// Unique prefix of this run's actor names.
+    pub run: String,
+    /// Mutator count.
+    pub mutators: usize,
+    /// The encoding instance.
+    pub encoding: Arc<EncodingPlugin>,
+    /// The fitness instance.
+    pub fitness: Arc<FitnessPlugin>,
+    /// The model.
+    pub model: Arc<Model>,
+    /// Its backend.
+    pub backend: BackendChoice,
+    /// The model prepared by setup, used by the first evaluator.
+    pub prepared: Option<Box<dyn PreparedModel>>,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// The archive's plan.
+    pub plan: ArchivePlan,
+    /// Progress channel.
+    pub progress: watch::Sender<Progress>,
+    /// Outcome channel.
+    pub done: mpsc::UnboundedSender<Result<RunOutcome, RunError>>,
+}
+
+/// Which child an actor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Archive,
+    Evaluator,
+    Mutator(usize),
+}
+
+/// The supervisor's state.
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    children: Vec<(Role, ActorCell)>,
+    restarts: VecDeque<Instant>,
+    failed: bool,
+}
+
+/// Names of a run's actors.
+pub fn archive_name(run: &str) -> String {
+    format!("{run}.archive")
+}
+/// The evaluator's name.
+pub fn evaluator_name(run: &str) -> String {
+    format!("{run}.evaluator")
+}
+/// The mutators' process group.
+pub fn mutator_group(run: &str) -> String {
+    format!("{run}.mutators")
+}
+
+impl SupervisorState {
+    async fn spawn_evaluator(
+        &mut self,
+        myself: &ActorCell,
+        prepared: Option<Box<dyn PreparedModel>>,
+    ) -> Result<(), ActorProcessingErr> {
+        let a = &self.args;
+        let args = EvaluatorArgs {
+            archive: archive_name(&a.run),
+            model: a.model.clone(),
+            backend: a.backend,
+            prepared,
+            fitness: a.fitness.clone(),
+            batch_size: a.batch_size,
+        };
+        let (actor, _) = Actor::spawn_linked(
+            Some(evaluator_name(&a.run)),
+            EvaluatorActor,
+            args,
+            myself.clone(),
+        )
+        .await?;
+        self.children.push((Role::Evaluator, actor.get_cell()));
+        Ok(())
+    }
+
+    async fn spawn_mutator(
+        &mut self,
+        myself: &ActorCell,
+        index: usize,
+    ) -> Result<(), ActorProcessingErr> {
+        let a = &self.args;
+        let state = MutatorState {
+            evaluator: evaluator_name(&a.run),
+            encoding: a.encoding.clone(),
+        };
+        let name = format!("{}.mutator.{index}", a.run);
+        let (actor, _) =
+            Actor::spawn_linked(Some(name), MutatorActor, state, myself.clone()).await?;
+        ractor::pg::join(mutator_group(&a.run), vec![actor.get_cell()]);
+        self.children.push((Role::Mutator(index), actor.get_cell()));
+        Ok(())
+    }
+
+    fn archive(&self) -> Option<ActorRef<ArchiveMsg>> {
+        self.children
+            .iter()
+            .find(|(r, _)| *r == Role::Archive)
+            .map(|(_, c)| c.clone().into())
+    }
+
+    fn fail(&mut self, myself: &ActorRef<()>, error: RunError) {
+        tracing::error!(%error, "stopping the run");
+        self.failed = true;
+        let _ = self.args.done.send(Err(error));
+        myself.stop(Some("run failed".into()));
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = ();
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        mut args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let prepared = args.prepared.take();
+        let archive_args = ArchiveArgs {
+            plan: args.plan.clone(),
+            progress: args.progress.clone(),
+            done: args.done.clone(),
+        };
+        let mut state = SupervisorState {
+            args,
+            children: Vec::new(),
+            restarts: VecDeque::new(),
+            failed: false,
+        };
+        let cell = myself.get_cell();
+        let (archive, _) = Actor::spawn_linked(
+            Some(archive_name(&state.args.run)),
+            ArchiveActor,
+            archive_args,
+            cell.clone(),
+        )
+        .await?;
+        state.children.push((Role::Archive, archive.get_cell()));
+        state.spawn_evaluator(&cell, prepared).await?;
+        for i in 0..state.args.mutators {
+            state.spawn_mutator(&cell, i).await?;
+        }
+        archive.cast(ArchiveMsg::Next)?;
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<()>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        for (_, child) in state.children.drain(..) {
+            child.stop(Some("run over".into()));
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                format!("stopped: {}", reason.unwrap_or_else(|| "no reason".into())),
+            ),
+            _ => return Ok(()),
+        };
+        if state.failed {
+            return Ok(());
+        }
+        let Some(pos) = state
+            .children
+            .iter()
+            .position(|(_, c)| c.get_id() == cell.get_id())
+        else {
+            return Ok(());
+        };
+        let (role, _) = state.children.remove(pos);
+        tracing::warn!(?role, %why, "actor down");
+        if role == Role::Archive {
+            state.fail(
+                &myself,
+                RunError::ActorFailed {
+                    actor: "archive".into(),
+                    reason: why,
+                },
+            );
+            return Ok(());
+        }
+        let now = Instant::now();
+        state.restarts.push_back(now);
+        while state
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            state.restarts.pop_front();
+        }
+        if state.restarts.len() > MAX_RESTARTS {
+            let actor = match role {
+                Role::Evaluator => "evaluator".to_owned(),
+                Role::Mutator(i) => format!("mutator {i}"),
+                Role::Archive => unreachable!(),
+            };
+            state.fail(
+                &myself,
+                RunError::TooManyFailures {
+                    restarts: state.restarts.len(),
+                    window_s: RESTART_WINDOW.as_secs(),
+                    actor,
+                    last: why,
+                },
+            );
+            return Ok(());
+        }
+        let cell = myself.get_cell();
+        let restarted = match role {
+            Role::Evaluator => state.spawn_evaluator(&cell, None).await,
+            Role::Mutator(i) => state.spawn_mutator(&cell, i).await,
+            Role::Archive => unreachable!(),
+        };
+        if let Err(e) = restarted {
+            state.fail(
+                &myself,
+                RunError::ActorFailed {
+                    actor: format!("{role:?}"),
+                    reason: format!("restart failed: {e}"),
+                },
+            );
+            return Ok(());
+        }
+        tracing::info!(?role, "restarted; re-issuing work in flight");
+        if let Some(archive) = state.archive() {
+            archive.cast(ArchiveMsg::Reissue)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! `pareidolia classify`: what a model says about image files on disk, so a user (and the
+//! tests) can check a gallery from the PNG files themselves, not from in-memory numbers.
+
+use std::io::Write as _;
+
+use anyhow::{Context, Result, bail};
+use pareidolia_core::image_io::read_png;
+use pareidolia_eval::{Model, ModelRef, OutputKind, TractBackend};
+use pareidolia_plugin::softmax;
+
+use crate::cli::ClassifyArgs;
+
+/// Runs the command.
+pub fn classify(args: ClassifyArgs) -> Result<()> {
+    let model = Model::load(&ModelRef::parse(&args.model, std::path::Path::new(".")))?;
+    let input = model.manifest.input.clone();
+    let mut pixels = Vec::with_capacity(args.images.len() * model.image_len());
+    for path in &args.images {
+        let image = read_png(path)?.to_channels(input.channels);
+        if (image.width, image.height) != (input.width, input.height) {
+            bail!(
+                "{} is {}x{} pixels; model {} takes {}x{}",
+                path.display(),
+                image.width,
+                image.height,
+                model.name(),
+                input.width,
+                input.height
+            );
+        }
+        pixels.extend_from_slice(&image.pixels);
+    }
+    let mut prepared = pareidolia_eval::Backend::prepare(&TractBackend, &model)?;
+    let outputs = prepared
+        .infer(&pixels, args.images.len())
+        .context("inference failed")?;
+    let classes = model.classes();
+    let mut out = std::io::stdout().lock();
+    for (path, row) in args.images.iter().zip(outputs.chunks_exact(classes)) {
+        let mut probs = row.to_vec();
+        if model.manifest.output == OutputKind::Logits {
+            softmax(row, &mut probs);
+        }
+        let mut order: Vec<usize> = (0..classes).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        if args.json {
+            let top: Vec<_> = order
+                .iter()
+                .take(args.top)
+                .map(|&c| serde_json::json!({"class": c, "label": model.label(c), "probability": probs[c]}))
+                .collect();
+            let line = serde_json::json!({"image": path, "top": top, "probabilities": probs});
+            writeln!(out, "{line}")?;
+        } else {
+            let top: Vec<String> = order
+                .iter()
+                .take(args.top)
+                .map(|&c| format!("{} {:.4}%", model.label(c), probs[c] * 100.0))
+                .collect();
+            writeln!(out, "{}: {}", path.display(), top.join(", "))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `pareidolia run`: config and overrides, setup, the run with a progress bar, the run folder.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use std::io::Write as _;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use pareidolia_core::RunConfig;
+use pareidolia_daemon::{Experiment, Progress, run_folder};
+
+use crate::cli::RunArgs;
+
+fn resolve_config(args: &RunArgs) -> Result<(RunConfig, String)> {
+    let (mut config, name) = match &args.config {
+        Some(path) => {
+            let name = path
+                .file_stem()
+                .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+            (RunConfig::from_file(path)?, name)
+        }
+        None => (RunConfig::builtin_default(), "mnist-direct".to_owned()),
+    };
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if let Some(g) = args.generations {
+        config.generations = g;
+    }
+    if let Some(m) = args.mutators {
+        config.mutators = m;
+    }
+    config.validate("the command line")?;
+    Ok((config, name))
+}
+
+fn prepare_out_dir(out: &Path) -> Result<()> {
+    if out.exists() {
+        let mut entries = std::fs::read_dir(out)
+            .with_context(|| format!("cannot read run folder {}", out.display()))?;
+        if entries.next().is_some() {
+            bail!(
+                "run folder {} already holds files; choose another --out or remove it",
+                out.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create run folder {}", out.display()))?;
+    let probe = out.join(".write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("run folder {} is not writable", out.display()))?;
+    std::fs::remove_file(probe).ok();
+    Ok(())
+}
+
+fn message(p: &Progress) -> String {
+    let rate = p.evaluations as f64 / p.elapsed_s.max(1e-9);
+    format!(
+        "{:>7.0} evals/s  median {:.4}%  min {:.4}%",
+        rate,
+        p.stats.median * 100.0,
+        p.stats.min * 100.0
+    )
+}
+
+/// Runs the command.
+pub fn run(args: RunArgs) -> Result<()> {
+    let (config, name) = resolve_config(&args)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("runs").join(format!("{name}-{t}"))
+    });
+    prepare_out_dir(&out)?;
+    std::fs::write(out.join("config.toml"), toml_of(&config)?)
+        .context("cannot write config.toml to the run folder")?;
+    let mut experiment = Experiment::setup(config).context("cannot set up the experiment")?;
+    let generations = experiment.config.generations;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(generations + 1)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] gen {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start tokio")?;
+    let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
+    let outcome = runtime.block_on(async {
+        let watcher = {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let p = rx.borrow_and_update().clone();
+                    bar.set_position(p.generation + 1);
+                    bar.set_message(message(&p));
+                }
+            })
+        };
+        let outcome = experiment.run(tx).await;
+        watcher.abort();
+        outcome
+    })?;
+    bar.finish();
+    let summary = run_folder::write(&out, &experiment, &outcome)?;
+    let s = &summary.stats;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "{} generations, {} evaluations in {:.1} s ({:.0}/s); median {:.4}%, min {:.4}%, {} of {} classes >= 99.99%",
+        summary.generations,
+        summary.evaluations,
+        summary.wall_time_s,
+        summary.evaluations_per_s,
+        s.median * 100.0,
+        s.min * 100.0,
+        s.at_least[3],
+        s.cells
+    )?;
+    if summary.lost > 0 {
+        writeln!(
+            stdout,
+            "{} children lost to plugin or backend errors (see the log)",
+            summary.lost
+        )?;
+    }
+    writeln!(stdout, "run folder: {}", out.display())?;
+    Ok(())
+}
+
+fn toml_of(config: &RunConfig) -> Result<String> {
+    Ok(format!(
+        "# Resolved config of this run; relative paths are relative to {}\n{}",
+        config.base_dir.display(),
+        toml::to_string(config).context("cannot serialise the config")?
+    ))
+}
