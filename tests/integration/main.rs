@@ -1,1 +1,16 @@
+//! End-to-end tests: the real `pareidolia` binary, the real plugins loaded from their built
+//! cdylibs, the real ONNX models. They expect `cargo build --release --workspace` to have run
+//! (README's test command does that first).
 
+mod util;
+
+/// The default experiment fools LeNet, checked from the PNG files on disk.
+mod mnist_default;
+/// Same seed, same results; mutator count does not change them.
+mod determinism;
+/// Bad configs, models and plugins: clear message, non-zero exit, no panic.
+mod bad_input;
+/// The plugin loader and the real plugins through the C ABI.
+mod plugins;
+/// tract against ONNX Runtime's reference outputs for the shipped model.
+mod model_reference;

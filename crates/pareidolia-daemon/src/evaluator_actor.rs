@@ -1,9 +1,13 @@
 //! EvaluatorActor: gathers rendered children into batches, runs the backend and the fitness
 //! plugin on tokio's blocking pool, and casts scores (and losses) to the archive.
 //!
-//! A batch is run when it is full or when every child of its generation has arrived (counted
-//! by unique id, so re-issued duplicates are harmless). If a child never arrives (its mutator
-//! died), a linger timer flushes the partial batch, so nothing waits forever.
+//! Batches are formed by child index, not by arrival: batch `k` of a generation holds children
+//! `k * batch_size ..` and runs as soon as all of them have arrived (or were lost on the way),
+//! in index order. Backends' floating-point results can depend on the batch an image is in, so
+//! this keeps a run's numbers independent of how many mutators there are and which finishes
+//! first, while inference still overlaps with the rendering of later batches. Duplicates (from
+//! re-issued work) are dropped by id. If a child never arrives (its mutator died), a linger
+//! timer runs the incomplete batches, so nothing waits forever.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -54,10 +58,19 @@ pub struct EvaluatorState {
     model: Option<Box<dyn PreparedModel>>,
     fitness: Arc<FitnessPlugin>,
     batch_size: usize,
-    buffer: Vec<Offspring>,
+    /// Batches being filled, by (generation, batch index).
+    filling: BTreeMap<(u64, u32), Filling>,
     lost: Vec<LostChild>,
     seen: BTreeMap<u64, BTreeSet<u64>>,
     linger_token: u64,
+}
+
+/// A batch being filled.
+#[derive(Default)]
+struct Filling {
+    children: Vec<Offspring>,
+    /// Children arrived or lost.
+    accounted: usize,
 }
 
 type BatchResult = (Box<dyn PreparedModel>, Result<Vec<f32>, String>);
@@ -141,15 +154,46 @@ impl EvaluatorState {
         }
     }
 
+    /// Runs every incomplete batch (linger) and sends pending losses.
     async fn flush(&mut self) -> Result<(), ActorProcessingErr> {
-        while !self.buffer.is_empty() {
-            let take = self.buffer.len().min(self.batch_size);
-            let batch: Vec<Offspring> = self.buffer.drain(..take).collect();
-            self.run_batch(batch).await?;
+        for (_, filling) in std::mem::take(&mut self.filling) {
+            if !filling.children.is_empty() {
+                self.run_batch(filling.children).await?;
+            }
         }
         let lost = std::mem::take(&mut self.lost);
         self.send(Vec::new(), lost);
         Ok(())
+    }
+
+    /// Accounts one child; returns the batch it completed, if any.
+    fn account(&mut self, child: Result<Offspring, LostChild>) -> Option<Vec<Offspring>> {
+        let (generation, size, id) = match &child {
+            Ok(o) => (o.generation, o.generation_size, o.id),
+            Err(l) => (l.generation, l.generation_size, l.id),
+        };
+        if !self.seen.entry(generation).or_default().insert(id) {
+            return None;
+        }
+        // Older generations can no longer complete; forget them.
+        self.seen.retain(|&g, _| g + 1 >= generation);
+        let batch = self.batch_size as u32;
+        let index = (id & 0xFFFF_FFFF) as u32;
+        let key = (generation, index / batch);
+        let expected = (size.saturating_sub(key.1 * batch)).min(batch) as usize;
+        let filling = self.filling.entry(key).or_default();
+        filling.accounted += 1;
+        match child {
+            Ok(o) => filling.children.push(o),
+            Err(l) => self.lost.push(l),
+        }
+        let filling = &self.filling[&key];
+        if filling.accounted < expected {
+            return None;
+        }
+        let mut done = self.filling.remove(&key).map(|f| f.children).unwrap_or_default();
+        done.sort_by_key(|c| c.id);
+        Some(done)
     }
 }
 
@@ -175,7 +219,7 @@ impl Actor for EvaluatorActor {
             model: Some(model),
             fitness: args.fitness,
             batch_size: args.batch_size.max(1),
-            buffer: Vec::new(),
+            filling: BTreeMap::new(),
             lost: Vec::new(),
             seen: BTreeMap::new(),
             linger_token: 0,
@@ -190,32 +234,18 @@ impl Actor for EvaluatorActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             EvaluatorMsg::Children(children) => {
-                let mut completed = false;
                 for child in children {
-                    let (generation, size, id) = match &child {
-                        Ok(o) => (o.generation, o.generation_size, o.id),
-                        Err(l) => (l.generation, l.generation_size, l.id),
-                    };
-                    let seen = state.seen.entry(generation).or_default();
-                    if !seen.insert(id) {
-                        continue;
+                    if let Some(batch) = state.account(child) {
+                        if batch.is_empty() {
+                            let lost = std::mem::take(&mut state.lost);
+                            state.send(Vec::new(), lost);
+                        } else {
+                            state.run_batch(batch).await?;
+                        }
                     }
-                    completed |= seen.len() >= size as usize;
-                    match child {
-                        Ok(o) => state.buffer.push(o),
-                        Err(l) => state.lost.push(l),
-                    }
-                    // Older generations can no longer complete; forget them.
-                    state.seen.retain(|&g, _| g + 1 >= generation);
-                }
-                while state.buffer.len() >= state.batch_size {
-                    let batch: Vec<Offspring> = state.buffer.drain(..state.batch_size).collect();
-                    state.run_batch(batch).await?;
                 }
                 state.linger_token += 1;
-                if completed {
-                    state.flush().await?;
-                } else if !state.buffer.is_empty() || !state.lost.is_empty() {
+                if !state.filling.is_empty() || !state.lost.is_empty() {
                     let token = state.linger_token;
                     myself.send_after(LINGER, move || EvaluatorMsg::Linger(token));
                 }

@@ -18,6 +18,6 @@ mod tract_backend;
 pub use backend::{Backend, BackendChoice, PreparedModel, backend_for};
 pub use error::EvalError;
 pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, OutputKind, Provenance};
-pub use model::{Model, ModelRef};
+pub use model::{Model, ModelRef, sha256_hex};
 pub use preprocess::Preprocessor;
 pub use tract_backend::TractBackend;

@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn sbx_children_stay_between_bounds_and_average_to_parents() {
         let mut rng = Rng::seed_from_u64(11);
-        let a: Vec<f32> = (0..1000).map(|i| (i as f32 / 1000.0)).collect();
+        let a: Vec<f32> = (0..1000).map(|i| i as f32 / 1000.0).collect();
         let b: Vec<f32> = a.iter().map(|g| 1.0 - g).collect();
         let (ca, cb) = sbx(&a, &b, 10.0, &mut rng);
         let changed = ca.iter().zip(&a).filter(|(x, y)| x != y).count();

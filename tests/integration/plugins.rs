@@ -1,0 +1,62 @@
+use pareidolia_core::plugin_host::{PluginLibrary, PluginKind};
+use pareidolia_core::{EncodingPlugin, FitnessPlugin, PluginError};
+use pareidolia_plugin::abi::CanvasSpec;
+
+use crate::util::*;
+
+const MNIST: CanvasSpec = CanvasSpec { width: 28, height: 28, channels: 1 };
+
+#[test]
+fn the_real_plugins_describe_themselves() {
+    let direct = PluginLibrary::open(&library("pareidolia-encoding-direct")).unwrap();
+    let info = direct.info();
+    assert_eq!((info.name.as_str(), info.kind, info.abi.as_str()), ("direct", PluginKind::Encoding, "1.0"));
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    let confidence = PluginLibrary::open(&library("pareidolia-fitness-confidence")).unwrap();
+    assert_eq!(confidence.info().kind, PluginKind::Fitness);
+}
+
+#[test]
+fn the_direct_encoding_works_through_the_c_abi() {
+    let lib = PluginLibrary::open(&library("pareidolia-encoding-direct")).unwrap();
+    let enc = EncodingPlugin::create(lib, "{}", MNIST).unwrap();
+    let a = enc.random(1).unwrap();
+    assert_eq!(a, enc.random(1).unwrap(), "seeded");
+    assert_ne!(a, enc.random(2).unwrap());
+    let child = enc.mutate(&a, 0, 3).unwrap();
+    assert_ne!(a, child);
+    let (c1, c2) = enc.crossover(&a, &child, 4).unwrap();
+    assert_eq!((c1.as_slice(), c2.as_slice()), (a.as_slice(), child.as_slice()), "crossover is off by default");
+    let mut pixels = vec![0u8; 784];
+    enc.render(&child, &mut pixels).unwrap();
+    let mean = pixels.iter().map(|&p| p as f64).sum::<f64>() / 784.0;
+    assert!((100.0..155.0).contains(&mean), "uniform noise has mean ~127, got {mean}");
+    assert!(enc.describe(&child).unwrap().contains("\"genes\":784"));
+    // Errors from the plugin come back as values, with the plugin's message.
+    let err = enc.render(&child, &mut [0u8; 10]).unwrap_err();
+    assert!(err.message.contains("needs 784") && !err.panicked, "{err}");
+    let err = enc.mutate(b"garbage", 0, 1).unwrap_err();
+    assert!(err.message.contains("format version"), "{err}");
+}
+
+#[test]
+fn the_confidence_fitness_softmaxes_logits_through_the_c_abi() {
+    let lib = PluginLibrary::open(&library("pareidolia-fitness-confidence")).unwrap();
+    let fit = FitnessPlugin::create(lib, "{}", 2, &[true]).unwrap();
+    let scores = fit.score(&[0.0, 0.0, 10.0, 0.0], 2).unwrap();
+    assert_eq!(scores[0], 0.5);
+    assert!((scores[2] - 0.9999546).abs() < 1e-6);
+    assert!(fit.score(&[f32::NAN, 0.0], 1).is_err());
+}
+
+#[test]
+fn the_loader_checks_kind_and_abi() {
+    let lib = PluginLibrary::open(&library("pareidolia-fitness-confidence")).unwrap();
+    let err = EncodingPlugin::create(lib, "{}", MNIST).unwrap_err();
+    assert!(matches!(err, PluginError::WrongKind { .. }), "{err}");
+    let err = PluginLibrary::open(&library("pareidolia-fixture-old-abi")).unwrap_err();
+    match err {
+        PluginError::AbiMismatch { plugin_major: 0, plugin_minor: 9, host_major: 1, .. } => {}
+        other => panic!("{other}"),
+    }
+}
