@@ -14,3 +14,5 @@ mod bad_input;
 mod plugins;
 /// tract against ONNX Runtime's reference outputs for the shipped model.
 mod model_reference;
+/// The shipped config files.
+mod configs;

@@ -19,6 +19,28 @@ pub struct ClassSummary {
     pub image: Option<String>,
 }
 
+/// Where the time went, summed over the run (seconds of work; stages overlap in wall time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageTimes {
+    /// Crossover, mutation and rendering in the encoding plugin, summed over mutators.
+    pub breed_s: f64,
+    /// Backend inference (preprocessing included).
+    pub inference_s: f64,
+    /// The fitness plugin.
+    pub fitness_s: f64,
+    /// Inference batches run.
+    pub batches: u64,
+}
+
+impl std::ops::AddAssign for StageTimes {
+    fn add_assign(&mut self, o: Self) {
+        self.breed_s += o.breed_s;
+        self.inference_s += o.inference_s;
+        self.fitness_s += o.fitness_s;
+        self.batches += o.batches;
+    }
+}
+
 /// A plugin as the run used it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginSummary {
@@ -59,6 +81,8 @@ pub struct RunSummary {
     pub fitness: PluginSummary,
     /// Convergence statistics.
     pub stats: ArchiveStats,
+    /// Time per stage.
+    pub stage_times: StageTimes,
     /// Per class.
     pub classes: Vec<ClassSummary>,
 }

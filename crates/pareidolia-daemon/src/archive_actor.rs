@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use pareidolia_core::seeds::{self, HostRng, Stream};
+use pareidolia_core::summary::StageTimes;
 use pareidolia_core::{Archive, Evaluated};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
@@ -33,6 +34,8 @@ pub enum ArchiveMsg {
         scored: Vec<ScoredChild>,
         /// Children that will never be scored.
         lost: Vec<LostChild>,
+        /// Time the work took, per stage.
+        times: StageTimes,
     },
     /// A mutator or evaluator was restarted: re-issue every child still outstanding.
     Reissue,
@@ -82,6 +85,7 @@ pub struct ArchiveState {
     progress: watch::Sender<Progress>,
     done: mpsc::UnboundedSender<Result<RunOutcome, RunError>>,
     finished: bool,
+    times: StageTimes,
 }
 
 impl ArchiveState {
@@ -253,6 +257,7 @@ impl ArchiveState {
             replacements: self.archive.replacements(),
             stats: self.archive.stats(),
             elapsed_s: elapsed.as_secs_f64(),
+            times: self.times,
         }
     }
 
@@ -295,6 +300,7 @@ impl Actor for ArchiveActor {
             progress: args.progress,
             done: args.done,
             finished: false,
+            times: StageTimes::default(),
         })
     }
 
@@ -309,7 +315,8 @@ impl Actor for ArchiveActor {
         }
         match msg {
             ArchiveMsg::Next => state.start_generation(),
-            ArchiveMsg::Results { scored, lost } => {
+            ArchiveMsg::Results { scored, lost, times } => {
+                state.times += times;
                 state.accept(scored, lost);
                 if state.pending.is_empty() && !state.jobs.is_empty() {
                     state.jobs.clear();
@@ -333,6 +340,7 @@ impl Actor for ArchiveActor {
                     myself.cast(ArchiveMsg::Results {
                         scored: Vec::new(),
                         lost: Vec::new(),
+                        times: StageTimes::default(),
                     })?;
                 }
             }

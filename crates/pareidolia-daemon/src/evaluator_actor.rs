@@ -11,7 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use pareidolia_core::summary::StageTimes;
 
 use pareidolia_core::FitnessPlugin;
 use pareidolia_eval::{BackendChoice, Model, PreparedModel, backend_for};
@@ -73,7 +75,7 @@ struct Filling {
     accounted: usize,
 }
 
-type BatchResult = (Box<dyn PreparedModel>, Result<Vec<f32>, String>);
+type BatchResult = (Box<dyn PreparedModel>, Result<Vec<f32>, String>, StageTimes);
 
 fn infer_and_score(
     mut model: Box<dyn PreparedModel>,
@@ -81,11 +83,14 @@ fn infer_and_score(
     pixels: Vec<u8>,
     n: usize,
 ) -> BatchResult {
-    let result = model
-        .infer(&pixels, n)
-        .map_err(|e| e.to_string())
-        .and_then(|outputs| fitness.score(&outputs, n).map_err(|e| e.to_string()));
-    (model, result)
+    let mut times = StageTimes { batches: 1, ..StageTimes::default() };
+    let start = Instant::now();
+    let outputs = model.infer(&pixels, n).map_err(|e| e.to_string());
+    times.inference_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let result = outputs.and_then(|outputs| fitness.score(&outputs, n).map_err(|e| e.to_string()));
+    times.fitness_s = start.elapsed().as_secs_f64();
+    (model, result, times)
 }
 
 impl EvaluatorState {
@@ -101,10 +106,11 @@ impl EvaluatorState {
         }
         let model = self.model.take().ok_or("evaluator has no prepared model")?;
         let fitness = self.fitness.clone();
-        let (model, result) =
+        let (model, result, mut times) =
             tokio::task::spawn_blocking(move || infer_and_score(model, &fitness, pixels, n))
                 .await?;
         self.model = Some(model);
+        times.breed_s = batch.iter().map(|c| c.breed_s).sum();
         let (scored, mut lost) = match result {
             Ok(scores) => {
                 let classes = scores.len() / n;
@@ -136,17 +142,17 @@ impl EvaluatorState {
             }
         };
         lost.append(&mut self.lost);
-        self.send(scored, lost);
+        self.send(scored, lost, times);
         Ok(())
     }
 
-    fn send(&mut self, scored: Vec<ScoredChild>, lost: Vec<LostChild>) {
+    fn send(&mut self, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: StageTimes) {
         if scored.is_empty() && lost.is_empty() {
             return;
         }
         match self.archive() {
             Some(archive) => {
-                if archive.cast(ArchiveMsg::Results { scored, lost }).is_err() {
+                if archive.cast(ArchiveMsg::Results { scored, lost, times }).is_err() {
                     tracing::warn!("archive gone; results dropped");
                 }
             }
@@ -162,7 +168,7 @@ impl EvaluatorState {
             }
         }
         let lost = std::mem::take(&mut self.lost);
-        self.send(Vec::new(), lost);
+        self.send(Vec::new(), lost, StageTimes::default());
         Ok(())
     }
 
@@ -238,7 +244,7 @@ impl Actor for EvaluatorActor {
                     if let Some(batch) = state.account(child) {
                         if batch.is_empty() {
                             let lost = std::mem::take(&mut state.lost);
-                            state.send(Vec::new(), lost);
+                            state.send(Vec::new(), lost, StageTimes::default());
                         } else {
                             state.run_batch(batch).await?;
                         }

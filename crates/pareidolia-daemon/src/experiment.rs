@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pareidolia_core::config::RunConfig;
+use pareidolia_core::summary::StageTimes;
 use pareidolia_core::plugin_host::{PluginLibrary, find_plugin, search_path};
 use pareidolia_core::{
     ArchiveStats, Champion, EncodingPlugin, FitnessPlugin, PluginError, PluginKind,
@@ -93,6 +94,8 @@ pub struct Progress {
     pub stats: ArchiveStats,
     /// Seconds since the run started.
     pub elapsed_s: f64,
+    /// Time per stage.
+    pub times: StageTimes,
 }
 
 /// What a finished run leaves: the archive's cells and the final progress.
@@ -141,7 +144,21 @@ impl Experiment {
     pub fn setup(config: RunConfig) -> Result<Self, SetupError> {
         let model = Model::load(&ModelRef::parse(&config.model.manifest, &config.base_dir))?;
         let backend = BackendChoice::from_str(&config.model.backend)?;
-        let prepared = backend_for(backend).prepare(&model)?;
+        let mut prepared = backend_for(backend).prepare(&model)?;
+        // Compile for the batch sizes the run will use, before the clock starts.
+        let batch = config.batch_size as usize;
+        let mut sizes = vec![batch.min(config.offspring_per_generation as usize)];
+        for n in [config.offspring_per_generation, config.initial_population()] {
+            let rest = n as usize % batch;
+            if rest > 0 {
+                sizes.push(rest);
+            }
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        for n in sizes {
+            prepared.warm_up(n, model.image_len())?;
+        }
         let device = prepared.device();
         let input = &model.manifest.input;
         let canvas = CanvasSpec {

@@ -60,6 +60,8 @@ pub struct Offspring {
     pub genome: Genome,
     /// The rendered image at the model's input size.
     pub pixels: Vec<u8>,
+    /// Seconds the mutator spent making this child (its share of the job).
+    pub breed_s: f64,
 }
 
 /// A child that will never be scored, and why.

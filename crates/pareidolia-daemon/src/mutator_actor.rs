@@ -32,6 +32,7 @@ pub struct MutatorState {
 
 /// Makes the children of one job: plain code, testable without actors.
 pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring, LostChild>> {
+    let start = std::time::Instant::now();
     let ids = (0..job.children).map(|k| child_id(job.generation, job.first_index + k));
     let lost = |id: u64, reason: String| LostChild {
         id,
@@ -59,7 +60,8 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
             Err(e) => job.child_seeds.iter().map(|_| Err(e.to_string())).collect(),
         },
     };
-    ids.zip(genomes)
+    let mut children: Vec<Result<Offspring, LostChild>> = ids
+        .zip(genomes)
         .map(|(id, genome)| {
             let genome = genome.map_err(|e| lost(id, e))?;
             let mut pixels = vec![0u8; encoding.image_len()];
@@ -72,9 +74,15 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
                 generation_size: job.generation_size,
                 genome: genome.into(),
                 pixels,
+                breed_s: 0.0,
             })
         })
-        .collect()
+        .collect();
+    let share = start.elapsed().as_secs_f64() / children.len().max(1) as f64;
+    for child in children.iter_mut().flatten() {
+        child.breed_s = share;
+    }
+    children
 }
 
 impl Actor for MutatorActor {

@@ -106,6 +106,7 @@ pub fn write(
         encoding: plugin(experiment.encoding.library().info()),
         fitness: plugin(experiment.fitness.library().info()),
         stats: p.stats.clone(),
+        stage_times: p.times,
         classes,
     };
     let summary_path = dir.join("summary.json");

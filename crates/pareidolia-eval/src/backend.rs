@@ -26,6 +26,12 @@ pub trait PreparedModel: Send + Sync {
     /// Runs `batch` images (`batch * height * width * channels` bytes, row-major, channels
     /// interleaved, gray or RGB) and returns `batch * classes` raw outputs.
     fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError>;
+
+    /// Does the one-off work for a batch size (plan compilation, allocations) before a run,
+    /// so it is not counted as inference time. The default runs one batch of black images.
+    fn warm_up(&mut self, batch: usize, image_len: usize) -> Result<(), EvalError> {
+        self.infer(&vec![0u8; batch * image_len], batch).map(|_| ())
+    }
 }
 
 /// A backend by name.

@@ -24,6 +24,25 @@ pub enum Command {
     Run(RunArgs),
     /// Print the top classes a model gives image files.
     Classify(ClassifyArgs),
+    /// Measure raw inference throughput of a model on a backend (random images).
+    Bench(BenchArgs),
+}
+
+/// `pareidolia bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model: a manifest.toml path or `builtin:NAME`.
+    #[arg(long, default_value = "builtin:lenet-mnist")]
+    pub model: String,
+    /// Backend.
+    #[arg(long, default_value = "tract")]
+    pub backend: String,
+    /// Batch sizes to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,32,100,256")]
+    pub batch: Vec<usize>,
+    /// Seconds to measure each batch size (after one warm-up batch).
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
 }
 
 /// `pareidolia run`.

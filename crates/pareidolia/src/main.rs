@@ -2,6 +2,7 @@
 //! config, wires the library crates together and maps every error to a message and a
 //! non-zero exit code, in this one place.
 
+mod bench;
 mod classify;
 mod cli;
 mod run;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Classify(args) => classify::classify(args),
+        cli::Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
