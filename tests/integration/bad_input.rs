@@ -3,7 +3,16 @@ use std::path::{Path, PathBuf};
 use crate::util::*;
 
 fn run_with(config: &Path, out: &Path) -> std::process::Output {
-    pareidolia(&["run", "--quiet", "--generations", "1", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()])
+    pareidolia(&[
+        "run",
+        "--quiet",
+        "--generations",
+        "1",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
 }
 
 /// A model folder in `dir` made from the shipped LeNet, with edits to its manifest and files.
@@ -18,7 +27,8 @@ fn model_dir(dir: &Path, onnx: Option<&[u8]>, edit: impl FnOnce(String) -> Strin
     };
     std::fs::write(m.join("lenet-mnist.onnx"), &bytes).unwrap();
     let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
-    let original = pareidolia_eval::sha256_hex(&std::fs::read(src.join("lenet-mnist.onnx")).unwrap());
+    let original =
+        pareidolia_eval::sha256_hex(&std::fs::read(src.join("lenet-mnist.onnx")).unwrap());
     let manifest = manifest.replace(&original, &pareidolia_eval::sha256_hex(&bytes));
     std::fs::write(m.join("manifest.toml"), edit(manifest)).unwrap();
     m.join("manifest.toml")
@@ -26,27 +36,40 @@ fn model_dir(dir: &Path, onnx: Option<&[u8]>, edit: impl FnOnce(String) -> Strin
 
 fn use_model(dir: &Path, manifest: &Path) -> PathBuf {
     let m = manifest.display().to_string();
-    config_with(dir, |t| t.replace("\"builtin:lenet-mnist\"", &format!("{m:?}")))
+    config_with(dir, |t| {
+        t.replace("\"builtin:lenet-mnist\"", &format!("{m:?}"))
+    })
 }
 
 #[test]
 fn unknown_config_key_is_named() {
     let dir = temp_dir("bad-key");
-    let config = config_with(&dir, |t| t.replace("seed = 1", "seed = 1\nmutation_strenght = 3"));
-    clean_failure(run_with(&config, &dir.join("out")), &["invalid config", "mutation_strenght", "config.toml"]);
+    let config = config_with(&dir, |t| {
+        t.replace("seed = 1", "seed = 1\nmutation_strenght = 3")
+    });
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["invalid config", "mutation_strenght", "config.toml"],
+    );
 }
 
 #[test]
 fn missing_config_file_is_reported() {
     let dir = temp_dir("no-config");
-    clean_failure(run_with(&dir.join("nope.toml"), &dir.join("out")), &["cannot read config", "nope.toml"]);
+    clean_failure(
+        run_with(&dir.join("nope.toml"), &dir.join("out")),
+        &["cannot read config", "nope.toml"],
+    );
 }
 
 #[test]
 fn missing_model_file_is_reported_with_its_path() {
     let dir = temp_dir("no-model");
     let config = use_model(&dir, &dir.join("missing/manifest.toml"));
-    clean_failure(run_with(&config, &dir.join("out")), &["cannot read model manifest", "missing/manifest.toml"]);
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["cannot read model manifest", "missing/manifest.toml"],
+    );
 }
 
 #[test]
@@ -54,7 +77,10 @@ fn a_file_that_is_not_onnx_is_refused() {
     let dir = temp_dir("not-onnx");
     let manifest = model_dir(&dir, Some(b"this is not a protobuf"), |m| m);
     let config = use_model(&dir, &manifest);
-    clean_failure(run_with(&config, &dir.join("out")), &["is not a usable ONNX model", "lenet-mnist.onnx"]);
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["is not a usable ONNX model", "lenet-mnist.onnx"],
+    );
 }
 
 #[test]
@@ -65,24 +91,39 @@ fn a_changed_model_file_fails_its_checksum() {
         format!("{}{}{}", &m[..start], "0".repeat(64), &m[start + 64..])
     });
     let config = use_model(&dir, &manifest);
-    clean_failure(run_with(&config, &dir.join("out")), &["sha256", "its manifest expects 0000"]);
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["sha256", "its manifest expects 0000"],
+    );
 }
 
 #[test]
 fn a_model_whose_input_does_not_match_its_manifest_is_refused() {
     let dir = temp_dir("shape");
-    let manifest = model_dir(&dir, None, |m| m.replace("height = 28", "height = 32").replace("width = 28", "width = 32"));
+    let manifest = model_dir(&dir, None, |m| {
+        m.replace("height = 28", "height = 32")
+            .replace("width = 28", "width = 32")
+    });
     let config = use_model(&dir, &manifest);
-    clean_failure(run_with(&config, &dir.join("out")), &["lenet-mnist", "input shape", "32"]);
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["lenet-mnist", "input shape", "32"],
+    );
 }
 
 #[test]
 fn a_missing_plugin_names_where_it_looked() {
     let dir = temp_dir("no-plugin");
-    let config = config_with(&dir, |t| t.replace("plugin = \"direct\"", "plugin = \"nonexistent\""));
+    let config = config_with(&dir, |t| {
+        t.replace("plugin = \"direct\"", "plugin = \"nonexistent\"")
+    });
     clean_failure(
         run_with(&config, &dir.join("out")),
-        &["no encoding plugin `nonexistent`", "libpareidolia_encoding_nonexistent.so", "PAREIDOLIA_PLUGIN_PATH"],
+        &[
+            "no encoding plugin `nonexistent`",
+            "libpareidolia_encoding_nonexistent.so",
+            "PAREIDOLIA_PLUGIN_PATH",
+        ],
     );
 }
 
@@ -90,24 +131,48 @@ fn a_missing_plugin_names_where_it_looked() {
 fn a_plugin_of_the_wrong_kind_is_refused() {
     let dir = temp_dir("wrong-kind");
     let fitness = library("pareidolia-fitness-confidence");
-    let config = config_with(&dir, |t| t.replace("plugin = \"direct\"", &format!("plugin = {:?}", fitness.display().to_string())));
-    clean_failure(run_with(&config, &dir.join("out")), &["`confidence`", "is a fitness plugin", "as the encoding"]);
+    let config = config_with(&dir, |t| {
+        t.replace(
+            "plugin = \"direct\"",
+            &format!("plugin = {:?}", fitness.display().to_string()),
+        )
+    });
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["`confidence`", "is a fitness plugin", "as the encoding"],
+    );
 }
 
 #[test]
 fn a_plugin_built_against_another_abi_is_refused_naming_both_versions() {
     let dir = temp_dir("old-abi");
     let old = library("pareidolia-fixture-old-abi");
-    let config = config_with(&dir, |t| t.replace("plugin = \"direct\"", &format!("plugin = {:?}", old.display().to_string())));
-    clean_failure(run_with(&config, &dir.join("out")), &["plugin ABI 0.9", "this host speaks ABI 1.0", "rebuild"]);
+    let config = config_with(&dir, |t| {
+        t.replace(
+            "plugin = \"direct\"",
+            &format!("plugin = {:?}", old.display().to_string()),
+        )
+    });
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["plugin ABI 0.9", "this host speaks ABI 1.0", "rebuild"],
+    );
 }
 
 #[test]
 fn a_library_without_the_descriptor_is_not_a_plugin() {
     let dir = temp_dir("no-descriptor");
     let lib = library("pareidolia-fixture-no-descriptor");
-    let config = config_with(&dir, |t| t.replace("plugin = \"direct\"", &format!("plugin = {:?}", lib.display().to_string())));
-    clean_failure(run_with(&config, &dir.join("out")), &["is not a Pareidolia plugin", "pareidolia_plugin_descriptor"]);
+    let config = config_with(&dir, |t| {
+        t.replace(
+            "plugin = \"direct\"",
+            &format!("plugin = {:?}", lib.display().to_string()),
+        )
+    });
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["is not a Pareidolia plugin", "pareidolia_plugin_descriptor"],
+    );
 }
 
 #[test]
@@ -115,17 +180,34 @@ fn a_file_that_is_not_a_shared_library_is_refused_with_the_loader_cause() {
     let dir = temp_dir("not-a-library");
     let fake = dir.join("libfake.so");
     std::fs::write(&fake, "plain text").unwrap();
-    let config = config_with(&dir, |t| t.replace("plugin = \"direct\"", &format!("plugin = {:?}", fake.display().to_string())));
+    let config = config_with(&dir, |t| {
+        t.replace(
+            "plugin = \"direct\"",
+            &format!("plugin = {:?}", fake.display().to_string()),
+        )
+    });
     // dlopen's own reason (e.g. "invalid ELF header" or "file too short") is passed on.
-    let err = clean_failure(run_with(&config, &dir.join("out")), &["cannot load plugin library", "libfake.so"]);
+    let err = clean_failure(
+        run_with(&config, &dir.join("out")),
+        &["cannot load plugin library", "libfake.so"],
+    );
     assert!(err.contains("ELF") || err.contains("too short"), "{err}");
 }
 
 #[test]
 fn invalid_plugin_parameters_are_refused_by_the_plugin() {
     let dir = temp_dir("bad-params");
-    let config = config_with(&dir, |t| t.replace("mutation_rate = 0.1", "mutation_rate = 5.0"));
-    clean_failure(run_with(&config, &dir.join("out")), &["plugin `direct` refused its setup", "mutation_rate", "[0, 1]"]);
+    let config = config_with(&dir, |t| {
+        t.replace("mutation_rate = 0.1", "mutation_rate = 5.0")
+    });
+    clean_failure(
+        run_with(&config, &dir.join("out")),
+        &[
+            "plugin `direct` refused its setup",
+            "mutation_rate",
+            "[0, 1]",
+        ],
+    );
 }
 
 #[test]
@@ -136,16 +218,30 @@ fn a_non_empty_run_folder_is_not_overwritten() {
     std::fs::write(out.join("summary.json"), "{}").unwrap();
     let config = config_with(&dir, |t| t);
     clean_failure(run_with(&config, &out), &["already holds files"]);
-    assert_eq!(std::fs::read_to_string(out.join("summary.json")).unwrap(), "{}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.json")).unwrap(),
+        "{}"
+    );
 }
 
 #[test]
 fn classify_refuses_images_of_the_wrong_size() {
     let dir = temp_dir("classify-size");
-    let img = pareidolia_core::image_io::Image { width: 10, height: 10, channels: 1, pixels: vec![0; 100] };
+    let img = pareidolia_core::image_io::Image {
+        width: 10,
+        height: 10,
+        channels: 1,
+        pixels: vec![0; 100],
+    };
     let path = dir.join("small.png");
     pareidolia_core::image_io::write_png(&path, &img).unwrap();
-    clean_failure(pareidolia(&["classify", path.to_str().unwrap()]), &["small.png is 10x10", "takes 28x28"]);
+    clean_failure(
+        pareidolia(&["classify", path.to_str().unwrap()]),
+        &["small.png is 10x10", "takes 28x28"],
+    );
     std::fs::write(dir.join("text.png"), "hello").unwrap();
-    clean_failure(pareidolia(&["classify", dir.join("text.png").to_str().unwrap()]), &["is not a readable PNG"]);
+    clean_failure(
+        pareidolia(&["classify", dir.join("text.png").to_str().unwrap()]),
+        &["is not a readable PNG"],
+    );
 }

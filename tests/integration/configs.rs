@@ -12,12 +12,29 @@ fn shipped_configs_parse() {
         }
     }
     let example = std::fs::read_to_string(root().join("configs/example.toml")).unwrap();
-    let keys = ["seed", "generations", "offspring_per_generation", "initial_population", "batch_size", "mutators", "plugin_dirs", "manifest", "backend", "plugin", "params"];
+    let keys = [
+        "seed",
+        "generations",
+        "offspring_per_generation",
+        "initial_population",
+        "batch_size",
+        "mutators",
+        "plugin_dirs",
+        "manifest",
+        "backend",
+        "plugin",
+        "params",
+    ];
     for key in keys {
-        assert!(example.contains(&format!("{key} =")) || example.contains(&format!(".{key}]")), "example.toml does not document `{key}`");
+        assert!(
+            example.contains(&format!("{key} =")) || example.contains(&format!(".{key}]")),
+            "example.toml does not document `{key}`"
+        );
     }
     assert_eq!(
-        RunConfig::from_file(&root().join("configs/mnist-direct.toml")).unwrap().encoding,
+        RunConfig::from_file(&root().join("configs/mnist-direct.toml"))
+            .unwrap()
+            .encoding,
         RunConfig::builtin_default().encoding
     );
 }

@@ -5,7 +5,16 @@ use crate::util::*;
 fn run(dir: &Path, name: &str, seed: &str, mutators: &str) -> std::path::PathBuf {
     let out = dir.join(name);
     success(pareidolia(&[
-        "run", "--quiet", "--generations", "15", "--seed", seed, "--mutators", mutators, "--out", out.to_str().unwrap(),
+        "run",
+        "--quiet",
+        "--generations",
+        "15",
+        "--seed",
+        seed,
+        "--mutators",
+        mutators,
+        "--out",
+        out.to_str().unwrap(),
     ]));
     out
 }
@@ -24,7 +33,12 @@ fn gallery(run: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     files.sort();
     files

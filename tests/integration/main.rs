@@ -4,15 +4,17 @@
 
 mod util;
 
-/// The default experiment fools LeNet, checked from the PNG files on disk.
-mod mnist_default;
-/// Same seed, same results; mutator count does not change them.
-mod determinism;
 /// Bad configs, models and plugins: clear message, non-zero exit, no panic.
 mod bad_input;
-/// The plugin loader and the real plugins through the C ABI.
-mod plugins;
-/// tract against ONNX Runtime's reference outputs for the shipped model.
-mod model_reference;
 /// The shipped config files.
 mod configs;
+/// Same seed, same results; mutator count does not change them.
+mod determinism;
+/// The default experiment fools LeNet, checked from the PNG files on disk.
+mod mnist_default;
+/// tract against ONNX Runtime's reference outputs for the shipped model.
+mod model_reference;
+/// The plugin loader and the real plugins through the C ABI.
+mod plugins;
+/// Actor failures mid-run.
+mod supervision;

@@ -7,7 +7,12 @@ use crate::util::*;
 fn default_run_fools_lenet_and_the_pngs_agree() {
     let dir = temp_dir("default-run");
     let out_dir = dir.join("run");
-    let stdout = success(pareidolia(&["run", "--quiet", "--out", out_dir.to_str().unwrap()]));
+    let stdout = success(pareidolia(&[
+        "run",
+        "--quiet",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]));
     assert!(stdout.contains("run folder:"), "{stdout}");
 
     let summary = json(&out_dir.join("summary.json"));
@@ -24,7 +29,10 @@ fn default_run_fools_lenet_and_the_pngs_agree() {
 
     let classes = summary["classes"].as_array().unwrap();
     assert_eq!(classes.len(), 10);
-    let images: Vec<_> = classes.iter().map(|c| out_dir.join(c["image"].as_str().unwrap())).collect();
+    let images: Vec<_> = classes
+        .iter()
+        .map(|c| out_dir.join(c["image"].as_str().unwrap()))
+        .collect();
     for (class, path) in images.iter().enumerate() {
         let name = path.file_name().unwrap().to_str().unwrap();
         assert!(name.starts_with(&format!("{class:03}_{class}_")), "{name}");
@@ -33,10 +41,25 @@ fn default_run_fools_lenet_and_the_pngs_agree() {
     assert!(out_dir.join("gallery/index.html").is_file());
     assert!(out_dir.join("config.toml").is_file());
 
-    for (class, (top, p, _)) in classify(&images, "builtin:lenet-mnist").into_iter().enumerate() {
-        assert_eq!(top, class, "{} is classified as {top}", images[class].display());
-        assert!(p >= 0.99, "{} re-classifies at {p}", images[class].display());
+    for (class, (top, p, _)) in classify(&images, "builtin:lenet-mnist")
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            top,
+            class,
+            "{} is classified as {top}",
+            images[class].display()
+        );
+        assert!(
+            p >= 0.99,
+            "{} re-classifies at {p}",
+            images[class].display()
+        );
         let in_memory = classes[class]["confidence"].as_f64().unwrap();
-        assert!((p - in_memory).abs() < 1e-5, "class {class}: file {p} vs scored {in_memory}");
+        assert!(
+            (p - in_memory).abs() < 1e-5,
+            "class {class}: file {p} vs scored {in_memory}"
+        );
     }
 }

@@ -15,16 +15,31 @@ fn tract_matches_onnx_runtime_on_the_lenet_samples() {
     assert_eq!(samples.len(), 10);
     let mut pixels = Vec::new();
     for s in samples {
-        pixels.extend(read_png(&dir.join("samples").join(s["file"].as_str().unwrap())).unwrap().pixels);
+        pixels.extend(
+            read_png(&dir.join("samples").join(s["file"].as_str().unwrap()))
+                .unwrap()
+                .pixels,
+        );
     }
     let mut prepared = TractBackend.prepare(&model).unwrap();
     let logits = prepared.infer(&pixels, samples.len()).unwrap();
     for (s, row) in samples.iter().zip(logits.chunks_exact(10)) {
         let mut p = vec![0.0; 10];
         softmax(row, &mut p);
-        let want: Vec<f64> = s["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let want: Vec<f64> = s["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         for c in 0..10 {
-            assert!((p[c] as f64 - want[c]).abs() < 1e-4, "{}: class {c}: {} vs {}", s["file"], p[c], want[c]);
+            assert!(
+                (p[c] as f64 - want[c]).abs() < 1e-4,
+                "{}: class {c}: {} vs {}",
+                s["file"],
+                p[c],
+                want[c]
+            );
         }
         let top = (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
         assert_eq!(top as u64, s["label"].as_u64().unwrap(), "{}", s["file"]);
@@ -40,7 +55,13 @@ fn tract_matches_onnx_runtime_on_the_lenet_samples() {
 #[test]
 fn the_builtin_model_is_the_shipped_file() {
     let builtin = Model::load(&ModelRef::Builtin("lenet-mnist".into())).unwrap();
-    let on_disk = Model::load(&ModelRef::Path(root().join("models/lenet-mnist/manifest.toml"))).unwrap();
+    let on_disk = Model::load(&ModelRef::Path(
+        root().join("models/lenet-mnist/manifest.toml"),
+    ))
+    .unwrap();
     assert_eq!(builtin.sha256, on_disk.sha256);
-    assert_eq!(builtin.labels, (0..10).map(|d| d.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        builtin.labels,
+        (0..10).map(|d| d.to_string()).collect::<Vec<_>>()
+    );
 }

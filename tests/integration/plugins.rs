@@ -1,16 +1,23 @@
-use pareidolia_core::plugin_host::{PluginLibrary, PluginKind};
+use pareidolia_core::plugin_host::{PluginKind, PluginLibrary};
 use pareidolia_core::{EncodingPlugin, FitnessPlugin, PluginError};
 use pareidolia_plugin::abi::CanvasSpec;
 
 use crate::util::*;
 
-const MNIST: CanvasSpec = CanvasSpec { width: 28, height: 28, channels: 1 };
+const MNIST: CanvasSpec = CanvasSpec {
+    width: 28,
+    height: 28,
+    channels: 1,
+};
 
 #[test]
 fn the_real_plugins_describe_themselves() {
     let direct = PluginLibrary::open(&library("pareidolia-encoding-direct")).unwrap();
     let info = direct.info();
-    assert_eq!((info.name.as_str(), info.kind, info.abi.as_str()), ("direct", PluginKind::Encoding, "1.0"));
+    assert_eq!(
+        (info.name.as_str(), info.kind, info.abi.as_str()),
+        ("direct", PluginKind::Encoding, "1.0")
+    );
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     let confidence = PluginLibrary::open(&library("pareidolia-fitness-confidence")).unwrap();
     assert_eq!(confidence.info().kind, PluginKind::Fitness);
@@ -26,11 +33,18 @@ fn the_direct_encoding_works_through_the_c_abi() {
     let child = enc.mutate(&a, 0, 3).unwrap();
     assert_ne!(a, child);
     let (c1, c2) = enc.crossover(&a, &child, 4).unwrap();
-    assert_eq!((c1.as_slice(), c2.as_slice()), (a.as_slice(), child.as_slice()), "crossover is off by default");
+    assert_eq!(
+        (c1.as_slice(), c2.as_slice()),
+        (a.as_slice(), child.as_slice()),
+        "crossover is off by default"
+    );
     let mut pixels = vec![0u8; 784];
     enc.render(&child, &mut pixels).unwrap();
     let mean = pixels.iter().map(|&p| p as f64).sum::<f64>() / 784.0;
-    assert!((100.0..155.0).contains(&mean), "uniform noise has mean ~127, got {mean}");
+    assert!(
+        (100.0..155.0).contains(&mean),
+        "uniform noise has mean ~127, got {mean}"
+    );
     assert!(enc.describe(&child).unwrap().contains("\"genes\":784"));
     // Errors from the plugin come back as values, with the plugin's message.
     let err = enc.render(&child, &mut [0u8; 10]).unwrap_err();
@@ -56,7 +70,12 @@ fn the_loader_checks_kind_and_abi() {
     assert!(matches!(err, PluginError::WrongKind { .. }), "{err}");
     let err = PluginLibrary::open(&library("pareidolia-fixture-old-abi")).unwrap_err();
     match err {
-        PluginError::AbiMismatch { plugin_major: 0, plugin_minor: 9, host_major: 1, .. } => {}
+        PluginError::AbiMismatch {
+            plugin_major: 0,
+            plugin_minor: 9,
+            host_major: 1,
+            ..
+        } => {}
         other => panic!("{other}"),
     }
 }

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `target/<profile>`, where the binary and the plugin libraries are.
@@ -20,7 +23,11 @@ pub fn artifacts() -> PathBuf {
 /// The built `pareidolia` binary.
 pub fn binary() -> PathBuf {
     let bin = artifacts().join("pareidolia");
-    assert!(bin.is_file(), "{} is missing: run `cargo build --release --workspace` before the tests", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release --workspace` before the tests",
+        bin.display()
+    );
     bin
 }
 
@@ -28,7 +35,11 @@ pub fn binary() -> PathBuf {
 pub fn library(crate_name: &str) -> PathBuf {
     let file = format!("lib{}.so", crate_name.replace('-', "_"));
     let path = artifacts().join(&file);
-    assert!(path.is_file(), "{} is missing: run `cargo build --release --workspace` before the tests", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --release --workspace` before the tests",
+        path.display()
+    );
     path
 }
 
@@ -37,7 +48,9 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// A fresh, empty folder for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir = artifacts().join("test-tmp").join(format!("{name}-{}-{n}", std::process::id()));
+    let dir = artifacts()
+        .join("test-tmp")
+        .join(format!("{name}-{}-{n}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -47,27 +60,48 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// Runs the binary with arguments.
 pub fn pareidolia(args: &[&str]) -> Output {
-    Command::new(binary()).args(args).env_remove("RUST_LOG").output().expect("binary runs")
+    Command::new(binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("binary runs")
 }
 
 /// Text of a process's stdout and stderr.
 pub fn text(output: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Asserts success and returns stdout.
 pub fn success(output: Output) -> String {
     let (out, err) = text(&output);
-    assert!(output.status.success(), "pareidolia failed ({}):\n--- stdout\n{out}\n--- stderr\n{err}", output.status);
+    assert!(
+        output.status.success(),
+        "pareidolia failed ({}):\n--- stdout\n{out}\n--- stderr\n{err}",
+        output.status
+    );
     out
 }
 
 /// Asserts a clean failure: non-zero exit, no panic, and stderr mentioning every `needle`.
 pub fn clean_failure(output: Output, needles: &[&str]) -> String {
     let (out, err) = text(&output);
-    assert!(!output.status.success(), "expected failure, got success:\n{out}\n{err}");
-    assert_ne!(output.status.code(), Some(101), "exit code 101 is a panic:\n{err}");
-    assert!(!err.contains("panicked"), "panicked instead of a clean error:\n{err}");
+    assert!(
+        !output.status.success(),
+        "expected failure, got success:\n{out}\n{err}"
+    );
+    assert_ne!(
+        output.status.code(),
+        Some(101),
+        "exit code 101 is a panic:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panicked instead of a clean error:\n{err}"
+    );
     for needle in needles {
         assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
     }
@@ -90,15 +124,29 @@ pub fn json(path: &Path) -> serde_json::Value {
 
 /// The top-1 class and its probability, per image, as `classify --json` reports them.
 pub fn classify(images: &[PathBuf], model: &str) -> Vec<(usize, f64, Vec<f64>)> {
-    let mut args: Vec<String> = vec!["classify".into(), "--json".into(), "--model".into(), model.into()];
+    let mut args: Vec<String> = vec![
+        "classify".into(),
+        "--json".into(),
+        "--model".into(),
+        model.into(),
+    ];
     args.extend(images.iter().map(|p| p.display().to_string()));
     let out = success(Command::new(binary()).args(&args).output().unwrap());
     out.lines()
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let top = &v["top"][0];
-            let probs = v["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
-            (top["class"].as_u64().unwrap() as usize, top["probability"].as_f64().unwrap(), probs)
+            let probs = v["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap())
+                .collect();
+            (
+                top["class"].as_u64().unwrap() as usize,
+                top["probability"].as_f64().unwrap(),
+                probs,
+            )
         })
         .collect()
 }

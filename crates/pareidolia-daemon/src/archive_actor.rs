@@ -315,7 +315,11 @@ impl Actor for ArchiveActor {
         }
         match msg {
             ArchiveMsg::Next => state.start_generation(),
-            ArchiveMsg::Results { scored, lost, times } => {
+            ArchiveMsg::Results {
+                scored,
+                lost,
+                times,
+            } => {
                 state.times += times;
                 state.accept(scored, lost);
                 if state.pending.is_empty() && !state.jobs.is_empty() {

@@ -83,7 +83,10 @@ fn infer_and_score(
     pixels: Vec<u8>,
     n: usize,
 ) -> BatchResult {
-    let mut times = StageTimes { batches: 1, ..StageTimes::default() };
+    let mut times = StageTimes {
+        batches: 1,
+        ..StageTimes::default()
+    };
     let start = Instant::now();
     let outputs = model.infer(&pixels, n).map_err(|e| e.to_string());
     times.inference_s = start.elapsed().as_secs_f64();
@@ -152,7 +155,14 @@ impl EvaluatorState {
         }
         match self.archive() {
             Some(archive) => {
-                if archive.cast(ArchiveMsg::Results { scored, lost, times }).is_err() {
+                if archive
+                    .cast(ArchiveMsg::Results {
+                        scored,
+                        lost,
+                        times,
+                    })
+                    .is_err()
+                {
                     tracing::warn!("archive gone; results dropped");
                 }
             }
@@ -197,7 +207,11 @@ impl EvaluatorState {
         if filling.accounted < expected {
             return None;
         }
-        let mut done = self.filling.remove(&key).map(|f| f.children).unwrap_or_default();
+        let mut done = self
+            .filling
+            .remove(&key)
+            .map(|f| f.children)
+            .unwrap_or_default();
         done.sort_by_key(|c| c.id);
         Some(done)
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pareidolia_core::config::RunConfig;
-use pareidolia_core::summary::StageTimes;
 use pareidolia_core::plugin_host::{PluginLibrary, find_plugin, search_path};
+use pareidolia_core::summary::StageTimes;
 use pareidolia_core::{
     ArchiveStats, Champion, EncodingPlugin, FitnessPlugin, PluginError, PluginKind,
 };
@@ -121,6 +121,8 @@ pub struct Experiment {
     pub encoding: Arc<EncodingPlugin>,
     /// The fitness instance.
     pub fitness: Arc<FitnessPlugin>,
+    /// Unique prefix of this run's actor names (`<run>.archive`, `<run>.mutator.<i>`, ...).
+    pub run_id: String,
     prepared: Option<Box<dyn PreparedModel>>,
 }
 
@@ -193,17 +195,18 @@ impl Experiment {
             device,
             encoding: Arc::new(encoding),
             fitness: Arc::new(fitness),
+            run_id: format!(
+                "pareidolia-{}-{}",
+                std::process::id(),
+                RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ),
             prepared: Some(prepared),
         })
     }
 
     /// Runs to the last generation, publishing progress after each one.
     pub async fn run(&mut self, progress: watch::Sender<Progress>) -> Result<RunOutcome, RunError> {
-        let run = format!(
-            "pareidolia-{}-{}",
-            std::process::id(),
-            RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let run = self.run_id.clone();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let c = &self.config;
         let plan = ArchivePlan {

@@ -78,7 +78,7 @@ impl Model {
                 Self::assemble(
                     manifest,
                     b.onnx.to_vec(),
-                    origin.with_file_name(&b.onnx_name),
+                    origin.with_file_name(b.onnx_name),
                     b.labels,
                 )
             }

@@ -19,7 +19,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let backend = BackendChoice::from_str(&args.backend)?;
     let mut prepared = backend_for(backend).prepare(&model)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "model {} on {} ({}):", model.name(), backend, prepared.device())?;
+    writeln!(
+        out,
+        "model {} on {} ({}):",
+        model.name(),
+        backend,
+        prepared.device()
+    )?;
     // Deterministic pseudo-random pixels: the content does not change the work done.
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     for &batch in &args.batch {
@@ -31,14 +37,21 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 state as u8
             })
             .collect();
-        prepared.infer(&pixels, batch).context("warm-up batch failed")?;
+        prepared
+            .infer(&pixels, batch)
+            .context("warm-up batch failed")?;
         let (start, mut images) = (Instant::now(), 0usize);
         while start.elapsed().as_secs_f64() < args.seconds {
             prepared.infer(&pixels, batch)?;
             images += batch;
         }
         let s = start.elapsed().as_secs_f64();
-        writeln!(out, "  batch {batch:>4}: {:>9.0} images/s ({:.3} ms per batch)", images as f64 / s, 1e3 * s * batch as f64 / images as f64)?;
+        writeln!(
+            out,
+            "  batch {batch:>4}: {:>9.0} images/s ({:.3} ms per batch)",
+            images as f64 / s,
+            1e3 * s * batch as f64 / images as f64
+        )?;
     }
     Ok(())
 }
