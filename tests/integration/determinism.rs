@@ -25,6 +25,7 @@ fn comparable(run: &Path) -> serde_json::Value {
     let o = v.as_object_mut().unwrap();
     o.remove("wall_time_s");
     o.remove("evaluations_per_s");
+    o.remove("stage_times");
     v
 }
 

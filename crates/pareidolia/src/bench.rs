@@ -12,7 +12,7 @@ use crate::cli::BenchArgs;
 
 /// Runs the command.
 pub fn bench(args: BenchArgs) -> Result<()> {
-    if args.batch.contains(&0) || !(args.seconds > 0.0) {
+    if args.batch.contains(&0) || args.seconds.is_nan() || args.seconds <= 0.0 {
         bail!("--batch sizes and --seconds must be positive");
     }
     let model = Model::load(&ModelRef::parse(&args.model, std::path::Path::new(".")))?;
