@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn zero_batch_is_refused() {
-        let text = DEFAULT_CONFIG.replace("batch_size = 100", "batch_size = 0");
+        let text = DEFAULT_CONFIG.replace("batch_size = 20", "batch_size = 0");
         let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
             .unwrap_err()
             .to_string();

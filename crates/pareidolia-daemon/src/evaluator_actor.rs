@@ -57,8 +57,7 @@ pub struct EvaluatorArgs {
 /// The evaluator's state.
 pub struct EvaluatorState {
     archive: String,
-    model: Option<Box<dyn PreparedModel>>,
-    fitness: Arc<FitnessPlugin>,
+    worker: InferenceWorker,
     batch_size: usize,
     /// Batches being filled, by (generation, batch index).
     filling: BTreeMap<(u64, u32), Filling>,
@@ -75,25 +74,52 @@ struct Filling {
     accounted: usize,
 }
 
-type BatchResult = (Box<dyn PreparedModel>, Result<Vec<f32>, String>, StageTimes);
+type BatchResult = (Result<Vec<f32>, String>, StageTimes);
 
-fn infer_and_score(
-    mut model: Box<dyn PreparedModel>,
-    fitness: &FitnessPlugin,
-    pixels: Vec<u8>,
-    n: usize,
-) -> BatchResult {
+fn infer_and_score(model: &mut dyn PreparedModel, fitness: &FitnessPlugin, pixels: &[u8], n: usize) -> BatchResult {
     let mut times = StageTimes {
         batches: 1,
         ..StageTimes::default()
     };
     let start = Instant::now();
-    let outputs = model.infer(&pixels, n).map_err(|e| e.to_string());
+    let outputs = model.infer(pixels, n).map_err(|e| e.to_string());
     times.inference_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let result = outputs.and_then(|outputs| fitness.score(&outputs, n).map_err(|e| e.to_string()));
     times.fitness_s = start.elapsed().as_secs_f64();
-    (model, result, times)
+    (result, times)
+}
+
+/// A dedicated OS thread that owns the prepared model. The model stays on one thread (warm
+/// caches; GPU sessions want one owner) and batches reach it without a thread-pool round
+/// trip. The thread ends when the evaluator's state, and with it the sender, is dropped.
+struct InferenceWorker {
+    jobs: std::sync::mpsc::Sender<WorkerJob>,
+}
+
+struct WorkerJob {
+    pixels: Vec<u8>,
+    n: usize,
+    reply: tokio::sync::oneshot::Sender<BatchResult>,
+}
+
+impl InferenceWorker {
+    fn spawn(mut model: Box<dyn PreparedModel>, fitness: Arc<FitnessPlugin>) -> std::io::Result<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<WorkerJob>();
+        std::thread::Builder::new().name("pareidolia-inference".into()).spawn(move || {
+            for job in rx {
+                let result = infer_and_score(model.as_mut(), &fitness, &job.pixels, job.n);
+                let _ = job.reply.send(result);
+            }
+        })?;
+        Ok(Self { jobs })
+    }
+
+    async fn run(&self, pixels: Vec<u8>, n: usize) -> Result<BatchResult, ActorProcessingErr> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs.send(WorkerJob { pixels, n, reply }).map_err(|_| "inference thread ended")?;
+        Ok(answer.await?)
+    }
 }
 
 impl EvaluatorState {
@@ -107,12 +133,7 @@ impl EvaluatorState {
         for child in &batch {
             pixels.extend_from_slice(&child.pixels);
         }
-        let model = self.model.take().ok_or("evaluator has no prepared model")?;
-        let fitness = self.fitness.clone();
-        let (model, result, mut times) =
-            tokio::task::spawn_blocking(move || infer_and_score(model, &fitness, pixels, n))
-                .await?;
-        self.model = Some(model);
+        let (result, mut times) = self.worker.run(pixels, n).await?;
         times.breed_s = batch.iter().map(|c| c.breed_s).sum();
         let (scored, mut lost) = match result {
             Ok(scores) => {
@@ -236,8 +257,7 @@ impl Actor for EvaluatorActor {
         };
         Ok(EvaluatorState {
             archive: args.archive,
-            model: Some(model),
-            fitness: args.fitness,
+            worker: InferenceWorker::spawn(model, args.fitness)?,
             batch_size: args.batch_size.max(1),
             filling: BTreeMap::new(),
             lost: Vec::new(),
