@@ -76,7 +76,12 @@ struct Filling {
 
 type BatchResult = (Result<Vec<f32>, String>, StageTimes);
 
-fn infer_and_score(model: &mut dyn PreparedModel, fitness: &FitnessPlugin, pixels: &[u8], n: usize) -> BatchResult {
+fn infer_and_score(
+    model: &mut dyn PreparedModel,
+    fitness: &FitnessPlugin,
+    pixels: &[u8],
+    n: usize,
+) -> BatchResult {
     let mut times = StageTimes {
         batches: 1,
         ..StageTimes::default()
@@ -104,20 +109,27 @@ struct WorkerJob {
 }
 
 impl InferenceWorker {
-    fn spawn(mut model: Box<dyn PreparedModel>, fitness: Arc<FitnessPlugin>) -> std::io::Result<Self> {
+    fn spawn(
+        mut model: Box<dyn PreparedModel>,
+        fitness: Arc<FitnessPlugin>,
+    ) -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<WorkerJob>();
-        std::thread::Builder::new().name("pareidolia-inference".into()).spawn(move || {
-            for job in rx {
-                let result = infer_and_score(model.as_mut(), &fitness, &job.pixels, job.n);
-                let _ = job.reply.send(result);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("pareidolia-inference".into())
+            .spawn(move || {
+                for job in rx {
+                    let result = infer_and_score(model.as_mut(), &fitness, &job.pixels, job.n);
+                    let _ = job.reply.send(result);
+                }
+            })?;
         Ok(Self { jobs })
     }
 
     async fn run(&self, pixels: Vec<u8>, n: usize) -> Result<BatchResult, ActorProcessingErr> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs.send(WorkerJob { pixels, n, reply }).map_err(|_| "inference thread ended")?;
+        self.jobs
+            .send(WorkerJob { pixels, n, reply })
+            .map_err(|_| "inference thread ended")?;
         Ok(answer.await?)
     }
 }

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod abi;
+pub mod color;
 mod encoding;
 mod error;
 mod fitness;

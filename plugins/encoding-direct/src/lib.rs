@@ -11,15 +11,14 @@
 //! quirk) is available through `crossover_rate`, 0 by default as in the paper's text.
 #![deny(unsafe_code)]
 
-mod color;
 mod genome;
 mod operators;
 
 use pareidolia_plugin::prelude::*;
 use serde::Deserialize;
 
-pub use color::ColorSpace;
 use genome::Genome;
+use pareidolia_plugin::color::{self, ColorSpace};
 
 /// Parameters, as the run config's `[encoding.params]` table gives them.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,4 +1,5 @@
-//! From genes to 8-bit RGB: truncation to bytes, and the three colour spaces.
+//! Colour helpers for encodings: how the paper's code turns values into 8-bit pixels, and
+//! the three colour spaces a three-channel genome can be read in (all rendered as RGB).
 
 use serde::{Deserialize, Serialize};
 
