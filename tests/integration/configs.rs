@@ -24,6 +24,10 @@ fn shipped_configs_parse() {
         "backend",
         "plugin",
         "params",
+        "every_generations",
+        "every_seconds",
+        "keep",
+        "listen",
     ];
     for key in keys {
         assert!(

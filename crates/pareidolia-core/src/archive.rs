@@ -75,6 +75,11 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// An archive restored from a checkpoint's cells and replacement count.
+    pub fn restore(cells: Vec<Option<Champion>>, replacements: u64) -> Self {
+        Self { cells, replacements }
+    }
+
     /// An empty archive of `classes` cells.
     pub fn new(classes: usize) -> Self {
         Self {

@@ -71,6 +71,38 @@ fn default_backend() -> String {
     "tract".to_owned()
 }
 
+/// When checkpoints are written (whichever comes first) and how many are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Every this many generations; 0 = never by count.
+    pub every_generations: u64,
+    /// Every this many seconds; 0 = never by time.
+    pub every_seconds: f64,
+    /// Checkpoints kept (the newest ones).
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every_generations: 50, every_seconds: 60.0, keep: 3 }
+    }
+}
+
+/// The daemon's HTTP endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; loopback by default (port 0 picks a free port).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9464".to_owned() }
+    }
+}
+
 /// One experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +134,12 @@ pub struct RunConfig {
     pub encoding: PluginConfig,
     /// The fitness variant.
     pub fitness: PluginConfig,
+    /// Checkpoint policy.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// HTTP endpoints of the daemon.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Folder that relative paths are resolved against (the config file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -168,6 +206,15 @@ impl RunConfig {
         }
         if self.batch_size == 0 {
             return err("batch_size", "must be at least 1");
+        }
+        if !(self.checkpoint.every_seconds.is_finite() && self.checkpoint.every_seconds >= 0.0) {
+            return err("checkpoint.every_seconds", "must be a number >= 0 (0 = never by time)");
+        }
+        if self.checkpoint.keep == 0 {
+            return err("checkpoint.keep", "must be at least 1");
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return err("http.listen", "must be an address with a port, like 127.0.0.1:9464");
         }
         if self.mutators > 256 {
             return err("mutators", "must be at most 256 (0 = one per spare core)");

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod checkpoint;
 pub mod config;
 pub mod gallery;
 pub mod image_io;
@@ -16,7 +17,7 @@ pub mod seeds;
 pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
-pub use config::{ConfigError, PluginConfig, RunConfig};
+pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
 pub use plugin_host::{
     EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,
 };

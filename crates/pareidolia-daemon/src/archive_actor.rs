@@ -2,12 +2,19 @@
 //! paper's code does: issue all children of a generation (parents drawn uniformly over
 //! occupied cells), wait until every child is scored or accounted as lost, then insert them in
 //! id order, so the result does not depend on which mutator or batch finished first.
+//!
+//! It also owns the run's continuity: it checkpoints at generation boundaries (the only
+//! moments at which its state is complete), starts from a checkpoint when resuming, and on a
+//! shutdown request lets the generation in flight finish, writes a final checkpoint and ends.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use pareidolia_core::checkpoint::{self, Checkpoint, CheckpointMeta, CheckpointStore, ModelIdentity};
+use pareidolia_core::config::RunConfig;
 use pareidolia_core::seeds::{self, HostRng, Stream};
-use pareidolia_core::summary::StageTimes;
+use pareidolia_core::summary::{PluginSummary, StageTimes};
 use pareidolia_core::{Archive, Evaluated};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
@@ -39,6 +46,27 @@ pub enum ArchiveMsg {
     },
     /// A mutator or evaluator was restarted: re-issue every child still outstanding.
     Reissue,
+    /// Finish the generation in flight, write a final checkpoint and end the run.
+    Shutdown,
+}
+
+/// When and where to checkpoint, and what every checkpoint says about the run.
+#[derive(Debug, Clone)]
+pub struct CheckpointPlan {
+    /// The run folder's checkpoints.
+    pub store: CheckpointStore,
+    /// Every this many generations (0 = never by count).
+    pub every_generations: u64,
+    /// Every this many seconds (0 = never by time).
+    pub every_seconds: f64,
+    /// The resolved config.
+    pub config: RunConfig,
+    /// The model.
+    pub model: ModelIdentity,
+    /// The encoding plugin.
+    pub encoding: PluginSummary,
+    /// The fitness plugin.
+    pub fitness: PluginSummary,
 }
 
 /// What the run asks of the archive.
@@ -56,12 +84,16 @@ pub struct ArchivePlan {
     pub classes: usize,
     /// Process group of the mutators.
     pub mutator_group: String,
+    /// Checkpointing, if any.
+    pub checkpoint: Option<CheckpointPlan>,
 }
 
 /// Start-up arguments.
 pub struct ArchiveArgs {
     /// The plan.
     pub plan: ArchivePlan,
+    /// The checkpoint to continue from, if resuming.
+    pub resume: Option<Checkpoint>,
     /// Progress after every generation.
     pub progress: watch::Sender<Progress>,
     /// Where the outcome goes.
@@ -73,7 +105,10 @@ pub struct ArchiveState {
     plan: ArchivePlan,
     archive: Archive,
     rng: HostRng,
+    /// The generation in flight, or next to start.
     generation: u64,
+    /// The last generation whose children are all inserted.
+    completed: Option<u64>,
     jobs: Vec<BreedJob>,
     pending: BTreeSet<u64>,
     results: Vec<ScoredChild>,
@@ -82,10 +117,22 @@ pub struct ArchiveState {
     lost: u64,
     lost_this_generation: Vec<LostChild>,
     started: Instant,
+    /// Evolution seconds of earlier sessions (resume).
+    elapsed_before: f64,
+    times: StageTimes,
+    last_checkpoint: Instant,
+    last_checkpoint_generation: Option<u64>,
+    last_checkpoint_path: Option<PathBuf>,
+    last_checkpoint_unix_s: Option<f64>,
+    checkpoint_failures: u64,
+    stopping: bool,
     progress: watch::Sender<Progress>,
     done: mpsc::UnboundedSender<Result<RunOutcome, RunError>>,
     finished: bool,
-    times: StageTimes,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl ArchiveState {
@@ -219,16 +266,14 @@ impl ArchiveState {
         }
     }
 
-    /// Inserts the finished generation; returns whether the run is over.
-    fn complete_generation(&mut self) -> Result<bool, RunError> {
+    /// Inserts the finished generation.
+    fn complete_generation(&mut self) -> Result<(), RunError> {
         if self.results.is_empty() {
             let first = self.lost_this_generation.first();
             return Err(RunError::GenerationLost {
                 generation: self.generation,
                 stage: first.map(|l| l.stage.clone()).unwrap_or_default(),
-                reason: first
-                    .map(|l| l.reason.clone())
-                    .unwrap_or_else(|| "no child was scored".into()),
+                reason: first.map(|l| l.reason.clone()).unwrap_or_else(|| "no child was scored".into()),
             });
         }
         let mut results = std::mem::take(&mut self.results);
@@ -242,35 +287,118 @@ impl ArchiveState {
                 scores: child.scores,
             });
         }
-        let progress = self.snapshot_progress();
-        self.progress.send_replace(progress);
-        Ok(self.generation >= self.plan.generations)
+        self.jobs.clear();
+        self.completed = Some(self.generation);
+        self.generation += 1;
+        Ok(())
+    }
+
+    fn run_over(&self) -> bool {
+        self.completed.is_some_and(|c| c >= self.plan.generations)
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else { return false };
+        if self.last_checkpoint_generation == Some(done) {
+            return false;
+        }
+        (plan.every_generations > 0 && done % plan.every_generations == 0)
+            || (plan.every_seconds > 0.0 && self.last_checkpoint.elapsed().as_secs_f64() >= plan.every_seconds)
+    }
+
+    /// Writes a checkpoint of the last completed generation, off the async executor. A failed
+    /// write (full disk, vanished folder) is logged and counted; the run goes on and the
+    /// previous checkpoint stays valid.
+    async fn write_checkpoint(&mut self) -> Result<(), ActorProcessingErr> {
+        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else { return Ok(()) };
+        if self.last_checkpoint_generation == Some(done) {
+            return Ok(());
+        }
+        let (champions, cells, distinct) = checkpoint::index_champions(self.archive.cells());
+        let p = self.snapshot_progress();
+        let meta = CheckpointMeta {
+            pareidolia_version: env!("CARGO_PKG_VERSION").to_owned(),
+            created_unix_s: unix_now(),
+            generation: done,
+            evaluations: self.evaluations,
+            lost: self.lost,
+            replacements: self.archive.replacements(),
+            elapsed_s: p.elapsed_s,
+            stage_times: self.times,
+            rng: self.rng.clone(),
+            config: plan.config.clone(),
+            base_dir: plan.config.base_dir.clone(),
+            model: plan.model.clone(),
+            encoding: plan.encoding.clone(),
+            fitness: plan.fitness.clone(),
+            champions,
+            cells,
+        };
+        let store = plan.store.clone();
+        let written = tokio::task::spawn_blocking(move || store.write(done, &checkpoint::encode(&meta, &distinct))).await?;
+        self.last_checkpoint = Instant::now();
+        match written {
+            Ok(path) => {
+                tracing::info!(generation = done, path = %path.display(), "checkpoint written");
+                self.last_checkpoint_generation = Some(done);
+                self.last_checkpoint_path = Some(path);
+                self.last_checkpoint_unix_s = Some(unix_now());
+            }
+            Err(e) => {
+                self.checkpoint_failures += 1;
+                tracing::error!(generation = done, error = %e, "checkpoint failed; the previous checkpoint is kept");
+            }
+        }
+        self.progress.send_replace(self.snapshot_progress());
+        Ok(())
     }
 
     fn snapshot_progress(&self) -> Progress {
-        let elapsed = self.started.elapsed();
         Progress {
-            generation: self.generation,
+            generation: self.completed.unwrap_or(0),
             generations: self.plan.generations,
             evaluations: self.evaluations,
             lost: self.lost,
             replacements: self.archive.replacements(),
             stats: self.archive.stats(),
-            elapsed_s: elapsed.as_secs_f64(),
+            elapsed_s: self.elapsed_before + self.started.elapsed().as_secs_f64(),
             times: self.times,
+            last_checkpoint_generation: self.last_checkpoint_generation,
+            last_checkpoint_unix_s: self.last_checkpoint_unix_s,
+            checkpoint_failures: self.checkpoint_failures,
         }
     }
 
-    fn finish(&mut self, outcome: Result<RunOutcome, RunError>) {
+    /// Ends the run: a final checkpoint, then the outcome.
+    async fn finish(&mut self) -> Result<(), ActorProcessingErr> {
+        self.write_checkpoint().await?;
         self.finished = true;
-        let _ = self.done.send(outcome);
-    }
-
-    fn outcome(&self) -> RunOutcome {
-        RunOutcome {
+        let outcome = RunOutcome {
             cells: self.archive.cells().to_vec(),
             progress: self.snapshot_progress(),
+            interrupted: !self.run_over(),
+            checkpoint: self.last_checkpoint_path.clone(),
+        };
+        let _ = self.done.send(Ok(outcome));
+        Ok(())
+    }
+
+    fn fail(&mut self, error: RunError) {
+        self.finished = true;
+        let _ = self.done.send(Err(error));
+    }
+
+    /// After a generation completed: checkpoint if due, then stop or go on.
+    async fn after_generation(&mut self, myself: &ActorRef<ArchiveMsg>) -> Result<(), ActorProcessingErr> {
+        self.progress.send_replace(self.snapshot_progress());
+        if self.run_over() || self.stopping {
+            return self.finish().await;
         }
+        if self.checkpoint_due() {
+            self.write_checkpoint().await?;
+        }
+        myself.cast(ArchiveMsg::Next)?;
+        Ok(())
     }
 }
 
@@ -279,16 +407,13 @@ impl Actor for ArchiveActor {
     type State = ArchiveState;
     type Arguments = ArchiveArgs;
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        args: ArchiveArgs,
-    ) -> Result<ArchiveState, ActorProcessingErr> {
-        Ok(ArchiveState {
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: ArchiveArgs) -> Result<ArchiveState, ActorProcessingErr> {
+        let mut state = ArchiveState {
             archive: Archive::new(args.plan.classes),
             rng: seeds::selection_rng(args.plan.seed),
             plan: args.plan,
             generation: 0,
+            completed: None,
             jobs: Vec::new(),
             pending: BTreeSet::new(),
             results: Vec::new(),
@@ -297,43 +422,53 @@ impl Actor for ArchiveActor {
             lost: 0,
             lost_this_generation: Vec::new(),
             started: Instant::now(),
+            elapsed_before: 0.0,
+            times: StageTimes::default(),
+            last_checkpoint: Instant::now(),
+            last_checkpoint_generation: None,
+            last_checkpoint_path: None,
+            last_checkpoint_unix_s: None,
+            checkpoint_failures: 0,
+            stopping: false,
             progress: args.progress,
             done: args.done,
             finished: false,
-            times: StageTimes::default(),
-        })
+        };
+        if let Some(c) = args.resume {
+            let m = c.meta;
+            state.archive = Archive::restore(c.cells, m.replacements);
+            state.rng = m.rng;
+            state.generation = m.generation + 1;
+            state.completed = Some(m.generation);
+            state.evaluations = m.evaluations;
+            state.lost = m.lost;
+            state.elapsed_before = m.elapsed_s;
+            state.times = m.stage_times;
+            state.last_checkpoint_generation = Some(m.generation);
+            state.last_checkpoint_unix_s = Some(m.created_unix_s);
+        }
+        Ok(state)
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        msg: ArchiveMsg,
-        state: &mut ArchiveState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: ArchiveMsg, state: &mut ArchiveState) -> Result<(), ActorProcessingErr> {
         if state.finished {
             return Ok(());
         }
         match msg {
-            ArchiveMsg::Next => state.start_generation(),
-            ArchiveMsg::Results {
-                scored,
-                lost,
-                times,
-            } => {
+            ArchiveMsg::Next => {
+                if state.run_over() || state.stopping {
+                    state.finish().await?;
+                } else {
+                    state.start_generation();
+                }
+            }
+            ArchiveMsg::Results { scored, lost, times } => {
                 state.times += times;
                 state.accept(scored, lost);
                 if state.pending.is_empty() && !state.jobs.is_empty() {
-                    state.jobs.clear();
                     match state.complete_generation() {
-                        Ok(true) => {
-                            let outcome = state.outcome();
-                            state.finish(Ok(outcome));
-                        }
-                        Ok(false) => {
-                            state.generation += 1;
-                            myself.cast(ArchiveMsg::Next)?;
-                        }
-                        Err(e) => state.finish(Err(e)),
+                        Ok(()) => state.after_generation(&myself).await?,
+                        Err(e) => state.fail(e),
                     }
                 }
             }
@@ -341,11 +476,14 @@ impl Actor for ArchiveActor {
                 state.reissue();
                 if state.pending.is_empty() && !state.jobs.is_empty() {
                     // Everything outstanding was written off: complete with what arrived.
-                    myself.cast(ArchiveMsg::Results {
-                        scored: Vec::new(),
-                        lost: Vec::new(),
-                        times: StageTimes::default(),
-                    })?;
+                    myself.cast(ArchiveMsg::Results { scored: Vec::new(), lost: Vec::new(), times: StageTimes::default() })?;
+                }
+            }
+            ArchiveMsg::Shutdown => {
+                tracing::info!(generation = state.generation, "shutdown requested: finishing the generation in flight");
+                state.stopping = true;
+                if state.jobs.is_empty() {
+                    state.finish().await?;
                 }
             }
         }

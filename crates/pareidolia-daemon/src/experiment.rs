@@ -5,7 +5,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::path::PathBuf;
+
+use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore, ModelIdentity};
 use pareidolia_core::config::RunConfig;
+use pareidolia_core::plugin_host::PluginInfo;
+use pareidolia_core::summary::PluginSummary;
 use pareidolia_core::plugin_host::{PluginLibrary, find_plugin, search_path};
 use pareidolia_core::summary::StageTimes;
 use pareidolia_core::{
@@ -15,11 +20,11 @@ use pareidolia_eval::{
     BackendChoice, EvalError, Model, ModelRef, OutputKind, PreparedModel, backend_for,
 };
 use pareidolia_plugin::abi::CanvasSpec;
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use crate::archive_actor::ArchivePlan;
+use crate::archive_actor::{ArchiveMsg, ArchivePlan, CheckpointPlan};
 use crate::supervisor::{Supervisor, SupervisorArgs, mutator_group};
 
 /// Setup failed: nothing ran.
@@ -96,6 +101,12 @@ pub struct Progress {
     pub elapsed_s: f64,
     /// Time per stage.
     pub times: StageTimes,
+    /// Generation of the newest checkpoint written (or resumed from).
+    pub last_checkpoint_generation: Option<u64>,
+    /// When it was written (Unix seconds).
+    pub last_checkpoint_unix_s: Option<f64>,
+    /// Checkpoint writes that failed.
+    pub checkpoint_failures: u64,
 }
 
 /// What a finished run leaves: the archive's cells and the final progress.
@@ -105,6 +116,27 @@ pub struct RunOutcome {
     pub cells: Vec<Option<Champion>>,
     /// Counters and statistics at the end.
     pub progress: Progress,
+    /// Stopped by a shutdown request before its last generation.
+    pub interrupted: bool,
+    /// The last checkpoint written, if checkpointing.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// How a run is driven beyond its config.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Write checkpoints into this run folder.
+    pub run_dir: Option<PathBuf>,
+    /// Continue from this checkpoint.
+    pub resume: Option<Checkpoint>,
+}
+
+/// Asks a running experiment to finish its generation in flight, checkpoint and end.
+/// Returns false when no such run is active.
+pub fn request_stop(run_id: &str) -> bool {
+    ractor::registry::where_is(crate::supervisor::archive_name(run_id))
+        .map(ActorRef::<ArchiveMsg>::from)
+        .is_some_and(|a| a.cast(ArchiveMsg::Shutdown).is_ok())
 }
 
 /// A checked experiment, ready to run.
@@ -206,6 +238,21 @@ impl Experiment {
 
     /// Runs to the last generation, publishing progress after each one.
     pub async fn run(&mut self, progress: watch::Sender<Progress>) -> Result<RunOutcome, RunError> {
+        self.run_with(progress, RunOptions::default()).await
+    }
+
+    /// The model, plugins and versions as a checkpoint records them.
+    pub fn identity(&self) -> (ModelIdentity, PluginSummary, PluginSummary) {
+        let summary = |i: &PluginInfo| PluginSummary { name: i.name.clone(), version: i.version.clone() };
+        (
+            ModelIdentity { name: self.model.name().to_owned(), sha256: self.model.sha256.clone() },
+            summary(self.encoding.library().info()),
+            summary(self.fitness.library().info()),
+        )
+    }
+
+    /// Runs with checkpointing and/or from a checkpoint.
+    pub async fn run_with(&mut self, progress: watch::Sender<Progress>, options: RunOptions) -> Result<RunOutcome, RunError> {
         let run = self.run_id.clone();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let c = &self.config;
@@ -216,6 +263,18 @@ impl Experiment {
             initial: c.initial_population(),
             classes: self.model.classes(),
             mutator_group: mutator_group(&run),
+            checkpoint: options.run_dir.as_ref().map(|dir| {
+                let (model, encoding, fitness) = self.identity();
+                CheckpointPlan {
+                    store: CheckpointStore::new(dir, c.checkpoint.keep),
+                    every_generations: c.checkpoint.every_generations,
+                    every_seconds: c.checkpoint.every_seconds,
+                    config: c.clone(),
+                    model,
+                    encoding,
+                    fitness,
+                }
+            }),
         };
         let args = SupervisorArgs {
             run: run.clone(),
@@ -227,6 +286,7 @@ impl Experiment {
             prepared: self.prepared.take(),
             batch_size: c.batch_size as usize,
             plan,
+            resume: options.resume,
             progress,
             done: done_tx,
         };

@@ -23,4 +23,4 @@ pub mod mutator_actor;
 pub mod run_folder;
 pub mod supervisor;
 
-pub use experiment::{Experiment, Progress, RunError, RunOutcome, SetupError};
+pub use experiment::{Experiment, Progress, RunError, RunOptions, RunOutcome, SetupError, request_stop};

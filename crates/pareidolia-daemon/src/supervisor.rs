@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pareidolia_core::checkpoint::Checkpoint;
 use pareidolia_core::{EncodingPlugin, FitnessPlugin};
 use pareidolia_eval::{BackendChoice, Model, PreparedModel};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -46,6 +47,8 @@ pub struct SupervisorArgs {
     pub batch_size: usize,
     /// The archive's plan.
     pub plan: ArchivePlan,
+    /// The checkpoint to resume from.
+    pub resume: Option<Checkpoint>,
     /// Progress channel.
     pub progress: watch::Sender<Progress>,
     /// Outcome channel.
@@ -152,6 +155,7 @@ impl Actor for Supervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let prepared = args.prepared.take();
         let archive_args = ArchiveArgs {
+            resume: args.resume.take(),
             plan: args.plan.clone(),
             progress: args.progress.clone(),
             done: args.done.clone(),

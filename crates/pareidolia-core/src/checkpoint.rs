@@ -1,0 +1,478 @@
+//! Checkpoints: everything needed to continue a run exactly, in a versioned, checksummed file
+//! that is written atomically, so that a crash, a kill or a full disk at any moment leaves the
+//! previous checkpoint intact and never a half-written one that looks valid.
+//!
+//! File layout (integers little-endian):
+//!
+//! ```text
+//! magic            b"PAREIDCK"                         8 bytes
+//! format version   u32
+//! metadata length  u64, then the metadata as JSON (CheckpointMeta)
+//! blob count       u32, then per blob: length u64 + bytes (genomes; scores as f32)
+//! sha256           of every byte before it             32 bytes
+//! ```
+//!
+//! Metadata is JSON so that people and tools can read it and new fields can be added with
+//! defaults; bulky genomes and score vectors are raw blobs. A write goes to a temporary file in
+//! the same folder, is fsynced, renamed over its final name, and the folder is fsynced; only
+//! then are old checkpoints beyond the last `keep` removed.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::archive::Champion;
+use crate::config::RunConfig;
+use crate::seeds::HostRng;
+use crate::summary::{PluginSummary, StageTimes};
+
+/// First bytes of every checkpoint.
+pub const MAGIC: &[u8; 8] = b"PAREIDCK";
+/// The format this build writes; it reads this and older ones.
+pub const FORMAT_VERSION: u32 = 1;
+/// File name extension of checkpoints.
+pub const EXTENSION: &str = "pdck";
+
+/// Which model a run scored with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// Model name.
+    pub name: String,
+    /// sha256 of its ONNX file.
+    pub sha256: String,
+}
+
+/// One champion's record; its genome and scores are blobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChampionMeta {
+    /// Child id.
+    pub id: u64,
+    /// Generation it was made in.
+    pub generation: u64,
+    /// Blob index of its genome.
+    pub genome_blob: u32,
+    /// Blob index of its scores (f32 little-endian).
+    pub scores_blob: u32,
+}
+
+/// The checkpoint's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Version of the program that wrote it.
+    pub pareidolia_version: String,
+    /// When it was written (seconds since the Unix epoch).
+    pub created_unix_s: f64,
+    /// Last completed generation.
+    pub generation: u64,
+    /// Children scored so far.
+    pub evaluations: u64,
+    /// Children lost so far.
+    pub lost: u64,
+    /// Champion replacements so far.
+    pub replacements: u64,
+    /// Evolution time so far, seconds (summed over resumed sessions).
+    pub elapsed_s: f64,
+    /// Stage times so far.
+    pub stage_times: StageTimes,
+    /// Parent-selection RNG state.
+    pub rng: HostRng,
+    /// The resolved config.
+    pub config: RunConfig,
+    /// The folder the config's relative paths are relative to.
+    pub base_dir: PathBuf,
+    /// The model.
+    pub model: ModelIdentity,
+    /// The encoding plugin.
+    pub encoding: PluginSummary,
+    /// The fitness plugin.
+    pub fitness: PluginSummary,
+    /// Distinct champions.
+    pub champions: Vec<ChampionMeta>,
+    /// Per class: index into `champions`.
+    pub cells: Vec<Option<u32>>,
+}
+
+/// A checkpoint in memory: metadata and the archive's cells.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Metadata.
+    pub meta: CheckpointMeta,
+    /// One entry per class.
+    pub cells: Vec<Option<Champion>>,
+}
+
+/// What can go wrong with checkpoints.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Reading or writing failed (a full disk lands here, with its OS message).
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a checkpoint or was cut short.
+    #[error("checkpoint {path} is damaged: {message}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Written by a newer Pareidolia.
+    #[error(
+        "checkpoint {path} has format version {found}, this pareidolia {ours} reads up to version {supported}: \
+         run the newer pareidolia that wrote it"
+    )]
+    NewerVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// The newest this build reads.
+        supported: u32,
+        /// This build's version.
+        ours: &'static str,
+    },
+    /// No checkpoint at all.
+    #[error("no checkpoint in {0}: the run never reached its first checkpoint, start it again")]
+    None(PathBuf),
+    /// Checkpoints exist but none is usable.
+    #[error("no usable checkpoint in {dir}: {reasons}")]
+    NoneValid {
+        /// The folder.
+        dir: PathBuf,
+        /// Why each was refused.
+        reasons: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_owned(), source }
+}
+
+/// Serialises a checkpoint.
+pub fn encode(meta: &CheckpointMeta, champions: &[Champion]) -> Vec<u8> {
+    let json = serde_json::to_vec(meta).expect("checkpoint metadata serialises");
+    let mut out = Vec::with_capacity(64 + json.len() + champions.iter().map(|c| c.genome.len() + 4 * c.scores.len() + 16).sum::<usize>());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&((2 * champions.len()) as u32).to_le_bytes());
+    for c in champions {
+        out.extend_from_slice(&(c.genome.len() as u64).to_le_bytes());
+        out.extend_from_slice(&c.genome);
+        out.extend_from_slice(&((4 * c.scores.len()) as u64).to_le_bytes());
+        for s in c.scores.iter() {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+/// Builds the metadata's champion table and cell map from the archive's cells; returns the
+/// distinct champions in the order `encode` expects.
+pub fn index_champions(cells: &[Option<Champion>]) -> (Vec<ChampionMeta>, Vec<Option<u32>>, Vec<Champion>) {
+    let mut distinct: Vec<Champion> = Vec::new();
+    let mut map = Vec::with_capacity(cells.len());
+    for cell in cells {
+        map.push(cell.as_ref().map(|c| match distinct.iter().position(|d| d.id == c.id) {
+            Some(i) => i as u32,
+            None => {
+                distinct.push(c.clone());
+                (distinct.len() - 1) as u32
+            }
+        }));
+    }
+    let metas = distinct
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ChampionMeta { id: c.id, generation: c.generation, genome_blob: 2 * i as u32, scores_blob: 2 * i as u32 + 1 })
+        .collect();
+    (metas, map, distinct)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CheckpointError> {
+        if self.bytes.len() - self.pos < n {
+            return Err(CheckpointError::Damaged { path: self.path.to_owned(), message: format!("truncated in {what}") });
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, CheckpointError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, CheckpointError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+}
+
+/// Parses and verifies a checkpoint.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let damaged = |message: String| CheckpointError::Damaged { path: path.to_owned(), message };
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..8] != MAGIC {
+        return Err(damaged("not a Pareidolia checkpoint (wrong magic bytes)".into()));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version > FORMAT_VERSION {
+        return Err(CheckpointError::NewerVersion {
+            path: path.to_owned(),
+            found: version,
+            supported: FORMAT_VERSION,
+            ours: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    if bytes.len() < 12 + 32 {
+        return Err(damaged("truncated".into()));
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err(damaged("checksum mismatch (truncated or corrupted)".into()));
+    }
+    let mut r = Reader { bytes: body, pos: 12, path };
+    let meta_len = r.u64("metadata length")? as usize;
+    let meta: CheckpointMeta =
+        serde_json::from_slice(r.take(meta_len, "metadata")?).map_err(|e| damaged(format!("metadata: {e}")))?;
+    let count = r.u32("blob count")? as usize;
+    let mut blobs = Vec::with_capacity(count.min(1 << 20));
+    for i in 0..count {
+        let len = r.u64("blob length")? as usize;
+        blobs.push(r.take(len, &format!("blob {i}"))?);
+    }
+    let blob = |i: u32| blobs.get(i as usize).copied().ok_or_else(|| damaged(format!("missing blob {i}")));
+    let champions = meta
+        .champions
+        .iter()
+        .map(|c| {
+            let scores = blob(c.scores_blob)?;
+            if scores.len() % 4 != 0 {
+                return Err(damaged(format!("score blob {} has {} bytes", c.scores_blob, scores.len())));
+            }
+            Ok(Champion {
+                id: c.id,
+                generation: c.generation,
+                genome: Arc::from(blob(c.genome_blob)?),
+                scores: scores.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cells = meta
+        .cells
+        .iter()
+        .map(|c| match c {
+            None => Ok(None),
+            Some(i) => champions.get(*i as usize).cloned().map(Some).ok_or_else(|| damaged(format!("cell refers to champion {i}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Checkpoint { meta, cells })
+}
+
+/// The checkpoints of one run folder (`<run>/checkpoints/`).
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    keep: usize,
+}
+
+/// Test-only fault injection (`PAREIDOLIA_FAULT_CHECKPOINT=slow:<ms>`): the writer pauses
+/// after the first half of a checkpoint, so a kill test can land inside a write.
+fn fault_pause() {
+    if let Ok(v) = std::env::var("PAREIDOLIA_FAULT_CHECKPOINT") {
+        if let Some(ms) = v.strip_prefix("slow:").and_then(|m| m.parse().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+}
+
+impl CheckpointStore {
+    /// The store of a run folder, keeping the newest `keep` checkpoints (at least 1).
+    pub fn new(run_dir: &Path, keep: usize) -> Self {
+        Self { dir: run_dir.join("checkpoints"), keep: keep.max(1) }
+    }
+
+    /// The checkpoint folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file_name(generation: u64) -> String {
+        format!("ckpt-{generation:012}.{EXTENSION}")
+    }
+
+    /// Writes a checkpoint atomically and prunes old ones; on error the previous checkpoints
+    /// are untouched and no partial file is left behind.
+    pub fn write(&self, generation: u64, bytes: &[u8]) -> Result<PathBuf, CheckpointError> {
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self.dir.join(Self::file_name(generation));
+        let tmp = self.dir.join(format!(".{}.tmp-{}", Self::file_name(generation), std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
+            let half = bytes.len() / 2;
+            f.write_all(&bytes[..half]).map_err(io(&tmp))?;
+            fault_pause();
+            f.write_all(&bytes[half..]).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+            drop(f);
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.prune();
+        Ok(path)
+    }
+
+    fn prune(&self) {
+        for old in self.list().into_iter().skip(self.keep) {
+            if let Err(e) = std::fs::remove_file(&old) {
+                tracing::warn!(path = %old.display(), error = %e, "cannot remove old checkpoint");
+            }
+        }
+        // Temporary files of writers that died (a kill during a write).
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(".ckpt-") && !name.ends_with(&format!("-{}", std::process::id())) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Checkpoint files, newest (highest generation) first.
+    pub fn list(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.extension().is_some_and(|e| e == EXTENSION)
+                            && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ckpt-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.reverse();
+        files
+    }
+
+    /// Loads the newest checkpoint that verifies. Damaged ones are skipped and returned with
+    /// their reasons (for a warning); a checkpoint of a newer format stops the search, since
+    /// falling back past it would silently lose that newer progress.
+    pub fn load_newest(&self) -> Result<(Checkpoint, PathBuf, Vec<(PathBuf, CheckpointError)>), CheckpointError> {
+        let files = self.list();
+        if files.is_empty() {
+            return Err(CheckpointError::None(self.dir.clone()));
+        }
+        let mut skipped = Vec::new();
+        for path in files {
+            let loaded = std::fs::read(&path).map_err(io(&path)).and_then(|b| decode(&b, &path));
+            match loaded {
+                Ok(c) => return Ok((c, path, skipped)),
+                Err(e @ CheckpointError::NewerVersion { .. }) => return Err(e),
+                Err(e) => skipped.push((path, e)),
+            }
+        }
+        Err(CheckpointError::NoneValid {
+            dir: self.dir.clone(),
+            reasons: skipped.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn sample() -> (CheckpointMeta, Vec<Option<Champion>>) {
+        let a = Champion { id: 7, generation: 3, genome: Arc::from(&[1u8, 2, 3][..]), scores: Arc::from(&[0.5f32, 0.25][..]) };
+        let b = Champion { id: 9, generation: 4, genome: Arc::from(&[4u8][..]), scores: Arc::from(&[0.1f32, 0.75][..]) };
+        let cells = vec![Some(a), Some(b)];
+        let (champions, map, _) = index_champions(&cells);
+        let meta = CheckpointMeta {
+            pareidolia_version: "test".into(),
+            created_unix_s: 1.0,
+            generation: 4,
+            evaluations: 1000,
+            lost: 1,
+            replacements: 12,
+            elapsed_s: 2.5,
+            stage_times: StageTimes::default(),
+            rng: HostRng::seed_from_u64(3),
+            config: RunConfig::builtin_default(),
+            base_dir: PathBuf::from("/x"),
+            model: ModelIdentity { name: "m".into(), sha256: "00".into() },
+            encoding: PluginSummary { name: "direct".into(), version: "0.1.0".into() },
+            fitness: PluginSummary { name: "confidence".into(), version: "0.1.0".into() },
+            champions,
+            cells: map,
+        };
+        (meta, cells)
+    }
+
+    #[test]
+    fn round_trips_and_detects_every_truncation_and_flip() {
+        let (meta, cells) = sample();
+        let (_, _, distinct) = index_champions(&cells);
+        let bytes = encode(&meta, &distinct);
+        let back = decode(&bytes, Path::new("x")).unwrap();
+        assert_eq!(back.meta, meta);
+        assert_eq!(back.cells, cells);
+        for cut in [0, 5, 11, 12, 40, bytes.len() - 1] {
+            assert!(matches!(decode(&bytes[..cut], Path::new("x")), Err(CheckpointError::Damaged { .. })), "cut {cut}");
+        }
+        for flip in [20, bytes.len() / 2, bytes.len() - 40] {
+            let mut b = bytes.clone();
+            b[flip] ^= 0x40;
+            assert!(matches!(decode(&b, Path::new("x")), Err(CheckpointError::Damaged { .. })), "flip {flip}");
+        }
+        let mut newer = bytes.clone();
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        assert!(matches!(decode(&newer, Path::new("x")), Err(CheckpointError::NewerVersion { .. })));
+    }
+
+    #[test]
+    fn store_keeps_the_newest_and_falls_back_past_damaged_files() {
+        let dir = std::env::temp_dir().join(format!("pareidolia-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::new(&dir, 2);
+        let (mut meta, cells) = sample();
+        let (_, _, distinct) = index_champions(&cells);
+        for g in 1..=4 {
+            meta.generation = g;
+            store.write(g, &encode(&meta, &distinct)).unwrap();
+        }
+        let files = store.list();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files[0].ends_with("ckpt-000000000004.pdck"));
+        std::fs::write(&files[0], b"PAREIDCK garbage").unwrap();
+        let (c, path, skipped) = store.load_newest().unwrap();
+        assert_eq!(c.meta.generation, 3);
+        assert_eq!(path, files[1]);
+        assert_eq!(skipped.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
