@@ -6,8 +6,12 @@ mod util;
 
 /// Bad configs, models and plugins: clear message, non-zero exit, no panic.
 mod bad_input;
+/// Plugins that panic, stall or return garbage at run time.
+mod bad_plugins;
 /// The shipped config files.
 mod configs;
+/// The long-running daemon.
+mod daemon;
 /// Same seed, same results; mutator count does not change them.
 mod determinism;
 /// The default experiment fools LeNet, checked from the PNG files on disk.
@@ -18,3 +22,5 @@ mod model_reference;
 mod plugins;
 /// Actor failures mid-run.
 mod supervision;
+/// The plugin template, copied and built the way a user would.
+mod template;

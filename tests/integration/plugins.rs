@@ -79,3 +79,95 @@ fn the_loader_checks_kind_and_abi() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn plugins_list_shows_what_is_installed_and_refuses_old_abis() {
+    let out = success(pareidolia(&["plugins", "list"]));
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{out}"))
+            .to_owned()
+    };
+    assert!(
+        line("direct").starts_with("encoding") && line("direct").contains(" 1.0 "),
+        "{out}"
+    );
+    assert!(line("confidence").starts_with("fitness"), "{out}");
+    let old = out
+        .lines()
+        .find(|l| l.contains("old_abi"))
+        .expect("the old-ABI fixture is shown");
+    assert!(
+        old.starts_with("refused") && old.contains("ABI 0.9"),
+        "{old}"
+    );
+    assert!(
+        !out.contains("no_descriptor"),
+        "libraries that are not plugins are not listed:\n{out}"
+    );
+}
+
+#[test]
+fn plugins_check_exercises_a_plugin_and_reports_failures() {
+    let direct = library("pareidolia-encoding-direct");
+    let out = success(pareidolia(&[
+        "plugins",
+        "check",
+        direct.to_str().unwrap(),
+        "--canvas",
+        "16x16x3",
+    ]));
+    for step in [
+        "create",
+        "random",
+        "crossover",
+        "mutate",
+        "render",
+        "deserialise",
+        "plugin works",
+    ] {
+        assert!(out.contains(step), "{step} missing:\n{out}");
+    }
+    let fit = library("pareidolia-fitness-confidence");
+    assert!(
+        success(pareidolia(&["plugins", "check", fit.to_str().unwrap()])).contains("plugin works")
+    );
+    let bad = library("pareidolia-fixture-misbehaving");
+    let output = pareidolia(&[
+        "plugins",
+        "check",
+        bad.to_str().unwrap(),
+        "--params",
+        r#"{"panic_in_mutate_every":1}"#,
+    ]);
+    assert!(!output.status.success());
+    let (out, err) = text(&output);
+    assert!(
+        out.contains("FAIL  mutate") && err.contains("deliberate panic"),
+        "{out}\n{err}"
+    );
+    let nan = library("pareidolia-fixture-nan-fitness");
+    let output = pareidolia(&[
+        "plugins",
+        "check",
+        nan.to_str().unwrap(),
+        "--params",
+        r#"{"nan_every":2}"#,
+    ]);
+    clean_failure(output, &["non-finite"]);
+    clean_failure(
+        pareidolia(&[
+            "plugins",
+            "check",
+            direct.to_str().unwrap(),
+            "--params",
+            r#"{"eta_m":-1}"#,
+        ]),
+        &["eta_m"],
+    );
+    clean_failure(
+        pareidolia(&["plugins", "check", "/nonexistent/libx.so"]),
+        &["does not exist"],
+    );
+}

@@ -77,7 +77,10 @@ pub struct Archive {
 impl Archive {
     /// An archive restored from a checkpoint's cells and replacement count.
     pub fn restore(cells: Vec<Option<Champion>>, replacements: u64) -> Self {
-        Self { cells, replacements }
+        Self {
+            cells,
+            replacements,
+        }
     }
 
     /// An empty archive of `classes` cells.

@@ -7,12 +7,15 @@
 //! ```text
 //! magic            b"PAREIDCK"                         8 bytes
 //! format version   u32
+//! header check     first 4 bytes of sha256(magic, version)
 //! metadata length  u64, then the metadata as JSON (CheckpointMeta)
 //! blob count       u32, then per blob: length u64 + bytes (genomes; scores as f32)
 //! sha256           of every byte before it             32 bytes
 //! ```
 //!
-//! Metadata is JSON so that people and tools can read it and new fields can be added with
+//! The first 16 bytes keep this layout in every format version, so a file from a newer
+//! Pareidolia is recognised as such (and refused) while a damaged version field is recognised
+//! as damage (and skipped). Metadata is JSON so that people and tools can read it and new fields can be added with
 //! defaults; bulky genomes and score vectors are raw blobs. A write goes to a temporary file in
 //! the same folder, is fsynced, renamed over its final name, and the folder is fsynced; only
 //! then are old checkpoints beyond the last `keep` removed.
@@ -154,15 +157,26 @@ pub enum CheckpointError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { path: path.to_owned(), source }
+    move |source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Serialises a checkpoint.
 pub fn encode(meta: &CheckpointMeta, champions: &[Champion]) -> Vec<u8> {
     let json = serde_json::to_vec(meta).expect("checkpoint metadata serialises");
-    let mut out = Vec::with_capacity(64 + json.len() + champions.iter().map(|c| c.genome.len() + 4 * c.scores.len() + 16).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        64 + json.len()
+            + champions
+                .iter()
+                .map(|c| c.genome.len() + 4 * c.scores.len() + 16)
+                .sum::<usize>(),
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let check = header_check(&out);
+    out.extend_from_slice(&check);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(&((2 * champions.len()) as u32).to_le_bytes());
@@ -181,24 +195,39 @@ pub fn encode(meta: &CheckpointMeta, champions: &[Champion]) -> Vec<u8> {
 
 /// Builds the metadata's champion table and cell map from the archive's cells; returns the
 /// distinct champions in the order `encode` expects.
-pub fn index_champions(cells: &[Option<Champion>]) -> (Vec<ChampionMeta>, Vec<Option<u32>>, Vec<Champion>) {
+pub fn index_champions(
+    cells: &[Option<Champion>],
+) -> (Vec<ChampionMeta>, Vec<Option<u32>>, Vec<Champion>) {
     let mut distinct: Vec<Champion> = Vec::new();
     let mut map = Vec::with_capacity(cells.len());
     for cell in cells {
-        map.push(cell.as_ref().map(|c| match distinct.iter().position(|d| d.id == c.id) {
-            Some(i) => i as u32,
-            None => {
-                distinct.push(c.clone());
-                (distinct.len() - 1) as u32
-            }
-        }));
+        map.push(
+            cell.as_ref()
+                .map(|c| match distinct.iter().position(|d| d.id == c.id) {
+                    Some(i) => i as u32,
+                    None => {
+                        distinct.push(c.clone());
+                        (distinct.len() - 1) as u32
+                    }
+                }),
+        );
     }
     let metas = distinct
         .iter()
         .enumerate()
-        .map(|(i, c)| ChampionMeta { id: c.id, generation: c.generation, genome_blob: 2 * i as u32, scores_blob: 2 * i as u32 + 1 })
+        .map(|(i, c)| ChampionMeta {
+            id: c.id,
+            generation: c.generation,
+            genome_blob: 2 * i as u32,
+            scores_blob: 2 * i as u32 + 1,
+        })
         .collect();
     (metas, map, distinct)
+}
+
+fn header_check(magic_and_version: &[u8]) -> [u8; 4] {
+    let d = Sha256::digest(magic_and_version);
+    [d[0], d[1], d[2], d[3]]
 }
 
 struct Reader<'a> {
@@ -210,25 +239,40 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CheckpointError> {
         if self.bytes.len() - self.pos < n {
-            return Err(CheckpointError::Damaged { path: self.path.to_owned(), message: format!("truncated in {what}") });
+            return Err(CheckpointError::Damaged {
+                path: self.path.to_owned(),
+                message: format!("truncated in {what}"),
+            });
         }
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
     }
     fn u32(&mut self, what: &str) -> Result<u32, CheckpointError> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self, what: &str) -> Result<u64, CheckpointError> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 
 /// Parses and verifies a checkpoint.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let damaged = |message: String| CheckpointError::Damaged { path: path.to_owned(), message };
-    if bytes.len() < MAGIC.len() + 4 || &bytes[..8] != MAGIC {
-        return Err(damaged("not a Pareidolia checkpoint (wrong magic bytes)".into()));
+    let damaged = |message: String| CheckpointError::Damaged {
+        path: path.to_owned(),
+        message,
+    };
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(damaged(
+            "not a Pareidolia checkpoint (wrong magic bytes) or cut short".into(),
+        ));
+    }
+    if bytes[12..16] != header_check(&bytes[..12]) {
+        return Err(damaged("damaged header".into()));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version > FORMAT_VERSION {
@@ -239,37 +283,53 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
             ours: env!("CARGO_PKG_VERSION"),
         });
     }
-    if bytes.len() < 12 + 32 {
+    if bytes.len() < 16 + 32 {
         return Err(damaged("truncated".into()));
     }
     let (body, digest) = bytes.split_at(bytes.len() - 32);
     if Sha256::digest(body).as_slice() != digest {
         return Err(damaged("checksum mismatch (truncated or corrupted)".into()));
     }
-    let mut r = Reader { bytes: body, pos: 12, path };
+    let mut r = Reader {
+        bytes: body,
+        pos: 16,
+        path,
+    };
     let meta_len = r.u64("metadata length")? as usize;
-    let meta: CheckpointMeta =
-        serde_json::from_slice(r.take(meta_len, "metadata")?).map_err(|e| damaged(format!("metadata: {e}")))?;
+    let meta: CheckpointMeta = serde_json::from_slice(r.take(meta_len, "metadata")?)
+        .map_err(|e| damaged(format!("metadata: {e}")))?;
     let count = r.u32("blob count")? as usize;
     let mut blobs = Vec::with_capacity(count.min(1 << 20));
     for i in 0..count {
         let len = r.u64("blob length")? as usize;
         blobs.push(r.take(len, &format!("blob {i}"))?);
     }
-    let blob = |i: u32| blobs.get(i as usize).copied().ok_or_else(|| damaged(format!("missing blob {i}")));
+    let blob = |i: u32| {
+        blobs
+            .get(i as usize)
+            .copied()
+            .ok_or_else(|| damaged(format!("missing blob {i}")))
+    };
     let champions = meta
         .champions
         .iter()
         .map(|c| {
             let scores = blob(c.scores_blob)?;
             if scores.len() % 4 != 0 {
-                return Err(damaged(format!("score blob {} has {} bytes", c.scores_blob, scores.len())));
+                return Err(damaged(format!(
+                    "score blob {} has {} bytes",
+                    c.scores_blob,
+                    scores.len()
+                )));
             }
             Ok(Champion {
                 id: c.id,
                 generation: c.generation,
                 genome: Arc::from(blob(c.genome_blob)?),
-                scores: scores.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+                scores: scores
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .collect(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -278,7 +338,11 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
         .iter()
         .map(|c| match c {
             None => Ok(None),
-            Some(i) => champions.get(*i as usize).cloned().map(Some).ok_or_else(|| damaged(format!("cell refers to champion {i}"))),
+            Some(i) => champions
+                .get(*i as usize)
+                .cloned()
+                .map(Some)
+                .ok_or_else(|| damaged(format!("cell refers to champion {i}"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Checkpoint { meta, cells })
@@ -304,7 +368,10 @@ fn fault_pause() {
 impl CheckpointStore {
     /// The store of a run folder, keeping the newest `keep` checkpoints (at least 1).
     pub fn new(run_dir: &Path, keep: usize) -> Self {
-        Self { dir: run_dir.join("checkpoints"), keep: keep.max(1) }
+        Self {
+            dir: run_dir.join("checkpoints"),
+            keep: keep.max(1),
+        }
     }
 
     /// The checkpoint folder.
@@ -321,9 +388,18 @@ impl CheckpointStore {
     pub fn write(&self, generation: u64, bytes: &[u8]) -> Result<PathBuf, CheckpointError> {
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let path = self.dir.join(Self::file_name(generation));
-        let tmp = self.dir.join(format!(".{}.tmp-{}", Self::file_name(generation), std::process::id()));
+        let tmp = self.dir.join(format!(
+            ".{}.tmp-{}",
+            Self::file_name(generation),
+            std::process::id()
+        ));
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io(&tmp))?;
             let half = bytes.len() / 2;
             f.write_all(&bytes[..half]).map_err(io(&tmp))?;
             fault_pause();
@@ -331,7 +407,9 @@ impl CheckpointStore {
             f.sync_all().map_err(io(&tmp))?;
             drop(f);
             std::fs::rename(&tmp, &path).map_err(io(&path))?;
-            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))
         })();
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
@@ -352,7 +430,9 @@ impl CheckpointStore {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with(".ckpt-") && !name.ends_with(&format!("-{}", std::process::id())) {
+                if name.starts_with(".ckpt-")
+                    && !name.ends_with(&format!("-{}", std::process::id()))
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -368,7 +448,8 @@ impl CheckpointStore {
                     .map(|e| e.path())
                     .filter(|p| {
                         p.extension().is_some_and(|e| e == EXTENSION)
-                            && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ckpt-"))
+                            && p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with("ckpt-"))
                     })
                     .collect()
             })
@@ -381,14 +462,18 @@ impl CheckpointStore {
     /// Loads the newest checkpoint that verifies. Damaged ones are skipped and returned with
     /// their reasons (for a warning); a checkpoint of a newer format stops the search, since
     /// falling back past it would silently lose that newer progress.
-    pub fn load_newest(&self) -> Result<(Checkpoint, PathBuf, Vec<(PathBuf, CheckpointError)>), CheckpointError> {
+    pub fn load_newest(
+        &self,
+    ) -> Result<(Checkpoint, PathBuf, Vec<(PathBuf, CheckpointError)>), CheckpointError> {
         let files = self.list();
         if files.is_empty() {
             return Err(CheckpointError::None(self.dir.clone()));
         }
         let mut skipped = Vec::new();
         for path in files {
-            let loaded = std::fs::read(&path).map_err(io(&path)).and_then(|b| decode(&b, &path));
+            let loaded = std::fs::read(&path)
+                .map_err(io(&path))
+                .and_then(|b| decode(&b, &path));
             match loaded {
                 Ok(c) => return Ok((c, path, skipped)),
                 Err(e @ CheckpointError::NewerVersion { .. }) => return Err(e),
@@ -397,7 +482,11 @@ impl CheckpointStore {
         }
         Err(CheckpointError::NoneValid {
             dir: self.dir.clone(),
-            reasons: skipped.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("; "),
+            reasons: skipped
+                .iter()
+                .map(|(_, e)| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
         })
     }
 }
@@ -408,8 +497,18 @@ mod tests {
     use rand::SeedableRng;
 
     fn sample() -> (CheckpointMeta, Vec<Option<Champion>>) {
-        let a = Champion { id: 7, generation: 3, genome: Arc::from(&[1u8, 2, 3][..]), scores: Arc::from(&[0.5f32, 0.25][..]) };
-        let b = Champion { id: 9, generation: 4, genome: Arc::from(&[4u8][..]), scores: Arc::from(&[0.1f32, 0.75][..]) };
+        let a = Champion {
+            id: 7,
+            generation: 3,
+            genome: Arc::from(&[1u8, 2, 3][..]),
+            scores: Arc::from(&[0.5f32, 0.25][..]),
+        };
+        let b = Champion {
+            id: 9,
+            generation: 4,
+            genome: Arc::from(&[4u8][..]),
+            scores: Arc::from(&[0.1f32, 0.75][..]),
+        };
         let cells = vec![Some(a), Some(b)];
         let (champions, map, _) = index_champions(&cells);
         let meta = CheckpointMeta {
@@ -422,11 +521,23 @@ mod tests {
             elapsed_s: 2.5,
             stage_times: StageTimes::default(),
             rng: HostRng::seed_from_u64(3),
-            config: RunConfig::builtin_default(),
+            config: RunConfig {
+                base_dir: PathBuf::new(),
+                ..RunConfig::builtin_default()
+            },
             base_dir: PathBuf::from("/x"),
-            model: ModelIdentity { name: "m".into(), sha256: "00".into() },
-            encoding: PluginSummary { name: "direct".into(), version: "0.1.0".into() },
-            fitness: PluginSummary { name: "confidence".into(), version: "0.1.0".into() },
+            model: ModelIdentity {
+                name: "m".into(),
+                sha256: "00".into(),
+            },
+            encoding: PluginSummary {
+                name: "direct".into(),
+                version: "0.1.0".into(),
+            },
+            fitness: PluginSummary {
+                name: "confidence".into(),
+                version: "0.1.0".into(),
+            },
             champions,
             cells: map,
         };
@@ -442,16 +553,40 @@ mod tests {
         assert_eq!(back.meta, meta);
         assert_eq!(back.cells, cells);
         for cut in [0, 5, 11, 12, 40, bytes.len() - 1] {
-            assert!(matches!(decode(&bytes[..cut], Path::new("x")), Err(CheckpointError::Damaged { .. })), "cut {cut}");
+            assert!(
+                matches!(
+                    decode(&bytes[..cut], Path::new("x")),
+                    Err(CheckpointError::Damaged { .. })
+                ),
+                "cut {cut}"
+            );
         }
         for flip in [20, bytes.len() / 2, bytes.len() - 40] {
             let mut b = bytes.clone();
             b[flip] ^= 0x40;
-            assert!(matches!(decode(&b, Path::new("x")), Err(CheckpointError::Damaged { .. })), "flip {flip}");
+            assert!(
+                matches!(
+                    decode(&b, Path::new("x")),
+                    Err(CheckpointError::Damaged { .. })
+                ),
+                "flip {flip}"
+            );
         }
         let mut newer = bytes.clone();
         newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-        assert!(matches!(decode(&newer, Path::new("x")), Err(CheckpointError::NewerVersion { .. })));
+        let check = header_check(&newer[..12]);
+        newer[12..16].copy_from_slice(&check);
+        assert!(matches!(
+            decode(&newer, Path::new("x")),
+            Err(CheckpointError::NewerVersion { .. })
+        ));
+        // A damaged version field is damage, not a newer format.
+        let mut flipped = bytes.clone();
+        flipped[9] ^= 0x01;
+        assert!(matches!(
+            decode(&flipped, Path::new("x")),
+            Err(CheckpointError::Damaged { .. })
+        ));
     }
 
     #[test]

@@ -85,7 +85,11 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { every_generations: 50, every_seconds: 60.0, keep: 3 }
+        Self {
+            every_generations: 50,
+            every_seconds: 60.0,
+            keep: 3,
+        }
     }
 }
 
@@ -99,7 +103,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9464".to_owned() }
+        Self {
+            listen: "127.0.0.1:9464".to_owned(),
+        }
     }
 }
 
@@ -208,13 +214,19 @@ impl RunConfig {
             return err("batch_size", "must be at least 1");
         }
         if !(self.checkpoint.every_seconds.is_finite() && self.checkpoint.every_seconds >= 0.0) {
-            return err("checkpoint.every_seconds", "must be a number >= 0 (0 = never by time)");
+            return err(
+                "checkpoint.every_seconds",
+                "must be a number >= 0 (0 = never by time)",
+            );
         }
         if self.checkpoint.keep == 0 {
             return err("checkpoint.keep", "must be at least 1");
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            return err("http.listen", "must be an address with a port, like 127.0.0.1:9464");
+            return err(
+                "http.listen",
+                "must be an address with a port, like 127.0.0.1:9464",
+            );
         }
         if self.mutators > 256 {
             return err("mutators", "must be at most 256 (0 = one per spare core)");

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use pareidolia_core::checkpoint::{self, Checkpoint, CheckpointMeta, CheckpointStore, ModelIdentity};
+use pareidolia_core::checkpoint::{
+    self, Checkpoint, CheckpointMeta, CheckpointStore, ModelIdentity,
+};
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::seeds::{self, HostRng, Stream};
 use pareidolia_core::summary::{PluginSummary, StageTimes};
@@ -132,7 +134,9 @@ pub struct ArchiveState {
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl ArchiveState {
@@ -273,7 +277,9 @@ impl ArchiveState {
             return Err(RunError::GenerationLost {
                 generation: self.generation,
                 stage: first.map(|l| l.stage.clone()).unwrap_or_default(),
-                reason: first.map(|l| l.reason.clone()).unwrap_or_else(|| "no child was scored".into()),
+                reason: first
+                    .map(|l| l.reason.clone())
+                    .unwrap_or_else(|| "no child was scored".into()),
             });
         }
         let mut results = std::mem::take(&mut self.results);
@@ -298,19 +304,24 @@ impl ArchiveState {
     }
 
     fn checkpoint_due(&self) -> bool {
-        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else { return false };
+        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else {
+            return false;
+        };
         if self.last_checkpoint_generation == Some(done) {
             return false;
         }
         (plan.every_generations > 0 && done % plan.every_generations == 0)
-            || (plan.every_seconds > 0.0 && self.last_checkpoint.elapsed().as_secs_f64() >= plan.every_seconds)
+            || (plan.every_seconds > 0.0
+                && self.last_checkpoint.elapsed().as_secs_f64() >= plan.every_seconds)
     }
 
     /// Writes a checkpoint of the last completed generation, off the async executor. A failed
     /// write (full disk, vanished folder) is logged and counted; the run goes on and the
     /// previous checkpoint stays valid.
     async fn write_checkpoint(&mut self) -> Result<(), ActorProcessingErr> {
-        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else { return Ok(()) };
+        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else {
+            return Ok(());
+        };
         if self.last_checkpoint_generation == Some(done) {
             return Ok(());
         }
@@ -335,7 +346,10 @@ impl ArchiveState {
             cells,
         };
         let store = plan.store.clone();
-        let written = tokio::task::spawn_blocking(move || store.write(done, &checkpoint::encode(&meta, &distinct))).await?;
+        let written = tokio::task::spawn_blocking(move || {
+            store.write(done, &checkpoint::encode(&meta, &distinct))
+        })
+        .await?;
         self.last_checkpoint = Instant::now();
         match written {
             Ok(path) => {
@@ -366,6 +380,13 @@ impl ArchiveState {
             last_checkpoint_generation: self.last_checkpoint_generation,
             last_checkpoint_unix_s: self.last_checkpoint_unix_s,
             checkpoint_failures: self.checkpoint_failures,
+            confidences: self
+                .archive
+                .cells()
+                .iter()
+                .enumerate()
+                .map(|(k, c)| c.as_ref().map(|c| c.score(k)))
+                .collect(),
         }
     }
 
@@ -389,7 +410,10 @@ impl ArchiveState {
     }
 
     /// After a generation completed: checkpoint if due, then stop or go on.
-    async fn after_generation(&mut self, myself: &ActorRef<ArchiveMsg>) -> Result<(), ActorProcessingErr> {
+    async fn after_generation(
+        &mut self,
+        myself: &ActorRef<ArchiveMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         self.progress.send_replace(self.snapshot_progress());
         if self.run_over() || self.stopping {
             return self.finish().await;
@@ -407,7 +431,11 @@ impl Actor for ArchiveActor {
     type State = ArchiveState;
     type Arguments = ArchiveArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: ArchiveArgs) -> Result<ArchiveState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ArchiveArgs,
+    ) -> Result<ArchiveState, ActorProcessingErr> {
         let mut state = ArchiveState {
             archive: Archive::new(args.plan.classes),
             rng: seeds::selection_rng(args.plan.seed),
@@ -450,7 +478,12 @@ impl Actor for ArchiveActor {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: ArchiveMsg, state: &mut ArchiveState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: ArchiveMsg,
+        state: &mut ArchiveState,
+    ) -> Result<(), ActorProcessingErr> {
         if state.finished {
             return Ok(());
         }
@@ -462,7 +495,11 @@ impl Actor for ArchiveActor {
                     state.start_generation();
                 }
             }
-            ArchiveMsg::Results { scored, lost, times } => {
+            ArchiveMsg::Results {
+                scored,
+                lost,
+                times,
+            } => {
                 state.times += times;
                 state.accept(scored, lost);
                 if state.pending.is_empty() && !state.jobs.is_empty() {
@@ -476,11 +513,18 @@ impl Actor for ArchiveActor {
                 state.reissue();
                 if state.pending.is_empty() && !state.jobs.is_empty() {
                     // Everything outstanding was written off: complete with what arrived.
-                    myself.cast(ArchiveMsg::Results { scored: Vec::new(), lost: Vec::new(), times: StageTimes::default() })?;
+                    myself.cast(ArchiveMsg::Results {
+                        scored: Vec::new(),
+                        lost: Vec::new(),
+                        times: StageTimes::default(),
+                    })?;
                 }
             }
             ArchiveMsg::Shutdown => {
-                tracing::info!(generation = state.generation, "shutdown requested: finishing the generation in flight");
+                tracing::info!(
+                    generation = state.generation,
+                    "shutdown requested: finishing the generation in flight"
+                );
                 state.stopping = true;
                 if state.jobs.is_empty() {
                     state.finish().await?;

@@ -58,6 +58,7 @@ pub struct EvaluatorArgs {
 pub struct EvaluatorState {
     archive: String,
     worker: InferenceWorker,
+    fitness_name: String,
     batch_size: usize,
     /// Batches being filled, by (generation, batch index).
     filling: BTreeMap<(u64, u32), Filling>,
@@ -150,17 +151,33 @@ impl EvaluatorState {
         let (scored, mut lost) = match result {
             Ok(scores) => {
                 let classes = scores.len() / n;
-                let scored = batch
-                    .into_iter()
-                    .zip(scores.chunks_exact(classes))
-                    .map(|(c, s)| ScoredChild {
-                        id: c.id,
-                        generation: c.generation,
-                        genome: c.genome,
-                        scores: s.to_vec(),
-                    })
-                    .collect();
-                (scored, Vec::new())
+                let mut scored = Vec::with_capacity(n);
+                let mut rejected = Vec::new();
+                for (c, s) in batch.into_iter().zip(scores.chunks_exact(classes)) {
+                    if let Some(bad) = s.iter().find(|v| !v.is_finite()) {
+                        rejected.push(LostChild {
+                            id: c.id,
+                            generation: c.generation,
+                            generation_size: c.generation_size,
+                            stage: "fitness".to_owned(),
+                            reason: format!(
+                                "fitness plugin `{}` returned a non-finite score ({bad})",
+                                self.fitness_name
+                            ),
+                        });
+                    } else {
+                        scored.push(ScoredChild {
+                            id: c.id,
+                            generation: c.generation,
+                            genome: c.genome,
+                            scores: s.to_vec(),
+                        });
+                    }
+                }
+                if !rejected.is_empty() {
+                    tracing::warn!(children = rejected.len(), reason = %rejected[0].reason, "children rejected");
+                }
+                (scored, rejected)
             }
             Err(reason) => {
                 tracing::warn!(%reason, children = n, "batch lost");
@@ -269,6 +286,7 @@ impl Actor for EvaluatorActor {
         };
         Ok(EvaluatorState {
             archive: args.archive,
+            fitness_name: args.fitness.name().to_owned(),
             worker: InferenceWorker::spawn(model, args.fitness)?,
             batch_size: args.batch_size.max(1),
             filling: BTreeMap::new(),

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore, ModelIdentity};
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::plugin_host::PluginInfo;
-use pareidolia_core::summary::PluginSummary;
 use pareidolia_core::plugin_host::{PluginLibrary, find_plugin, search_path};
+use pareidolia_core::summary::PluginSummary;
 use pareidolia_core::summary::StageTimes;
 use pareidolia_core::{
     ArchiveStats, Champion, EncodingPlugin, FitnessPlugin, PluginError, PluginKind,
@@ -107,6 +107,8 @@ pub struct Progress {
     pub last_checkpoint_unix_s: Option<f64>,
     /// Checkpoint writes that failed.
     pub checkpoint_failures: u64,
+    /// Per class: the champion's confidence (score), if the cell is filled.
+    pub confidences: Vec<Option<f32>>,
 }
 
 /// What a finished run leaves: the archive's cells and the final progress.
@@ -120,6 +122,38 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// The last checkpoint written, if checkpointing.
     pub checkpoint: Option<PathBuf>,
+}
+
+impl RunOutcome {
+    /// The outcome a checkpoint records (for exports of a run that may still be going).
+    pub fn from_checkpoint(c: &Checkpoint, path: PathBuf) -> Self {
+        let m = &c.meta;
+        let archive = pareidolia_core::Archive::restore(c.cells.clone(), m.replacements);
+        RunOutcome {
+            progress: Progress {
+                generation: m.generation,
+                generations: m.config.generations,
+                evaluations: m.evaluations,
+                lost: m.lost,
+                replacements: m.replacements,
+                stats: archive.stats(),
+                elapsed_s: m.elapsed_s,
+                times: m.stage_times,
+                last_checkpoint_generation: Some(m.generation),
+                last_checkpoint_unix_s: Some(m.created_unix_s),
+                checkpoint_failures: 0,
+                confidences: c
+                    .cells
+                    .iter()
+                    .enumerate()
+                    .map(|(k, cell)| cell.as_ref().map(|ch| ch.score(k)))
+                    .collect(),
+            },
+            interrupted: m.generation < m.config.generations,
+            checkpoint: Some(path),
+            cells: c.cells.clone(),
+        }
+    }
 }
 
 /// How a run is driven beyond its config.
@@ -243,16 +277,26 @@ impl Experiment {
 
     /// The model, plugins and versions as a checkpoint records them.
     pub fn identity(&self) -> (ModelIdentity, PluginSummary, PluginSummary) {
-        let summary = |i: &PluginInfo| PluginSummary { name: i.name.clone(), version: i.version.clone() };
+        let summary = |i: &PluginInfo| PluginSummary {
+            name: i.name.clone(),
+            version: i.version.clone(),
+        };
         (
-            ModelIdentity { name: self.model.name().to_owned(), sha256: self.model.sha256.clone() },
+            ModelIdentity {
+                name: self.model.name().to_owned(),
+                sha256: self.model.sha256.clone(),
+            },
             summary(self.encoding.library().info()),
             summary(self.fitness.library().info()),
         )
     }
 
     /// Runs with checkpointing and/or from a checkpoint.
-    pub async fn run_with(&mut self, progress: watch::Sender<Progress>, options: RunOptions) -> Result<RunOutcome, RunError> {
+    pub async fn run_with(
+        &mut self,
+        progress: watch::Sender<Progress>,
+        options: RunOptions,
+    ) -> Result<RunOutcome, RunError> {
         let run = self.run_id.clone();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let c = &self.config;

@@ -18,9 +18,13 @@
 pub mod archive_actor;
 pub mod evaluator_actor;
 pub mod experiment;
+pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod mutator_actor;
 pub mod run_folder;
 pub mod supervisor;
 
-pub use experiment::{Experiment, Progress, RunError, RunOptions, RunOutcome, SetupError, request_stop};
+pub use experiment::{
+    Experiment, Progress, RunError, RunOptions, RunOutcome, SetupError, request_stop,
+};

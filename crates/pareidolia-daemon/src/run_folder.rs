@@ -73,6 +73,10 @@ pub fn write(
         });
     }
     let gallery_dir = dir.join("gallery");
+    // The gallery is derived output: a resumed run replaces the earlier session's.
+    if gallery_dir.exists() {
+        std::fs::remove_dir_all(&gallery_dir).map_err(|e| write_err(&gallery_dir, e))?;
+    }
     gallery::write_gallery(&gallery_dir, &entries).map_err(|e| write_err(&gallery_dir, e))?;
     let p = &outcome.progress;
     let classes = (0..outcome.cells.len())

@@ -1,10 +1,13 @@
 //! The backend seam: a [`Backend`] prepares a [`Model`] into a [`PreparedModel`] that runs
-//! batches of 8-bit images. Backends are chosen by name through [`BackendChoice`].
+//! batches of 8-bit images. Backends are chosen by name through [`BackendChoice`]:
+//! `tract` (the default), `ort-cpu` and `cuda` (ONNX Runtime), or `auto`, which takes the
+//! first of CUDA, ONNX Runtime on the CPU and tract that works here and logs why it passed
+//! over the others. Unlike tract's own `gpu-or-cpu`, the reason for every refusal is logged.
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{EvalError, Model, TractBackend};
+use crate::{EvalError, Model, OrtBackend, OrtOptions, TractBackend};
 
 /// An inference engine.
 pub trait Backend: Send + Sync {
@@ -17,9 +20,9 @@ pub trait Backend: Send + Sync {
 
 /// A model ready to run on one backend.
 pub trait PreparedModel: Send + Sync {
-    /// The backend's name.
+    /// The backend's name (for `auto`, the backend it chose: `cuda`, `ort-cpu` or `tract`).
     fn backend(&self) -> &'static str;
-    /// The device it runs on, for logs and status (e.g. `cpu`).
+    /// The device it runs on, for logs and status (`cpu`, `cuda:0`).
     fn device(&self) -> String;
     /// Classes per output vector.
     fn classes(&self) -> usize;
@@ -38,32 +41,168 @@ pub trait PreparedModel: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendChoice {
+    /// The first that works here of `cuda`, `ort-cpu` and `tract`; the log says which was
+    /// chosen, on which device, and why the ones before it were refused.
+    Auto,
+    /// ONNX Runtime's CUDA execution provider on GPU 0; fails (never falls back) when CUDA
+    /// cannot be used.
+    Cuda,
+    /// ONNX Runtime on the CPU.
+    OrtCpu,
     /// tract: pure Rust, on CPU, always available, bit-reproducible.
     #[default]
     Tract,
 }
 
+impl BackendChoice {
+    /// Every choice, in the order `auto` tries the concrete ones (after itself).
+    pub const ALL: [BackendChoice; 4] = [
+        BackendChoice::Auto,
+        BackendChoice::Cuda,
+        BackendChoice::OrtCpu,
+        BackendChoice::Tract,
+    ];
+
+    /// The name configs and the command line use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cuda => "cuda",
+            BackendChoice::OrtCpu => "ort-cpu",
+            BackendChoice::Tract => "tract",
+        }
+    }
+}
+
 impl FromStr for BackendChoice {
     type Err = EvalError;
     fn from_str(s: &str) -> Result<Self, EvalError> {
-        match s {
-            "tract" => Ok(BackendChoice::Tract),
-            other => Err(EvalError::UnknownBackend(other.to_owned())),
-        }
+        BackendChoice::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| EvalError::UnknownBackend(s.to_owned()))
     }
 }
 
 impl fmt::Display for BackendChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendChoice::Tract => "tract",
-        })
+        f.write_str(self.as_str())
     }
 }
 
-/// The backend for a choice.
+/// Settings shared by the backends; [`backend_for`] uses the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// ONNX Runtime settings (`ort-cpu`, `cuda`, and `auto`'s first two tries).
+    pub ort: OrtOptions,
+}
+
+/// The backend for a choice, with default options.
 pub fn backend_for(choice: BackendChoice) -> Box<dyn Backend> {
+    backend_with(choice, &BackendOptions::default())
+}
+
+/// The backend for a choice, with options. Nothing is loaded until `prepare`, so this cannot
+/// fail; an unusable backend fails there with the reason.
+pub fn backend_with(choice: BackendChoice, options: &BackendOptions) -> Box<dyn Backend> {
     match choice {
+        BackendChoice::Auto => Box::new(AutoBackend {
+            options: options.clone(),
+        }),
+        BackendChoice::Cuda => Box::new(OrtBackend::cuda(0, options.ort.clone())),
+        BackendChoice::OrtCpu => Box::new(OrtBackend::cpu(options.ort.clone())),
         BackendChoice::Tract => Box::new(TractBackend),
+    }
+}
+
+/// `auto`: CUDA, else ONNX Runtime on the CPU, else tract.
+///
+/// The choice is made per `prepare`, on the model at hand: CUDA counts as usable when its
+/// provider registers (with `error_on_failure`) and a session on it builds. If every backend
+/// fails, tract's error is returned, since tract is the one that is always available.
+struct AutoBackend {
+    options: BackendOptions,
+}
+
+impl Backend for AutoBackend {
+    fn name(&self) -> &'static str {
+        "auto"
+    }
+
+    fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>, EvalError> {
+        let mut refused: Vec<&str> = Vec::new();
+        for choice in [BackendChoice::Cuda, BackendChoice::OrtCpu] {
+            match backend_with(choice, &self.options).prepare(model) {
+                Ok(prepared) => return Ok(chosen(model, prepared, &refused)),
+                Err(e) => {
+                    tracing::warn!(
+                        model = model.name(),
+                        refused = %choice,
+                        reason = %e,
+                        "backend auto: {choice} refused"
+                    );
+                    refused.push(choice.as_str());
+                }
+            }
+        }
+        let prepared = TractBackend.prepare(model)?;
+        Ok(chosen(model, prepared, &refused))
+    }
+}
+
+fn chosen(
+    model: &Model,
+    prepared: Box<dyn PreparedModel>,
+    refused: &[&str],
+) -> Box<dyn PreparedModel> {
+    let (backend, device) = (prepared.backend(), prepared.device());
+    if refused.is_empty() {
+        tracing::info!(
+            model = model.name(),
+            backend,
+            device,
+            "backend auto chose {backend} on {device}"
+        );
+    } else {
+        tracing::info!(
+            model = model.name(),
+            backend,
+            device,
+            "backend auto chose {backend} on {device}, falling back after refusing {} (reasons above)",
+            refused.join(", ")
+        );
+    }
+    prepared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_str_display_and_serde() {
+        for choice in BackendChoice::ALL {
+            let name = choice.to_string();
+            assert_eq!(name.parse::<BackendChoice>().unwrap(), choice);
+            let toml = toml::to_string(&std::collections::BTreeMap::from([("b", choice)])).unwrap();
+            assert_eq!(toml.trim(), format!("b = \"{name}\""));
+            let back: std::collections::BTreeMap<String, BackendChoice> =
+                toml::from_str(&toml).unwrap();
+            assert_eq!(back["b"], choice);
+        }
+        assert_eq!(BackendChoice::default(), BackendChoice::Tract);
+        assert_eq!(
+            "ort-cpu".parse::<BackendChoice>().unwrap(),
+            BackendChoice::OrtCpu
+        );
+        let err = "gpu".parse::<BackendChoice>().unwrap_err().to_string();
+        assert!(err.contains("auto, cuda, ort-cpu, tract"), "{err}");
+    }
+
+    #[test]
+    fn backends_are_named_as_chosen() {
+        for choice in BackendChoice::ALL {
+            assert_eq!(backend_for(choice).name(), choice.as_str());
+        }
     }
 }

@@ -66,8 +66,39 @@ pub enum EvalError {
         available: String,
     },
     /// Unknown backend name.
-    #[error("unknown backend `{0}`; choose one of: tract")]
+    #[error("unknown backend `{0}`; choose one of: auto, cuda, ort-cpu, tract")]
     UnknownBackend(String),
+    /// No ONNX Runtime shared library was found where we looked.
+    #[error(
+        "the ONNX Runtime library (libonnxruntime.so*) was not found; looked in: {looked}. \
+         Install it with `python3 -m pip install onnxruntime==1.24.4` (`onnxruntime-gpu` for CUDA), \
+         or set ORT_DYLIB_PATH to the library file, or choose the `tract` backend"
+    )]
+    OrtNotFound {
+        /// Every place searched, in order, with what was (not) there.
+        looked: String,
+    },
+    /// An ONNX Runtime library was found but could not be loaded or initialised.
+    #[error("cannot use the ONNX Runtime library {path}: {message}")]
+    OrtLibrary {
+        /// The library file.
+        path: PathBuf,
+        /// What failed (wrong version, not a shared library, ...).
+        message: String,
+    },
+    /// The `cuda` backend was asked for and CUDA cannot be used here.
+    #[error(
+        "the `cuda` backend cannot run model {model}: {reason}. Tried: {tried}. \
+         Choose `auto` to fall back to the CPU, or `ort-cpu` or `tract`"
+    )]
+    CudaUnavailable {
+        /// Model name.
+        model: String,
+        /// What was tried: which library and execution provider, on which device.
+        tried: String,
+        /// Why it failed: no library, a CPU-only build, no GPU, provider or session error.
+        reason: String,
+    },
     /// Inference failed.
     #[error("inference with {backend} on model {model} failed: {message}")]
     Inference {

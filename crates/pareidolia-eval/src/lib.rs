@@ -4,7 +4,9 @@
 //! The pipeline has three typed steps, each a distinct type: a [`Manifest`] (parsed, not yet
 //! checked against files), a [`Model`] (ONNX bytes, labels and sha256 loaded and verified),
 //! and a [`PreparedModel`] (a backend's runnable form). Backends sit behind the [`Backend`]
-//! trait and are chosen by name; tract is always available, ONNX Runtime slots in beside it.
+//! trait and are chosen by name ([`BackendChoice`]): tract is always available and the
+//! default; ONNX Runtime ([`OrtBackend`], on the CPU or CUDA) is loaded at run time from a
+//! shared library when asked for, and `auto` picks the best that works here.
 #![deny(missing_docs)]
 
 mod backend;
@@ -12,12 +14,17 @@ mod builtin;
 mod error;
 mod manifest;
 mod model;
+mod ort_backend;
+mod ort_runtime;
 mod preprocess;
 mod tract_backend;
 
-pub use backend::{Backend, BackendChoice, PreparedModel, backend_for};
+pub use backend::{
+    Backend, BackendChoice, BackendOptions, PreparedModel, backend_for, backend_with,
+};
 pub use error::EvalError;
 pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, OutputKind, Provenance};
 pub use model::{Model, ModelRef, sha256_hex};
+pub use ort_backend::{OrtBackend, OrtDevice, OrtOptions};
 pub use preprocess::Preprocessor;
 pub use tract_backend::TractBackend;

@@ -26,6 +26,123 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Measure raw inference throughput of a model on a backend (random images).
     Bench(BenchArgs),
+    /// Run an experiment as a long-running service: checkpoints, HTTP endpoints, clean
+    /// shutdown on SIGTERM/SIGINT.
+    Daemon(DaemonArgs),
+    /// Continue a stopped or crashed daemon run from its newest valid checkpoint.
+    Resume(ResumeArgs),
+    /// Show where a run stands, from its folder or its daemon's URL.
+    Status(StatusArgs),
+    /// Write the gallery, montage, index and summary of a run's newest checkpoint.
+    Export(ExportArgs),
+    /// List installed plugins, or check one.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+/// `pareidolia plugins ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// The plugins found along the search path: kind, name, version, ABI, file.
+    List {
+        /// Extra folders to search first.
+        #[arg(long, value_name = "DIR")]
+        dir: Vec<PathBuf>,
+    },
+    /// Load a plugin library, validate its descriptor and exercise it on a small canvas:
+    /// random -> mutate -> render -> serialise -> deserialise (encodings) or a batch of
+    /// scores (fitness), with timings.
+    Check {
+        /// The plugin's shared library.
+        path: PathBuf,
+        /// Parameters as JSON.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Canvas WIDTHxHEIGHTxCHANNELS for encodings.
+        #[arg(long, default_value = "28x28x1")]
+        canvas: String,
+    },
+}
+
+/// Log output of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `pareidolia daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Experiment config (TOML); without it, the built-in default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seed (overrides the config).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Generations (overrides the config).
+    #[arg(long)]
+    pub generations: Option<u64>,
+    /// Mutators (overrides the config).
+    #[arg(long)]
+    pub mutators: Option<u32>,
+    /// Run folder; default `runs/<config name>-<unix time>`.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Address for the HTTP endpoints (overrides `http.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// If the run folder already holds checkpoints, continue from the newest instead of
+    /// refusing (what a service manager restarting the daemon wants).
+    #[arg(long)]
+    pub resume: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `pareidolia resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Run to this many generations in all (default: the config's).
+    #[arg(long)]
+    pub generations: Option<u64>,
+    /// Address for the HTTP endpoints (overrides the config).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Continue although the model file differs from the one the run started with.
+    #[arg(long)]
+    pub allow_model_change: bool,
+    /// Continue although a plugin's version differs from the one the run started with.
+    #[arg(long)]
+    pub allow_plugin_change: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `pareidolia status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A run folder, or the daemon's URL (http://127.0.0.1:9464).
+    pub target: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pareidolia export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Where to write the export (created; must be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `pareidolia bench`.

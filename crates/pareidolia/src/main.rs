@@ -5,7 +5,11 @@
 mod bench;
 mod classify;
 mod cli;
+mod daemon;
+mod export;
+mod plugins;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -13,11 +17,20 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    match &cli.command {
+        cli::Command::Daemon(a) => daemon::init_logging(a.log_format),
+        cli::Command::Resume(a) => daemon::init_logging(a.log_format),
+        _ => init_logging(cli.verbose),
+    }
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Classify(args) => classify::classify(args),
         cli::Command::Bench(args) => bench::bench(args),
+        cli::Command::Daemon(args) => daemon::daemon(args),
+        cli::Command::Resume(args) => daemon::resume(args),
+        cli::Command::Status(args) => status::status(args),
+        cli::Command::Export(args) => export::export(args),
+        cli::Command::Plugins(cmd) => plugins::plugins(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,6 +53,7 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

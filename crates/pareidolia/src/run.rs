@@ -8,11 +8,24 @@ use std::io::Write as _;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use pareidolia_core::RunConfig;
-use pareidolia_daemon::{Experiment, Progress, run_folder};
+use pareidolia_daemon::{Experiment, Progress, RunOptions, run_folder};
 
 use crate::cli::RunArgs;
 
-fn resolve_config(args: &RunArgs) -> Result<(RunConfig, String)> {
+/// Command-line overrides of a config, shared by `run` and `daemon`.
+pub struct Overrides {
+    /// Config file, or the built-in default.
+    pub config: Option<PathBuf>,
+    /// Seed.
+    pub seed: Option<u64>,
+    /// Generations.
+    pub generations: Option<u64>,
+    /// Mutators.
+    pub mutators: Option<u32>,
+}
+
+/// The config with overrides applied, and a name for the run folder.
+pub fn resolve_config(args: &Overrides) -> Result<(RunConfig, String)> {
     let (mut config, name) = match &args.config {
         Some(path) => {
             let name = path
@@ -67,13 +80,14 @@ fn message(p: &Progress) -> String {
 
 /// Runs the command.
 pub fn run(args: RunArgs) -> Result<()> {
-    let (config, name) = resolve_config(&args)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from("runs").join(format!("{name}-{t}"))
-    });
+    let overrides = Overrides {
+        config: args.config.clone(),
+        seed: args.seed,
+        generations: args.generations,
+        mutators: args.mutators,
+    };
+    let (config, name) = resolve_config(&overrides)?;
+    let out = args.out.clone().unwrap_or_else(|| default_out(&name));
     prepare_out_dir(&out)?;
     std::fs::write(out.join("config.toml"), toml_of(&config)?)
         .context("cannot write config.toml to the run folder")?;
@@ -105,7 +119,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 }
             })
         };
-        let outcome = experiment.run(tx).await;
+        let options = RunOptions {
+            run_dir: Some(out.clone()),
+            resume: None,
+        };
+        let outcome = experiment.run_with(tx, options).await;
         watcher.abort();
         outcome
     })?;
@@ -136,7 +154,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn toml_of(config: &RunConfig) -> Result<String> {
+/// `runs/<name>-<unix time>`.
+pub fn default_out(name: &str) -> PathBuf {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from("runs").join(format!("{name}-{t}"))
+}
+
+/// The resolved config as TOML, with a comment naming its base folder.
+pub fn toml_of(config: &RunConfig) -> Result<String> {
     Ok(format!(
         "# Resolved config of this run; relative paths are relative to {}\n{}",
         config.base_dir.display(),

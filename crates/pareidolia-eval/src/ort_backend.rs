@@ -1,0 +1,364 @@
+//! The ONNX Runtime backend, on the CPU (`ort-cpu`) or on a CUDA GPU (`cuda`).
+//!
+//! One session per prepared model, built once; ONNX Runtime handles every batch size with it
+//! (the batch dimension stays dynamic). Each batch is preprocessed by the shared
+//! [`Preprocessor`] into a buffer that the model keeps between calls, and handed to ONNX
+//! Runtime as a borrowed tensor, so the only copies are the preprocessing itself and the
+//! `batch x classes` outputs.
+//!
+//! CUDA is never a silent fallback: the CUDA execution provider is registered with
+//! `error_on_failure`, so a CPU-only build, missing CUDA libraries or a missing GPU fail the
+//! `cuda` backend with [`EvalError::CudaUnavailable`] instead of quietly running on the CPU.
+//! Falling back is [`crate::BackendChoice::Auto`]'s job, and it says so in the log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ort::ep::{self, ExecutionProvider as _};
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use crate::ort_runtime::{Runtime, runtime};
+use crate::{EvalError, Layout, Model, PreparedModel, Preprocessor};
+
+/// Where an [`OrtBackend`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrtDevice {
+    /// ONNX Runtime's CPU execution provider.
+    Cpu,
+    /// The CUDA execution provider on this GPU (CUDA device index).
+    Cuda(i32),
+}
+
+/// Settings of the ONNX Runtime backends; the defaults suit most machines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrtOptions {
+    /// The ONNX Runtime library, or a folder holding `libonnxruntime.so*`; searched before
+    /// `ORT_DYLIB_PATH` and the Python package.
+    pub library: Option<PathBuf>,
+    /// Threads ONNX Runtime uses inside one operator; `None` lets it choose (one per
+    /// physical core).
+    pub intra_threads: Option<usize>,
+}
+
+/// The ONNX Runtime backend.
+#[derive(Debug, Clone)]
+pub struct OrtBackend {
+    device: OrtDevice,
+    options: OrtOptions,
+}
+
+impl OrtBackend {
+    /// On the CPU.
+    pub fn cpu(options: OrtOptions) -> Self {
+        Self {
+            device: OrtDevice::Cpu,
+            options,
+        }
+    }
+
+    /// On CUDA device `device`.
+    pub fn cuda(device: i32, options: OrtOptions) -> Self {
+        Self {
+            device: OrtDevice::Cuda(device),
+            options,
+        }
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> OrtDevice {
+        self.device
+    }
+
+    /// A builder with the library loaded and, for CUDA, the provider registered; errors for
+    /// CUDA are already [`EvalError::CudaUnavailable`].
+    fn builder(&self, model: &Model) -> Result<(Arc<Runtime>, SessionBuilder), EvalError> {
+        let cuda_refused = |tried: String, reason: String| EvalError::CudaUnavailable {
+            model: model.name().to_owned(),
+            tried,
+            reason,
+        };
+        let rt = match runtime(self.options.library.as_deref()) {
+            Ok(rt) => rt,
+            Err(e) => {
+                return Err(match self.device {
+                    OrtDevice::Cpu => e,
+                    OrtDevice::Cuda(id) => cuda_refused(
+                        format!("ONNX Runtime's CUDA execution provider on device {id}"),
+                        e.to_string(),
+                    ),
+                });
+            }
+        };
+        let library_failed = |e: String| EvalError::OrtLibrary {
+            path: rt.library.clone(),
+            message: e,
+        };
+        let mut builder = Session::builder(&rt.env)
+            .and_then(|b| {
+                b.with_optimization_level(GraphOptimizationLevel::All)
+                    .map_err(Into::into)
+            })
+            .map_err(|e| library_failed(e.to_string()))?;
+        if let Some(n) = self.options.intra_threads {
+            builder = builder
+                .with_intra_threads(n)
+                .map_err(|e| library_failed(e.to_string()))?;
+        }
+        if let OrtDevice::Cuda(id) = self.device {
+            let tried = format!(
+                "the CUDA execution provider on device {id} of {}",
+                rt.describe()
+            );
+            match ep::CUDA::is_available() {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(cuda_refused(
+                        tried,
+                        "this ONNX Runtime build has no CUDA execution provider (the CPU-only \
+                         `onnxruntime` package?); install `onnxruntime-gpu` and point \
+                         ORT_DYLIB_PATH at its library"
+                            .into(),
+                    ));
+                }
+                Err(e) => return Err(cuda_refused(tried, e.to_string())),
+            }
+            builder = builder
+                .with_execution_providers([ep::CUDA::default()
+                    .with_device_id(id)
+                    .build()
+                    .error_on_failure()])
+                .map_err(|e| {
+                    cuda_refused(tried.clone(), format!("the provider did not register: {e}"))
+                })?;
+        }
+        Ok((rt, builder))
+    }
+}
+
+impl crate::Backend for OrtBackend {
+    fn name(&self) -> &'static str {
+        match self.device {
+            OrtDevice::Cpu => "ort-cpu",
+            OrtDevice::Cuda(_) => "cuda",
+        }
+    }
+
+    fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>, EvalError> {
+        let backend = crate::Backend::name(self);
+        let (rt, mut builder) = self.builder(model)?;
+        let session = builder
+            .commit_from_memory(&model.onnx)
+            .map_err(|e| match self.device {
+                OrtDevice::Cpu => EvalError::NotOnnx {
+                    path: model.onnx_path.clone(),
+                    backend,
+                    message: e.to_string(),
+                },
+                // The model may be at fault too, but the error text says which; on CUDA it most
+                // often is the device (no GPU, driver or cuDNN missing).
+                OrtDevice::Cuda(id) => EvalError::CudaUnavailable {
+                    model: model.name().to_owned(),
+                    tried: format!(
+                        "a session on the CUDA execution provider, device {id}, of {}",
+                        rt.describe()
+                    ),
+                    reason: format!("session creation failed: {e}"),
+                },
+            })?;
+        let (input, output) = check_io(model, &session)?;
+        let spec = &model.manifest.input;
+        let (c, h, w) = (
+            spec.channels as usize,
+            spec.height as usize,
+            spec.width as usize,
+        );
+        let dims = match spec.layout {
+            Layout::Nchw => [c, h, w],
+            Layout::Nhwc => [h, w, c],
+        };
+        let device = match self.device {
+            OrtDevice::Cpu => "cpu".to_owned(),
+            OrtDevice::Cuda(id) => format!("cuda:{id}"),
+        };
+        tracing::debug!(model = model.name(), backend, device, runtime = %rt.describe(), "prepared");
+        Ok(Box::new(OrtModel {
+            name: model.name().to_owned(),
+            backend,
+            device,
+            session,
+            input,
+            output,
+            dims,
+            pre: Preprocessor::new(spec),
+            classes: model.classes(),
+            buffer: Vec::new(),
+        }))
+    }
+}
+
+/// Picks the graph's input and output and checks them against the manifest, as the tract
+/// backend does: float32, the input `[N, C, H, W]` (or NHWC) with C, H, W as declared, the
+/// output `[N, classes]`. Dynamic dimensions (`-1`) match anything, except that the batch
+/// dimension must be dynamic, because batches of any size are run.
+fn check_io(model: &Model, session: &Session) -> Result<(String, String), EvalError> {
+    let spec = &model.manifest.input;
+    let mismatch = |message: String| EvalError::ShapeMismatch {
+        model: model.name().to_owned(),
+        message,
+    };
+    let inputs = session.inputs();
+    let input = match inputs.iter().find(|i| i.name() == spec.name) {
+        Some(i) => i,
+        None if inputs.len() == 1 => {
+            tracing::warn!(
+                model = model.name(),
+                manifest = spec.name,
+                graph = inputs[0].name(),
+                "the manifest's input name is not in the graph; using its only input"
+            );
+            &inputs[0]
+        }
+        None => {
+            let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
+            return Err(mismatch(format!(
+                "the graph has no input named `{}` (it has {names:?}); fix `input.name` in the manifest",
+                spec.name
+            )));
+        }
+    };
+    let (ty, shape) = tensor_of(input.dtype());
+    let expected = match spec.layout {
+        Layout::Nchw => [spec.channels, spec.height, spec.width],
+        Layout::Nhwc => [spec.height, spec.width, spec.channels],
+    };
+    let fits = shape.len() == 4
+        && shape[1..]
+            .iter()
+            .zip(expected)
+            .all(|(&d, e)| d < 0 || d == i64::from(e));
+    if ty != Some(TensorElementType::Float32) || !fits {
+        return Err(mismatch(format!(
+            "the ONNX file declares input `{}` as {ty:?} {shape:?} but the manifest says float32 \
+             {:?} {}x{}x{} (channels x height x width); fix `[input]` in the manifest",
+            input.name(),
+            spec.layout,
+            spec.channels,
+            spec.height,
+            spec.width
+        )));
+    }
+    if shape[0] >= 0 {
+        return Err(mismatch(format!(
+            "the ONNX file fixes the batch dimension of input `{}` to {}, but batches of any size \
+             are run: re-export the model with a dynamic (symbolic) first dimension",
+            input.name(),
+            shape[0]
+        )));
+    }
+    let Some(output) = session.outputs().first() else {
+        return Err(mismatch("the graph has no output".into()));
+    };
+    let (ty, shape) = tensor_of(output.dtype());
+    let classes = model.classes() as i64;
+    if ty != Some(TensorElementType::Float32)
+        || shape.len() != 2
+        || (shape[1] >= 0 && shape[1] != classes)
+    {
+        return Err(mismatch(format!(
+            "the graph's output `{}` is {ty:?} {shape:?}, expected float32 [N, {classes}] (one value \
+             per label in the labels file)",
+            output.name()
+        )));
+    }
+    Ok((input.name().to_owned(), output.name().to_owned()))
+}
+
+fn tensor_of(t: &ValueType) -> (Option<TensorElementType>, Vec<i64>) {
+    (
+        t.tensor_type(),
+        t.tensor_shape().map(|s| s.to_vec()).unwrap_or_default(),
+    )
+}
+
+struct OrtModel {
+    name: String,
+    backend: &'static str,
+    device: String,
+    session: Session,
+    input: String,
+    output: String,
+    /// One image's dimensions in the input's layout (C, H, W or H, W, C).
+    dims: [usize; 3],
+    pre: Preprocessor,
+    classes: usize,
+    /// The preprocessed batch, kept to reuse its allocation.
+    buffer: Vec<f32>,
+}
+
+impl OrtModel {
+    fn failed(&self, message: String) -> EvalError {
+        EvalError::Inference {
+            backend: self.backend,
+            model: self.name.clone(),
+            message,
+        }
+    }
+}
+
+impl PreparedModel for OrtModel {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
+        let n = self.pre.image_len();
+        if images.len() != batch * n || batch == 0 {
+            return Err(EvalError::BadInput(format!(
+                "model {}: {} bytes for {batch} images of {n} bytes",
+                self.name,
+                images.len()
+            )));
+        }
+        self.buffer.resize(images.len(), 0.0);
+        self.pre.fill(images, &mut self.buffer);
+        let [a, b, c] = self.dims;
+        let tensor = TensorRef::from_array_view(([batch, a, b, c], &self.buffer[..]))
+            .map_err(|e| self.failed(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => tensor])
+            .map_err(|e| EvalError::Inference {
+                backend: self.backend,
+                model: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        let (shape, values) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| EvalError::Inference {
+                backend: self.backend,
+                model: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        if values.len() != batch * self.classes {
+            return Err(EvalError::Inference {
+                backend: self.backend,
+                model: self.name.clone(),
+                message: format!(
+                    "output has shape {shape:?}, expected [{batch}, {}]",
+                    self.classes
+                ),
+            });
+        }
+        Ok(values.to_vec())
+    }
+}

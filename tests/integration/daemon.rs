@@ -1,0 +1,666 @@
+//! The long-running daemon: exact resume, SIGTERM, SIGKILL at random moments, the lock, the
+//! HTTP endpoints, and bad run folders and checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pareidolia_core::checkpoint::CheckpointStore;
+
+use crate::util::*;
+
+/// A config for short daemon runs: `generations`, a checkpoint every `every` generations.
+fn config(dir: &Path, generations: u64, every: u64) -> PathBuf {
+    config_with(dir, |t| {
+        format!(
+            "{}\n[checkpoint]\nevery_generations = {every}\nevery_seconds = 0\nkeep = 3\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            t.replace("generations = 200", &format!("generations = {generations}"))
+                .replace("mutators = 0", "mutators = 1")
+        )
+    })
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Daemon {
+        let file = std::fs::File::create(log).unwrap();
+        let child = Command::new(binary())
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls the log until it contains `needle`.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("daemon exited ({status}) before logging {needle:?}:\n{log}");
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no {needle:?} within {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&mut self) -> String {
+        let log = self.wait_for("http://", Duration::from_secs(10));
+        let start = log.find("http://").unwrap();
+        log[start..]
+            .split(|c: char| c.is_whitespace() || c == '"')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait(mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("daemon did not exit within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn sha256_prefix(bytes: &[u8]) -> [u8; 4] {
+    let hex = pareidolia_eval::sha256_hex(bytes);
+    let b = |i: usize| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    [b(0), b(1), b(2), b(3)]
+}
+
+/// The `generation=N` field of a log line.
+fn logged_generation(line: &str) -> Option<u64> {
+    let rest = line.split("generation=").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `summary.json` without timings, plus the gallery's PNG bytes.
+fn result(run: &Path) -> (serde_json::Value, Vec<(String, Vec<u8>)>) {
+    let mut v = json(&run.join("summary.json"));
+    for key in ["wall_time_s", "evaluations_per_s", "stage_times"] {
+        v.as_object_mut().unwrap().remove(key);
+    }
+    let mut pngs: Vec<_> = std::fs::read_dir(run.join("gallery"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    pngs.sort();
+    (v, pngs)
+}
+
+fn run_to_end(args: &[&str], log: &Path) -> String {
+    let (status, log) = Daemon::start(args, log, &[]).wait(Duration::from_secs(120));
+    assert!(status.success(), "{status}:\n{log}");
+    log
+}
+
+fn get(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
+        .output();
+    let out = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(_) => return http_get(url),
+    };
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// A minimal HTTP/1.0 GET for machines without curl.
+fn http_get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+/// Issue 4, item 3: stopped (by SIGTERM at a random moment, or by reaching an earlier
+/// generation count) and resumed, a run reaches exactly the archive of an uninterrupted run.
+#[test]
+fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
+    let dir = temp_dir("exact-resume");
+    let cfg = config(&dir, 60, 10);
+    let cfg = cfg.to_str().unwrap();
+    let whole = dir.join("whole");
+    run_to_end(
+        &["daemon", "--config", cfg, "--out", whole.to_str().unwrap()],
+        &dir.join("whole.log"),
+    );
+
+    // Stopped by its generation count, resumed with a larger one.
+    let split = dir.join("split");
+    run_to_end(
+        &[
+            "daemon",
+            "--config",
+            cfg,
+            "--generations",
+            "25",
+            "--out",
+            split.to_str().unwrap(),
+        ],
+        &dir.join("split1.log"),
+    );
+    let log = run_to_end(
+        &["resume", split.to_str().unwrap(), "--generations", "60"],
+        &dir.join("split2.log"),
+    );
+    assert!(log.contains("resuming"), "{log}");
+    assert_eq!(result(&whole), result(&split));
+
+    // Stopped by SIGTERM mid-run, resumed.
+    let term = dir.join("term");
+    let mut d = Daemon::start(
+        &["daemon", "--config", cfg, "--out", term.to_str().unwrap()],
+        &dir.join("term1.log"),
+        &[],
+    );
+    d.wait_for("checkpoint written", Duration::from_secs(30));
+    d.signal("TERM");
+    let (status, log) = d.wait(Duration::from_secs(30));
+    assert!(status.success(), "SIGTERM must exit 0: {status}\n{log}");
+    let summary = json(&term.join("summary.json"));
+    let stopped_at = summary["generations"].as_u64().unwrap();
+    assert!(stopped_at < 60, "stopped early: {stopped_at}");
+    run_to_end(&["resume", term.to_str().unwrap()], &dir.join("term2.log"));
+    assert_eq!(result(&whole), result(&term));
+}
+
+/// Issue 4, item 5: SIGTERM and SIGINT drain the batches in flight, write a final checkpoint
+/// of the generation they stop at, and exit 0 quickly.
+#[test]
+fn sigterm_and_sigint_drain_checkpoint_and_exit_zero() {
+    for signal in ["TERM", "INT"] {
+        let dir = temp_dir(&format!("sig{signal}"));
+        let cfg = config(&dir, 100_000, 1000);
+        let out = dir.join("run");
+        let mut d = Daemon::start(
+            &[
+                "daemon",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &dir.join("log"),
+            &[],
+        );
+        let url = d.url();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(&format!("{url}/readyz")).0 != 200 {
+            assert!(Instant::now() < deadline, "never ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = Instant::now();
+        d.signal(signal);
+        let (status, log) = d.wait(Duration::from_secs(30));
+        let took = sent.elapsed();
+        assert!(status.success(), "SIG{signal}: {status}\n{log}");
+        assert!(took < Duration::from_secs(10), "SIG{signal} took {took:?}");
+        assert!(log.contains("stop requested"), "{log}");
+        let (c, _, _) = CheckpointStore::new(&out, 3).load_newest().unwrap();
+        let summary = json(&out.join("summary.json"));
+        assert_eq!(
+            c.meta.generation,
+            summary["generations"].as_u64().unwrap(),
+            "final checkpoint is the generation stopped at"
+        );
+        assert!(
+            c.meta.generation > 0 && c.meta.generation % 1000 != 0,
+            "a final checkpoint beyond the periodic ones"
+        );
+    }
+}
+
+/// Issue 4, item 4: SIGKILL at random moments, many of them inside checkpoint writes (slowed
+/// down by the writer's fault-injection hook). Every resume starts from the newest valid
+/// checkpoint, never a partial one, loses at most one checkpoint interval, and the run still
+/// ends with exactly the archive of an uninterrupted run.
+#[test]
+fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
+    let dir = temp_dir("sigkill");
+    let generations = 120;
+    let cfg = config(&dir, generations, 1);
+    let cfg = cfg.to_str().unwrap();
+    let whole = dir.join("whole");
+    run_to_end(
+        &["daemon", "--config", cfg, "--out", whole.to_str().unwrap()],
+        &dir.join("whole.log"),
+    );
+
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let store = CheckpointStore::new(&run, 3);
+    let slow = [("PAREIDOLIA_FAULT_CHECKPOINT", "slow:15")];
+    // A deterministic spread of kill delays (no RNG needed in the test itself).
+    let mut delay_ms = 97u64;
+    let (mut kills, mut during_writes) = (0, 0);
+    let mut expected_resume = 0u64;
+    // What a service manager runs on every (re)start: resume if there is a checkpoint.
+    let args = ["daemon", "--config", cfg, "--out", run_s, "--resume"];
+    let mut expected_resume: Option<u64> = None;
+    while kills < 20 {
+        let log_path = dir.join(format!("kill{kills}.log"));
+        let mut d = Daemon::start(&args, &log_path, &slow);
+        let log = d.wait_for("experiment set up", Duration::from_secs(30));
+        let resumed = log.lines().find(|l| l.contains("resuming"));
+        match expected_resume {
+            // From the newest valid checkpoint at the time of the kill.
+            Some(g) => assert_eq!(
+                resumed.and_then(logged_generation),
+                Some(g),
+                "expected to resume at {g}:\n{log}"
+            ),
+            None => assert!(resumed.is_none(), "nothing to resume from yet:\n{log}"),
+        }
+        delay_ms = (delay_ms * 7919 + 13) % 450 + 50;
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if d.child.try_wait().unwrap().is_some() {
+            break; // finished before this kill
+        }
+        d.signal("KILL");
+        let (_, log) = d.wait(Duration::from_secs(10));
+        kills += 1;
+        // (The folder appears with the first checkpoint write; a very early kill precedes it.)
+        let partial = std::fs::read_dir(store.dir())
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            })
+            .unwrap_or(false);
+        during_writes += partial as u32;
+        let last_logged = log
+            .lines()
+            .filter(|l| l.contains("checkpoint written"))
+            .filter_map(logged_generation)
+            .max();
+        expected_resume = store.load_newest().ok().map(|(c, _, _)| c.meta.generation);
+        if let Some(g) = last_logged {
+            // Never behind what was reported written; at most the one write whose log line
+            // the kill beat.
+            let newest = expected_resume.expect("a checkpoint was reported written");
+            assert!(
+                newest >= g && newest <= g + 1,
+                "newest valid {newest}, last logged {g}"
+            );
+        }
+    }
+    assert!(
+        kills >= 15,
+        "the run finished too early to be killed often: {kills}"
+    );
+    assert!(
+        during_writes >= 3,
+        "only {during_writes} of {kills} kills landed inside a checkpoint write"
+    );
+    run_to_end(&args, &dir.join("final.log"));
+    assert_eq!(
+        result(&whole),
+        result(&run),
+        "killed {kills} times, {during_writes} inside writes"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_folder_is_refused() {
+    let dir = temp_dir("lock");
+    let cfg = config(&dir, 100_000, 1000);
+    let out = dir.join("run");
+    let mut first = Daemon::start(
+        &[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.join("a.log"),
+        &[],
+    );
+    first.wait_for("experiment set up", Duration::from_secs(20));
+    let second = pareidolia(&[
+        "daemon",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    clean_failure(
+        second,
+        &[
+            "is in use by another pareidolia process",
+            &first.child.id().to_string(),
+        ],
+    );
+    let resume = pareidolia(&["resume", out.to_str().unwrap()]);
+    clean_failure(resume, &["is in use by another pareidolia process"]);
+    // `status` works beside the running daemon and says so.
+    first.wait_for("checkpoint written", Duration::from_secs(30));
+    let status = success(pareidolia(&["status", out.to_str().unwrap()]));
+    assert!(status.contains("daemon running"), "{status}");
+    first.signal("TERM");
+    assert!(first.wait(Duration::from_secs(30)).0.success());
+}
+
+#[test]
+fn http_endpoints_answer() {
+    let dir = temp_dir("http");
+    let cfg = config(&dir, 100_000, 1000);
+    let out = dir.join("run");
+    let mut d = Daemon::start(
+        &[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.join("log"),
+        &[],
+    );
+    let url = d.url();
+    assert_eq!(get(&format!("{url}/livez")).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&format!("{url}/readyz")).0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, body) = get(&format!("{url}/status"));
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(status["evaluations"].as_u64().unwrap() > 0);
+    assert!(status["evaluations_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(status["classes"].as_array().unwrap().len(), 10);
+    assert!(status["classes"][3]["confidence"].as_f64().unwrap() > 0.0);
+    assert_eq!(status["backend"], "tract");
+    let (code, metrics) = get(&format!("{url}/metrics"));
+    assert_eq!(code, 200);
+    for name in [
+        "pareidolia_evaluations_total",
+        "pareidolia_champion_confidence_median",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let text = success(pareidolia(&["status", &url]));
+    assert!(text.contains("evaluations"), "{text}");
+    // Export while the daemon runs.
+    d.wait_for("checkpoint written", Duration::from_secs(30));
+    let export = dir.join("export");
+    success(pareidolia(&[
+        "export",
+        out.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]));
+    assert!(export.join("gallery/montage.png").is_file() && export.join("summary.json").is_file());
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).0.success());
+}
+
+fn mount_tmpfs(at: &Path, options: &str) -> bool {
+    std::fs::create_dir_all(at).unwrap();
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs", at.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn umount(at: &Path) {
+    let _ = Command::new("umount").arg(at).status();
+}
+
+/// The disk fills up during a checkpoint write (a 96 KiB tmpfs: room for the config and one
+/// checkpoint, not two): the write fails with ENOSPC, the previous checkpoint survives intact,
+/// the daemon keeps running and stops cleanly, and the run resumes from the survivor.
+#[test]
+fn a_full_disk_during_a_checkpoint_keeps_the_previous_one() {
+    let dir = temp_dir("enospc");
+    let mnt = dir.join("small");
+    assert!(
+        mount_tmpfs(&mnt, "size=96k"),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+    let cfg = config(&dir, 100_000, 5);
+    let out = mnt.join("run");
+    let mut d = Daemon::start(
+        &[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.join("log"),
+        &[],
+    );
+    let log = d.wait_for("checkpoint failed", Duration::from_secs(30));
+    assert!(log.contains("No space left on device"), "{log}");
+    let (c, path, skipped) = CheckpointStore::new(&out, 3).load_newest().unwrap();
+    assert!(
+        skipped.is_empty(),
+        "no partial checkpoint is left to skip: {skipped:?}"
+    );
+    d.signal("TERM");
+    let (_, log) = d.wait(Duration::from_secs(30));
+    assert!(log.contains("checkpoint failed"));
+    let (again, again_path, _) = CheckpointStore::new(&out, 3).load_newest().unwrap();
+    assert_eq!(
+        (again.meta.generation, again_path),
+        (c.meta.generation, path),
+        "the survivor is still the newest valid"
+    );
+    umount(&mnt);
+}
+
+#[test]
+fn a_run_folder_that_is_not_writable_is_refused() {
+    let dir = temp_dir("readonly");
+    let mnt = dir.join("ro");
+    assert!(
+        mount_tmpfs(&mnt, "ro,size=64k"),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+    let cfg = config(&dir, 10, 5);
+    let out = mnt.join("run");
+    clean_failure(
+        pareidolia(&[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        &["cannot create run folder", "Read-only file system"],
+    );
+    clean_failure(
+        pareidolia(&[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        &["Read-only file system"],
+    );
+    umount(&mnt);
+}
+
+#[test]
+fn damaged_and_newer_checkpoints() {
+    let dir = temp_dir("damaged");
+    let cfg = config(&dir, 30, 10);
+    let out = dir.join("run");
+    run_to_end(
+        &[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.join("a.log"),
+    );
+    let store = CheckpointStore::new(&out, 3);
+    let files = store.list();
+    assert_eq!(files.len(), 3, "{files:?}");
+    // Truncate the newest: resume warns and continues from the one before.
+    let bytes = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &bytes[..bytes.len() / 2]).unwrap();
+    let log = run_to_end(
+        &["resume", out.to_str().unwrap(), "--generations", "35"],
+        &dir.join("b.log"),
+    );
+    assert!(
+        log.contains("skipping a damaged checkpoint") && log.contains("checksum mismatch"),
+        "{log}"
+    );
+    assert!(
+        log.contains("generation=20"),
+        "resumed from the previous checkpoint:\n{log}"
+    );
+    // A flipped byte in the (new) newest: same.
+    let newest = store.list()[0].clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&newest, &bytes).unwrap();
+    let log = run_to_end(
+        &["resume", out.to_str().unwrap(), "--generations", "36"],
+        &dir.join("c.log"),
+    );
+    assert!(log.contains("skipping a damaged checkpoint"), "{log}");
+    // A checkpoint from a newer pareidolia is refused, not skipped.
+    let newest = store.list()[0].clone();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    // A genuine newer file has a valid header check over magic and version.
+    let check = sha256_prefix(&bytes[..12]);
+    bytes[12..16].copy_from_slice(&check);
+    std::fs::write(&newest, &bytes).unwrap();
+    clean_failure(
+        pareidolia(&["resume", out.to_str().unwrap()]),
+        &["format version 99", "reads up to version 1"],
+    );
+    // An existing run is not restarted by accident.
+    clean_failure(
+        pareidolia(&[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        &["already holds checkpoints", "pareidolia resume"],
+    );
+    // No checkpoints at all.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    clean_failure(
+        pareidolia(&["resume", empty.to_str().unwrap()]),
+        &["no checkpoint in"],
+    );
+}
+
+#[test]
+fn resume_refuses_a_changed_model_unless_told() {
+    let dir = temp_dir("changed-model");
+    let cfg = config(&dir, 10, 5);
+    let out = dir.join("run");
+    run_to_end(
+        &[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.join("a.log"),
+    );
+    // Point the run's config at a copy of the model whose manifest has another sha256: the
+    // simplest stand-in for "the model file was replaced" is editing the checkpoint's record.
+    let store = CheckpointStore::new(&out, 3);
+    let newest = store.list()[0].clone();
+    let (mut c, _, _) = store.load_newest().unwrap();
+    c.meta.model.sha256 = "f".repeat(64);
+    let (_, _, distinct) = pareidolia_core::checkpoint::index_champions(&c.cells);
+    std::fs::write(
+        &newest,
+        pareidolia_core::checkpoint::encode(&c.meta, &distinct),
+    )
+    .unwrap();
+    clean_failure(
+        pareidolia(&["resume", out.to_str().unwrap(), "--generations", "12"]),
+        &["model file changed", "--allow-model-change"],
+    );
+    run_to_end(
+        &[
+            "resume",
+            out.to_str().unwrap(),
+            "--generations",
+            "12",
+            "--allow-model-change",
+        ],
+        &dir.join("b.log"),
+    );
+}

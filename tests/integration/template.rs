@@ -1,0 +1,90 @@
+//! The plugin template, used the way its README says: copied, renamed, built on its own, then
+//! checked and used in a run by name.
+
+use std::process::Command;
+
+use crate::util::*;
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_template_copied_renamed_and_built_is_a_working_plugin() {
+    let dir = temp_dir("template");
+    let crate_dir = dir.join("my-encoding");
+    copy_dir(&root().join("plugins/template-encoding"), &crate_dir);
+    let sdk = root().join("crates/pareidolia-plugin");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml"))
+        .unwrap()
+        .replace("name = \"pareidolia-encoding-template\"", "name = \"my-encoding\"")
+        .replace("path = \"../../crates/pareidolia-plugin\"", &format!("path = {:?}", sdk.display().to_string()))
+        // The copy lives inside this repository's folder tree: make it its own workspace.
+        + "\n[workspace]\n";
+    std::fs::write(crate_dir.join("Cargo.toml"), manifest).unwrap();
+    let lib = std::fs::read_to_string(crate_dir.join("src/lib.rs"))
+        .unwrap()
+        .replace("name = \"stripes\"", "name = \"my-stripes\"");
+    std::fs::write(crate_dir.join("src/lib.rs"), lib).unwrap();
+    // A target folder kept between test runs, so only the first build is slow; a fresh
+    // lock file resolved from the crates the workspace build already fetched.
+    let target = artifacts().join("test-tmp").join("template-target");
+    let lockfile = root().join("Cargo.lock");
+    std::fs::copy(&lockfile, crate_dir.join("Cargo.lock")).unwrap();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--offline", "--quiet"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the copied template does not build");
+    let built = target.join("release/libmy_encoding.so");
+    assert!(built.is_file());
+
+    let check = success(pareidolia(&[
+        "plugins",
+        "check",
+        built.to_str().unwrap(),
+        "--canvas",
+        "28x28x1",
+    ]));
+    assert!(
+        check.contains("encoding plugin `my-stripes`") && check.contains("plugin works"),
+        "{check}"
+    );
+
+    // Used by name from a plugin folder, in a short run.
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(&built, plugins.join("libpareidolia_encoding_my_stripes.so")).unwrap();
+    let config = config_with(&dir, |mut t| {
+        let start = t.find("[encoding.params]").unwrap();
+        let end = t.find("[fitness]").unwrap();
+        t.replace_range(start..end, "");
+        let t = t
+            .replace("generations = 200", "generations = 3")
+            .replace("plugin = \"direct\"", "plugin = \"my-stripes\"");
+        format!("plugin_dirs = [\"plugins\"]\n{t}")
+    });
+    let out = dir.join("run");
+    success(pareidolia(&[
+        "run",
+        "-q",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["encoding"]["name"], "my-stripes");
+    assert_eq!(summary["evaluations"], 800);
+}
