@@ -4,6 +4,8 @@
 
 mod util;
 
+/// tract and ONNX Runtime agree; `cuda` and `auto` through the binary.
+mod backends;
 /// Bad configs, models and plugins: clear message, non-zero exit, no panic.
 mod bad_input;
 /// Plugins that panic, stall or return garbage at run time.

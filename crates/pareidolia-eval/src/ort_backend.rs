@@ -117,8 +117,8 @@ impl OrtBackend {
                     return Err(cuda_refused(
                         tried,
                         "this ONNX Runtime build has no CUDA execution provider (the CPU-only \
-                         `onnxruntime` package?); install `onnxruntime-gpu` and point \
-                         ORT_DYLIB_PATH at its library"
+                         `onnxruntime` package?); install `onnxruntime-gpu` in its place, or \
+                         point ORT_DYLIB_PATH at a CUDA-enabled library"
                             .into(),
                     ));
                 }

@@ -168,9 +168,9 @@ fn finish(
     env.set_log_level(LogLevel::Warning);
     Ok(Runtime {
         env,
+        version: ort_version(&library),
         library,
         source: source.to_owned(),
-        version: ort_version(),
     })
 }
 
@@ -191,15 +191,37 @@ fn forward_log(level: LogLevel, category: &str, _id: &str, location: &str, messa
     }
 }
 
-/// The loaded library's version string (`1.24.4`).
-fn ort_version() -> String {
-    // The build info string reads `ORT Build Info: git-branch=rel-1.24.4, ...`; the version
-    // API itself is not exposed by `ort`, so take the release branch name when present.
-    let info = ort::info();
-    info.split(['=', ','])
-        .find_map(|part| part.trim().strip_prefix("rel-"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| info.to_owned())
+/// The library's version string (`1.24.4`), from `OrtGetApiBase()->GetVersionString()`;
+/// `ort` checks it while loading but does not expose it.
+fn ort_version(library: &Path) -> String {
+    // SAFETY: `library` was just loaded by `ort::init_from`, so opening it again only takes
+    // another reference to the same, already initialised, ONNX Runtime library. Its
+    // initialisers have run and are not re-run.
+    let lib = match unsafe { libloading::Library::new(library) } {
+        Ok(lib) => lib,
+        Err(_) => return "(unknown version)".into(),
+    };
+    type GetApiBase = unsafe extern "C" fn() -> *const ort::sys::OrtApiBase;
+    // SAFETY: `OrtGetApiBase` has this signature in every ONNX Runtime release (C API).
+    let Ok(get_base) = (unsafe { lib.get::<GetApiBase>(b"OrtGetApiBase") }) else {
+        return "(unknown version)".into();
+    };
+    // SAFETY: `OrtGetApiBase` takes no arguments and returns a pointer to a static struct;
+    // `GetVersionString` returns a static NUL-terminated string. Both outlive `lib`, since
+    // `ort` keeps the library loaded for the life of the process.
+    unsafe {
+        let base = get_base();
+        if base.is_null() {
+            return "(unknown version)".into();
+        }
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return "(unknown version)".into();
+        }
+        std::ffi::CStr::from_ptr(version)
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 /// The library a configured path points at: the file itself, or the best
@@ -250,20 +272,20 @@ fn python_capi_dirs() -> Result<Vec<PathBuf>, String> {
         s = importlib.util.find_spec('onnxruntime')\n\
         print(os.path.dirname(s.origin) if s is not None and s.origin else '')\n\
         for p in sys.path:\n    print(os.path.join(p, 'onnxruntime') if p else '')\n";
-    let mut last_error = String::new();
+    let mut errors = Vec::new();
     for python in ["python3", "python"] {
         let output = match Command::new(python).args(["-c", SCRIPT]).output() {
             Ok(o) => o,
             Err(e) => {
-                last_error = format!("cannot run {python}: {e}");
+                errors.push(format!("cannot run {python}: {e}"));
                 continue;
             }
         };
         if !output.status.success() {
-            last_error = format!(
+            errors.push(format!(
                 "{python} failed: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
-            );
+            ));
             continue;
         }
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -284,7 +306,7 @@ fn python_capi_dirs() -> Result<Vec<PathBuf>, String> {
         }
         return Ok(dirs);
     }
-    Err(last_error)
+    Err(errors.join(", "))
 }
 
 #[cfg(test)]

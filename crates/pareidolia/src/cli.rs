@@ -35,9 +35,25 @@ pub enum Command {
     Status(StatusArgs),
     /// Write the gallery, montage, index and summary of a run's newest checkpoint.
     Export(ExportArgs),
+    /// Write one champion's genome from a run's newest checkpoint: the raw bytes, the
+    /// encoding's JSON description, and Graphviz DOT when the encoding provides it (CPPN).
+    ExportGenome(ExportGenomeArgs),
     /// List installed plugins, or check one.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+}
+
+/// `pareidolia export-genome`.
+#[derive(Debug, Args)]
+pub struct ExportGenomeArgs {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// Class whose champion to export (index).
+    #[arg(long)]
+    pub class: usize,
+    /// Folder to write `genome-<class>.{bin,json,dot}` into.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
 }
 
 /// `pareidolia plugins ...`.

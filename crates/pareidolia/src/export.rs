@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use pareidolia_core::checkpoint::CheckpointStore;
 use pareidolia_daemon::{Experiment, RunOutcome, run_folder};
 
-use crate::cli::ExportArgs;
+use crate::cli::{ExportArgs, ExportGenomeArgs};
 
 /// Runs the command.
 pub fn export(args: ExportArgs) -> Result<()> {
@@ -33,6 +33,65 @@ pub fn export(args: ExportArgs) -> Result<()> {
         summary.stats.median * 100.0,
         path.display(),
         args.out.display()
+    );
+    Ok(())
+}
+
+/// Runs `export-genome`.
+pub fn export_genome(args: ExportGenomeArgs) -> Result<()> {
+    let (checkpoint, path, _) = CheckpointStore::new(&args.run_dir, 1).load_newest()?;
+    let classes = checkpoint.cells.len();
+    let Some(cell) = checkpoint.cells.get(args.class) else {
+        bail!(
+            "class {} does not exist: the run's model has classes 0..{}",
+            args.class,
+            classes.saturating_sub(1)
+        );
+    };
+    let Some(champion) = cell else {
+        bail!(
+            "class {} has no champion yet in {}",
+            args.class,
+            path.display()
+        )
+    };
+    let mut config = checkpoint.meta.config.clone();
+    config.base_dir = checkpoint.meta.base_dir.clone();
+    let experiment =
+        Experiment::setup(config).context("cannot load the run's model and plugins")?;
+    let description = experiment.encoding.describe(&champion.genome)?;
+    let json: serde_json::Value = serde_json::from_str(&description).with_context(|| {
+        format!(
+            "encoding `{}` described the genome with invalid JSON",
+            experiment.encoding.name()
+        )
+    })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let stem = args.out.join(format!("genome-{:03}", args.class));
+    let write = |ext: &str, bytes: &[u8]| -> Result<std::path::PathBuf> {
+        let p = stem.with_extension(ext);
+        std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+        Ok(p)
+    };
+    let mut written = vec![
+        write("bin", &champion.genome)?,
+        write("json", serde_json::to_string_pretty(&json)?.as_bytes())?,
+    ];
+    if let Some(dot) = json.get("dot").and_then(|d| d.as_str()) {
+        written.push(write("dot", dot.as_bytes())?);
+    }
+    println!(
+        "class {} ({}), score {:.6}, generation {}: {}",
+        args.class,
+        experiment.model.label(args.class),
+        champion.score(args.class),
+        champion.generation,
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         cli::Command::Resume(args) => daemon::resume(args),
         cli::Command::Status(args) => status::status(args),
         cli::Command::Export(args) => export::export(args),
+        cli::Command::ExportGenome(args) => export::export_genome(args),
         cli::Command::Plugins(cmd) => plugins::plugins(cmd),
     };
     match result {

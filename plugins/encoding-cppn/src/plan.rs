@@ -27,7 +27,7 @@
 use std::ops::Range;
 
 use crate::activation::Activation;
-use crate::genome::{Genome, INPUTS};
+use crate::genome::{Genome, INPUTS, NodeKind};
 
 /// Along which axes a node's values vary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,20 +111,7 @@ impl Plan {
         for (i, e) in genome.edges().iter().enumerate() {
             in_edges[e.to as usize].push(i);
         }
-        // Nodes with a path to an output: walk in-edges back from the outputs.
-        let mut needed = vec![false; n];
-        let mut stack: Vec<usize> = (0..genome.outputs()).map(|c| genome.output_id(c)).collect();
-        for &v in &stack {
-            needed[v] = true;
-        }
-        while let Some(v) = stack.pop() {
-            for &i in &in_edges[v] {
-                let from = genome.edges()[i].from as usize;
-                if !std::mem::replace(&mut needed[from], true) {
-                    stack.push(from);
-                }
-            }
-        }
+        let needed = reaching_outputs(genome, &in_edges);
         let order: Vec<usize> = genome
             .topological_order()
             .expect("a valid genome is acyclic")
@@ -157,14 +144,10 @@ impl Plan {
                 };
                 shape = shape.join(source_shape);
                 edges.push((source, e.weight()));
-                let longer = |d: Option<usize>, old: Option<usize>| {
-                    d.map(|d| old.map_or(d + 1, |o: usize| o.max(d + 1)))
-                        .or(old)
-                };
-                from_inputs[v] = longer(from_inputs[from], from_inputs[v]);
-                from_orphans[v] = longer(from_orphans[from], from_orphans[v]);
+                from_inputs[v] = longer(from_inputs[v], from_inputs[from]);
+                from_orphans[v] = longer(from_orphans[v], from_orphans[from]);
             }
-            if genome.kind(v) == crate::genome::NodeKind::Output {
+            if genome.kind(v) == NodeKind::Output {
                 shape = Shape::Pixels;
             }
             nodes.push(PlannedNode {
@@ -194,6 +177,34 @@ impl Plan {
                 Mode::FeedForward
             },
         }
+    }
+}
+
+/// Marks the nodes with a path to an output (outputs included), walking in-edges back.
+fn reaching_outputs(genome: &Genome, in_edges: &[Vec<usize>]) -> Vec<bool> {
+    let mut needed = vec![false; genome.node_count()];
+    let mut stack: Vec<usize> = (0..genome.outputs()).map(|c| genome.output_id(c)).collect();
+    for &v in &stack {
+        needed[v] = true;
+    }
+    while let Some(v) = stack.pop() {
+        for &i in &in_edges[v] {
+            let from = genome.edges()[i].from as usize;
+            if !std::mem::replace(&mut needed[from], true) {
+                stack.push(from);
+            }
+        }
+    }
+    needed
+}
+
+/// The longest path to a node so far, `current`, given one more in-edge from a node whose
+/// longest path is `source` (`None`: not reached).
+fn longer(current: Option<usize>, source: Option<usize>) -> Option<usize> {
+    match (current, source) {
+        (Some(c), Some(s)) => Some(c.max(s + 1)),
+        (None, Some(s)) => Some(s + 1),
+        (current, None) => current,
     }
 }
 

@@ -175,6 +175,8 @@ struct Layout {
     at: Vec<usize>,
     small: usize,
     slots: usize,
+    width: usize,
+    height: usize,
 }
 
 impl Layout {
@@ -188,12 +190,30 @@ impl Layout {
                     slots += 1;
                     slots - 1
                 } else {
+                    let at = small;
                     small += Tile::of_shape(node.shape, width, height).len();
-                    small - Tile::of_shape(node.shape, width, height).len()
+                    at
                 }
             })
             .collect();
-        Self { at, small, slots }
+        Self {
+            at,
+            small,
+            slots,
+            width,
+            height,
+        }
+    }
+
+    /// The values of planned node `j`, which is not per pixel, in the small buffer.
+    fn small_operand<'a>(&self, plan: &Plan, small: &'a [f32], j: usize) -> Operand<'a> {
+        let at = self.at[j];
+        match plan.nodes[j].shape {
+            Shape::Constant => Operand::Constant(small[at]),
+            Shape::Columns => Operand::Columns(&small[at..at + self.width]),
+            Shape::Rows => Operand::Rows(&small[at..at + self.height]),
+            Shape::Pixels => unreachable!("per-pixel nodes live in the tile buffers"),
+        }
     }
 }
 
@@ -211,6 +231,83 @@ fn compute<'a>(
         accumulate(target, weight, operand(source), tile);
     }
     node.activation.apply_in_place(target);
+}
+
+/// Computes the nodes planned per column, row or image into `small`, in plan order: their
+/// sources are inputs or earlier small nodes.
+fn small_nodes(plan: &Plan, layout: &Layout, planes: &Planes, small: &mut [f32]) {
+    for (k, node) in plan.nodes.iter().enumerate() {
+        if node.shape == Shape::Pixels {
+            continue;
+        }
+        let tile = Tile::of_shape(node.shape, layout.width, layout.height);
+        let (done, rest) = small.split_at_mut(layout.at[k]);
+        let done = &*done;
+        compute(
+            plan,
+            k,
+            &mut rest[..tile.len()],
+            tile,
+            |source| match source {
+                Source::Input(i) => input_operand(i, planes, tile),
+                Source::Node(j) => layout.small_operand(plan, done, j),
+            },
+        );
+    }
+}
+
+/// Computes the per-pixel nodes over `tile` into their slots of `buffers`, in plan order.
+fn feed_forward_tile(
+    plan: &Plan,
+    layout: &Layout,
+    planes: &Planes,
+    small: &[f32],
+    buffers: &mut [f32],
+    tile: Tile,
+) {
+    let len = tile.len();
+    for (k, node) in plan.nodes.iter().enumerate() {
+        if node.shape != Shape::Pixels {
+            continue;
+        }
+        // Per-pixel sources sit in earlier slots, so split there.
+        let (done, rest) = buffers.split_at_mut(layout.at[k] * TILE);
+        let done = &*done;
+        compute(plan, k, &mut rest[..len], tile, |source| match source {
+            Source::Input(i) => input_operand(i, planes, tile),
+            Source::Node(j) if plan.nodes[j].shape == Shape::Pixels => {
+                let at = layout.at[j] * TILE;
+                Operand::Pixels(&done[at..at + len])
+            }
+            Source::Node(j) => layout.small_operand(plan, small, j),
+        });
+    }
+}
+
+/// Runs `steps` synchronous steps of every planned node over `tile`, from all-zero states,
+/// alternating between the two buffers; returns the one holding the last step.
+fn step_tile<'a>(
+    plan: &Plan,
+    planes: &Planes,
+    mut previous: &'a mut [f32],
+    mut following: &'a mut [f32],
+    tile: Tile,
+    steps: usize,
+) -> &'a [f32] {
+    let len = tile.len();
+    previous.fill(0.0);
+    for _ in 0..steps {
+        for k in 0..plan.nodes.len() {
+            let target = &mut following[k * TILE..k * TILE + len];
+            let previous = &*previous;
+            compute(plan, k, target, tile, |source| match source {
+                Source::Input(i) => input_operand(i, planes, tile),
+                Source::Node(j) => Operand::Pixels(&previous[j * TILE..j * TILE + len]),
+            });
+        }
+        std::mem::swap(&mut previous, &mut following);
+    }
+    previous
 }
 
 /// `|trunc(v * 255)|`, at most 255: the released code's `int(v * 255)` and absolute value.
@@ -236,94 +333,32 @@ pub fn write_pixel(values: [f32; 3], channels: usize, color_space: ColorSpace, o
 pub fn render(genome: &Genome, planes: &Planes, color_space: ColorSpace, pixels: &mut [u8]) {
     let plan = Plan::new(genome);
     let (width, height) = (planes.columns().len(), planes.rows().len());
-    let stepping = matches!(plan.mode, Mode::Synchronous { .. });
-    let layout = Layout::new(&plan, width, height, stepping);
+    let steps = match plan.mode {
+        Mode::FeedForward => None,
+        Mode::Synchronous { steps } => Some(steps),
+    };
+    let layout = Layout::new(&plan, width, height, steps.is_some());
     SCRATCH.with_borrow_mut(|scratch| {
         let Scratch {
             small,
             tiles,
             colours,
         } = scratch;
-        small.resize(small.len().max(layout.small), 0.0);
-        let buffers = if stepping { 2 } else { 1 };
+        let buffers = if steps.is_some() { 2 } else { 1 };
         let need = buffers * layout.slots * TILE;
         tiles.resize(tiles.len().max(need), 0.0);
-
-        // Nodes planned per column, row or image, once; their sources come earlier.
-        for (k, node) in plan.nodes.iter().enumerate() {
-            if stepping || node.shape == Shape::Pixels {
-                continue;
-            }
-            let tile = Tile::of_shape(node.shape, width, height);
-            let (done, rest) = small.split_at_mut(layout.at[k]);
-            let done = &*done;
-            compute(
-                &plan,
-                k,
-                &mut rest[..tile.len()],
-                tile,
-                |source| match source {
-                    Source::Input(i) => input_operand(i, planes, tile),
-                    Source::Node(j) => {
-                        let at = layout.at[j];
-                        match plan.nodes[j].shape {
-                            Shape::Constant => Operand::Constant(done[at]),
-                            Shape::Columns => Operand::Columns(&done[at..at + width]),
-                            Shape::Rows => Operand::Rows(&done[at..at + height]),
-                            Shape::Pixels => unreachable!("a small node has no per-pixel source"),
-                        }
-                    }
-                },
-            );
-        }
-        let small = &*small;
-
         let (current, next) = tiles[..need].split_at_mut(need / buffers);
+        if steps.is_none() {
+            small.resize(small.len().max(layout.small), 0.0);
+            small_nodes(&plan, &layout, planes, small);
+        }
         for tile in Tile::cover(width, height) {
-            let len = tile.len();
-            let finals: &[f32] = match plan.mode {
-                Mode::FeedForward => {
-                    for (k, node) in plan.nodes.iter().enumerate() {
-                        if node.shape != Shape::Pixels {
-                            continue;
-                        }
-                        let (done, rest) = current.split_at_mut(layout.at[k] * TILE);
-                        let done = &*done;
-                        compute(&plan, k, &mut rest[..len], tile, |source| match source {
-                            Source::Input(i) => input_operand(i, planes, tile),
-                            Source::Node(j) => {
-                                let at = layout.at[j];
-                                match plan.nodes[j].shape {
-                                    Shape::Constant => Operand::Constant(small[at]),
-                                    Shape::Columns => Operand::Columns(&small[at..at + width]),
-                                    Shape::Rows => Operand::Rows(&small[at..at + height]),
-                                    Shape::Pixels => {
-                                        Operand::Pixels(&done[at * TILE..at * TILE + len])
-                                    }
-                                }
-                            }
-                        });
-                    }
-                    &*current
+            let finals: &[f32] = match steps {
+                None => {
+                    feed_forward_tile(&plan, &layout, planes, small, current, tile);
+                    current
                 }
-                Mode::Synchronous { steps } => {
-                    let (mut previous, mut following) = (&mut *current, &mut *next);
-                    previous.fill(0.0);
-                    for _ in 0..steps {
-                        for k in 0..plan.nodes.len() {
-                            let target = &mut following[k * TILE..k * TILE + len];
-                            let previous = &*previous;
-                            compute(&plan, k, target, tile, |source| match source {
-                                Source::Input(i) => input_operand(i, planes, tile),
-                                Source::Node(j) => {
-                                    Operand::Pixels(&previous[j * TILE..j * TILE + len])
-                                }
-                            });
-                        }
-                        std::mem::swap(&mut previous, &mut following);
-                    }
-                    &*previous
-                }
+                Some(steps) => step_tile(&plan, planes, current, next, tile, steps),
             };
             write_tile(&plan, &layout, finals, tile, color_space, colours, pixels);
         }

@@ -186,7 +186,8 @@ fn compare_random(
             c.mutate(&mut g, Mutation { generation: 0 }, &mut rng);
         }
         render_both(&c, &g);
-        if let Mode::Synchronous { .. } = Plan::new(&g).mode {
+        if let Mode::Synchronous { steps } = Plan::new(&g).mode {
+            assert_eq!(steps, g.depth());
             synchronous += 1;
             let inputs = inputs::pixel_inputs(c.canvas, c.params.coordinates, 3, 5);
             differs += usize::from(feed_forward(&g, inputs) != evaluate_reference(&g, inputs));
