@@ -9,12 +9,13 @@ connected layers, softmax) but no weights: each weight is `ConstantOfShape(0.02)
 What this script changes, and why:
 
 - Input `data_0` becomes `[N, 3, 227, 227]` with a symbolic batch `N` (the light file says
-  `[1, 3, 224, 224]`). 227 is Caffe's crop size for this network and makes every pooling
-  window fall inside the image, as in Caffe (224 only matches because of an extra pad the
-  converter added to pool5). The flatten before fc6 becomes `Reshape(-1, 9216)`, the output
+  `[1, 3, 224, 224]`). 227 is Caffe's crop size for this network; with it every pooling
+  window lies inside its feature map, so ONNX's floor-mode pooling gives Caffe's (ceil-mode)
+  sizes; with 224, pool1 gives 26x26 where Caffe gives 27x27. The flatten before fc6 becomes
+  `Reshape(-1, 9216)`, the output
   `prob_1` becomes `[N, 1000]`.
-- Weights: He-normal (std sqrt(2 / fan_in)), seeded. Storing 60,965,224 independent
-  float32 weights would make a 244 MB file, too big to commit, so the file stores one block
+- Weights: He-normal (std sqrt(2 / fan_in)), seeded. Storing the 60,954,656 weights as
+  independent float32 values makes a 244 MB file, too big to commit, so the file stores one block
   of BLOCK (a prime) standard-normal values and builds each layer's weight tensor in the
   graph: Tile the block, Slice a window at a per-layer offset, Reshape, Mul by the layer's
   scale, then subtract each output unit's mean weight (ReduceMean, Sub). Because BLOCK is
@@ -22,8 +23,8 @@ What this script changes, and why:
   unit of a random network shares one large common component (ReLU outputs are positive),
   and nearly every image gets the same class. Tile, Slice, Reshape and Mul are exact; only
   the mean's summation order can differ between backends (by about 1e-10 per weight).
-  ONNX Runtime and tract fold all of it into constants when they prepare the model, so
-  inference costs what AlexNet costs.
+  ONNX Runtime and Pareidolia's tract backend fold all of it into constants when they
+  prepare the model, so inference costs what AlexNet costs.
 - Biases: zero (He initialisation), still `ConstantOfShape`.
 - fc8 is scaled down by FC8_GAIN so the logits spread over a few units and softmax
   outputs are not one-hot (measured: see README.md).

@@ -25,6 +25,16 @@ struct Daemon {
     log: PathBuf,
 }
 
+/// A test that fails midway must not leave its daemon running (or a tmpfs busy).
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Daemon {
     fn start(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Daemon {
         let file = std::fs::File::create(log).unwrap();
@@ -113,27 +123,6 @@ fn logged_generation(line: &str) -> Option<u64> {
         .ok()
 }
 
-/// `summary.json` without timings, plus the gallery's PNG bytes.
-fn result(run: &Path) -> (serde_json::Value, Vec<(String, Vec<u8>)>) {
-    let mut v = json(&run.join("summary.json"));
-    for key in ["wall_time_s", "evaluations_per_s", "stage_times"] {
-        v.as_object_mut().unwrap().remove(key);
-    }
-    let mut pngs: Vec<_> = std::fs::read_dir(run.join("gallery"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    pngs.sort();
-    (v, pngs)
-}
-
 fn run_to_end(args: &[&str], log: &Path) -> String {
     let (status, log) = Daemon::start(args, log, &[]).wait(Duration::from_secs(120));
     assert!(status.success(), "{status}:\n{log}");
@@ -205,7 +194,7 @@ fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
         &dir.join("split2.log"),
     );
     assert!(log.contains("resuming"), "{log}");
-    assert_eq!(result(&whole), result(&split));
+    assert_eq!(run_result(&whole), run_result(&split));
 
     // Stopped by SIGTERM mid-run, resumed.
     let term = dir.join("term");
@@ -222,7 +211,7 @@ fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
     let stopped_at = summary["generations"].as_u64().unwrap();
     assert!(stopped_at < 60, "stopped early: {stopped_at}");
     run_to_end(&["resume", term.to_str().unwrap()], &dir.join("term2.log"));
-    assert_eq!(result(&whole), result(&term));
+    assert_eq!(run_result(&whole), run_result(&term));
 }
 
 /// Issue 4, item 5: SIGTERM and SIGINT drain the batches in flight, write a final checkpoint
@@ -295,7 +284,6 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
     // A deterministic spread of kill delays (no RNG needed in the test itself).
     let mut delay_ms = 97u64;
     let (mut kills, mut during_writes) = (0, 0);
-    let mut expected_resume = 0u64;
     // What a service manager runs on every (re)start: resume if there is a checkpoint.
     let args = ["daemon", "--config", cfg, "--out", run_s, "--resume"];
     let mut expected_resume: Option<u64> = None;
@@ -355,8 +343,8 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
     );
     run_to_end(&args, &dir.join("final.log"));
     assert_eq!(
-        result(&whole),
-        result(&run),
+        run_result(&whole),
+        run_result(&run),
         "killed {kills} times, {during_writes} inside writes"
     );
 }
@@ -458,16 +446,25 @@ fn http_endpoints_answer() {
     assert!(d.wait(Duration::from_secs(30)).0.success());
 }
 
-fn mount_tmpfs(at: &Path, options: &str) -> bool {
-    std::fs::create_dir_all(at).unwrap();
-    Command::new("mount")
-        .args(["-t", "tmpfs", "-o", options, "tmpfs", at.to_str().unwrap()])
-        .status()
-        .is_ok_and(|s| s.success())
+/// A tmpfs mounted for one test, unmounted when dropped (also when the test fails).
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, options: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs", at.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+        Mount(at.to_owned())
+    }
 }
 
-fn umount(at: &Path) {
-    let _ = Command::new("umount").arg(at).status();
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
 }
 
 /// The disk fills up during a checkpoint write (a 96 KiB tmpfs: room for the config and one
@@ -477,10 +474,7 @@ fn umount(at: &Path) {
 fn a_full_disk_during_a_checkpoint_keeps_the_previous_one() {
     let dir = temp_dir("enospc");
     let mnt = dir.join("small");
-    assert!(
-        mount_tmpfs(&mnt, "size=96k"),
-        "mounting a tmpfs needs root (CI runs as root)"
-    );
+    let _mount = Mount::tmpfs(&mnt, "size=96k");
     let cfg = config(&dir, 100_000, 5);
     let out = mnt.join("run");
     let mut d = Daemon::start(
@@ -510,17 +504,13 @@ fn a_full_disk_during_a_checkpoint_keeps_the_previous_one() {
         (c.meta.generation, path),
         "the survivor is still the newest valid"
     );
-    umount(&mnt);
 }
 
 #[test]
 fn a_run_folder_that_is_not_writable_is_refused() {
     let dir = temp_dir("readonly");
     let mnt = dir.join("ro");
-    assert!(
-        mount_tmpfs(&mnt, "ro,size=64k"),
-        "mounting a tmpfs needs root (CI runs as root)"
-    );
+    let _mount = Mount::tmpfs(&mnt, "ro,size=64k");
     let cfg = config(&dir, 10, 5);
     let out = mnt.join("run");
     clean_failure(
@@ -543,7 +533,6 @@ fn a_run_folder_that_is_not_writable_is_refused() {
         ]),
         &["Read-only file system"],
     );
-    umount(&mnt);
 }
 
 #[test]

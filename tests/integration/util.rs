@@ -150,3 +150,24 @@ pub fn classify(images: &[PathBuf], model: &str) -> Vec<(usize, f64, Vec<f64>)> 
         })
         .collect()
 }
+
+/// `summary.json` without timings, plus the gallery's PNG bytes.
+pub fn run_result(run: &Path) -> (serde_json::Value, Vec<(String, Vec<u8>)>) {
+    let mut v = json(&run.join("summary.json"));
+    for key in ["wall_time_s", "evaluations_per_s", "stage_times"] {
+        v.as_object_mut().unwrap().remove(key);
+    }
+    let mut pngs: Vec<_> = std::fs::read_dir(run.join("gallery"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    pngs.sort();
+    (v, pngs)
+}

@@ -62,7 +62,7 @@ impl PluginConfig {
 pub struct ModelConfig {
     /// `builtin:NAME` or a path to a `manifest.toml`.
     pub manifest: String,
-    /// Inference backend: `tract`.
+    /// Inference backend: `tract`, `ort-cpu`, `cuda` or `auto`.
     #[serde(default = "default_backend")]
     pub backend: String,
 }

@@ -31,15 +31,27 @@ pub enum OrtDevice {
     Cuda(i32),
 }
 
-/// Settings of the ONNX Runtime backends; the defaults suit most machines.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Settings of the ONNX Runtime backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrtOptions {
     /// The ONNX Runtime library, or a folder holding `libonnxruntime.so*`; searched before
     /// `ORT_DYLIB_PATH` and the Python package.
     pub library: Option<PathBuf>,
-    /// Threads ONNX Runtime uses inside one operator; `None` lets it choose (one per
-    /// physical core).
-    pub intra_threads: Option<usize>,
+    /// Threads ONNX Runtime uses inside one operator; 0 lets it choose (one per physical
+    /// core). The default is 1, like tract: an experiment already keeps the other cores busy
+    /// with mutator actors, and ONNX Runtime's thread pool loses badly when a core it counts
+    /// on is busy (BENCHMARKS.md, issue 7: on 2 vCPUs with one core taken, 2 threads ran
+    /// LeNet 2 to 4 times slower than 1, and AlexNet no faster).
+    pub intra_threads: usize,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        Self {
+            library: None,
+            intra_threads: 1,
+        }
+    }
 }
 
 /// The ONNX Runtime backend.
@@ -96,16 +108,11 @@ impl OrtBackend {
             message: e,
         };
         let mut builder = Session::builder(&rt.env)
-            .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::All)
-                    .map_err(Into::into)
-            })
+            .map_err(|e| library_failed(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| library_failed(e.to_string()))?
+            .with_intra_threads(self.options.intra_threads)
             .map_err(|e| library_failed(e.to_string()))?;
-        if let Some(n) = self.options.intra_threads {
-            builder = builder
-                .with_intra_threads(n)
-                .map_err(|e| library_failed(e.to_string()))?;
-        }
         if let OrtDevice::Cuda(id) = self.device {
             let tried = format!(
                 "the CUDA execution provider on device {id} of {}",

@@ -27,14 +27,15 @@ pub(crate) struct Runtime {
     pub env: Environment,
     /// The library file that was loaded.
     pub library: PathBuf,
-    /// Where it was found (`ORT_DYLIB_PATH`, `Python package onnxruntime`, ...).
+    /// Where it was found (`ORT_DYLIB_PATH`, `the Python package onnxruntime`, ...).
     pub source: String,
     /// ONNX Runtime's version string.
     pub version: String,
 }
 
 impl Runtime {
-    /// `ONNX Runtime 1.24.4 (/path/libonnxruntime.so.1.24.4)`, for logs and errors.
+    /// `ONNX Runtime 1.24.4 (/path/libonnxruntime.so.1.24.4, from ORT_DYLIB_PATH)`, for logs
+    /// and errors.
     pub fn describe(&self) -> String {
         format!(
             "ONNX Runtime {} ({}, from {})",
@@ -71,26 +72,34 @@ pub(crate) fn runtime(configured: Option<&Path>) -> Result<Arc<Runtime>, EvalErr
     Ok(rt)
 }
 
-/// Each explicit source in order, with the library it holds, if any; `looked` collects a line
-/// per place searched.
-fn sources(configured: Option<&Path>, looked: &mut Vec<String>) -> Vec<(String, Option<PathBuf>)> {
-    let mut out = Vec::new();
-    let mut note = |looked: &mut Vec<String>, what: String, path: Option<&Path>| {
-        let found = path.and_then(library_at);
-        if found.is_none() {
-            looked.push(match path {
-                Some(p) => format!("{what} {} (no libonnxruntime.so* there)", p.display()),
-                None => what.clone(),
-            });
+/// The first explicit source that holds a library, as (where it was found, the file); `looked`
+/// gets a line per place searched in vain. Python is only run when the sources before it
+/// hold nothing.
+fn find(configured: Option<&Path>, looked: &mut Vec<String>) -> Option<(String, PathBuf)> {
+    let check = |looked: &mut Vec<String>, what: &str, path: &Path| match library_at(path) {
+        Some(found) => Some((what.to_owned(), found)),
+        None => {
+            looked.push(format!(
+                "{what} {} (no libonnxruntime.so* there)",
+                path.display()
+            ));
+            None
         }
-        out.push((what, found));
     };
     match configured {
-        Some(p) => note(looked, "the configured library path".into(), Some(p)),
+        Some(p) => {
+            if let Some(found) = check(looked, "the configured library path", p) {
+                return Some(found);
+            }
+        }
         None => looked.push("the configured library path (none configured)".into()),
     }
     match std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
-        Some(v) => note(looked, "ORT_DYLIB_PATH".into(), Some(Path::new(&v))),
+        Some(v) => {
+            if let Some(found) = check(looked, "ORT_DYLIB_PATH", Path::new(&v)) {
+                return Some(found);
+            }
+        }
         None => looked.push("ORT_DYLIB_PATH (not set)".into()),
     }
     match python_capi_dirs() {
@@ -99,20 +108,19 @@ fn sources(configured: Option<&Path>, looked: &mut Vec<String>) -> Vec<(String, 
         }
         Ok(dirs) => {
             for dir in dirs {
-                note(looked, "the Python package onnxruntime".into(), Some(&dir));
+                if let Some(found) = check(looked, "the Python package onnxruntime", &dir) {
+                    return Some(found);
+                }
             }
         }
         Err(why) => looked.push(format!("the Python package onnxruntime ({why})")),
     }
-    out
+    None
 }
 
 fn load(configured: Option<&Path>) -> Result<Runtime, EvalError> {
     let mut looked = Vec::new();
-    let found = sources(configured, &mut looked)
-        .into_iter()
-        .find_map(|(source, path)| path.map(|p| (source, p)));
-    let (source, path) = match found {
+    let (source, path) = match find(configured, &mut looked) {
         Some(found) => found,
         None => {
             // Last resort: the system loader's own search (LD_LIBRARY_PATH, ld.so.cache).
@@ -235,7 +243,7 @@ fn library_at(path: &Path) -> Option<PathBuf> {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
-    let mut versioned: Vec<PathBuf> = std::fs::read_dir(path)
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(path)
         .ok()?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -246,15 +254,14 @@ fn library_at(path: &Path) -> Option<PathBuf> {
                 && p.is_file()
         })
         .collect();
-    // Prefer the unversioned name, then the longest (most specific) versioned one.
-    versioned.sort_by_key(|p| {
+    // Prefer the unversioned name (a packager's symlink), then the longest, most specific
+    // versioned one (`.so.1.24.4` over `.so.1`).
+    candidates.sort_by_key(|p| {
         let name = p.file_name().map(|n| n.len()).unwrap_or(0);
-        (
-            p.file_name().and_then(|n| n.to_str()) != Some(base.as_str()),
-            usize::MAX - name,
-        )
+        let unversioned = p.file_name().and_then(|n| n.to_str()) == Some(base.as_str());
+        (!unversioned, std::cmp::Reverse(name))
     });
-    versioned.into_iter().next()
+    candidates.into_iter().next()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -3,6 +3,13 @@
 //! The ONNX graph is typed once with a symbolic batch dimension; a plan is then optimised for
 //! each batch size actually used (in a run that is the configured batch size and perhaps one
 //! remainder), because tract optimises concrete shapes much better than symbolic ones.
+//!
+//! Before that, every constant subgraph is folded into a constant, however large its result.
+//! tract's own optimiser stops at results over 4 MiB that are bigger than their inputs (it
+//! keeps small constants small in memory), so a graph that builds its weights from a compact
+//! form (`models/alexnet-light` tiles one random block into 61 million weights) would rebuild
+//! them on every run: 0.5 s per batch for that model. ONNX Runtime folds such subgraphs; so do
+//! we, for results up to [`FOLD_LIMIT`] bytes each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +20,9 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::{EvalError, Layout, Model, PreparedModel, Preprocessor};
 
 type Plan = Arc<TypedRunnableModel>;
+
+/// The largest constant (bytes) that preparing a model materialises from a constant subgraph.
+const FOLD_LIMIT: u64 = 1 << 30;
 
 /// The tract backend.
 #[derive(Debug, Clone, Copy, Default)]
@@ -55,6 +65,7 @@ impl crate::Backend for TractBackend {
         let typed = graph
             .into_typed()
             .and_then(|m| m.into_decluttered())
+            .and_then(fold_constants)
             .map_err(|e| EvalError::ShapeMismatch {
                 model: model.name().to_owned(),
                 message: format!(
@@ -87,6 +98,53 @@ impl crate::Backend for TractBackend {
             classes: model.classes(),
         }))
     }
+}
+
+/// Replaces every node whose inputs are all constant by its value (up to [`FOLD_LIMIT`]
+/// bytes per node), in evaluation order so chains fold completely, then declutters again to
+/// drop what became unused. Nodes that cannot be evaluated outside a plan stay as they are.
+fn fold_constants(mut model: TypedModel) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::internal::TypedModelPatch;
+    use tract_onnx::tract_core::ops::konst::Const;
+    use tract_onnx::tract_core::ops::source::TypedSource;
+    let mut folded = 0usize;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if node.inputs.is_empty() || node.op_is::<Const>() || node.op_is::<TypedSource>() {
+            continue;
+        }
+        let Some(inputs) = model
+            .node_input_facts(id)?
+            .iter()
+            .map(|f| f.konst.clone().map(|k| k.into_tvalue()))
+            .collect::<Option<TVec<TValue>>>()
+        else {
+            continue;
+        };
+        let out_bytes: Option<u64> = model
+            .node_output_facts(id)?
+            .iter()
+            .map(|f| f.mem_size().to_i64().ok().map(|b| b as u64))
+            .sum();
+        if out_bytes.is_none_or(|b| b > FOLD_LIMIT) {
+            continue;
+        }
+        let Ok(Some(outputs)) = node.op.eval_out_of_plan(inputs) else {
+            continue;
+        };
+        let name = node.name.clone();
+        let mut patch = TypedModelPatch::default();
+        for (slot, value) in outputs.into_iter().enumerate() {
+            let wire = patch.add_const(format!("{name}.folded.{slot}"), value.into_arc_tensor())?;
+            patch.shunt_outside(&model, OutletId::new(id, slot), wire)?;
+        }
+        patch.apply(&mut model)?;
+        folded += 1;
+    }
+    if folded == 0 {
+        return Ok(model);
+    }
+    model.into_decluttered()
 }
 
 /// Compares the ONNX input's declared C, H, W (when the file declares them) with the manifest.

@@ -92,21 +92,9 @@ pub enum LogFormat {
 /// `pareidolia daemon`.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// Experiment config (TOML); without it, the built-in default.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Seed (overrides the config).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Generations (overrides the config).
-    #[arg(long)]
-    pub generations: Option<u64>,
-    /// Mutators (overrides the config).
-    #[arg(long)]
-    pub mutators: Option<u32>,
-    /// Run folder; default `runs/<config name>-<unix time>`.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    /// The experiment.
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
     /// Address for the HTTP endpoints (overrides `http.listen`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -167,7 +155,7 @@ pub struct BenchArgs {
     /// Model: a manifest.toml path or `builtin:NAME`.
     #[arg(long, default_value = "builtin:lenet-mnist")]
     pub model: String,
-    /// Backend.
+    /// Backend: `tract`, `ort-cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "tract")]
     pub backend: String,
     /// Batch sizes to measure, comma-separated.
@@ -178,9 +166,9 @@ pub struct BenchArgs {
     pub seconds: f64,
 }
 
-/// `pareidolia run`.
+/// The experiment flags `run` and `daemon` share.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct ExperimentArgs {
     /// Experiment config (TOML); without it, the built-in default (MNIST, direct encoding).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -196,6 +184,14 @@ pub struct RunArgs {
     /// Run folder to create; default `runs/<config name>-<unix time>`.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+/// `pareidolia run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment.
+    #[command(flatten)]
+    pub experiment: ExperimentArgs,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,

@@ -17,7 +17,7 @@ use pareidolia_daemon::metrics::Metrics;
 use pareidolia_daemon::{Experiment, Progress, RunOptions, request_stop, run_folder};
 
 use crate::cli::{DaemonArgs, LogFormat, ResumeArgs};
-use crate::run::{Overrides, default_out, resolve_config};
+use crate::run::{default_out, resolve_config};
 
 /// How long a stop request may take (the generation in flight plus the final checkpoint)
 /// before the daemon gives up waiting and exits with an error.
@@ -89,18 +89,16 @@ pub fn init_logging(format: LogFormat) {
 
 /// `pareidolia daemon`.
 pub fn daemon(args: DaemonArgs) -> Result<()> {
-    let overrides = Overrides {
-        config: args.config.clone(),
-        seed: args.seed,
-        generations: args.generations,
-        mutators: args.mutators,
-    };
-    let (mut config, name) = resolve_config(&overrides)?;
+    let (mut config, name) = resolve_config(&args.experiment)?;
     if let Some(listen) = &args.listen {
         config.http.listen = listen.clone();
     }
     config.validate("the command line")?;
-    let run_dir = args.out.clone().unwrap_or_else(|| default_out(&name));
+    let run_dir = args
+        .experiment
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&name));
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
     let lock = RunLock::acquire(&run_dir)?;
@@ -110,7 +108,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             drop(lock);
             return resume(ResumeArgs {
                 run_dir,
-                generations: args.generations,
+                generations: args.experiment.generations,
                 listen: args.listen,
                 allow_model_change: false,
                 allow_plugin_change: false,

@@ -10,22 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pareidolia_core::RunConfig;
 use pareidolia_daemon::{Experiment, Progress, RunOptions, run_folder};
 
-use crate::cli::RunArgs;
-
-/// Command-line overrides of a config, shared by `run` and `daemon`.
-pub struct Overrides {
-    /// Config file, or the built-in default.
-    pub config: Option<PathBuf>,
-    /// Seed.
-    pub seed: Option<u64>,
-    /// Generations.
-    pub generations: Option<u64>,
-    /// Mutators.
-    pub mutators: Option<u32>,
-}
+use crate::cli::{ExperimentArgs, RunArgs};
 
 /// The config with overrides applied, and a name for the run folder.
-pub fn resolve_config(args: &Overrides) -> Result<(RunConfig, String)> {
+pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
     let (mut config, name) = match &args.config {
         Some(path) => {
             let name = path
@@ -80,14 +68,12 @@ fn message(p: &Progress) -> String {
 
 /// Runs the command.
 pub fn run(args: RunArgs) -> Result<()> {
-    let overrides = Overrides {
-        config: args.config.clone(),
-        seed: args.seed,
-        generations: args.generations,
-        mutators: args.mutators,
-    };
-    let (config, name) = resolve_config(&overrides)?;
-    let out = args.out.clone().unwrap_or_else(|| default_out(&name));
+    let (config, name) = resolve_config(&args.experiment)?;
+    let out = args
+        .experiment
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&name));
     prepare_out_dir(&out)?;
     std::fs::write(out.join("config.toml"), toml_of(&config)?)
         .context("cannot write config.toml to the run folder")?;
