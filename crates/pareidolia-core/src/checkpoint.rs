@@ -348,6 +348,10 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
     Ok(Checkpoint { meta, cells })
 }
 
+/// What [`CheckpointStore::load_newest`] found: the checkpoint, its file, and the newer
+/// files it skipped as damaged (with the reasons, for a warning).
+pub type Loaded = (Checkpoint, PathBuf, Vec<(PathBuf, CheckpointError)>);
+
 /// The checkpoints of one run folder (`<run>/checkpoints/`).
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
@@ -358,10 +362,10 @@ pub struct CheckpointStore {
 /// Test-only fault injection (`PAREIDOLIA_FAULT_CHECKPOINT=slow:<ms>`): the writer pauses
 /// after the first half of a checkpoint, so a kill test can land inside a write.
 fn fault_pause() {
-    if let Ok(v) = std::env::var("PAREIDOLIA_FAULT_CHECKPOINT") {
-        if let Some(ms) = v.strip_prefix("slow:").and_then(|m| m.parse().ok()) {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
+    if let Ok(v) = std::env::var("PAREIDOLIA_FAULT_CHECKPOINT")
+        && let Some(ms) = v.strip_prefix("slow:").and_then(|m| m.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
 
@@ -462,9 +466,7 @@ impl CheckpointStore {
     /// Loads the newest checkpoint that verifies. Damaged ones are skipped and returned with
     /// their reasons (for a warning); a checkpoint of a newer format stops the search, since
     /// falling back past it would silently lose that newer progress.
-    pub fn load_newest(
-        &self,
-    ) -> Result<(Checkpoint, PathBuf, Vec<(PathBuf, CheckpointError)>), CheckpointError> {
+    pub fn load_newest(&self) -> Result<Loaded, CheckpointError> {
         let files = self.list();
         if files.is_empty() {
             return Err(CheckpointError::None(self.dir.clone()));
