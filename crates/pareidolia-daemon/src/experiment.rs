@@ -1,18 +1,15 @@
 //! An experiment from config to outcome: setup (model, backend, plugins, all checked before
 //! anything runs) and the run itself (the actor tree, until the last generation is in).
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::path::PathBuf;
-
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore, ModelIdentity};
 use pareidolia_core::config::RunConfig;
-use pareidolia_core::plugin_host::PluginInfo;
-use pareidolia_core::plugin_host::{PluginLibrary, find_plugin, search_path};
-use pareidolia_core::summary::PluginSummary;
-use pareidolia_core::summary::StageTimes;
+use pareidolia_core::plugin_host::{PluginInfo, PluginLibrary, find_plugin, search_path};
+use pareidolia_core::summary::{PluginSummary, StageTimes};
 use pareidolia_core::{
     ArchiveStats, Champion, EncodingPlugin, FitnessPlugin, PluginError, PluginKind,
 };
