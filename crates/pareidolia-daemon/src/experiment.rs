@@ -180,6 +180,8 @@ pub struct Experiment {
     pub backend: BackendChoice,
     /// Device the backend runs on.
     pub device: String,
+    /// The backend that actually runs the model (what `auto` chose).
+    pub backend_name: &'static str,
     /// The encoding instance.
     pub encoding: Arc<EncodingPlugin>,
     /// The fitness instance.
@@ -225,6 +227,7 @@ impl Experiment {
             prepared.warm_up(n, model.image_len())?;
         }
         let device = prepared.device();
+        let backend_name = prepared.backend();
         let input = &model.manifest.input;
         let canvas = CanvasSpec {
             width: input.width,
@@ -246,6 +249,7 @@ impl Experiment {
             model = model.name(),
             sha256 = %model.sha256,
             backend = %backend,
+            runs_on = backend_name,
             device = %device,
             encoding = %encoding.library().info().name,
             fitness = %fitness.library().info().name,
@@ -256,6 +260,7 @@ impl Experiment {
             model: Arc::new(model),
             backend,
             device,
+            backend_name,
             encoding: Arc::new(encoding),
             fitness: Arc::new(fitness),
             run_id: format!(

@@ -106,7 +106,7 @@ pub fn write(
         evaluations_per_s: p.evaluations as f64 / p.elapsed_s.max(1e-9),
         model: experiment.model.name().to_owned(),
         model_sha256: experiment.model.sha256.clone(),
-        backend: format!("{} ({})", experiment.backend, experiment.device),
+        backend: format!("{} ({})", experiment.backend_name, experiment.device),
         encoding: plugin(experiment.encoding.library().info()),
         fitness: plugin(experiment.fitness.library().info()),
         stats: p.stats.clone(),

@@ -219,7 +219,7 @@ fn serve(
         run_dir: run_dir.display().to_string(),
         model: model.name,
         model_sha256: model.sha256,
-        backend: experiment.backend.to_string(),
+        backend: experiment.backend_name.to_owned(),
         device: experiment.device.clone(),
         encoding: format!("{} {}", encoding.name, encoding.version),
         fitness: format!("{} {}", fitness.name, fitness.version),
