@@ -1,5 +1,6 @@
 //! EvaluatorActor: gathers rendered children into batches, runs the backend and the fitness
-//! plugin on tokio's blocking pool, and casts scores (and losses) to the archive.
+//! plugin on a dedicated inference thread with up to two batches in flight (so the backend
+//! never waits for the actor between batches), and casts scores (and losses) to the archive.
 //!
 //! Batches are formed by child index, not by arrival: batch `k` of a generation holds children
 //! `k * batch_size ..` and runs as soon as all of them have arrived (or were lost on the way),
@@ -58,6 +59,7 @@ pub struct EvaluatorArgs {
 pub struct EvaluatorState {
     archive: String,
     worker: InferenceWorker,
+    in_flight: Arc<tokio::sync::Semaphore>,
     fitness_name: String,
     batch_size: usize,
     /// Batches being filled, by (generation, batch index).
@@ -76,6 +78,85 @@ struct Filling {
 }
 
 type BatchResult = (Result<Vec<f32>, String>, StageTimes);
+
+/// Batches handed to the inference thread and not yet answered.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Casts results to the archive, found by name (it may be restarting).
+fn send_to(archive: &str, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: StageTimes) {
+    if scored.is_empty() && lost.is_empty() {
+        return;
+    }
+    match ractor::registry::where_is(archive).map(ActorRef::<ArchiveMsg>::from) {
+        Some(a) => {
+            if a.cast(ArchiveMsg::Results {
+                scored,
+                lost,
+                times,
+            })
+            .is_err()
+            {
+                tracing::warn!("archive gone; results dropped");
+            }
+        }
+        None => tracing::warn!("no archive registered; results dropped"),
+    }
+}
+
+/// Splits a batch's outcome into scored children and lost ones: a failed batch loses every
+/// child; a non-finite score loses only its child.
+fn split_results(
+    batch: Vec<Offspring>,
+    result: Result<Vec<f32>, String>,
+    fitness: &str,
+) -> (Vec<ScoredChild>, Vec<LostChild>) {
+    let n = batch.len();
+    match result {
+        Ok(scores) => {
+            let classes = scores.len() / n.max(1);
+            let mut scored = Vec::with_capacity(n);
+            let mut rejected = Vec::new();
+            for (c, s) in batch.into_iter().zip(scores.chunks_exact(classes.max(1))) {
+                if let Some(bad) = s.iter().find(|v| !v.is_finite()) {
+                    rejected.push(LostChild {
+                        id: c.id,
+                        generation: c.generation,
+                        generation_size: c.generation_size,
+                        stage: "fitness".to_owned(),
+                        reason: format!(
+                            "fitness plugin `{fitness}` returned a non-finite score ({bad})"
+                        ),
+                    });
+                } else {
+                    scored.push(ScoredChild {
+                        id: c.id,
+                        generation: c.generation,
+                        genome: c.genome,
+                        scores: s.to_vec(),
+                    });
+                }
+            }
+            if !rejected.is_empty() {
+                tracing::warn!(children = rejected.len(), reason = %rejected[0].reason, "children rejected");
+            }
+            (scored, rejected)
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, children = n, "batch lost");
+            let lost = batch
+                .into_iter()
+                .map(|c| LostChild {
+                    id: c.id,
+                    generation: c.generation,
+                    generation_size: c.generation_size,
+                    stage: "evaluation".to_owned(),
+                    reason: reason.clone(),
+                })
+                .collect();
+            (Vec::new(), lost)
+        }
+    }
+}
 
 fn infer_and_score(
     model: &mut dyn PreparedModel,
@@ -126,98 +207,54 @@ impl InferenceWorker {
         Ok(Self { jobs })
     }
 
-    async fn run(&self, pixels: Vec<u8>, n: usize) -> Result<BatchResult, ActorProcessingErr> {
+    /// Queues a batch; the answer arrives on the returned channel.
+    fn submit(
+        &self,
+        pixels: Vec<u8>,
+        n: usize,
+    ) -> Result<tokio::sync::oneshot::Receiver<BatchResult>, ActorProcessingErr> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
             .send(WorkerJob { pixels, n, reply })
             .map_err(|_| "inference thread ended")?;
-        Ok(answer.await?)
+        Ok(answer)
     }
 }
 
 impl EvaluatorState {
-    fn archive(&self) -> Option<ActorRef<ArchiveMsg>> {
-        ractor::registry::where_is(self.archive.clone()).map(Into::into)
-    }
-
+    /// Hands a batch to the inference thread and returns as soon as it is queued (after
+    /// waiting for a free slot), so up to [`BATCHES_IN_FLIGHT`] batches are in flight: the
+    /// backend finds the next batch waiting when it finishes one. A task per batch takes the
+    /// results to the archive.
     async fn run_batch(&mut self, batch: Vec<Offspring>) -> Result<(), ActorProcessingErr> {
+        let permit = self.in_flight.clone().acquire_owned().await?;
         let n = batch.len();
         let mut pixels = Vec::with_capacity(n * batch[0].pixels.len());
         for child in &batch {
             pixels.extend_from_slice(&child.pixels);
         }
-        let (result, mut times) = self.worker.run(pixels, n).await?;
-        times.breed_s = batch.iter().map(|c| c.breed_s).sum();
-        let (scored, mut lost) = match result {
-            Ok(scores) => {
-                let classes = scores.len() / n;
-                let mut scored = Vec::with_capacity(n);
-                let mut rejected = Vec::new();
-                for (c, s) in batch.into_iter().zip(scores.chunks_exact(classes)) {
-                    if let Some(bad) = s.iter().find(|v| !v.is_finite()) {
-                        rejected.push(LostChild {
-                            id: c.id,
-                            generation: c.generation,
-                            generation_size: c.generation_size,
-                            stage: "fitness".to_owned(),
-                            reason: format!(
-                                "fitness plugin `{}` returned a non-finite score ({bad})",
-                                self.fitness_name
-                            ),
-                        });
-                    } else {
-                        scored.push(ScoredChild {
-                            id: c.id,
-                            generation: c.generation,
-                            genome: c.genome,
-                            scores: s.to_vec(),
-                        });
-                    }
-                }
-                if !rejected.is_empty() {
-                    tracing::warn!(children = rejected.len(), reason = %rejected[0].reason, "children rejected");
-                }
-                (scored, rejected)
-            }
-            Err(reason) => {
-                tracing::warn!(%reason, children = n, "batch lost");
-                let lost = batch
-                    .into_iter()
-                    .map(|c| LostChild {
-                        id: c.id,
-                        generation: c.generation,
-                        generation_size: c.generation_size,
-                        stage: "evaluation".to_owned(),
-                        reason: reason.clone(),
-                    })
-                    .collect();
-                (Vec::new(), lost)
-            }
-        };
-        lost.append(&mut self.lost);
-        self.send(scored, lost, times);
+        let answer = self.worker.submit(pixels, n)?;
+        let mut earlier_losses = std::mem::take(&mut self.lost);
+        let (archive, fitness) = (self.archive.clone(), self.fitness_name.clone());
+        tokio::spawn(async move {
+            let (result, mut times) = match answer.await {
+                Ok(r) => r,
+                Err(_) => (
+                    Err("the inference thread ended".to_owned()),
+                    StageTimes::default(),
+                ),
+            };
+            drop(permit);
+            times.breed_s = batch.iter().map(|c| c.breed_s).sum();
+            let (scored, mut lost) = split_results(batch, result, &fitness);
+            lost.append(&mut earlier_losses);
+            send_to(&archive, scored, lost, times);
+        });
         Ok(())
     }
 
     fn send(&mut self, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: StageTimes) {
-        if scored.is_empty() && lost.is_empty() {
-            return;
-        }
-        match self.archive() {
-            Some(archive) => {
-                if archive
-                    .cast(ArchiveMsg::Results {
-                        scored,
-                        lost,
-                        times,
-                    })
-                    .is_err()
-                {
-                    tracing::warn!("archive gone; results dropped");
-                }
-            }
-            None => tracing::warn!("no archive registered; results dropped"),
-        }
+        send_to(&self.archive, scored, lost, times);
     }
 
     /// Runs every incomplete batch (linger) and sends pending losses.
@@ -286,6 +323,7 @@ impl Actor for EvaluatorActor {
         };
         Ok(EvaluatorState {
             archive: args.archive,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             fitness_name: args.fitness.name().to_owned(),
             worker: InferenceWorker::spawn(model, args.fitness)?,
             batch_size: args.batch_size.max(1),
