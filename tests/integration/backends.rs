@@ -240,16 +240,7 @@ fn cuda_in_a_run_config_fails_clearly_where_cuda_cannot_run() {
         t.replace("backend = \"tract\"", "backend = \"cuda\"")
     });
     let out = dir.join("out");
-    let output = pareidolia(&[
-        "run",
-        "--quiet",
-        "--generations",
-        "1",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = run_one_generation(&config, &out);
     if output.status.success() {
         let summary = json(&out.join("summary.json"));
         assert_eq!(summary["backend"], "cuda (cuda:0)", "{summary}");

@@ -2,19 +2,6 @@ use std::path::{Path, PathBuf};
 
 use crate::util::*;
 
-fn run_with(config: &Path, out: &Path) -> std::process::Output {
-    pareidolia(&[
-        "run",
-        "--quiet",
-        "--generations",
-        "1",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
-
 /// A model folder in `dir` made from the shipped LeNet, with edits to its manifest and files.
 fn model_dir(dir: &Path, onnx: Option<&[u8]>, edit: impl FnOnce(String) -> String) -> PathBuf {
     let src = root().join("models/lenet-mnist");
@@ -48,7 +35,7 @@ fn unknown_config_key_is_named() {
         t.replace("seed = 1", "seed = 1\nmutation_strenght = 3")
     });
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["invalid config", "mutation_strenght", "config.toml"],
     );
 }
@@ -57,7 +44,7 @@ fn unknown_config_key_is_named() {
 fn missing_config_file_is_reported() {
     let dir = temp_dir("no-config");
     clean_failure(
-        run_with(&dir.join("nope.toml"), &dir.join("out")),
+        run_one_generation(&dir.join("nope.toml"), &dir.join("out")),
         &["cannot read config", "nope.toml"],
     );
 }
@@ -67,7 +54,7 @@ fn missing_model_file_is_reported_with_its_path() {
     let dir = temp_dir("no-model");
     let config = use_model(&dir, &dir.join("missing/manifest.toml"));
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["cannot read model manifest", "missing/manifest.toml"],
     );
 }
@@ -78,7 +65,7 @@ fn a_file_that_is_not_onnx_is_refused() {
     let manifest = model_dir(&dir, Some(b"this is not a protobuf"), |m| m);
     let config = use_model(&dir, &manifest);
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["is not a usable ONNX model", "lenet-mnist.onnx"],
     );
 }
@@ -92,7 +79,7 @@ fn a_changed_model_file_fails_its_checksum() {
     });
     let config = use_model(&dir, &manifest);
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["sha256", "its manifest expects 0000"],
     );
 }
@@ -106,7 +93,7 @@ fn a_model_whose_input_does_not_match_its_manifest_is_refused() {
     });
     let config = use_model(&dir, &manifest);
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["lenet-mnist", "input shape", "32"],
     );
 }
@@ -118,7 +105,7 @@ fn a_missing_plugin_names_where_it_looked() {
         t.replace("plugin = \"direct\"", "plugin = \"nonexistent\"")
     });
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &[
             "no encoding plugin `nonexistent`",
             "libpareidolia_encoding_nonexistent.so",
@@ -138,7 +125,7 @@ fn a_plugin_of_the_wrong_kind_is_refused() {
         )
     });
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["`confidence`", "is a fitness plugin", "as the encoding"],
     );
 }
@@ -154,7 +141,7 @@ fn a_plugin_built_against_another_abi_is_refused_naming_both_versions() {
         )
     });
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["plugin ABI 0.9", "this host speaks ABI 1.0", "rebuild"],
     );
 }
@@ -170,7 +157,7 @@ fn a_library_without_the_descriptor_is_not_a_plugin() {
         )
     });
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["is not a Pareidolia plugin", "pareidolia_plugin_descriptor"],
     );
 }
@@ -188,7 +175,7 @@ fn a_file_that_is_not_a_shared_library_is_refused_with_the_loader_cause() {
     });
     // dlopen's own reason (e.g. "invalid ELF header" or "file too short") is passed on.
     let err = clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &["cannot load plugin library", "libfake.so"],
     );
     assert!(err.contains("ELF") || err.contains("too short"), "{err}");
@@ -201,7 +188,7 @@ fn invalid_plugin_parameters_are_refused_by_the_plugin() {
         t.replace("mutation_rate = 0.1", "mutation_rate = 5.0")
     });
     clean_failure(
-        run_with(&config, &dir.join("out")),
+        run_one_generation(&config, &dir.join("out")),
         &[
             "plugin `direct` refused its setup",
             "mutation_rate",
@@ -217,7 +204,7 @@ fn a_non_empty_run_folder_is_not_overwritten() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("summary.json"), "{}").unwrap();
     let config = config_with(&dir, |t| t);
-    clean_failure(run_with(&config, &out), &["already holds files"]);
+    clean_failure(run_one_generation(&config, &out), &["already holds files"]);
     assert_eq!(
         std::fs::read_to_string(out.join("summary.json")).unwrap(),
         "{}"

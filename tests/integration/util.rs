@@ -171,3 +171,17 @@ pub fn run_result(run: &Path) -> (serde_json::Value, Vec<(String, Vec<u8>)>) {
     pngs.sort();
     (v, pngs)
 }
+
+/// `pareidolia run` of one generation with a config, into `out`.
+pub fn run_one_generation(config: &Path, out: &Path) -> Output {
+    pareidolia(&[
+        "run",
+        "--quiet",
+        "--generations",
+        "1",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}

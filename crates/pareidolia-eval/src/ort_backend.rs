@@ -328,14 +328,7 @@ impl PreparedModel for OrtModel {
     }
 
     fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
-        let n = self.pre.image_len();
-        if images.len() != batch * n || batch == 0 {
-            return Err(EvalError::BadInput(format!(
-                "model {}: {} bytes for {batch} images of {n} bytes",
-                self.name,
-                images.len()
-            )));
-        }
+        self.pre.check_batch(&self.name, images, batch)?;
         self.buffer.resize(images.len(), 0.0);
         self.pre.fill(images, &mut self.buffer);
         let [a, b, c] = self.dims;

@@ -1,7 +1,7 @@
 //! From 8-bit images (row-major, channels interleaved, gray or RGB, as encodings render them)
 //! to the model's input tensor: channel order, value range, normalisation and layout.
 
-use crate::{ColorOrder, InputSpec, Layout};
+use crate::{ColorOrder, EvalError, InputSpec, Layout};
 
 /// Precomputed per-channel affine maps `byte -> value` for one input spec.
 #[derive(Debug, Clone)]
@@ -47,6 +47,19 @@ impl Preprocessor {
     /// Bytes in one image.
     pub fn image_len(&self) -> usize {
         self.pixels * self.channels
+    }
+
+    /// Checks that `images` holds exactly `batch` (at least one) images of this input, for
+    /// every backend's `infer`.
+    pub fn check_batch(&self, model: &str, images: &[u8], batch: usize) -> Result<(), EvalError> {
+        let n = self.image_len();
+        if images.len() != batch * n || batch == 0 {
+            return Err(EvalError::BadInput(format!(
+                "model {model}: {} bytes for {batch} images of {n} bytes",
+                images.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Fills `out` (exactly `batch * image_len` values) from `images` (the same count of bytes).

@@ -219,14 +219,7 @@ impl PreparedModel for TractModel {
     }
 
     fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
-        let n = self.pre.image_len();
-        if images.len() != batch * n || batch == 0 {
-            return Err(EvalError::BadInput(format!(
-                "model {}: {} bytes for {batch} images of {n} bytes",
-                self.name,
-                images.len()
-            )));
-        }
+        self.pre.check_batch(&self.name, images, batch)?;
         let name = self.name.clone();
         let failed = |e: TractError| EvalError::Inference {
             backend: "tract",
