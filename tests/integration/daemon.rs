@@ -2,11 +2,12 @@
 //! HTTP endpoints, and bad run folders and checkpoints.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pareidolia_core::checkpoint::CheckpointStore;
 
+use crate::daemon_process::*;
 use crate::util::*;
 
 /// A config for short daemon runs: `generations`, a checkpoint every `every` generations.
@@ -18,94 +19,6 @@ fn config(dir: &Path, generations: u64, every: u64) -> PathBuf {
                 .replace("mutators = 0", "mutators = 1")
         )
     })
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-/// A test that fails midway must not leave its daemon running (or a tmpfs busy).
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Daemon {
-    fn start(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Daemon {
-        let file = std::fs::File::create(log).unwrap();
-        let child = Command::new(binary())
-            .args(args)
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls the log until it contains `needle`.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("daemon exited ({status}) before logging {needle:?}:\n{log}");
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "no {needle:?} within {timeout:?}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn url(&mut self) -> String {
-        let log = self.wait_for("http://", Duration::from_secs(10));
-        let start = log.find("http://").unwrap();
-        log[start..]
-            .split(|c: char| c.is_whitespace() || c == '"')
-            .next()
-            .unwrap()
-            .to_owned()
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait(mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, self.log());
-            }
-            if start.elapsed() > timeout {
-                let _ = self.child.kill();
-                panic!("daemon did not exit within {timeout:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 fn sha256_prefix(bytes: &[u8]) -> [u8; 4] {
@@ -127,39 +40,6 @@ fn run_to_end(args: &[&str], log: &Path) -> String {
     let (status, log) = Daemon::start(args, log, &[]).wait(Duration::from_secs(120));
     assert!(status.success(), "{status}:\n{log}");
     log
-}
-
-fn get(url: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
-        .output();
-    let out = match out {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Err(_) => return http_get(url),
-    };
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// A minimal HTTP/1.0 GET for machines without curl.
-fn http_get(url: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (
-        code,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    )
 }
 
 /// Issue 4, item 3: stopped (by SIGTERM at a random moment, or by reaching an earlier

@@ -14,8 +14,12 @@ mod bad_plugins;
 mod configs;
 /// The long-running daemon.
 mod daemon;
+/// A daemon child process for tests.
+mod daemon_process;
 /// Same seed, same results; mutator count does not change them.
 mod determinism;
+/// The live gallery page in headless Chromium.
+mod gallery;
 /// The default experiment fools LeNet, checked from the PNG files on disk.
 mod mnist_default;
 /// tract against ONNX Runtime's reference outputs for the shipped model.

@@ -66,6 +66,28 @@ impl Image {
     }
 }
 
+/// Encodes a PNG (8-bit gray or RGB) into `out`.
+fn encode_png(out: impl std::io::Write, image: &Image) -> Result<(), png::EncodingError> {
+    let mut encoder = png::Encoder::new(out, image.width, image.height);
+    encoder.set_color(if image.channels == 1 {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    });
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&image.pixels)?;
+    writer.finish()
+}
+
+/// A PNG file's bytes (8-bit gray or RGB), for serving over HTTP. Fails only for an image
+/// whose pixel count does not match its size.
+pub fn png_bytes(image: &Image) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_png(&mut out, image).map_err(std::io::Error::other)?;
+    Ok(out)
+}
+
 /// Writes a PNG (8-bit gray or RGB).
 pub fn write_png(path: &Path, image: &Image) -> Result<(), ImageError> {
     let io = |source| ImageError::Io {
@@ -74,20 +96,9 @@ pub fn write_png(path: &Path, image: &Image) -> Result<(), ImageError> {
         source,
     };
     let file = File::create(path).map_err(io)?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width, image.height);
-    encoder.set_color(if image.channels == 1 {
-        png::ColorType::Grayscale
-    } else {
-        png::ColorType::Rgb
-    });
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder
-        .write_header()
-        .map_err(|e| io(std::io::Error::other(e)))?;
-    writer
-        .write_image_data(&image.pixels)
-        .map_err(|e| io(std::io::Error::other(e)))?;
-    writer.finish().map_err(|e| io(std::io::Error::other(e)))
+    let mut out = BufWriter::new(file);
+    encode_png(&mut out, image).map_err(|e| io(std::io::Error::other(e)))?;
+    std::io::Write::flush(&mut out).map_err(io)
 }
 
 /// Reads a PNG as 8-bit gray or RGB (alpha dropped, palettes and 16-bit expanded/stripped).

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::experiment::{Progress, RunError, RunOutcome};
 use crate::messages::{BreedJob, LostChild, Recipe, ScoredChild, child_id};
+use crate::metrics_actor::{MetricsMsg, observe};
 use crate::mutator_actor::MutatorMsg;
 
 /// How often one generation's outstanding children are re-issued before they count as lost.
@@ -86,6 +87,8 @@ pub struct ArchivePlan {
     pub classes: usize,
     /// Process group of the mutators.
     pub mutator_group: String,
+    /// Name of the metrics actor (observations go there if it runs).
+    pub metrics: String,
     /// Checkpointing, if any.
     pub checkpoint: Option<CheckpointPlan>,
 }
@@ -212,6 +215,10 @@ impl ArchiveState {
         self.lost_this_generation.clear();
         self.reissues = 0;
         self.dispatch(&self.jobs);
+        observe(
+            &self.plan.metrics,
+            MetricsMsg::AwaitingResults(self.pending.len()),
+        );
     }
 
     fn reissue(&mut self) {
@@ -262,12 +269,22 @@ impl ArchiveState {
                 self.results.push(child);
             }
         }
+        let mut stages = Vec::new();
         for child in lost {
             if self.pending.remove(&child.id) {
                 self.lost += 1;
+                stages.push(child.stage.clone());
                 self.lost_this_generation.push(child);
             }
         }
+        // Counted here, where duplicates from re-issued work are already gone.
+        if !stages.is_empty() {
+            observe(&self.plan.metrics, MetricsMsg::Lost(stages));
+        }
+        observe(
+            &self.plan.metrics,
+            MetricsMsg::AwaitingResults(self.pending.len()),
+        );
     }
 
     /// Inserts the finished generation.
@@ -285,6 +302,7 @@ impl ArchiveState {
         let mut results = std::mem::take(&mut self.results);
         results.sort_by_key(|c| c.id);
         self.evaluations += results.len() as u64;
+        let start = Instant::now();
         for child in results {
             self.archive.insert(Evaluated {
                 id: child.id,
@@ -293,6 +311,10 @@ impl ArchiveState {
                 scores: child.scores,
             });
         }
+        observe(
+            &self.plan.metrics,
+            MetricsMsg::ArchiveInsert(start.elapsed().as_secs_f64()),
+        );
         self.jobs.clear();
         self.completed = Some(self.generation);
         self.generation += 1;
@@ -387,6 +409,8 @@ impl ArchiveState {
                 .enumerate()
                 .map(|(k, c)| c.as_ref().map(|c| c.score(k)))
                 .collect(),
+            // Champions share their genome and scores by `Arc`: this copies pointers only.
+            champions: std::sync::Arc::new(self.archive.cells().to_vec()),
         }
     }
 

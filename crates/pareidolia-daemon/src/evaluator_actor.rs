@@ -22,6 +22,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::archive_actor::ArchiveMsg;
 use crate::messages::{LostChild, Offspring, ScoredChild};
+use crate::metrics::LossKind;
+use crate::metrics_actor::{BatchTimings, MetricsMsg, observe};
 
 /// How long a partial batch may wait for more children before it runs anyway.
 const LINGER: Duration = Duration::from_millis(500);
@@ -53,11 +55,14 @@ pub struct EvaluatorArgs {
     pub fitness: Arc<FitnessPlugin>,
     /// Images per batch.
     pub batch_size: usize,
+    /// Name of the metrics actor (timings go there if it runs).
+    pub metrics: String,
 }
 
 /// The evaluator's state.
 pub struct EvaluatorState {
     archive: String,
+    metrics: String,
     worker: InferenceWorker,
     in_flight: Arc<tokio::sync::Semaphore>,
     fitness_name: String,
@@ -73,11 +78,14 @@ pub struct EvaluatorState {
 #[derive(Default)]
 struct Filling {
     children: Vec<Offspring>,
+    /// When each child arrived, for the queue-wait metric.
+    arrived: Vec<Instant>,
     /// Children arrived or lost.
     accounted: usize,
 }
 
-type BatchResult = (Result<Vec<f32>, String>, StageTimes);
+/// A batch's scores (or the stage that failed and why), its times, and when inference began.
+type BatchResult = (Result<Vec<f32>, (LossKind, String)>, StageTimes, Instant);
 
 /// Batches handed to the inference thread and not yet answered.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -107,7 +115,7 @@ fn send_to(archive: &str, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times:
 /// child; a non-finite score loses only its child.
 fn split_results(
     batch: Vec<Offspring>,
-    result: Result<Vec<f32>, String>,
+    result: Result<Vec<f32>, (LossKind, String)>,
     fitness: &str,
 ) -> (Vec<ScoredChild>, Vec<LostChild>) {
     let n = batch.len();
@@ -122,7 +130,7 @@ fn split_results(
                         id: c.id,
                         generation: c.generation,
                         generation_size: c.generation_size,
-                        stage: "fitness".to_owned(),
+                        stage: LossKind::NonFiniteScore.as_str().to_owned(),
                         reason: format!(
                             "fitness plugin `{fitness}` returned a non-finite score ({bad})"
                         ),
@@ -141,7 +149,7 @@ fn split_results(
             }
             (scored, rejected)
         }
-        Err(reason) => {
+        Err((kind, reason)) => {
             tracing::warn!(%reason, children = n, "batch lost");
             let lost = batch
                 .into_iter()
@@ -149,7 +157,7 @@ fn split_results(
                     id: c.id,
                     generation: c.generation,
                     generation_size: c.generation_size,
-                    stage: "evaluation".to_owned(),
+                    stage: kind.as_str().to_owned(),
                     reason: reason.clone(),
                 })
                 .collect();
@@ -168,13 +176,19 @@ fn infer_and_score(
         batches: 1,
         ..StageTimes::default()
     };
+    let began = Instant::now();
+    let outputs = model
+        .infer(pixels, n)
+        .map_err(|e| (LossKind::Inference, e.to_string()));
+    times.inference_s = began.elapsed().as_secs_f64();
     let start = Instant::now();
-    let outputs = model.infer(pixels, n).map_err(|e| e.to_string());
-    times.inference_s = start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let result = outputs.and_then(|outputs| fitness.score(&outputs, n).map_err(|e| e.to_string()));
+    let result = outputs.and_then(|outputs| {
+        fitness
+            .score(&outputs, n)
+            .map_err(|e| (LossKind::Score, e.to_string()))
+    });
     times.fitness_s = start.elapsed().as_secs_f64();
-    (result, times)
+    (result, times, began)
 }
 
 /// A dedicated OS thread that owns the prepared model. The model stays on one thread (warm
@@ -226,7 +240,11 @@ impl EvaluatorState {
     /// waiting for a free slot), so up to [`BATCHES_IN_FLIGHT`] batches are in flight: the
     /// backend finds the next batch waiting when it finishes one. A task per batch takes the
     /// results to the archive.
-    async fn run_batch(&mut self, batch: Vec<Offspring>) -> Result<(), ActorProcessingErr> {
+    async fn run_batch(
+        &mut self,
+        batch: Vec<Offspring>,
+        arrived: Vec<Instant>,
+    ) -> Result<(), ActorProcessingErr> {
         let permit = self.in_flight.clone().acquire_owned().await?;
         let n = batch.len();
         let mut pixels = Vec::with_capacity(n * batch[0].pixels.len());
@@ -236,16 +254,34 @@ impl EvaluatorState {
         let answer = self.worker.submit(pixels, n)?;
         let mut earlier_losses = std::mem::take(&mut self.lost);
         let (archive, fitness) = (self.archive.clone(), self.fitness_name.clone());
+        let (metrics, in_flight) = (self.metrics.clone(), self.in_flight.clone());
+        let batch_filling = self.filling.values().map(|f| f.children.len()).sum();
         tokio::spawn(async move {
-            let (result, mut times) = match answer.await {
+            let (result, mut times, began) = match answer.await {
                 Ok(r) => r,
                 Err(_) => (
-                    Err("the inference thread ended".to_owned()),
+                    Err((LossKind::Inference, "the inference thread ended".to_owned())),
                     StageTimes::default(),
+                    Instant::now(),
                 ),
             };
             drop(permit);
             times.breed_s = batch.iter().map(|c| c.breed_s).sum();
+            observe(
+                &metrics,
+                MetricsMsg::Batch(BatchTimings {
+                    size: batch.len(),
+                    inference_s: times.inference_s,
+                    fitness_s: times.fitness_s,
+                    breed_s: batch.iter().map(|c| c.breed_s).collect(),
+                    queue_wait_s: arrived
+                        .iter()
+                        .map(|a| began.saturating_duration_since(*a).as_secs_f64())
+                        .collect(),
+                    batch_filling,
+                    inference_batches: BATCHES_IN_FLIGHT - in_flight.available_permits(),
+                }),
+            );
             let (scored, mut lost) = split_results(batch, result, &fitness);
             lost.append(&mut earlier_losses);
             send_to(&archive, scored, lost, times);
@@ -261,7 +297,7 @@ impl EvaluatorState {
     async fn flush(&mut self) -> Result<(), ActorProcessingErr> {
         for (_, filling) in std::mem::take(&mut self.filling) {
             if !filling.children.is_empty() {
-                self.run_batch(filling.children).await?;
+                self.run_batch(filling.children, filling.arrived).await?;
             }
         }
         let lost = std::mem::take(&mut self.lost);
@@ -269,8 +305,12 @@ impl EvaluatorState {
         Ok(())
     }
 
-    /// Accounts one child; returns the batch it completed, if any.
-    fn account(&mut self, child: Result<Offspring, LostChild>) -> Option<Vec<Offspring>> {
+    /// Accounts one child; returns the batch it completed (children in id order, with their
+    /// arrival times), if any.
+    fn account(
+        &mut self,
+        child: Result<Offspring, LostChild>,
+    ) -> Option<(Vec<Offspring>, Vec<Instant>)> {
         let (generation, size, id) = match &child {
             Ok(o) => (o.generation, o.generation_size, o.id),
             Err(l) => (l.generation, l.generation_size, l.id),
@@ -287,20 +327,21 @@ impl EvaluatorState {
         let filling = self.filling.entry(key).or_default();
         filling.accounted += 1;
         match child {
-            Ok(o) => filling.children.push(o),
+            Ok(o) => {
+                filling.children.push(o);
+                filling.arrived.push(Instant::now());
+            }
             Err(l) => self.lost.push(l),
         }
         let filling = &self.filling[&key];
         if filling.accounted < expected {
             return None;
         }
-        let mut done = self
-            .filling
-            .remove(&key)
-            .map(|f| f.children)
-            .unwrap_or_default();
-        done.sort_by_key(|c| c.id);
-        Some(done)
+        let done = self.filling.remove(&key).unwrap_or_default();
+        let mut children: Vec<(Offspring, Instant)> =
+            done.children.into_iter().zip(done.arrived).collect();
+        children.sort_by_key(|(c, _)| c.id);
+        Some(children.into_iter().unzip())
     }
 }
 
@@ -323,6 +364,7 @@ impl Actor for EvaluatorActor {
         };
         Ok(EvaluatorState {
             archive: args.archive,
+            metrics: args.metrics,
             in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             fitness_name: args.fitness.name().to_owned(),
             worker: InferenceWorker::spawn(model, args.fitness)?,
@@ -343,12 +385,12 @@ impl Actor for EvaluatorActor {
         match msg {
             EvaluatorMsg::Children(children) => {
                 for child in children {
-                    if let Some(batch) = state.account(child) {
+                    if let Some((batch, arrived)) = state.account(child) {
                         if batch.is_empty() {
                             let lost = std::mem::take(&mut state.lost);
                             state.send(Vec::new(), lost, StageTimes::default());
                         } else {
-                            state.run_batch(batch).await?;
+                            state.run_batch(batch, arrived).await?;
                         }
                     }
                 }

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::archive_actor::{ArchiveMsg, ArchivePlan, CheckpointPlan};
+use crate::metrics::{Metrics, RunFacts};
+use crate::metrics_actor::{MetricsActor, MetricsArgs, metrics_name};
 use crate::supervisor::{Supervisor, SupervisorArgs, mutator_group};
 
 /// Setup failed: nothing ran.
@@ -106,6 +108,9 @@ pub struct Progress {
     pub checkpoint_failures: u64,
     /// Per class: the champion's confidence (score), if the cell is filled.
     pub confidences: Vec<Option<f32>>,
+    /// Per class: the champion (genome shared, not copied), for the live gallery.
+    #[serde(skip)]
+    pub champions: Arc<Vec<Option<Champion>>>,
 }
 
 /// What a finished run leaves: the archive's cells and the final progress.
@@ -145,6 +150,7 @@ impl RunOutcome {
                     .enumerate()
                     .map(|(k, cell)| cell.as_ref().map(|ch| ch.score(k)))
                     .collect(),
+                champions: Arc::new(c.cells.clone()),
             },
             interrupted: m.generation < m.config.generations,
             checkpoint: Some(path),
@@ -160,6 +166,8 @@ pub struct RunOptions {
     pub run_dir: Option<PathBuf>,
     /// Continue from this checkpoint.
     pub resume: Option<Checkpoint>,
+    /// Feed these Prometheus metrics (a metrics actor runs alongside the others).
+    pub metrics: Option<Metrics>,
 }
 
 /// Asks a running experiment to finish its generation in flight, checkpoint and end.
@@ -293,6 +301,24 @@ impl Experiment {
         )
     }
 
+    /// What the metrics label their `_info` and per-class series with.
+    pub fn run_facts(&self, checkpointing: bool) -> RunFacts {
+        let (model, encoding, fitness) = self.identity();
+        RunFacts {
+            backend: self.backend_name.to_owned(),
+            requested_backend: self.backend.to_string(),
+            device: self.device.clone(),
+            model: model.name,
+            model_sha256: model.sha256,
+            encoding: (encoding.name, encoding.version),
+            fitness: (fitness.name, fitness.version),
+            labels: self.model.labels.clone(),
+            checkpoint_every_generations: self.config.checkpoint.every_generations,
+            checkpoint_every_seconds: self.config.checkpoint.every_seconds,
+            checkpointing,
+        }
+    }
+
     /// Runs with checkpointing and/or from a checkpoint.
     pub async fn run_with(
         &mut self,
@@ -300,6 +326,7 @@ impl Experiment {
         options: RunOptions,
     ) -> Result<RunOutcome, RunError> {
         let run = self.run_id.clone();
+        let progress_rx = progress.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let c = &self.config;
         let plan = ArchivePlan {
@@ -309,6 +336,7 @@ impl Experiment {
             initial: c.initial_population(),
             classes: self.model.classes(),
             mutator_group: mutator_group(&run),
+            metrics: metrics_name(&run),
             checkpoint: options.run_dir.as_ref().map(|dir| {
                 let (model, encoding, fitness) = self.identity();
                 CheckpointPlan {
@@ -336,6 +364,24 @@ impl Experiment {
             progress,
             done: done_tx,
         };
+        // The metrics actor is not supervised with the run: if it fails, the run goes on
+        // without metrics rather than stopping.
+        let metrics_actor = match options.metrics {
+            Some(metrics) => {
+                let args = MetricsArgs {
+                    metrics,
+                    progress: Some(progress_rx),
+                };
+                match Actor::spawn(Some(metrics_name(&run)), MetricsActor, args).await {
+                    Ok((actor, handle)) => Some((actor, handle)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics actor did not start; running without metrics");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let (supervisor, handle) =
             Actor::spawn(Some(format!("{run}.supervisor")), Supervisor, args)
                 .await
@@ -348,6 +394,11 @@ impl Experiment {
         });
         supervisor.stop(Some("run over".into()));
         let _ = handle.await;
+        if let Some((actor, handle)) = metrics_actor {
+            // Its mailbox drains first, so /metrics shows the final generation.
+            actor.drain().ok();
+            let _ = handle.await;
+        }
         outcome
     }
 }

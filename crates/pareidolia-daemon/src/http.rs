@@ -1,20 +1,28 @@
-//! The daemon's HTTP endpoints (axum): `/livez`, `/readyz`, `/status` (JSON) and `/metrics`
-//! (Prometheus text). The router is a plain function of [`AppState`], which holds handles
-//! only (the progress channel, the metrics registry, static run facts), so tests drive it
-//! without a socket and the server shares nothing mutable with the actors.
+//! The daemon's HTTP endpoints (axum): `/livez`, `/readyz`, `/status` (JSON), `/metrics`
+//! (Prometheus text) and the live gallery (`/gallery`, and `/champions/{class}.png` rendered
+//! on request from the champion's genome). The router is a plain function of [`AppState`],
+//! which holds handles only (the progress channel with its shared champion snapshot, the
+//! metrics registry, the encoding plugin, static run facts), so tests drive it without a
+//! socket and the server shares nothing mutable with the actors.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use pareidolia_core::EncodingPlugin;
+use pareidolia_core::image_io::{Image, png_bytes};
+
 use crate::Progress;
 use crate::metrics::Metrics;
+
+/// The gallery page: static HTML and script that read `/status` (see the file for why).
+const GALLERY_HTML: &str = include_str!("gallery.html");
 
 /// Facts about the run that do not change while it runs.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +54,8 @@ pub struct AppState {
     pub info: Arc<RunInfo>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The encoding plugin, to render champions for the gallery.
+    pub encoding: Arc<EncodingPlugin>,
 }
 
 /// The router.
@@ -55,6 +65,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/gallery") }),
+        )
+        .route("/gallery", get(gallery))
+        .route("/champions/{file}", get(champion_png))
         .with_state(state)
 }
 
@@ -78,6 +94,12 @@ struct ClassStatus {
     class: usize,
     label: String,
     confidence: Option<f32>,
+    /// Generation the champion was born in.
+    generation: Option<u64>,
+    /// The champion's id (hex), which changes when the champion does.
+    champion: Option<String>,
+    /// Its image, a URL that changes with the champion (so browsers cache it safely).
+    image: Option<String>,
 }
 
 /// The `/status` document.
@@ -108,10 +130,16 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         .labels
         .iter()
         .enumerate()
-        .map(|(class, label)| ClassStatus {
-            class,
-            label: label.clone(),
-            confidence: p.confidences.get(class).copied().flatten(),
+        .map(|(class, label)| {
+            let champion = p.champions.get(class).and_then(Option::as_ref);
+            ClassStatus {
+                class,
+                label: label.clone(),
+                confidence: p.confidences.get(class).copied().flatten(),
+                generation: champion.map(|c| c.generation),
+                champion: champion.map(|c| format!("{:x}", c.id)),
+                image: champion.map(|c| format!("/champions/{class}.png?id={:x}", c.id)),
+            }
         })
         .collect();
     let status = Status {
@@ -147,6 +175,96 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot render metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn gallery() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        GALLERY_HTML,
+    )
+        .into_response()
+}
+
+fn not_found(message: String) -> Response {
+    (StatusCode::NOT_FOUND, message).into_response()
+}
+
+/// The current champion of a class as a PNG, rendered by the encoding plugin at the model's
+/// input size. The ETag is the champion's id: a browser revalidating an unchanged champion
+/// gets 304 without a render.
+async fn champion_png(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(class) = file
+        .strip_suffix(".png")
+        .and_then(|c| c.parse::<usize>().ok())
+    else {
+        return not_found(format!(
+            "no such image {file:?}; champions are /champions/<class>.png\n"
+        ));
+    };
+    let champion = {
+        let p = state.progress.borrow();
+        match p.champions.get(class) {
+            Some(Some(c)) => c.clone(),
+            Some(None) => return not_found(format!("class {class} has no champion yet\n")),
+            None => {
+                return not_found(format!(
+                    "no class {class}: the model has {} classes\n",
+                    state.info.labels.len()
+                ));
+            }
+        }
+    };
+    let etag = format!("\"{:x}\"", champion.id);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let encoding = state.encoding.clone();
+    let rendered = tokio::task::spawn_blocking(move || {
+        let canvas = encoding.canvas();
+        let mut pixels = vec![0u8; encoding.image_len()];
+        encoding
+            .render(&champion.genome, &mut pixels)
+            .map_err(|e| e.to_string())?;
+        png_bytes(&Image {
+            width: canvas.width,
+            height: canvas.height,
+            channels: canvas.channels,
+            pixels,
+        })
+        .map_err(|e| e.to_string())
+    })
+    .await;
+    match rendered {
+        Ok(Ok(png)) => (
+            [
+                (header::CONTENT_TYPE, "image/png".to_owned()),
+                (header::CACHE_CONTROL, "no-cache".to_owned()),
+                (header::ETAG, etag),
+            ],
+            png,
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render the champion of class {class}: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the champion of class {class} failed: {e}\n"),
         )
             .into_response(),
     }

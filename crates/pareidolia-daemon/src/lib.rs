@@ -21,6 +21,7 @@ pub mod experiment;
 pub mod http;
 pub mod messages;
 pub mod metrics;
+pub mod metrics_actor;
 pub mod mutator_actor;
 pub mod run_folder;
 pub mod supervisor;

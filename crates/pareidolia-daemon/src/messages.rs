@@ -73,7 +73,8 @@ pub struct LostChild {
     pub generation: u64,
     /// Children in its generation.
     pub generation_size: u32,
-    /// Where it was lost: `plugin`, `backend`, ...
+    /// Where it was lost: a [`LossKind`](crate::metrics::LossKind) name (`mutate`, `render`,
+    /// `inference`, ...).
     pub stage: String,
     /// The error.
     pub reason: String,

@@ -1,43 +1,284 @@
-//! Prometheus metrics of a run, fed from the archive's progress after every generation. Names
-//! follow Prometheus conventions: `pareidolia_` prefix, base units, `_total` for counters.
+//! The Prometheus registry of a run and every metric in it (catalogue: `docs/metrics.md`).
+//! Names follow Prometheus conventions: `pareidolia_` prefix, base units, `_total` for
+//! counters, `_info` for metadata; label values come from bounded sets (stages, queues,
+//! thresholds, the run's classes and plugins). The [`MetricsActor`](crate::metrics_actor)
+//! feeds it; the HTTP server only renders it.
 
-use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Registry, TextEncoder};
-use tokio::sync::watch;
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::Progress;
 
-/// The registry and the metrics in it (handles; cloning shares them).
+/// Facts about a run that label the `_info` metrics and the per-class series.
+#[derive(Debug, Clone, Default)]
+pub struct RunFacts {
+    /// The backend that runs the model (`tract`, `ort-cpu`, `cuda`).
+    pub backend: String,
+    /// The backend the config asked for (`auto`, ...).
+    pub requested_backend: String,
+    /// The device it runs on.
+    pub device: String,
+    /// Model name.
+    pub model: String,
+    /// sha256 of the model file.
+    pub model_sha256: String,
+    /// Encoding plugin name and version.
+    pub encoding: (String, String),
+    /// Fitness plugin name and version.
+    pub fitness: (String, String),
+    /// Class labels, by index.
+    pub labels: Vec<String>,
+    /// Checkpoint every this many generations (0 = not by count).
+    pub checkpoint_every_generations: u64,
+    /// Checkpoint every this many seconds (0 = not by time).
+    pub checkpoint_every_seconds: f64,
+    /// Whether the run writes checkpoints at all.
+    pub checkpointing: bool,
+}
+
+/// Why a child was lost, as the metrics count it. Encoding-plugin and fitness-plugin kinds
+/// count as plugin errors; the others only as lost offspring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    /// The encoding plugin's `random` failed.
+    Random,
+    /// Its `crossover` failed.
+    Crossover,
+    /// Its `mutate` failed.
+    Mutate,
+    /// Its `render` failed.
+    Render,
+    /// The fitness plugin's `score` failed (the whole batch).
+    Score,
+    /// The fitness plugin returned a non-finite score.
+    NonFiniteScore,
+    /// The backend failed (the whole batch).
+    Inference,
+    /// An actor died with the child in flight and re-issues ran out.
+    Actor,
+}
+
+impl LossKind {
+    /// The stage name carried in [`LostChild::stage`](crate::messages::LostChild).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossKind::Random => "random",
+            LossKind::Crossover => "crossover",
+            LossKind::Mutate => "mutate",
+            LossKind::Render => "render",
+            LossKind::Score => "score",
+            LossKind::NonFiniteScore => "non_finite_score",
+            LossKind::Inference => "inference",
+            LossKind::Actor => "actor",
+        }
+    }
+
+    /// The inverse of [`as_str`](Self::as_str).
+    pub fn parse(stage: &str) -> Option<Self> {
+        [
+            LossKind::Random,
+            LossKind::Crossover,
+            LossKind::Mutate,
+            LossKind::Render,
+            LossKind::Score,
+            LossKind::NonFiniteScore,
+            LossKind::Inference,
+            LossKind::Actor,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == stage)
+    }
+
+    fn is_encoding(self) -> bool {
+        matches!(
+            self,
+            LossKind::Random | LossKind::Crossover | LossKind::Mutate | LossKind::Render
+        )
+    }
+
+    fn is_fitness(self) -> bool {
+        matches!(self, LossKind::Score | LossKind::NonFiniteScore)
+    }
+}
+
+/// Pipeline stages timed by `pareidolia_stage_duration_seconds`.
+pub const STAGES: [&str; 5] = [
+    "breed",
+    "queue_wait",
+    "inference",
+    "fitness",
+    "archive_insert",
+];
+/// Queues measured by `pareidolia_queue_depth`.
+pub const QUEUES: [&str; 3] = ["awaiting_results", "batch_filling", "inference_batches"];
+/// Thresholds of `pareidolia_classes_at_or_above_confidence` (the archive's own).
+pub const THRESHOLD_LABELS: [&str; 4] = ["0.5", "0.9", "0.99", "0.9999"];
+
+/// The registry and handles to every metric in it (cloning shares them).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    facts: std::sync::Arc<RunFacts>,
     evaluations: IntCounter,
     lost: IntCounter,
     replacements: IntCounter,
+    checkpoint_failures: IntCounter,
+    plugin_errors: IntCounterVec,
     generation: IntGauge,
+    generations_planned: IntGauge,
     median: Gauge,
     min: Gauge,
     mean: Gauge,
+    per_class: GaugeVec,
+    at_or_above: IntGaugeVec,
+    qd_score: Gauge,
+    coverage: Gauge,
+    classes: IntGauge,
+    stage_seconds: HistogramVec,
+    batch_size: Histogram,
+    queue_depth: IntGaugeVec,
     last_checkpoint: Gauge,
-    checkpoint_failures: IntCounter,
+    checkpoint_interval: Gauge,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+fn register<T: Collector + Clone + 'static>(r: &Registry, m: T) -> T {
     r.register(Box::new(m.clone()))
-        .expect("metric names are unique");
+        .expect("metric names are unique and valid");
     m
 }
 
+/// Latency buckets from 10 µs to 60 s: per-child rendering of a 28x28 digit takes
+/// microseconds, an ImageNet batch on CPU seconds.
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 60.0,
+    ]
+}
+
 impl Metrics {
-    /// A fresh registry with the run's metrics (and the process collector on Linux).
-    pub fn new() -> Self {
+    /// A fresh registry with the run's metrics, the process collector (on Linux) and the
+    /// `_info` series of `facts`.
+    pub fn new(facts: RunFacts) -> Self {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("unique");
-        let counter = |n: &str, h: &str| register(&r, IntCounter::new(n, h).expect("valid name"));
-        let gauge = |n: &str, h: &str| register(&r, Gauge::new(n, h).expect("valid name"));
+        let counter = |n: &str, h: &str| register(&r, IntCounter::new(n, h).expect("valid"));
+        let gauge = |n: &str, h: &str| register(&r, Gauge::new(n, h).expect("valid"));
+        let int_gauge = |n: &str, h: &str| register(&r, IntGauge::new(n, h).expect("valid"));
+        let info = |n: &str, h: &str, labels: &[(&str, &str)]| {
+            let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+            let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(n, h), &names).expect("valid"),
+            )
+            .with_label_values(&values)
+            .set(1);
+        };
+        info(
+            "pareidolia_build_info",
+            "Pareidolia's version (always 1).",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+        );
+        info(
+            "pareidolia_backend_info",
+            "The inference backend that runs the model, the one the config asked for, and its device (always 1).",
+            &[
+                ("backend", &facts.backend),
+                ("requested", &facts.requested_backend),
+                ("device", &facts.device),
+            ],
+        );
+        info(
+            "pareidolia_model_info",
+            "The classifier and the sha256 of its ONNX file (always 1).",
+            &[("model", &facts.model), ("sha256", &facts.model_sha256)],
+        );
+        let plugins = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "pareidolia_plugin_info",
+                    "The encoding and fitness plugins and their versions (always 1).",
+                ),
+                &["kind", "name", "version"],
+            )
+            .expect("valid"),
+        );
+        plugins
+            .with_label_values(&["encoding", &facts.encoding.0, &facts.encoding.1])
+            .set(1);
+        plugins
+            .with_label_values(&["fitness", &facts.fitness.0, &facts.fitness.1])
+            .set(1);
+
+        let plugin_errors = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "pareidolia_plugin_errors_total",
+                    "Children lost to a plugin error, by plugin and operation.",
+                ),
+                &["plugin", "kind"],
+            )
+            .expect("valid"),
+        );
+        // Every series exists from the start, so rates and alerts see zeros, not gaps.
+        for kind in ["random", "crossover", "mutate", "render"] {
+            plugin_errors.with_label_values(&[&facts.encoding.0, kind]);
+        }
+        for kind in ["score", "non_finite_score"] {
+            plugin_errors.with_label_values(&[&facts.fitness.0, kind]);
+        }
+        let at_or_above = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "pareidolia_classes_at_or_above_confidence",
+                    "Classes whose champion's confidence is at least the threshold.",
+                ),
+                &["threshold"],
+            )
+            .expect("valid"),
+        );
+        for t in THRESHOLD_LABELS {
+            at_or_above.with_label_values(&[t]);
+        }
+        let stage_seconds = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "pareidolia_stage_duration_seconds",
+                    "Time per pipeline stage: breed (crossover, mutation and rendering, per child), queue_wait (a rendered child waiting for its batch to start inference), inference and fitness (per batch), archive_insert (per generation).",
+                )
+                .buckets(latency_buckets()),
+                &["stage"],
+            )
+            .expect("valid"),
+        );
+        for s in STAGES {
+            stage_seconds.with_label_values(&[s]);
+        }
+        let queue_depth = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "pareidolia_queue_depth",
+                    "Work waiting: awaiting_results (children the archive handed out and has not got back), batch_filling (rendered children waiting for their batch), inference_batches (batches queued or running on the backend).",
+                ),
+                &["queue"],
+            )
+            .expect("valid"),
+        );
+        for q in QUEUES {
+            queue_depth.with_label_values(&[q]);
+        }
         Self {
             evaluations: counter(
                 "pareidolia_evaluations_total",
@@ -45,66 +286,185 @@ impl Metrics {
             ),
             lost: counter(
                 "pareidolia_offspring_lost_total",
-                "Children lost to plugin or backend errors.",
+                "Children lost to plugin, backend or actor errors.",
             ),
             replacements: counter(
                 "pareidolia_champion_replacements_total",
                 "Champion replacements (the paper's jumps).",
             ),
-            generation: register(
-                &r,
-                IntGauge::new("pareidolia_generation", "Last completed generation.")
-                    .expect("valid"),
-            ),
-            median: gauge(
-                "pareidolia_champion_confidence_median",
-                "Median champion confidence over classes (0-1).",
-            ),
-            min: gauge(
-                "pareidolia_champion_confidence_min",
-                "Minimum champion confidence over classes (0-1).",
-            ),
-            mean: gauge(
-                "pareidolia_champion_confidence_mean",
-                "Mean champion confidence over classes (0-1).",
-            ),
-            last_checkpoint: gauge(
-                "pareidolia_last_checkpoint_timestamp_seconds",
-                "Unix time of the newest checkpoint (0 before the first).",
-            ),
             checkpoint_failures: counter(
                 "pareidolia_checkpoint_failures_total",
                 "Checkpoint writes that failed.",
             ),
+            plugin_errors,
+            generation: int_gauge(
+                "pareidolia_generation",
+                "Last completed generation (0 = the initial population).",
+            ),
+            generations_planned: int_gauge(
+                "pareidolia_generations_planned",
+                "Generations the run is configured to reach.",
+            ),
+            median: gauge(
+                "pareidolia_champion_confidence_median",
+                "Median champion confidence over all classes (empty classes count 0).",
+            ),
+            min: gauge(
+                "pareidolia_champion_confidence_min",
+                "Minimum champion confidence over all classes.",
+            ),
+            mean: gauge(
+                "pareidolia_champion_confidence_mean",
+                "Mean champion confidence over all classes.",
+            ),
+            per_class: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "pareidolia_champion_confidence",
+                        "Confidence of each class's champion (filled classes only).",
+                    ),
+                    &["class", "label"],
+                )
+                .expect("valid"),
+            ),
+            at_or_above,
+            qd_score: gauge(
+                "pareidolia_qd_score",
+                "QD-score: the sum of the champions' confidences over all classes.",
+            ),
+            coverage: gauge(
+                "pareidolia_archive_coverage_ratio",
+                "Fraction of classes that have a champion.",
+            ),
+            classes: int_gauge(
+                "pareidolia_archive_classes",
+                "Classes (cells) in the archive.",
+            ),
+            stage_seconds,
+            batch_size: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("pareidolia_batch_size", "Images per inference batch.")
+                        .buckets(vec![
+                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                        ]),
+                )
+                .expect("valid"),
+            ),
+            queue_depth,
+            last_checkpoint: gauge(
+                "pareidolia_last_checkpoint_timestamp_seconds",
+                "Unix time of the newest checkpoint (0 before the first).",
+            ),
+            checkpoint_interval: gauge(
+                "pareidolia_checkpoint_interval_seconds",
+                "Expected seconds between checkpoints: the configured interval, or the configured generation count times the mean generation time, whichever is shorter (0 = no checkpoints).",
+            ),
             registry: r,
+            facts: std::sync::Arc::new(facts),
         }
     }
 
-    /// Brings the metrics up to date with a progress report. Counters only move forward, by
-    /// the difference since the last report.
-    pub fn observe(&self, p: &Progress) {
+    /// Brings the run-level metrics up to date with a progress report. Counters only move
+    /// forward, by the difference since the last report (a resumed run starts them at the
+    /// checkpoint's totals).
+    pub fn observe_progress(&self, p: &Progress) {
         let bump = |c: &IntCounter, to: u64| c.inc_by(to.saturating_sub(c.get()));
         bump(&self.evaluations, p.evaluations);
         bump(&self.lost, p.lost);
         bump(&self.replacements, p.replacements);
         bump(&self.checkpoint_failures, p.checkpoint_failures);
         self.generation.set(p.generation as i64);
+        self.generations_planned.set(p.generations as i64);
         self.median.set(p.stats.median as f64);
         self.min.set(p.stats.min as f64);
         self.mean.set(p.stats.mean as f64);
-        self.last_checkpoint
-            .set(p.last_checkpoint_unix_s.unwrap_or(0.0));
-    }
-
-    /// Follows a progress channel until it closes.
-    pub async fn follow(self, mut progress: watch::Receiver<Progress>) {
-        loop {
-            let p = progress.borrow_and_update().clone();
-            self.observe(&p);
-            if progress.changed().await.is_err() {
-                return;
+        self.qd_score.set(p.stats.qd_score);
+        self.classes.set(p.stats.cells as i64);
+        self.coverage
+            .set(p.stats.filled as f64 / p.stats.cells.max(1) as f64);
+        for (label, count) in THRESHOLD_LABELS.iter().zip(p.stats.at_least) {
+            self.at_or_above
+                .with_label_values(&[label])
+                .set(count as i64);
+        }
+        for (class, confidence) in p.confidences.iter().enumerate() {
+            if let Some(c) = confidence {
+                let label = self.facts.labels.get(class).map_or("", String::as_str);
+                self.per_class
+                    .with_label_values(&[&class.to_string(), label])
+                    .set(*c as f64);
             }
         }
+        self.last_checkpoint
+            .set(p.last_checkpoint_unix_s.unwrap_or(0.0));
+        self.checkpoint_interval.set(self.checkpoint_interval(p));
+    }
+
+    fn checkpoint_interval(&self, p: &Progress) -> f64 {
+        let f = &self.facts;
+        if !f.checkpointing {
+            return 0.0;
+        }
+        let by_time = (f.checkpoint_every_seconds > 0.0).then_some(f.checkpoint_every_seconds);
+        let by_count = (f.checkpoint_every_generations > 0 && p.generation > 0)
+            .then(|| f.checkpoint_every_generations as f64 * p.elapsed_s / p.generation as f64);
+        match (by_time, by_count) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => 0.0,
+        }
+    }
+
+    /// One inference batch: its size, its inference and fitness seconds, and per child the
+    /// seconds spent breeding and waiting for the batch.
+    pub fn observe_batch(&self, b: &crate::metrics_actor::BatchTimings) {
+        self.batch_size.observe(b.size as f64);
+        let stage = |s: &str| self.stage_seconds.with_label_values(&[s]);
+        stage("inference").observe(b.inference_s);
+        stage("fitness").observe(b.fitness_s);
+        let breed = stage("breed");
+        for &s in &b.breed_s {
+            breed.observe(s);
+        }
+        let wait = stage("queue_wait");
+        for &s in &b.queue_wait_s {
+            wait.observe(s);
+        }
+    }
+
+    /// Seconds the archive spent inserting one generation.
+    pub fn observe_insert(&self, seconds: f64) {
+        self.stage_seconds
+            .with_label_values(&["archive_insert"])
+            .observe(seconds);
+    }
+
+    /// Children lost, by stage (see [`LossKind`]); plugin stages count as plugin errors.
+    pub fn observe_losses(&self, stages: &[String]) {
+        for stage in stages {
+            let Some(kind) = LossKind::parse(stage) else {
+                continue;
+            };
+            let plugin = if kind.is_encoding() {
+                &self.facts.encoding.0
+            } else if kind.is_fitness() {
+                &self.facts.fitness.0
+            } else {
+                continue;
+            };
+            self.plugin_errors
+                .with_label_values(&[plugin, kind.as_str()])
+                .inc();
+        }
+    }
+
+    /// Sets a queue's depth (one of [`QUEUES`]).
+    pub fn set_queue_depth(&self, queue: &str, depth: usize) {
+        self.queue_depth
+            .with_label_values(&[queue])
+            .set(depth as i64);
     }
 
     /// The text exposition format.
@@ -115,8 +475,72 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> RunFacts {
+        RunFacts {
+            backend: "tract".into(),
+            requested_backend: "auto".into(),
+            device: "cpu".into(),
+            model: "m".into(),
+            model_sha256: "ab".into(),
+            encoding: ("direct".into(), "1.0.0".into()),
+            fitness: ("confidence".into(), "1.0.0".into()),
+            labels: vec!["zero".into(), "one".into()],
+            checkpoint_every_generations: 10,
+            checkpoint_every_seconds: 60.0,
+            checkpointing: true,
+        }
+    }
+
+    #[test]
+    fn plugin_errors_go_to_the_plugin_that_made_them() {
+        let m = Metrics::new(facts());
+        m.observe_losses(&["mutate".into(), "mutate".into(), "non_finite_score".into()]);
+        m.observe_losses(&["inference".into(), "nonsense".into()]);
+        let text = m.render().unwrap();
+        assert!(
+            text.contains(r#"pareidolia_plugin_errors_total{kind="mutate",plugin="direct"} 2"#)
+        );
+        assert!(text.contains(
+            r#"pareidolia_plugin_errors_total{kind="non_finite_score",plugin="confidence"} 1"#
+        ));
+        assert!(
+            text.contains(r#"pareidolia_plugin_errors_total{kind="render",plugin="direct"} 0"#)
+        );
+    }
+
+    #[test]
+    fn checkpoint_interval_is_the_shorter_of_time_and_generations() {
+        let m = Metrics::new(facts());
+        let mut p = Progress {
+            generation: 20,
+            elapsed_s: 10.0,
+            ..Progress::default()
+        };
+        // 10 generations at 0.5 s each = 5 s, shorter than 60 s.
+        assert_eq!(m.checkpoint_interval(&p), 5.0);
+        p.elapsed_s = 1000.0;
+        assert_eq!(m.checkpoint_interval(&p), 60.0);
+        let off = Metrics::new(RunFacts {
+            checkpointing: false,
+            ..facts()
+        });
+        assert_eq!(off.checkpoint_interval(&p), 0.0);
+    }
+
+    #[test]
+    fn per_class_series_carry_the_label_and_appear_once_filled() {
+        let m = Metrics::new(facts());
+        let p = Progress {
+            confidences: vec![None, Some(0.75)],
+            ..Progress::default()
+        };
+        m.observe_progress(&p);
+        let text = m.render().unwrap();
+        assert!(text.contains(r#"pareidolia_champion_confidence{class="1",label="one"} 0.75"#));
+        assert!(!text.contains(r#"class="0""#));
     }
 }

@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::evaluator_actor::EvaluatorMsg;
 use crate::messages::{BreedJob, LostChild, Offspring, Recipe, child_id};
+use crate::metrics::LossKind;
 
 /// The actor (stateless behaviour; state in [`MutatorState`]).
 #[derive(Debug, Default)]
@@ -34,18 +35,21 @@ pub struct MutatorState {
 pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring, LostChild>> {
     let start = std::time::Instant::now();
     let ids = (0..job.children).map(|k| child_id(job.generation, job.first_index + k));
-    let lost = |id: u64, reason: String| LostChild {
+    let lost = |id: u64, (kind, reason): (LossKind, String)| LostChild {
         id,
         generation: job.generation,
         generation_size: job.generation_size,
-        stage: "plugin".to_owned(),
+        stage: kind.as_str().to_owned(),
         reason,
     };
-    let genomes: Vec<Result<Vec<u8>, String>> = match &job.recipe {
+    let failed = |kind: LossKind| {
+        move |e: pareidolia_core::plugin_host::PluginCallError| (kind, e.to_string())
+    };
+    let genomes: Vec<Result<Vec<u8>, (LossKind, String)>> = match &job.recipe {
         Recipe::Random => job
             .child_seeds
             .iter()
-            .map(|&s| encoding.random(s).map_err(|e| e.to_string()))
+            .map(|&s| encoding.random(s).map_err(failed(LossKind::Random)))
             .collect(),
         Recipe::Breed { a, b } => match encoding.crossover(a, b, job.crossover_seed) {
             Ok((ca, cb)) => [ca, cb]
@@ -54,10 +58,14 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
                 .map(|(child, &seed)| {
                     encoding
                         .mutate(&child, job.generation, seed)
-                        .map_err(|e| e.to_string())
+                        .map_err(failed(LossKind::Mutate))
                 })
                 .collect(),
-            Err(e) => job.child_seeds.iter().map(|_| Err(e.to_string())).collect(),
+            Err(e) => job
+                .child_seeds
+                .iter()
+                .map(|_| Err((LossKind::Crossover, e.to_string())))
+                .collect(),
         },
     };
     let mut children: Vec<Result<Offspring, LostChild>> = ids
@@ -67,7 +75,7 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
             let mut pixels = vec![0u8; encoding.image_len()];
             encoding
                 .render(&genome, &mut pixels)
-                .map_err(|e| lost(id, e.to_string()))?;
+                .map_err(|e| lost(id, failed(LossKind::Render)(e)))?;
             Ok(Offspring {
                 id,
                 generation: job.generation,

@@ -98,6 +98,7 @@ impl SupervisorState {
             prepared,
             fitness: a.fitness.clone(),
             batch_size: a.batch_size,
+            metrics: crate::metrics_actor::metrics_name(&a.run),
         };
         let (actor, _) = Actor::spawn_linked(
             Some(evaluator_name(&a.run)),

@@ -105,6 +105,10 @@ pub struct DaemonArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// After the run ends, keep serving the gallery, /status and /metrics until SIGTERM or
+    /// SIGINT (to browse the result, or let Prometheus take a last scrape).
+    #[arg(long)]
+    pub keep_serving: bool,
 }
 
 /// `pareidolia resume`.
@@ -127,6 +131,10 @@ pub struct ResumeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// After the run ends, keep serving the gallery, /status and /metrics until SIGTERM or
+    /// SIGINT.
+    #[arg(long)]
+    pub keep_serving: bool,
 }
 
 /// `pareidolia status`.

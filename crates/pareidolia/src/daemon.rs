@@ -14,7 +14,7 @@ use pareidolia_core::RunConfig;
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_daemon::http::{AppState, RunInfo, router};
 use pareidolia_daemon::metrics::Metrics;
-use pareidolia_daemon::{Experiment, Progress, RunOptions, request_stop, run_folder};
+use pareidolia_daemon::{Experiment, Progress, RunOptions, RunOutcome, request_stop, run_folder};
 
 use crate::cli::{DaemonArgs, LogFormat, ResumeArgs};
 use crate::run::{default_out, resolve_config};
@@ -113,6 +113,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 allow_model_change: false,
                 allow_plugin_change: false,
                 log_format: args.log_format,
+                keep_serving: args.keep_serving,
             });
         }
         bail!(
@@ -129,7 +130,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             )
         },
     )?;
-    serve(config, run_dir, None, lock)
+    serve(config, run_dir, None, lock, args.keep_serving)
 }
 
 /// `pareidolia resume`.
@@ -154,7 +155,13 @@ pub fn resume(args: ResumeArgs) -> Result<()> {
         allow_model_change: args.allow_model_change,
         allow_plugin_change: args.allow_plugin_change,
     };
-    serve(config, args.run_dir, Some((checkpoint, check)), lock)
+    serve(
+        config,
+        args.run_dir,
+        Some((checkpoint, check)),
+        lock,
+        args.keep_serving,
+    )
 }
 
 struct IdentityCheck {
@@ -194,6 +201,7 @@ fn serve(
     run_dir: PathBuf,
     resume: Option<(Checkpoint, IdentityCheck)>,
     _lock: RunLock,
+    keep_serving: bool,
 ) -> Result<()> {
     tracing::info!(run_dir = %run_dir.display(), "pareidolia {} daemon: run folder", env!("CARGO_PKG_VERSION"));
     let listener = std::net::TcpListener::bind(&config.http.listen).with_context(|| {
@@ -229,11 +237,15 @@ fn serve(
         .enable_all()
         .build()
         .context("cannot start tokio")?;
-    let outcome = runtime.block_on(async {
+    runtime.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(Progress::default());
-        let metrics = Metrics::new();
-        tokio::spawn(metrics.clone().follow(rx.clone()));
-        let state = AppState { progress: rx.clone(), info, metrics };
+        let metrics = Metrics::new(experiment.run_facts(true));
+        let state = AppState {
+            progress: rx.clone(),
+            info,
+            metrics: metrics.clone(),
+            encoding: experiment.encoding.clone(),
+        };
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -244,35 +256,57 @@ fn serve(
                 .await
         });
         let run_id = experiment.run_id.clone();
-        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        // A permit stays stored until taken, so a signal is seen whenever it came.
+        let signalled = Arc::new(tokio::sync::Notify::new());
+        let signal_seen = signalled.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("stop requested: finishing the generation in flight, then a final checkpoint");
             request_stop(&run_id);
-            let _ = signalled_tx.send(());
+            signal_seen.notify_one();
         });
-        let options = RunOptions { run_dir: Some(run_dir.clone()), resume };
-        let run = experiment.run_with(tx, options);
-        tokio::pin!(run);
-        let deadline = async {
-            if signalled_rx.await.is_ok() {
-                tokio::time::sleep(DRAIN_TIMEOUT).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
+        let options = RunOptions {
+            run_dir: Some(run_dir.clone()),
+            resume,
+            metrics: Some(metrics),
         };
+        let mut run = Box::pin(experiment.run_with(tx, options));
+        let mut stop_requested = false;
         let outcome = tokio::select! {
             outcome = &mut run => outcome.map_err(anyhow::Error::from),
-            _ = deadline => Err(anyhow::anyhow!(
-                "the run did not drain within {} s of the stop request; its newest checkpoint is intact",
-                DRAIN_TIMEOUT.as_secs()
-            )),
+            _ = signalled.notified() => {
+                stop_requested = true;
+                match tokio::time::timeout(DRAIN_TIMEOUT, &mut run).await {
+                    Ok(outcome) => outcome.map_err(anyhow::Error::from),
+                    Err(_) => Err(anyhow::anyhow!(
+                        "the run did not drain within {} s of the stop request; its newest checkpoint is intact",
+                        DRAIN_TIMEOUT.as_secs()
+                    )),
+                }
+            }
         };
+        drop(run);
+        let written = outcome
+            .as_ref()
+            .ok()
+            .map(|outcome| tokio::task::block_in_place(|| finish(&run_dir, &experiment, outcome)));
+        if keep_serving && !stop_requested && matches!(written, Some(Ok(()))) {
+            tracing::info!(
+                url = %format!("http://{addr}/gallery"),
+                "run over; still serving the gallery, /status and /metrics until SIGTERM or SIGINT"
+            );
+            signalled.notified().await;
+        }
         let _ = http_stop.send(());
         let _ = server.await;
-        outcome
+        outcome.and_then(|o| written.unwrap_or(Ok(())).map(|()| o))
     })?;
-    let summary = run_folder::write(&run_dir, &experiment, &outcome)?;
+    Ok(())
+}
+
+/// Writes the run folder's gallery and summary, and logs where the run stopped.
+fn finish(run_dir: &Path, experiment: &Experiment, outcome: &RunOutcome) -> Result<()> {
+    let summary = run_folder::write(run_dir, experiment, outcome)?;
     tracing::info!(
         generation = summary.generations,
         evaluations = summary.evaluations,

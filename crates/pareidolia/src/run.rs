@@ -108,6 +108,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let options = RunOptions {
             run_dir: Some(out.clone()),
             resume: None,
+            metrics: None,
         };
         let outcome = experiment.run_with(tx, options).await;
         watcher.abort();
