@@ -224,7 +224,7 @@ fn classify_refuses_images_of_the_wrong_size() {
     pareidolia_core::image_io::write_png(&path, &img).unwrap();
     clean_failure(
         pareidolia(&["classify", path.to_str().unwrap()]),
-        &["small.png is 10x10", "takes 28x28"],
+        &["small.png", "10x10 images are smaller than the 28x28 input"],
     );
     std::fs::write(dir.join("text.png"), "hello").unwrap();
     clean_failure(

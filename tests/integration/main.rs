@@ -24,6 +24,9 @@ mod gallery;
 mod mnist_default;
 /// tract against ONNX Runtime's reference outputs for the shipped model.
 mod model_reference;
+/// monitoring/: promtool on the config and alert rules, the Grafana dashboard, and both
+/// against a live daemon scraped by a real Prometheus.
+mod monitoring;
 /// The plugin loader and the real plugins through the C ABI.
 mod plugins;
 /// Actor failures mid-run.

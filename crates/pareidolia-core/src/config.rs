@@ -65,6 +65,17 @@ pub struct ModelConfig {
     /// Inference backend: `tract`, `ort-cpu`, `cuda` or `auto`.
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// How the canvas is shown to the model: `center` (the centre crop) or `ten-crop` (the
+    /// mean softmax over the four corner crops, the centre crop and their mirrors).
+    #[serde(default = "default_view")]
+    pub view: String,
+    /// `[width, height]` the encodings render at; absent = the model's input size.
+    #[serde(default)]
+    pub canvas: Option<[u32; 2]>,
+}
+
+fn default_view() -> String {
+    "center".to_owned()
 }
 
 fn default_backend() -> String {
@@ -226,6 +237,19 @@ impl RunConfig {
             return err(
                 "http.listen",
                 "must be an address with a port, like 127.0.0.1:9464",
+            );
+        }
+        if !["center", "ten-crop"].contains(&self.model.view.as_str()) {
+            return err("model.view", "must be \"center\" or \"ten-crop\"");
+        }
+        if self
+            .model
+            .canvas
+            .is_some_and(|[w, h]| w == 0 || h == 0 || w > 8192 || h > 8192)
+        {
+            return err(
+                "model.canvas",
+                "must be [width, height] with sizes from 1 to 8192 pixels",
             );
         }
         if self.mutators > 256 {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use pareidolia_core::summary::StageTimes;
 
 use pareidolia_core::FitnessPlugin;
-use pareidolia_eval::{BackendChoice, Model, PreparedModel, backend_for};
+use pareidolia_eval::{BackendChoice, Model, PreparedModel, ViewSpec, backend_for, prepare_viewed};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::archive_actor::ArchiveMsg;
@@ -49,6 +49,8 @@ pub struct EvaluatorArgs {
     pub model: Arc<Model>,
     /// The backend to prepare it on.
     pub backend: BackendChoice,
+    /// How the canvas is shown to the model.
+    pub view: ViewSpec,
     /// An already prepared model for the first start; `None` prepares it in `pre_start`.
     pub prepared: Option<Box<dyn PreparedModel>>,
     /// The fitness plugin instance.
@@ -358,8 +360,11 @@ impl Actor for EvaluatorActor {
         let model = match args.prepared {
             Some(m) => m,
             None => {
-                let (model, backend) = (args.model.clone(), args.backend);
-                tokio::task::spawn_blocking(move || backend_for(backend).prepare(&model)).await??
+                let (model, backend, view) = (args.model.clone(), args.backend, args.view);
+                tokio::task::spawn_blocking(move || {
+                    prepare_viewed(backend_for(backend).as_ref(), &model, view)
+                })
+                .await??
             }
         };
         Ok(EvaluatorState {

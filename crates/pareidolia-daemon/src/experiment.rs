@@ -14,7 +14,8 @@ use pareidolia_core::{
     ArchiveStats, Champion, EncodingPlugin, FitnessPlugin, PluginError, PluginKind,
 };
 use pareidolia_eval::{
-    BackendChoice, EvalError, Model, ModelRef, OutputKind, PreparedModel, backend_for,
+    BackendChoice, EvalError, Model, ModelRef, OutputKind, PreparedModel, View, ViewSpec,
+    backend_for, prepare_viewed,
 };
 use pareidolia_plugin::abi::CanvasSpec;
 use ractor::{Actor, ActorRef};
@@ -190,6 +191,8 @@ pub struct Experiment {
     pub device: String,
     /// The backend that actually runs the model (what `auto` chose).
     pub backend_name: &'static str,
+    /// How the canvas is shown to the model.
+    pub view: ViewSpec,
     /// The encoding instance.
     pub encoding: Arc<EncodingPlugin>,
     /// The fitness instance.
@@ -219,7 +222,18 @@ impl Experiment {
     pub fn setup(config: RunConfig) -> Result<Self, SetupError> {
         let model = Model::load(&ModelRef::parse(&config.model.manifest, &config.base_dir))?;
         let backend = BackendChoice::from_str(&config.model.backend)?;
-        let mut prepared = backend_for(backend).prepare(&model)?;
+        let view = ViewSpec {
+            view: View::from_str(&config.model.view)?,
+            width: config
+                .model
+                .canvas
+                .map_or(model.manifest.input.width, |c| c[0]),
+            height: config
+                .model
+                .canvas
+                .map_or(model.manifest.input.height, |c| c[1]),
+        };
+        let mut prepared = prepare_viewed(backend_for(backend).as_ref(), &model, view)?;
         // Compile for the batch sizes the run will use, before the clock starts.
         let batch = config.batch_size as usize;
         let mut sizes = vec![batch.min(config.offspring_per_generation as usize)];
@@ -232,21 +246,20 @@ impl Experiment {
         sizes.sort_unstable();
         sizes.dedup();
         for n in sizes {
-            prepared.warm_up(n, model.image_len())?;
+            prepared.warm_up(n, view.canvas_len(&model))?;
         }
         let device = prepared.device();
         let backend_name = prepared.backend();
-        let input = &model.manifest.input;
         let canvas = CanvasSpec {
-            width: input.width,
-            height: input.height,
-            channels: input.channels,
+            width: view.width,
+            height: view.height,
+            channels: model.manifest.input.channels,
         };
         let encoding_lib = load_plugin(PluginKind::Encoding, &config.encoding.plugin, &config)?;
         let encoding =
             EncodingPlugin::create(encoding_lib, &config.encoding.params_json(), canvas)?;
         let fitness_lib = load_plugin(PluginKind::Fitness, &config.fitness.plugin, &config)?;
-        let logits = model.manifest.output == OutputKind::Logits;
+        let logits = view.output(&model) == OutputKind::Logits;
         let fitness = FitnessPlugin::create(
             fitness_lib,
             &config.fitness.params_json(),
@@ -258,6 +271,8 @@ impl Experiment {
             sha256 = %model.sha256,
             backend = %backend,
             runs_on = backend_name,
+            view = %view.view,
+            canvas = %format!("{}x{}", view.width, view.height),
             device = %device,
             encoding = %encoding.library().info().name,
             fitness = %fitness.library().info().name,
@@ -269,6 +284,7 @@ impl Experiment {
             backend,
             device,
             backend_name,
+            view,
             encoding: Arc::new(encoding),
             fitness: Arc::new(fitness),
             run_id: format!(
@@ -357,6 +373,7 @@ impl Experiment {
             fitness: self.fitness.clone(),
             model: self.model.clone(),
             backend: self.backend,
+            view: self.view,
             prepared: self.prepared.take(),
             batch_size: c.batch_size as usize,
             plan,

@@ -47,7 +47,7 @@ pub fn write(
     outcome: &RunOutcome,
 ) -> Result<RunSummary, RunFolderError> {
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
-    let input = &experiment.model.manifest.input;
+    let (view, channels) = (&experiment.view, experiment.model.manifest.input.channels);
     let mut entries = Vec::new();
     for (class, cell) in outcome.cells.iter().enumerate() {
         let Some(champion) = cell else { continue };
@@ -65,9 +65,9 @@ pub fn write(
             score: champion.score(class),
             generation: champion.generation,
             image: Image {
-                width: input.width,
-                height: input.height,
-                channels: input.channels,
+                width: view.width,
+                height: view.height,
+                channels,
                 pixels,
             },
         });

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pareidolia_core::checkpoint::Checkpoint;
 use pareidolia_core::{EncodingPlugin, FitnessPlugin};
-use pareidolia_eval::{BackendChoice, Model, PreparedModel};
+use pareidolia_eval::{BackendChoice, Model, PreparedModel, ViewSpec};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -41,6 +41,8 @@ pub struct SupervisorArgs {
     pub model: Arc<Model>,
     /// Its backend.
     pub backend: BackendChoice,
+    /// How the canvas is shown to the model.
+    pub view: ViewSpec,
     /// The model prepared by setup, used by the first evaluator.
     pub prepared: Option<Box<dyn PreparedModel>>,
     /// Images per batch.
@@ -95,6 +97,7 @@ impl SupervisorState {
             archive: archive_name(&a.run),
             model: a.model.clone(),
             backend: a.backend,
+            view: a.view,
             prepared,
             fitness: a.fitness.clone(),
             batch_size: a.batch_size,

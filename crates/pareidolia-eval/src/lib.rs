@@ -18,6 +18,7 @@ mod ort_backend;
 mod ort_runtime;
 mod preprocess;
 mod tract_backend;
+mod views;
 
 pub use backend::{
     Backend, BackendChoice, BackendOptions, PreparedModel, backend_for, backend_with,
@@ -28,3 +29,4 @@ pub use model::{Model, ModelRef, sha256_hex};
 pub use ort_backend::{OrtBackend, OrtDevice, OrtOptions};
 pub use preprocess::Preprocessor;
 pub use tract_backend::TractBackend;
+pub use views::{View, ViewSpec, ViewedModel, prepare_viewed};

@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use anyhow::{Context, Result, bail};
 use pareidolia_core::image_io::read_png;
-use pareidolia_eval::{Model, ModelRef, OutputKind, TractBackend};
+use pareidolia_eval::{Model, ModelRef, OutputKind, TractBackend, ViewSpec, prepare_viewed};
 use pareidolia_plugin::softmax;
 
 use crate::cli::ClassifyArgs;
@@ -14,23 +14,34 @@ use crate::cli::ClassifyArgs;
 pub fn classify(args: ClassifyArgs) -> Result<()> {
     let model = Model::load(&ModelRef::parse(&args.model, std::path::Path::new(".")))?;
     let input = model.manifest.input.clone();
-    let mut pixels = Vec::with_capacity(args.images.len() * model.image_len());
+    let mut pixels = Vec::new();
+    let mut canvas = None;
     for path in &args.images {
         let image = read_png(path)?.to_channels(input.channels);
-        if (image.width, image.height) != (input.width, input.height) {
-            bail!(
-                "{} is {}x{} pixels; model {} takes {}x{}",
+        let size = (image.width, image.height);
+        match canvas {
+            None => canvas = Some(size),
+            Some(first) if first != size => bail!(
+                "{} is {}x{} pixels but {} is {}x{}; classify images of one size at a time",
                 path.display(),
-                image.width,
-                image.height,
-                model.name(),
-                input.width,
-                input.height
-            );
+                size.0,
+                size.1,
+                args.images[0].display(),
+                first.0,
+                first.1
+            ),
+            Some(_) => {}
         }
         pixels.extend_from_slice(&image.pixels);
     }
-    let mut prepared = pareidolia_eval::Backend::prepare(&TractBackend, &model)?;
+    let (width, height) = canvas.unwrap_or((input.width, input.height));
+    let view = ViewSpec {
+        view: args.view.parse()?,
+        width,
+        height,
+    };
+    let mut prepared = prepare_viewed(&TractBackend, &model, view)
+        .with_context(|| format!("cannot classify {}", args.images[0].display()))?;
     let outputs = prepared
         .infer(&pixels, args.images.len())
         .context("inference failed")?;
@@ -38,7 +49,7 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for (path, row) in args.images.iter().zip(outputs.chunks_exact(classes)) {
         let mut probs = row.to_vec();
-        if model.manifest.output == OutputKind::Logits {
+        if view.output(&model) == OutputKind::Logits {
             softmax(row, &mut probs);
         }
         let mut order: Vec<usize> = (0..classes).collect();

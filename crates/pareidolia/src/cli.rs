@@ -220,4 +220,9 @@ pub struct ClassifyArgs {
     /// Print JSON (one object per image, with all probabilities) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How an image larger than the model's input is shown to it: `center` (the centre crop)
+    /// or `ten-crop` (mean softmax over the corner and centre crops and their mirrors); use
+    /// the view the run used (`model.view`).
+    #[arg(long, default_value = "center", value_parser = ["center", "ten-crop"])]
+    pub view: String,
 }
