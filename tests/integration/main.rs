@@ -20,6 +20,8 @@ mod daemon_process;
 mod determinism;
 /// The live gallery page in headless Chromium.
 mod gallery;
+/// The ImageNet configs on CPU, and the shipped ImageNet model on photographs.
+mod imagenet;
 /// The default experiment fools LeNet, checked from the PNG files on disk.
 mod mnist_default;
 /// tract against ONNX Runtime's reference outputs for the shipped model.

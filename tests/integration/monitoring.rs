@@ -6,6 +6,7 @@
 //! promtool and prometheus come from Debian's `prometheus` package (`.ci/run` installs it).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -576,8 +577,8 @@ fn the_dashboard_is_grafana_json_on_the_provisioned_datasource() {
     }
 }
 
-/// Every metric the dashboard and the alert rules name (less `_bucket`, `_sum`, `_count`) is
-/// one that a running daemon exports at /metrics.
+/// A running daemon's /metrics passes `promtool check metrics`, and every metric the dashboard
+/// and the alert rules name (less `_bucket`, `_sum`, `_count`) is one it exports.
 #[test]
 fn the_dashboard_and_alerts_use_only_metrics_the_daemon_exports() {
     let dir = temp_dir("monitoring-names");
@@ -606,6 +607,28 @@ fn the_dashboard_and_alerts_use_only_metrics_the_daemon_exports() {
     d.signal("TERM");
     let (status, log) = d.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{log}");
+
+    // Issue 5, item 2: promtool's linter finds nothing wrong in what the daemon exports.
+    let mut lint = Command::new(prometheus_tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let lint = lint.wait_with_output().unwrap();
+    assert!(
+        lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+        "promtool check metrics: {}\n{}{}",
+        lint.status,
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
 
     let types = metric_types(&metrics);
     let mut missing = Vec::new();

@@ -5,7 +5,11 @@ use std::io::Write as _;
 
 use anyhow::{Context, Result, bail};
 use pareidolia_core::image_io::read_png;
-use pareidolia_eval::{Model, ModelRef, OutputKind, TractBackend, ViewSpec, prepare_viewed};
+use std::str::FromStr as _;
+
+use pareidolia_eval::{
+    BackendChoice, Model, ModelRef, OutputKind, ViewSpec, backend_for, prepare_viewed,
+};
 use pareidolia_plugin::softmax;
 
 use crate::cli::ClassifyArgs;
@@ -40,11 +44,18 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
         width,
         height,
     };
-    let mut prepared = prepare_viewed(&TractBackend, &model, view)
+    let backend = BackendChoice::from_str(&args.backend)?;
+    let mut prepared = prepare_viewed(backend_for(backend).as_ref(), &model, view)
         .with_context(|| format!("cannot classify {}", args.images[0].display()))?;
-    let outputs = prepared
-        .infer(&pixels, args.images.len())
-        .context("inference failed")?;
+    let image_len = view.canvas_len(&model);
+    let mut outputs = Vec::with_capacity(args.images.len() * model.classes());
+    for chunk in pixels.chunks(args.batch.max(1) * image_len) {
+        outputs.extend(
+            prepared
+                .infer(chunk, chunk.len() / image_len)
+                .context("inference failed")?,
+        );
+    }
     let classes = model.classes();
     let mut out = std::io::stdout().lock();
     for (path, row) in args.images.iter().zip(outputs.chunks_exact(classes)) {

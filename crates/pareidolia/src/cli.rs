@@ -189,6 +189,10 @@ pub struct ExperimentArgs {
     /// Mutator actors, 0 = one per spare core (overrides the config).
     #[arg(long)]
     pub mutators: Option<u32>,
+    /// Inference backend (overrides `model.backend`): `auto` takes CUDA, else ONNX Runtime
+    /// on CPU, else tract, and logs why.
+    #[arg(long, value_parser = ["auto", "cuda", "ort-cpu", "tract"])]
+    pub backend: Option<String>,
     /// Run folder to create; default `runs/<config name>-<unix time>`.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -225,4 +229,10 @@ pub struct ClassifyArgs {
     /// the view the run used (`model.view`).
     #[arg(long, default_value = "center", value_parser = ["center", "ten-crop"])]
     pub view: String,
+    /// Backend: `tract` (bit-reproducible), `ort-cpu`, `cuda` or `auto`.
+    #[arg(long, default_value = "tract", value_parser = ["auto", "cuda", "ort-cpu", "tract"])]
+    pub backend: String,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
 }

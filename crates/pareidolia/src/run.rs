@@ -32,6 +32,9 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
     if let Some(m) = args.mutators {
         config.mutators = m;
     }
+    if let Some(b) = &args.backend {
+        config.model.backend = b.clone();
+    }
     config.validate("the command line")?;
     Ok((config, name))
 }
