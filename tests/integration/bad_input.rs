@@ -232,3 +232,47 @@ fn classify_refuses_images_of_the_wrong_size() {
         &["is not a readable PNG"],
     );
 }
+
+#[test]
+fn montage_picks_the_best_champions_and_refuses_what_is_not_there() {
+    let dir = temp_dir("montage");
+    let cfg = config_with(&dir, |t| t);
+    let run = dir.join("run");
+    success(run_one_generation(&cfg, &run));
+    let out = dir.join("top3.png");
+    success(pareidolia(&[
+        "montage",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--top",
+        "3",
+    ]));
+    let grid = pareidolia_core::image_io::read_png(&out).unwrap();
+    // Three 28x28 digits scaled x4 into 112-pixel tiles, with 6-pixel padding around them.
+    assert_eq!(grid.width, 3 * (112 + 6) + 6);
+    clean_failure(
+        pareidolia(&[
+            "montage",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--classes",
+            "3,10",
+        ]),
+        &["class 10 has no champion", "classes 0..9"],
+    );
+    clean_failure(
+        pareidolia(&[
+            "montage",
+            dir.join("nowhere").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        &[
+            "cannot read",
+            "summary.json",
+            "finished or exported run folder",
+        ],
+    );
+}

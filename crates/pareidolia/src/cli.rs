@@ -38,9 +38,29 @@ pub enum Command {
     /// Write one champion's genome from a run's newest checkpoint: the raw bytes, the
     /// encoding's JSON description, and Graphviz DOT when the encoding provides it (CPPN).
     ExportGenome(ExportGenomeArgs),
+    /// Write a captioned montage of chosen champions from a run folder's gallery (the
+    /// highest-scoring ones by default).
+    Montage(MontageArgs),
     /// List installed plugins, or check one.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+}
+
+/// `pareidolia montage`.
+#[derive(Debug, Args)]
+pub struct MontageArgs {
+    /// A run folder (with `summary.json` and `gallery/`, as `run`, `daemon` and `export`
+    /// leave them).
+    pub run_dir: PathBuf,
+    /// The PNG file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// How many champions, highest confidence first.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// These classes instead (indices, comma-separated), in this order.
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<usize>,
 }
 
 /// `pareidolia export-genome`.

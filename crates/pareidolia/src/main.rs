@@ -7,6 +7,7 @@ mod classify;
 mod cli;
 mod daemon;
 mod export;
+mod montage;
 mod plugins;
 mod run;
 mod status;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         cli::Command::Status(args) => status::status(args),
         cli::Command::Export(args) => export::export(args),
         cli::Command::ExportGenome(args) => export::export_genome(args),
+        cli::Command::Montage(args) => montage::montage(args),
         cli::Command::Plugins(cmd) => plugins::plugins(cmd),
     };
     match result {
