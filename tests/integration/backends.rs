@@ -17,14 +17,14 @@ use pareidolia_plugin::softmax;
 use crate::util::*;
 
 /// Probabilities may differ by this much between the backends (float summation order).
-const TOLERANCE: f32 = 1e-4;
+pub(crate) const TOLERANCE: f32 = 1e-4;
 
 fn load(dir: &str) -> Model {
     Model::load(&ModelRef::Path(root().join(dir).join("manifest.toml"))).unwrap()
 }
 
 /// `n` images of pseudo-random bytes (xorshift, fixed seed), concatenated.
-fn random_images(model: &Model, n: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random_images(model: &Model, n: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
     (0..n * model.image_len())
         .map(|_| {
@@ -37,7 +37,7 @@ fn random_images(model: &Model, n: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Smooth colour gradients and stripes, unlike noise: the kind of image evolution produces.
-fn pattern_images(model: &Model, n: usize) -> Vec<u8> {
+pub(crate) fn pattern_images(model: &Model, n: usize) -> Vec<u8> {
     let i = &model.manifest.input;
     let (w, h, c) = (i.width as usize, i.height as usize, i.channels as usize);
     let mut out = Vec::with_capacity(n * model.image_len());
@@ -55,7 +55,7 @@ fn pattern_images(model: &Model, n: usize) -> Vec<u8> {
 }
 
 /// Probabilities per image, whatever the model outputs.
-fn probabilities(model: &Model, raw: &[f32]) -> Vec<Vec<f32>> {
+pub(crate) fn probabilities(model: &Model, raw: &[f32]) -> Vec<Vec<f32>> {
     raw.chunks_exact(model.classes())
         .map(|row| {
             let mut p = row.to_vec();
@@ -67,7 +67,7 @@ fn probabilities(model: &Model, raw: &[f32]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn argmax(p: &[f32]) -> usize {
+pub(crate) fn argmax(p: &[f32]) -> usize {
     (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap()
 }
 
@@ -113,7 +113,7 @@ fn ort_cpu(model: &Model) -> Box<dyn PreparedModel> {
 
 /// Runs `images` on both backends as one batch and one image at a time; returns the largest
 /// probability difference seen.
-fn compare(model: &Model, images: &[u8]) -> f32 {
+pub(crate) fn compare(model: &Model, images: &[u8]) -> f32 {
     let n = images.len() / model.image_len();
     let mut tract = TractBackend.prepare(model).unwrap();
     let mut ort = ort_cpu(model);

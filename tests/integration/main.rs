@@ -35,3 +35,6 @@ mod plugins;
 mod supervision;
 /// The plugin template, copied and built the way a user would.
 mod template;
+/// The ONNX model zoo's AlexNet manifest (models/bvlcalexnet), on a stand-in with the zoo file's
+/// interface and a batch fixed at 1.
+mod zoo_alexnet;

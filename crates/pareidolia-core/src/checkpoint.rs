@@ -113,12 +113,12 @@ pub struct Checkpoint {
 #[non_exhaustive]
 pub enum CheckpointError {
     /// Reading or writing failed (a full disk lands here, with its OS message).
-    #[error("checkpoint {path}: {source}")]
+    #[error("checkpoint {path}: {cause}")]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a checkpoint or was cut short.
     #[error("checkpoint {path} is damaged: {message}")]
@@ -159,7 +159,7 @@ pub enum CheckpointError {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     }
 }
 

@@ -55,7 +55,7 @@ pub fn write_gallery(dir: &Path, entries: &[GalleryEntry]) -> Result<Vec<PathBuf
     std::fs::create_dir_all(dir).map_err(|source| ImageError::Io {
         action: "create",
         path: dir.to_owned(),
-        source,
+        cause: source,
     })?;
     let mut paths = Vec::with_capacity(entries.len());
     for e in entries {
@@ -70,7 +70,7 @@ pub fn write_gallery(dir: &Path, entries: &[GalleryEntry]) -> Result<Vec<PathBuf
     std::fs::write(&html_path, index_html(entries)).map_err(|source| ImageError::Io {
         action: "write",
         path: html_path,
-        source,
+        cause: source,
     })?;
     Ok(paths)
 }

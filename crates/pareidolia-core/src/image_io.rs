@@ -22,14 +22,14 @@ pub struct Image {
 #[non_exhaustive]
 pub enum ImageError {
     /// I/O failure.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         /// read or write.
         action: &'static str,
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not a PNG we can read.
     #[error("{path} is not a readable PNG image: {message}")]
@@ -93,7 +93,7 @@ pub fn write_png(path: &Path, image: &Image) -> Result<(), ImageError> {
     let io = |source| ImageError::Io {
         action: "write",
         path: path.to_owned(),
-        source,
+        cause: source,
     };
     let file = File::create(path).map_err(io)?;
     let mut out = BufWriter::new(file);
@@ -106,7 +106,7 @@ pub fn read_png(path: &Path) -> Result<Image, ImageError> {
     let file = File::open(path).map_err(|source| ImageError::Io {
         action: "read",
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     let format = |message: String| ImageError::Format {
         path: path.to_owned(),

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum EvalError {
     /// A file could not be read.
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {path}: {cause}")]
     Read {
         /// What the file is (model manifest, ONNX model, labels).
         what: &'static str,
         /// Where we looked.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The manifest is not valid TOML or has unknown or missing keys.
     #[error("invalid model manifest {path}: {message}")]

@@ -12,6 +12,7 @@
 mod backend;
 mod builtin;
 mod error;
+mod fixed_batch;
 mod manifest;
 mod model;
 mod ort_backend;

@@ -55,7 +55,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, EvalError> {
     std::fs::read(path).map_err(|source| EvalError::Read {
         what,
         path: path.to_owned(),
-        source,
+        cause: source,
     })
 }
 

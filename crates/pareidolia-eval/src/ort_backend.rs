@@ -1,10 +1,11 @@
 //! The ONNX Runtime backend, on the CPU (`ort-cpu`) or on a CUDA GPU (`cuda`).
 //!
 //! One session per prepared model, built once; ONNX Runtime handles every batch size with it
-//! (the batch dimension stays dynamic). Each batch is preprocessed by the shared
-//! [`Preprocessor`] into a buffer that the model keeps between calls, and handed to ONNX
-//! Runtime as a borrowed tensor, so the only copies are the preprocessing itself and the
-//! `batch x classes` outputs.
+//! (the batch dimension stays dynamic). A graph whose input fixes the batch dimension at 1 runs
+//! the images of a batch one at a time ([`OneAtATime`]); any other fixed batch is refused.
+//! Each batch is preprocessed by the shared [`Preprocessor`] into a buffer that the model keeps
+//! between calls, and handed to ONNX Runtime as a borrowed tensor, so the only copies are the
+//! preprocessing itself and the `batch x classes` outputs.
 //!
 //! CUDA is never a silent fallback: the CUDA execution provider is registered with
 //! `error_on_failure`, so a CPU-only build, missing CUDA libraries or a missing GPU fail the
@@ -19,6 +20,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
+use crate::fixed_batch::OneAtATime;
 use crate::ort_runtime::{Runtime, runtime};
 use crate::{EvalError, Layout, Model, PreparedModel, Preprocessor};
 
@@ -174,7 +176,7 @@ impl crate::Backend for OrtBackend {
                     reason: format!("session creation failed: {e}"),
                 },
             })?;
-        let (input, output) = check_io(model, &session)?;
+        let (input, output, fixed) = check_io(model, &session)?;
         let spec = &model.manifest.input;
         let (c, h, w) = (
             spec.channels as usize,
@@ -190,7 +192,7 @@ impl crate::Backend for OrtBackend {
             OrtDevice::Cuda(id) => format!("cuda:{id}"),
         };
         tracing::debug!(model = model.name(), backend, device, runtime = %rt.describe(), "prepared");
-        Ok(Box::new(OrtModel {
+        let prepared = Box::new(OrtModel {
             name: model.name().to_owned(),
             backend,
             device,
@@ -201,15 +203,20 @@ impl crate::Backend for OrtBackend {
             pre: Preprocessor::new(spec),
             classes: model.classes(),
             buffer: Vec::new(),
-        }))
+        });
+        Ok(if fixed {
+            OneAtATime::wrap(model, backend, prepared)
+        } else {
+            prepared
+        })
     }
 }
 
 /// Picks the graph's input and output and checks them against the manifest, as the tract
 /// backend does: float32, the input `[N, C, H, W]` (or NHWC) with C, H, W as declared, the
-/// output `[N, classes]`. Dynamic dimensions (`-1`) match anything, except that the batch
-/// dimension must be dynamic, because batches of any size are run.
-fn check_io(model: &Model, session: &Session) -> Result<(String, String), EvalError> {
+/// output `[N, classes]`. Dynamic dimensions (`-1`) match anything. The batch dimension must be
+/// dynamic or 1; the third value returned says it is fixed at 1 (run one image at a time).
+fn check_io(model: &Model, session: &Session) -> Result<(String, String, bool), EvalError> {
     let spec = &model.manifest.input;
     let mismatch = |message: String| EvalError::ShapeMismatch {
         model: model.name().to_owned(),
@@ -256,10 +263,12 @@ fn check_io(model: &Model, session: &Session) -> Result<(String, String), EvalEr
             spec.width
         )));
     }
-    if shape[0] >= 0 {
+    let fixed = shape[0] == 1;
+    if shape[0] >= 0 && !fixed {
         return Err(mismatch(format!(
             "the ONNX file fixes the batch dimension of input `{}` to {}, but batches of any size \
-             are run: re-export the model with a dynamic (symbolic) first dimension",
+             are run (one image at a time when it is fixed at 1): re-export the model with a \
+             dynamic (symbolic) first dimension",
             input.name(),
             shape[0]
         )));
@@ -279,7 +288,7 @@ fn check_io(model: &Model, session: &Session) -> Result<(String, String), EvalEr
             output.name()
         )));
     }
-    Ok((input.name().to_owned(), output.name().to_owned()))
+    Ok((input.name().to_owned(), output.name().to_owned(), fixed))
 }
 
 fn tensor_of(t: &ValueType) -> (Option<TensorElementType>, Vec<i64>) {

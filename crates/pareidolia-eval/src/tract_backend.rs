@@ -2,7 +2,9 @@
 //!
 //! The ONNX graph is typed once with a symbolic batch dimension; a plan is then optimised for
 //! each batch size actually used (in a run that is the configured batch size and perhaps one
-//! remainder), because tract optimises concrete shapes much better than symbolic ones.
+//! remainder), because tract optimises concrete shapes much better than symbolic ones. A graph
+//! whose input fixes the batch dimension at 1 is typed with batch 1 instead, and its batches
+//! run one image at a time ([`OneAtATime`]).
 //!
 //! Before that, every constant subgraph is folded into a constant, however large its result.
 //! tract's own optimiser stops at results over 4 MiB that are bigger than their inputs (it
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
+use crate::fixed_batch::OneAtATime;
 use crate::{EvalError, Layout, Model, PreparedModel, Preprocessor};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -49,15 +52,21 @@ impl crate::Backend for TractBackend {
             .map_err(not_onnx)?;
         let spec = &model.manifest.input;
         check_declared_input(model, &graph)?;
+        let fixed = declares_batch_of_one(&graph);
         let batch = graph.sym("N");
+        let n: TDim = if fixed {
+            1.into()
+        } else {
+            batch.clone().into()
+        };
         let (c, h, w) = (
             spec.channels as usize,
             spec.height as usize,
             spec.width as usize,
         );
         let shape: TVec<TDim> = match spec.layout {
-            Layout::Nchw => tvec![batch.clone().into(), c.into(), h.into(), w.into()],
-            Layout::Nhwc => tvec![batch.clone().into(), h.into(), w.into(), c.into()],
+            Layout::Nchw => tvec![n, c.into(), h.into(), w.into()],
+            Layout::Nhwc => tvec![n, h.into(), w.into(), c.into()],
         };
         graph
             .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))
@@ -89,15 +98,30 @@ impl crate::Backend for TractBackend {
                 ),
             });
         }
-        Ok(Box::new(TractModel {
+        let prepared = Box::new(TractModel {
             name: model.name().to_owned(),
             typed,
             batch,
             plans: HashMap::new(),
             pre: Preprocessor::new(spec),
             classes: model.classes(),
-        }))
+        });
+        Ok(if fixed {
+            OneAtATime::wrap(model, "tract", prepared)
+        } else {
+            prepared
+        })
     }
+}
+
+/// Whether the ONNX file declares its input's batch dimension as exactly 1 (not symbolic).
+fn declares_batch_of_one(graph: &InferenceModel) -> bool {
+    graph
+        .input_fact(0)
+        .ok()
+        .and_then(|fact| fact.shape.dims().next().cloned())
+        .and_then(|dim| dim.concretize())
+        .is_some_and(|dim| dim.to_i64().ok() == Some(1))
 }
 
 /// Replaces every node whose inputs are all constant by its value (up to [`FOLD_LIMIT`]
@@ -256,5 +280,156 @@ impl PreparedModel for TractModel {
             });
         }
         Ok(out.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Backend, Manifest};
+
+    /// Protobuf wire format, just enough to write a tiny ONNX model.
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn int(out: &mut Vec<u8>, field: u64, v: u64) {
+        varint(out, field << 3);
+        varint(out, v);
+    }
+
+    fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+
+    /// A float tensor's ValueInfoProto; a dimension of `None` is the symbol `N`.
+    fn value_info(name: &str, dims: &[Option<u64>]) -> Vec<u8> {
+        let mut shape = Vec::new();
+        for d in dims {
+            let mut dim = Vec::new();
+            match d {
+                Some(v) => int(&mut dim, 1, *v),
+                None => bytes(&mut dim, 2, b"N"),
+            }
+            bytes(&mut shape, 1, &dim);
+        }
+        let mut tensor = Vec::new();
+        int(&mut tensor, 1, 1); // float
+        bytes(&mut tensor, 2, &shape);
+        let mut ty = Vec::new();
+        bytes(&mut ty, 1, &tensor);
+        let mut info = Vec::new();
+        bytes(&mut info, 1, name.as_bytes());
+        bytes(&mut info, 2, &ty);
+        info
+    }
+
+    /// `x [batch, 1, 2, 2] -> Reshape(x, [reshape_batch, 4]) -> Softmax -> y [batch, 4]`,
+    /// opset 13; `batch` None is symbolic.
+    fn tiny_onnx(batch: Option<u64>, reshape_batch: i64) -> Vec<u8> {
+        let mut shape = Vec::new();
+        int(&mut shape, 1, 2); // dims [2]
+        int(&mut shape, 2, 7); // int64
+        bytes(&mut shape, 8, b"shape");
+        let raw: Vec<u8> = [reshape_batch, 4]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        bytes(&mut shape, 9, &raw);
+        let node = |inputs: &[&str], output: &str, op: &str| {
+            let mut n = Vec::new();
+            for i in inputs {
+                bytes(&mut n, 1, i.as_bytes());
+            }
+            bytes(&mut n, 2, output.as_bytes());
+            bytes(&mut n, 3, output.as_bytes());
+            bytes(&mut n, 4, op.as_bytes());
+            n
+        };
+        let mut graph = Vec::new();
+        bytes(&mut graph, 1, &node(&["x", "shape"], "flat", "Reshape"));
+        bytes(&mut graph, 1, &node(&["flat"], "y", "Softmax"));
+        bytes(&mut graph, 2, b"tiny");
+        bytes(&mut graph, 5, &shape);
+        bytes(
+            &mut graph,
+            11,
+            &value_info("x", &[batch, Some(1), Some(2), Some(2)]),
+        );
+        bytes(&mut graph, 12, &value_info("y", &[batch, Some(4)]));
+        let mut opset = Vec::new();
+        bytes(&mut opset, 1, b"");
+        int(&mut opset, 2, 13);
+        let mut model = Vec::new();
+        int(&mut model, 1, 7); // IR version
+        bytes(&mut model, 7, &graph);
+        bytes(&mut model, 8, &opset);
+        model
+    }
+
+    fn tiny_model(onnx: Vec<u8>) -> Model {
+        let manifest = r#"
+            name = "tiny"
+            onnx = "tiny.onnx"
+            sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+            labels = "labels.txt"
+            output = "probabilities"
+            [input]
+            name = "x"
+            layout = "NCHW"
+            channels = 1
+            height = 2
+            width = 2
+            color = "gray"
+            range = [0.0, 255.0]
+            mean = [0.0]
+            std = [1.0]
+        "#;
+        Model {
+            manifest: Manifest::parse(manifest, "tiny/manifest.toml".as_ref()).unwrap(),
+            sha256: crate::sha256_hex(&onnx),
+            onnx: onnx.into(),
+            onnx_path: "tiny/tiny.onnx".into(),
+            labels: ["a", "b", "c", "d"].map(String::from).to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_graph_with_a_batch_fixed_at_one_runs_batches_image_by_image() {
+        let images = [0u8, 1, 2, 3, 3, 2, 1, 0, 5, 5, 5, 5];
+        let mut expected = vec![0f32; 12];
+        for (x, p) in images.chunks(4).zip(expected.chunks_mut(4)) {
+            let x: Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
+            pareidolia_plugin::softmax(&x, p);
+        }
+        // Input [1, 1, 2, 2] and a flatten to [1, 4], like the ONNX model zoo's AlexNet; and
+        // the same graph with a dynamic batch.
+        for (batch, reshape) in [(Some(1), 1), (None, -1)] {
+            let model = tiny_model(tiny_onnx(batch, reshape));
+            let mut prepared = TractBackend.prepare(&model).unwrap();
+            assert_eq!(prepared.backend(), "tract");
+            let out = prepared.infer(&images, 3).unwrap();
+            for (o, e) in out.iter().zip(&expected) {
+                assert!(
+                    (o - e).abs() < 1e-6,
+                    "batch {batch:?}: {out:?} vs {expected:?}"
+                );
+            }
+            assert_eq!(prepared.infer(&images[4..8], 1).unwrap(), out[4..8]);
+            prepared.warm_up(5, 4).unwrap();
+        }
+        // A batch fixed at 2 is not a batch of one: typed with a symbolic batch as before, the
+        // fixed flatten does not fit it.
+        assert!(
+            TractBackend
+                .prepare(&tiny_model(tiny_onnx(Some(2), 2)))
+                .is_err()
+        );
     }
 }
