@@ -72,6 +72,60 @@ pub struct ModelConfig {
     /// `[width, height]` the encodings render at; absent = the model's input size.
     #[serde(default)]
     pub canvas: Option<[u32; 2]>,
+    /// ONNX Runtime settings (`ort-cpu`, `cuda`, `auto`).
+    #[serde(default)]
+    pub onnxruntime: OnnxRuntimeConfig,
+    /// CUDA execution provider settings (`cuda`, `auto`).
+    #[serde(default)]
+    pub cuda: CudaConfig,
+}
+
+/// `[model.onnxruntime]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnnxRuntimeConfig {
+    /// `libonnxruntime.so*` or a folder holding it; searched before `ORT_DYLIB_PATH` and an
+    /// installed Python `onnxruntime` package. Relative to the config file.
+    pub library: Option<PathBuf>,
+    /// Threads inside one operator; 0 = one per physical core.
+    pub threads: usize,
+}
+
+impl Default for OnnxRuntimeConfig {
+    fn default() -> Self {
+        Self {
+            library: None,
+            threads: 1,
+        }
+    }
+}
+
+/// `[model.cuda]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CudaConfig {
+    /// CUDA device index.
+    pub device: i32,
+    /// cuDNN convolution algorithm search: `exhaustive`, `heuristic` or `default`.
+    pub conv_algorithm_search: String,
+    /// Let cuDNN use as much workspace as its fastest algorithm wants.
+    pub conv_max_workspace: bool,
+    /// Convolutions in NHWC layout.
+    pub prefer_nhwc: bool,
+    /// TF32 tensor-core math (about 1e-3 relative precision instead of FP32's).
+    pub tf32: bool,
+}
+
+impl Default for CudaConfig {
+    fn default() -> Self {
+        Self {
+            device: 0,
+            conv_algorithm_search: "exhaustive".to_owned(),
+            conv_max_workspace: true,
+            prefer_nhwc: true,
+            tf32: true,
+        }
+    }
 }
 
 fn default_view() -> String {
@@ -252,6 +306,20 @@ impl RunConfig {
                 "must be [width, height] with sizes from 1 to 8192 pixels",
             );
         }
+        if !["exhaustive", "heuristic", "default"]
+            .contains(&self.model.cuda.conv_algorithm_search.as_str())
+        {
+            return err(
+                "model.cuda.conv_algorithm_search",
+                "must be \"exhaustive\", \"heuristic\" or \"default\"",
+            );
+        }
+        if self.model.cuda.device < 0 {
+            return err(
+                "model.cuda.device",
+                "must be a CUDA device index, 0 or more",
+            );
+        }
         if self.mutators > 256 {
             return err("mutators", "must be at most 256 (0 = one per spare core)");
         }
@@ -313,5 +381,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("batch_size"), "{e}");
+    }
+
+    #[test]
+    fn model_views_and_backend_settings_are_checked_by_key() {
+        let bad = [
+            ("view = \"corners\"", "model.view"),
+            ("canvas = [0, 256]", "model.canvas"),
+            (
+                "[model.cuda]\nconv_algorithm_search = \"fast\"",
+                "model.cuda.conv_algorithm_search",
+            ),
+            ("[model.cuda]\ndevice = -1", "model.cuda.device"),
+            ("[model.onnxruntime]\nthreds = 2", "threds"),
+        ];
+        for (line, key) in bad {
+            let text = DEFAULT_CONFIG.replace(
+                "backend = \"tract\"\n",
+                &format!("backend = \"tract\"\n{line}\n"),
+            );
+            let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
+                .expect_err(line)
+                .to_string();
+            assert!(e.contains(key), "{line}: {e}");
+        }
+        let text = DEFAULT_CONFIG.replace(
+            "backend = \"tract\"\n",
+            "backend = \"tract\"\nview = \"ten-crop\"\ncanvas = [32, 32]\n[model.cuda]\ntf32 = false\n",
+        );
+        let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
+        assert_eq!(
+            (c.model.view.as_str(), c.model.canvas),
+            ("ten-crop", Some([32, 32]))
+        );
+        assert!(!c.model.cuda.tf32 && c.model.cuda.prefer_nhwc);
     }
 }

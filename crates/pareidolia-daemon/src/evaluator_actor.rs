@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use pareidolia_core::summary::StageTimes;
 
 use pareidolia_core::FitnessPlugin;
-use pareidolia_eval::{BackendChoice, Model, PreparedModel, ViewSpec, backend_for, prepare_viewed};
+use pareidolia_eval::{
+    BackendChoice, BackendOptions, Model, PreparedModel, ViewSpec, backend_with, prepare_viewed,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::archive_actor::ArchiveMsg;
@@ -49,6 +51,8 @@ pub struct EvaluatorArgs {
     pub model: Arc<Model>,
     /// The backend to prepare it on.
     pub backend: BackendChoice,
+    /// ONNX Runtime and CUDA settings.
+    pub backend_options: BackendOptions,
     /// How the canvas is shown to the model.
     pub view: ViewSpec,
     /// An already prepared model for the first start; `None` prepares it in `pre_start`.
@@ -361,8 +365,9 @@ impl Actor for EvaluatorActor {
             Some(m) => m,
             None => {
                 let (model, backend, view) = (args.model.clone(), args.backend, args.view);
+                let options = args.backend_options.clone();
                 tokio::task::spawn_blocking(move || {
-                    prepare_viewed(backend_for(backend).as_ref(), &model, view)
+                    prepare_viewed(backend_with(backend, &options).as_ref(), &model, view)
                 })
                 .await??
             }

@@ -14,8 +14,8 @@ use pareidolia_core::{
     ArchiveStats, Champion, EncodingPlugin, FitnessPlugin, PluginError, PluginKind,
 };
 use pareidolia_eval::{
-    BackendChoice, EvalError, Model, ModelRef, OutputKind, PreparedModel, View, ViewSpec,
-    backend_for, prepare_viewed,
+    BackendChoice, BackendOptions, CudaTuning, EvalError, Model, ModelRef, OrtOptions, OutputKind,
+    PreparedModel, View, ViewSpec, backend_with, prepare_viewed,
 };
 use pareidolia_plugin::abi::CanvasSpec;
 use ractor::{Actor, ActorRef};
@@ -193,6 +193,8 @@ pub struct Experiment {
     pub backend_name: &'static str,
     /// How the canvas is shown to the model.
     pub view: ViewSpec,
+    /// ONNX Runtime and CUDA settings.
+    pub backend_options: BackendOptions,
     /// The encoding instance.
     pub encoding: Arc<EncodingPlugin>,
     /// The fitness instance.
@@ -216,6 +218,24 @@ fn load_plugin(
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The backends' settings from `[model.onnxruntime]` and `[model.cuda]`.
+fn backend_options(config: &RunConfig) -> Result<BackendOptions, EvalError> {
+    let (ort, cuda) = (&config.model.onnxruntime, &config.model.cuda);
+    Ok(BackendOptions {
+        ort: OrtOptions {
+            library: ort.library.as_ref().map(|p| config.base_dir.join(p)),
+            intra_threads: ort.threads,
+            cuda: CudaTuning {
+                device: cuda.device,
+                conv_algorithm_search: cuda.conv_algorithm_search.parse()?,
+                conv_max_workspace: cuda.conv_max_workspace,
+                prefer_nhwc: cuda.prefer_nhwc,
+                tf32: cuda.tf32,
+            },
+        },
+    })
+}
+
 impl Experiment {
     /// Loads and checks everything the config names. Blocking (model compilation): call it
     /// from a blocking context.
@@ -233,7 +253,12 @@ impl Experiment {
                 .canvas
                 .map_or(model.manifest.input.height, |c| c[1]),
         };
-        let mut prepared = prepare_viewed(backend_for(backend).as_ref(), &model, view)?;
+        let backend_options = backend_options(&config)?;
+        let mut prepared = prepare_viewed(
+            backend_with(backend, &backend_options).as_ref(),
+            &model,
+            view,
+        )?;
         // Compile for the batch sizes the run will use, before the clock starts.
         let batch = config.batch_size as usize;
         let mut sizes = vec![batch.min(config.offspring_per_generation as usize)];
@@ -285,6 +310,7 @@ impl Experiment {
             device,
             backend_name,
             view,
+            backend_options,
             encoding: Arc::new(encoding),
             fitness: Arc::new(fitness),
             run_id: format!(
@@ -373,6 +399,7 @@ impl Experiment {
             fitness: self.fitness.clone(),
             model: self.model.clone(),
             backend: self.backend,
+            backend_options: self.backend_options.clone(),
             view: self.view,
             prepared: self.prepared.take(),
             batch_size: c.batch_size as usize,

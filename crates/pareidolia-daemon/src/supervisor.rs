@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pareidolia_core::checkpoint::Checkpoint;
 use pareidolia_core::{EncodingPlugin, FitnessPlugin};
-use pareidolia_eval::{BackendChoice, Model, PreparedModel, ViewSpec};
+use pareidolia_eval::{BackendChoice, BackendOptions, Model, PreparedModel, ViewSpec};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -41,6 +41,8 @@ pub struct SupervisorArgs {
     pub model: Arc<Model>,
     /// Its backend.
     pub backend: BackendChoice,
+    /// ONNX Runtime and CUDA settings.
+    pub backend_options: BackendOptions,
     /// How the canvas is shown to the model.
     pub view: ViewSpec,
     /// The model prepared by setup, used by the first evaluator.
@@ -97,6 +99,7 @@ impl SupervisorState {
             archive: archive_name(&a.run),
             model: a.model.clone(),
             backend: a.backend,
+            backend_options: a.backend_options.clone(),
             view: a.view,
             prepared,
             fitness: a.fitness.clone(),

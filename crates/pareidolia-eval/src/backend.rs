@@ -109,7 +109,10 @@ pub fn backend_with(choice: BackendChoice, options: &BackendOptions) -> Box<dyn 
         BackendChoice::Auto => Box::new(AutoBackend {
             options: options.clone(),
         }),
-        BackendChoice::Cuda => Box::new(OrtBackend::cuda(0, options.ort.clone())),
+        BackendChoice::Cuda => Box::new(OrtBackend::cuda(
+            options.ort.cuda.device,
+            options.ort.clone(),
+        )),
         BackendChoice::OrtCpu => Box::new(OrtBackend::cpu(options.ort.clone())),
         BackendChoice::Tract => Box::new(TractBackend),
     }

@@ -27,7 +27,7 @@ pub use backend::{
 pub use error::EvalError;
 pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, OutputKind, Provenance};
 pub use model::{Model, ModelRef, sha256_hex};
-pub use ort_backend::{OrtBackend, OrtDevice, OrtOptions};
+pub use ort_backend::{ConvSearch, CudaTuning, OrtBackend, OrtDevice, OrtOptions};
 pub use preprocess::Preprocessor;
 pub use tract_backend::TractBackend;
 pub use views::{View, ViewSpec, ViewedModel, prepare_viewed};

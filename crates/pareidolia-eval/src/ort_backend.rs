@@ -45,6 +45,8 @@ pub struct OrtOptions {
     /// on is busy (BENCHMARKS.md, issue 7: on 2 vCPUs with one core taken, 2 threads ran
     /// LeNet 2 to 4 times slower than 1, and AlexNet no faster).
     pub intra_threads: usize,
+    /// The CUDA execution provider's settings (`cuda`, and `auto`'s first try).
+    pub cuda: CudaTuning,
 }
 
 impl Default for OrtOptions {
@@ -52,7 +54,80 @@ impl Default for OrtOptions {
         Self {
             library: None,
             intra_threads: 1,
+            cuda: CudaTuning::default(),
         }
+    }
+}
+
+/// How cuDNN picks convolution algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvSearch {
+    /// Benchmark every algorithm once per shape (slow first batch, fastest after).
+    Exhaustive,
+    /// cuDNN's heuristics.
+    Heuristic,
+    /// cuDNN's default algorithm.
+    Default,
+}
+
+impl std::str::FromStr for ConvSearch {
+    type Err = EvalError;
+    fn from_str(s: &str) -> Result<Self, EvalError> {
+        match s {
+            "exhaustive" => Ok(ConvSearch::Exhaustive),
+            "heuristic" => Ok(ConvSearch::Heuristic),
+            "default" => Ok(ConvSearch::Default),
+            other => Err(EvalError::BadInput(format!(
+                "unknown conv_algorithm_search `{other}`; choose exhaustive, heuristic or default"
+            ))),
+        }
+    }
+}
+
+/// Settings of ONNX Runtime's CUDA execution provider. The defaults are the ones that helped
+/// on an H100 with EfficientNet-Lite0 at batch 256 (issue 7): NHWC, the largest cuDNN
+/// workspace, exhaustive algorithm search and TF32 (about 1e-3 relative precision in
+/// convolutions and matrix products, instead of FP32's 1e-7; set `tf32 = false` for FP32).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaTuning {
+    /// CUDA device index.
+    pub device: i32,
+    /// cuDNN convolution algorithm search.
+    pub conv_algorithm_search: ConvSearch,
+    /// Let cuDNN use as much workspace memory as its fastest algorithm wants.
+    pub conv_max_workspace: bool,
+    /// Run convolutions in NHWC layout (tensor cores prefer it).
+    pub prefer_nhwc: bool,
+    /// Allow TF32 tensor-core math.
+    pub tf32: bool,
+}
+
+impl Default for CudaTuning {
+    fn default() -> Self {
+        Self {
+            device: 0,
+            conv_algorithm_search: ConvSearch::Exhaustive,
+            conv_max_workspace: true,
+            prefer_nhwc: true,
+            tf32: true,
+        }
+    }
+}
+
+impl CudaTuning {
+    /// The execution provider with these settings.
+    fn provider(&self, device: i32) -> ep::CUDA {
+        let search = match self.conv_algorithm_search {
+            ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+            ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
+            ConvSearch::Default => ep::cuda::ConvAlgorithmSearch::Default,
+        };
+        ep::CUDA::default()
+            .with_device_id(device)
+            .with_conv_algorithm_search(search)
+            .with_conv_max_workspace(self.conv_max_workspace)
+            .with_prefer_nhwc(self.prefer_nhwc)
+            .with_tf32(self.tf32)
     }
 }
 
@@ -134,8 +209,10 @@ impl OrtBackend {
                 Err(e) => return Err(cuda_refused(tried, e.to_string())),
             }
             builder = builder
-                .with_execution_providers([ep::CUDA::default()
-                    .with_device_id(id)
+                .with_execution_providers([self
+                    .options
+                    .cuda
+                    .provider(id)
                     .build()
                     .error_on_failure()])
                 .map_err(|e| {
