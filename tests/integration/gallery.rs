@@ -210,3 +210,61 @@ fn the_live_gallery_shows_every_champion_in_chromium() {
     let (status, log) = d.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{log}");
 }
+
+/// A 1000-class run (the AlexNet-size test model, so ImageNet's class count) pages its
+/// gallery: 100 champions a page, the page in the URL, every image of a page loaded.
+#[test]
+fn a_thousand_class_gallery_is_paged() {
+    let dir = temp_dir("gallery-1000");
+    let manifest = root().join("models/alexnet-light/manifest.toml");
+    let cfg = config_with(&dir, |t| {
+        format!(
+            "{}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            t.replace("generations = 200", "generations = 0")
+                .replace(
+                    "offspring_per_generation = 200",
+                    "offspring_per_generation = 4"
+                )
+                .replace("batch_size = 20", "batch_size = 4")
+                .replace(
+                    "manifest = \"builtin:lenet-mnist\"",
+                    &format!("manifest = \"{}\"", manifest.display())
+                )
+        )
+    });
+    let out = dir.join("run");
+    let mut d = Daemon::start(
+        &[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--keep-serving",
+        ],
+        &dir.join("daemon.log"),
+        &[],
+    );
+    let url = d.url();
+    d.wait_for("still serving", Duration::from_secs(120));
+    for (page, first) in [(1, 0), (10, 900)] {
+        let dom = chromium(
+            &dir,
+            &[
+                "--window-size=1280,20000",
+                "--dump-dom",
+                &format!("{url}/gallery?page={page}"),
+            ],
+        );
+        let body = &dom[dom.find("<body").expect("a body")..];
+        let body = &body[..body.find('>').unwrap()];
+        assert_eq!(attribute(body, "data-images-total"), Some("100"), "{body}");
+        assert_eq!(attribute(body, "data-images-loaded"), Some("100"), "{body}");
+        let classes: Vec<usize> = cards(&dom).iter().map(|c| c.0).collect();
+        assert_eq!(classes, (first..first + 100).collect::<Vec<_>>());
+        assert!(dom.contains(&format!("page {page} of 10 (1000 classes)")));
+    }
+    d.signal("TERM");
+    let (status, log) = d.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{log}");
+}
