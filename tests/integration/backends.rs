@@ -368,3 +368,36 @@ fn ort_cpu_rejects_a_manifest_that_does_not_fit_the_graph() {
     );
     clean_failure(output, &["declares input", "fix `[input]` in the manifest"]);
 }
+
+/// `batch_size = 0` leaves the batch size to the backend: tract takes 20 for LeNet, ONNX
+/// Runtime on the CPU 32, and the choice is logged.
+#[test]
+fn batch_size_zero_lets_the_backend_choose() {
+    for (backend, chosen) in [("tract", 20), ("ort-cpu", 32)] {
+        let dir = temp_dir("auto-batch");
+        let config = config_with(&dir, |t| {
+            t.replace("batch_size = 20", "batch_size = 0")
+                .replace("backend = \"tract\"", &format!("backend = \"{backend}\""))
+        });
+        let out = dir.join("out");
+        let output = pareidolia(&[
+            "run",
+            "-q",
+            "-v",
+            "--generations",
+            "2",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let (_, stderr) = text(&output);
+        assert!(output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("batch size chosen by the backend")
+                && stderr.contains(&format!("batch_size={chosen}")),
+            "{backend}: {stderr}"
+        );
+        assert_eq!(json(&out.join("summary.json"))["evaluations"], 600);
+    }
+}

@@ -190,7 +190,7 @@ pub struct RunConfig {
     /// Random genomes in the initial population (default: `offspring_per_generation`).
     #[serde(default)]
     pub initial_population: Option<u32>,
-    /// Images per inference batch.
+    /// Images per inference batch; 0 = the backend's preferred size for the model.
     #[serde(default = "default_batch")]
     pub batch_size: u32,
     /// Mutator actors; 0 picks one per core beyond the first.
@@ -274,9 +274,6 @@ impl RunConfig {
         }
         if self.initial_population == Some(0) {
             return err("initial_population", "must be at least 1");
-        }
-        if self.batch_size == 0 {
-            return err("batch_size", "must be at least 1");
         }
         if !(self.checkpoint.every_seconds.is_finite() && self.checkpoint.every_seconds >= 0.0) {
             return err(
@@ -375,12 +372,10 @@ mod tests {
     }
 
     #[test]
-    fn zero_batch_is_refused() {
+    fn zero_batch_leaves_the_choice_to_the_backend() {
         let text = DEFAULT_CONFIG.replace("batch_size = 20", "batch_size = 0");
-        let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("batch_size"), "{e}");
+        let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
+        assert_eq!(c.batch_size, 0);
     }
 
     #[test]

@@ -239,7 +239,7 @@ fn backend_options(config: &RunConfig) -> Result<BackendOptions, EvalError> {
 impl Experiment {
     /// Loads and checks everything the config names. Blocking (model compilation): call it
     /// from a blocking context.
-    pub fn setup(config: RunConfig) -> Result<Self, SetupError> {
+    pub fn setup(mut config: RunConfig) -> Result<Self, SetupError> {
         let model = Model::load(&ModelRef::parse(&config.model.manifest, &config.base_dir))?;
         let backend = BackendChoice::from_str(&config.model.backend)?;
         let view = ViewSpec {
@@ -260,6 +260,16 @@ impl Experiment {
             view,
         )?;
         // Compile for the batch sizes the run will use, before the clock starts.
+        if config.batch_size == 0 {
+            // Resolved once and recorded in the config (and so in checkpoints): a resumed run
+            // keeps the batches it started with.
+            config.batch_size = prepared.preferred_batch() as u32;
+            tracing::info!(
+                batch_size = config.batch_size,
+                backend = prepared.backend(),
+                "batch size chosen by the backend"
+            );
+        }
         let batch = config.batch_size as usize;
         let mut sizes = vec![batch.min(config.offspring_per_generation as usize)];
         for n in [config.offspring_per_generation, config.initial_population()] {

@@ -30,6 +30,13 @@ pub trait PreparedModel: Send + Sync {
     /// interleaved, gray or RGB) and returns `batch * classes` raw outputs.
     fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError>;
 
+    /// The batch size this backend runs fastest per image on this model, for configs that
+    /// leave `batch_size` to the backend (0). Measured on the development VM and the lab's
+    /// H100 (BENCHMARKS.md); a rule of thumb, not a search.
+    fn preferred_batch(&self) -> usize {
+        32
+    }
+
     /// Does the one-off work for a batch size (plan compilation, allocations) before a run,
     /// so it is not counted as inference time. The default runs one batch of black images.
     fn warm_up(&mut self, batch: usize, image_len: usize) -> Result<(), EvalError> {

@@ -65,6 +65,11 @@ impl PreparedModel for OneAtATime {
         Ok(out)
     }
 
+    fn preferred_batch(&self) -> usize {
+        // Images run one by one anyway; bigger batches only save actor messages.
+        16
+    }
+
     fn warm_up(&mut self, _batch: usize, image_len: usize) -> Result<(), EvalError> {
         self.inner.warm_up(1, image_len)
     }

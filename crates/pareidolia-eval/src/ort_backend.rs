@@ -413,6 +413,16 @@ impl PreparedModel for OrtModel {
         self.classes
     }
 
+    fn preferred_batch(&self) -> usize {
+        // CPU: LeNet peaks at 32 and EfficientNet-Lite0 is flat up to 32 (BENCHMARKS.md).
+        // CUDA: 256 kept an H100 busy with EfficientNet-Lite0 (issue 7's measurements).
+        if self.device.starts_with("cuda") {
+            256
+        } else {
+            32
+        }
+    }
+
     fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
         self.pre.check_batch(&self.name, images, batch)?;
         self.buffer.resize(images.len(), 0.0);

@@ -242,6 +242,17 @@ impl PreparedModel for TractModel {
         self.classes
     }
 
+    fn preferred_batch(&self) -> usize {
+        // On one thread tract is fastest per image on small LeNet batches (the working set
+        // stays in cache; 20 amortises the actor round trip), and on ImageNet-size images at
+        // batch 1: EfficientNet-Lite0 33 images/s at 1, 13 at 32 (BENCHMARKS.md).
+        if self.pre.image_len() <= 64 * 64 * 3 {
+            20
+        } else {
+            1
+        }
+    }
+
     fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
         self.pre.check_batch(&self.name, images, batch)?;
         let name = self.name.clone();

@@ -250,6 +250,10 @@ impl PreparedModel for ViewedModel {
         Ok(mean)
     }
 
+    fn preferred_batch(&self) -> usize {
+        (self.inner.preferred_batch() / self.spec.view.crops()).max(1)
+    }
+
     fn warm_up(&mut self, batch: usize, _image_len: usize) -> Result<(), EvalError> {
         let (w, h, c) = self.input;
         self.inner.warm_up(
