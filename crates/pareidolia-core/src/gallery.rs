@@ -99,7 +99,12 @@ fn index_html(entries: &[GalleryEntry]) -> String {
 pub fn montage(entries: &[GalleryEntry]) -> Image {
     let tile_w = entries.iter().map(|e| e.image.width).max().unwrap_or(1);
     let tile_h = entries.iter().map(|e| e.image.height).max().unwrap_or(1);
+    // Tiles of about 112 pixels: small images (28x28 digits) are scaled up by an integer
+    // factor, large ones (256x256 ImageNet canvases) averaged down by one, so a montage of
+    // 1000 classes stays a few megabytes.
     let scale = (112 / tile_w.max(tile_h)).max(1);
+    let shrink = tile_w.max(tile_h).div_ceil(112).max(1);
+    let (tile_w, tile_h) = ((tile_w / shrink).max(1), (tile_h / shrink).max(1));
     let (cell_w, img_h) = ((tile_w * scale).max(96), tile_h * scale);
     let caption_h = 2 * 10;
     let cell_h = img_h + caption_h;
@@ -116,7 +121,7 @@ pub fn montage(entries: &[GalleryEntry]) -> Image {
     for (k, e) in entries.iter().enumerate() {
         let (col, row) = (k as u32 % cols, k as u32 / cols);
         let (x0, y0) = (pad + col * (cell_w + pad), pad + row * (cell_h + pad));
-        let rgb = e.image.to_channels(3);
+        let rgb = shrunk(&e.image.to_channels(3), shrink);
         for y in 0..rgb.height * scale {
             for x in 0..rgb.width * scale {
                 let src = (((y / scale) * rgb.width + x / scale) * 3) as usize;
@@ -134,6 +139,37 @@ pub fn montage(entries: &[GalleryEntry]) -> Image {
         );
     }
     canvas
+}
+
+/// `image` (RGB) with each `k x k` block averaged into one pixel (`k = 1`: unchanged).
+fn shrunk(image: &Image, k: u32) -> Image {
+    if k <= 1 {
+        return image.clone();
+    }
+    let (width, height) = ((image.width / k).max(1), (image.height / k).max(1));
+    let mut pixels = Vec::with_capacity((width * height * 3) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            let mut sum = [0u32; 3];
+            let mut n = 0;
+            for yy in y * k..((y + 1) * k).min(image.height) {
+                for xx in x * k..((x + 1) * k).min(image.width) {
+                    let i = ((yy * image.width + xx) * 3) as usize;
+                    for (s, &v) in sum.iter_mut().zip(&image.pixels[i..i + 3]) {
+                        *s += v as u32;
+                    }
+                    n += 1;
+                }
+            }
+            pixels.extend(sum.map(|v| ((v + n / 2) / n.max(1)) as u8));
+        }
+    }
+    Image {
+        width,
+        height,
+        channels: 3,
+        pixels,
+    }
 }
 
 fn draw_text(canvas: &mut Image, x0: u32, y0: u32, text: &str) {
@@ -184,5 +220,35 @@ mod tests {
         let dark = m.pixels.chunks_exact(3).filter(|p| p[0] == 0).count();
         assert!(dark > 12 * 112 * 112, "tiles and captions drawn: {dark}");
         assert_eq!(file_name(&entries[3]), "003_3_0.500000.png");
+    }
+
+    #[test]
+    fn large_images_are_averaged_down_to_small_tiles() {
+        // A 256x256 canvas of 2x2 checks: each 3x3 block averages to mid grey or near it.
+        let pixels = (0..256u32)
+            .flat_map(|y| (0..256u32).map(move |x| if (x + y) % 2 == 0 { 255u8 } else { 0 }))
+            .flat_map(|v| [v, v, v])
+            .collect();
+        let entry = GalleryEntry {
+            class: 0,
+            label: "checks".into(),
+            score: 0.9,
+            generation: 3,
+            image: Image {
+                width: 256,
+                height: 256,
+                channels: 3,
+                pixels,
+            },
+        };
+        let m = montage(std::slice::from_ref(&entry));
+        // 256 / ceil(256 / 112) = 85-pixel tiles in a 96-pixel-wide cell.
+        assert_eq!((m.width, m.height), (96 + 2 * 6, 85 + 20 + 2 * 6));
+        let tile = shrunk(&entry.image, 3);
+        assert_eq!((tile.width, tile.height), (85, 85));
+        assert!(
+            tile.pixels.iter().all(|&v| (113..=142).contains(&v)),
+            "averaged"
+        );
     }
 }
