@@ -259,7 +259,6 @@ impl Experiment {
             &model,
             view,
         )?;
-        // Compile for the batch sizes the run will use, before the clock starts.
         if config.batch_size == 0 {
             // Resolved once and recorded in the config (and so in checkpoints): a resumed run
             // keeps the batches it started with.
@@ -270,6 +269,7 @@ impl Experiment {
                 "batch size chosen by the backend"
             );
         }
+        // Compile for the batch sizes the run will use, before the clock starts.
         let batch = config.batch_size as usize;
         let mut sizes = vec![batch.min(config.offspring_per_generation as usize)];
         for n in [config.offspring_per_generation, config.initial_population()] {
