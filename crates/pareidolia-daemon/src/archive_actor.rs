@@ -22,6 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
 
 use crate::experiment::{Progress, RunError, RunOutcome};
+use crate::history::History;
 use crate::messages::{BreedJob, LostChild, Recipe, ScoredChild, child_id};
 use crate::metrics_actor::{MetricsMsg, observe};
 use crate::mutator_actor::MutatorMsg;
@@ -89,6 +90,8 @@ pub struct ArchivePlan {
     pub mutator_group: String,
     /// Name of the metrics actor (observations go there if it runs).
     pub metrics: String,
+    /// Run folder to keep `history.csv` in, if any.
+    pub history: Option<PathBuf>,
     /// Checkpointing, if any.
     pub checkpoint: Option<CheckpointPlan>,
 }
@@ -134,6 +137,7 @@ pub struct ArchiveState {
     progress: watch::Sender<Progress>,
     done: mpsc::UnboundedSender<Result<RunOutcome, RunError>>,
     finished: bool,
+    history: Option<History>,
 }
 
 fn unix_now() -> f64 {
@@ -438,7 +442,14 @@ impl ArchiveState {
         &mut self,
         myself: &ActorRef<ArchiveMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        self.progress.send_replace(self.snapshot_progress());
+        let progress = self.snapshot_progress();
+        if let Some(history) = &mut self.history
+            && let Err(e) = history.append(&progress)
+        {
+            tracing::warn!(path = %history.path().display(), error = %e, "cannot append to the history; it stops here");
+            self.history = None;
+        }
+        self.progress.send_replace(progress);
         if self.run_over() || self.stopping {
             return self.finish().await;
         }
@@ -485,6 +496,7 @@ impl Actor for ArchiveActor {
             progress: args.progress,
             done: args.done,
             finished: false,
+            history: None,
         };
         if let Some(c) = args.resume {
             let m = c.meta;
@@ -498,6 +510,14 @@ impl Actor for ArchiveActor {
             state.times = m.stage_times;
             state.last_checkpoint_generation = Some(m.generation);
             state.last_checkpoint_unix_s = Some(m.created_unix_s);
+        }
+        if let Some(dir) = &state.plan.history {
+            match History::open(dir, state.completed) {
+                Ok(h) => state.history = Some(h),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot write history.csv; running without it")
+                }
+            }
         }
         Ok(state)
     }

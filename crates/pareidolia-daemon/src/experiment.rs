@@ -389,6 +389,7 @@ impl Experiment {
             classes: self.model.classes(),
             mutator_group: mutator_group(&run),
             metrics: metrics_name(&run),
+            history: options.run_dir.clone(),
             checkpoint: options.run_dir.as_ref().map(|dir| {
                 let (model, encoding, fitness) = self.identity();
                 CheckpointPlan {

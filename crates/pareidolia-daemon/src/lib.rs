@@ -18,6 +18,7 @@
 pub mod archive_actor;
 pub mod evaluator_actor;
 pub mod experiment;
+pub mod history;
 pub mod http;
 pub mod messages;
 pub mod metrics;
