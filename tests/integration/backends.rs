@@ -401,3 +401,38 @@ fn batch_size_zero_lets_the_backend_choose() {
         assert_eq!(json(&out.join("summary.json"))["evaluations"], 600);
     }
 }
+
+/// `auto` reports why it chose its backend in `summary.json` (and `/status`): here, without a
+/// GPU, that it refused CUDA and why; a named backend reports no selection.
+#[test]
+fn auto_reports_its_choice_and_the_refusals_in_the_summary() {
+    let dir = temp_dir("auto-summary");
+    let config = config_with(&dir, |t| {
+        t.replace("backend = \"tract\"", "backend = \"auto\"")
+    });
+    success(run_one_generation(&config, &dir.join("auto")));
+    let summary = json(&dir.join("auto/summary.json"));
+    let selection = summary["backend_selection"].as_str().unwrap();
+    if summary["backend"].as_str().unwrap().starts_with("cuda") {
+        assert!(
+            selection.contains("auto chose cuda on cuda:0, the first it tried"),
+            "{selection}"
+        );
+    } else {
+        assert!(
+            selection.starts_with("auto chose ort-cpu on cpu after refusing cuda ("),
+            "{selection}"
+        );
+        assert!(
+            selection.contains("CUDA"),
+            "the reason is given: {selection}"
+        );
+    }
+    let named = config_with(&dir, |t| t);
+    success(run_one_generation(&named, &dir.join("named")));
+    assert!(
+        json(&dir.join("named/summary.json"))
+            .get("backend_selection")
+            .is_none()
+    );
+}

@@ -75,6 +75,10 @@ pub struct RunSummary {
     pub model_sha256: String,
     /// Inference backend and device.
     pub backend: String,
+    /// Why `auto` chose that backend (what it refused first, and why); absent when the
+    /// config named the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_selection: Option<String>,
     /// Encoding plugin.
     pub encoding: PluginSummary,
     /// Fitness plugin.

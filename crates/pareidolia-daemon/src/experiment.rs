@@ -191,6 +191,8 @@ pub struct Experiment {
     pub device: String,
     /// The backend that actually runs the model (what `auto` chose).
     pub backend_name: &'static str,
+    /// Why `auto` chose it (what it refused first, and why); `None` for a named backend.
+    pub backend_selection: Option<String>,
     /// How the canvas is shown to the model.
     pub view: ViewSpec,
     /// ONNX Runtime and CUDA settings.
@@ -285,6 +287,7 @@ impl Experiment {
         }
         let device = prepared.device();
         let backend_name = prepared.backend();
+        let backend_selection = prepared.selection();
         let canvas = CanvasSpec {
             width: view.width,
             height: view.height,
@@ -319,6 +322,7 @@ impl Experiment {
             backend,
             device,
             backend_name,
+            backend_selection,
             view,
             backend_options,
             encoding: Arc::new(encoding),

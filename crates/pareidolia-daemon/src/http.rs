@@ -37,6 +37,9 @@ pub struct RunInfo {
     pub backend: String,
     /// Device the backend runs on.
     pub device: String,
+    /// Why `auto` chose the backend; absent for a named backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_selection: Option<String>,
     /// Encoding plugin `name version`.
     pub encoding: String,
     /// Fitness plugin `name version`.

@@ -107,6 +107,7 @@ pub fn write(
         model: experiment.model.name().to_owned(),
         model_sha256: experiment.model.sha256.clone(),
         backend: format!("{} ({})", experiment.backend_name, experiment.device),
+        backend_selection: experiment.backend_selection.clone(),
         encoding: plugin(experiment.encoding.library().info()),
         fitness: plugin(experiment.fitness.library().info()),
         stats: p.stats.clone(),

@@ -37,6 +37,12 @@ pub trait PreparedModel: Send + Sync {
         32
     }
 
+    /// Why this backend runs the model, when `auto` chose it: the backends it refused first
+    /// and their reasons. `None` when the backend was named.
+    fn selection(&self) -> Option<String> {
+        None
+    }
+
     /// Does the one-off work for a batch size (plan compilation, allocations) before a run,
     /// so it is not counted as inference time. The default runs one batch of black images.
     fn warm_up(&mut self, batch: usize, image_len: usize) -> Result<(), EvalError> {
@@ -140,7 +146,7 @@ impl Backend for AutoBackend {
     }
 
     fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>, EvalError> {
-        let mut refused: Vec<&str> = Vec::new();
+        let mut refused: Vec<(&str, String)> = Vec::new();
         for choice in [BackendChoice::Cuda, BackendChoice::OrtCpu] {
             match backend_with(choice, &self.options).prepare(model) {
                 Ok(prepared) => return Ok(chosen(model, prepared, &refused)),
@@ -151,7 +157,7 @@ impl Backend for AutoBackend {
                         reason = %e,
                         "backend auto: {choice} refused"
                     );
-                    refused.push(choice.as_str());
+                    refused.push((choice.as_str(), e.to_string()));
                 }
             }
         }
@@ -163,9 +169,21 @@ impl Backend for AutoBackend {
 fn chosen(
     model: &Model,
     prepared: Box<dyn PreparedModel>,
-    refused: &[&str],
+    refused: &[(&str, String)],
 ) -> Box<dyn PreparedModel> {
     let (backend, device) = (prepared.backend(), prepared.device());
+    let note = if refused.is_empty() {
+        format!("auto chose {backend} on {device}, the first it tried")
+    } else {
+        let reasons: Vec<String> = refused
+            .iter()
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect();
+        format!(
+            "auto chose {backend} on {device} after refusing {}",
+            reasons.join("; ")
+        )
+    };
     if refused.is_empty() {
         tracing::info!(
             model = model.name(),
@@ -179,10 +197,47 @@ fn chosen(
             backend,
             device,
             "backend auto chose {backend} on {device}, falling back after refusing {} (reasons above)",
-            refused.join(", ")
+            refused
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    prepared
+    Box::new(Chosen {
+        inner: prepared,
+        note,
+    })
+}
+
+/// What `auto` prepared, with the reason it was chosen.
+struct Chosen {
+    inner: Box<dyn PreparedModel>,
+    note: String,
+}
+
+impl PreparedModel for Chosen {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn device(&self) -> String {
+        self.inner.device()
+    }
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+    fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
+        self.inner.infer(images, batch)
+    }
+    fn preferred_batch(&self) -> usize {
+        self.inner.preferred_batch()
+    }
+    fn selection(&self) -> Option<String> {
+        Some(self.note.clone())
+    }
+    fn warm_up(&mut self, batch: usize, image_len: usize) -> Result<(), EvalError> {
+        self.inner.warm_up(batch, image_len)
+    }
 }
 
 #[cfg(test)]

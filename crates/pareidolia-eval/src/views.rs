@@ -254,6 +254,10 @@ impl PreparedModel for ViewedModel {
         (self.inner.preferred_batch() / self.spec.view.crops()).max(1)
     }
 
+    fn selection(&self) -> Option<String> {
+        self.inner.selection()
+    }
+
     fn warm_up(&mut self, batch: usize, _image_len: usize) -> Result<(), EvalError> {
         let (w, h, c) = self.input;
         self.inner.warm_up(

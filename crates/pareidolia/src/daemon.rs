@@ -229,6 +229,7 @@ fn serve(
         model_sha256: model.sha256,
         backend: experiment.backend_name.to_owned(),
         device: experiment.device.clone(),
+        backend_selection: experiment.backend_selection.clone(),
         encoding: format!("{} {}", encoding.name, encoding.version),
         fitness: format!("{} {}", fitness.name, fitness.version),
         labels: experiment.model.labels.clone(),
