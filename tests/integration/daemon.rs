@@ -556,3 +556,44 @@ fn resume_refuses_a_changed_model_unless_told() {
         &dir.join("b.log"),
     );
 }
+
+/// A resumed daemon serves the checkpoint's archive from the start (it used to show an empty
+/// one until its first new generation was in): here, a finished run resumed only to serve it.
+#[test]
+fn a_resumed_run_serves_its_checkpoint_at_once() {
+    let dir = temp_dir("resume-serves");
+    let cfg = config(&dir, 5, 5);
+    let out = dir.join("run");
+    run_to_end(
+        &[
+            "daemon",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.join("first.log"),
+    );
+    let mut d = Daemon::start(
+        &["resume", out.to_str().unwrap(), "--keep-serving"],
+        &dir.join("serve.log"),
+        &[],
+    );
+    let url = d.url();
+    d.wait_for("still serving", Duration::from_secs(60));
+    let (code, body) = get(&format!("{url}/status"));
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["generation"], 5);
+    assert_eq!(status["evaluations"], 200 + 5 * 200);
+    let summary = json(&out.join("summary.json"));
+    let f32_of = |v: &serde_json::Value| v.as_f64().unwrap() as f32;
+    assert_eq!(
+        f32_of(&status["median_confidence"]),
+        f32_of(&summary["stats"]["median"])
+    );
+    let (_, metrics) = get(&format!("{url}/metrics"));
+    assert!(metrics.contains("pareidolia_generation 5\n"), "{metrics}");
+    d.signal("TERM");
+    assert!(d.wait(Duration::from_secs(30)).0.success());
+}

@@ -422,6 +422,7 @@ impl ArchiveState {
     async fn finish(&mut self) -> Result<(), ActorProcessingErr> {
         self.write_checkpoint().await?;
         self.finished = true;
+        self.progress.send_replace(self.snapshot_progress());
         let outcome = RunOutcome {
             cells: self.archive.cells().to_vec(),
             progress: self.snapshot_progress(),
@@ -510,6 +511,9 @@ impl Actor for ArchiveActor {
             state.times = m.stage_times;
             state.last_checkpoint_generation = Some(m.generation);
             state.last_checkpoint_unix_s = Some(m.created_unix_s);
+            // /status, /metrics and the gallery show the resumed archive at once, not an
+            // empty one until the first new generation is in.
+            state.progress.send_replace(state.snapshot_progress());
         }
         if let Some(dir) = &state.plan.history {
             match History::open(dir, state.completed) {
