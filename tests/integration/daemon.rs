@@ -574,13 +574,11 @@ fn a_resumed_run_serves_its_checkpoint_at_once() {
         ],
         &dir.join("first.log"),
     );
-    let mut d = Daemon::start(
-        &["resume", out.to_str().unwrap(), "--keep-serving"],
+    let (d, url) = Daemon::serving_after_run(
+        &["resume", out.to_str().unwrap()],
         &dir.join("serve.log"),
-        &[],
+        Duration::from_secs(60),
     );
-    let url = d.url();
-    d.wait_for("still serving", Duration::from_secs(60));
     let (code, body) = get(&format!("{url}/status"));
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();

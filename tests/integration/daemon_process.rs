@@ -73,6 +73,17 @@ impl Daemon {
             .to_owned()
     }
 
+    /// Starts a daemon with `--keep-serving` added to `args`, and waits until its run is over
+    /// and it only serves; returns it and its URL.
+    pub fn serving_after_run(args: &[&str], log: &Path, timeout: Duration) -> (Daemon, String) {
+        let mut args = args.to_vec();
+        args.push("--keep-serving");
+        let mut d = Daemon::start(&args, log, &[]);
+        let url = d.url();
+        d.wait_for("still serving", timeout);
+        (d, url)
+    }
+
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])

@@ -69,6 +69,12 @@ fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     tag[start..].split('"').next()
 }
 
+/// The page's `<body ...>` tag, whose data-images-* attributes count image loads.
+fn body_tag(dom: &str) -> &str {
+    let body = &dom[dom.find("<body").expect("a body")..];
+    &body[..body.find('>').unwrap()]
+}
+
 /// Each card's class and confidence, in page order.
 fn cards(dom: &str) -> Vec<(usize, f64)> {
     dom.split("<div class=\"card\"")
@@ -105,20 +111,17 @@ fn the_live_gallery_shows_every_champion_in_chromium() {
         )
     });
     let out = dir.join("run");
-    let mut d = Daemon::start(
+    let (d, url) = Daemon::serving_after_run(
         &[
             "daemon",
             "--config",
             cfg.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-            "--keep-serving",
         ],
         &dir.join("daemon.log"),
-        &[],
+        Duration::from_secs(120),
     );
-    let url = d.url();
-    d.wait_for("still serving", Duration::from_secs(120));
     let summary = json(&out.join("summary.json"));
     let classes = summary["classes"].as_array().unwrap();
 
@@ -131,8 +134,7 @@ fn the_live_gallery_shows_every_champion_in_chromium() {
             &format!("{url}/gallery?sort=confidence-desc"),
         ],
     );
-    let body = &dom[dom.find("<body").expect("a body")..];
-    let body = &body[..body.find('>').unwrap()];
+    let body = body_tag(&dom);
     assert_eq!(attribute(body, "data-images-total"), Some("10"), "{body}");
     assert_eq!(attribute(body, "data-images-loaded"), Some("10"), "{body}");
     assert_eq!(attribute(body, "data-images-failed"), Some("0"), "{body}");
@@ -233,20 +235,17 @@ fn a_thousand_class_gallery_is_paged() {
         )
     });
     let out = dir.join("run");
-    let mut d = Daemon::start(
+    let (d, url) = Daemon::serving_after_run(
         &[
             "daemon",
             "--config",
             cfg.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-            "--keep-serving",
         ],
         &dir.join("daemon.log"),
-        &[],
+        Duration::from_secs(120),
     );
-    let url = d.url();
-    d.wait_for("still serving", Duration::from_secs(120));
     for (page, first) in [(1, 0), (10, 900)] {
         let dom = chromium(
             &dir,
@@ -256,8 +255,7 @@ fn a_thousand_class_gallery_is_paged() {
                 &format!("{url}/gallery?page={page}"),
             ],
         );
-        let body = &dom[dom.find("<body").expect("a body")..];
-        let body = &body[..body.find('>').unwrap()];
+        let body = body_tag(&dom);
         assert_eq!(attribute(body, "data-images-total"), Some("100"), "{body}");
         assert_eq!(attribute(body, "data-images-loaded"), Some("100"), "{body}");
         let classes: Vec<usize> = cards(&dom).iter().map(|c| c.0).collect();
