@@ -406,13 +406,6 @@ impl ArchiveState {
             last_checkpoint_generation: self.last_checkpoint_generation,
             last_checkpoint_unix_s: self.last_checkpoint_unix_s,
             checkpoint_failures: self.checkpoint_failures,
-            confidences: self
-                .archive
-                .cells()
-                .iter()
-                .enumerate()
-                .map(|(k, c)| c.as_ref().map(|c| c.score(k)))
-                .collect(),
             // Champions share their genome and scores by `Arc`: this copies pointers only.
             champions: std::sync::Arc::new(self.archive.cells().to_vec()),
         }

@@ -107,11 +107,19 @@ pub struct Progress {
     pub last_checkpoint_unix_s: Option<f64>,
     /// Checkpoint writes that failed.
     pub checkpoint_failures: u64,
-    /// Per class: the champion's confidence (score), if the cell is filled.
-    pub confidences: Vec<Option<f32>>,
-    /// Per class: the champion (genome shared, not copied), for the live gallery.
+    /// Per class: the champion (genome and scores shared, not copied).
     #[serde(skip)]
     pub champions: Arc<Vec<Option<Champion>>>,
+}
+
+impl Progress {
+    /// Per class: the champion's confidence (its score in that class), if the cell is filled.
+    pub fn confidences(&self) -> impl Iterator<Item = Option<f32>> + '_ {
+        self.champions
+            .iter()
+            .enumerate()
+            .map(|(class, c)| c.as_ref().map(|c| c.score(class)))
+    }
 }
 
 /// What a finished run leaves: the archive's cells and the final progress.
@@ -145,12 +153,6 @@ impl RunOutcome {
                 last_checkpoint_generation: Some(m.generation),
                 last_checkpoint_unix_s: Some(m.created_unix_s),
                 checkpoint_failures: 0,
-                confidences: c
-                    .cells
-                    .iter()
-                    .enumerate()
-                    .map(|(k, cell)| cell.as_ref().map(|ch| ch.score(k)))
-                    .collect(),
                 champions: Arc::new(c.cells.clone()),
             },
             interrupted: m.generation < m.config.generations,

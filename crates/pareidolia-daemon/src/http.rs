@@ -138,7 +138,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
             ClassStatus {
                 class,
                 label: label.clone(),
-                confidence: p.confidences.get(class).copied().flatten(),
+                confidence: champion.map(|c| c.score(class)),
                 generation: champion.map(|c| c.generation),
                 champion: champion.map(|c| format!("{:x}", c.id)),
                 image: champion.map(|c| format!("/champions/{class}.png?id={:x}", c.id)),

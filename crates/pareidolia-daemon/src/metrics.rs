@@ -389,12 +389,12 @@ impl Metrics {
                 .with_label_values(&[label])
                 .set(count as i64);
         }
-        for (class, confidence) in p.confidences.iter().enumerate() {
+        for (class, confidence) in p.confidences().enumerate() {
             if let Some(c) = confidence {
                 let label = self.facts.labels.get(class).map_or("", String::as_str);
                 self.per_class
                     .with_label_values(&[&class.to_string(), label])
-                    .set(*c as f64);
+                    .set(c as f64);
             }
         }
         self.last_checkpoint
@@ -534,8 +534,14 @@ mod tests {
     #[test]
     fn per_class_series_carry_the_label_and_appear_once_filled() {
         let m = Metrics::new(facts());
+        let champion = pareidolia_core::Champion {
+            id: 7,
+            generation: 0,
+            genome: std::sync::Arc::from(&[][..]),
+            scores: std::sync::Arc::from(&[0.0, 0.75][..]),
+        };
         let p = Progress {
-            confidences: vec![None, Some(0.75)],
+            champions: std::sync::Arc::new(vec![None, Some(champion)]),
             ..Progress::default()
         };
         m.observe_progress(&p);
