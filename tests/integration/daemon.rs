@@ -534,7 +534,7 @@ fn resume_refuses_a_changed_model_unless_told() {
     let store = CheckpointStore::new(&out, 3);
     let newest = store.list()[0].clone();
     let (mut c, _, _) = store.load_newest().unwrap();
-    c.meta.model.sha256 = "f".repeat(64);
+    c.meta.identity.models[0].sha256 = "f".repeat(64);
     let (_, _, distinct) = pareidolia_core::checkpoint::index_champions(&c.cells);
     std::fs::write(
         &newest,

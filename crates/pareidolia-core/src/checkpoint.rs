@@ -28,26 +28,23 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::archive::Champion;
+use crate::archive::{Archive, Champion};
 use crate::config::RunConfig;
+use crate::identity::{ModelIdentity, RunIdentity};
 use crate::seeds::HostRng;
 use crate::summary::{PluginSummary, StageTimes};
 
 /// First bytes of every checkpoint.
 pub const MAGIC: &[u8; 8] = b"PAREIDCK";
 /// The format this build writes; it reads this and older ones.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: one model, recorded as `model` (name, sha256), plugins as `encoding` and `fitness`.
+/// - 2: the run's [`RunIdentity`] as `identity` (every model with its classes, output kind
+///   and the backend that ran it; the plugins; the labels). Format 1 is read by moving its
+///   fields into an identity; what it did not record stays empty.
+pub const FORMAT_VERSION: u32 = 2;
 /// File name extension of checkpoints.
 pub const EXTENSION: &str = "pdck";
-
-/// Which model a run scored with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelIdentity {
-    /// Model name.
-    pub name: String,
-    /// sha256 of its ONNX file.
-    pub sha256: String,
-}
 
 /// One champion's record; its genome and scores are blobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,12 +84,8 @@ pub struct CheckpointMeta {
     pub config: RunConfig,
     /// The folder the config's relative paths are relative to.
     pub base_dir: PathBuf,
-    /// The model.
-    pub model: ModelIdentity,
-    /// The encoding plugin.
-    pub encoding: PluginSummary,
-    /// The fitness plugin.
-    pub fitness: PluginSummary,
+    /// The run's models, plugins and labels.
+    pub identity: RunIdentity,
     /// Distinct champions.
     pub champions: Vec<ChampionMeta>,
     /// Per class: index into `champions`.
@@ -106,6 +99,145 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// One entry per class.
     pub cells: Vec<Option<Champion>>,
+}
+
+/// A run's counters at a generation boundary, as a checkpoint records them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunCounters {
+    /// Last completed generation.
+    pub generation: u64,
+    /// Children scored so far.
+    pub evaluations: u64,
+    /// Children lost so far.
+    pub lost: u64,
+    /// Evolution seconds so far (summed over resumed sessions).
+    pub elapsed_s: f64,
+    /// Stage times so far.
+    pub stage_times: StageTimes,
+}
+
+impl Checkpoint {
+    /// The one place a checkpoint is made from a run's state: the archive, its counters, the
+    /// parent-selection RNG, the resolved config and the identity. Returns the file's bytes.
+    pub fn capture(
+        archive: &Archive,
+        counters: RunCounters,
+        rng: &HostRng,
+        config: &RunConfig,
+        identity: &RunIdentity,
+        created_unix_s: f64,
+    ) -> Vec<u8> {
+        let (champions, cells, distinct) = index_champions(archive.cells());
+        let meta = CheckpointMeta {
+            pareidolia_version: env!("CARGO_PKG_VERSION").to_owned(),
+            created_unix_s,
+            generation: counters.generation,
+            evaluations: counters.evaluations,
+            lost: counters.lost,
+            replacements: archive.replacements(),
+            elapsed_s: counters.elapsed_s,
+            stage_times: counters.stage_times,
+            rng: rng.clone(),
+            config: config.clone(),
+            base_dir: config.base_dir.clone(),
+            identity: identity.clone(),
+            champions,
+            cells,
+        };
+        encode(&meta, &distinct)
+    }
+
+    /// The counters it records.
+    pub fn counters(&self) -> RunCounters {
+        let m = &self.meta;
+        RunCounters {
+            generation: m.generation,
+            evaluations: m.evaluations,
+            lost: m.lost,
+            elapsed_s: m.elapsed_s,
+            stage_times: m.stage_times,
+        }
+    }
+
+    /// The archive it records.
+    pub fn archive(&self) -> Archive {
+        Archive::restore(self.cells.clone(), self.meta.replacements)
+    }
+
+    /// Its config, with relative paths anchored where the run was started.
+    pub fn config(&self) -> RunConfig {
+        let mut config = self.meta.config.clone();
+        config.base_dir = self.meta.base_dir.clone();
+        config
+    }
+}
+
+/// Format-1 metadata: format 2's, with one model as `model` and the plugins beside it
+/// instead of an identity. (Parsed into its own type rather than edited as a JSON value:
+/// the RNG state is a 128-bit integer, which `serde_json::Value` cannot hold.)
+#[derive(Deserialize)]
+struct MetaV1 {
+    pareidolia_version: String,
+    created_unix_s: f64,
+    generation: u64,
+    evaluations: u64,
+    lost: u64,
+    replacements: u64,
+    elapsed_s: f64,
+    stage_times: StageTimes,
+    rng: HostRng,
+    config: RunConfig,
+    base_dir: PathBuf,
+    model: V1Model,
+    encoding: PluginSummary,
+    fitness: PluginSummary,
+    champions: Vec<ChampionMeta>,
+    cells: Vec<Option<u32>>,
+}
+
+#[derive(Deserialize)]
+struct V1Model {
+    name: String,
+    sha256: String,
+}
+
+impl MetaV1 {
+    /// Format 2's metadata: the model and plugins become an identity with one model; the
+    /// class count comes from the cells, the requested backend from the config; the output
+    /// kind, the backend that ran the model, its device and the labels were not recorded.
+    fn upgrade(self) -> CheckpointMeta {
+        let identity = RunIdentity {
+            models: vec![ModelIdentity {
+                name: self.model.name,
+                sha256: self.model.sha256,
+                classes: self.cells.len(),
+                output: None,
+                requested_backend: self.config.model.backend,
+                backend: None,
+                device: None,
+                backend_selection: None,
+            }],
+            encoding: self.encoding,
+            fitness: self.fitness,
+            labels: Vec::new(),
+        };
+        CheckpointMeta {
+            pareidolia_version: self.pareidolia_version,
+            created_unix_s: self.created_unix_s,
+            generation: self.generation,
+            evaluations: self.evaluations,
+            lost: self.lost,
+            replacements: self.replacements,
+            elapsed_s: self.elapsed_s,
+            stage_times: self.stage_times,
+            rng: self.rng,
+            config: self.config,
+            base_dir: self.base_dir,
+            identity,
+            champions: self.champions,
+            cells: self.cells,
+        }
+    }
 }
 
 /// What can go wrong with checkpoints.
@@ -296,8 +428,13 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
         path,
     };
     let meta_len = r.u64("metadata length")? as usize;
-    let meta: CheckpointMeta = serde_json::from_slice(r.take(meta_len, "metadata")?)
-        .map_err(|e| damaged(format!("metadata: {e}")))?;
+    let json = r.take(meta_len, "metadata")?;
+    let meta: CheckpointMeta = if version == 1 {
+        serde_json::from_slice::<MetaV1>(json).map(MetaV1::upgrade)
+    } else {
+        serde_json::from_slice(json)
+    }
+    .map_err(|e| damaged(format!("metadata: {e}")))?;
     let count = r.u32("blob count")? as usize;
     let mut blobs = Vec::with_capacity(count.min(1 << 20));
     for i in 0..count {
@@ -528,18 +665,7 @@ mod tests {
                 ..RunConfig::builtin_default()
             },
             base_dir: PathBuf::from("/x"),
-            model: ModelIdentity {
-                name: "m".into(),
-                sha256: "00".into(),
-            },
-            encoding: PluginSummary {
-                name: "direct".into(),
-                version: "0.1.0".into(),
-            },
-            fitness: PluginSummary {
-                name: "confidence".into(),
-                version: "0.1.0".into(),
-            },
+            identity: crate::identity::tests::sample(),
             champions,
             cells: map,
         };
@@ -589,6 +715,84 @@ mod tests {
             decode(&flipped, Path::new("x")),
             Err(CheckpointError::Damaged { .. })
         ));
+    }
+
+    /// A checkpoint written by Pareidolia 0.1.0 in format 1 (the default MNIST run, seed 1,
+    /// after generation 3), committed as a fixture.
+    fn v1_fixture() -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/checkpoint-v1/ckpt-000000000003.pdck");
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn a_format_1_checkpoint_reads_into_an_identity() {
+        let bytes = v1_fixture();
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+        let c = decode(&bytes, Path::new("v1")).unwrap();
+        let m = &c.meta;
+        assert_eq!((m.generation, m.evaluations, m.lost), (3, 800, 0));
+        let id = &m.identity;
+        assert_eq!(id.models.len(), 1);
+        let model = &id.models[0];
+        assert_eq!(model.name, "lenet-mnist");
+        assert_eq!(
+            model.sha256,
+            "6c4458e8e4ea1d79edf9e016f98320123c2332e732f9918840f837293fcfad13"
+        );
+        assert_eq!(model.classes, 10);
+        assert_eq!(model.requested_backend, crate::BackendChoice::Tract);
+        assert_eq!((model.output, model.backend.as_deref()), (None, None));
+        assert_eq!(
+            (id.encoding.name.as_str(), id.fitness.name.as_str()),
+            ("direct", "confidence")
+        );
+        assert!(id.labels.is_empty());
+        assert_eq!(c.cells.len(), 10);
+        assert!(c.cells.iter().all(Option::is_some));
+        // Written again, it is a format-2 checkpoint with the same content.
+        let again = Checkpoint::capture(
+            &c.archive(),
+            c.counters(),
+            &m.rng,
+            &c.config(),
+            id,
+            m.created_unix_s,
+        );
+        assert_eq!(
+            u32::from_le_bytes(again[8..12].try_into().unwrap()),
+            FORMAT_VERSION
+        );
+        let back = decode(&again, Path::new("v2")).unwrap();
+        assert_eq!(back.meta, c.meta);
+        assert_eq!(back.cells, c.cells);
+    }
+
+    #[test]
+    fn capture_records_the_archive_and_counters_it_is_given() {
+        let (meta, cells) = sample();
+        let archive = Archive::restore(cells.clone(), 12);
+        let counters = RunCounters {
+            generation: 4,
+            evaluations: 1000,
+            lost: 1,
+            elapsed_s: 2.5,
+            stage_times: StageTimes::default(),
+        };
+        let bytes = Checkpoint::capture(
+            &archive,
+            counters,
+            &meta.rng,
+            &meta.config,
+            &meta.identity,
+            1.0,
+        );
+        let c = decode(&bytes, Path::new("x")).unwrap();
+        assert_eq!(c.counters(), counters);
+        assert_eq!(c.cells, cells);
+        assert_eq!(c.meta.replacements, 12);
+        assert_eq!(c.meta.identity, meta.identity);
+        assert_eq!(c.archive().cells(), archive.cells());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::choices::{BackendChoice, ConvSearch, View};
+
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -63,12 +65,12 @@ pub struct ModelConfig {
     /// `builtin:NAME` or a path to a `manifest.toml`.
     pub manifest: String,
     /// Inference backend: `tract`, `ort-cpu`, `cuda` or `auto`.
-    #[serde(default = "default_backend")]
-    pub backend: String,
+    #[serde(default)]
+    pub backend: BackendChoice,
     /// How the canvas is shown to the model: `center` (the centre crop) or `ten-crop` (the
     /// mean softmax over the four corner crops, the centre crop and their mirrors).
-    #[serde(default = "default_view")]
-    pub view: String,
+    #[serde(default)]
+    pub view: View,
     /// `[width, height]` the encodings render at; absent = the model's input size.
     #[serde(default)]
     pub canvas: Option<[u32; 2]>,
@@ -107,7 +109,7 @@ pub struct CudaConfig {
     /// CUDA device index.
     pub device: i32,
     /// cuDNN convolution algorithm search: `exhaustive`, `heuristic` or `default`.
-    pub conv_algorithm_search: String,
+    pub conv_algorithm_search: ConvSearch,
     /// Let cuDNN use as much workspace as its fastest algorithm wants.
     pub conv_max_workspace: bool,
     /// Convolutions in NHWC layout.
@@ -120,20 +122,12 @@ impl Default for CudaConfig {
     fn default() -> Self {
         Self {
             device: 0,
-            conv_algorithm_search: "exhaustive".to_owned(),
+            conv_algorithm_search: ConvSearch::Exhaustive,
             conv_max_workspace: true,
             prefer_nhwc: true,
             tf32: true,
         }
     }
-}
-
-fn default_view() -> String {
-    "center".to_owned()
-}
-
-fn default_backend() -> String {
-    "tract".to_owned()
 }
 
 /// When checkpoints are written (whichever comes first) and how many are kept.
@@ -290,9 +284,6 @@ impl RunConfig {
                 "must be an address with a port, like 127.0.0.1:9464",
             );
         }
-        if !["center", "ten-crop"].contains(&self.model.view.as_str()) {
-            return err("model.view", "must be \"center\" or \"ten-crop\"");
-        }
         if self
             .model
             .canvas
@@ -301,14 +292,6 @@ impl RunConfig {
             return err(
                 "model.canvas",
                 "must be [width, height] with sizes from 1 to 8192 pixels",
-            );
-        }
-        if !["exhaustive", "heuristic", "default"]
-            .contains(&self.model.cuda.conv_algorithm_search.as_str())
-        {
-            return err(
-                "model.cuda.conv_algorithm_search",
-                "must be \"exhaustive\", \"heuristic\" or \"default\"",
             );
         }
         if self.model.cuda.device < 0 {
@@ -406,8 +389,8 @@ mod tests {
         );
         let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
         assert_eq!(
-            (c.model.view.as_str(), c.model.canvas),
-            ("ten-crop", Some([32, 32]))
+            (c.model.view, c.model.canvas),
+            (View::TenCrop, Some([32, 32]))
         );
         assert!(!c.model.cuda.tf32 && c.model.cuda.prefer_nhwc);
     }

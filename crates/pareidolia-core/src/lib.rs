@@ -9,15 +9,19 @@
 
 pub mod archive;
 pub mod checkpoint;
+pub mod choices;
 pub mod config;
 pub mod gallery;
+pub mod identity;
 pub mod image_io;
 pub mod plugin_host;
 pub mod seeds;
 pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
+pub use choices::{BackendChoice, Choice, ConvSearch, OutputKind, UnknownChoice, View};
 pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
+pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
 pub use plugin_host::{
     EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,
 };

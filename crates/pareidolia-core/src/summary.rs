@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ArchiveStats;
+use crate::identity::ModelIdentity;
 
 /// One class's champion in the summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +84,10 @@ pub struct RunSummary {
     pub encoding: PluginSummary,
     /// Fitness plugin.
     pub fitness: PluginSummary,
+    /// Every model of the run, with the backend that ran it (`model`, `model_sha256` and
+    /// `backend` above repeat the first, for readers of single-model summaries).
+    #[serde(default)]
+    pub models: Vec<ModelIdentity>,
     /// Convergence statistics.
     pub stats: ArchiveStats,
     /// Time per stage.

@@ -2,30 +2,26 @@
 //! plugin on a dedicated inference thread with up to two batches in flight (so the backend
 //! never waits for the actor between batches), and casts scores (and losses) to the archive.
 //!
-//! Batches are formed by child index, not by arrival: batch `k` of a generation holds children
-//! `k * batch_size ..` and runs as soon as all of them have arrived (or were lost on the way),
-//! in index order. Backends' floating-point results can depend on the batch an image is in, so
-//! this keeps a run's numbers independent of how many mutators there are and which finishes
-//! first, while inference still overlaps with the rendering of later batches. Duplicates (from
-//! re-issued work) are dropped by id. If a child never arrives (its mutator died), a linger
-//! timer runs the incomplete batches, so nothing waits forever.
+//! Batches are formed by child index by a plain [`Batcher`] (see there for why); the actor
+//! forwards arriving children to it, runs the batches it completes while later ones are still
+//! being rendered, and arms a linger timer so that a child that never arrives (its mutator
+//! died) does not hold its batch forever.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pareidolia_core::summary::StageTimes;
-
 use pareidolia_core::FitnessPlugin;
-use pareidolia_eval::{
-    BackendChoice, BackendOptions, Model, PreparedModel, ViewSpec, backend_with, prepare_viewed,
-};
+use pareidolia_core::summary::StageTimes;
+use pareidolia_eval::{BackendOptions, PreparedModel};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::archive_actor::ArchiveMsg;
-use crate::messages::{LostChild, Offspring, ScoredChild};
-use crate::metrics::LossKind;
-use crate::metrics_actor::{BatchTimings, MetricsMsg, observe};
+use crate::batcher::{Batch, Batcher};
+use crate::messages::{
+    ArchiveMsg, BatchTimings, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
+    ScoredChild, names,
+};
+use crate::metrics_actor::observe;
+use crate::setup::ModelSetup;
 
 /// How long a partial batch may wait for more children before it runs anyway.
 const LINGER: Duration = Duration::from_millis(500);
@@ -34,35 +30,20 @@ const LINGER: Duration = Duration::from_millis(500);
 #[derive(Debug, Default)]
 pub struct EvaluatorActor;
 
-/// Messages an evaluator handles.
-#[derive(Debug)]
-pub enum EvaluatorMsg {
-    /// Children from a mutator (rendered, or lost on the way).
-    Children(Vec<Result<Offspring, LostChild>>),
-    /// Linger timer; runs the partial batch if nothing arrived since it was set.
-    Linger(u64),
-}
-
 /// Start-up arguments.
 pub struct EvaluatorArgs {
-    /// Name of the archive actor.
-    pub archive: String,
-    /// The model (to prepare again after a restart).
-    pub model: Arc<Model>,
-    /// The backend to prepare it on.
-    pub backend: BackendChoice,
+    /// The run's id (prefix of its actors' names).
+    pub run: String,
+    /// The model, its view and backend (to prepare again after a restart).
+    pub model: ModelSetup,
     /// ONNX Runtime and CUDA settings.
     pub backend_options: BackendOptions,
-    /// How the canvas is shown to the model.
-    pub view: ViewSpec,
     /// An already prepared model for the first start; `None` prepares it in `pre_start`.
     pub prepared: Option<Box<dyn PreparedModel>>,
     /// The fitness plugin instance.
     pub fitness: Arc<FitnessPlugin>,
     /// Images per batch.
     pub batch_size: usize,
-    /// Name of the metrics actor (timings go there if it runs).
-    pub metrics: String,
 }
 
 /// The evaluator's state.
@@ -72,22 +53,8 @@ pub struct EvaluatorState {
     worker: InferenceWorker,
     in_flight: Arc<tokio::sync::Semaphore>,
     fitness_name: String,
-    batch_size: usize,
-    /// Batches being filled, by (generation, batch index).
-    filling: BTreeMap<(u64, u32), Filling>,
-    lost: Vec<LostChild>,
-    seen: BTreeMap<u64, BTreeSet<u64>>,
+    batcher: Batcher,
     linger_token: u64,
-}
-
-/// A batch being filled.
-#[derive(Default)]
-struct Filling {
-    children: Vec<Offspring>,
-    /// When each child arrived, for the queue-wait metric.
-    arrived: Vec<Instant>,
-    /// Children arrived or lost.
-    accounted: usize,
 }
 
 /// A batch's scores (or the stage that failed and why), its times, and when inference began.
@@ -136,7 +103,7 @@ fn split_results(
                         id: c.id,
                         generation: c.generation,
                         generation_size: c.generation_size,
-                        stage: LossKind::NonFiniteScore.as_str().to_owned(),
+                        stage: LossKind::NonFiniteScore,
                         reason: format!(
                             "fitness plugin `{fitness}` returned a non-finite score ({bad})"
                         ),
@@ -163,7 +130,7 @@ fn split_results(
                     id: c.id,
                     generation: c.generation,
                     generation_size: c.generation_size,
-                    stage: kind.as_str().to_owned(),
+                    stage: kind,
                     reason: reason.clone(),
                 })
                 .collect();
@@ -246,11 +213,11 @@ impl EvaluatorState {
     /// waiting for a free slot), so up to [`BATCHES_IN_FLIGHT`] batches are in flight: the
     /// backend finds the next batch waiting when it finishes one. A task per batch takes the
     /// results to the archive.
-    async fn run_batch(
-        &mut self,
-        batch: Vec<Offspring>,
-        arrived: Vec<Instant>,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn run_batch(&mut self, batch: Batch) -> Result<(), ActorProcessingErr> {
+        let Batch {
+            children: batch,
+            arrived,
+        } = batch;
         let permit = self.in_flight.clone().acquire_owned().await?;
         let n = batch.len();
         let mut pixels = Vec::with_capacity(n * batch[0].pixels.len());
@@ -258,10 +225,10 @@ impl EvaluatorState {
             pixels.extend_from_slice(&child.pixels);
         }
         let answer = self.worker.submit(pixels, n)?;
-        let mut earlier_losses = std::mem::take(&mut self.lost);
+        let mut earlier_losses = self.batcher.take_lost();
         let (archive, fitness) = (self.archive.clone(), self.fitness_name.clone());
         let (metrics, in_flight) = (self.metrics.clone(), self.in_flight.clone());
-        let batch_filling = self.filling.values().map(|f| f.children.len()).sum();
+        let batch_filling = self.batcher.waiting();
         tokio::spawn(async move {
             let (result, mut times, began) = match answer.await {
                 Ok(r) => r,
@@ -301,53 +268,12 @@ impl EvaluatorState {
 
     /// Runs every incomplete batch (linger) and sends pending losses.
     async fn flush(&mut self) -> Result<(), ActorProcessingErr> {
-        for (_, filling) in std::mem::take(&mut self.filling) {
-            if !filling.children.is_empty() {
-                self.run_batch(filling.children, filling.arrived).await?;
-            }
+        for batch in self.batcher.flush() {
+            self.run_batch(batch).await?;
         }
-        let lost = std::mem::take(&mut self.lost);
+        let lost = self.batcher.take_lost();
         self.send(Vec::new(), lost, StageTimes::default());
         Ok(())
-    }
-
-    /// Accounts one child; returns the batch it completed (children in id order, with their
-    /// arrival times), if any.
-    fn account(
-        &mut self,
-        child: Result<Offspring, LostChild>,
-    ) -> Option<(Vec<Offspring>, Vec<Instant>)> {
-        let (generation, size, id) = match &child {
-            Ok(o) => (o.generation, o.generation_size, o.id),
-            Err(l) => (l.generation, l.generation_size, l.id),
-        };
-        if !self.seen.entry(generation).or_default().insert(id) {
-            return None;
-        }
-        // Older generations can no longer complete; forget them.
-        self.seen.retain(|&g, _| g + 1 >= generation);
-        let batch = self.batch_size as u32;
-        let index = (id & 0xFFFF_FFFF) as u32;
-        let key = (generation, index / batch);
-        let expected = (size.saturating_sub(key.1 * batch)).min(batch) as usize;
-        let filling = self.filling.entry(key).or_default();
-        filling.accounted += 1;
-        match child {
-            Ok(o) => {
-                filling.children.push(o);
-                filling.arrived.push(Instant::now());
-            }
-            Err(l) => self.lost.push(l),
-        }
-        let filling = &self.filling[&key];
-        if filling.accounted < expected {
-            return None;
-        }
-        let done = self.filling.remove(&key).unwrap_or_default();
-        let mut children: Vec<(Offspring, Instant)> =
-            done.children.into_iter().zip(done.arrived).collect();
-        children.sort_by_key(|(c, _)| c.id);
-        Some(children.into_iter().unzip())
     }
 }
 
@@ -364,24 +290,17 @@ impl Actor for EvaluatorActor {
         let model = match args.prepared {
             Some(m) => m,
             None => {
-                let (model, backend, view) = (args.model.clone(), args.backend, args.view);
-                let options = args.backend_options.clone();
-                tokio::task::spawn_blocking(move || {
-                    prepare_viewed(backend_with(backend, &options).as_ref(), &model, view)
-                })
-                .await??
+                let (model, options) = (args.model.clone(), args.backend_options.clone());
+                tokio::task::spawn_blocking(move || model.prepare(&options)).await??
             }
         };
         Ok(EvaluatorState {
-            archive: args.archive,
-            metrics: args.metrics,
+            archive: names::archive(&args.run),
+            metrics: names::metrics(&args.run),
             in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             fitness_name: args.fitness.name().to_owned(),
             worker: InferenceWorker::spawn(model, args.fitness)?,
-            batch_size: args.batch_size.max(1),
-            filling: BTreeMap::new(),
-            lost: Vec::new(),
-            seen: BTreeMap::new(),
+            batcher: Batcher::new(args.batch_size),
             linger_token: 0,
         })
     }
@@ -395,17 +314,17 @@ impl Actor for EvaluatorActor {
         match msg {
             EvaluatorMsg::Children(children) => {
                 for child in children {
-                    if let Some((batch, arrived)) = state.account(child) {
-                        if batch.is_empty() {
-                            let lost = std::mem::take(&mut state.lost);
+                    if let Some(batch) = state.batcher.account(child, Instant::now()) {
+                        if batch.children.is_empty() {
+                            let lost = state.batcher.take_lost();
                             state.send(Vec::new(), lost, StageTimes::default());
                         } else {
-                            state.run_batch(batch, arrived).await?;
+                            state.run_batch(batch).await?;
                         }
                     }
                 }
                 state.linger_token += 1;
-                if !state.filling.is_empty() || !state.lost.is_empty() {
+                if !state.batcher.is_idle() {
                     let token = state.linger_token;
                     myself.send_after(LINGER, move || EvaluatorMsg::Linger(token));
                 }

@@ -2,8 +2,9 @@
 //! (Prometheus text) and the live gallery (`/gallery`, and `/champions/{class}.png` rendered
 //! on request from the champion's genome). The router is a plain function of [`AppState`],
 //! which holds handles only (the progress channel with its shared champion snapshot, the
-//! metrics registry, the encoding plugin, static run facts), so tests drive it without a
-//! socket and the server shares nothing mutable with the actors.
+//! metrics registry, a [`ChampionRenderer`] — the encoding plugin in a run — and the run's
+//! identity), so tests drive it without a socket and the server shares nothing mutable with
+//! the actors.
 
 use std::sync::Arc;
 
@@ -15,37 +16,33 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use pareidolia_core::EncodingPlugin;
 use pareidolia_core::image_io::{Image, png_bytes};
+use pareidolia_core::{EncodingPlugin, ModelIdentity, RunIdentity};
 
-use crate::Progress;
 use crate::metrics::Metrics;
+use crate::outcome::Progress;
 
 /// The gallery page: static HTML and script that read `/status` (see the file for why).
 const GALLERY_HTML: &str = include_str!("gallery.html");
 
-/// Facts about the run that do not change while it runs.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunInfo {
-    /// The run folder.
-    pub run_dir: String,
-    /// Model name.
-    pub model: String,
-    /// sha256 of the model file.
-    pub model_sha256: String,
-    /// Backend name.
-    pub backend: String,
-    /// Device the backend runs on.
-    pub device: String,
-    /// Why `auto` chose the backend; absent for a named backend.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_selection: Option<String>,
-    /// Encoding plugin `name version`.
-    pub encoding: String,
-    /// Fitness plugin `name version`.
-    pub fitness: String,
-    /// Class labels, by index.
-    pub labels: Vec<String>,
+/// Renders a champion's genome as the image the model scored (the run's encoding plugin).
+pub trait ChampionRenderer: Send + Sync + 'static {
+    /// The image of `genome`, or why it cannot be rendered.
+    fn render(&self, genome: &[u8]) -> Result<Image, String>;
+}
+
+impl ChampionRenderer for EncodingPlugin {
+    fn render(&self, genome: &[u8]) -> Result<Image, String> {
+        let canvas = self.canvas();
+        let mut pixels = vec![0u8; self.image_len()];
+        EncodingPlugin::render(self, genome, &mut pixels).map_err(|e| e.to_string())?;
+        Ok(Image {
+            width: canvas.width,
+            height: canvas.height,
+            channels: canvas.channels,
+            pixels,
+        })
+    }
 }
 
 /// What the handlers share: handles, cheap to clone.
@@ -53,12 +50,14 @@ pub struct RunInfo {
 pub struct AppState {
     /// Latest progress of the run.
     pub progress: watch::Receiver<Progress>,
-    /// Static facts.
-    pub info: Arc<RunInfo>,
+    /// The run folder, as `/status` names it.
+    pub run_dir: Arc<str>,
+    /// The run's models, plugins and labels.
+    pub identity: Arc<RunIdentity>,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// The encoding plugin, to render champions for the gallery.
-    pub encoding: Arc<EncodingPlugin>,
+    /// Renders champions for the gallery.
+    pub renderer: Arc<dyn ChampionRenderer>,
 }
 
 /// The router.
@@ -105,11 +104,24 @@ struct ClassStatus {
     image: Option<String>,
 }
 
-/// The `/status` document.
+/// The `/status` document. `model`, `model_sha256`, `backend`, `device` and
+/// `backend_selection` are the first model's, for clients of single-model runs; `models`
+/// lists every model.
 #[derive(Debug, Serialize)]
-struct Status {
-    #[serde(flatten)]
-    info: RunInfo,
+struct Status<'a> {
+    run_dir: &'a str,
+    model: &'a str,
+    model_sha256: &'a str,
+    backend: &'a str,
+    device: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend_selection: Option<&'a str>,
+    /// `name version`.
+    encoding: String,
+    /// `name version`.
+    fitness: String,
+    labels: &'a [String],
+    models: &'a [ModelIdentity],
     ready: bool,
     generation: u64,
     generations: u64,
@@ -128,16 +140,16 @@ struct Status {
 
 async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
     let p = state.progress.borrow().clone();
-    let info = (*state.info).clone();
-    let classes = info
-        .labels
-        .iter()
-        .enumerate()
-        .map(|(class, label)| {
+    let id = &*state.identity;
+    let model = id.primary();
+    let plugin = |p: &pareidolia_core::summary::PluginSummary| format!("{} {}", p.name, p.version);
+    let classes = (0..id.classes())
+        .map(|class| {
+            let label = id.label(class);
             let champion = p.champions.get(class).and_then(Option::as_ref);
             ClassStatus {
                 class,
-                label: label.clone(),
+                label,
                 confidence: champion.map(|c| c.score(class)),
                 generation: champion.map(|c| c.generation),
                 champion: champion.map(|c| format!("{:x}", c.id)),
@@ -146,7 +158,19 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         })
         .collect();
     let status = Status {
-        info,
+        run_dir: &state.run_dir,
+        model: &model.name,
+        model_sha256: &model.sha256,
+        backend: model
+            .backend
+            .as_deref()
+            .unwrap_or(model.requested_backend.as_str()),
+        device: model.device.as_deref().unwrap_or_default(),
+        backend_selection: model.backend_selection.as_deref(),
+        encoding: plugin(&id.encoding),
+        fitness: plugin(&id.fitness),
+        labels: &id.labels,
+        models: &id.models,
         ready: p.evaluations > 0,
         generation: p.generation,
         generations: p.generations,
@@ -222,7 +246,7 @@ async fn champion_png(
             None => {
                 return not_found(format!(
                     "no class {class}: the model has {} classes\n",
-                    state.info.labels.len()
+                    state.identity.classes()
                 ));
             }
         }
@@ -234,20 +258,9 @@ async fn champion_png(
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let encoding = state.encoding.clone();
+    let renderer = state.renderer.clone();
     let rendered = tokio::task::spawn_blocking(move || {
-        let canvas = encoding.canvas();
-        let mut pixels = vec![0u8; encoding.image_len()];
-        encoding
-            .render(&champion.genome, &mut pixels)
-            .map_err(|e| e.to_string())?;
-        png_bytes(&Image {
-            width: canvas.width,
-            height: canvas.height,
-            channels: canvas.channels,
-            pixels,
-        })
-        .map_err(|e| e.to_string())
+        png_bytes(&renderer.render(&champion.genome)?).map_err(|e| e.to_string())
     })
     .await;
     match rendered {
@@ -270,5 +283,246 @@ async fn champion_png(
             format!("rendering the champion of class {class} failed: {e}\n"),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Method, Request};
+    use pareidolia_core::summary::PluginSummary;
+    use pareidolia_core::{BackendChoice, Champion, ModelIdentity, OutputKind};
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::metrics::CheckpointPolicy;
+
+    /// Renders a genome as a 2x1 grey image of its first two bytes; refuses an empty one.
+    struct Bytes;
+
+    impl ChampionRenderer for Bytes {
+        fn render(&self, genome: &[u8]) -> Result<Image, String> {
+            match genome {
+                [a, b, ..] => Ok(Image {
+                    width: 2,
+                    height: 1,
+                    channels: 1,
+                    pixels: vec![*a, *b],
+                }),
+                _ => Err("genome too short".into()),
+            }
+        }
+    }
+
+    fn identity(classes: usize) -> RunIdentity {
+        RunIdentity {
+            models: vec![ModelIdentity {
+                name: "m".into(),
+                sha256: "ab".into(),
+                classes,
+                output: Some(OutputKind::Logits),
+                requested_backend: BackendChoice::Auto,
+                backend: Some("tract".into()),
+                device: Some("cpu".into()),
+                backend_selection: Some("cuda refused".into()),
+            }],
+            encoding: PluginSummary {
+                name: "direct".into(),
+                version: "0.1.0".into(),
+            },
+            fitness: PluginSummary {
+                name: "confidence".into(),
+                version: "0.1.0".into(),
+            },
+            labels: (0..classes).map(|c| format!("label{c}")).collect(),
+        }
+    }
+
+    fn champion(id: u64, genome: &[u8], scores: &[f32]) -> Option<Champion> {
+        Some(Champion {
+            id,
+            generation: 3,
+            genome: Arc::from(genome),
+            scores: Arc::from(scores),
+        })
+    }
+
+    /// A router over a 3-class run: class 0 has a champion, class 1 none, class 2 one that
+    /// cannot be rendered. `evaluations` 0 means nothing is scored yet.
+    fn app(evaluations: u64) -> Router {
+        let id = identity(3);
+        let progress = Progress {
+            generation: 3,
+            generations: 10,
+            evaluations,
+            elapsed_s: 2.0,
+            champions: Arc::new(vec![
+                champion(0x2a, &[10, 20], &[0.9, 0.05, 0.05]),
+                None,
+                champion(0x2b, &[], &[0.1, 0.1, 0.8]),
+            ]),
+            ..Progress::default()
+        };
+        let (_tx, rx) = watch::channel(progress);
+        router(AppState {
+            progress: rx,
+            run_dir: "runs/x".into(),
+            metrics: Metrics::new(&id, CheckpointPolicy::default()),
+            identity: Arc::new(id),
+            renderer: Arc::new(Bytes),
+        })
+    }
+
+    async fn get(
+        app: Router,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        request(app, Method::GET, uri, headers).await
+    }
+
+    async fn request(
+        app: Router,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = to_bytes(body, 1 << 20).await.unwrap().to_vec();
+        (parts.status, parts.headers, bytes)
+    }
+
+    fn content_type(h: &HeaderMap) -> &str {
+        h.get(header::CONTENT_TYPE).unwrap().to_str().unwrap()
+    }
+
+    #[tokio::test]
+    async fn health_and_readiness() {
+        let (status, _, body) = get(app(0), "/livez", &[]).await;
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok\n"[..]));
+        let (status, _, body) = get(app(0), "/readyz", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .contains("still being evaluated")
+        );
+        let (status, _, _) = get(app(200), "/readyz", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn status_lists_the_identity_and_every_class() {
+        let (status, headers, body) = get(app(200), "/status", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type(&headers), "application/json");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["run_dir"], "runs/x");
+        assert_eq!(v["model"], "m");
+        assert_eq!(v["model_sha256"], "ab");
+        assert_eq!(v["backend"], "tract");
+        assert_eq!(v["device"], "cpu");
+        assert_eq!(v["backend_selection"], "cuda refused");
+        assert_eq!(v["encoding"], "direct 0.1.0");
+        assert_eq!(v["fitness"], "confidence 0.1.0");
+        assert_eq!(v["models"][0]["requested_backend"], "auto");
+        assert_eq!(v["models"].as_array().unwrap().len(), 1);
+        assert_eq!(v["ready"], true);
+        assert_eq!(v["evaluations_per_s"], 100.0);
+        let classes = v["classes"].as_array().unwrap();
+        assert_eq!(classes.len(), 3);
+        assert_eq!(classes[0]["label"], "label0");
+        assert!((classes[0]["confidence"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+        assert_eq!(classes[0]["champion"], "2a");
+        assert_eq!(classes[0]["image"], "/champions/0.png?id=2a");
+        assert!(classes[1]["confidence"].is_null() && classes[1]["image"].is_null());
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let (status, headers, body) = get(app(200), "/metrics", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            content_type(&headers),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.contains(r#"pareidolia_model_info{model="m",sha256="ab"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"pareidolia_backend_info{backend="tract",device="cpu",requested="auto"} 1"#
+        ));
+    }
+
+    #[tokio::test]
+    async fn gallery_pages_are_html_whatever_their_query() {
+        let (status, headers, _) = get(app(200), "/", &[]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], "/gallery");
+        for uri in ["/gallery", "/gallery?page=10&sort=confidence-desc&q=dog"] {
+            let (status, headers, body) = get(app(200), uri, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            assert_eq!(content_type(&headers), "text/html; charset=utf-8");
+            assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+            let html = String::from_utf8(body).unwrap();
+            assert!(
+                html.contains("PAGE_SIZE") && html.contains("/status"),
+                "{uri}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn champions_render_with_an_etag_and_revalidate_to_304() {
+        let (status, headers, body) = get(app(200), "/champions/0.png", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type(&headers), "image/png");
+        assert_eq!(headers[header::ETAG], "\"2a\"");
+        let png = png_bytes(&Bytes.render(&[10, 20]).unwrap()).unwrap();
+        assert_eq!(body, png);
+        let (status, headers, body) =
+            get(app(200), "/champions/0.png", &[("if-none-match", "\"2a\"")]).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert_eq!(headers[header::ETAG], "\"2a\"");
+        assert!(body.is_empty());
+        // An old ETag gets the new image.
+        let (status, _, _) =
+            get(app(200), "/champions/0.png", &[("if-none-match", "\"29\"")]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn missing_things_are_404_with_a_reason_and_writes_are_405() {
+        for (uri, says) in [
+            ("/champions/1.png", "class 1 has no champion yet"),
+            ("/champions/3.png", "no class 3: the model has 3 classes"),
+            ("/champions/x.png", "champions are /champions/<class>.png"),
+            ("/champions/0.jpg", "champions are /champions/<class>.png"),
+        ] {
+            let (status, _, body) = get(app(200), uri, &[]).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            let text = String::from_utf8(body).unwrap();
+            assert!(text.contains(says), "{uri}: {text}");
+        }
+        let (status, _, _) = get(app(200), "/nothing-here", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _, body) = get(app(200), "/champions/2.png", &[]).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .contains("genome too short")
+        );
+        for uri in ["/status", "/metrics", "/gallery", "/champions/0.png"] {
+            let (status, _, _) = request(app(200), Method::POST, uri, &[]).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        }
     }
 }

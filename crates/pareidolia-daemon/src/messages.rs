@@ -1,10 +1,23 @@
-//! The messages between actors: plain, serialisable data, never references or handles, so
-//! that any of them can cross a process boundary later. Genomes are `Arc<[u8]>` only to
-//! share bytes without copies inside one process; they serialise as byte strings.
+//! The protocol: every message between the run's actors, their payloads and the names the
+//! actors find each other by. Nothing else in the crate defines a message, so an actor module
+//! imports this one and never another actor's.
+//!
+//! Messages are plain data (genomes as bytes, images as bytes, scores as vectors), never
+//! references, closures or handles. Those that may cross a process boundary once mutators
+//! and evaluators run on other machines — [`MutatorMsg`], [`EvaluatorMsg`], [`ArchiveMsg`] —
+//! derive serde's `Serialize` and `Deserialize`, which is what `ractor_cluster` needs with
+//! ractor's `blanket_serde` feature (every serde type is then a `BytesConvertable` cast
+//! payload); this crate builds ractor with its `cluster` and `blanket_serde` features, so a
+//! message type that could not be sent to another node does not compile. Genomes are
+//! `Arc<[u8]>` only to share bytes without copies inside one process; they serialise as
+//! byte strings. [`MetricsMsg`] is local (it carries the champion snapshot by `Arc`).
 
 use std::sync::Arc;
 
+use pareidolia_core::summary::StageTimes;
 use serde::{Deserialize, Serialize};
+
+use crate::outcome::Progress;
 
 /// Opaque genome bytes of the encoding plugin.
 pub type Genome = Arc<[u8]>;
@@ -14,8 +27,13 @@ pub fn child_id(generation: u64, index: u32) -> u64 {
     generation << 32 | index as u64
 }
 
+/// The index within its generation of a child (the low 32 bits of its id).
+pub fn child_index(id: u64) -> u32 {
+    (id & 0xFFFF_FFFF) as u32
+}
+
 /// Work for a mutator: make one or two children.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreedJob {
     /// The generation the children belong to (0 = initial population).
     pub generation: u64,
@@ -33,8 +51,15 @@ pub struct BreedJob {
     pub child_seeds: Vec<u64>,
 }
 
+impl BreedJob {
+    /// The ids of the children this job makes.
+    pub fn child_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.children).map(|k| child_id(self.generation, self.first_index + k))
+    }
+}
+
 /// How a job makes its children.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Recipe {
     /// Random genomes (initial population).
     Random,
@@ -48,7 +73,7 @@ pub enum Recipe {
 }
 
 /// A rendered child on its way to evaluation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Offspring {
     /// Child id.
     pub id: u64,
@@ -58,14 +83,84 @@ pub struct Offspring {
     pub generation_size: u32,
     /// Genome bytes.
     pub genome: Genome,
-    /// The rendered image at the model's input size.
+    /// The rendered image at the canvas size.
     pub pixels: Vec<u8>,
     /// Seconds the mutator spent making this child (its share of the job).
     pub breed_s: f64,
 }
 
+/// Why a child was lost. Encoding-plugin and fitness-plugin kinds count as plugin errors in
+/// the metrics; the others only as lost offspring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// The encoding plugin's `random` failed.
+    Random,
+    /// Its `crossover` failed.
+    Crossover,
+    /// Its `mutate` failed.
+    Mutate,
+    /// Its `render` failed.
+    Render,
+    /// The fitness plugin's `score` failed (the whole batch).
+    Score,
+    /// The fitness plugin returned a non-finite score.
+    NonFiniteScore,
+    /// The backend failed (the whole batch).
+    Inference,
+    /// An actor died with the child in flight and re-issues ran out.
+    Actor,
+}
+
+impl LossKind {
+    /// Every kind.
+    pub const ALL: [LossKind; 8] = [
+        LossKind::Random,
+        LossKind::Crossover,
+        LossKind::Mutate,
+        LossKind::Render,
+        LossKind::Score,
+        LossKind::NonFiniteScore,
+        LossKind::Inference,
+        LossKind::Actor,
+    ];
+
+    /// The name logs and the metrics' `kind` label use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossKind::Random => "random",
+            LossKind::Crossover => "crossover",
+            LossKind::Mutate => "mutate",
+            LossKind::Render => "render",
+            LossKind::Score => "score",
+            LossKind::NonFiniteScore => "non_finite_score",
+            LossKind::Inference => "inference",
+            LossKind::Actor => "actor",
+        }
+    }
+
+    /// Lost in the encoding plugin.
+    pub fn is_encoding(self) -> bool {
+        matches!(
+            self,
+            LossKind::Random | LossKind::Crossover | LossKind::Mutate | LossKind::Render
+        )
+    }
+
+    /// Lost in the fitness plugin.
+    pub fn is_fitness(self) -> bool {
+        matches!(self, LossKind::Score | LossKind::NonFiniteScore)
+    }
+}
+
+impl std::fmt::Display for LossKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A child that will never be scored, and why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LostChild {
     /// Child id.
     pub id: u64,
@@ -73,15 +168,14 @@ pub struct LostChild {
     pub generation: u64,
     /// Children in its generation.
     pub generation_size: u32,
-    /// Where it was lost: a [`LossKind`](crate::metrics::LossKind) name (`mutate`, `render`,
-    /// `inference`, ...).
-    pub stage: String,
+    /// Where it was lost.
+    pub stage: LossKind,
     /// The error.
     pub reason: String,
 }
 
 /// A child with its per-class scores.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoredChild {
     /// Child id.
     pub id: u64,
@@ -91,4 +185,195 @@ pub struct ScoredChild {
     pub genome: Genome,
     /// One score per class.
     pub scores: Vec<f32>,
+}
+
+/// Timings of one inference batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchTimings {
+    /// Images in the batch.
+    pub size: usize,
+    /// Seconds in the backend (preprocessing included).
+    pub inference_s: f64,
+    /// Seconds in the fitness plugin.
+    pub fitness_s: f64,
+    /// Per child: seconds its mutator spent making it.
+    pub breed_s: Vec<f64>,
+    /// Per child: seconds from arriving at the evaluator to its batch's inference start.
+    pub queue_wait_s: Vec<f64>,
+    /// Rendered children waiting for their batches when this one was submitted.
+    pub batch_filling: usize,
+    /// Batches queued or running on the backend, this one included.
+    pub inference_batches: usize,
+}
+
+/// Messages the archive handles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ArchiveMsg {
+    /// Begin (or continue with) the next generation.
+    Next,
+    /// Scores and losses from an evaluator.
+    Results {
+        /// Scored children.
+        scored: Vec<ScoredChild>,
+        /// Children that will never be scored.
+        lost: Vec<LostChild>,
+        /// Time the work took, per stage.
+        times: StageTimes,
+    },
+    /// A mutator or evaluator was restarted: re-issue every child still outstanding.
+    Reissue,
+    /// Finish the generation in flight, write a final checkpoint and end the run.
+    Shutdown,
+}
+
+/// Messages a mutator handles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MutatorMsg {
+    /// Make the job's children.
+    Breed(BreedJob),
+}
+
+/// Messages an evaluator handles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EvaluatorMsg {
+    /// Children from a mutator (rendered, or lost on the way).
+    Children(Vec<Result<Offspring, LostChild>>),
+    /// Linger timer; runs the partial batches if nothing arrived since it was set.
+    Linger(u64),
+}
+
+/// Observations the metrics actor handles (local only).
+#[derive(Debug, Clone)]
+pub enum MetricsMsg {
+    /// The archive's progress after a generation (or a checkpoint).
+    Progress(Box<Progress>),
+    /// One inference batch.
+    Batch(BatchTimings),
+    /// Seconds the archive spent inserting a generation.
+    ArchiveInsert(f64),
+    /// Children lost, by stage (counted once, after duplicates from re-issues are gone).
+    Lost(Vec<LossKind>),
+    /// Children the archive handed out and has not got back.
+    AwaitingResults(usize),
+}
+
+// Local-only: with ractor's `cluster` feature, a message that never crosses a node says so.
+impl ractor::Message for MetricsMsg {}
+
+/// The names a run's actors register under and the process groups they join, all prefixed
+/// by the run's id so that several runs can share one process (tests do).
+pub mod names {
+    /// The supervisor.
+    pub fn supervisor(run: &str) -> String {
+        format!("{run}.supervisor")
+    }
+    /// The archive owner.
+    pub fn archive(run: &str) -> String {
+        format!("{run}.archive")
+    }
+    /// The evaluator.
+    pub fn evaluator(run: &str) -> String {
+        format!("{run}.evaluator")
+    }
+    /// Mutator `index`.
+    pub fn mutator(run: &str, index: usize) -> String {
+        format!("{run}.mutator.{index}")
+    }
+    /// The mutators' process group.
+    pub fn mutator_group(run: &str) -> String {
+        format!("{run}.mutators")
+    }
+    /// The metrics actor.
+    pub fn metrics(run: &str) -> String {
+        format!("{run}.metrics")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::Message;
+
+    use super::*;
+
+    /// What ractor_cluster would put on the wire and take off it at the other end.
+    fn over_the_wire<M: Message + PartialEq + std::fmt::Debug + Clone>(msg: M) {
+        assert!(M::serializable(), "{msg:?} cannot cross a node");
+        let bytes = msg.clone().serialize().expect("serialises");
+        assert_eq!(M::deserialize(bytes).expect("deserialises"), msg);
+    }
+
+    #[test]
+    fn the_messages_that_cross_nodes_survive_serialisation() {
+        let genome: Genome = Arc::from(&[1u8, 2, 3][..]);
+        over_the_wire(MutatorMsg::Breed(BreedJob {
+            generation: 4,
+            generation_size: 200,
+            first_index: 6,
+            children: 2,
+            recipe: Recipe::Breed {
+                a: genome.clone(),
+                b: Arc::from(&[9u8][..]),
+            },
+            crossover_seed: 7,
+            child_seeds: vec![8, 9],
+        }));
+        over_the_wire(EvaluatorMsg::Children(vec![
+            Ok(Offspring {
+                id: child_id(4, 6),
+                generation: 4,
+                generation_size: 200,
+                genome: genome.clone(),
+                pixels: vec![0, 255, 7],
+                breed_s: 1e-5,
+            }),
+            Err(LostChild {
+                id: child_id(4, 7),
+                generation: 4,
+                generation_size: 200,
+                stage: LossKind::Render,
+                reason: "no".into(),
+            }),
+        ]));
+        over_the_wire(ArchiveMsg::Results {
+            scored: vec![ScoredChild {
+                id: 3,
+                generation: 0,
+                genome,
+                scores: vec![0.25, f32::MIN_POSITIVE],
+            }],
+            lost: Vec::new(),
+            times: StageTimes {
+                breed_s: 1.0,
+                inference_s: 2.0,
+                fitness_s: 3.0,
+                batches: 4,
+            },
+        });
+        over_the_wire(ArchiveMsg::Shutdown);
+        assert!(!MetricsMsg::serializable());
+    }
+
+    #[test]
+    fn child_ids_split_into_generation_and_index() {
+        let id = child_id(7, 199);
+        assert_eq!((id >> 32, child_index(id)), (7, 199));
+        let job = BreedJob {
+            generation: 7,
+            generation_size: 200,
+            first_index: 198,
+            children: 2,
+            recipe: Recipe::Random,
+            crossover_seed: 0,
+            child_seeds: vec![1, 2],
+        };
+        assert_eq!(
+            job.child_ids().collect::<Vec<_>>(),
+            [child_id(7, 198), child_id(7, 199)]
+        );
+        assert_eq!(LossKind::NonFiniteScore.to_string(), "non_finite_score");
+        assert_eq!(
+            serde_json::to_string(&LossKind::NonFiniteScore).unwrap(),
+            "\"non_finite_score\""
+        );
+    }
 }

@@ -10,98 +10,29 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::Progress;
+use pareidolia_core::RunIdentity;
 
-/// Facts about a run that label the `_info` metrics and the per-class series.
-#[derive(Debug, Clone, Default)]
-pub struct RunFacts {
-    /// The backend that runs the model (`tract`, `ort-cpu`, `cuda`).
-    pub backend: String,
-    /// The backend the config asked for (`auto`, ...).
-    pub requested_backend: String,
-    /// The device it runs on.
-    pub device: String,
-    /// Model name.
-    pub model: String,
-    /// sha256 of the model file.
-    pub model_sha256: String,
-    /// Encoding plugin name and version.
-    pub encoding: (String, String),
-    /// Fitness plugin name and version.
-    pub fitness: (String, String),
-    /// Class labels, by index.
-    pub labels: Vec<String>,
+use crate::messages::{BatchTimings, LossKind};
+use crate::outcome::Progress;
+
+/// When checkpoints are due, for `pareidolia_checkpoint_interval_seconds`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CheckpointPolicy {
     /// Checkpoint every this many generations (0 = not by count).
-    pub checkpoint_every_generations: u64,
+    pub every_generations: u64,
     /// Checkpoint every this many seconds (0 = not by time).
-    pub checkpoint_every_seconds: f64,
+    pub every_seconds: f64,
     /// Whether the run writes checkpoints at all.
     pub checkpointing: bool,
 }
 
-/// Why a child was lost, as the metrics count it. Encoding-plugin and fitness-plugin kinds
-/// count as plugin errors; the others only as lost offspring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LossKind {
-    /// The encoding plugin's `random` failed.
-    Random,
-    /// Its `crossover` failed.
-    Crossover,
-    /// Its `mutate` failed.
-    Mutate,
-    /// Its `render` failed.
-    Render,
-    /// The fitness plugin's `score` failed (the whole batch).
-    Score,
-    /// The fitness plugin returned a non-finite score.
-    NonFiniteScore,
-    /// The backend failed (the whole batch).
-    Inference,
-    /// An actor died with the child in flight and re-issues ran out.
-    Actor,
-}
-
-impl LossKind {
-    /// The stage name carried in [`LostChild::stage`](crate::messages::LostChild).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LossKind::Random => "random",
-            LossKind::Crossover => "crossover",
-            LossKind::Mutate => "mutate",
-            LossKind::Render => "render",
-            LossKind::Score => "score",
-            LossKind::NonFiniteScore => "non_finite_score",
-            LossKind::Inference => "inference",
-            LossKind::Actor => "actor",
-        }
-    }
-
-    /// The inverse of [`as_str`](Self::as_str).
-    pub fn parse(stage: &str) -> Option<Self> {
-        [
-            LossKind::Random,
-            LossKind::Crossover,
-            LossKind::Mutate,
-            LossKind::Render,
-            LossKind::Score,
-            LossKind::NonFiniteScore,
-            LossKind::Inference,
-            LossKind::Actor,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == stage)
-    }
-
-    fn is_encoding(self) -> bool {
-        matches!(
-            self,
-            LossKind::Random | LossKind::Crossover | LossKind::Mutate | LossKind::Render
-        )
-    }
-
-    fn is_fitness(self) -> bool {
-        matches!(self, LossKind::Score | LossKind::NonFiniteScore)
-    }
+/// What the metrics need to know of the run besides its progress.
+#[derive(Debug)]
+struct Facts {
+    labels: Vec<String>,
+    encoding: String,
+    fitness: String,
+    policy: CheckpointPolicy,
 }
 
 /// Pipeline stages timed by `pareidolia_stage_duration_seconds`.
@@ -121,7 +52,7 @@ pub const THRESHOLD_LABELS: [&str; 4] = ["0.5", "0.9", "0.99", "0.9999"];
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    facts: std::sync::Arc<RunFacts>,
+    facts: std::sync::Arc<Facts>,
     evaluations: IntCounter,
     lost: IntCounter,
     replacements: IntCounter,
@@ -160,8 +91,14 @@ fn latency_buckets() -> Vec<f64> {
 
 impl Metrics {
     /// A fresh registry with the run's metrics, the process collector (on Linux) and the
-    /// `_info` series of `facts`.
-    pub fn new(facts: RunFacts) -> Self {
+    /// `_info` series of the run's identity (one `model` and `backend` series per model).
+    pub fn new(identity: &RunIdentity, policy: CheckpointPolicy) -> Self {
+        let facts = Facts {
+            labels: identity.labels.clone(),
+            encoding: identity.encoding.name.clone(),
+            fitness: identity.fitness.name.clone(),
+            policy,
+        };
         let r = Registry::new();
         #[cfg(target_os = "linux")]
         r.register(Box::new(
@@ -171,52 +108,50 @@ impl Metrics {
         let counter = |n: &str, h: &str| register(&r, IntCounter::new(n, h).expect("valid"));
         let gauge = |n: &str, h: &str| register(&r, Gauge::new(n, h).expect("valid"));
         let int_gauge = |n: &str, h: &str| register(&r, IntGauge::new(n, h).expect("valid"));
-        let info = |n: &str, h: &str, labels: &[(&str, &str)]| {
-            let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
-            let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
-            register(
-                &r,
-                IntGaugeVec::new(Opts::new(n, h), &names).expect("valid"),
-            )
-            .with_label_values(&values)
-            .set(1);
+        let info = |n: &str, h: &str, names: &[&str]| {
+            register(&r, IntGaugeVec::new(Opts::new(n, h), names).expect("valid"))
         };
         info(
             "pareidolia_build_info",
             "Pareidolia's version (always 1).",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-        );
-        info(
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+        let backend_info = info(
             "pareidolia_backend_info",
             "The inference backend that runs the model, the one the config asked for, and its device (always 1).",
-            &[
-                ("backend", &facts.backend),
-                ("requested", &facts.requested_backend),
-                ("device", &facts.device),
-            ],
+            &["backend", "requested", "device"],
         );
-        info(
+        let model_info = info(
             "pareidolia_model_info",
             "The classifier and the sha256 of its ONNX file (always 1).",
-            &[("model", &facts.model), ("sha256", &facts.model_sha256)],
+            &["model", "sha256"],
         );
-        let plugins = register(
-            &r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "pareidolia_plugin_info",
-                    "The encoding and fitness plugins and their versions (always 1).",
-                ),
-                &["kind", "name", "version"],
-            )
-            .expect("valid"),
+        for m in &identity.models {
+            let requested = m.requested_backend.as_str();
+            backend_info
+                .with_label_values(&[
+                    m.backend.as_deref().unwrap_or(requested),
+                    requested,
+                    m.device.as_deref().unwrap_or(""),
+                ])
+                .set(1);
+            model_info.with_label_values(&[&m.name, &m.sha256]).set(1);
+        }
+        let plugins = info(
+            "pareidolia_plugin_info",
+            "The encoding and fitness plugins and their versions (always 1).",
+            &["kind", "name", "version"],
         );
-        plugins
-            .with_label_values(&["encoding", &facts.encoding.0, &facts.encoding.1])
-            .set(1);
-        plugins
-            .with_label_values(&["fitness", &facts.fitness.0, &facts.fitness.1])
-            .set(1);
+        for (kind, p) in [
+            ("encoding", &identity.encoding),
+            ("fitness", &identity.fitness),
+        ] {
+            plugins
+                .with_label_values(&[kind, &p.name, &p.version])
+                .set(1);
+        }
 
         let plugin_errors = register(
             &r,
@@ -230,11 +165,12 @@ impl Metrics {
             .expect("valid"),
         );
         // Every series exists from the start, so rates and alerts see zeros, not gaps.
-        for kind in ["random", "crossover", "mutate", "render"] {
-            plugin_errors.with_label_values(&[&facts.encoding.0, kind]);
-        }
-        for kind in ["score", "non_finite_score"] {
-            plugin_errors.with_label_values(&[&facts.fitness.0, kind]);
+        for kind in LossKind::ALL {
+            if kind.is_encoding() {
+                plugin_errors.with_label_values(&[&facts.encoding, kind.as_str()]);
+            } else if kind.is_fitness() {
+                plugin_errors.with_label_values(&[&facts.fitness, kind.as_str()]);
+            }
         }
         let at_or_above = register(
             &r,
@@ -403,13 +339,13 @@ impl Metrics {
     }
 
     fn checkpoint_interval(&self, p: &Progress) -> f64 {
-        let f = &self.facts;
+        let f = &self.facts.policy;
         if !f.checkpointing {
             return 0.0;
         }
-        let by_time = (f.checkpoint_every_seconds > 0.0).then_some(f.checkpoint_every_seconds);
-        let by_count = (f.checkpoint_every_generations > 0 && p.generation > 0)
-            .then(|| f.checkpoint_every_generations as f64 * p.elapsed_s / p.generation as f64);
+        let by_time = (f.every_seconds > 0.0).then_some(f.every_seconds);
+        let by_count = (f.every_generations > 0 && p.generation > 0)
+            .then(|| f.every_generations as f64 * p.elapsed_s / p.generation as f64);
         match (by_time, by_count) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
@@ -419,7 +355,7 @@ impl Metrics {
 
     /// One inference batch: its size, its inference and fitness seconds, and per child the
     /// seconds spent breeding and waiting for the batch.
-    pub fn observe_batch(&self, b: &crate::metrics_actor::BatchTimings) {
+    pub fn observe_batch(&self, b: &BatchTimings) {
         self.batch_size.observe(b.size as f64);
         let stage = |s: &str| self.stage_seconds.with_label_values(&[s]);
         stage("inference").observe(b.inference_s);
@@ -441,16 +377,13 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Children lost, by stage (see [`LossKind`]); plugin stages count as plugin errors.
-    pub fn observe_losses(&self, stages: &[String]) {
-        for stage in stages {
-            let Some(kind) = LossKind::parse(stage) else {
-                continue;
-            };
+    /// Children lost, by stage; plugin stages count as plugin errors of their plugin.
+    pub fn observe_losses(&self, kinds: &[LossKind]) {
+        for &kind in kinds {
             let plugin = if kind.is_encoding() {
-                &self.facts.encoding.0
+                &self.facts.encoding
             } else if kind.is_fitness() {
-                &self.facts.fitness.0
+                &self.facts.fitness
             } else {
                 continue;
             };
@@ -479,27 +412,45 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn facts() -> RunFacts {
-        RunFacts {
-            backend: "tract".into(),
-            requested_backend: "auto".into(),
-            device: "cpu".into(),
-            model: "m".into(),
-            model_sha256: "ab".into(),
-            encoding: ("direct".into(), "1.0.0".into()),
-            fitness: ("confidence".into(), "1.0.0".into()),
+    fn identity() -> RunIdentity {
+        use pareidolia_core::summary::PluginSummary;
+        use pareidolia_core::{BackendChoice, ModelIdentity, OutputKind};
+        RunIdentity {
+            models: vec![ModelIdentity {
+                name: "m".into(),
+                sha256: "ab".into(),
+                classes: 2,
+                output: Some(OutputKind::Logits),
+                requested_backend: BackendChoice::Auto,
+                backend: Some("tract".into()),
+                device: Some("cpu".into()),
+                backend_selection: None,
+            }],
+            encoding: PluginSummary {
+                name: "direct".into(),
+                version: "1.0.0".into(),
+            },
+            fitness: PluginSummary {
+                name: "confidence".into(),
+                version: "1.0.0".into(),
+            },
             labels: vec!["zero".into(), "one".into()],
-            checkpoint_every_generations: 10,
-            checkpoint_every_seconds: 60.0,
+        }
+    }
+
+    fn policy() -> CheckpointPolicy {
+        CheckpointPolicy {
+            every_generations: 10,
+            every_seconds: 60.0,
             checkpointing: true,
         }
     }
 
     #[test]
     fn plugin_errors_go_to_the_plugin_that_made_them() {
-        let m = Metrics::new(facts());
-        m.observe_losses(&["mutate".into(), "mutate".into(), "non_finite_score".into()]);
-        m.observe_losses(&["inference".into(), "nonsense".into()]);
+        let m = Metrics::new(&identity(), policy());
+        m.observe_losses(&[LossKind::Mutate, LossKind::Mutate, LossKind::NonFiniteScore]);
+        m.observe_losses(&[LossKind::Inference, LossKind::Actor]);
         let text = m.render().unwrap();
         assert!(
             text.contains(r#"pareidolia_plugin_errors_total{kind="mutate",plugin="direct"} 2"#)
@@ -514,7 +465,7 @@ mod tests {
 
     #[test]
     fn checkpoint_interval_is_the_shorter_of_time_and_generations() {
-        let m = Metrics::new(facts());
+        let m = Metrics::new(&identity(), policy());
         let mut p = Progress {
             generation: 20,
             elapsed_s: 10.0,
@@ -524,16 +475,19 @@ mod tests {
         assert_eq!(m.checkpoint_interval(&p), 5.0);
         p.elapsed_s = 1000.0;
         assert_eq!(m.checkpoint_interval(&p), 60.0);
-        let off = Metrics::new(RunFacts {
-            checkpointing: false,
-            ..facts()
-        });
+        let off = Metrics::new(
+            &identity(),
+            CheckpointPolicy {
+                checkpointing: false,
+                ..policy()
+            },
+        );
         assert_eq!(off.checkpoint_interval(&p), 0.0);
     }
 
     #[test]
     fn per_class_series_carry_the_label_and_appear_once_filled() {
-        let m = Metrics::new(facts());
+        let m = Metrics::new(&identity(), policy());
         let champion = pareidolia_core::Champion {
             id: 7,
             generation: 0,

@@ -7,20 +7,11 @@ use std::sync::Arc;
 use pareidolia_core::EncodingPlugin;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::evaluator_actor::EvaluatorMsg;
-use crate::messages::{BreedJob, LostChild, Offspring, Recipe, child_id};
-use crate::metrics::LossKind;
+use crate::messages::{BreedJob, EvaluatorMsg, LossKind, LostChild, MutatorMsg, Offspring, Recipe};
 
 /// The actor (stateless behaviour; state in [`MutatorState`]).
 #[derive(Debug, Default)]
 pub struct MutatorActor;
-
-/// Messages a mutator handles.
-#[derive(Debug)]
-pub enum MutatorMsg {
-    /// Make the job's children.
-    Breed(BreedJob),
-}
 
 /// Start-up arguments and state.
 #[derive(Debug, Clone)]
@@ -34,12 +25,12 @@ pub struct MutatorState {
 /// Makes the children of one job: plain code, testable without actors.
 pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring, LostChild>> {
     let start = std::time::Instant::now();
-    let ids = (0..job.children).map(|k| child_id(job.generation, job.first_index + k));
+    let ids = job.child_ids();
     let lost = |id: u64, (kind, reason): (LossKind, String)| LostChild {
         id,
         generation: job.generation,
         generation_size: job.generation_size,
-        stage: kind.as_str().to_owned(),
+        stage: kind,
         reason,
     };
     let failed = |kind: LossKind| {

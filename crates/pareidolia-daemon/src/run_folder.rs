@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use pareidolia_core::gallery::{self, GalleryEntry};
 use pareidolia_core::image_io::Image;
-use pareidolia_core::summary::{ClassSummary, PluginSummary, RunSummary};
+use pareidolia_core::summary::{ClassSummary, RunSummary};
+use pareidolia_core::{EncodingPlugin, RunIdentity};
 
-use crate::{Experiment, RunOutcome};
+use crate::outcome::RunOutcome;
 
 /// Writing the run folder failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,20 +41,23 @@ fn write_err(path: &Path, e: impl std::fmt::Display) -> RunFolderError {
     }
 }
 
-/// Renders the champions and writes the run folder; returns the summary it wrote.
+/// Renders the champions with the run's encoding and writes the run folder; returns the
+/// summary it wrote. `identity` says which models, backends and plugins made the run (for
+/// an export, the one its checkpoint records).
 pub fn write(
     dir: &Path,
-    experiment: &Experiment,
+    encoding: &EncodingPlugin,
+    identity: &RunIdentity,
+    seed: u64,
     outcome: &RunOutcome,
 ) -> Result<RunSummary, RunFolderError> {
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
-    let (view, channels) = (&experiment.view, experiment.model.manifest.input.channels);
+    let canvas = encoding.canvas();
     let mut entries = Vec::new();
     for (class, cell) in outcome.cells.iter().enumerate() {
         let Some(champion) = cell else { continue };
-        let mut pixels = vec![0u8; experiment.encoding.image_len()];
-        experiment
-            .encoding
+        let mut pixels = vec![0u8; encoding.image_len()];
+        encoding
             .render(&champion.genome, &mut pixels)
             .map_err(|e| RunFolderError::Render {
                 class,
@@ -61,13 +65,13 @@ pub fn write(
             })?;
         entries.push(GalleryEntry {
             class,
-            label: experiment.model.label(class),
+            label: identity.label(class),
             score: champion.score(class),
             generation: champion.generation,
             image: Image {
-                width: view.width,
-                height: view.height,
-                channels,
+                width: canvas.width,
+                height: canvas.height,
+                channels: canvas.channels,
                 pixels,
             },
         });
@@ -84,32 +88,30 @@ pub fn write(
             let entry = entries.iter().find(|e| e.class == class);
             ClassSummary {
                 class,
-                label: experiment.model.label(class),
+                label: identity.label(class),
                 confidence: entry.map(|e| e.score),
                 generation: entry.map(|e| e.generation),
                 image: entry.map(|e| format!("gallery/{}", gallery::file_name(e))),
             }
         })
         .collect();
-    let plugin = |lib: &pareidolia_core::plugin_host::PluginInfo| PluginSummary {
-        name: lib.name.clone(),
-        version: lib.version.clone(),
-    };
+    let model = identity.primary();
     let summary = RunSummary {
         pareidolia_version: env!("CARGO_PKG_VERSION").to_owned(),
-        seed: experiment.config.seed,
+        seed,
         generations: p.generation,
         evaluations: p.evaluations,
         lost: p.lost,
         replacements: p.replacements,
         wall_time_s: p.elapsed_s,
         evaluations_per_s: p.evaluations as f64 / p.elapsed_s.max(1e-9),
-        model: experiment.model.name().to_owned(),
-        model_sha256: experiment.model.sha256.clone(),
-        backend: format!("{} ({})", experiment.backend_name, experiment.device),
-        backend_selection: experiment.backend_selection.clone(),
-        encoding: plugin(experiment.encoding.library().info()),
-        fitness: plugin(experiment.fitness.library().info()),
+        model: model.name.clone(),
+        model_sha256: model.sha256.clone(),
+        backend: model.backend_text(),
+        backend_selection: model.backend_selection.clone(),
+        encoding: identity.encoding.clone(),
+        fitness: identity.fitness.clone(),
+        models: identity.models.clone(),
         stats: p.stats.clone(),
         stage_times: p.times,
         classes,

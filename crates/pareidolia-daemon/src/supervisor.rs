@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pareidolia_core::checkpoint::Checkpoint;
-use pareidolia_core::{EncodingPlugin, FitnessPlugin};
-use pareidolia_eval::{BackendChoice, BackendOptions, Model, PreparedModel, ViewSpec};
+use pareidolia_eval::PreparedModel;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 
-use crate::archive_actor::{ArchiveActor, ArchiveArgs, ArchiveMsg, ArchivePlan};
+use crate::archive_actor::{ArchiveActor, ArchiveArgs, ArchivePlan};
 use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs};
-use crate::experiment::{Progress, RunError, RunOutcome};
+use crate::messages::{ArchiveMsg, names};
 use crate::mutator_actor::{MutatorActor, MutatorState};
+use crate::outcome::{Progress, RunError, RunOutcome};
+use crate::setup::Setup;
 
 /// Restarts allowed within [`RESTART_WINDOW`] before the run stops.
 pub const MAX_RESTARTS: usize = 5;
@@ -33,22 +34,10 @@ pub struct SupervisorArgs {
     pub run: String,
     /// Mutator count.
     pub mutators: usize,
-    /// The encoding instance.
-    pub encoding: Arc<EncodingPlugin>,
-    /// The fitness instance.
-    pub fitness: Arc<FitnessPlugin>,
-    /// The model.
-    pub model: Arc<Model>,
-    /// Its backend.
-    pub backend: BackendChoice,
-    /// ONNX Runtime and CUDA settings.
-    pub backend_options: BackendOptions,
-    /// How the canvas is shown to the model.
-    pub view: ViewSpec,
-    /// The model prepared by setup, used by the first evaluator.
+    /// The models, plugins and settings every child is made from.
+    pub setup: Arc<Setup>,
+    /// The model prepared by the experiment, used by the first evaluator.
     pub prepared: Option<Box<dyn PreparedModel>>,
-    /// Images per batch.
-    pub batch_size: usize,
     /// The archive's plan.
     pub plan: ArchivePlan,
     /// The checkpoint to resume from.
@@ -75,19 +64,6 @@ pub struct SupervisorState {
     failed: bool,
 }
 
-/// Names of a run's actors.
-pub fn archive_name(run: &str) -> String {
-    format!("{run}.archive")
-}
-/// The evaluator's name.
-pub fn evaluator_name(run: &str) -> String {
-    format!("{run}.evaluator")
-}
-/// The mutators' process group.
-pub fn mutator_group(run: &str) -> String {
-    format!("{run}.mutators")
-}
-
 impl SupervisorState {
     async fn spawn_evaluator(
         &mut self,
@@ -96,18 +72,15 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let a = &self.args;
         let args = EvaluatorArgs {
-            archive: archive_name(&a.run),
-            model: a.model.clone(),
-            backend: a.backend,
-            backend_options: a.backend_options.clone(),
-            view: a.view,
+            run: a.run.clone(),
+            model: a.setup.model().clone(),
+            backend_options: a.setup.backend_options.clone(),
             prepared,
-            fitness: a.fitness.clone(),
-            batch_size: a.batch_size,
-            metrics: crate::metrics_actor::metrics_name(&a.run),
+            fitness: a.setup.fitness.clone(),
+            batch_size: a.setup.config.batch_size as usize,
         };
         let (actor, _) = Actor::spawn_linked(
-            Some(evaluator_name(&a.run)),
+            Some(names::evaluator(&a.run)),
             EvaluatorActor,
             args,
             myself.clone(),
@@ -124,13 +97,17 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let a = &self.args;
         let state = MutatorState {
-            evaluator: evaluator_name(&a.run),
-            encoding: a.encoding.clone(),
+            evaluator: names::evaluator(&a.run),
+            encoding: a.setup.encoding.clone(),
         };
-        let name = format!("{}.mutator.{index}", a.run);
-        let (actor, _) =
-            Actor::spawn_linked(Some(name), MutatorActor, state, myself.clone()).await?;
-        ractor::pg::join(mutator_group(&a.run), vec![actor.get_cell()]);
+        let (actor, _) = Actor::spawn_linked(
+            Some(names::mutator(&a.run, index)),
+            MutatorActor,
+            state,
+            myself.clone(),
+        )
+        .await?;
+        ractor::pg::join(names::mutator_group(&a.run), vec![actor.get_cell()]);
         self.children.push((Role::Mutator(index), actor.get_cell()));
         Ok(())
     }
@@ -175,7 +152,7 @@ impl Actor for Supervisor {
         };
         let cell = myself.get_cell();
         let (archive, _) = Actor::spawn_linked(
-            Some(archive_name(&state.args.run)),
+            Some(names::archive(&state.args.run)),
             ArchiveActor,
             archive_args,
             cell.clone(),

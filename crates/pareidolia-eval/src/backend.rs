@@ -4,9 +4,6 @@
 //! first of CUDA, ONNX Runtime on the CPU and tract that works here and logs why it passed
 //! over the others. Unlike tract's own `gpu-or-cpu`, the reason for every refusal is logged.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::{EvalError, Model, OrtBackend, OrtOptions, TractBackend};
 
 /// An inference engine.
@@ -50,58 +47,9 @@ pub trait PreparedModel: Send + Sync {
     }
 }
 
-/// A backend by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendChoice {
-    /// The first that works here of `cuda`, `ort-cpu` and `tract`; the log says which was
-    /// chosen, on which device, and why the ones before it were refused.
-    Auto,
-    /// ONNX Runtime's CUDA execution provider on GPU 0; fails (never falls back) when CUDA
-    /// cannot be used.
-    Cuda,
-    /// ONNX Runtime on the CPU.
-    OrtCpu,
-    /// tract: pure Rust, on CPU, always available, bit-reproducible.
-    #[default]
-    Tract,
-}
-
-impl BackendChoice {
-    /// Every choice, in the order `auto` tries the concrete ones (after itself).
-    pub const ALL: [BackendChoice; 4] = [
-        BackendChoice::Auto,
-        BackendChoice::Cuda,
-        BackendChoice::OrtCpu,
-        BackendChoice::Tract,
-    ];
-
-    /// The name configs and the command line use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendChoice::Auto => "auto",
-            BackendChoice::Cuda => "cuda",
-            BackendChoice::OrtCpu => "ort-cpu",
-            BackendChoice::Tract => "tract",
-        }
-    }
-}
-
-impl FromStr for BackendChoice {
-    type Err = EvalError;
-    fn from_str(s: &str) -> Result<Self, EvalError> {
-        BackendChoice::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| EvalError::UnknownBackend(s.to_owned()))
-    }
-}
-
-impl fmt::Display for BackendChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// A backend by name: the config's choice (`pareidolia_core::choices`), re-exported here
+/// because this crate maps it onto the backends.
+pub use pareidolia_core::BackendChoice;
 
 /// Settings shared by the backends; [`backend_for`] uses the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -246,7 +194,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_through_str_display_and_serde() {
-        for choice in BackendChoice::ALL {
+        for &choice in BackendChoice::ALL {
             let name = choice.to_string();
             assert_eq!(name.parse::<BackendChoice>().unwrap(), choice);
             let toml = toml::to_string(&std::collections::BTreeMap::from([("b", choice)])).unwrap();
@@ -266,7 +214,7 @@ mod tests {
 
     #[test]
     fn backends_are_named_as_chosen() {
-        for choice in BackendChoice::ALL {
+        for &choice in BackendChoice::ALL {
             assert_eq!(backend_for(choice).name(), choice.as_str());
         }
     }

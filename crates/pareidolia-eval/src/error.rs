@@ -65,9 +65,9 @@ pub enum EvalError {
         /// What exists.
         available: String,
     },
-    /// Unknown backend name.
-    #[error("unknown backend `{0}`; choose one of: auto, cuda, ort-cpu, tract")]
-    UnknownBackend(String),
+    /// A name that is not one of a choice's values (backend, view, ...).
+    #[error(transparent)]
+    UnknownChoice(#[from] pareidolia_core::UnknownChoice),
     /// No ONNX Runtime shared library was found where we looked.
     #[error(
         "the ONNX Runtime library (libonnxruntime.so*) was not found; looked in: {looked}. \

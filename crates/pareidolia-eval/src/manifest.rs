@@ -30,15 +30,8 @@ pub enum ColorOrder {
     Bgr,
 }
 
-/// What the model's output vector holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputKind {
-    /// Softmax probabilities.
-    Probabilities,
-    /// Raw logits.
-    Logits,
-}
+/// What the model's output vector holds (`output` in a manifest).
+pub use pareidolia_core::OutputKind;
 
 /// The input tensor and how 8-bit pixels map into it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

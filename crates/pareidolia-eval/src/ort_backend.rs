@@ -59,30 +59,8 @@ impl Default for OrtOptions {
     }
 }
 
-/// How cuDNN picks convolution algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvSearch {
-    /// Benchmark every algorithm once per shape (slow first batch, fastest after).
-    Exhaustive,
-    /// cuDNN's heuristics.
-    Heuristic,
-    /// cuDNN's default algorithm.
-    Default,
-}
-
-impl std::str::FromStr for ConvSearch {
-    type Err = EvalError;
-    fn from_str(s: &str) -> Result<Self, EvalError> {
-        match s {
-            "exhaustive" => Ok(ConvSearch::Exhaustive),
-            "heuristic" => Ok(ConvSearch::Heuristic),
-            "default" => Ok(ConvSearch::Default),
-            other => Err(EvalError::BadInput(format!(
-                "unknown conv_algorithm_search `{other}`; choose exhaustive, heuristic or default"
-            ))),
-        }
-    }
-}
+/// How cuDNN picks convolution algorithms (`model.cuda.conv_algorithm_search`).
+pub use pareidolia_core::ConvSearch;
 
 /// Settings of ONNX Runtime's CUDA execution provider. The defaults are the ones that helped
 /// on an H100 with EfficientNet-Lite0 at batch 256 (issue 7): NHWC, the largest cuDNN

@@ -5,57 +5,10 @@
 //! and 227x227 crops. A [`ViewedModel`] wraps any backend's prepared model, so every backend
 //! gets views the same way.
 
-use serde::{Deserialize, Serialize};
-
 use crate::{EvalError, Model, OutputKind, PreparedModel};
 
-/// How a canvas is shown to the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum View {
-    /// The centre crop (the whole image when the canvas is the model's input size).
-    #[default]
-    Center,
-    /// The mean softmax over the four corner crops, the centre crop and their mirrors.
-    TenCrop,
-}
-
-impl View {
-    /// Model inputs per canvas image.
-    pub fn crops(self) -> usize {
-        match self {
-            View::Center => 1,
-            View::TenCrop => 10,
-        }
-    }
-
-    /// The name configs use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            View::Center => "center",
-            View::TenCrop => "ten-crop",
-        }
-    }
-}
-
-impl std::fmt::Display for View {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for View {
-    type Err = EvalError;
-    fn from_str(s: &str) -> Result<Self, EvalError> {
-        match s {
-            "center" => Ok(View::Center),
-            "ten-crop" => Ok(View::TenCrop),
-            other => Err(EvalError::BadInput(format!(
-                "unknown view `{other}`; choose `center` or `ten-crop`"
-            ))),
-        }
-    }
-}
+/// How a canvas is shown to the model (`model.view`).
+pub use pareidolia_core::View;
 
 /// The view and the canvas size it applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,11 +2,10 @@
 //! experiment's end-to-end evaluations/s are compared against in BENCHMARKS.md.
 
 use std::io::Write as _;
-use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use pareidolia_eval::{BackendChoice, Model, ModelRef, backend_for};
+use pareidolia_eval::{Model, ModelRef, backend_for};
 
 use crate::cli::BenchArgs;
 
@@ -16,7 +15,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("--batch sizes and --seconds must be positive");
     }
     let model = Model::load(&ModelRef::parse(&args.model, std::path::Path::new(".")))?;
-    let backend = BackendChoice::from_str(&args.backend)?;
+    let backend = args.backend;
     let mut prepared = backend_for(backend).prepare(&model)?;
     let mut out = std::io::stdout().lock();
     writeln!(

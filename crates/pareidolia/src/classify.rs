@@ -5,11 +5,7 @@ use std::io::Write as _;
 
 use anyhow::{Context, Result, bail};
 use pareidolia_core::image_io::read_png;
-use std::str::FromStr as _;
-
-use pareidolia_eval::{
-    BackendChoice, Model, ModelRef, OutputKind, ViewSpec, backend_for, prepare_viewed,
-};
+use pareidolia_eval::{Model, ModelRef, OutputKind, ViewSpec, backend_for, prepare_viewed};
 use pareidolia_plugin::softmax;
 
 use crate::cli::ClassifyArgs;
@@ -40,12 +36,11 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
     }
     let (width, height) = canvas.unwrap_or((input.width, input.height));
     let view = ViewSpec {
-        view: args.view.parse()?,
+        view: args.view,
         width,
         height,
     };
-    let backend = BackendChoice::from_str(&args.backend)?;
-    let mut prepared = prepare_viewed(backend_for(backend).as_ref(), &model, view)
+    let mut prepared = prepare_viewed(backend_for(args.backend).as_ref(), &model, view)
         .with_context(|| format!("cannot classify {}", args.images[0].display()))?;
     let image_len = view.canvas_len(&model);
     let mut outputs = Vec::with_capacity(args.images.len() * model.classes());

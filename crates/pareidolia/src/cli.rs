@@ -2,7 +2,15 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
+use pareidolia_core::{BackendChoice, Choice, View};
+
+/// A clap parser for a choice enum: its names are the possible values (listed in `--help`
+/// and in the error for a bad one), parsed into the enum.
+fn choice<T: Choice + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::NAMES).try_map(|s| s.parse::<T>())
+}
 
 /// Evolve images that a trained classifier labels with near-certainty although a person
 /// sees no object in them (Nguyen, Yosinski & Clune, CVPR 2015).
@@ -183,9 +191,9 @@ pub struct BenchArgs {
     /// Model: a manifest.toml path or `builtin:NAME`.
     #[arg(long, default_value = "builtin:lenet-mnist")]
     pub model: String,
-    /// Backend: `tract`, `ort-cpu`, `cuda` or `auto`.
-    #[arg(long, default_value = "tract")]
-    pub backend: String,
+    /// Backend.
+    #[arg(long, default_value = "tract", value_parser = choice::<BackendChoice>())]
+    pub backend: BackendChoice,
     /// Batch sizes to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,32,100,256")]
     pub batch: Vec<usize>,
@@ -211,8 +219,8 @@ pub struct ExperimentArgs {
     pub mutators: Option<u32>,
     /// Inference backend (overrides `model.backend`): `auto` takes CUDA, else ONNX Runtime
     /// on CPU, else tract, and logs why.
-    #[arg(long, value_parser = ["auto", "cuda", "ort-cpu", "tract"])]
-    pub backend: Option<String>,
+    #[arg(long, value_parser = choice::<BackendChoice>())]
+    pub backend: Option<BackendChoice>,
     /// Run folder to create; default `runs/<config name>-<unix time>`.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -247,11 +255,11 @@ pub struct ClassifyArgs {
     /// How an image larger than the model's input is shown to it: `center` (the centre crop)
     /// or `ten-crop` (mean softmax over the corner and centre crops and their mirrors); use
     /// the view the run used (`model.view`).
-    #[arg(long, default_value = "center", value_parser = ["center", "ten-crop"])]
-    pub view: String,
-    /// Backend: `tract` (bit-reproducible), `ort-cpu`, `cuda` or `auto`.
-    #[arg(long, default_value = "tract", value_parser = ["auto", "cuda", "ort-cpu", "tract"])]
-    pub backend: String,
+    #[arg(long, default_value = "center", value_parser = choice::<View>())]
+    pub view: View,
+    /// Backend (`tract` is bit-reproducible).
+    #[arg(long, default_value = "tract", value_parser = choice::<BackendChoice>())]
+    pub backend: BackendChoice,
     /// Images per inference batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,

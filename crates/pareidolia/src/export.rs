@@ -1,10 +1,11 @@
 //! `pareidolia export RUN_DIR --out DIR`: the gallery, montage, HTML index and summary of a
 //! run's newest checkpoint, re-rendered with the run's own encoding, also while its daemon
-//! keeps running (checkpoints are immutable once written).
+//! keeps running (checkpoints are immutable once written). Both commands load the run's
+//! model and plugins without preparing the model: nothing here infers.
 
 use anyhow::{Context, Result, bail};
 use pareidolia_core::checkpoint::CheckpointStore;
-use pareidolia_daemon::{Experiment, RunOutcome, run_folder};
+use pareidolia_daemon::{RunOutcome, Setup, run_folder};
 
 use crate::cli::{ExportArgs, ExportGenomeArgs};
 
@@ -20,12 +21,20 @@ pub fn export(args: ExportArgs) -> Result<()> {
     for (bad, why) in &skipped {
         tracing::warn!(checkpoint = %bad.display(), reason = %why, "skipping a damaged checkpoint");
     }
-    let mut config = checkpoint.meta.config.clone();
-    config.base_dir = checkpoint.meta.base_dir.clone();
-    let experiment =
-        Experiment::setup(config).context("cannot load the run's model and plugins")?;
+    let setup =
+        Setup::load(checkpoint.config()).context("cannot load the run's model and plugins")?;
+    // The identity the run recorded (with the backend that ran it); what a format-1
+    // checkpoint did not record comes from the model loaded now, if it is the same file.
+    let mut identity = checkpoint.meta.identity.clone();
+    identity.fill_unrecorded(&setup.identity());
     let outcome = RunOutcome::from_checkpoint(&checkpoint, path.clone());
-    let summary = run_folder::write(&args.out, &experiment, &outcome)?;
+    let summary = run_folder::write(
+        &args.out,
+        &setup.encoding,
+        &identity,
+        checkpoint.meta.config.seed,
+        &outcome,
+    )?;
     println!(
         "exported generation {} ({} classes, median {:.4}%) from {} to {}",
         summary.generations,
@@ -55,15 +64,13 @@ pub fn export_genome(args: ExportGenomeArgs) -> Result<()> {
             path.display()
         )
     };
-    let mut config = checkpoint.meta.config.clone();
-    config.base_dir = checkpoint.meta.base_dir.clone();
-    let experiment =
-        Experiment::setup(config).context("cannot load the run's model and plugins")?;
-    let description = experiment.encoding.describe(&champion.genome)?;
+    let setup =
+        Setup::load(checkpoint.config()).context("cannot load the run's model and plugins")?;
+    let description = setup.encoding.describe(&champion.genome)?;
     let json: serde_json::Value = serde_json::from_str(&description).with_context(|| {
         format!(
             "encoding `{}` described the genome with invalid JSON",
-            experiment.encoding.name()
+            setup.encoding.name()
         )
     })?;
     std::fs::create_dir_all(&args.out)
@@ -84,7 +91,7 @@ pub fn export_genome(args: ExportGenomeArgs) -> Result<()> {
     println!(
         "class {} ({}), score {:.6}, generation {}: {}",
         args.class,
-        experiment.model.label(args.class),
+        setup.model().model.label(args.class),
         champion.score(args.class),
         champion.generation,
         written

@@ -32,8 +32,8 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
     if let Some(m) = args.mutators {
         config.mutators = m;
     }
-    if let Some(b) = &args.backend {
-        config.model.backend = b.clone();
+    if let Some(b) = args.backend {
+        config.model.backend = b;
     }
     config.validate("the command line")?;
     Ok((config, name))
@@ -81,7 +81,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     std::fs::write(out.join("config.toml"), toml_of(&config)?)
         .context("cannot write config.toml to the run folder")?;
     let mut experiment = Experiment::setup(config).context("cannot set up the experiment")?;
-    let generations = experiment.config.generations;
+    let generations = experiment.config().generations;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -118,7 +118,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         outcome
     })?;
     bar.finish();
-    let summary = run_folder::write(&out, &experiment, &outcome)?;
+    let summary = run_folder::write(
+        &out,
+        &experiment.setup.encoding,
+        &experiment.identity,
+        experiment.config().seed,
+        &outcome,
+    )?;
     let s = &summary.stats;
     let mut stdout = std::io::stdout().lock();
     writeln!(

@@ -6,9 +6,9 @@ use std::io::Write as _;
 use anyhow::{Context, Result};
 use pareidolia_core::checkpoint::CheckpointStore;
 use pareidolia_daemon::RunOutcome;
+use pareidolia_daemon::service::RunLock;
 
 use crate::cli::StatusArgs;
-use crate::daemon::RunLock;
 
 /// Runs the command.
 pub fn status(args: StatusArgs) -> Result<()> {

@@ -1,0 +1,290 @@
+//! What a run is: its models (each with its file's sha256, class count, output kind and the
+//! backend that runs it), its encoding and fitness plugins, and its class labels. One
+//! [`RunIdentity`] is built at setup and used by every place that records or compares it:
+//! checkpoints, `summary.json`, the daemon's `/status`, the `_info` metrics and resume's check
+//! that it continues the same run.
+
+use serde::{Deserialize, Serialize};
+
+use crate::choices::{BackendChoice, OutputKind};
+use crate::summary::PluginSummary;
+
+/// One model of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// Model name (its manifest's `name`).
+    pub name: String,
+    /// sha256 of its ONNX file.
+    pub sha256: String,
+    /// Classes it scores.
+    pub classes: usize,
+    /// What its output vector holds, as the fitness plugin sees it (after the view); `None`
+    /// where a format-1 checkpoint did not record it.
+    #[serde(default)]
+    pub output: Option<OutputKind>,
+    /// The backend the config asked for.
+    pub requested_backend: BackendChoice,
+    /// The backend that runs it (what `auto` chose); `None` until the model is prepared, and
+    /// where a format-1 checkpoint did not record it.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The device it runs on.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Why `auto` chose that backend (what it refused first); `None` for a named backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_selection: Option<String>,
+}
+
+impl ModelIdentity {
+    /// `backend (device)` as the summary shows it, or the requested backend when the model
+    /// was not prepared here.
+    pub fn backend_text(&self) -> String {
+        match (&self.backend, &self.device) {
+            (Some(b), Some(d)) => format!("{b} ({d})"),
+            (Some(b), None) => b.clone(),
+            _ => format!("{} (not recorded)", self.requested_backend),
+        }
+    }
+}
+
+/// Everything that makes two runs the same run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunIdentity {
+    /// The models, in config order (at least one).
+    pub models: Vec<ModelIdentity>,
+    /// The encoding plugin.
+    pub encoding: PluginSummary,
+    /// The fitness plugin.
+    pub fitness: PluginSummary,
+    /// Class labels, by index (empty where a format-1 checkpoint did not record them).
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// Which differences a resume accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllowedChanges {
+    /// A model file may differ from the one the run started with.
+    pub model: bool,
+    /// A plugin's name or version may differ.
+    pub plugins: bool,
+}
+
+/// Why a run cannot continue with what is installed now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityMismatch {
+    /// The config names another number of models than the run used.
+    #[error(
+        "this run scored with {was} model(s), the config names {now}; resuming would mix scores of different ensembles"
+    )]
+    ModelCount {
+        /// Models then.
+        was: usize,
+        /// Models now.
+        now: usize,
+    },
+    /// A model file changed.
+    #[error(
+        "the model file changed since this run started (sha256 {was} then, {now} now); resuming would mix scores \
+         of two models. Restore the model, or pass --allow-model-change"
+    )]
+    Model {
+        /// sha256 then.
+        was: String,
+        /// sha256 now.
+        now: String,
+    },
+    /// A plugin changed.
+    #[error(
+        "plugin {was} started this run, {now} is installed now; pass --allow-plugin-change to continue anyway"
+    )]
+    Plugin {
+        /// `name version` then.
+        was: String,
+        /// `name version` now.
+        now: String,
+    },
+    /// The number of classes changed (the archive's cells would not fit).
+    #[error(
+        "this run's archive has {was} classes, the model now has {now}; a run cannot change its classes"
+    )]
+    Classes {
+        /// Classes then.
+        was: usize,
+        /// Classes now.
+        now: usize,
+    },
+}
+
+impl RunIdentity {
+    /// The first model (every run has one).
+    pub fn primary(&self) -> &ModelIdentity {
+        &self.models[0]
+    }
+
+    /// Classes of the run (the archive's cells).
+    pub fn classes(&self) -> usize {
+        self.models.first().map_or(0, |m| m.classes)
+    }
+
+    /// A class's label, or its index when the run has no label for it.
+    pub fn label(&self, class: usize) -> String {
+        self.labels
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| class.to_string())
+    }
+
+    /// Checks that `now` (what is installed and configured) continues this run.
+    pub fn check_resume(
+        &self,
+        now: &RunIdentity,
+        allow: AllowedChanges,
+    ) -> Result<(), IdentityMismatch> {
+        if self.models.len() != now.models.len() {
+            return Err(IdentityMismatch::ModelCount {
+                was: self.models.len(),
+                now: now.models.len(),
+            });
+        }
+        for (was, now) in self.models.iter().zip(&now.models) {
+            if was.classes != now.classes {
+                return Err(IdentityMismatch::Classes {
+                    was: was.classes,
+                    now: now.classes,
+                });
+            }
+            if was.sha256 != now.sha256 && !allow.model {
+                return Err(IdentityMismatch::Model {
+                    was: was.sha256.clone(),
+                    now: now.sha256.clone(),
+                });
+            }
+        }
+        for (was, now) in [
+            (&self.encoding, &now.encoding),
+            (&self.fitness, &now.fitness),
+        ] {
+            if was != now && !allow.plugins {
+                return Err(IdentityMismatch::Plugin {
+                    was: format!("{} {}", was.name, was.version),
+                    now: format!("{} {}", now.name, now.version),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills what a format-1 checkpoint did not record (labels, output kinds) from `loaded`,
+    /// the identity of the same models loaded now; a model whose file changed keeps its gaps.
+    pub fn fill_unrecorded(&mut self, loaded: &RunIdentity) {
+        if self.labels.is_empty() {
+            self.labels = loaded.labels.clone();
+        }
+        for (m, now) in self.models.iter_mut().zip(&loaded.models) {
+            if m.output.is_none() && m.sha256 == now.sha256 {
+                m.output = now.output;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A one-model identity for tests.
+    pub(crate) fn sample() -> RunIdentity {
+        RunIdentity {
+            models: vec![ModelIdentity {
+                name: "m".into(),
+                sha256: "00".into(),
+                classes: 2,
+                output: Some(OutputKind::Logits),
+                requested_backend: BackendChoice::Auto,
+                backend: Some("tract".into()),
+                device: Some("cpu".into()),
+                backend_selection: None,
+            }],
+            encoding: PluginSummary {
+                name: "direct".into(),
+                version: "0.1.0".into(),
+            },
+            fitness: PluginSummary {
+                name: "confidence".into(),
+                version: "0.1.0".into(),
+            },
+            labels: vec!["zero".into(), "one".into()],
+        }
+    }
+
+    #[test]
+    fn resume_refuses_changed_models_and_plugins_unless_allowed() {
+        let was = sample();
+        assert_eq!(was.check_resume(&was, AllowedChanges::default()), Ok(()));
+        let mut model = was.clone();
+        model.models[0].sha256 = "11".into();
+        let e = was
+            .check_resume(&model, AllowedChanges::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("sha256 00 then, 11 now"), "{e}");
+        let allow_model = AllowedChanges {
+            model: true,
+            plugins: false,
+        };
+        assert_eq!(was.check_resume(&model, allow_model), Ok(()));
+        let mut plugin = was.clone();
+        plugin.fitness.version = "0.2.0".into();
+        let e = was.check_resume(&plugin, allow_model).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "plugin confidence 0.1.0 started this run, confidence 0.2.0 is installed now; pass --allow-plugin-change to continue anyway"
+        );
+        let allow_all = AllowedChanges {
+            model: true,
+            plugins: true,
+        };
+        assert_eq!(was.check_resume(&plugin, allow_all), Ok(()));
+        // Neither flag lets a run change its classes or its number of models.
+        let mut classes = was.clone();
+        classes.models[0].classes = 3;
+        assert!(matches!(
+            was.check_resume(&classes, allow_all),
+            Err(IdentityMismatch::Classes { was: 2, now: 3 })
+        ));
+        let mut two = was.clone();
+        two.models.push(two.models[0].clone());
+        assert!(matches!(
+            was.check_resume(&two, allow_all),
+            Err(IdentityMismatch::ModelCount { was: 1, now: 2 })
+        ));
+    }
+
+    #[test]
+    fn gaps_of_old_checkpoints_are_filled_from_the_same_model_only() {
+        let loaded = sample();
+        let mut old = sample();
+        old.labels.clear();
+        old.models[0].output = None;
+        let mut changed = old.clone();
+        changed.models[0].sha256 = "ff".into();
+        old.fill_unrecorded(&loaded);
+        assert_eq!(old.labels, loaded.labels);
+        assert_eq!(old.models[0].output, Some(OutputKind::Logits));
+        changed.fill_unrecorded(&loaded);
+        assert_eq!(changed.models[0].output, None);
+        assert_eq!(changed.label(1), "one");
+        assert_eq!(changed.label(7), "7");
+    }
+
+    #[test]
+    fn backend_text_says_what_ran_or_that_it_was_not_recorded() {
+        let mut m = sample().models.remove(0);
+        assert_eq!(m.backend_text(), "tract (cpu)");
+        m.backend = None;
+        m.device = None;
+        assert_eq!(m.backend_text(), "auto (not recorded)");
+    }
+}

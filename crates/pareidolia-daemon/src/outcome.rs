@@ -1,0 +1,137 @@
+//! What a run reports: its [`Progress`] after every generation, its [`RunOutcome`] at the
+//! end, and the [`RunError`] that stopped it. Plain data shared by the actors, the HTTP
+//! service and the command line; nothing here runs anything.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pareidolia_core::checkpoint::Checkpoint;
+use pareidolia_core::summary::StageTimes;
+use pareidolia_core::{ArchiveStats, Champion};
+use serde::{Deserialize, Serialize};
+
+use crate::messages::LossKind;
+
+/// The run stopped with an error.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Not one child of a generation could be scored: the plugin or backend is broken.
+    #[error(
+        "no child of generation {generation} could be evaluated; the first was lost in {}: {reason}",
+        stage.map_or("-", LossKind::as_str)
+    )]
+    GenerationLost {
+        /// The generation.
+        generation: u64,
+        /// Where the first child was lost.
+        stage: Option<LossKind>,
+        /// Why.
+        reason: String,
+    },
+    /// An actor failed in a way that cannot be repaired by a restart.
+    #[error("the {actor} actor failed: {reason}")]
+    ActorFailed {
+        /// Which actor.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// Restarts kept failing.
+    #[error(
+        "{restarts} actor restarts within {window_s} s (last: {actor} {last}); stopping instead of spinning"
+    )]
+    TooManyFailures {
+        /// Restarts counted.
+        restarts: usize,
+        /// The window.
+        window_s: u64,
+        /// The last actor to fail.
+        actor: String,
+        /// Its failure.
+        last: String,
+    },
+    /// The actor system could not start.
+    #[error("could not start the actors: {0}")]
+    Spawn(String),
+}
+
+/// Where a run stands after a generation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Last completed generation (0 = initial population).
+    pub generation: u64,
+    /// Generations planned.
+    pub generations: u64,
+    /// Children scored.
+    pub evaluations: u64,
+    /// Children lost.
+    pub lost: u64,
+    /// Champion replacements.
+    pub replacements: u64,
+    /// Archive statistics.
+    pub stats: ArchiveStats,
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+    /// Time per stage.
+    pub times: StageTimes,
+    /// Generation of the newest checkpoint written (or resumed from).
+    pub last_checkpoint_generation: Option<u64>,
+    /// When it was written (Unix seconds).
+    pub last_checkpoint_unix_s: Option<f64>,
+    /// Checkpoint writes that failed.
+    pub checkpoint_failures: u64,
+    /// Per class: the champion (genome and scores shared, not copied).
+    #[serde(skip)]
+    pub champions: Arc<Vec<Option<Champion>>>,
+}
+
+impl Progress {
+    /// Per class: the champion's confidence (its score in that class), if the cell is filled.
+    pub fn confidences(&self) -> impl Iterator<Item = Option<f32>> + '_ {
+        self.champions
+            .iter()
+            .enumerate()
+            .map(|(class, c)| c.as_ref().map(|c| c.score(class)))
+    }
+}
+
+/// What a finished run leaves: the archive's cells and the final progress.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// One entry per class.
+    pub cells: Vec<Option<Champion>>,
+    /// Counters and statistics at the end.
+    pub progress: Progress,
+    /// Stopped by a shutdown request before its last generation.
+    pub interrupted: bool,
+    /// The last checkpoint written, if checkpointing.
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl RunOutcome {
+    /// The outcome a checkpoint records (for exports of a run that may still be going).
+    pub fn from_checkpoint(c: &Checkpoint, path: PathBuf) -> Self {
+        let m = &c.meta;
+        let archive = c.archive();
+        RunOutcome {
+            progress: Progress {
+                generation: m.generation,
+                generations: m.config.generations,
+                evaluations: m.evaluations,
+                lost: m.lost,
+                replacements: m.replacements,
+                stats: archive.stats(),
+                elapsed_s: m.elapsed_s,
+                times: m.stage_times,
+                last_checkpoint_generation: Some(m.generation),
+                last_checkpoint_unix_s: Some(m.created_unix_s),
+                checkpoint_failures: 0,
+                champions: Arc::new(c.cells.clone()),
+            },
+            interrupted: m.generation < m.config.generations,
+            checkpoint: Some(path),
+            cells: c.cells.clone(),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The daemon as a service: an exclusive lock on the run folder, the identity check before a
+//! resumed run continues, the HTTP endpoints beside the run, SIGTERM/SIGINT handling, the
+//! drain (the generation in flight finishes, a final checkpoint is written) and the run
+//! folder written at the end. The command line only chooses the folder and the config and
+//! calls [`serve`].
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pareidolia_core::checkpoint::Checkpoint;
+use pareidolia_core::config::RunConfig;
+use pareidolia_core::{AllowedChanges, IdentityMismatch};
+
+use crate::experiment::{Experiment, RunOptions, request_stop};
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::outcome::{Progress, RunError, RunOutcome};
+use crate::run_folder::{self, RunFolderError};
+use crate::setup::{Setup, SetupError};
+
+/// How long a stop request may take (the generation in flight plus the final checkpoint)
+/// before the daemon gives up waiting and exits with an error.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why the service could not run or did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The lock file could not be opened.
+    #[error("cannot open the lock file {path}: {cause}; is the run folder writable?")]
+    LockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// Another process holds the run folder.
+    #[error(
+        "run folder {run_dir} is in use by another pareidolia process (pid {pid}); stop it first or choose another folder"
+    )]
+    Locked {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// The holder's pid, as its lock file says.
+        pid: String,
+    },
+    /// The HTTP address cannot be bound.
+    #[error(
+        "cannot listen on {address}: {cause}; choose another address with --listen or http.listen"
+    )]
+    Listen {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// Setup failed (the cause follows in the error chain).
+    #[error("cannot set up the experiment")]
+    Setup(#[from] SetupError),
+    /// The installed models or plugins are not the run's.
+    #[error(transparent)]
+    Identity(#[from] IdentityMismatch),
+    /// The run stopped with an error.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The drain took longer than [`DRAIN_TIMEOUT`].
+    #[error(
+        "the run did not drain within {} s of the stop request; its newest checkpoint is intact",
+        DRAIN_TIMEOUT.as_secs()
+    )]
+    DrainTimeout,
+    /// The gallery or summary could not be written.
+    #[error(transparent)]
+    RunFolder(#[from] RunFolderError),
+    /// The async runtime or the server failed.
+    #[error("{what}: {cause}")]
+    Io {
+        /// What failed.
+        what: &'static str,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+}
+
+/// An exclusive lock on a run folder (`<run>/lock`, holding the owner's pid), held while the
+/// value lives.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes `<run>/lock`, or explains who holds it.
+    pub fn acquire(run_dir: &Path) -> Result<Self, ServiceError> {
+        let path = run_dir.join("lock");
+        let lock_err = |cause| ServiceError::LockFile {
+            path: path.clone(),
+            cause,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(lock_err)?;
+        if file.try_lock().is_err() {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(ServiceError::Locked {
+                run_dir: run_dir.to_owned(),
+                pid: holder.trim().to_owned(),
+            });
+        }
+        file.set_len(0).map_err(lock_err)?;
+        write!(file, "{}", std::process::id()).map_err(lock_err)?;
+        Ok(Self { _file: file })
+    }
+
+    /// The pid of the process that holds the lock now, if any.
+    pub fn held_by_other(run_dir: &Path) -> Option<String> {
+        let path = run_dir.join("lock");
+        let file = File::open(&path).ok()?;
+        match file.try_lock() {
+            Ok(()) => None,
+            Err(_) => Some(
+                std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// A run for [`serve`]: a new one from a config, or a resumed one from a checkpoint.
+pub enum Start {
+    /// A new run (its folder holds no checkpoint).
+    New(RunConfig),
+    /// Continue from a checkpoint, with the config to continue with (the checkpoint's, with
+    /// overrides) and the differences the user accepts.
+    Resume {
+        /// The checkpoint.
+        checkpoint: Box<Checkpoint>,
+        /// The config to go on with.
+        config: RunConfig,
+        /// What may differ from the run's identity.
+        allow: AllowedChanges,
+    },
+}
+
+/// What [`serve`] needs beyond the run.
+pub struct ServeOptions {
+    /// The run folder (checkpoints, history, gallery, summary).
+    pub run_dir: PathBuf,
+    /// The lock on it, held until the service ends.
+    pub lock: RunLock,
+    /// After the run ends, keep serving until SIGTERM or SIGINT.
+    pub keep_serving: bool,
+}
+
+/// Runs the experiment with its HTTP endpoints until it ends or is stopped. Blocking: it
+/// starts its own tokio runtime.
+pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceError> {
+    let ServeOptions {
+        run_dir,
+        lock: _lock,
+        keep_serving,
+    } = options;
+    let config = match &start {
+        Start::New(c) | Start::Resume { config: c, .. } => c,
+    };
+    tracing::info!(run_dir = %run_dir.display(), "pareidolia {} daemon: run folder", env!("CARGO_PKG_VERSION"));
+    let address = config.http.listen.clone();
+    let listener = std::net::TcpListener::bind(&address).map_err(|cause| ServiceError::Listen {
+        address: address.clone(),
+        cause,
+    })?;
+    let io = |what| move |cause| ServiceError::Io { what, cause };
+    let addr = listener
+        .local_addr()
+        .map_err(io("cannot read the listening address"))?;
+    tracing::info!(url = %format!("http://{addr}"), "serving /metrics, /livez, /readyz, /status");
+    listener
+        .set_nonblocking(true)
+        .map_err(io("cannot configure the listening socket"))?;
+
+    let (setup, resume) = match start {
+        Start::New(config) => (Setup::load(config)?, None),
+        Start::Resume {
+            checkpoint,
+            config,
+            allow,
+        } => {
+            let setup = Setup::load(config)?;
+            // Checked before the model is prepared: a refused resume costs no compilation.
+            checkpoint
+                .meta
+                .identity
+                .check_resume(&setup.identity(), allow)?;
+            (setup, Some(*checkpoint))
+        }
+    };
+    let mut experiment = Experiment::new(setup)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(io("cannot start tokio"))?;
+    runtime.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(Progress::default());
+        let metrics = Metrics::new(&experiment.identity, experiment.checkpoint_policy(true));
+        let state = AppState {
+            progress: rx.clone(),
+            run_dir: run_dir.display().to_string().into(),
+            identity: Arc::new(experiment.identity.clone()),
+            metrics: metrics.clone(),
+            renderer: experiment.setup.encoding.clone(),
+        };
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(io("cannot serve HTTP"))?;
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(async {
+                    let _ = http_stopped.await;
+                })
+                .await
+        });
+        let run_id = experiment.run_id.clone();
+        // A permit stays stored until taken, so a signal is seen whenever it came.
+        let signalled = Arc::new(tokio::sync::Notify::new());
+        let signal_seen = signalled.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!(
+                "stop requested: finishing the generation in flight, then a final checkpoint"
+            );
+            request_stop(&run_id);
+            signal_seen.notify_one();
+        });
+        let options = RunOptions {
+            run_dir: Some(run_dir.clone()),
+            resume,
+            metrics: Some(metrics),
+        };
+        let mut run = Box::pin(experiment.run_with(tx, options));
+        let mut stop_requested = false;
+        let outcome = tokio::select! {
+            outcome = &mut run => outcome.map_err(ServiceError::from),
+            _ = signalled.notified() => {
+                stop_requested = true;
+                match tokio::time::timeout(DRAIN_TIMEOUT, &mut run).await {
+                    Ok(outcome) => outcome.map_err(ServiceError::from),
+                    Err(_) => Err(ServiceError::DrainTimeout),
+                }
+            }
+        };
+        drop(run);
+        let written = outcome
+            .as_ref()
+            .ok()
+            .map(|outcome| tokio::task::block_in_place(|| finish(&run_dir, &experiment, outcome)));
+        if keep_serving && !stop_requested && matches!(written, Some(Ok(()))) {
+            tracing::info!(
+                url = %format!("http://{addr}/gallery"),
+                "run over; still serving the gallery, /status and /metrics until SIGTERM or SIGINT"
+            );
+            signalled.notified().await;
+        }
+        let _ = http_stop.send(());
+        let _ = server.await;
+        let outcome = outcome?;
+        written.unwrap_or(Ok(()))?;
+        Ok(outcome)
+    })
+}
+
+/// Writes the run folder's gallery and summary, and logs where the run stopped.
+fn finish(
+    run_dir: &Path,
+    experiment: &Experiment,
+    outcome: &RunOutcome,
+) -> Result<(), ServiceError> {
+    let summary = run_folder::write(
+        run_dir,
+        &experiment.setup.encoding,
+        &experiment.identity,
+        experiment.config().seed,
+        outcome,
+    )?;
+    tracing::info!(
+        generation = summary.generations,
+        evaluations = summary.evaluations,
+        median = summary.stats.median,
+        min = summary.stats.min,
+        interrupted = outcome.interrupted,
+        checkpoint = %outcome.checkpoint.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        "run stopped; gallery and summary written"
+    );
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pareidolia-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_lock_keeps_a_second_holder_out_until_it_is_dropped() {
+        let dir = temp_dir("lock");
+        let lock = RunLock::acquire(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("lock")).unwrap(),
+            std::process::id().to_string()
+        );
+        // flock locks are per open file description: a second open in this process is
+        // refused like another process would be.
+        let e = RunLock::acquire(&dir).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "is in use by another pareidolia process (pid {})",
+                std::process::id()
+            )),
+            "{e}"
+        );
+        assert_eq!(
+            RunLock::held_by_other(&dir),
+            Some(std::process::id().to_string())
+        );
+        drop(lock);
+        assert_eq!(RunLock::held_by_other(&dir), None);
+        let _again = RunLock::acquire(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_lock_in_a_missing_folder_says_which_file() {
+        let dir = temp_dir("lock-missing").join("nowhere");
+        let e = RunLock::acquire(&dir).unwrap_err().to_string();
+        assert!(e.contains("nowhere/lock") && e.contains("writable"), "{e}");
+    }
+}
