@@ -109,13 +109,21 @@ fn sigterm_and_sigint_drain_checkpoint_and_exit_zero() {
             .config(&cfg)
             .out(&out)
             .start(&dir.join("log"));
-        let url = d.url();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while get(&format!("{url}/readyz")).0 != 200 {
-            assert!(Instant::now() < deadline, "never ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(300));
+        let url = d.wait_ready(Duration::from_secs(20));
+        // The signal is meant for a run under way (the test used to sleep 300 ms for one): a
+        // generation of children scored beyond the initial population, the next one's batches
+        // in flight.
+        let at_generation_1 = |_: &mut Daemon| match served_generation(&url) {
+            Some(g) if g >= 1 => Ok(()),
+            g => Err(format!("/status: generation {g:?}")),
+        };
+        let every = Duration::from_millis(20);
+        d.poll(
+            "at generation 1",
+            Duration::from_secs(30),
+            every,
+            at_generation_1,
+        );
         let sent = Instant::now();
         d.signal(signal);
         let (status, log) = d.wait(Duration::from_secs(30));
@@ -181,6 +189,22 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
             ),
             None => assert!(resumed.is_none(), "nothing to resume from yet:\n{log}"),
         }
+        // The kill is meant to land at a chosen moment of the running evolution (its
+        // generations and their checkpoint writes), not in the set-up: wait until the daemon
+        // serves a scored generation (at once when resumed, after the initial population
+        // otherwise), or has already finished, then wait the chosen delay. This sleep is the
+        // point of the test, not a stand-in for a condition.
+        let readyz = format!("{}/readyz", d.url());
+        let every = Duration::from_millis(10);
+        d.poll("ready or finished", Duration::from_secs(30), every, |d| {
+            if d.child.try_wait().unwrap().is_some() {
+                return Ok(()); // finished: the check below ends the loop
+            }
+            match get(&readyz) {
+                (200, _) => Ok(()),
+                (code, body) => Err(format!("/readyz: {code} {body}")),
+            }
+        });
         delay_ms = (delay_ms * 7919 + 13) % 450 + 50;
         std::thread::sleep(Duration::from_millis(delay_ms));
         if d.child.try_wait().unwrap().is_some() {
@@ -268,11 +292,7 @@ fn http_endpoints_answer() {
         .start(&dir.join("log"));
     let url = d.url();
     assert_eq!(get(&format!("{url}/livez")).0, 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&format!("{url}/readyz")).0 != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_ready(Duration::from_secs(20));
     let (code, body) = get(&format!("{url}/status"));
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -109,6 +109,19 @@ impl Daemon {
             .to_owned()
     }
 
+    /// Waits until `/readyz` answers 200 (a first generation is scored); returns the URL.
+    pub fn wait_ready(&mut self, timeout: Duration) -> String {
+        let url = self.url();
+        let readyz = format!("{url}/readyz");
+        self.poll("ready", timeout, Duration::from_millis(20), |_| {
+            match get(&readyz) {
+                (200, _) => Ok(()),
+                (code, body) => Err(format!("/readyz: {code} {body}")),
+            }
+        });
+        url
+    }
+
     /// Sends `signal` (`"TERM"`, `"KILL"`, ...) with kill(1).
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
@@ -133,6 +146,21 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The generation a daemon's `/status` at `url` reports, if it answers.
+pub fn served_generation(url: &str) -> Option<u64> {
+    match get_json(&format!("{url}/status")) {
+        (200, status) => status["generation"].as_u64(),
+        _ => None,
+    }
+}
+
+/// GET a URL whose body is JSON (a body that is not JSON comes back as a JSON string).
+pub fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let (code, body) = get(url);
+    let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    (code, value)
 }
 
 /// GET `url`: status code and body (curl when present).
