@@ -36,15 +36,6 @@ impl Daemon {
         }
     }
 
-    /// Starts the binary with `args`, `env` set, its log in the file `log`.
-    pub fn start(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut command = Pareidolia::with_args(args);
-        for (key, value) in env {
-            command = command.env(key, value);
-        }
-        command.start(log)
-    }
-
     /// Starts `command` with `--keep-serving` added, and waits until its run is over and it
     /// only serves; returns it and its URL.
     pub fn serving_after_run(

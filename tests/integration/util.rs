@@ -2,6 +2,8 @@
 //! `pareidolia` command line ([`Pareidolia`]), configs edited as TOML tables ([`config_edit`],
 //! [`TomlEdit`]), bounded polling ([`poll`]), and reading what a run wrote.
 
+pub mod prometheus;
+
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
