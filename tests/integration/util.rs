@@ -285,6 +285,22 @@ pub fn config_with(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
     path
 }
 
+/// A config file `dir/config.toml`: the default experiment as it is.
+pub fn default_config(dir: &Path) -> PathBuf {
+    config_edit(dir, |_| {})
+}
+
+/// A config file `dir/config.toml` from the default experiment's text with `edit` applied, for
+/// the bad configs a table cannot hold; panics if `edit` changed nothing.
+pub fn config_text(dir: &Path, edit: impl FnOnce(&str) -> String) -> PathBuf {
+    let text = read_text(&default_experiment());
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit did not change the config");
+    let path = dir.join("config.toml");
+    std::fs::write(&path, edited).unwrap();
+    path
+}
+
 /// A config for short daemon runs: the default experiment with `generations`, one mutator, a
 /// checkpoint every `every` generations (none by time, the newest 3 kept) and HTTP on a free
 /// local port.
