@@ -129,6 +129,16 @@ impl Pareidolia {
         self.arg("--generations").arg(n.to_string())
     }
 
+    /// `--seed N` (run, daemon).
+    pub fn seed(self, seed: u64) -> Pareidolia {
+        self.arg("--seed").arg(seed.to_string())
+    }
+
+    /// `--mutators N` (run, daemon).
+    pub fn mutators(self, n: u32) -> Pareidolia {
+        self.arg("--mutators").arg(n.to_string())
+    }
+
     /// `--backend NAME` (run, daemon).
     #[allow(dead_code)] // A flag of the CLI that no test passes yet.
     pub fn backend(self, backend: &str) -> Pareidolia {
@@ -138,6 +148,11 @@ impl Pareidolia {
     /// `--quiet`: no progress bar (run).
     pub fn quiet(self) -> Pareidolia {
         self.arg("--quiet")
+    }
+
+    /// `-v`: info-level logs.
+    pub fn verbose(self) -> Pareidolia {
+        self.arg("-v")
     }
 
     /// `--listen ADDR` (daemon, resume).
@@ -164,6 +179,12 @@ impl Pareidolia {
     /// Sets an environment variable for the command.
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Pareidolia {
         self.env.push((key.into(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    /// Removes an environment variable for the command.
+    pub fn env_remove(mut self, key: &str) -> Pareidolia {
+        self.env.push((key.into(), None));
         self
     }
 
@@ -274,14 +295,6 @@ pub fn config_edit(dir: &Path, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
     edit(&mut table);
     let path = dir.join("config.toml");
     write_toml(&path, &table);
-    path
-}
-
-/// A config file in `dir`, from the default experiment with `edit` applied to its text.
-pub fn config_with(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("configs/mnist-direct.toml")).unwrap();
-    let path = dir.join("config.toml");
-    std::fs::write(&path, edit(text)).unwrap();
     path
 }
 
