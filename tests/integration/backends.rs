@@ -6,7 +6,7 @@
 //! `onnxruntime` package); `.ci/run` installs the package. The CUDA tests also pass on a
 //! machine where CUDA works: there they check that the GPU was really used.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use pareidolia_core::image_io::read_png;
 use pareidolia_eval::{
@@ -190,26 +190,17 @@ fn alexnet_light_is_the_graph_make_py_describes() {
     assert!(model.onnx.len() < 2_000_000, "{} bytes", model.onnx.len());
 }
 
-/// The binary, with `RUST_LOG` unset and `env` applied.
-fn pareidolia_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.output().expect("binary runs")
-}
-
-const BENCH: [&str; 6] = ["bench", "--batch", "2", "--seconds", "0.05", "--backend"];
-
+/// `pareidolia -v bench` of LeNet on `backend`, briefly, with `env` set (`Some`) or removed
+/// (`None`).
 fn bench(backend: &str, env: &[(&str, Option<&str>)]) -> Output {
-    let mut args = vec!["-v"];
-    args.extend(BENCH);
-    args.push(backend);
-    pareidolia_env(&args, env)
+    let command = Pareidolia::with_args(["-v", "bench", "--batch", "2", "--seconds", "0.05"])
+        .args(["--backend", backend]);
+    env.iter()
+        .fold(command, |command, &(key, value)| match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        })
+        .output()
 }
 
 #[test]
@@ -235,9 +226,9 @@ fn cuda_fails_clearly_where_cuda_cannot_run() {
 #[test]
 fn cuda_in_a_run_config_fails_clearly_where_cuda_cannot_run() {
     let dir = temp_dir("cuda-config");
-    let config = config_with(&dir, |t| {
-        assert!(t.contains("backend = \"tract\""));
-        t.replace("backend = \"tract\"", "backend = \"cuda\"")
+    let config = config_edit(&dir, |t| {
+        assert_eq!(t["model"]["backend"].as_str(), Some("tract"));
+        t.set("model.backend", "cuda");
     });
     let out = dir.join("out");
     let output = run_one_generation(&config, &out);
@@ -329,16 +320,13 @@ fn ort_dylib_path_wins_and_a_bad_library_is_an_error() {
 fn ort_cpu_rejects_a_manifest_that_does_not_fit_the_graph() {
     let dir = temp_dir("ort-shape");
     let src = root().join("models/lenet-mnist");
-    let manifest = std::fs::read_to_string(src.join("manifest.toml"))
-        .unwrap()
-        .replace(
-            "\"lenet-mnist.onnx\"",
-            &format!("{:?}", src.join("lenet-mnist.onnx")),
-        )
-        .replace("\"labels.txt\"", &format!("{:?}", src.join("labels.txt")))
-        .replace("height = 28", "height = 32");
+    let mut manifest = read_toml(&src.join("manifest.toml"));
+    manifest
+        .set("onnx", path_value(&src.join("lenet-mnist.onnx")))
+        .set("labels", path_value(&src.join("labels.txt")))
+        .set("input.height", 32);
     let path = dir.join("manifest.toml");
-    std::fs::write(&path, manifest).unwrap();
+    write_toml(&path, &manifest);
     let model = Model::load(&ModelRef::Path(path.clone())).unwrap();
     let err = OrtBackend::cpu(OrtOptions::default())
         .prepare(&model)
@@ -352,20 +340,17 @@ fn ort_cpu_rejects_a_manifest_that_does_not_fit_the_graph() {
     );
     // The same through the binary, as a user meets it.
     let model_arg = path.to_str().unwrap();
-    let output = pareidolia_env(
-        &[
-            "bench",
-            "--model",
-            model_arg,
-            "--batch",
-            "1",
-            "--seconds",
-            "0.01",
-            "--backend",
-            "ort-cpu",
-        ],
-        &[],
-    );
+    let output = pareidolia(&[
+        "bench",
+        "--model",
+        model_arg,
+        "--batch",
+        "1",
+        "--seconds",
+        "0.01",
+        "--backend",
+        "ort-cpu",
+    ]);
     clean_failure(output, &["declares input", "fix `[input]` in the manifest"]);
 }
 
@@ -375,22 +360,17 @@ fn ort_cpu_rejects_a_manifest_that_does_not_fit_the_graph() {
 fn batch_size_zero_lets_the_backend_choose() {
     for (backend, chosen) in [("tract", 20), ("ort-cpu", 32)] {
         let dir = temp_dir("auto-batch");
-        let config = config_with(&dir, |t| {
-            t.replace("batch_size = 20", "batch_size = 0")
-                .replace("backend = \"tract\"", &format!("backend = \"{backend}\""))
+        let config = config_edit(&dir, |t| {
+            t.set("batch_size", 0).set("model.backend", backend);
         });
         let out = dir.join("out");
-        let output = pareidolia(&[
-            "run",
-            "-q",
-            "-v",
-            "--generations",
-            "2",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let output = Pareidolia::run()
+            .quiet()
+            .verbose()
+            .generations(2)
+            .config(&config)
+            .out(&out)
+            .output();
         let (_, stderr) = text(&output);
         assert!(output.status.success(), "{stderr}");
         assert!(
@@ -407,8 +387,8 @@ fn batch_size_zero_lets_the_backend_choose() {
 #[test]
 fn auto_reports_its_choice_and_the_refusals_in_the_summary() {
     let dir = temp_dir("auto-summary");
-    let config = config_with(&dir, |t| {
-        t.replace("backend = \"tract\"", "backend = \"auto\"")
+    let config = config_edit(&dir, |t| {
+        t.set("model.backend", "auto");
     });
     success(run_one_generation(&config, &dir.join("auto")));
     let summary = json(&dir.join("auto/summary.json"));
@@ -428,7 +408,7 @@ fn auto_reports_its_choice_and_the_refusals_in_the_summary() {
             "the reason is given: {selection}"
         );
     }
-    let named = config_with(&dir, |t| t);
+    let named = default_config(&dir);
     success(run_one_generation(&named, &dir.join("named")));
     assert!(
         json(&dir.join("named/summary.json"))

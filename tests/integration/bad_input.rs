@@ -1,9 +1,14 @@
+//! Bad configs, models and plugins given to the binary: each is refused with a clear message
+//! naming what is wrong, a non-zero exit and no panic.
+
 use std::path::{Path, PathBuf};
 
 use crate::util::*;
 
-/// A model folder in `dir` made from the shipped LeNet, with edits to its manifest and files.
-fn model_dir(dir: &Path, onnx: Option<&[u8]>, edit: impl FnOnce(String) -> String) -> PathBuf {
+/// A model folder in `dir` made from the shipped LeNet (with `onnx` as its model file if
+/// given, and the manifest's `sha256` of the file written), with `edit` applied to its
+/// manifest.
+fn model_dir(dir: &Path, onnx: Option<&[u8]>, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
     let src = root().join("models/lenet-mnist");
     let m = dir.join("model");
     std::fs::create_dir_all(&m).unwrap();
@@ -13,26 +18,33 @@ fn model_dir(dir: &Path, onnx: Option<&[u8]>, edit: impl FnOnce(String) -> Strin
         None => std::fs::read(src.join("lenet-mnist.onnx")).unwrap(),
     };
     std::fs::write(m.join("lenet-mnist.onnx"), &bytes).unwrap();
-    let manifest = std::fs::read_to_string(src.join("manifest.toml")).unwrap();
-    let original =
-        pareidolia_eval::sha256_hex(&std::fs::read(src.join("lenet-mnist.onnx")).unwrap());
-    let manifest = manifest.replace(&original, &pareidolia_eval::sha256_hex(&bytes));
-    std::fs::write(m.join("manifest.toml"), edit(manifest)).unwrap();
+    let mut manifest = read_toml(&src.join("manifest.toml"));
+    manifest.set("sha256", pareidolia_eval::sha256_hex(&bytes));
+    edit(&mut manifest);
+    write_toml(&m.join("manifest.toml"), &manifest);
     m.join("manifest.toml")
 }
 
+/// The default experiment on the model of `manifest`.
 fn use_model(dir: &Path, manifest: &Path) -> PathBuf {
-    let m = manifest.display().to_string();
-    config_with(dir, |t| {
-        t.replace("\"builtin:lenet-mnist\"", &format!("{m:?}"))
+    config_edit(dir, |t| {
+        t.set("model.manifest", path_value(manifest));
+    })
+}
+
+/// The default experiment with its encoding plugin named `plugin` (a name or a library path).
+fn use_encoding(dir: &Path, plugin: &Path) -> PathBuf {
+    config_edit(dir, |t| {
+        t.set("encoding.plugin", path_value(plugin));
     })
 }
 
 #[test]
 fn unknown_config_key_is_named() {
     let dir = temp_dir("bad-key");
-    let config = config_with(&dir, |t| {
-        t.replace("seed = 1", "seed = 1\nmutation_strenght = 3")
+    // As text: the key goes in where a user would misspell it, among the top-level keys.
+    let config = config_text(&dir, |t| {
+        t.replacen("seed = 1\n", "seed = 1\nmutation_strenght = 3\n", 1)
     });
     clean_failure(
         run_one_generation(&config, &dir.join("out")),
@@ -62,7 +74,7 @@ fn missing_model_file_is_reported_with_its_path() {
 #[test]
 fn a_file_that_is_not_onnx_is_refused() {
     let dir = temp_dir("not-onnx");
-    let manifest = model_dir(&dir, Some(b"this is not a protobuf"), |m| m);
+    let manifest = model_dir(&dir, Some(b"this is not a protobuf"), |_| {});
     let config = use_model(&dir, &manifest);
     clean_failure(
         run_one_generation(&config, &dir.join("out")),
@@ -74,8 +86,7 @@ fn a_file_that_is_not_onnx_is_refused() {
 fn a_changed_model_file_fails_its_checksum() {
     let dir = temp_dir("checksum");
     let manifest = model_dir(&dir, None, |m| {
-        let start = m.find("sha256 = \"").unwrap() + 10;
-        format!("{}{}{}", &m[..start], "0".repeat(64), &m[start + 64..])
+        m.set("sha256", "0".repeat(64));
     });
     let config = use_model(&dir, &manifest);
     clean_failure(
@@ -88,8 +99,7 @@ fn a_changed_model_file_fails_its_checksum() {
 fn a_model_whose_input_does_not_match_its_manifest_is_refused() {
     let dir = temp_dir("shape");
     let manifest = model_dir(&dir, None, |m| {
-        m.replace("height = 28", "height = 32")
-            .replace("width = 28", "width = 32")
+        m.set("input.height", 32).set("input.width", 32);
     });
     let config = use_model(&dir, &manifest);
     clean_failure(
@@ -101,8 +111,8 @@ fn a_model_whose_input_does_not_match_its_manifest_is_refused() {
 #[test]
 fn a_missing_plugin_names_where_it_looked() {
     let dir = temp_dir("no-plugin");
-    let config = config_with(&dir, |t| {
-        t.replace("plugin = \"direct\"", "plugin = \"nonexistent\"")
+    let config = config_edit(&dir, |t| {
+        t.set("encoding.plugin", "nonexistent");
     });
     clean_failure(
         run_one_generation(&config, &dir.join("out")),
@@ -118,12 +128,7 @@ fn a_missing_plugin_names_where_it_looked() {
 fn a_plugin_of_the_wrong_kind_is_refused() {
     let dir = temp_dir("wrong-kind");
     let fitness = library("pareidolia-fitness-confidence");
-    let config = config_with(&dir, |t| {
-        t.replace(
-            "plugin = \"direct\"",
-            &format!("plugin = {:?}", fitness.display().to_string()),
-        )
-    });
+    let config = use_encoding(&dir, &fitness);
     clean_failure(
         run_one_generation(&config, &dir.join("out")),
         &["`confidence`", "is a fitness plugin", "as the encoding"],
@@ -134,12 +139,7 @@ fn a_plugin_of_the_wrong_kind_is_refused() {
 fn a_plugin_built_against_another_abi_is_refused_naming_both_versions() {
     let dir = temp_dir("old-abi");
     let old = library("pareidolia-fixture-old-abi");
-    let config = config_with(&dir, |t| {
-        t.replace(
-            "plugin = \"direct\"",
-            &format!("plugin = {:?}", old.display().to_string()),
-        )
-    });
+    let config = use_encoding(&dir, &old);
     clean_failure(
         run_one_generation(&config, &dir.join("out")),
         &["plugin ABI 0.9", "this host speaks ABI 1.0", "rebuild"],
@@ -150,12 +150,7 @@ fn a_plugin_built_against_another_abi_is_refused_naming_both_versions() {
 fn a_library_without_the_descriptor_is_not_a_plugin() {
     let dir = temp_dir("no-descriptor");
     let lib = library("pareidolia-fixture-no-descriptor");
-    let config = config_with(&dir, |t| {
-        t.replace(
-            "plugin = \"direct\"",
-            &format!("plugin = {:?}", lib.display().to_string()),
-        )
-    });
+    let config = use_encoding(&dir, &lib);
     clean_failure(
         run_one_generation(&config, &dir.join("out")),
         &["is not a Pareidolia plugin", "pareidolia_plugin_descriptor"],
@@ -167,12 +162,7 @@ fn a_file_that_is_not_a_shared_library_is_refused_with_the_loader_cause() {
     let dir = temp_dir("not-a-library");
     let fake = dir.join("libfake.so");
     std::fs::write(&fake, "plain text").unwrap();
-    let config = config_with(&dir, |t| {
-        t.replace(
-            "plugin = \"direct\"",
-            &format!("plugin = {:?}", fake.display().to_string()),
-        )
-    });
+    let config = use_encoding(&dir, &fake);
     // dlopen's own reason (e.g. "invalid ELF header" or "file too short") is passed on.
     let err = clean_failure(
         run_one_generation(&config, &dir.join("out")),
@@ -184,8 +174,8 @@ fn a_file_that_is_not_a_shared_library_is_refused_with_the_loader_cause() {
 #[test]
 fn invalid_plugin_parameters_are_refused_by_the_plugin() {
     let dir = temp_dir("bad-params");
-    let config = config_with(&dir, |t| {
-        t.replace("mutation_rate = 0.1", "mutation_rate = 5.0")
+    let config = config_edit(&dir, |t| {
+        t.set("encoding.params.mutation_rate", 5.0);
     });
     clean_failure(
         run_one_generation(&config, &dir.join("out")),
@@ -203,7 +193,7 @@ fn a_non_empty_run_folder_is_not_overwritten() {
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("summary.json"), "{}").unwrap();
-    let config = config_with(&dir, |t| t);
+    let config = default_config(&dir);
     clean_failure(run_one_generation(&config, &out), &["already holds files"]);
     assert_eq!(
         std::fs::read_to_string(out.join("summary.json")).unwrap(),
@@ -236,7 +226,7 @@ fn classify_refuses_images_of_the_wrong_size() {
 #[test]
 fn montage_picks_the_best_champions_and_refuses_what_is_not_there() {
     let dir = temp_dir("montage");
-    let cfg = config_with(&dir, |t| t);
+    let cfg = default_config(&dir);
     let run = dir.join("run");
     success(run_one_generation(&cfg, &run));
     let out = dir.join("top3.png");

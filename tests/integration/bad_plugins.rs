@@ -5,43 +5,34 @@ use std::path::Path;
 
 use crate::util::*;
 
+/// A run of `generations` with the misbehaving encoding fixture, its parameters `encoding`
+/// (TOML), and with `fitness` the NaN fitness fixture and its parameters; returns the summary
+/// and the log.
 fn run(
     dir: &Path,
     generations: u32,
     encoding: &str,
     fitness: Option<&str>,
 ) -> (serde_json::Value, String) {
-    let enc = library("pareidolia-fixture-misbehaving")
-        .display()
-        .to_string();
-    let config = config_with(dir, |t| {
-        let mut t = t
-            .replace("generations = 200", &format!("generations = {generations}"))
-            .replace("plugin = \"direct\"", &format!("plugin = {enc:?}"));
-        // The fixture takes its own parameters instead of the direct encoding's.
-        let start = t.find("[encoding.params]").unwrap();
-        let end = t.find("[fitness]").unwrap();
-        t.replace_range(start..end, &format!("[encoding.params]\n{encoding}\n\n"));
+    let params = |text: &str| -> toml::Table { text.parse().expect("parameters in TOML") };
+    let config = config_edit(dir, |t| {
+        t.set("generations", generations)
+            .set(
+                "encoding.plugin",
+                path_value(&library("pareidolia-fixture-misbehaving")),
+            )
+            // The fixture takes its own parameters instead of the direct encoding's.
+            .set("encoding.params", params(encoding));
         if let Some(f) = fitness {
-            let lib = library("pareidolia-fixture-nan-fitness")
-                .display()
-                .to_string();
-            t = t.replace(
-                "plugin = \"confidence\"",
-                &format!("plugin = {lib:?}\n\n[fitness.params]\n{f}"),
-            );
+            t.set(
+                "fitness.plugin",
+                path_value(&library("pareidolia-fixture-nan-fitness")),
+            )
+            .add("fitness.params", params(f));
         }
-        t
     });
     let out = dir.join("run");
-    let output = pareidolia(&[
-        "run",
-        "-q",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = Pareidolia::run().quiet().config(&config).out(&out).output();
     let (_, stderr) = text(&output);
     success(output);
     (json(&out.join("summary.json")), stderr)

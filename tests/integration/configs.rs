@@ -1,3 +1,6 @@
+//! The shipped config files: each parses, the documented example names every key, and the
+//! default experiment's file is the built-in default.
+
 use pareidolia_core::RunConfig;
 
 use crate::util::*;

@@ -10,17 +10,6 @@ use pareidolia_core::checkpoint::CheckpointStore;
 use crate::daemon_process::*;
 use crate::util::*;
 
-/// A config for short daemon runs: `generations`, a checkpoint every `every` generations.
-fn config(dir: &Path, generations: u64, every: u64) -> PathBuf {
-    config_with(dir, |t| {
-        format!(
-            "{}\n[checkpoint]\nevery_generations = {every}\nevery_seconds = 0\nkeep = 3\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            t.replace("generations = 200", &format!("generations = {generations}"))
-                .replace("mutators = 0", "mutators = 1")
-        )
-    })
-}
-
 fn sha256_prefix(bytes: &[u8]) -> [u8; 4] {
     let hex = pareidolia_eval::sha256_hex(bytes);
     let b = |i: usize| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
@@ -36,8 +25,9 @@ fn logged_generation(line: &str) -> Option<u64> {
         .ok()
 }
 
-fn run_to_end(args: &[&str], log: &Path) -> String {
-    let (status, log) = Daemon::start(args, log, &[]).wait(Duration::from_secs(120));
+/// Runs a daemon (or resume) command line to its end; it must succeed. Returns its log.
+fn run_to_end(command: &Pareidolia, log: &Path) -> String {
+    let (status, log) = command.start(log).wait(Duration::from_secs(120));
     assert!(status.success(), "{status}:\n{log}");
     log
 }
@@ -60,30 +50,24 @@ fn history(run: &Path) -> Vec<String> {
 #[test]
 fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
     let dir = temp_dir("exact-resume");
-    let cfg = config(&dir, 60, 10);
-    let cfg = cfg.to_str().unwrap();
+    let cfg = daemon_config(&dir, 60, 10);
     let whole = dir.join("whole");
     run_to_end(
-        &["daemon", "--config", cfg, "--out", whole.to_str().unwrap()],
+        &Pareidolia::daemon().config(&cfg).out(&whole),
         &dir.join("whole.log"),
     );
 
     // Stopped by its generation count, resumed with a larger one.
     let split = dir.join("split");
     run_to_end(
-        &[
-            "daemon",
-            "--config",
-            cfg,
-            "--generations",
-            "25",
-            "--out",
-            split.to_str().unwrap(),
-        ],
+        &Pareidolia::daemon()
+            .config(&cfg)
+            .generations(25)
+            .out(&split),
         &dir.join("split1.log"),
     );
     let log = run_to_end(
-        &["resume", split.to_str().unwrap(), "--generations", "60"],
+        &Pareidolia::resume(&split).generations(60),
         &dir.join("split2.log"),
     );
     assert!(log.contains("resuming"), "{log}");
@@ -97,11 +81,10 @@ fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
 
     // Stopped by SIGTERM mid-run, resumed.
     let term = dir.join("term");
-    let mut d = Daemon::start(
-        &["daemon", "--config", cfg, "--out", term.to_str().unwrap()],
-        &dir.join("term1.log"),
-        &[],
-    );
+    let mut d = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&term)
+        .start(&dir.join("term1.log"));
     d.wait_for("checkpoint written", Duration::from_secs(30));
     d.signal("TERM");
     let (status, log) = d.wait(Duration::from_secs(30));
@@ -109,7 +92,7 @@ fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
     let summary = json(&term.join("summary.json"));
     let stopped_at = summary["generations"].as_u64().unwrap();
     assert!(stopped_at < 60, "stopped early: {stopped_at}");
-    run_to_end(&["resume", term.to_str().unwrap()], &dir.join("term2.log"));
+    run_to_end(&Pareidolia::resume(&term), &dir.join("term2.log"));
     assert_eq!(run_result(&whole), run_result(&term));
     assert_eq!(history(&whole), history(&term));
 }
@@ -120,26 +103,27 @@ fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
 fn sigterm_and_sigint_drain_checkpoint_and_exit_zero() {
     for signal in ["TERM", "INT"] {
         let dir = temp_dir(&format!("sig{signal}"));
-        let cfg = config(&dir, 100_000, 1000);
+        let cfg = daemon_config(&dir, 100_000, 1000);
         let out = dir.join("run");
-        let mut d = Daemon::start(
-            &[
-                "daemon",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &dir.join("log"),
-            &[],
+        let mut d = Pareidolia::daemon()
+            .config(&cfg)
+            .out(&out)
+            .start(&dir.join("log"));
+        let url = d.wait_ready(Duration::from_secs(20));
+        // The signal is meant for a run under way (the test used to sleep 300 ms for one): a
+        // generation of children scored beyond the initial population, the next one's batches
+        // in flight.
+        let at_generation_1 = |_: &mut Daemon| match served_generation(&url) {
+            Some(g) if g >= 1 => Ok(()),
+            g => Err(format!("/status: generation {g:?}")),
+        };
+        let every = Duration::from_millis(20);
+        d.poll(
+            "at generation 1",
+            Duration::from_secs(30),
+            every,
+            at_generation_1,
         );
-        let url = d.url();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while get(&format!("{url}/readyz")).0 != 200 {
-            assert!(Instant::now() < deadline, "never ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(300));
         let sent = Instant::now();
         d.signal(signal);
         let (status, log) = d.wait(Duration::from_secs(30));
@@ -170,27 +154,30 @@ fn sigterm_and_sigint_drain_checkpoint_and_exit_zero() {
 fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
     let dir = temp_dir("sigkill");
     let generations = 120;
-    let cfg = config(&dir, generations, 1);
-    let cfg = cfg.to_str().unwrap();
+    let cfg = daemon_config(&dir, generations, 1);
     let whole = dir.join("whole");
     run_to_end(
-        &["daemon", "--config", cfg, "--out", whole.to_str().unwrap()],
+        &Pareidolia::daemon().config(&cfg).out(&whole),
         &dir.join("whole.log"),
     );
 
     let run = dir.join("run");
-    let run_s = run.to_str().unwrap();
     let store = CheckpointStore::new(&run, 3);
-    let slow = [("PAREIDOLIA_FAULT_CHECKPOINT", "slow:60")];
     // A deterministic spread of kill delays (no RNG needed in the test itself).
     let mut delay_ms = 97u64;
     let (mut kills, mut during_writes) = (0, 0);
     // What a service manager runs on every (re)start: resume if there is a checkpoint.
-    let args = ["daemon", "--config", cfg, "--out", run_s, "--resume"];
+    let command = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&run)
+        .resume_if_checkpointed();
     let mut expected_resume: Option<u64> = None;
     while kills < 20 {
         let log_path = dir.join(format!("kill{kills}.log"));
-        let mut d = Daemon::start(&args, &log_path, &slow);
+        let mut d = command
+            .clone()
+            .env("PAREIDOLIA_FAULT_CHECKPOINT", "slow:60")
+            .start(&log_path);
         let log = d.wait_for("experiment set up", Duration::from_secs(30));
         let resumed = log.lines().find(|l| l.contains("resuming"));
         match expected_resume {
@@ -202,6 +189,22 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
             ),
             None => assert!(resumed.is_none(), "nothing to resume from yet:\n{log}"),
         }
+        // The kill is meant to land at a chosen moment of the running evolution (its
+        // generations and their checkpoint writes), not in the set-up: wait until the daemon
+        // serves a scored generation (at once when resumed, after the initial population
+        // otherwise), or has already finished, then wait the chosen delay. This sleep is the
+        // point of the test, not a stand-in for a condition.
+        let readyz = format!("{}/readyz", d.url());
+        let every = Duration::from_millis(10);
+        d.poll("ready or finished", Duration::from_secs(30), every, |d| {
+            if d.child.try_wait().unwrap().is_some() {
+                return Ok(()); // finished: the check below ends the loop
+            }
+            match get(&readyz) {
+                (200, _) => Ok(()),
+                (code, body) => Err(format!("/readyz: {code} {body}")),
+            }
+        });
         delay_ms = (delay_ms * 7919 + 13) % 450 + 50;
         std::thread::sleep(Duration::from_millis(delay_ms));
         if d.child.try_wait().unwrap().is_some() {
@@ -243,7 +246,7 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
         during_writes >= 3,
         "only {during_writes} of {kills} kills landed inside a checkpoint write"
     );
-    run_to_end(&args, &dir.join("final.log"));
+    run_to_end(&command, &dir.join("final.log"));
     assert_eq!(
         run_result(&whole),
         run_result(&run),
@@ -255,27 +258,12 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
 #[test]
 fn a_second_daemon_on_the_same_folder_is_refused() {
     let dir = temp_dir("lock");
-    let cfg = config(&dir, 100_000, 1000);
+    let cfg = daemon_config(&dir, 100_000, 1000);
     let out = dir.join("run");
-    let mut first = Daemon::start(
-        &[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.join("a.log"),
-        &[],
-    );
+    let daemon = Pareidolia::daemon().config(&cfg).out(&out);
+    let mut first = daemon.start(&dir.join("a.log"));
     first.wait_for("experiment set up", Duration::from_secs(20));
-    let second = pareidolia(&[
-        "daemon",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let second = daemon.output();
     clean_failure(
         second,
         &[
@@ -283,7 +271,7 @@ fn a_second_daemon_on_the_same_folder_is_refused() {
             &first.child.id().to_string(),
         ],
     );
-    let resume = pareidolia(&["resume", out.to_str().unwrap()]);
+    let resume = Pareidolia::resume(&out).output();
     clean_failure(resume, &["is in use by another pareidolia process"]);
     // `status` works beside the running daemon and says so.
     first.wait_for("checkpoint written", Duration::from_secs(30));
@@ -296,26 +284,15 @@ fn a_second_daemon_on_the_same_folder_is_refused() {
 #[test]
 fn http_endpoints_answer() {
     let dir = temp_dir("http");
-    let cfg = config(&dir, 100_000, 1000);
+    let cfg = daemon_config(&dir, 100_000, 1000);
     let out = dir.join("run");
-    let mut d = Daemon::start(
-        &[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.join("log"),
-        &[],
-    );
+    let mut d = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&out)
+        .start(&dir.join("log"));
     let url = d.url();
     assert_eq!(get(&format!("{url}/livez")).0, 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&format!("{url}/readyz")).0 != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    d.wait_ready(Duration::from_secs(20));
     let (code, body) = get(&format!("{url}/status"));
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -378,19 +355,12 @@ fn a_full_disk_during_a_checkpoint_keeps_the_previous_one() {
     let dir = temp_dir("enospc");
     let mnt = dir.join("small");
     let _mount = Mount::tmpfs(&mnt, "size=96k");
-    let cfg = config(&dir, 100_000, 5);
+    let cfg = daemon_config(&dir, 100_000, 5);
     let out = mnt.join("run");
-    let mut d = Daemon::start(
-        &[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.join("log"),
-        &[],
-    );
+    let mut d = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&out)
+        .start(&dir.join("log"));
     let log = d.wait_for("checkpoint failed", Duration::from_secs(30));
     assert!(log.contains("No space left on device"), "{log}");
     let (c, path, skipped) = CheckpointStore::new(&out, 3).load_newest().unwrap();
@@ -414,26 +384,14 @@ fn a_run_folder_that_is_not_writable_is_refused() {
     let dir = temp_dir("readonly");
     let mnt = dir.join("ro");
     let _mount = Mount::tmpfs(&mnt, "ro,size=64k");
-    let cfg = config(&dir, 10, 5);
+    let cfg = daemon_config(&dir, 10, 5);
     let out = mnt.join("run");
     clean_failure(
-        pareidolia(&[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
+        Pareidolia::daemon().config(&cfg).out(&out).output(),
         &["cannot create run folder", "Read-only file system"],
     );
     clean_failure(
-        pareidolia(&[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
+        Pareidolia::run().config(&cfg).out(&out).output(),
         &["Read-only file system"],
     );
 }
@@ -441,16 +399,10 @@ fn a_run_folder_that_is_not_writable_is_refused() {
 #[test]
 fn damaged_and_newer_checkpoints() {
     let dir = temp_dir("damaged");
-    let cfg = config(&dir, 30, 10);
+    let cfg = daemon_config(&dir, 30, 10);
     let out = dir.join("run");
     run_to_end(
-        &[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &Pareidolia::daemon().config(&cfg).out(&out),
         &dir.join("a.log"),
     );
     let store = CheckpointStore::new(&out, 3);
@@ -460,7 +412,7 @@ fn damaged_and_newer_checkpoints() {
     let bytes = std::fs::read(&files[0]).unwrap();
     std::fs::write(&files[0], &bytes[..bytes.len() / 2]).unwrap();
     let log = run_to_end(
-        &["resume", out.to_str().unwrap(), "--generations", "35"],
+        &Pareidolia::resume(&out).generations(35),
         &dir.join("b.log"),
     );
     assert!(
@@ -478,7 +430,7 @@ fn damaged_and_newer_checkpoints() {
     bytes[mid] ^= 0xff;
     std::fs::write(&newest, &bytes).unwrap();
     let log = run_to_end(
-        &["resume", out.to_str().unwrap(), "--generations", "36"],
+        &Pareidolia::resume(&out).generations(36),
         &dir.join("c.log"),
     );
     assert!(log.contains("skipping a damaged checkpoint"), "{log}");
@@ -491,42 +443,27 @@ fn damaged_and_newer_checkpoints() {
     bytes[12..16].copy_from_slice(&check);
     std::fs::write(&newest, &bytes).unwrap();
     clean_failure(
-        pareidolia(&["resume", out.to_str().unwrap()]),
+        Pareidolia::resume(&out).output(),
         &["format version 99", "reads up to version 1"],
     );
     // An existing run is not restarted by accident.
     clean_failure(
-        pareidolia(&[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
+        Pareidolia::daemon().config(&cfg).out(&out).output(),
         &["already holds checkpoints", "pareidolia resume"],
     );
     // No checkpoints at all.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    clean_failure(
-        pareidolia(&["resume", empty.to_str().unwrap()]),
-        &["no checkpoint in"],
-    );
+    clean_failure(Pareidolia::resume(&empty).output(), &["no checkpoint in"]);
 }
 
 #[test]
 fn resume_refuses_a_changed_model_unless_told() {
     let dir = temp_dir("changed-model");
-    let cfg = config(&dir, 10, 5);
+    let cfg = daemon_config(&dir, 10, 5);
     let out = dir.join("run");
     run_to_end(
-        &[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &Pareidolia::daemon().config(&cfg).out(&out),
         &dir.join("a.log"),
     );
     // Point the run's config at a copy of the model whose manifest has another sha256: the
@@ -542,17 +479,13 @@ fn resume_refuses_a_changed_model_unless_told() {
     )
     .unwrap();
     clean_failure(
-        pareidolia(&["resume", out.to_str().unwrap(), "--generations", "12"]),
+        Pareidolia::resume(&out).generations(12).output(),
         &["model file changed", "--allow-model-change"],
     );
     run_to_end(
-        &[
-            "resume",
-            out.to_str().unwrap(),
-            "--generations",
-            "12",
-            "--allow-model-change",
-        ],
+        &Pareidolia::resume(&out)
+            .generations(12)
+            .allow_model_change(),
         &dir.join("b.log"),
     );
 }
@@ -562,20 +495,14 @@ fn resume_refuses_a_changed_model_unless_told() {
 #[test]
 fn a_resumed_run_serves_its_checkpoint_at_once() {
     let dir = temp_dir("resume-serves");
-    let cfg = config(&dir, 5, 5);
+    let cfg = daemon_config(&dir, 5, 5);
     let out = dir.join("run");
     run_to_end(
-        &[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &Pareidolia::daemon().config(&cfg).out(&out),
         &dir.join("first.log"),
     );
     let (d, url) = Daemon::serving_after_run(
-        &["resume", out.to_str().unwrap()],
+        Pareidolia::resume(&out),
         &dir.join("serve.log"),
         Duration::from_secs(60),
     );

@@ -104,21 +104,12 @@ fn curl_to(url: &str, file: &Path, extra: &[&str]) -> u16 {
 #[test]
 fn the_live_gallery_shows_every_champion_in_chromium() {
     let dir = temp_dir("gallery");
-    let cfg = config_with(&dir, |t| {
-        format!(
-            "{}\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            t.replace("generations = 200", "generations = 40")
-        )
+    let cfg = config_edit(&dir, |t| {
+        t.set("generations", 40).add("http.listen", "127.0.0.1:0");
     });
     let out = dir.join("run");
     let (d, url) = Daemon::serving_after_run(
-        &[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        Pareidolia::daemon().config(&cfg).out(&out),
         &dir.join("daemon.log"),
         Duration::from_secs(120),
     );
@@ -219,30 +210,16 @@ fn the_live_gallery_shows_every_champion_in_chromium() {
 fn a_thousand_class_gallery_is_paged() {
     let dir = temp_dir("gallery-1000");
     let manifest = root().join("models/alexnet-light/manifest.toml");
-    let cfg = config_with(&dir, |t| {
-        format!(
-            "{}\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            t.replace("generations = 200", "generations = 0")
-                .replace(
-                    "offspring_per_generation = 200",
-                    "offspring_per_generation = 4"
-                )
-                .replace("batch_size = 20", "batch_size = 4")
-                .replace(
-                    "manifest = \"builtin:lenet-mnist\"",
-                    &format!("manifest = \"{}\"", manifest.display())
-                )
-        )
+    let cfg = config_edit(&dir, |t| {
+        t.set("generations", 0)
+            .set("offspring_per_generation", 4)
+            .set("batch_size", 4)
+            .set("model.manifest", path_value(&manifest))
+            .add("http.listen", "127.0.0.1:0");
     });
     let out = dir.join("run");
     let (d, url) = Daemon::serving_after_run(
-        &[
-            "daemon",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        Pareidolia::daemon().config(&cfg).out(&out),
         &dir.join("daemon.log"),
         Duration::from_secs(120),
     );

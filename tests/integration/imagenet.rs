@@ -11,16 +11,14 @@ const MODEL: &str = "models/efficientnet-lite0/manifest.toml";
 
 /// `pareidolia run` of a shipped config for `generations`; returns the summary.
 fn run(config: &str, generations: u64, out: &Path) -> serde_json::Value {
-    success(pareidolia(&[
-        "run",
-        "--quiet",
-        "--config",
-        root().join(config).to_str().unwrap(),
-        "--generations",
-        &generations.to_string(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    success(
+        Pareidolia::run()
+            .quiet()
+            .config(&root().join(config))
+            .generations(generations)
+            .out(out)
+            .output(),
+    );
     json(&out.join("summary.json"))
 }
 
@@ -35,19 +33,13 @@ fn reclassify_gallery(run: &Path, summary: &serde_json::Value) {
     assert_eq!(images.len(), 1000);
     let backend = summary["backend"].as_str().unwrap();
     let backend = backend.split_whitespace().next().unwrap();
-    let mut args = vec![
-        "classify".to_owned(),
-        "--json".into(),
-        "--model".into(),
-        root().join(MODEL).display().to_string(),
-        "--backend".into(),
-        backend.into(),
-        "--batch".into(),
-        "50".into(),
-    ];
-    args.extend(images.iter().map(|p| p.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = success(pareidolia(&args));
+    let out = success(
+        Pareidolia::with_args(["classify", "--json", "--model"])
+            .arg(root().join(MODEL))
+            .args(["--backend", backend, "--batch", "50"])
+            .args(&images)
+            .output(),
+    );
     let mut worst = 0f64;
     for (class, line) in out.lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

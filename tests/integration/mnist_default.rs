@@ -1,3 +1,8 @@
+//! The default experiment and the CPPN one on the paper's budget fool LeNet, checked from the
+//! PNG files they wrote; a champion's genome exported for inspection.
+
+use std::path::Path;
+
 use crate::util::*;
 
 /// Issue 2's acceptance run: the built-in default (the paper's budget: 200 generations of
@@ -13,17 +18,17 @@ fn default_run_fools_lenet_and_the_pngs_agree() {
 #[test]
 fn cppn_run_fools_lenet_and_the_pngs_agree() {
     let config = root().join("configs/mnist-cppn.toml");
-    fools_lenet(Some(config.to_str().unwrap()), "cppn", 0.99);
+    fools_lenet(Some(&config), "cppn", 0.99);
 }
 
-fn fools_lenet(config: Option<&str>, encoding: &str, min_required: f64) {
+fn fools_lenet(config: Option<&Path>, encoding: &str, min_required: f64) {
     let dir = temp_dir(&format!("{encoding}-run"));
     let out_dir = dir.join("run");
-    let mut args = vec!["run", "--quiet", "--out", out_dir.to_str().unwrap()];
+    let mut command = Pareidolia::run().quiet().out(&out_dir);
     if let Some(c) = config {
-        args.extend(["--config", c]);
+        command = command.config(c);
     }
-    let stdout = success(pareidolia(&args));
+    let stdout = success(command.output());
     assert!(stdout.contains("run folder:"), "{stdout}");
 
     let summary = json(&out_dir.join("summary.json"));
@@ -82,16 +87,14 @@ fn export_genome_writes_json_and_dot() {
     let dir = temp_dir("export-genome");
     let out = dir.join("run");
     let config = root().join("configs/mnist-cppn.toml");
-    success(pareidolia(&[
-        "run",
-        "-q",
-        "--generations",
-        "3",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    success(
+        Pareidolia::run()
+            .quiet()
+            .generations(3)
+            .config(&config)
+            .out(&out)
+            .output(),
+    );
     let export = dir.join("genomes");
     let text = success(pareidolia(&[
         "export-genome",

@@ -1,3 +1,6 @@
+//! The shipped LeNet on tract against ONNX Runtime's reference outputs, and the built-in model
+//! against the shipped file.
+
 use pareidolia_core::image_io::read_png;
 use pareidolia_eval::{Backend, Model, ModelRef, TractBackend};
 use pareidolia_plugin::softmax;

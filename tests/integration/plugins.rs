@@ -1,3 +1,6 @@
+//! The plugin loader and the real plugins through the C ABI: descriptors, the direct encoding
+//! and the confidence fitness at work, kind and ABI checks, `plugins list` and `plugins check`.
+
 use pareidolia_core::plugin_host::{PluginKind, PluginLibrary};
 use pareidolia_core::{EncodingPlugin, FitnessPlugin, PluginError};
 use pareidolia_plugin::abi::CanvasSpec;

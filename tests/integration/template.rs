@@ -66,24 +66,15 @@ fn the_template_copied_renamed_and_built_is_a_working_plugin() {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(&built, plugins.join("libpareidolia_encoding_my_stripes.so")).unwrap();
-    let config = config_with(&dir, |mut t| {
-        let start = t.find("[encoding.params]").unwrap();
-        let end = t.find("[fitness]").unwrap();
-        t.replace_range(start..end, "");
-        let t = t
-            .replace("generations = 200", "generations = 3")
-            .replace("plugin = \"direct\"", "plugin = \"my-stripes\"");
-        format!("plugin_dirs = [\"plugins\"]\n{t}")
+    // `plugins` is relative: to the config's folder, `dir`.
+    let config = config_edit(&dir, |t| {
+        t.take("encoding.params");
+        t.set("generations", 3)
+            .set("encoding.plugin", "my-stripes")
+            .add("plugin_dirs", vec!["plugins"]);
     });
     let out = dir.join("run");
-    success(pareidolia(&[
-        "run",
-        "-q",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    success(Pareidolia::run().quiet().config(&config).out(&out).output());
     let summary = json(&out.join("summary.json"));
     assert_eq!(summary["encoding"]["name"], "my-stripes");
     assert_eq!(summary["evaluations"], 800);

@@ -91,16 +91,12 @@ fn random_png(dir: &Path, size: u32, seed: u64) -> (PathBuf, Vec<u8>) {
 
 /// `classify --json` through the binary: the probabilities per image.
 fn classify_json(manifest: &Path, view: &str, images: &[&Path]) -> Vec<Vec<f32>> {
-    let mut args = vec![
-        "classify",
-        "--json",
-        "--view",
-        view,
-        "--model",
-        manifest.to_str().unwrap(),
-    ];
-    args.extend(images.iter().map(|p| p.to_str().unwrap()));
-    let out = success(pareidolia(&args));
+    let out = success(
+        Pareidolia::with_args(["classify", "--json", "--view", view, "--model"])
+            .arg(manifest)
+            .args(images)
+            .output(),
+    );
     let rows: Vec<Vec<f32>> = out
         .lines()
         .map(|line| {
@@ -218,32 +214,28 @@ fn classify_matches_onnx_runtime_centre_and_ten_crop() {
 fn a_run_and_a_bench_use_the_fixed_batch() {
     let manifest = standin("zoo-alexnet-run");
     let dir = manifest.parent().unwrap();
-    let config = config_with(dir, |t| {
-        let t = t
-            .replace(
-                "manifest = \"builtin:lenet-mnist\"",
-                &format!("manifest = {:?}", manifest.to_str().unwrap()),
-            )
-            .replace(
-                "offspring_per_generation = 200",
-                "offspring_per_generation = 4",
-            )
-            .replace("batch_size = 20", "batch_size = 4");
-        assert!(t.contains("offspring_per_generation = 4") && t.contains("batch_size = 4"));
-        assert!(t.contains("plugin = \"direct\"") && t.contains(manifest.to_str().unwrap()));
-        t
+    let config = config_edit(dir, |t| {
+        t.set("model.manifest", path_value(&manifest))
+            .set("offspring_per_generation", 4)
+            .set("batch_size", 4);
+        assert!(
+            t["offspring_per_generation"].as_integer() == Some(4)
+                && t["batch_size"].as_integer() == Some(4)
+        );
+        assert!(
+            t["encoding"]["plugin"].as_str() == Some("direct")
+                && t["model"]["manifest"].as_str() == manifest.to_str()
+        );
     });
     let out = dir.join("out");
-    success(pareidolia(&[
-        "run",
-        "--quiet",
-        "--generations",
-        "2",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    success(
+        Pareidolia::run()
+            .quiet()
+            .generations(2)
+            .config(&config)
+            .out(&out)
+            .output(),
+    );
     let summary = json(&out.join("summary.json"));
     assert_eq!(summary["model"], "bvlcalexnet", "{summary}");
     assert_eq!(summary["model_sha256"], STANDIN_SHA256, "{summary}");
