@@ -442,9 +442,13 @@ fn damaged_and_newer_checkpoints() {
     let check = sha256_prefix(&bytes[..12]);
     bytes[12..16].copy_from_slice(&check);
     std::fs::write(&newest, &bytes).unwrap();
+    let supported = format!(
+        "reads up to version {}",
+        pareidolia_core::checkpoint::FORMAT_VERSION
+    );
     clean_failure(
         Pareidolia::resume(&out).output(),
-        &["format version 99", "reads up to version 1"],
+        &["format version 99", &supported],
     );
     // An existing run is not restarted by accident.
     clean_failure(
@@ -521,4 +525,54 @@ fn a_resumed_run_serves_its_checkpoint_at_once() {
     assert!(metrics.contains("pareidolia_generation 5\n"), "{metrics}");
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(30)).0.success());
+}
+
+/// Issue 11, item 3: a checkpoint written in format 1 (by Pareidolia 0.1.0 before the run
+/// identity, `tests/fixtures/checkpoint-v1`: the default MNIST run, seed 1, generation 3)
+/// resumes under this build to exactly the archive of an uninterrupted run, and its next
+/// checkpoint is written in the current format with the run's identity.
+#[test]
+fn a_format_1_checkpoint_resumes_exactly() {
+    let dir = temp_dir("v1-resume");
+    let whole = dir.join("whole");
+    success(
+        Pareidolia::run()
+            .quiet()
+            .seed(1)
+            .generations(5)
+            .out(&whole)
+            .output(),
+    );
+    let resumed = dir.join("resumed");
+    std::fs::create_dir_all(resumed.join("checkpoints")).unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/checkpoint-v1/ckpt-000000000003.pdck"),
+        resumed.join("checkpoints/ckpt-000000000003.pdck"),
+    )
+    .unwrap();
+    let log = run_to_end(
+        &Pareidolia::resume(&resumed)
+            .generations(5)
+            .listen("127.0.0.1:0"),
+        &dir.join("resume.log"),
+    );
+    assert!(log.contains("resuming"), "{log}");
+    assert_eq!(run_result(&whole), run_result(&resumed));
+    let (c, path, _) = CheckpointStore::new(&resumed, 3).load_newest().unwrap();
+    assert!(
+        path.ends_with("ckpt-000000000005.pdck"),
+        "{}",
+        path.display()
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+        pareidolia_core::checkpoint::FORMAT_VERSION
+    );
+    let model = &c.meta.identity.models[0];
+    assert_eq!(
+        (model.backend.as_deref(), model.device.as_deref()),
+        (Some("tract"), Some("cpu"))
+    );
+    assert_eq!(c.meta.identity.labels.len(), 10);
 }
