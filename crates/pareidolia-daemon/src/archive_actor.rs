@@ -20,8 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::generation::{Generation, Reissue};
 use crate::history::History;
-use crate::messages::{ArchiveMsg, BreedJob, MetricsMsg, MutatorMsg, names};
-use crate::metrics_actor::observe;
+use crate::messages::{ArchiveMsg, BreedJob, MetricsMsg, MutatorMsg, names, observe};
 use crate::outcome::{Progress, RunError, RunOutcome};
 
 /// The actor.

@@ -18,9 +18,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::batcher::{Batch, Batcher};
 use crate::messages::{
     ArchiveMsg, BatchTimings, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
-    ScoredChild, names,
+    ScoredChild, names, observe,
 };
-use crate::metrics_actor::observe;
 use crate::setup::ModelSetup;
 
 /// How long a partial batch may wait for more children before it runs anyway.

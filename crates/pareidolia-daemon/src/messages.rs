@@ -17,6 +17,7 @@ use std::sync::Arc;
 use pareidolia_core::summary::StageTimes;
 use serde::{Deserialize, Serialize};
 
+pub use crate::outcome::LossKind;
 use crate::outcome::Progress;
 
 /// Opaque genome bytes of the encoding plugin.
@@ -87,76 +88,6 @@ pub struct Offspring {
     pub pixels: Vec<u8>,
     /// Seconds the mutator spent making this child (its share of the job).
     pub breed_s: f64,
-}
-
-/// Why a child was lost. Encoding-plugin and fitness-plugin kinds count as plugin errors in
-/// the metrics; the others only as lost offspring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossKind {
-    /// The encoding plugin's `random` failed.
-    Random,
-    /// Its `crossover` failed.
-    Crossover,
-    /// Its `mutate` failed.
-    Mutate,
-    /// Its `render` failed.
-    Render,
-    /// The fitness plugin's `score` failed (the whole batch).
-    Score,
-    /// The fitness plugin returned a non-finite score.
-    NonFiniteScore,
-    /// The backend failed (the whole batch).
-    Inference,
-    /// An actor died with the child in flight and re-issues ran out.
-    Actor,
-}
-
-impl LossKind {
-    /// Every kind.
-    pub const ALL: [LossKind; 8] = [
-        LossKind::Random,
-        LossKind::Crossover,
-        LossKind::Mutate,
-        LossKind::Render,
-        LossKind::Score,
-        LossKind::NonFiniteScore,
-        LossKind::Inference,
-        LossKind::Actor,
-    ];
-
-    /// The name logs and the metrics' `kind` label use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LossKind::Random => "random",
-            LossKind::Crossover => "crossover",
-            LossKind::Mutate => "mutate",
-            LossKind::Render => "render",
-            LossKind::Score => "score",
-            LossKind::NonFiniteScore => "non_finite_score",
-            LossKind::Inference => "inference",
-            LossKind::Actor => "actor",
-        }
-    }
-
-    /// Lost in the encoding plugin.
-    pub fn is_encoding(self) -> bool {
-        matches!(
-            self,
-            LossKind::Random | LossKind::Crossover | LossKind::Mutate | LossKind::Render
-        )
-    }
-
-    /// Lost in the fitness plugin.
-    pub fn is_fitness(self) -> bool {
-        matches!(self, LossKind::Score | LossKind::NonFiniteScore)
-    }
-}
-
-impl std::fmt::Display for LossKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// A child that will never be scored, and why.
@@ -259,6 +190,15 @@ pub enum MetricsMsg {
 
 // Local-only: with ractor's `cluster` feature, a message that never crosses a node says so.
 impl ractor::Message for MetricsMsg {}
+
+/// Casts an observation to the metrics actor named `metrics_actor`, if one runs. A metrics
+/// actor that is gone costs observations, never the run.
+pub fn observe(metrics_actor: &str, msg: MetricsMsg) {
+    if let Some(cell) = ractor::registry::where_is(metrics_actor.to_owned()) {
+        let actor: ractor::ActorRef<MetricsMsg> = cell.into();
+        let _ = actor.cast(msg);
+    }
+}
 
 /// The names a run's actors register under and the process groups they join, all prefixed
 /// by the run's id so that several runs can share one process (tests do).

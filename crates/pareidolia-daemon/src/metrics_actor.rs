@@ -1,6 +1,7 @@
 //! MetricsActor: turns the archive's progress and the pipeline's timings into Prometheus
 //! metrics. The other actors cast plain-data observations to it by name and never wait for
-//! it; when no metrics actor runs (a plain `pareidolia run`), the casts go nowhere.
+//! it ([`observe`](crate::messages::observe)); when no metrics actor runs (a plain
+//! `pareidolia run`), the casts go nowhere.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
@@ -12,15 +13,6 @@ use crate::outcome::Progress;
 /// The actor.
 #[derive(Debug, Default)]
 pub struct MetricsActor;
-
-/// Casts an observation to the run's metrics actor, if there is one.
-pub fn observe(metrics_actor: &str, msg: MetricsMsg) {
-    if let Some(cell) = ractor::registry::where_is(metrics_actor) {
-        let actor: ActorRef<MetricsMsg> = cell.into();
-        // A metrics actor that is gone costs observations, never the run.
-        let _ = actor.cast(msg);
-    }
-}
 
 /// Start-up arguments.
 pub struct MetricsArgs {

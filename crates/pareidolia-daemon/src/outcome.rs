@@ -1,6 +1,8 @@
 //! What a run reports: its [`Progress`] after every generation, its [`RunOutcome`] at the
-//! end, and the [`RunError`] that stopped it. Plain data shared by the actors, the HTTP
-//! service and the command line; nothing here runs anything.
+//! end, the [`RunError`] that stopped it, and the [`LossKind`] of every child it lost (part
+//! of the protocol too: `messages` re-exports it for `LostChild`). Plain data shared by the
+//! actors, the HTTP service and the command line; nothing here runs anything, and nothing
+//! here depends on another module of this crate.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +12,75 @@ use pareidolia_core::summary::StageTimes;
 use pareidolia_core::{ArchiveStats, Champion};
 use serde::{Deserialize, Serialize};
 
-use crate::messages::LossKind;
+/// Why a child was lost. Encoding-plugin and fitness-plugin kinds count as plugin errors in
+/// the metrics; the others only as lost offspring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// The encoding plugin's `random` failed.
+    Random,
+    /// Its `crossover` failed.
+    Crossover,
+    /// Its `mutate` failed.
+    Mutate,
+    /// Its `render` failed.
+    Render,
+    /// The fitness plugin's `score` failed (the whole batch).
+    Score,
+    /// The fitness plugin returned a non-finite score.
+    NonFiniteScore,
+    /// The backend failed (the whole batch).
+    Inference,
+    /// An actor died with the child in flight and re-issues ran out.
+    Actor,
+}
+
+impl LossKind {
+    /// Every kind.
+    pub const ALL: [LossKind; 8] = [
+        LossKind::Random,
+        LossKind::Crossover,
+        LossKind::Mutate,
+        LossKind::Render,
+        LossKind::Score,
+        LossKind::NonFiniteScore,
+        LossKind::Inference,
+        LossKind::Actor,
+    ];
+
+    /// The name logs and the metrics' `kind` label use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossKind::Random => "random",
+            LossKind::Crossover => "crossover",
+            LossKind::Mutate => "mutate",
+            LossKind::Render => "render",
+            LossKind::Score => "score",
+            LossKind::NonFiniteScore => "non_finite_score",
+            LossKind::Inference => "inference",
+            LossKind::Actor => "actor",
+        }
+    }
+
+    /// Lost in the encoding plugin.
+    pub fn is_encoding(self) -> bool {
+        matches!(
+            self,
+            LossKind::Random | LossKind::Crossover | LossKind::Mutate | LossKind::Render
+        )
+    }
+
+    /// Lost in the fitness plugin.
+    pub fn is_fitness(self) -> bool {
+        matches!(self, LossKind::Score | LossKind::NonFiniteScore)
+    }
+}
+
+impl std::fmt::Display for LossKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The run stopped with an error.
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
