@@ -93,6 +93,10 @@ def fmt_pct(v):
         return "-"
     if 0 < v < 1e-6:
         return f"{100 * v:.2g}%"
+    if v >= 0.99:
+        return f"{100 * v:.5f}%"  # 99.99997%: enough digits to tell 99.99% apart
+    if v >= 0.01:
+        return f"{100 * v:.2f}%"
     return f"{100 * v:.4f}%"
 
 
