@@ -181,13 +181,13 @@ impl Manifest {
         if i.std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
             return bad("input.std values must be finite and non-zero".into());
         }
-        if let Some(m) = &i.mean_image {
-            if !m.scale.is_finite() {
-                return bad(format!(
-                    "input.mean_image.scale must be finite, got {}",
-                    m.scale
-                ));
-            }
+        if let Some(m) = &i.mean_image
+            && !m.scale.is_finite()
+        {
+            return bad(format!(
+                "input.mean_image.scale must be finite, got {}",
+                m.scale
+            ));
         }
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return bad(format!(
