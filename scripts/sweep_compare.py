@@ -54,6 +54,8 @@ def main():
             gens = json.load(f)["generations"]
 
         def cell(key, fmt):
+            if key not in agg["median"]:
+                return "-"  # the sweep did not report this generation
             med, lo, hi = agg["median"][key], agg["min"][key], agg["max"][key]
             if key == "all_at":
                 show = lambda v: f"> {gens}" if v == "" else num(v)
