@@ -33,6 +33,7 @@ mod monitoring;
 mod plugins;
 /// Actor failures mid-run.
 mod supervision;
+mod sweep; // scripts/sweep.sh on 2 seeds x 5 generations, checked against the runs' summary.json
 /// The plugin template, copied and built the way a user would.
 mod template;
 /// The ONNX model zoo's AlexNet manifest (models/bvlcalexnet), on a stand-in with the zoo file's

@@ -25,7 +25,7 @@ pub use backend::{
     Backend, BackendChoice, BackendOptions, PreparedModel, backend_for, backend_with,
 };
 pub use error::EvalError;
-pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, OutputKind, Provenance};
+pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, MeanImage, OutputKind, Provenance};
 pub use model::{Model, ModelRef, sha256_hex};
 pub use ort_backend::{ConvSearch, CudaTuning, OrtBackend, OrtDevice, OrtOptions};
 pub use preprocess::Preprocessor;

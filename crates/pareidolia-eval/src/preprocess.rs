@@ -1,5 +1,9 @@
 //! From 8-bit images (row-major, channels interleaved, gray or RGB, as encodings render them)
 //! to the model's input tensor: channel order, value range, normalisation and layout.
+//!
+//! A per-pixel mean image (`[input.mean_image]`) is applied after the per-channel table, as
+//! `table[c][p] - scale * M[c, i] / std[c]`; without one the fill is exactly the table look-up
+//! it always was.
 
 use crate::{ColorOrder, EvalError, InputSpec, Layout};
 
@@ -13,6 +17,9 @@ pub struct Preprocessor {
     table: Vec<[f32; 256]>,
     /// Model channel `c` reads image channel `source[c]`.
     source: Vec<usize>,
+    /// `offset[c * pixels + i]`: what the mean image takes off model channel `c` at pixel `i`,
+    /// already divided by that channel's std; `None` without a mean image.
+    offset: Option<Vec<f32>>,
 }
 
 impl Preprocessor {
@@ -35,12 +42,26 @@ impl Preprocessor {
             ColorOrder::Bgr => vec![2, 1, 0],
             _ => (0..channels).collect(),
         };
+        let pixels = (spec.width * spec.height) as usize;
+        let offset = spec.mean_image.as_ref().map(|m| {
+            debug_assert_eq!(
+                m.values.len(),
+                channels * pixels,
+                "checked by Manifest::parse"
+            );
+            m.values
+                .iter()
+                .enumerate()
+                .map(|(k, v)| m.scale * v / pick(&spec.std, k / pixels))
+                .collect()
+        });
         Self {
             layout: spec.layout,
             channels,
-            pixels: (spec.width * spec.height) as usize,
+            pixels,
             table,
             source,
+            offset,
         }
     }
 
@@ -75,15 +96,25 @@ impl Preprocessor {
                         for (i, v) in plane.iter_mut().enumerate() {
                             *v = t[img[i * self.channels + s] as usize];
                         }
+                        if let Some(offset) = &self.offset {
+                            let off = &offset[c * self.pixels..(c + 1) * self.pixels];
+                            for (v, o) in plane.iter_mut().zip(off) {
+                                *v -= o;
+                            }
+                        }
                     }
                 }
                 Layout::Nhwc => {
-                    for (px, d) in img
+                    for (i, (px, d)) in img
                         .chunks_exact(self.channels)
                         .zip(dst.chunks_exact_mut(self.channels))
+                        .enumerate()
                     {
                         for c in 0..self.channels {
                             d[c] = self.table[c][px[self.source[c]] as usize];
+                            if let Some(offset) = &self.offset {
+                                d[c] -= offset[c * self.pixels + i];
+                            }
                         }
                     }
                 }
@@ -107,6 +138,78 @@ mod tests {
             range: [0.0, 255.0],
             mean: vec![100.0, 110.0, 120.0],
             std: vec![1.0],
+            mean_image: None,
+        }
+    }
+
+    /// A mean image of `values` (channel-major) with `scale`, on `spec`.
+    fn with_mean_image(mut spec: InputSpec, values: Vec<f32>, scale: f32) -> InputSpec {
+        spec.mean_image = Some(crate::MeanImage {
+            file: "mean.npy".into(),
+            scale,
+            sha256: None,
+            values,
+        });
+        spec
+    }
+
+    #[test]
+    fn mean_image_is_subtracted_per_pixel_in_both_layouts() {
+        // Model channel B at pixel 1 reads image channel R there; its mean image value is
+        // values[0 * 2 + 1], scaled by 0.5.
+        let values = vec![2.0, 4.0, 6.0, 8.0, 10.0, 12.0];
+        let rgb = [10u8, 20, 30, 40, 50, 60];
+        let base = Preprocessor::new(&spec(Layout::Nchw, ColorOrder::Bgr));
+        let mut plain = [0.0; 6];
+        base.fill(&rgb, &mut plain);
+        let p = Preprocessor::new(&with_mean_image(
+            spec(Layout::Nchw, ColorOrder::Bgr),
+            values.clone(),
+            0.5,
+        ));
+        let mut out = [0.0; 6];
+        p.fill(&rgb, &mut out);
+        for k in 0..6 {
+            assert_eq!(out[k], plain[k] - 0.5 * values[k], "value {k}");
+        }
+        let p = Preprocessor::new(&with_mean_image(
+            spec(Layout::Nhwc, ColorOrder::Rgb),
+            values.clone(),
+            1.0,
+        ));
+        let mut out = [0.0; 6];
+        p.fill(&[100, 110, 120, 101, 111, 121], &mut out);
+        // Pixel i, channel c at out[i * 3 + c]; mean image value at values[c * 2 + i].
+        assert_eq!(out, [-2.0, -6.0, -10.0, 1.0 - 4.0, 1.0 - 8.0, 1.0 - 12.0]);
+    }
+
+    #[test]
+    fn caffe_mnist_preprocessing_is_pixel_minus_mean_over_256() {
+        // Caffe's MNIST evaluation net: (pixel - mean_file[y, x]) * 0.00390625.
+        let gray = InputSpec {
+            name: "x".into(),
+            layout: Layout::Nchw,
+            channels: 1,
+            height: 1,
+            width: 3,
+            color: ColorOrder::Gray,
+            range: [0.0, 0.99609375],
+            mean: vec![0.0],
+            std: vec![1.0],
+            mean_image: None,
+        };
+        let mean = vec![0.0, 33.3, 139.55];
+        let p = Preprocessor::new(&with_mean_image(gray, mean.clone(), 0.00390625));
+        let pixels = [0u8, 128, 255];
+        let mut out = [0.0; 3];
+        p.fill(&pixels, &mut out);
+        for i in 0..3 {
+            let caffe = (f64::from(pixels[i]) - f64::from(mean[i])) * 0.00390625;
+            assert!(
+                (f64::from(out[i]) - caffe).abs() < 1e-6,
+                "{i}: {} vs {caffe}",
+                out[i]
+            );
         }
     }
 

@@ -7,8 +7,11 @@
 //! of a pixel in a colour space (`hsv` as the paper says, `hls-opencv` as the released code
 //! does, or plain `rgb`) and render RGB. Genes are stored row-major with channels interleaved;
 //! the released code stores columns first, which changes nothing because genes mutate
-//! independently. SBX crossover (the released code's, without its "genes default to 0.5"
-//! quirk) is available through `crossover_rate`, 0 by default as in the paper's text.
+//! independently. SBX crossover is available through `crossover_rate`, 0 by default as in the
+//! paper's text: `sbx = "deb"` (default) recombines each differing gene pair with probability
+//! 0.5, as Deb's SBX does; `sbx = "released"` is exactly the released code's
+//! `evo_float_image` SBX, which recombines every differing pair and leaves genes that are equal
+//! in both parents at sferes' default of 0.5.
 #![deny(unsafe_code)]
 
 mod genome;
@@ -34,6 +37,8 @@ pub struct DirectParams {
     pub crossover_rate: f64,
     /// Distribution index of SBX.
     pub eta_c: f64,
+    /// Which SBX: Deb's (each differing gene with probability 0.5) or the released code's.
+    pub sbx: operators::SbxVariant,
     /// How three genes make a colour pixel; ignored on gray canvases.
     pub color_space: ColorSpace,
 }
@@ -46,6 +51,7 @@ impl Default for DirectParams {
             eta_m: 15.0,
             crossover_rate: 0.0,
             eta_c: 10.0,
+            sbx: operators::SbxVariant::Deb,
             color_space: ColorSpace::Hsv,
         }
     }
@@ -121,7 +127,14 @@ impl Encoding for Direct {
 
     fn crossover(&self, a: &Genome, b: &Genome, rng: &mut Rng) -> (Genome, Genome) {
         if self.params.crossover_rate > 0.0 && rng.random::<f64>() < self.params.crossover_rate {
-            let (ca, cb) = operators::sbx(a.genes(), b.genes(), self.params.eta_c, rng);
+            let (ca, cb) = match self.params.sbx {
+                operators::SbxVariant::Deb => {
+                    operators::sbx(a.genes(), b.genes(), self.params.eta_c, rng)
+                }
+                operators::SbxVariant::Released => {
+                    operators::sbx_released(a.genes(), b.genes(), self.params.eta_c, rng)
+                }
+            };
             (Genome::new(ca), Genome::new(cb))
         } else {
             (a.clone(), b.clone())
@@ -284,6 +297,26 @@ mod tests {
         let (a, b) = (d.random(&mut rng), d.random(&mut rng));
         let (ca, cb) = d.crossover(&a, &b, &mut rng);
         assert_eq!((ca, cb), (a, b));
+    }
+
+    #[test]
+    fn released_sbx_is_chosen_by_name_and_resets_shared_genes() {
+        let canvas = Canvas {
+            width: 4,
+            height: 4,
+            channels: 1,
+        };
+        let d = Direct::new(
+            Params::new(r#"{"crossover_rate": 1.0, "sbx": "released"}"#),
+            canvas,
+        )
+        .unwrap();
+        let a = d.random(&mut Rng::seed_from_u64(4));
+        // The same parent twice: every gene is shared, so both children are all 0.5.
+        let (ca, cb) = d.crossover(&a, &a, &mut Rng::seed_from_u64(5));
+        assert!(ca.genes().iter().chain(cb.genes()).all(|&g| g == 0.5));
+        let e = Direct::new(Params::new(r#"{"sbx": "nope"}"#), canvas).unwrap_err();
+        assert!(e.message().contains("nope"), "{e}");
     }
 
     #[test]
