@@ -194,7 +194,7 @@ impl ractor::Message for MetricsMsg {}
 /// Casts an observation to the metrics actor named `metrics_actor`, if one runs. A metrics
 /// actor that is gone costs observations, never the run.
 pub fn observe(metrics_actor: &str, msg: MetricsMsg) {
-    if let Some(cell) = ractor::registry::where_is(metrics_actor.to_owned()) {
+    if let Some(cell) = ractor::registry::where_is(metrics_actor) {
         let actor: ractor::ActorRef<MetricsMsg> = cell.into();
         let _ = actor.cast(msg);
     }
