@@ -26,6 +26,8 @@ mod imagenet;
 mod mnist_default;
 /// tract against ONNX Runtime's reference outputs for the shipped model.
 mod model_reference;
+/// Runs with several models: listed everywhere, resumed exactly, mismatches refused.
+mod models;
 /// monitoring/: promtool on the config and alert rules, the Grafana dashboard, and both
 /// against a live daemon scraped by a real Prometheus.
 mod monitoring;
@@ -33,7 +35,8 @@ mod monitoring;
 mod plugins;
 /// Actor failures mid-run.
 mod supervision;
-mod sweep; // scripts/sweep.sh on 2 seeds x 5 generations, checked against the runs' summary.json
+/// scripts/sweep.sh on 2 seeds x 5 generations, checked against the runs' summary.json.
+mod sweep;
 /// The plugin template, copied and built the way a user would.
 mod template;
 /// The ONNX model zoo's AlexNet manifest (models/bvlcalexnet), on a stand-in with the zoo file's

@@ -212,7 +212,11 @@ impl MetaV1 {
                 sha256: self.model.sha256,
                 classes: self.cells.len(),
                 output: None,
-                requested_backend: self.config.model.backend,
+                requested_backend: self
+                    .config
+                    .primary_model()
+                    .map(|m| m.backend)
+                    .unwrap_or_default(),
                 backend: None,
                 device: None,
                 backend_selection: None,

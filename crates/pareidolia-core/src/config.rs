@@ -33,8 +33,8 @@ pub enum ConfigError {
     Value {
         /// The config file.
         origin: String,
-        /// The offending key.
-        key: &'static str,
+        /// The offending key (`model.canvas`, `models[1].view`, ...).
+        key: String,
         /// What is wrong and what is allowed.
         message: String,
     },
@@ -193,8 +193,13 @@ pub struct RunConfig {
     /// Extra folders to search for plugins, relative to this file.
     #[serde(default)]
     pub plugin_dirs: Vec<PathBuf>,
-    /// The classifier.
-    pub model: ModelConfig,
+    /// The classifier (`[model]`); a run may name more in `models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelConfig>,
+    /// More classifiers (`[[models]]` tables), after `model`. Every model scores every
+    /// child; the fitness plugin gets all their outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelConfig>,
     /// The image encoding.
     pub encoding: PluginConfig,
     /// The fitness variant.
@@ -256,10 +261,10 @@ impl RunConfig {
 
     /// Checks ranges; called by `parse` and again after command-line overrides.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let err = |key, message: &str| {
+        let err = |key: &str, message: &str| {
             Err(ConfigError::Value {
                 origin: origin.to_owned(),
-                key,
+                key: key.to_owned(),
                 message: message.to_owned(),
             })
         };
@@ -284,26 +289,71 @@ impl RunConfig {
                 "must be an address with a port, like 127.0.0.1:9464",
             );
         }
-        if self
-            .model
-            .canvas
-            .is_some_and(|[w, h]| w == 0 || h == 0 || w > 8192 || h > 8192)
-        {
+        let models = self.model_keys();
+        if models.is_empty() {
             return err(
-                "model.canvas",
-                "must be [width, height] with sizes from 1 to 8192 pixels",
+                "model",
+                "is missing: a run needs a classifier, a [model] table or [[models]] tables",
             );
         }
-        if self.model.cuda.device < 0 {
-            return err(
-                "model.cuda.device",
-                "must be a CUDA device index, 0 or more",
-            );
+        for (i, (key, m)) in models.iter().enumerate() {
+            if m.canvas
+                .is_some_and(|[w, h]| w == 0 || h == 0 || w > 8192 || h > 8192)
+            {
+                return err(
+                    &format!("{key}.canvas"),
+                    "must be [width, height] with sizes from 1 to 8192 pixels",
+                );
+            }
+            if m.cuda.device < 0 {
+                return err(
+                    &format!("{key}.cuda.device"),
+                    "must be a CUDA device index, 0 or more",
+                );
+            }
+            if let Some((first, _)) = models[..i].iter().find(|(_, o)| o.manifest == m.manifest) {
+                return err(
+                    &format!("{key}.manifest"),
+                    &format!(
+                        "names `{}`, which {first} names already; a run scores each model once",
+                        m.manifest
+                    ),
+                );
+            }
         }
         if self.mutators > 256 {
             return err("mutators", "must be at most 256 (0 = one per spare core)");
         }
         Ok(())
+    }
+
+    /// Every model of the run with its config key (`model`, `models[0]`, ...), in order.
+    pub fn model_keys(&self) -> Vec<(String, &ModelConfig)> {
+        self.model
+            .iter()
+            .map(|m| ("model".to_owned(), m))
+            .chain(
+                self.models
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (format!("models[{i}]"), m)),
+            )
+            .collect()
+    }
+
+    /// Every model of the run, in order (`model` first, then `models`).
+    pub fn model_configs(&self) -> impl Iterator<Item = &ModelConfig> {
+        self.model.iter().chain(&self.models)
+    }
+
+    /// Every model of the run, to change them all (command-line overrides).
+    pub fn model_configs_mut(&mut self) -> impl Iterator<Item = &mut ModelConfig> {
+        self.model.iter_mut().chain(&mut self.models)
+    }
+
+    /// The first model (a validated config has one).
+    pub fn primary_model(&self) -> Option<&ModelConfig> {
+        self.model_configs().next()
     }
 
     /// Size of the initial population.
@@ -393,5 +443,64 @@ mod tests {
             (View::TenCrop, Some([32, 32]))
         );
         assert!(!c.model.cuda.tf32 && c.model.cuda.prefer_nhwc);
+    }
+
+    #[test]
+    fn a_run_names_one_model_or_several() {
+        let two = format!(
+            "{DEFAULT_CONFIG}\n[[models]]\nmanifest = \"b/manifest.toml\"\nbackend = \"ort-cpu\"\n\n[[models]]\nmanifest = \"c/manifest.toml\"\nview = \"ten-crop\"\n"
+        );
+        let c = RunConfig::parse(&two, "x.toml", PathBuf::new()).unwrap();
+        let keys: Vec<String> = c.model_keys().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["model", "models[0]", "models[1]"]);
+        let backends: Vec<BackendChoice> = c.model_configs().map(|m| m.backend).collect();
+        assert_eq!(
+            backends,
+            [
+                BackendChoice::Tract,
+                BackendChoice::OrtCpu,
+                BackendChoice::Tract
+            ]
+        );
+        // Written back, it reads the same.
+        let again = RunConfig::parse(&toml::to_string(&c).unwrap(), "y.toml", PathBuf::new());
+        assert_eq!(again.unwrap(), c);
+        // [[models]] alone is a run too.
+        let only = "[[models]]\nmanifest = \"builtin:lenet-mnist\"\n[encoding]\nplugin = \"direct\"\n[fitness]\nplugin = \"confidence\"\n";
+        let c = RunConfig::parse(only, "z.toml", PathBuf::new()).unwrap();
+        assert_eq!(c.primary_model().unwrap().manifest, "builtin:lenet-mnist");
+        // The default config writes back as it was: one [model] table, no `models`.
+        let text = toml::to_string(&RunConfig::builtin_default()).unwrap();
+        assert!(
+            text.contains("[model]") && !text.contains("models"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn no_model_or_the_same_model_twice_is_refused_by_key() {
+        let none = "[encoding]\nplugin = \"direct\"\n[fitness]\nplugin = \"confidence\"\n";
+        let e = RunConfig::parse(none, "x.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`model` is missing") && e.contains("[[models]]"),
+            "{e}"
+        );
+        let twice = format!("{DEFAULT_CONFIG}\n[[models]]\nmanifest = \"builtin:lenet-mnist\"\n");
+        let e = RunConfig::parse(&twice, "x.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "`models[0].manifest` names `builtin:lenet-mnist`, which model names already"
+            ),
+            "{e}"
+        );
+        let bad = format!("{DEFAULT_CONFIG}\n[[models]]\nmanifest = \"b.toml\"\ncanvas = [0, 1]\n");
+        let e = RunConfig::parse(&bad, "x.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`models[0].canvas`"), "{e}");
     }
 }

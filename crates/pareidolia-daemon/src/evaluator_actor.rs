@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pareidolia_core::FitnessPlugin;
 use pareidolia_core::summary::StageTimes;
-use pareidolia_eval::{BackendOptions, PreparedModel};
+use pareidolia_eval::PreparedModel;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::batcher::{Batch, Batcher};
@@ -33,12 +33,10 @@ pub struct EvaluatorActor;
 pub struct EvaluatorArgs {
     /// The run's id (prefix of its actors' names).
     pub run: String,
-    /// The model, its view and backend (to prepare again after a restart).
-    pub model: ModelSetup,
-    /// ONNX Runtime and CUDA settings.
-    pub backend_options: BackendOptions,
-    /// An already prepared model for the first start; `None` prepares it in `pre_start`.
-    pub prepared: Option<Box<dyn PreparedModel>>,
+    /// The models, each with its view and backend (to prepare again after a restart).
+    pub models: Vec<ModelSetup>,
+    /// Already prepared models for the first start; `None` prepares them in `pre_start`.
+    pub prepared: Option<Vec<Box<dyn PreparedModel>>>,
     /// The fitness plugin instance.
     pub fitness: Arc<FitnessPlugin>,
     /// Images per batch.
@@ -56,8 +54,14 @@ pub struct EvaluatorState {
     linger_token: u64,
 }
 
-/// A batch's scores (or the stage that failed and why), its times, and when inference began.
-type BatchResult = (Result<Vec<f32>, (LossKind, String)>, StageTimes, Instant);
+/// A batch's scores (or the stage that failed and why), its times, the inference seconds of
+/// each model, and when inference began.
+type BatchResult = (
+    Result<Vec<f32>, (LossKind, String)>,
+    StageTimes,
+    Vec<f64>,
+    Instant,
+);
 
 /// Batches handed to the inference thread and not yet answered.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -138,8 +142,11 @@ fn split_results(
     }
 }
 
+/// Runs every model on the batch, one after the other on this thread (their costs add up;
+/// nothing else waits), and hands all outputs to the fitness plugin, model-major as the
+/// plugin ABI wants them.
 fn infer_and_score(
-    model: &mut dyn PreparedModel,
+    models: &mut [Box<dyn PreparedModel>],
     fitness: &FitnessPlugin,
     pixels: &[u8],
     n: usize,
@@ -149,9 +156,21 @@ fn infer_and_score(
         ..StageTimes::default()
     };
     let began = Instant::now();
-    let outputs = model
-        .infer(pixels, n)
-        .map_err(|e| (LossKind::Inference, e.to_string()));
+    let mut per_model = Vec::with_capacity(models.len());
+    let mut outputs = Ok(Vec::new());
+    for model in models.iter_mut() {
+        let start = Instant::now();
+        let these = model.infer(pixels, n);
+        per_model.push(start.elapsed().as_secs_f64());
+        match (these, &mut outputs) {
+            (Ok(o), Ok(all)) => all.extend_from_slice(&o),
+            (Err(e), _) => {
+                outputs = Err((LossKind::Inference, e.to_string()));
+                break;
+            }
+            (Ok(_), Err(_)) => unreachable!("the loop stops at the first error"),
+        }
+    }
     times.inference_s = began.elapsed().as_secs_f64();
     let start = Instant::now();
     let result = outputs.and_then(|outputs| {
@@ -160,10 +179,10 @@ fn infer_and_score(
             .map_err(|e| (LossKind::Score, e.to_string()))
     });
     times.fitness_s = start.elapsed().as_secs_f64();
-    (result, times, began)
+    (result, times, per_model, began)
 }
 
-/// A dedicated OS thread that owns the prepared model. The model stays on one thread (warm
+/// A dedicated OS thread that owns the prepared models. They stay on one thread (warm
 /// caches; GPU sessions want one owner) and batches reach it without a thread-pool round
 /// trip. The thread ends when the evaluator's state, and with it the sender, is dropped.
 struct InferenceWorker {
@@ -178,7 +197,7 @@ struct WorkerJob {
 
 impl InferenceWorker {
     fn spawn(
-        mut model: Box<dyn PreparedModel>,
+        mut models: Vec<Box<dyn PreparedModel>>,
         fitness: Arc<FitnessPlugin>,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<WorkerJob>();
@@ -186,7 +205,7 @@ impl InferenceWorker {
             .name("pareidolia-inference".into())
             .spawn(move || {
                 for job in rx {
-                    let result = infer_and_score(model.as_mut(), &fitness, &job.pixels, job.n);
+                    let result = infer_and_score(&mut models, &fitness, &job.pixels, job.n);
                     let _ = job.reply.send(result);
                 }
             })?;
@@ -229,11 +248,12 @@ impl EvaluatorState {
         let (metrics, in_flight) = (self.metrics.clone(), self.in_flight.clone());
         let batch_filling = self.batcher.waiting();
         tokio::spawn(async move {
-            let (result, mut times, began) = match answer.await {
+            let (result, mut times, model_inference_s, began) = match answer.await {
                 Ok(r) => r,
                 Err(_) => (
                     Err((LossKind::Inference, "the inference thread ended".to_owned())),
                     StageTimes::default(),
+                    Vec::new(),
                     Instant::now(),
                 ),
             };
@@ -244,6 +264,7 @@ impl EvaluatorState {
                 MetricsMsg::Batch(BatchTimings {
                     size: batch.len(),
                     inference_s: times.inference_s,
+                    model_inference_s,
                     fitness_s: times.fitness_s,
                     breed_s: batch.iter().map(|c| c.breed_s).collect(),
                     queue_wait_s: arrived
@@ -286,11 +307,17 @@ impl Actor for EvaluatorActor {
         _myself: ActorRef<Self::Msg>,
         args: EvaluatorArgs,
     ) -> Result<EvaluatorState, ActorProcessingErr> {
-        let model = match args.prepared {
+        let models = match args.prepared {
             Some(m) => m,
             None => {
-                let (model, options) = (args.model.clone(), args.backend_options.clone());
-                tokio::task::spawn_blocking(move || model.prepare(&options)).await??
+                let models = args.models.clone();
+                tokio::task::spawn_blocking(move || {
+                    models
+                        .iter()
+                        .map(ModelSetup::prepare)
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await??
             }
         };
         Ok(EvaluatorState {
@@ -298,7 +325,7 @@ impl Actor for EvaluatorActor {
             metrics: names::metrics(&args.run),
             in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             fitness_name: args.fitness.name().to_owned(),
-            worker: InferenceWorker::spawn(model, args.fitness)?,
+            worker: InferenceWorker::spawn(models, args.fitness)?,
             batcher: Batcher::new(args.batch_size),
             linger_token: 0,
         })

@@ -17,7 +17,7 @@ use crate::messages::{ArchiveMsg, names};
 use crate::metrics::{CheckpointPolicy, Metrics};
 use crate::metrics_actor::{MetricsActor, MetricsArgs};
 use crate::outcome::{Progress, RunError, RunOutcome};
-use crate::setup::{Setup, SetupError};
+use crate::setup::{ModelSetup, Setup, SetupError};
 use crate::supervisor::{Supervisor, SupervisorArgs};
 
 /// How a run is driven beyond its config.
@@ -49,7 +49,7 @@ pub struct Experiment {
     pub identity: RunIdentity,
     /// Unique prefix of this run's actor names (`<run>.archive`, `<run>.mutator.<i>`, ...).
     pub run_id: String,
-    prepared: Option<Box<dyn PreparedModel>>,
+    prepared: Option<Vec<Box<dyn PreparedModel>>>,
 }
 
 impl Experiment {
@@ -59,19 +59,23 @@ impl Experiment {
         Self::new(Setup::load(config)?)
     }
 
-    /// Prepares the setup's model on its backend: compiles it for the batch sizes the run
-    /// will use, before the clock starts, and resolves `batch_size = 0` to the backend's
-    /// preferred size (recorded in the config, and so in checkpoints: a resumed run keeps the
-    /// batches it started with).
+    /// Prepares the setup's models on their backends: compiles each for the batch sizes the
+    /// run will use, before the clock starts, and resolves `batch_size = 0` to the smallest
+    /// of the backends' preferred sizes (recorded in the config, and so in checkpoints: a
+    /// resumed run keeps the batches it started with).
     pub fn new(mut setup: Setup) -> Result<Self, SetupError> {
-        let model = setup.model().clone();
-        let mut prepared = model.prepare(&setup.backend_options)?;
+        let mut prepared = setup
+            .models
+            .iter()
+            .map(ModelSetup::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
         let config = &mut setup.config;
         if config.batch_size == 0 {
-            config.batch_size = prepared.preferred_batch() as u32;
+            let chosen = prepared.iter().map(|p| p.preferred_batch()).min();
+            config.batch_size = chosen.unwrap_or(1).max(1) as u32;
             tracing::info!(
                 batch_size = config.batch_size,
-                backend = prepared.backend(),
+                backend = prepared[0].backend(),
                 "batch size chosen by the backend"
             );
         }
@@ -85,20 +89,31 @@ impl Experiment {
         }
         sizes.sort_unstable();
         sizes.dedup();
-        for n in sizes {
-            prepared.warm_up(n, model.view.canvas_len(&model.model))?;
-        }
         let mut identity = setup.identity();
-        identity.models[0] = model.prepared_identity(prepared.as_ref());
-        let m = &identity.models[0];
+        for ((model, prepared), id) in setup
+            .models
+            .iter()
+            .zip(&mut prepared)
+            .zip(&mut identity.models)
+        {
+            for &n in &sizes {
+                prepared.warm_up(n, model.view.canvas_len(&model.model))?;
+            }
+            *id = model.prepared_identity(prepared.as_ref());
+            tracing::info!(
+                model = %id.name,
+                key = %model.key,
+                sha256 = %id.sha256,
+                backend = %id.requested_backend,
+                runs_on = id.backend.as_deref().unwrap_or_default(),
+                view = %model.view.view,
+                canvas = %format!("{}x{}", model.view.width, model.view.height),
+                device = id.device.as_deref().unwrap_or_default(),
+                "model prepared"
+            );
+        }
         tracing::info!(
-            model = %m.name,
-            sha256 = %m.sha256,
-            backend = %m.requested_backend,
-            runs_on = m.backend.as_deref().unwrap_or_default(),
-            view = %model.view.view,
-            canvas = %format!("{}x{}", model.view.width, model.view.height),
-            device = m.device.as_deref().unwrap_or_default(),
+            models = identity.models.len(),
             encoding = %identity.encoding.name,
             fitness = %identity.fitness.name,
             "experiment set up"

@@ -123,8 +123,10 @@ pub struct ScoredChild {
 pub struct BatchTimings {
     /// Images in the batch.
     pub size: usize,
-    /// Seconds in the backend (preprocessing included).
+    /// Seconds in the backends (preprocessing included), all models.
     pub inference_s: f64,
+    /// Seconds per model, in the run's model order.
+    pub model_inference_s: Vec<f64>,
     /// Seconds in the fitness plugin.
     pub fitness_s: f64,
     /// Per child: seconds its mutator spent making it.

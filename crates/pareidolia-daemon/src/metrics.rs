@@ -30,6 +30,7 @@ pub struct CheckpointPolicy {
 #[derive(Debug)]
 struct Facts {
     labels: Vec<String>,
+    models: Vec<String>,
     encoding: String,
     fitness: String,
     policy: CheckpointPolicy,
@@ -69,6 +70,7 @@ pub struct Metrics {
     coverage: Gauge,
     classes: IntGauge,
     stage_seconds: HistogramVec,
+    model_inference_seconds: HistogramVec,
     batch_size: Histogram,
     queue_depth: IntGaugeVec,
     last_checkpoint: Gauge,
@@ -95,6 +97,7 @@ impl Metrics {
     pub fn new(identity: &RunIdentity, policy: CheckpointPolicy) -> Self {
         let facts = Facts {
             labels: identity.labels.clone(),
+            models: identity.models.iter().map(|m| m.name.clone()).collect(),
             encoding: identity.encoding.name.clone(),
             fitness: identity.fitness.name.clone(),
             policy,
@@ -201,6 +204,21 @@ impl Metrics {
         for s in STAGES {
             stage_seconds.with_label_values(&[s]);
         }
+        let model_inference_seconds = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "pareidolia_model_inference_duration_seconds",
+                    "Inference time per batch of each model of the run (their sum is the inference stage).",
+                )
+                .buckets(latency_buckets()),
+                &["model"],
+            )
+            .expect("valid"),
+        );
+        for m in &facts.models {
+            model_inference_seconds.with_label_values(&[m]);
+        }
         let queue_depth = register(
             &r,
             IntGaugeVec::new(
@@ -278,6 +296,7 @@ impl Metrics {
                 "Classes (cells) in the archive.",
             ),
             stage_seconds,
+            model_inference_seconds,
             batch_size: register(
                 &r,
                 Histogram::with_opts(
@@ -359,6 +378,11 @@ impl Metrics {
         self.batch_size.observe(b.size as f64);
         let stage = |s: &str| self.stage_seconds.with_label_values(&[s]);
         stage("inference").observe(b.inference_s);
+        for (model, &s) in self.facts.models.iter().zip(&b.model_inference_s) {
+            self.model_inference_seconds
+                .with_label_values(&[model])
+                .observe(s);
+        }
         stage("fitness").observe(b.fitness_s);
         let breed = stage("breed");
         for &s in &b.breed_s {
@@ -502,5 +526,34 @@ mod tests {
         let text = m.render().unwrap();
         assert!(text.contains(r#"pareidolia_champion_confidence{class="1",label="one"} 0.75"#));
         assert!(!text.contains(r#"class="0""#));
+    }
+
+    #[test]
+    fn every_model_has_its_info_and_inference_series() {
+        let mut id = identity();
+        let mut second = id.models[0].clone();
+        second.name = "n".into();
+        second.sha256 = "cd".into();
+        second.backend = Some("ort-cpu".into());
+        second.requested_backend = pareidolia_core::BackendChoice::OrtCpu;
+        id.models.push(second);
+        let m = Metrics::new(&id, policy());
+        m.observe_batch(&BatchTimings {
+            size: 4,
+            inference_s: 0.003,
+            model_inference_s: vec![0.001, 0.002],
+            ..BatchTimings::default()
+        });
+        let text = m.render().unwrap();
+        for line in [
+            r#"pareidolia_model_info{model="m",sha256="ab"} 1"#,
+            r#"pareidolia_model_info{model="n",sha256="cd"} 1"#,
+            r#"pareidolia_backend_info{backend="tract",device="cpu",requested="auto"} 1"#,
+            r#"pareidolia_backend_info{backend="ort-cpu",device="cpu",requested="ort-cpu"} 1"#,
+            r#"pareidolia_model_inference_duration_seconds_sum{model="m"} 0.001"#,
+            r#"pareidolia_model_inference_duration_seconds_sum{model="n"} 0.002"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

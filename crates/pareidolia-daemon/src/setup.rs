@@ -7,9 +7,10 @@
 //! seconds for ImageNet-size models and happens only where something infers
 //! ([`ModelSetup::prepare`], called by the search).
 
+use std::path::Path;
 use std::sync::Arc;
 
-use pareidolia_core::config::RunConfig;
+use pareidolia_core::config::{ModelConfig, RunConfig};
 use pareidolia_core::plugin_host::{PluginInfo, PluginLibrary, find_plugin, search_path};
 use pareidolia_core::summary::PluginSummary;
 use pareidolia_core::{
@@ -31,44 +32,104 @@ pub enum SetupError {
     /// A plugin could not be found, loaded or created.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// Two models of a run disagree on their classes.
+    #[error(
+        "the run's models must have the same classes, but {first} and {other} differ at class {class}: \
+         `{first_label}` against `{other_label}`; give every model of a run the same labels file content"
+    )]
+    Classes {
+        /// The first model's labels file.
+        first: String,
+        /// The other model's labels file.
+        other: String,
+        /// The first class where they differ.
+        class: usize,
+        /// Its label in the first file (`<none>` past its end).
+        first_label: String,
+        /// Its label in the other file.
+        other_label: String,
+    },
+    /// Two models of a run see different canvases (the encoding renders one).
+    #[error(
+        "the run's models must share one canvas, but `{first}` is shown {first_canvas} and `{other}` \
+         {other_canvas}; set the same `canvas = [width, height]` (and channels) for every model"
+    )]
+    Canvas {
+        /// The first model's config key.
+        first: String,
+        /// Its canvas, `WxHxC`.
+        first_canvas: String,
+        /// The other model's config key.
+        other: String,
+        /// Its canvas.
+        other_canvas: String,
+    },
 }
 
-/// One model of a run: loaded and checked, with its view and backend, not yet prepared.
+/// One model of a run: loaded and checked, with its view, backend and backend settings, not
+/// yet prepared.
 #[derive(Debug, Clone)]
 pub struct ModelSetup {
+    /// Its config key (`model`, `models[0]`, ...), for messages.
+    pub key: String,
     /// The classifier.
     pub model: Arc<Model>,
     /// The backend the config asks for.
     pub backend: BackendChoice,
     /// How the canvas is shown to it.
     pub view: ViewSpec,
+    /// ONNX Runtime and CUDA settings for its backend.
+    pub options: BackendOptions,
+    /// Where its labels come from (for messages).
+    pub labels_origin: String,
 }
 
 impl ModelSetup {
-    /// Loads the config's `[model]`.
-    pub fn load(config: &RunConfig) -> Result<Self, EvalError> {
-        let m = &config.model;
-        let model = Model::load(&ModelRef::parse(&m.manifest, &config.base_dir))?;
+    /// Loads one model of a config.
+    pub fn load(key: &str, m: &ModelConfig, base_dir: &Path) -> Result<Self, EvalError> {
+        let model_ref = ModelRef::parse(&m.manifest, base_dir);
+        let model = Model::load(&model_ref)?;
         let input = &model.manifest.input;
         let view = ViewSpec {
             view: m.view,
             width: m.canvas.map_or(input.width, |c| c[0]),
             height: m.canvas.map_or(input.height, |c| c[1]),
         };
+        let labels_origin = match &model_ref {
+            ModelRef::Path(p) => p
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(&model.manifest.labels)
+                .display()
+                .to_string(),
+            ModelRef::Builtin(name) => format!("the labels of builtin:{name}"),
+        };
         Ok(Self {
+            key: key.to_owned(),
             model: Arc::new(model),
             backend: m.backend,
             view,
+            options: backend_options(m, base_dir),
+            labels_origin,
         })
     }
 
     /// Prepares the model on its backend (compiles it; blocking, seconds for large models).
-    pub fn prepare(&self, options: &BackendOptions) -> Result<Box<dyn PreparedModel>, EvalError> {
+    pub fn prepare(&self) -> Result<Box<dyn PreparedModel>, EvalError> {
         prepare_viewed(
-            backend_with(self.backend, options).as_ref(),
+            backend_with(self.backend, &self.options).as_ref(),
             &self.model,
             self.view,
         )
+    }
+
+    /// The canvas the encoding renders for this model.
+    pub fn canvas(&self) -> CanvasSpec {
+        CanvasSpec {
+            width: self.view.width,
+            height: self.view.height,
+            channels: self.model.manifest.input.channels,
+        }
     }
 
     /// What the fitness plugin gets from this model: probabilities or logits.
@@ -106,10 +167,8 @@ impl ModelSetup {
 pub struct Setup {
     /// The config (with command-line overrides applied).
     pub config: RunConfig,
-    /// The models, in config order.
+    /// The models, in config order (at least one).
     pub models: Vec<ModelSetup>,
-    /// ONNX Runtime and CUDA settings for every backend prepared.
-    pub backend_options: BackendOptions,
     /// The encoding instance.
     pub encoding: Arc<EncodingPlugin>,
     /// The fitness instance.
@@ -128,12 +187,12 @@ fn load_plugin(
     Ok(library)
 }
 
-/// The backends' settings from `[model.onnxruntime]` and `[model.cuda]`.
-pub fn backend_options(config: &RunConfig) -> BackendOptions {
-    let (ort, cuda) = (&config.model.onnxruntime, &config.model.cuda);
+/// A model's backend settings from its `onnxruntime` and `cuda` tables.
+pub fn backend_options(m: &ModelConfig, base_dir: &Path) -> BackendOptions {
+    let (ort, cuda) = (&m.onnxruntime, &m.cuda);
     BackendOptions {
         ort: OrtOptions {
-            library: ort.library.as_ref().map(|p| config.base_dir.join(p)),
+            library: ort.library.as_ref().map(|p| base_dir.join(p)),
             intra_threads: ort.threads,
             cuda: CudaTuning {
                 device: cuda.device,
@@ -146,6 +205,23 @@ pub fn backend_options(config: &RunConfig) -> BackendOptions {
     }
 }
 
+/// Refuses two models whose labels differ (count or text), naming both labels files and the
+/// first class where they differ.
+fn check_same_classes(first: &ModelSetup, other: &ModelSetup) -> Result<(), SetupError> {
+    let (a, b) = (&first.model.labels, &other.model.labels);
+    let Some(class) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) else {
+        return Ok(());
+    };
+    let label = |l: &[String]| l.get(class).cloned().unwrap_or_else(|| "<none>".into());
+    Err(SetupError::Classes {
+        first: first.labels_origin.clone(),
+        other: other.labels_origin.clone(),
+        class,
+        first_label: label(a),
+        other_label: label(b),
+    })
+}
+
 fn plugin_summary(info: &PluginInfo) -> PluginSummary {
     PluginSummary {
         name: info.name.clone(),
@@ -155,20 +231,39 @@ fn plugin_summary(info: &PluginInfo) -> PluginSummary {
 
 impl Setup {
     /// Loads and checks everything the config names, without preparing any model. Blocking
-    /// (file reads, sha256, plugin loading).
+    /// (file reads, sha256, plugin loading). Every model must have the same classes and see
+    /// the same canvas (the encoding renders one image per child for all of them).
     pub fn load(config: RunConfig) -> Result<Self, SetupError> {
-        let model = ModelSetup::load(&config)?;
-        let backend_options = backend_options(&config);
-        let canvas = CanvasSpec {
-            width: model.view.width,
-            height: model.view.height,
-            channels: model.model.manifest.input.channels,
+        let models = config
+            .model_keys()
+            .into_iter()
+            .map(|(key, m)| ModelSetup::load(&key, m, &config.base_dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = models.first() else {
+            // A validated config names a model; one built by hand may not.
+            return Err(EvalError::BadInput(
+                "the config names no model; add a [model] table".into(),
+            )
+            .into());
         };
+        for other in &models[1..] {
+            check_same_classes(first, other)?;
+            let (a, b) = (first.canvas(), other.canvas());
+            if (a.width, a.height, a.channels) != (b.width, b.height, b.channels) {
+                let text = |c: CanvasSpec| format!("{}x{}x{}", c.width, c.height, c.channels);
+                return Err(SetupError::Canvas {
+                    first: first.key.clone(),
+                    first_canvas: text(a),
+                    other: other.key.clone(),
+                    other_canvas: text(b),
+                });
+            }
+        }
+        let canvas = first.canvas();
         let encoding_lib = load_plugin(PluginKind::Encoding, &config.encoding.plugin, &config)?;
         let encoding =
             EncodingPlugin::create(encoding_lib, &config.encoding.params_json(), canvas)?;
         let fitness_lib = load_plugin(PluginKind::Fitness, &config.fitness.plugin, &config)?;
-        let models = vec![model];
         let logits: Vec<bool> = models
             .iter()
             .map(|m| m.output() == OutputKind::Logits)
@@ -176,13 +271,12 @@ impl Setup {
         let fitness = FitnessPlugin::create(
             fitness_lib,
             &config.fitness.params_json(),
-            models[0].model.classes(),
+            first.model.classes(),
             &logits,
         )?;
         Ok(Self {
             config,
             models,
-            backend_options,
             encoding: Arc::new(encoding),
             fitness: Arc::new(fitness),
         })

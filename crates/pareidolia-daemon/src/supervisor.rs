@@ -36,8 +36,8 @@ pub struct SupervisorArgs {
     pub mutators: usize,
     /// The models, plugins and settings every child is made from.
     pub setup: Arc<Setup>,
-    /// The model prepared by the experiment, used by the first evaluator.
-    pub prepared: Option<Box<dyn PreparedModel>>,
+    /// The models prepared by the experiment, used by the first evaluator.
+    pub prepared: Option<Vec<Box<dyn PreparedModel>>>,
     /// The archive's plan.
     pub plan: ArchivePlan,
     /// The checkpoint to resume from.
@@ -68,13 +68,12 @@ impl SupervisorState {
     async fn spawn_evaluator(
         &mut self,
         myself: &ActorCell,
-        prepared: Option<Box<dyn PreparedModel>>,
+        prepared: Option<Vec<Box<dyn PreparedModel>>>,
     ) -> Result<(), ActorProcessingErr> {
         let a = &self.args;
         let args = EvaluatorArgs {
             run: a.run.clone(),
-            model: a.setup.model().clone(),
-            backend_options: a.setup.backend_options.clone(),
+            models: a.setup.models.clone(),
             prepared,
             fitness: a.setup.fitness.clone(),
             batch_size: a.setup.config.batch_size as usize,

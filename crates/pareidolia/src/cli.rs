@@ -217,7 +217,7 @@ pub struct ExperimentArgs {
     /// Mutator actors, 0 = one per spare core (overrides the config).
     #[arg(long)]
     pub mutators: Option<u32>,
-    /// Inference backend (overrides `model.backend`): `auto` takes CUDA, else ONNX Runtime
+    /// Inference backend of every model (overrides `backend` in `[model]` and `[[models]]`): `auto` takes CUDA, else ONNX Runtime
     /// on CPU, else tract, and logs why.
     #[arg(long, value_parser = choice::<BackendChoice>())]
     pub backend: Option<BackendChoice>,

@@ -33,7 +33,9 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
         config.mutators = m;
     }
     if let Some(b) = args.backend {
-        config.model.backend = b;
+        for model in config.model_configs_mut() {
+            model.backend = b;
+        }
     }
     config.validate("the command line")?;
     Ok((config, name))

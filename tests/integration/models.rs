@@ -1,0 +1,159 @@
+//! Runs with several models (issue 12): every model scores every child, the run folder,
+//! checkpoints and `/status` list them all, a two-model run resumes exactly, and model lists
+//! that cannot work are refused before anything runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pareidolia_core::checkpoint::CheckpointStore;
+
+use crate::util::*;
+
+/// The second model of the two-model runs: the shipped LeNet's manifest on disk (the first is
+/// the embedded `builtin:lenet-mnist`), on ONNX Runtime when `backend` says so.
+fn second_model(t: &mut toml::Table, manifest: &Path, backend: &str) {
+    let mut model = toml::Table::new();
+    model.insert("manifest".into(), path_value(manifest));
+    model.insert("backend".into(), backend.into());
+    t.insert(
+        "models".into(),
+        toml::Value::Array(vec![toml::Value::Table(model)]),
+    );
+}
+
+fn lenet_manifest() -> PathBuf {
+    root().join("models/lenet-mnist/manifest.toml")
+}
+
+/// A daemon config of `generations` with a checkpoint every 5 and two models.
+fn two_model_config(dir: &Path, generations: u64) -> PathBuf {
+    let cfg = daemon_config(dir, generations, 5);
+    let mut t = read_toml(&cfg);
+    second_model(&mut t, &lenet_manifest(), "tract");
+    write_toml(&cfg, &t);
+    cfg
+}
+
+fn run_to_end(command: &Pareidolia, log: &Path) {
+    let (status, log) = command.start(log).wait(Duration::from_secs(120));
+    assert!(status.success(), "{status}:\n{log}");
+}
+
+#[test]
+fn a_two_model_run_lists_both_and_resumes_exactly() {
+    let dir = temp_dir("two-models");
+    let cfg = two_model_config(&dir, 10);
+    let whole = dir.join("whole");
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&whole),
+        &dir.join("whole.log"),
+    );
+    let summary = json(&whole.join("summary.json"));
+    let models = summary["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2, "{summary}");
+    for m in models {
+        assert_eq!(m["name"], "lenet-mnist");
+        assert_eq!(m["backend"], "tract");
+        assert_eq!(m["classes"], 10);
+    }
+    assert_eq!(summary["evaluations"], 200 * 11);
+    let (c, _, _) = CheckpointStore::new(&whole, 3).load_newest().unwrap();
+    assert_eq!(c.meta.identity.models.len(), 2);
+    assert_eq!(c.meta.config.models.len(), 1);
+
+    // Stopped at generation 5 and resumed: the same archive as the uninterrupted run.
+    let split = dir.join("split");
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).generations(5).out(&split),
+        &dir.join("split1.log"),
+    );
+    run_to_end(
+        &Pareidolia::resume(&split).generations(10),
+        &dir.join("split2.log"),
+    );
+    assert_eq!(run_result(&whole), run_result(&split));
+}
+
+/// Two models that are the same network score a child exactly as one does: the confidence
+/// plugin averages their probabilities, so the archive equals a one-model run's.
+#[test]
+fn the_same_network_twice_scores_as_once() {
+    let dir = temp_dir("same-twice");
+    for sub in ["one", "two"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let one = default_config(&dir.join("one"));
+    let two = config_edit(&dir.join("two"), |t| {
+        second_model(t, &lenet_manifest(), "tract");
+    });
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    success(run_one_generation(&one, &a));
+    success(run_one_generation(&two, &b));
+    let (mut sa, pa) = run_result(&a);
+    let (mut sb, pb) = run_result(&b);
+    for s in [&mut sa, &mut sb] {
+        s.as_object_mut().unwrap().remove("models");
+    }
+    assert_eq!(sa, sb);
+    assert_eq!(pa, pb);
+}
+
+#[test]
+fn models_that_disagree_on_classes_or_canvas_are_refused() {
+    let dir = temp_dir("model-mismatch");
+    for sub in ["classes", "canvas", "twice", "none"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    // LeNet's digits against EfficientNet's ImageNet classes.
+    let imagenet = root().join("models/efficientnet-lite0/manifest.toml");
+    let cfg = config_edit(&dir.join("classes"), |t| {
+        second_model(t, &imagenet, "tract");
+    });
+    clean_failure(
+        run_one_generation(&cfg, &dir.join("a")),
+        &[
+            "must have the same classes",
+            "the labels of builtin:lenet-mnist",
+            "efficientnet-lite0/labels.txt",
+            "class 0: `0` against `tench`",
+        ],
+    );
+    // The same classes on another canvas: the encoding renders one image for both.
+    let cfg = config_edit(&dir.join("canvas"), |t| {
+        second_model(t, &lenet_manifest(), "tract");
+        let models = t.get_mut("models").unwrap().as_array_mut().unwrap();
+        models[0]
+            .as_table_mut()
+            .unwrap()
+            .insert("canvas".into(), toml::Value::Array(vec![int(32), int(32)]));
+    });
+    clean_failure(
+        run_one_generation(&cfg, &dir.join("b")),
+        &[
+            "share one canvas",
+            "`model` is shown 28x28x1",
+            "`models[0]` 32x32x1",
+        ],
+    );
+    // The same model twice, and no model at all.
+    let cfg = config_edit(&dir.join("twice"), |t| {
+        let mut model = toml::Table::new();
+        model.insert("manifest".into(), "builtin:lenet-mnist".into());
+        t.insert(
+            "models".into(),
+            toml::Value::Array(vec![toml::Value::Table(model)]),
+        );
+    });
+    clean_failure(
+        run_one_generation(&cfg, &dir.join("c")),
+        &["`models[0].manifest` names `builtin:lenet-mnist`, which model names already"],
+    );
+    let cfg = config_edit(&dir.join("none"), |t| {
+        t.take("model");
+        t.insert("models".into(), toml::Value::Array(Vec::new()));
+    });
+    clean_failure(
+        run_one_generation(&cfg, &dir.join("d")),
+        &["`model` is missing", "[[models]]"],
+    );
+}
