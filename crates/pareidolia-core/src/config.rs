@@ -438,11 +438,9 @@ mod tests {
             "backend = \"tract\"\nview = \"ten-crop\"\ncanvas = [32, 32]\n[model.cuda]\ntf32 = false\n",
         );
         let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
-        assert_eq!(
-            (c.model.view, c.model.canvas),
-            (View::TenCrop, Some([32, 32]))
-        );
-        assert!(!c.model.cuda.tf32 && c.model.cuda.prefer_nhwc);
+        let m = c.primary_model().unwrap();
+        assert_eq!((m.view, m.canvas), (View::TenCrop, Some([32, 32])));
+        assert!(!m.cuda.tf32 && m.cuda.prefer_nhwc);
     }
 
     #[test]

@@ -192,6 +192,88 @@ fn draw_text(canvas: &mut Image, x0: u32, y0: u32, text: &str) {
     }
 }
 
+/// A heatmap of values in [0, 1]: one row per `rows` entry, one column per `columns` entry,
+/// dark blue (0) through green to yellow (1), light grey where a value is missing. Column
+/// names head the columns; rows are labelled when they are tall enough for the 8-pixel font
+/// (up to about 80 rows), and cells shrink to a pixel row for runs of up to a few thousand
+/// classes.
+pub fn heatmap(rows: &[String], columns: &[String], values: &[Vec<Option<f32>>]) -> Image {
+    const FONT: u32 = 8;
+    let row_h = (960 / rows.len().max(1) as u32).clamp(1, 24);
+    let labelled = row_h >= FONT + 2;
+    let label_w = if labelled {
+        FONT * rows
+            .iter()
+            .map(|r| r.chars().count().min(24))
+            .max()
+            .unwrap_or(0) as u32
+            + 8
+    } else {
+        0
+    };
+    let col_w = FONT
+        * columns
+            .iter()
+            .map(|c| c.chars().count().clamp(6, 20))
+            .max()
+            .unwrap_or(6) as u32
+        + 8;
+    let header = FONT + 8;
+    let width = label_w + col_w * columns.len().max(1) as u32;
+    let height = header + row_h * rows.len() as u32;
+    let mut canvas = Image {
+        width,
+        height,
+        channels: 3,
+        pixels: vec![255; (width * height * 3) as usize],
+    };
+    for (c, name) in columns.iter().enumerate() {
+        let text: String = name.chars().take(20).collect();
+        draw_text(&mut canvas, label_w + c as u32 * col_w + 4, 4, &text);
+    }
+    for (r, name) in rows.iter().enumerate() {
+        let y0 = header + r as u32 * row_h;
+        if labelled {
+            let text: String = name.chars().take(24).collect();
+            draw_text(&mut canvas, 4, y0 + (row_h - FONT) / 2, &text);
+        }
+        for c in 0..columns.len() {
+            let value = values.get(r).and_then(|v| v.get(c)).copied().flatten();
+            let rgb = value.map_or([220, 220, 220], ramp);
+            let x0 = label_w + c as u32 * col_w;
+            // A one-pixel white seam between columns (and tall rows) keeps cells apart.
+            let (w, h) = (col_w - 1, if row_h > 3 { row_h - 1 } else { row_h });
+            for y in y0..y0 + h {
+                for x in x0..x0 + w {
+                    let d = ((y * width + x) * 3) as usize;
+                    canvas.pixels[d..d + 3].copy_from_slice(&rgb);
+                }
+            }
+        }
+    }
+    canvas
+}
+
+/// Dark blue through teal and green to yellow (a viridis-like ramp) for `v` in [0, 1].
+fn ramp(v: f32) -> [u8; 3] {
+    const STOPS: [[f32; 3]; 5] = [
+        [68.0, 1.0, 84.0],
+        [59.0, 82.0, 139.0],
+        [33.0, 145.0, 140.0],
+        [94.0, 201.0, 98.0],
+        [253.0, 231.0, 37.0],
+    ];
+    let t = if v.is_finite() {
+        v.clamp(0.0, 1.0)
+    } else {
+        0.0
+    } * 4.0;
+    let i = (t.floor() as usize).min(3);
+    let f = t - i as f32;
+    let mix = |k: usize| (STOPS[i][k] + (STOPS[i + 1][k] - STOPS[i][k]) * f).round() as u8;
+    [mix(0), mix(1), mix(2)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +332,32 @@ mod tests {
             tile.pixels.iter().all(|&v| (113..=142).contains(&v)),
             "averaged"
         );
+    }
+
+    #[test]
+    fn heatmaps_colour_each_cell_and_fit_a_thousand_rows() {
+        let rows: Vec<String> = (0..10).map(|c| format!("{c} digit")).collect();
+        let columns = vec!["source".to_owned(), "target".to_owned()];
+        let mut values: Vec<Vec<Option<f32>>> = (0..10)
+            .map(|c| vec![Some(1.0), Some(c as f32 / 9.0)])
+            .collect();
+        values[3][1] = None;
+        let image = heatmap(&rows, &columns, &values);
+        let at = |x: u32, y: u32| {
+            let d = ((y * image.width + x) * 3) as usize;
+            [image.pixels[d], image.pixels[d + 1], image.pixels[d + 2]]
+        };
+        // Rows of 24 pixels under a 16-pixel header, labels 8 * 7 + 8 = 64 wide, columns 56.
+        assert_eq!((image.width, image.height), (64 + 2 * 56, 16 + 10 * 24));
+        assert_eq!(at(64 + 10, 16 + 10), ramp(1.0));
+        assert_eq!(at(64 + 56 + 10, 16 + 10), ramp(0.0));
+        assert_eq!(at(64 + 56 + 10, 16 + 3 * 24 + 10), [220, 220, 220]);
+        assert_eq!(ramp(0.0), [68, 1, 84]);
+        assert_eq!(ramp(1.0), [253, 231, 37]);
+        let rows: Vec<String> = (0..1000).map(|c| c.to_string()).collect();
+        let values = vec![vec![Some(0.5); 3]; 1000];
+        let columns = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let big = heatmap(&rows, &columns, &values);
+        assert_eq!((big.width, big.height), (3 * 56, 16 + 1000));
     }
 }
