@@ -157,3 +157,83 @@ fn models_that_disagree_on_classes_or_canvas_are_refused() {
         &["`model` is missing", "[[models]]"],
     );
 }
+
+/// Issue 12, item 6: `transfer` scores a run's champions on other models; its numbers equal
+/// what `classify` says of the gallery's PNG files, and it refuses what it cannot score.
+#[test]
+fn transfer_scores_the_champions_on_other_models() {
+    let dir = temp_dir("transfer");
+    let run = dir.join("run");
+    success(Pareidolia::run().quiet().generations(5).out(&run).output());
+    let out = dir.join("t");
+    let stdout = success(
+        Pareidolia::with_args(["transfer"])
+            .arg(&run)
+            .args(["--model", "builtin:lenet-mnist", "--model"])
+            .arg(lenet_manifest())
+            .arg("--out")
+            .arg(&out)
+            .output(),
+    );
+    assert!(stdout.contains("| lenet-mnist (source) | 10 |"), "{stdout}");
+    assert!(stdout.contains("| lenet-mnist#2 | 10 |"), "{stdout}");
+    let csv = read_text(&out.join("transfer.csv"));
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "class,label,source,lenet-mnist,lenet-mnist top class,lenet-mnist top label,\
+         lenet-mnist#2,lenet-mnist#2 top class,lenet-mnist#2 top label"
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 10);
+    // The gallery's PNGs, classified from disk, in class order.
+    let mut pngs: Vec<PathBuf> = std::fs::read_dir(run.join("gallery"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().as_bytes()[0].is_ascii_digit())
+        })
+        .collect();
+    pngs.sort();
+    let classified = classify(&pngs, "builtin:lenet-mnist");
+    for (class, (row, (top, _, probs))) in rows.iter().zip(&classified).enumerate() {
+        let value = |i: usize| row[i].parse::<f64>().unwrap();
+        assert_eq!(row[0], class.to_string());
+        for target in [3, 6] {
+            assert!(
+                (value(target) - probs[class]).abs() < 1e-5,
+                "{row:?} vs {probs:?}"
+            );
+            assert_eq!(row[target + 1], top.to_string(), "{row:?}");
+        }
+        assert!((value(2) - probs[class]).abs() < 1e-5, "source {row:?}");
+    }
+    let heat = pareidolia_core::image_io::read_png(&out.join("transfer.png")).unwrap();
+    assert_eq!(heat.height, 16 + 10 * 24);
+    assert!(read_text(&out.join("transfer.md")).contains("generation 5"));
+    // Refused: a run folder without checkpoints, a target with other classes.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    clean_failure(
+        Pareidolia::with_args(["transfer"])
+            .arg(&empty)
+            .args(["--model", "builtin:lenet-mnist"])
+            .output(),
+        &["no checkpoint in"],
+    );
+    clean_failure(
+        Pareidolia::with_args(["transfer"])
+            .arg(&run)
+            .arg("--model")
+            .arg(root().join("models/efficientnet-lite0/manifest.toml"))
+            .output(),
+        &[
+            "cannot load the target models",
+            "same classes",
+            "`0` against `tench`",
+        ],
+    );
+}

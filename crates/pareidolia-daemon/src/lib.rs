@@ -19,7 +19,8 @@
 //!   [`evaluator_actor`], [`archive_actor`], and [`supervisor`] which spawns them;
 //! - [`experiment`]: the MAP-Elites run (setup prepared, the actor tree);
 //! - [`run_folder`], [`http`] and [`service`]: the gallery and summary, the HTTP endpoints,
-//!   and the daemon as a service (lock, identity check, signals, drain).
+//!   and the daemon as a service (lock, identity check, signals, drain);
+//! - [`transfer`]: a run's champions scored by other models (the paper's transfer test).
 //!
 //! [`Supervisor`](supervisor::Supervisor) spawns the three kinds linked to itself, restarts a
 //! failed mutator or evaluator and asks the archive to re-issue the work that was in flight;
@@ -45,6 +46,7 @@ pub mod run_folder;
 pub mod service;
 pub mod setup;
 pub mod supervisor;
+pub mod transfer;
 
 pub use experiment::{Experiment, RunOptions, request_stop};
 pub use outcome::{Progress, RunError, RunOutcome};

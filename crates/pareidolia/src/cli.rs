@@ -46,6 +46,9 @@ pub enum Command {
     /// Write one champion's genome from a run's newest checkpoint: the raw bytes, the
     /// encoding's JSON description, and Graphviz DOT when the encoding provides it (CPPN).
     ExportGenome(ExportGenomeArgs),
+    /// Score a run's champions (newest checkpoint) on other models: do images that fool one
+    /// network fool another? Writes transfer.csv, transfer.md and transfer.png.
+    Transfer(TransferArgs),
     /// Write a captioned montage of chosen champions from a run folder's gallery (the
     /// highest-scoring ones by default).
     Montage(MontageArgs),
@@ -69,6 +72,26 @@ pub struct MontageArgs {
     /// These classes instead (indices, comma-separated), in this order.
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<usize>,
+}
+
+/// `pareidolia transfer`.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// A target model: a manifest.toml path or `builtin:NAME` (repeat for several). Each
+    /// must have the run's classes; it sees the champions at the run's canvas and view.
+    #[arg(long = "model", value_name = "MODEL", required = true)]
+    pub models: Vec<String>,
+    /// Backend of the target models.
+    #[arg(long, default_value = "tract", value_parser = choice::<BackendChoice>())]
+    pub backend: BackendChoice,
+    /// Folder for transfer.csv, transfer.md and transfer.png (default: RUN_DIR/transfer).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
 }
 
 /// `pareidolia export-genome`.

@@ -11,6 +11,7 @@ mod montage;
 mod plugins;
 mod run;
 mod status;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Export(args) => export::export(args),
         cli::Command::ExportGenome(args) => export::export_genome(args),
         cli::Command::Montage(args) => montage::montage(args),
+        cli::Command::Transfer(args) => transfer::transfer(args),
         cli::Command::Plugins(cmd) => plugins::plugins(cmd),
     };
     match result {

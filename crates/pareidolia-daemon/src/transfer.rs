@@ -1,0 +1,423 @@
+//! The paper's transfer question: do images evolved to fool one network fool another? A
+//! run's champions (from its newest checkpoint) are rendered from their genomes at the run's
+//! canvas, shown to other models through the run's view, and scored; [`TransferTable`] holds
+//! each class's confidence on the source (the score it was evolved for) and on every target,
+//! with the target's own top class, and writes it as CSV, as a markdown summary and as a
+//! heatmap. Scoring is blocking (model preparation and inference).
+
+use std::path::Path;
+
+use pareidolia_core::config::ModelConfig;
+use pareidolia_core::image_io::Image;
+use pareidolia_core::{Champion, EncodingPlugin, OutputKind, RunIdentity};
+use pareidolia_eval::{BackendChoice, EvalError};
+use pareidolia_plugin::softmax;
+
+use crate::setup::{ModelSetup, SetupError, check_same_classes};
+
+/// What one target model says of one champion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetScore {
+    /// Its probability of the champion's class.
+    pub confidence: f32,
+    /// Its most probable class.
+    pub top_class: usize,
+    /// That class's probability.
+    pub top_confidence: f32,
+}
+
+/// One class of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferRow {
+    /// Class index.
+    pub class: usize,
+    /// Its label.
+    pub label: String,
+    /// The champion's score on the run's own models (`None`: the class has no champion).
+    pub source: Option<f32>,
+    /// Per target, in order.
+    pub targets: Vec<Option<TargetScore>>,
+}
+
+/// The whole transfer experiment of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferTable {
+    /// The source's name (the run's models, joined with `+`).
+    pub source: String,
+    /// Target names (made unique with `#2`, `#3` when a name repeats).
+    pub targets: Vec<String>,
+    /// Class labels, by index.
+    pub labels: Vec<String>,
+    /// One row per class.
+    pub rows: Vec<TransferRow>,
+}
+
+/// A target model as the command line names it.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// `builtin:NAME` or a manifest path.
+    pub manifest: String,
+    /// Its backend.
+    pub backend: BackendChoice,
+}
+
+/// Loads the targets at the run's canvas and view and checks that they have the run's
+/// classes (same labels, like the models of a run) and channels.
+pub fn load_targets(
+    targets: &[TargetSpec],
+    run: &ModelSetup,
+    base_dir: &Path,
+) -> Result<Vec<ModelSetup>, SetupError> {
+    let mut loaded = Vec::with_capacity(targets.len());
+    for (i, t) in targets.iter().enumerate() {
+        let config = ModelConfig {
+            manifest: t.manifest.clone(),
+            backend: t.backend,
+            view: run.view.view,
+            canvas: Some([run.view.width, run.view.height]),
+            onnxruntime: Default::default(),
+            cuda: Default::default(),
+        };
+        let target = ModelSetup::load(&format!("--model {}", i + 1), &config, base_dir)?;
+        check_same_classes(run, &target)?;
+        let (a, b) = (run.canvas(), target.canvas());
+        if a.channels != b.channels {
+            return Err(EvalError::BadInput(format!(
+                "target {} reads {} channel(s) but the run's images have {}",
+                t.manifest, b.channels, a.channels
+            ))
+            .into());
+        }
+        loaded.push(target);
+    }
+    Ok(loaded)
+}
+
+/// Probabilities from a model's output row.
+fn probabilities(row: &[f32], kind: OutputKind) -> Vec<f32> {
+    let mut p = row.to_vec();
+    if kind == OutputKind::Logits {
+        softmax(row, &mut p);
+    }
+    p
+}
+
+/// The most probable class and its probability (the first of equals).
+fn top(p: &[f32]) -> (usize, f32) {
+    p.iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (c, v)| {
+            if v > best.1 { (c, v) } else { best }
+        })
+}
+
+/// Renders every champion and scores it on every target, `batch` images at a time.
+pub fn score(
+    cells: &[Option<Champion>],
+    encoding: &EncodingPlugin,
+    identity: &RunIdentity,
+    targets: &[ModelSetup],
+    batch: usize,
+) -> Result<TransferTable, SetupError> {
+    let filled: Vec<(usize, &Champion)> = cells
+        .iter()
+        .enumerate()
+        .filter_map(|(class, c)| c.as_ref().map(|c| (class, c)))
+        .collect();
+    let image_len = encoding.image_len();
+    let mut pixels = vec![0u8; filled.len() * image_len];
+    for ((class, champion), out) in filled.iter().zip(pixels.chunks_exact_mut(image_len)) {
+        encoding.render(&champion.genome, out).map_err(|e| {
+            EvalError::BadInput(format!("cannot render the champion of class {class}: {e}"))
+        })?;
+    }
+    let mut rows: Vec<TransferRow> = (0..cells.len())
+        .map(|class| TransferRow {
+            class,
+            label: identity.label(class),
+            source: cells[class].as_ref().map(|c| c.score(class)),
+            targets: vec![None; targets.len()],
+        })
+        .collect();
+    let batch = batch.max(1);
+    for (t, target) in targets.iter().enumerate() {
+        let mut prepared = target.prepare()?;
+        let kind = target.output();
+        let classes = target.model.classes();
+        for (chunk, images) in filled.chunks(batch).zip(pixels.chunks(batch * image_len)) {
+            let outputs = prepared.infer(images, chunk.len())?;
+            for ((class, _), row) in chunk.iter().zip(outputs.chunks_exact(classes)) {
+                let p = probabilities(row, kind);
+                let (top_class, top_confidence) = top(&p);
+                rows[*class].targets[t] = Some(TargetScore {
+                    confidence: p[*class],
+                    top_class,
+                    top_confidence,
+                });
+            }
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
+    for target in targets {
+        let name = target.model.name().to_owned();
+        let seen = names
+            .iter()
+            .filter(|n| n.split('#').next() == Some(&name))
+            .count();
+        names.push(if seen == 0 {
+            name
+        } else {
+            format!("{name}#{}", seen + 1)
+        });
+    }
+    Ok(TransferTable {
+        source: identity
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+        targets: names,
+        labels: identity.labels.clone(),
+        rows,
+    })
+}
+
+/// Quotes a CSV field when it needs it.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Median of a non-empty slice (mean of the middle two for an even length).
+fn median(values: &mut [f32]) -> f32 {
+    values.sort_by(f32::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Thresholds of the summary's "fraction at or above" columns.
+pub const THRESHOLDS: [f32; 3] = [0.5, 0.99, 0.9999];
+
+impl TransferTable {
+    /// Per class: class, label, source confidence, then per target its confidence, top
+    /// class and top label. Empty cells where a class has no champion.
+    pub fn csv(&self) -> String {
+        let mut out = String::from("class,label,source");
+        for t in &self.targets {
+            let t = csv_field(t);
+            out += &format!(",{t},{t} top class,{t} top label");
+        }
+        out.push('\n');
+        let label = |c: usize| self.labels.get(c).cloned().unwrap_or_else(|| c.to_string());
+        for r in &self.rows {
+            out += &format!(
+                "{},{},{}",
+                r.class,
+                csv_field(&r.label),
+                r.source.map(|s| s.to_string()).unwrap_or_default()
+            );
+            for t in &r.targets {
+                match t {
+                    Some(s) => {
+                        out += &format!(
+                            ",{},{},{}",
+                            s.confidence,
+                            s.top_class,
+                            csv_field(&label(s.top_class))
+                        )
+                    }
+                    None => out += ",,,",
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The column's confidences over classes with a champion: the source's (`None`) or a
+    /// target's.
+    fn column(&self, target: Option<usize>) -> Vec<f32> {
+        self.rows
+            .iter()
+            .filter_map(|r| match target {
+                None => r.source,
+                Some(t) => r.targets[t].map(|s| s.confidence),
+            })
+            .collect()
+    }
+
+    /// A markdown table: per model (source first), the classes with a champion, the median
+    /// confidence and the fraction at or above each of [`THRESHOLDS`]; plus how often the
+    /// target's top class is the champion's class.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "Champions of a run evolved against {} ({} classes, {} with a champion), scored by other models.\n\n",
+            self.source,
+            self.rows.len(),
+            self.column(None).len()
+        );
+        out += "| model | champions | median | >= 0.5 | >= 0.99 | >= 0.9999 | top class = champion's class |\n";
+        out += "|---|---|---|---|---|---|---|\n";
+        let columns = std::iter::once((format!("{} (source)", self.source), None)).chain(
+            self.targets
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, t)| (t, Some(i))),
+        );
+        for (name, target) in columns {
+            let mut values = self.column(target);
+            let n = values.len();
+            let frac = |t: f32| {
+                if n == 0 {
+                    "-".to_owned()
+                } else {
+                    format!(
+                        "{:.1}%",
+                        100.0 * values.iter().filter(|&&v| v >= t).count() as f64 / n as f64
+                    )
+                }
+            };
+            let fractions: Vec<String> = THRESHOLDS.iter().map(|&t| frac(t)).collect();
+            let agree = match target {
+                None => "-".to_owned(),
+                Some(t) => {
+                    let hits = self
+                        .rows
+                        .iter()
+                        .filter(|r| r.targets[t].is_some_and(|s| s.top_class == r.class))
+                        .count();
+                    format!("{hits} of {n}")
+                }
+            };
+            let med = if n == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.4}%", 100.0 * median(&mut values))
+            };
+            out += &format!(
+                "| {name} | {n} | {med} | {} | {} | {} | {agree} |\n",
+                fractions[0], fractions[1], fractions[2]
+            );
+        }
+        out
+    }
+
+    /// Classes x models (source first), coloured by confidence.
+    pub fn heatmap(&self) -> Image {
+        let rows: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| format!("{} {}", r.class, r.label))
+            .collect();
+        let columns: Vec<String> = std::iter::once("source".to_owned())
+            .chain(self.targets.iter().cloned())
+            .collect();
+        let values: Vec<Vec<Option<f32>>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                std::iter::once(r.source)
+                    .chain(r.targets.iter().map(|t| t.map(|s| s.confidence)))
+                    .collect()
+            })
+            .collect();
+        pareidolia_core::gallery::heatmap(&rows, &columns, &values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> TransferTable {
+        let s = |confidence, top_class| {
+            Some(TargetScore {
+                confidence,
+                top_class,
+                top_confidence: confidence.max(0.5),
+            })
+        };
+        TransferTable {
+            source: "a".into(),
+            targets: vec!["b".into(), "c, d".into()],
+            labels: vec!["zero".into(), "one".into(), "two".into()],
+            rows: vec![
+                TransferRow {
+                    class: 0,
+                    label: "zero".into(),
+                    source: Some(0.99995),
+                    targets: vec![s(0.995, 0), s(0.25, 2)],
+                },
+                TransferRow {
+                    class: 1,
+                    label: "one".into(),
+                    source: None,
+                    targets: vec![None, None],
+                },
+                TransferRow {
+                    class: 2,
+                    label: "two".into(),
+                    source: Some(0.6),
+                    targets: vec![s(0.1, 0), s(0.75, 2)],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn csv_has_a_column_per_target_and_quotes_what_needs_it() {
+        let csv = table().csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "class,label,source,b,b top class,b top label,\"c, d\",\"c, d\" top class,\"c, d\" top label"
+        );
+        assert_eq!(lines[1], "0,zero,0.99995,0.995,0,zero,0.25,2,two");
+        assert_eq!(lines[2], "1,one,,,,,,,");
+        assert_eq!(lines[3], "2,two,0.6,0.1,0,zero,0.75,2,two");
+    }
+
+    #[test]
+    fn markdown_summarises_each_model_over_the_classes_with_a_champion() {
+        let md = table().markdown();
+        assert!(
+            md.contains("evolved against a (3 classes, 2 with a champion)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| a (source) | 2 | 79.9975% | 100.0% | 50.0% | 50.0% | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| b | 2 | 54.7500% | 50.0% | 50.0% | 0.0% | 1 of 2 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| c, d | 2 | 50.0000% | 50.0% | 0.0% | 0.0% | 1 of 2 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn top_takes_the_first_of_equals_and_probabilities_softmax_logits() {
+        assert_eq!(top(&[0.2, 0.4, 0.4]), (1, 0.4));
+        let p = probabilities(&[0.0, 0.0], OutputKind::Logits);
+        assert_eq!(p, [0.5, 0.5]);
+        assert_eq!(
+            probabilities(&[0.3, 0.7], OutputKind::Probabilities),
+            [0.3, 0.7]
+        );
+        let heat = table().heatmap();
+        assert_eq!(heat.channels, 3);
+    }
+}

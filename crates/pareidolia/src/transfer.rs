@@ -1,0 +1,70 @@
+//! `pareidolia transfer RUN_DIR --model M ...`: the run's champions from its newest
+//! checkpoint, scored by other models (`pareidolia_daemon::transfer`), written as
+//! `transfer.csv`, `transfer.md` (also printed) and `transfer.png`.
+
+use std::io::Write as _;
+
+use anyhow::{Context, Result};
+use pareidolia_core::checkpoint::CheckpointStore;
+use pareidolia_core::image_io::write_png;
+use pareidolia_daemon::Setup;
+use pareidolia_daemon::transfer::{self, TargetSpec};
+
+use crate::cli::TransferArgs;
+
+/// Runs the command.
+pub fn transfer(args: TransferArgs) -> Result<()> {
+    let (checkpoint, path, skipped) = CheckpointStore::new(&args.run_dir, 1).load_newest()?;
+    for (bad, why) in &skipped {
+        tracing::warn!(checkpoint = %bad.display(), reason = %why, "skipping a damaged checkpoint");
+    }
+    let setup =
+        Setup::load(checkpoint.config()).context("cannot load the run's model and plugins")?;
+    let mut identity = checkpoint.meta.identity.clone();
+    identity.fill_unrecorded(&setup.identity());
+    let specs: Vec<TargetSpec> = args
+        .models
+        .iter()
+        .map(|m| TargetSpec {
+            manifest: m.clone(),
+            backend: args.backend,
+        })
+        .collect();
+    let targets = transfer::load_targets(&specs, setup.model(), std::path::Path::new("."))
+        .context("cannot load the target models")?;
+    let table = transfer::score(
+        &checkpoint.cells,
+        &setup.encoding,
+        &identity,
+        &targets,
+        args.batch,
+    )
+    .context("cannot score the champions")?;
+    let out = args.out.unwrap_or_else(|| args.run_dir.join("transfer"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let p = out.join(name);
+        std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))
+    };
+    let markdown = format!(
+        "{}\nFrom {} (generation {}); view `{}` at {}x{}.\n",
+        table.markdown(),
+        path.display(),
+        checkpoint.meta.generation,
+        setup.model().view.view,
+        setup.model().view.width,
+        setup.model().view.height
+    );
+    write("transfer.csv", table.csv().as_bytes())?;
+    write("transfer.md", markdown.as_bytes())?;
+    let png = out.join("transfer.png");
+    write_png(&png, &table.heatmap()).with_context(|| format!("cannot write {}", png.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{markdown}")?;
+    writeln!(
+        stdout,
+        "written: {}, transfer.md, transfer.png",
+        out.join("transfer.csv").display()
+    )?;
+    Ok(())
+}
