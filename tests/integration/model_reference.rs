@@ -21,6 +21,12 @@ fn tract_matches_onnx_runtime_on_the_lenet_seed2_samples() {
     tract_matches_onnx_runtime_on_the_samples_of("models/lenet-mnist-seed2");
 }
 
+/// The same for the LeNet trained on another split (`train.py --split-seed 3`).
+#[test]
+fn tract_matches_onnx_runtime_on_the_lenet_split3_samples() {
+    tract_matches_onnx_runtime_on_the_samples_of("models/lenet-mnist-split3");
+}
+
 fn tract_matches_onnx_runtime_on_the_samples_of(folder: &str) {
     let dir = root().join(folder);
     let model = Model::load(&ModelRef::Path(dir.join("manifest.toml"))).unwrap();
