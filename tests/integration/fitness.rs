@@ -1,0 +1,135 @@
+//! The ensemble and margin fitness plugins as the host loads them: the built cdylibs through
+//! the real loader, several models' outputs (model-major, logits and probabilities mixed),
+//! their refusals as the host reports them, and `pareidolia plugins check`.
+
+use pareidolia_core::FitnessPlugin;
+use pareidolia_core::plugin_host::{PluginKind, PluginLibrary};
+
+use crate::util::*;
+
+const ENSEMBLE: &str = "pareidolia-fitness-ensemble";
+const MARGIN: &str = "pareidolia-fitness-margin";
+
+/// Creates the fitness `crate_name` for `classes` classes and one model per entry of
+/// `logits`.
+fn create(crate_name: &str, params: &str, classes: usize, logits: &[bool]) -> FitnessPlugin {
+    let lib = PluginLibrary::open(&library(crate_name)).unwrap();
+    FitnessPlugin::create(lib, params, classes, logits).unwrap()
+}
+
+/// The host's message when the fitness refuses its setup.
+fn refusal(crate_name: &str, params: &str, classes: usize, logits: &[bool]) -> String {
+    let lib = PluginLibrary::open(&library(crate_name)).unwrap();
+    match FitnessPlugin::create(lib, params, classes, logits) {
+        Ok(_) => panic!("{crate_name} accepted {params} for {} models", logits.len()),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn both_describe_themselves_as_fitness_plugins() {
+    for (crate_name, name) in [(ENSEMBLE, "ensemble"), (MARGIN, "margin")] {
+        let lib = PluginLibrary::open(&library(crate_name)).unwrap();
+        let info = lib.info();
+        assert_eq!(
+            (info.name.as_str(), info.kind, info.abi.as_str()),
+            (name, PluginKind::Fitness, "1.0")
+        );
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    }
+}
+
+#[test]
+fn the_ensemble_reduces_two_models_through_the_c_abi() {
+    // Model 0 outputs logits, model 1 probabilities; 2 images x 2 classes each.
+    // Model 0: [0, 0] -> [0.5, 0.5]; [1000, -1000] -> [1, 0]. Model 1: [0.75, 0.25]; [0.5, 0.5].
+    let outputs = [0.0, 0.0, 1000.0, -1000.0, 0.75, 0.25, 0.5, 0.5];
+    let kinds = [true, false];
+    let min = create(ENSEMBLE, r#"{"reduce":"min"}"#, 2, &kinds);
+    assert_eq!(min.score(&outputs, 2).unwrap(), [0.5, 0.25, 0.5, 0.0]);
+    let default = create(ENSEMBLE, "{}", 2, &kinds);
+    assert_eq!(default.score(&outputs, 2).unwrap(), [0.5, 0.25, 0.5, 0.0]);
+    let mean = create(ENSEMBLE, r#"{"reduce":"mean"}"#, 2, &kinds);
+    assert_eq!(mean.score(&outputs, 2).unwrap(), [0.625, 0.375, 0.75, 0.25]);
+    let geometric = create(ENSEMBLE, r#"{"reduce":"geometric"}"#, 2, &kinds);
+    let got = geometric.score(&outputs, 2).unwrap();
+    let want = [0.375f64.sqrt(), 0.125f64.sqrt(), 0.5f64.sqrt(), 0.0];
+    for (g, w) in got.iter().zip(want) {
+        assert!((*g as f64 - w).abs() < 1e-7, "{got:?}");
+    }
+    // The buffer sizes follow the model count: one model's worth of outputs is refused.
+    let err = min.score(&outputs[..4], 2).unwrap_err();
+    assert!(err.message.contains("2 models"), "{err}");
+    let err = min.score(&[f32::NAN; 8], 2).unwrap_err();
+    assert!(err.message.contains("non-finite") && !err.panicked, "{err}");
+}
+
+#[test]
+fn the_margin_reduces_two_models_through_the_c_abi() {
+    // Model 0 (probabilities) [0.75, 0.25] -> margins [0.5, -0.5]; model 1 (logits)
+    // [0, 10] -> class 1 far ahead.
+    let outputs = [0.75, 0.25, 0.0, 10.0];
+    let kinds = [false, true];
+    let one = create(MARGIN, "{}", 2, &[false]);
+    assert_eq!(one.score(&outputs[..2], 1).unwrap(), [0.5, -0.5]);
+    let min = create(MARGIN, "{}", 2, &kinds);
+    let p1 = 1.0 / (1.0 + (-10.0f64).exp()); // model 1's probability of class 1
+    let gap = 2.0 * p1 - 1.0;
+    let got = min.score(&outputs, 1).unwrap();
+    assert!((got[0] as f64 + gap).abs() < 1e-6, "{got:?}");
+    assert_eq!(got[1], -0.5);
+    let mean = create(MARGIN, r#"{"reduce":"mean"}"#, 2, &kinds);
+    let got = mean.score(&outputs, 1).unwrap();
+    assert!((got[0] as f64 - (0.5 - gap) / 2.0).abs() < 1e-6, "{got:?}");
+    assert!((got[1] as f64 - (-0.5 + gap) / 2.0).abs() < 1e-6, "{got:?}");
+}
+
+#[test]
+fn refusals_reach_the_host_with_the_plugins_message() {
+    for crate_name in [ENSEMBLE, MARGIN] {
+        let err = refusal(crate_name, r#"{"reduce":"max"}"#, 10, &[true, true]);
+        assert!(
+            err.contains("`reduce`") && err.contains(r#""min", "mean", "geometric""#),
+            "{err}"
+        );
+        let err = refusal(crate_name, r#"{"reduce":1}"#, 10, &[true]);
+        assert!(err.contains("`reduce`") && err.contains("integer"), "{err}");
+        let err = refusal(crate_name, r#"{"redcue":"min"}"#, 10, &[true]);
+        assert!(err.contains("unknown field `redcue`"), "{err}");
+        let err = refusal(crate_name, "{}", 10, &[]);
+        assert!(err.contains("at least one model"), "{err}");
+    }
+    let err = refusal(MARGIN, "{}", 1, &[true]);
+    assert!(err.contains("at least two classes"), "{err}");
+}
+
+#[test]
+fn plugins_check_passes_and_reports_bad_params() {
+    for crate_name in [ENSEMBLE, MARGIN] {
+        let lib = library(crate_name);
+        for reduce in ["min", "mean", "geometric"] {
+            let params = format!(r#"{{"reduce":"{reduce}"}}"#);
+            let out = success(pareidolia(&[
+                "plugins",
+                "check",
+                lib.to_str().unwrap(),
+                "--params",
+                &params,
+            ]));
+            assert!(
+                out.contains("plugin works"),
+                "{crate_name} {reduce}:\n{out}"
+            );
+        }
+        clean_failure(
+            pareidolia(&[
+                "plugins",
+                "check",
+                lib.to_str().unwrap(),
+                "--params",
+                r#"{"reduce":"median"}"#,
+            ]),
+            &["`reduce`", "geometric"],
+        );
+    }
+}
