@@ -9,8 +9,8 @@ use pareidolia_core::checkpoint::CheckpointStore;
 
 use crate::util::*;
 
-/// The second model of the two-model runs: the shipped LeNet's manifest on disk (the first is
-/// the embedded `builtin:lenet-mnist`), on ONNX Runtime when `backend` says so.
+/// Adds a second model to a config (the first is the default's embedded
+/// `builtin:lenet-mnist`) as a `[[models]]` table with `manifest` and `backend`.
 fn second_model(t: &mut toml::Table, manifest: &Path, backend: &str) {
     let mut model = toml::Table::new();
     model.insert("manifest".into(), path_value(manifest));
@@ -25,11 +25,13 @@ fn lenet_manifest() -> PathBuf {
     root().join("models/lenet-mnist/manifest.toml")
 }
 
-/// A daemon config of `generations` with a checkpoint every 5 and two models.
+/// A daemon config of `generations` with a checkpoint every 5 and two networks: the shipped
+/// LeNet and the one trained from another initialisation.
 fn two_model_config(dir: &Path, generations: u64) -> PathBuf {
     let cfg = daemon_config(dir, generations, 5);
     let mut t = read_toml(&cfg);
-    second_model(&mut t, &lenet_manifest(), "tract");
+    let seed2 = root().join("models/lenet-mnist-seed2/manifest.toml");
+    second_model(&mut t, &seed2, "tract");
     write_toml(&cfg, &t);
     cfg
 }
@@ -51,8 +53,8 @@ fn a_two_model_run_lists_both_and_resumes_exactly() {
     let summary = json(&whole.join("summary.json"));
     let models = summary["models"].as_array().unwrap();
     assert_eq!(models.len(), 2, "{summary}");
-    for m in models {
-        assert_eq!(m["name"], "lenet-mnist");
+    for (m, name) in models.iter().zip(["lenet-mnist", "lenet-mnist-seed2"]) {
+        assert_eq!(m["name"], name);
         assert_eq!(m["backend"], "tract");
         assert_eq!(m["classes"], 10);
     }
@@ -236,4 +238,52 @@ fn transfer_scores_the_champions_on_other_models() {
             "`0` against `tench`",
         ],
     );
+}
+
+/// Issue 12: two networks of the same architecture, trained from different initialisations,
+/// scored together by the `ensemble` fitness with `reduce = "min"`: every champion's score is
+/// the smaller of the two networks' probabilities of its class, as `classify` reads them
+/// from the gallery's PNG files.
+#[test]
+fn ensemble_min_scores_the_smaller_of_two_networks() {
+    let dir = temp_dir("ensemble-min");
+    let seed2 = root().join("models/lenet-mnist-seed2/manifest.toml");
+    let cfg = config_edit(&dir, |t| {
+        second_model(t, &seed2, "tract");
+        t.set("fitness.plugin", "ensemble")
+            .add("fitness.params.reduce", "min");
+    });
+    let run = dir.join("run");
+    success(
+        Pareidolia::run()
+            .quiet()
+            .generations(3)
+            .config(&cfg)
+            .out(&run)
+            .output(),
+    );
+    let summary = json(&run.join("summary.json"));
+    assert_eq!(summary["fitness"]["name"], "ensemble");
+    let names: Vec<&str> = summary["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lenet-mnist", "lenet-mnist-seed2"]);
+    let classes = summary["classes"].as_array().unwrap();
+    let pngs: Vec<PathBuf> = classes
+        .iter()
+        .map(|c| run.join(c["image"].as_str().unwrap()))
+        .collect();
+    let a = classify(&pngs, "builtin:lenet-mnist");
+    let b = classify(&pngs, seed2.to_str().unwrap());
+    for (class, c) in classes.iter().enumerate() {
+        let score = c["confidence"].as_f64().unwrap();
+        let (pa, pb) = (a[class].2[class], b[class].2[class]);
+        assert!(
+            (score - pa.min(pb)).abs() < 1e-5,
+            "class {class}: score {score}, lenet-mnist {pa}, seed2 {pb}"
+        );
+    }
 }
