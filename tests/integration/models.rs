@@ -287,3 +287,36 @@ fn ensemble_min_scores_the_smaller_of_two_networks() {
         );
     }
 }
+
+/// `scripts/transfer.sh` on one seed and one generation: a table row for every encoding,
+/// source and scoring model, with the seed counted.
+#[test]
+fn the_transfer_script_writes_its_table() {
+    let dir = temp_dir("transfer-script");
+    let out = dir.join("t");
+    let status = std::process::Command::new(root().join("scripts/transfer.sh"))
+        .args(["1", "1"])
+        .arg(&out)
+        .env("PAREIDOLIA", binary())
+        .env("NICE", "0")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&status);
+    assert!(status.status.success(), "{stdout}\n{stderr}");
+    let table = read_text(&out.join("table.md"));
+    let rows: Vec<&str> = table.lines().skip(2).collect();
+    // direct and cppn; A and B scored by itself and 2 others, the ensemble by itself and 3.
+    assert_eq!(rows.len(), 2 * (3 + 3 + 4), "{table}");
+    for (encoding, source, scorer) in [
+        ("direct", "A", "lenet-mnist-seed2"),
+        ("cppn", "B", "lenet-mnist"),
+        ("direct", "ensemble", "lenet-mnist-split3"),
+        ("cppn", "ensemble", "itself"),
+    ] {
+        let prefix = format!("| {encoding} | {source} | {scorer} | 1 | ");
+        assert!(
+            rows.iter().any(|r| r.starts_with(&prefix)),
+            "no row {prefix}:\n{table}"
+        );
+    }
+}
