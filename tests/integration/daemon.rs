@@ -576,3 +576,45 @@ fn a_format_1_checkpoint_resumes_exactly() {
     );
     assert_eq!(c.meta.identity.labels.len(), 10);
 }
+
+/// Issue 18, item 4: a stray damaged checkpoint with a higher number (`ckpt-999999999999`)
+/// used to keep one of the `keep` slots, so with `keep = 1` every new checkpoint was deleted
+/// right after it was written and the next resume found none. Rotation counts only valid
+/// checkpoints and moves the damaged file aside for inspection.
+#[test]
+fn a_stray_damaged_checkpoint_takes_no_keep_slot() {
+    let dir = temp_dir("stray-checkpoint");
+    let cfg = config_edit(&dir, |t| {
+        t.set("generations", 10)
+            .set("mutators", 1)
+            .add("checkpoint.every_generations", 5)
+            .add("checkpoint.every_seconds", 0)
+            .add("checkpoint.keep", 1)
+            .add("http.listen", "127.0.0.1:0");
+    });
+    let out = dir.join("run");
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&out),
+        &dir.join("a.log"),
+    );
+    let store = CheckpointStore::new(&out, 1);
+    let stray = store.dir().join("ckpt-999999999999.pdck");
+    std::fs::write(&stray, b"PAREIDCK stray").unwrap();
+    let log = run_to_end(
+        &Pareidolia::resume(&out).generations(20),
+        &dir.join("b.log"),
+    );
+    assert!(log.contains("skipping a damaged checkpoint"), "{log}");
+    assert!(log.contains("moved aside for inspection"), "{log}");
+    let (c, path, skipped) = store.load_newest().unwrap();
+    assert_eq!(
+        c.meta.generation, 20,
+        "the final checkpoint survived rotation"
+    );
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(store.list(), vec![path]);
+    assert_eq!(
+        std::fs::read(store.dir().join("damaged/ckpt-999999999999.pdck")).unwrap(),
+        b"PAREIDCK stray"
+    );
+}

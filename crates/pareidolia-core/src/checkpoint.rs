@@ -18,7 +18,8 @@
 //! as damage (and skipped). Metadata is JSON so that people and tools can read it and new fields can be added with
 //! defaults; bulky genomes and score vectors are raw blobs. A write goes to a temporary file in
 //! the same folder, is fsynced, renamed over its final name, and the folder is fsynced; only
-//! then are old checkpoints beyond the last `keep` removed.
+//! then are old checkpoints beyond the newest `keep` valid ones removed (damaged files are
+//! moved aside to `checkpoints/damaged/`, never counted, never deleted).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -45,6 +46,9 @@ pub const MAGIC: &[u8; 8] = b"PAREIDCK";
 pub const FORMAT_VERSION: u32 = 2;
 /// File name extension of checkpoints.
 pub const EXTENSION: &str = "pdck";
+/// Where rotation moves damaged checkpoints (inside `checkpoints/`), rather than deleting
+/// them or counting them as kept.
+pub const DAMAGED_DIR: &str = "damaged";
 
 /// One champion's record; its genome and scores are blobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -556,12 +560,45 @@ impl CheckpointStore {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        self.prune();
+        self.prune(&path);
         Ok(path)
     }
 
-    fn prune(&self) {
-        for old in self.list().into_iter().skip(self.keep) {
+    /// Rotation after `written` was written: keeps `written` and the newest valid checkpoints
+    /// up to `keep` in all, and removes older ones. Only checkpoints that verify take a slot: a
+    /// damaged file (a stray `ckpt-999999999999`, a truncated copy) is never counted, never
+    /// deleted and never makes rotation delete `written`; it is moved aside to
+    /// [`DAMAGED_DIR`] with a warning, for a person to inspect. Files beyond the `keep` valid
+    /// ones are older than all of those and are removed unread.
+    fn prune(&self, written: &Path) {
+        let mut valid = 1; // `written`
+        for old in self.list() {
+            if old == written {
+                continue;
+            }
+            // Newer than the checkpoint just written, or among the newest: they are read,
+            // since they would take a slot (or be what a resume picks).
+            let newer = old.file_name() > written.file_name();
+            if newer || valid < self.keep {
+                match std::fs::read(&old)
+                    .map_err(io(&old))
+                    .and_then(|b| decode(&b, &old).map(|_| ()))
+                {
+                    Ok(()) if newer => {
+                        // Verifies but is not of this run's line (a resume would have started
+                        // from it): left in place, not counted.
+                        tracing::warn!(path = %old.display(), written = %written.display(),
+                            "a valid checkpoint newer than the one just written is left in place");
+                    }
+                    Ok(()) => valid += 1,
+                    Err(CheckpointError::NewerVersion { .. }) => {
+                        tracing::warn!(path = %old.display(),
+                            "a checkpoint of a newer format is left in place");
+                    }
+                    Err(e) => self.move_aside(&old, &e),
+                }
+                continue;
+            }
             if let Err(e) = std::fs::remove_file(&old) {
                 tracing::warn!(path = %old.display(), error = %e, "cannot remove old checkpoint");
             }
@@ -577,6 +614,28 @@ impl CheckpointStore {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
+        }
+    }
+
+    /// Moves a damaged checkpoint to `checkpoints/damaged/` (a free name there), warning
+    /// where it went and why; if it cannot be moved it stays where it is.
+    fn move_aside(&self, path: &Path, why: &CheckpointError) {
+        let aside = self.dir.join(DAMAGED_DIR);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let target = (0..)
+            .map(|n| match n {
+                0 => aside.join(&*name),
+                n => aside.join(format!("{name}.{n}")),
+            })
+            .find(|t| !t.exists())
+            .expect("a free name");
+        match std::fs::create_dir_all(&aside).and_then(|()| std::fs::rename(path, &target)) {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), moved_to = %target.display(), reason = %why,
+                "a damaged checkpoint does not count for rotation: moved aside for inspection")
+            }
+            Err(e) => tracing::warn!(path = %path.display(), reason = %why, error = %e,
+                "a damaged checkpoint does not count for rotation; it cannot be moved aside and stays"),
         }
     }
 
@@ -814,6 +873,53 @@ mod tests {
         assert_eq!(c.meta.generation, 3);
         assert_eq!(path, files[1]);
         assert_eq!(skipped.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 18, item 4: a stray damaged checkpoint with a higher number used to keep a slot,
+    /// so with `keep = 1` each new checkpoint was deleted right after it was written.
+    #[test]
+    fn rotation_counts_only_valid_checkpoints_and_moves_damaged_ones_aside() {
+        let dir = std::env::temp_dir().join(format!("pareidolia-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::new(&dir, 1);
+        let (mut meta, cells) = sample();
+        let (_, _, distinct) = index_champions(&cells);
+        std::fs::create_dir_all(store.dir()).unwrap();
+        let stray = store.dir().join("ckpt-999999999999.pdck");
+        std::fs::write(&stray, b"PAREIDCK not really").unwrap();
+        for g in 1..=3 {
+            meta.generation = g;
+            let path = store.write(g, &encode(&meta, &distinct)).unwrap();
+            assert!(path.is_file(), "the checkpoint just written is kept");
+            let (c, newest, _) = store.load_newest().unwrap();
+            assert_eq!((c.meta.generation, newest), (g, path));
+        }
+        assert_eq!(store.list().len(), 1, "{:?}", store.list());
+        let aside = store.dir().join(DAMAGED_DIR).join("ckpt-999999999999.pdck");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"PAREIDCK not really");
+
+        // keep = 2: a damaged older checkpoint does not take the second slot either.
+        let store = CheckpointStore::new(&dir, 2);
+        meta.generation = 4;
+        store.write(4, &encode(&meta, &distinct)).unwrap();
+        let four = store.list()[0].clone();
+        std::fs::write(&four, b"PAREIDCK cut").unwrap();
+        meta.generation = 5;
+        store.write(5, &encode(&meta, &distinct)).unwrap();
+        let names: Vec<_> = store
+            .list()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["ckpt-000000000005.pdck", "ckpt-000000000003.pdck"]);
+        assert!(
+            store
+                .dir()
+                .join(DAMAGED_DIR)
+                .join("ckpt-000000000004.pdck")
+                .is_file()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
