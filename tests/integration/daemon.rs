@@ -458,7 +458,13 @@ fn damaged_and_newer_checkpoints() {
     // No checkpoints at all.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    clean_failure(Pareidolia::resume(&empty).output(), &["no checkpoint in"]);
+    clean_failure(
+        Pareidolia::resume(&empty).output(),
+        &[
+            "is not a pareidolia run folder",
+            "neither checkpoints/ nor config.toml",
+        ],
+    );
 }
 
 #[test]
@@ -616,5 +622,177 @@ fn a_stray_damaged_checkpoint_takes_no_keep_slot() {
     assert_eq!(
         std::fs::read(store.dir().join("damaged/ckpt-999999999999.pdck")).unwrap(),
         b"PAREIDCK stray"
+    );
+}
+
+/// The names in a folder, sorted (folders with a trailing `/`), recursively.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            names.push(format!("{name}/"));
+            names.extend(tree(&e.path()).into_iter().map(|n| format!("{name}/{n}")));
+        } else {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Issue 18, item 1: `daemon --out DIR` into a folder of someone else's files used to delete
+/// and overwrite them (gallery/notes.txt gone, history.csv, config.toml and summary.json
+/// overwritten, exit 0). It refuses such a folder, with or without --resume, and touches
+/// nothing in it; a run folder (one with checkpoints) is refused without --resume and named
+/// as a run; an empty folder, and one a daemon left before its first checkpoint, start a
+/// new run.
+#[test]
+fn a_daemon_refuses_a_folder_that_is_not_its_run() {
+    let dir = temp_dir("foreign-out");
+    let cfg = daemon_config(&dir, 5, 5);
+    let out = dir.join("mine");
+    std::fs::create_dir_all(out.join("gallery")).unwrap();
+    let files = [
+        ("gallery/notes.txt", "my notes"),
+        ("history.csv", "my history"),
+        ("config.toml", "# my config"),
+        ("summary.json", "{}"),
+    ];
+    for (name, text) in files {
+        std::fs::write(out.join(name), text).unwrap();
+    }
+    let before = tree(&out);
+    for command in [
+        Pareidolia::daemon().config(&cfg).out(&out),
+        Pareidolia::daemon()
+            .config(&cfg)
+            .out(&out)
+            .resume_if_checkpointed(),
+    ] {
+        clean_failure(
+            command.output(),
+            &[
+                "already holds files that are not a pareidolia run",
+                "gallery/",
+                "summary.json",
+                "choose another --out",
+            ],
+        );
+        assert_eq!(tree(&out), before, "nothing added or removed");
+        for (name, text) in files {
+            assert_eq!(read_text(&out.join(name)), text, "{name}");
+        }
+    }
+
+    // A new run, in a folder that is there and empty, under what a service manager runs.
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let service = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&run)
+        .resume_if_checkpointed();
+    let log = run_to_end(&service, &dir.join("a.log"));
+    assert!(!log.contains("resuming"), "{log}");
+    // The same command on the run continues it; without --resume the run is refused as one.
+    let log = run_to_end(&service.clone().generations(8), &dir.join("b.log"));
+    assert!(log.contains("resuming"), "{log}");
+    clean_failure(
+        Pareidolia::daemon().config(&cfg).out(&run).output(),
+        &[
+            "is a pareidolia run",
+            "holds checkpoints",
+            "pareidolia resume",
+        ],
+    );
+
+    // Killed inside its first checkpoint write (of generation 0, slowed down to 60 s): the
+    // folder holds the lock, the config, the history and the temporary file of the write, and
+    // the service manager's restart starts the run afresh.
+    let early = dir.join("early");
+    let mut d = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&early)
+        .env("PAREIDOLIA_FAULT_CHECKPOINT", "slow:60000")
+        .start(&dir.join("c.log"));
+    d.wait_ready(Duration::from_secs(30));
+    let tmp = |d: &mut Daemon| match tree(&early.join("checkpoints")).as_slice() {
+        [one] if one.starts_with(".ckpt-000000000000.pdck.tmp-") => Ok(()),
+        other => Err(format!("checkpoints/: {other:?}")),
+    };
+    d.poll(
+        "inside the first checkpoint write",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        tmp,
+    );
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10));
+    let files = tree(&early);
+    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(
+        [&files[0], &files[2], &files[3], &files[4]],
+        ["checkpoints/", "config.toml", "history.csv", "lock"]
+    );
+    let log = run_to_end(
+        &Pareidolia::daemon()
+            .config(&cfg)
+            .out(&early)
+            .resume_if_checkpointed(),
+        &dir.join("d.log"),
+    );
+    assert!(
+        log.contains("never reached its first checkpoint; starting it afresh"),
+        "{log}"
+    );
+    assert_eq!(json(&early.join("summary.json"))["generations"], 5);
+}
+
+/// Issue 18, item 16: `resume` and `status` on a folder that is not a run said "the run never
+/// reached its first checkpoint", and resume left a lock file there; a start that failed on a
+/// busy port left config.toml and the lock behind.
+#[test]
+fn a_folder_that_is_not_a_run_is_named_so_and_a_failed_start_leaves_nothing() {
+    let dir = temp_dir("not-a-run");
+    let foreign = dir.join("photos");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("cat.png"), "meow").unwrap();
+    let needles = [
+        "is not a pareidolia run folder",
+        "neither checkpoints/ nor config.toml",
+    ];
+    clean_failure(Pareidolia::resume(&foreign).output(), &needles);
+    clean_failure(pareidolia(&["status", foreign.to_str().unwrap()]), &needles);
+    assert_eq!(tree(&foreign), ["cat.png"], "no lock file left behind");
+    clean_failure(
+        Pareidolia::resume(&dir.join("nowhere")).output(),
+        &["is not a pareidolia run folder", "there is no such folder"],
+    );
+    assert!(!dir.join("nowhere").exists());
+
+    // A busy port: the start fails before the run begins and leaves the folders as they were.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let cfg = daemon_config(&dir, 5, 5);
+    let fresh = dir.join("fresh");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for out in [&fresh, &empty] {
+        clean_failure(
+            Pareidolia::daemon()
+                .config(&cfg)
+                .out(out)
+                .listen(&address)
+                .output(),
+            &["cannot listen on", &address, "--listen"],
+        );
+    }
+    assert!(!fresh.exists(), "the folder it created is removed");
+    assert!(tree(&empty).is_empty(), "{:?}", tree(&empty));
+    // And the same command works once the port is free.
+    drop(busy);
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&fresh),
+        &dir.join("fresh.log"),
     );
 }

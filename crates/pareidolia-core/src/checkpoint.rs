@@ -279,9 +279,20 @@ pub enum CheckpointError {
         /// This build's version.
         ours: &'static str,
     },
-    /// No checkpoint at all.
+    /// No checkpoint at all in a run folder (it holds `config.toml` or `checkpoints/`).
     #[error("no checkpoint in {0}: the run never reached its first checkpoint, start it again")]
     None(PathBuf),
+    /// The folder is not a run folder: it does not exist, or holds neither `checkpoints/` nor
+    /// `config.toml`.
+    #[error(
+        "{run_dir} is not a pareidolia run folder ({why}); give the --out folder of a `pareidolia daemon` or `pareidolia run`"
+    )]
+    NotARun {
+        /// The folder.
+        run_dir: PathBuf,
+        /// What is missing.
+        why: &'static str,
+    },
     /// Checkpoints exist but none is usable.
     #[error("no usable checkpoint in {dir}: {reasons}")]
     NoneValid {
@@ -659,14 +670,35 @@ impl CheckpointStore {
         files
     }
 
+    /// Whether there is any checkpoint file to load (valid or not), without reading one; if
+    /// not, says whether the folder is a run that never reached its first checkpoint or not a
+    /// run folder at all.
+    pub fn check_any(&self) -> Result<(), CheckpointError> {
+        if !self.list().is_empty() {
+            return Ok(());
+        }
+        let run_dir = self.dir.parent().unwrap_or(Path::new(".")).to_owned();
+        if !run_dir.is_dir() {
+            return Err(CheckpointError::NotARun {
+                run_dir,
+                why: "there is no such folder",
+            });
+        }
+        if !self.dir.is_dir() && !run_dir.join("config.toml").is_file() {
+            return Err(CheckpointError::NotARun {
+                run_dir,
+                why: "it holds neither checkpoints/ nor config.toml",
+            });
+        }
+        Err(CheckpointError::None(self.dir.clone()))
+    }
+
     /// Loads the newest checkpoint that verifies. Damaged ones are skipped and returned with
     /// their reasons (for a warning); a checkpoint of a newer format stops the search, since
     /// falling back past it would silently lose that newer progress.
     pub fn load_newest(&self) -> Result<Loaded, CheckpointError> {
+        self.check_any()?;
         let files = self.list();
-        if files.is_empty() {
-            return Err(CheckpointError::None(self.dir.clone()));
-        }
         let mut skipped = Vec::new();
         for path in files {
             let loaded = std::fs::read(&path)

@@ -163,47 +163,27 @@ pub struct ServeOptions {
 
 /// Runs the experiment with its HTTP endpoints until it ends or is stopped. Blocking: it
 /// starts its own tokio runtime.
+///
+/// A new run that cannot start (the address is taken, a model or plugin does not load)
+/// leaves nothing behind: the folder's `config.toml`, `history.csv` and lock file are
+/// removed, while the lock is still held, so the same command can simply be run again.
 pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceError> {
     let ServeOptions {
         run_dir,
         lock: _lock,
         keep_serving,
     } = options;
-    let config = match &start {
-        Start::New(c) | Start::Resume { config: c, .. } => c,
-    };
-    tracing::info!(run_dir = %run_dir.display(), "pareidolia {} daemon: run folder", env!("CARGO_PKG_VERSION"));
-    let address = config.http.listen.clone();
-    let listener = std::net::TcpListener::bind(&address).map_err(|cause| ServiceError::Listen {
-        address: address.clone(),
-        cause,
-    })?;
-    let io = |what| move |cause| ServiceError::Io { what, cause };
-    let addr = listener
-        .local_addr()
-        .map_err(io("cannot read the listening address"))?;
-    tracing::info!(url = %format!("http://{addr}"), "serving /metrics, /livez, /readyz, /status");
-    listener
-        .set_nonblocking(true)
-        .map_err(io("cannot configure the listening socket"))?;
-
-    let (setup, resume) = match start {
-        Start::New(config) => (Setup::load(config)?, None),
-        Start::Resume {
-            checkpoint,
-            config,
-            allow,
-        } => {
-            let setup = Setup::load(config)?;
-            // Checked before the model is prepared: a refused resume costs no compilation.
-            checkpoint
-                .meta
-                .identity
-                .check_resume(&setup.identity(), allow)?;
-            (setup, Some(*checkpoint))
+    let new_run = matches!(start, Start::New(_));
+    let (listener, addr, mut experiment, resume) = match prepare(start, &run_dir) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            if new_run {
+                remove_unstarted(&run_dir);
+            }
+            return Err(e);
         }
     };
-    let mut experiment = Experiment::new(setup)?;
+    let io = |what| move |cause| ServiceError::Io { what, cause };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -275,6 +255,64 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
         written.unwrap_or(Ok(()))?;
         Ok(outcome)
     })
+}
+
+/// A listener bound to the run's address, the experiment set up (for a resume: after the
+/// identity check), and the checkpoint to resume from.
+type Prepared = (
+    std::net::TcpListener,
+    std::net::SocketAddr,
+    Experiment,
+    Option<Checkpoint>,
+);
+
+/// Everything before the run starts: the address, the setup, the identity check.
+fn prepare(start: Start, run_dir: &Path) -> Result<Prepared, ServiceError> {
+    let config = match &start {
+        Start::New(c) | Start::Resume { config: c, .. } => c,
+    };
+    tracing::info!(run_dir = %run_dir.display(), "pareidolia {} daemon: run folder", env!("CARGO_PKG_VERSION"));
+    let address = config.http.listen.clone();
+    let listener = std::net::TcpListener::bind(&address).map_err(|cause| ServiceError::Listen {
+        address: address.clone(),
+        cause,
+    })?;
+    let io = |what| move |cause| ServiceError::Io { what, cause };
+    let addr = listener
+        .local_addr()
+        .map_err(io("cannot read the listening address"))?;
+    tracing::info!(url = %format!("http://{addr}"), "serving /metrics, /livez, /readyz, /status");
+    listener
+        .set_nonblocking(true)
+        .map_err(io("cannot configure the listening socket"))?;
+
+    let (setup, resume) = match start {
+        Start::New(config) => (Setup::load(config)?, None),
+        Start::Resume {
+            checkpoint,
+            config,
+            allow,
+        } => {
+            let setup = Setup::load(config)?;
+            // Checked before the model is prepared: a refused resume costs no compilation.
+            checkpoint
+                .meta
+                .identity
+                .check_resume(&setup.identity(), allow)?;
+            (setup, Some(*checkpoint))
+        }
+    };
+    let experiment = Experiment::new(setup)?;
+    Ok((listener, addr, experiment, resume))
+}
+
+/// Removes what a new run wrote into its folder before it could start (its config, a
+/// history from an earlier attempt, the lock file, an empty `checkpoints/`).
+fn remove_unstarted(run_dir: &Path) {
+    for name in ["config.toml", crate::history::FILE_NAME, "lock"] {
+        let _ = std::fs::remove_file(run_dir.join(name));
+    }
+    let _ = std::fs::remove_dir(run_dir.join("checkpoints"));
 }
 
 /// Writes the run folder's gallery and summary, and logs where the run stopped.
