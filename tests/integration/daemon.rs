@@ -796,3 +796,42 @@ fn a_folder_that_is_not_a_run_is_named_so_and_a_failed_start_leaves_nothing() {
         &dir.join("fresh.log"),
     );
 }
+
+/// Issue 18, item 5: a run that ended with its final checkpoint unwritten (the disk full)
+/// exited 0 with summary.json at a later generation than the newest checkpoint. It writes the
+/// gallery and summary, then exits non-zero naming both generations; a resume continues from
+/// the newest checkpoint.
+#[test]
+fn a_final_checkpoint_that_cannot_be_written_fails_the_exit() {
+    let dir = temp_dir("final-checkpoint");
+    let cfg = daemon_config(&dir, 12, 5);
+    let out = dir.join("run");
+    // Checkpoints 0, 5 and 10 are written; the final one, of generation 12, fails.
+    let d = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&out)
+        .env("PAREIDOLIA_FAULT_CHECKPOINT", "fail-from:11")
+        .start(&dir.join("a.log"));
+    let (status, log) = d.wait(Duration::from_secs(120));
+    assert!(!status.success(), "must fail: {status}\n{log}");
+    assert_ne!(status.code(), Some(101), "a panic:\n{log}");
+    for needle in [
+        "checkpoint failed",
+        "the final checkpoint, of generation 12, could not be written",
+        "the newest checkpoint is of generation 10",
+        "pareidolia resume",
+    ] {
+        assert!(log.contains(needle), "{needle:?} missing:\n{log}");
+    }
+    assert_eq!(json(&out.join("summary.json"))["generations"], 12);
+    assert!(out.join("gallery/index.html").is_file());
+    let store = CheckpointStore::new(&out, 3);
+    assert_eq!(store.load_newest().unwrap().0.meta.generation, 10);
+    // Space is back: the resume redoes generations 11 and 12 and ends cleanly.
+    let log = run_to_end(&Pareidolia::resume(&out), &dir.join("b.log"));
+    assert!(
+        log.contains("resuming") && log.contains("generation=10"),
+        "{log}"
+    );
+    assert_eq!(store.load_newest().unwrap().0.meta.generation, 12);
+}

@@ -1,7 +1,8 @@
 //! The daemon as a service: an exclusive lock on the run folder, the identity check before a
 //! resumed run continues, the HTTP endpoints beside the run, SIGTERM/SIGINT handling, the
 //! drain (the generation in flight finishes, a final checkpoint is written) and the run
-//! folder written at the end. The command line only chooses the folder and the config and
+//! folder written at the end. A final checkpoint that could not be written is an error,
+//! after the gallery and summary are written. The command line only chooses the folder and the config and
 //! calls [`serve`].
 
 use std::fs::File;
@@ -72,6 +73,21 @@ pub enum ServiceError {
         DRAIN_TIMEOUT.as_secs()
     )]
     DrainTimeout,
+    /// The run ended but its final checkpoint could not be written (a full disk): the gallery
+    /// and summary are of a later generation than the newest checkpoint.
+    #[error(
+        "the final checkpoint, of generation {generation}, could not be written ({failures} checkpoint write(s) failed; the log says why); the gallery and summary.json show generation {generation}, but {newest}. Free space in {run_dir} or fix it, then run `pareidolia resume {run_dir}`"
+    )]
+    FinalCheckpoint {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// The generation the run ended at.
+        generation: u64,
+        /// The newest checkpoint that was written, in words.
+        newest: String,
+        /// Failed checkpoint writes in this session.
+        failures: u64,
+    },
     /// The gallery or summary could not be written.
     #[error(transparent)]
     RunFolder(#[from] RunFolderError),
@@ -337,6 +353,22 @@ fn finish(
         checkpoint = %outcome.checkpoint.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         "run stopped; gallery and summary written"
     );
+    // A missing final checkpoint without a failed write means no generation was completed,
+    // so there was nothing to checkpoint.
+    let p = &outcome.progress;
+    if p.checkpoint_failures > 0 && p.last_checkpoint_generation != Some(p.generation) {
+        return Err(ServiceError::FinalCheckpoint {
+            run_dir: run_dir.to_owned(),
+            generation: p.generation,
+            newest: match p.last_checkpoint_generation {
+                Some(g) => {
+                    format!("the newest checkpoint is of generation {g}, where a resume continues")
+                }
+                None => "there is no checkpoint to resume from".to_owned(),
+            },
+            failures: p.checkpoint_failures,
+        });
+    }
     Ok(())
 }
 
