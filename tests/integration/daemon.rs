@@ -165,7 +165,7 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
     let store = CheckpointStore::new(&run, 3);
     // A deterministic spread of kill delays (no RNG needed in the test itself).
     let mut delay_ms = 97u64;
-    let (mut kills, mut during_writes) = (0, 0);
+    let (mut kills, mut during_writes, mut early_kills) = (0, 0, 0);
     // What a service manager runs on every (re)start: resume if there is a checkpoint.
     let command = Pareidolia::daemon()
         .config(&cfg)
@@ -174,9 +174,17 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
     let mut expected_resume: Option<u64> = None;
     while kills < 20 {
         let log_path = dir.join(format!("kill{kills}.log"));
+        // Every third kill of a resume lands early in it, inside the history's trim (slowed
+        // down to 300 ms by its fault-injection hook), which used to truncate history.csv in
+        // place and leave it cut short.
+        let early = expected_resume.is_some() && kills % 3 == 2;
         let mut d = command
             .clone()
             .env("PAREIDOLIA_FAULT_CHECKPOINT", "slow:60")
+            .env(
+                "PAREIDOLIA_FAULT_HISTORY",
+                if early { "slow:300" } else { "slow:0" },
+            )
             .start(&log_path);
         let log = d.wait_for("experiment set up", Duration::from_secs(30));
         let resumed = log.lines().find(|l| l.contains("resuming"));
@@ -188,6 +196,31 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
                 "expected to resume at {g}:\n{log}"
             ),
             None => assert!(resumed.is_none(), "nothing to resume from yet:\n{log}"),
+        }
+        if early {
+            let trimming = |_: &mut Daemon| {
+                let names = std::fs::read_dir(&run).unwrap().flatten();
+                match names
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .any(|n| n.starts_with(".history.csv.tmp-"))
+                {
+                    true => Ok(()),
+                    false => Err("no temporary history file".to_owned()),
+                }
+            };
+            let every = Duration::from_millis(5);
+            d.poll(
+                "inside the history trim",
+                Duration::from_secs(30),
+                every,
+                trimming,
+            );
+            d.signal("KILL");
+            d.wait(Duration::from_secs(10));
+            kills += 1;
+            early_kills += 1;
+            assert_history_covers(&run, expected_resume.unwrap(), kills);
+            continue;
         }
         // The kill is meant to land at a chosen moment of the running evolution (its
         // generations and their checkpoint writes), not in the set-up: wait until the daemon
@@ -227,6 +260,9 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
             .filter_map(logged_generation)
             .max();
         expected_resume = store.load_newest().ok().map(|(c, _, _)| c.meta.generation);
+        if let Some(g) = expected_resume {
+            assert_history_covers(&run, g, kills);
+        }
         if let Some(g) = last_logged {
             // Never behind what was reported written; at most the one write whose log line
             // the kill beat.
@@ -237,7 +273,13 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
             );
         }
     }
-    eprintln!("{kills} kills, {during_writes} inside a checkpoint write");
+    eprintln!(
+        "{kills} kills, {during_writes} inside a checkpoint write, {early_kills} inside a history trim"
+    );
+    assert!(
+        early_kills >= 4,
+        "only {early_kills} kills inside a history trim"
+    );
     assert!(
         kills >= 15,
         "the run finished too early to be killed often: {kills}"
@@ -253,6 +295,28 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
         "killed {kills} times, {during_writes} inside writes"
     );
     assert_eq!(history(&whole), history(&run), "killed {kills} times");
+}
+
+/// After a kill: `history.csv` is a header and one whole line per generation from 0, up to
+/// at least `generation` (the newest valid checkpoint's, whose line precedes it).
+fn assert_history_covers(run: &Path, generation: u64, kills: u32) {
+    let text = read_text(&run.join("history.csv"));
+    let mut lines = text.lines();
+    assert!(
+        lines.next().is_some_and(|h| h.starts_with("generation,")),
+        "after kill {kills}: no header:\n{text}"
+    );
+    let generations: Vec<u64> = lines
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .collect();
+    let contiguous = generations.iter().enumerate().all(|(i, g)| *g == i as u64);
+    assert!(
+        contiguous && generations.len() as u64 > generation,
+        "after kill {kills}: history.csv has generations {:?}..{:?} ({} lines), the checkpoint is of generation {generation}",
+        generations.first(),
+        generations.last(),
+        generations.len()
+    );
 }
 
 #[test]
