@@ -780,7 +780,7 @@ fn a_daemon_refuses_a_folder_that_is_not_its_run() {
         .env("PAREIDOLIA_FAULT_CHECKPOINT", "slow:60000")
         .start(&dir.join("c.log"));
     d.wait_ready(Duration::from_secs(30));
-    let tmp = |d: &mut Daemon| match tree(&early.join("checkpoints")).as_slice() {
+    let tmp = |_: &mut Daemon| match tree(&early.join("checkpoints")).as_slice() {
         [one] if one.starts_with(".ckpt-000000000000.pdck.tmp-") => Ok(()),
         other => Err(format!("checkpoints/: {other:?}")),
     };
