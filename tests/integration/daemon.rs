@@ -165,7 +165,7 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
     let store = CheckpointStore::new(&run, 3);
     // A deterministic spread of kill delays (no RNG needed in the test itself).
     let mut delay_ms = 97u64;
-    let (mut kills, mut during_writes) = (0, 0);
+    let (mut kills, mut during_writes, mut early_kills) = (0, 0, 0);
     // What a service manager runs on every (re)start: resume if there is a checkpoint.
     let command = Pareidolia::daemon()
         .config(&cfg)
@@ -174,9 +174,17 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
     let mut expected_resume: Option<u64> = None;
     while kills < 20 {
         let log_path = dir.join(format!("kill{kills}.log"));
+        // Every third kill of a resume lands early in it, inside the history's trim (slowed
+        // down to 300 ms by its fault-injection hook), which used to truncate history.csv in
+        // place and leave it cut short.
+        let early = expected_resume.is_some() && kills % 3 == 2;
         let mut d = command
             .clone()
             .env("PAREIDOLIA_FAULT_CHECKPOINT", "slow:60")
+            .env(
+                "PAREIDOLIA_FAULT_HISTORY",
+                if early { "slow:300" } else { "slow:0" },
+            )
             .start(&log_path);
         let log = d.wait_for("experiment set up", Duration::from_secs(30));
         let resumed = log.lines().find(|l| l.contains("resuming"));
@@ -188,6 +196,31 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
                 "expected to resume at {g}:\n{log}"
             ),
             None => assert!(resumed.is_none(), "nothing to resume from yet:\n{log}"),
+        }
+        if early {
+            let trimming = |_: &mut Daemon| {
+                let names = std::fs::read_dir(&run).unwrap().flatten();
+                match names
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .any(|n| n.starts_with(".history.csv.tmp-"))
+                {
+                    true => Ok(()),
+                    false => Err("no temporary history file".to_owned()),
+                }
+            };
+            let every = Duration::from_millis(5);
+            d.poll(
+                "inside the history trim",
+                Duration::from_secs(30),
+                every,
+                trimming,
+            );
+            d.signal("KILL");
+            d.wait(Duration::from_secs(10));
+            kills += 1;
+            early_kills += 1;
+            assert_history_covers(&run, expected_resume.unwrap(), kills);
+            continue;
         }
         // The kill is meant to land at a chosen moment of the running evolution (its
         // generations and their checkpoint writes), not in the set-up: wait until the daemon
@@ -227,6 +260,9 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
             .filter_map(logged_generation)
             .max();
         expected_resume = store.load_newest().ok().map(|(c, _, _)| c.meta.generation);
+        if let Some(g) = expected_resume {
+            assert_history_covers(&run, g, kills);
+        }
         if let Some(g) = last_logged {
             // Never behind what was reported written; at most the one write whose log line
             // the kill beat.
@@ -237,7 +273,13 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
             );
         }
     }
-    eprintln!("{kills} kills, {during_writes} inside a checkpoint write");
+    eprintln!(
+        "{kills} kills, {during_writes} inside a checkpoint write, {early_kills} inside a history trim"
+    );
+    assert!(
+        early_kills >= 4,
+        "only {early_kills} kills inside a history trim"
+    );
     assert!(
         kills >= 15,
         "the run finished too early to be killed often: {kills}"
@@ -253,6 +295,28 @@ fn sigkill_at_random_moments_never_loses_more_than_one_interval() {
         "killed {kills} times, {during_writes} inside writes"
     );
     assert_eq!(history(&whole), history(&run), "killed {kills} times");
+}
+
+/// After a kill: `history.csv` is a header and one whole line per generation from 0, up to
+/// at least `generation` (the newest valid checkpoint's, whose line precedes it).
+fn assert_history_covers(run: &Path, generation: u64, kills: u32) {
+    let text = read_text(&run.join("history.csv"));
+    let mut lines = text.lines();
+    assert!(
+        lines.next().is_some_and(|h| h.starts_with("generation,")),
+        "after kill {kills}: no header:\n{text}"
+    );
+    let generations: Vec<u64> = lines
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .collect();
+    let contiguous = generations.iter().enumerate().all(|(i, g)| *g == i as u64);
+    assert!(
+        contiguous && generations.len() as u64 > generation,
+        "after kill {kills}: history.csv has generations {:?}..{:?} ({} lines), the checkpoint is of generation {generation}",
+        generations.first(),
+        generations.last(),
+        generations.len()
+    );
 }
 
 #[test]
@@ -458,7 +522,13 @@ fn damaged_and_newer_checkpoints() {
     // No checkpoints at all.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    clean_failure(Pareidolia::resume(&empty).output(), &["no checkpoint in"]);
+    clean_failure(
+        Pareidolia::resume(&empty).output(),
+        &[
+            "is not a pareidolia run folder",
+            "neither checkpoints/ nor config.toml",
+        ],
+    );
 }
 
 #[test]
@@ -575,4 +645,257 @@ fn a_format_1_checkpoint_resumes_exactly() {
         (Some("tract"), Some("cpu"))
     );
     assert_eq!(c.meta.identity.labels.len(), 10);
+}
+
+/// Issue 18, item 4: a stray damaged checkpoint with a higher number (`ckpt-999999999999`)
+/// used to keep one of the `keep` slots, so with `keep = 1` every new checkpoint was deleted
+/// right after it was written and the next resume found none. Rotation counts only valid
+/// checkpoints and moves the damaged file aside for inspection.
+#[test]
+fn a_stray_damaged_checkpoint_takes_no_keep_slot() {
+    let dir = temp_dir("stray-checkpoint");
+    let cfg = config_edit(&dir, |t| {
+        t.set("generations", 10)
+            .set("mutators", 1)
+            .add("checkpoint.every_generations", 5)
+            .add("checkpoint.every_seconds", 0)
+            .add("checkpoint.keep", 1)
+            .add("http.listen", "127.0.0.1:0");
+    });
+    let out = dir.join("run");
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&out),
+        &dir.join("a.log"),
+    );
+    let store = CheckpointStore::new(&out, 1);
+    let stray = store.dir().join("ckpt-999999999999.pdck");
+    std::fs::write(&stray, b"PAREIDCK stray").unwrap();
+    let log = run_to_end(
+        &Pareidolia::resume(&out).generations(20),
+        &dir.join("b.log"),
+    );
+    assert!(log.contains("skipping a damaged checkpoint"), "{log}");
+    assert!(log.contains("moved aside for inspection"), "{log}");
+    let (c, path, skipped) = store.load_newest().unwrap();
+    assert_eq!(
+        c.meta.generation, 20,
+        "the final checkpoint survived rotation"
+    );
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(store.list(), vec![path]);
+    assert_eq!(
+        std::fs::read(store.dir().join("damaged/ckpt-999999999999.pdck")).unwrap(),
+        b"PAREIDCK stray"
+    );
+}
+
+/// The names in a folder, sorted (folders with a trailing `/`), recursively.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            names.push(format!("{name}/"));
+            names.extend(tree(&e.path()).into_iter().map(|n| format!("{name}/{n}")));
+        } else {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Issue 18, item 1: `daemon --out DIR` into a folder of someone else's files used to delete
+/// and overwrite them (gallery/notes.txt gone, history.csv, config.toml and summary.json
+/// overwritten, exit 0). It refuses such a folder, with or without --resume, and touches
+/// nothing in it; a run folder (one with checkpoints) is refused without --resume and named
+/// as a run; an empty folder, and one a daemon left before its first checkpoint, start a
+/// new run.
+#[test]
+fn a_daemon_refuses_a_folder_that_is_not_its_run() {
+    let dir = temp_dir("foreign-out");
+    let cfg = daemon_config(&dir, 5, 5);
+    let out = dir.join("mine");
+    std::fs::create_dir_all(out.join("gallery")).unwrap();
+    let files = [
+        ("gallery/notes.txt", "my notes"),
+        ("history.csv", "my history"),
+        ("config.toml", "# my config"),
+        ("summary.json", "{}"),
+    ];
+    for (name, text) in files {
+        std::fs::write(out.join(name), text).unwrap();
+    }
+    let before = tree(&out);
+    for command in [
+        Pareidolia::daemon().config(&cfg).out(&out),
+        Pareidolia::daemon()
+            .config(&cfg)
+            .out(&out)
+            .resume_if_checkpointed(),
+    ] {
+        clean_failure(
+            command.output(),
+            &[
+                "already holds files that are not a pareidolia run",
+                "gallery/",
+                "summary.json",
+                "choose another --out",
+            ],
+        );
+        assert_eq!(tree(&out), before, "nothing added or removed");
+        for (name, text) in files {
+            assert_eq!(read_text(&out.join(name)), text, "{name}");
+        }
+    }
+
+    // A new run, in a folder that is there and empty, under what a service manager runs.
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let service = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&run)
+        .resume_if_checkpointed();
+    let log = run_to_end(&service, &dir.join("a.log"));
+    assert!(!log.contains("resuming"), "{log}");
+    // The same command on the run continues it; without --resume the run is refused as one.
+    let log = run_to_end(&service.clone().generations(8), &dir.join("b.log"));
+    assert!(log.contains("resuming"), "{log}");
+    clean_failure(
+        Pareidolia::daemon().config(&cfg).out(&run).output(),
+        &[
+            "is a pareidolia run",
+            "holds checkpoints",
+            "pareidolia resume",
+        ],
+    );
+
+    // Killed inside its first checkpoint write (of generation 0, slowed down to 60 s): the
+    // folder holds the lock, the config, the history and the temporary file of the write, and
+    // the service manager's restart starts the run afresh.
+    let early = dir.join("early");
+    let mut d = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&early)
+        .env("PAREIDOLIA_FAULT_CHECKPOINT", "slow:60000")
+        .start(&dir.join("c.log"));
+    d.wait_ready(Duration::from_secs(30));
+    let tmp = |_: &mut Daemon| match tree(&early.join("checkpoints")).as_slice() {
+        [one] if one.starts_with(".ckpt-000000000000.pdck.tmp-") => Ok(()),
+        other => Err(format!("checkpoints/: {other:?}")),
+    };
+    d.poll(
+        "inside the first checkpoint write",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        tmp,
+    );
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10));
+    let files = tree(&early);
+    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(
+        [&files[0], &files[2], &files[3], &files[4]],
+        ["checkpoints/", "config.toml", "history.csv", "lock"]
+    );
+    let log = run_to_end(
+        &Pareidolia::daemon()
+            .config(&cfg)
+            .out(&early)
+            .resume_if_checkpointed(),
+        &dir.join("d.log"),
+    );
+    assert!(
+        log.contains("never reached its first checkpoint; starting it afresh"),
+        "{log}"
+    );
+    assert_eq!(json(&early.join("summary.json"))["generations"], 5);
+}
+
+/// Issue 18, item 16: `resume` and `status` on a folder that is not a run said "the run never
+/// reached its first checkpoint", and resume left a lock file there; a start that failed on a
+/// busy port left config.toml and the lock behind.
+#[test]
+fn a_folder_that_is_not_a_run_is_named_so_and_a_failed_start_leaves_nothing() {
+    let dir = temp_dir("not-a-run");
+    let foreign = dir.join("photos");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("cat.png"), "meow").unwrap();
+    let needles = [
+        "is not a pareidolia run folder",
+        "neither checkpoints/ nor config.toml",
+    ];
+    clean_failure(Pareidolia::resume(&foreign).output(), &needles);
+    clean_failure(pareidolia(&["status", foreign.to_str().unwrap()]), &needles);
+    assert_eq!(tree(&foreign), ["cat.png"], "no lock file left behind");
+    clean_failure(
+        Pareidolia::resume(&dir.join("nowhere")).output(),
+        &["is not a pareidolia run folder", "there is no such folder"],
+    );
+    assert!(!dir.join("nowhere").exists());
+
+    // A busy port: the start fails before the run begins and leaves the folders as they were.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let cfg = daemon_config(&dir, 5, 5);
+    let fresh = dir.join("fresh");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for out in [&fresh, &empty] {
+        clean_failure(
+            Pareidolia::daemon()
+                .config(&cfg)
+                .out(out)
+                .listen(&address)
+                .output(),
+            &["cannot listen on", &address, "--listen"],
+        );
+    }
+    assert!(!fresh.exists(), "the folder it created is removed");
+    assert!(tree(&empty).is_empty(), "{:?}", tree(&empty));
+    // And the same command works once the port is free.
+    drop(busy);
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&fresh),
+        &dir.join("fresh.log"),
+    );
+}
+
+/// Issue 18, item 5: a run that ended with its final checkpoint unwritten (the disk full)
+/// exited 0 with summary.json at a later generation than the newest checkpoint. It writes the
+/// gallery and summary, then exits non-zero naming both generations; a resume continues from
+/// the newest checkpoint.
+#[test]
+fn a_final_checkpoint_that_cannot_be_written_fails_the_exit() {
+    let dir = temp_dir("final-checkpoint");
+    let cfg = daemon_config(&dir, 12, 5);
+    let out = dir.join("run");
+    // Checkpoints 0, 5 and 10 are written; the final one, of generation 12, fails.
+    let d = Pareidolia::daemon()
+        .config(&cfg)
+        .out(&out)
+        .env("PAREIDOLIA_FAULT_CHECKPOINT", "fail-from:11")
+        .start(&dir.join("a.log"));
+    let (status, log) = d.wait(Duration::from_secs(120));
+    assert!(!status.success(), "must fail: {status}\n{log}");
+    assert_ne!(status.code(), Some(101), "a panic:\n{log}");
+    for needle in [
+        "checkpoint failed",
+        "the final checkpoint, of generation 12, could not be written",
+        "the newest checkpoint is of generation 10",
+        "pareidolia resume",
+    ] {
+        assert!(log.contains(needle), "{needle:?} missing:\n{log}");
+    }
+    assert_eq!(json(&out.join("summary.json"))["generations"], 12);
+    assert!(out.join("gallery/index.html").is_file());
+    let store = CheckpointStore::new(&out, 3);
+    assert_eq!(store.load_newest().unwrap().0.meta.generation, 10);
+    // Space is back: the resume redoes generations 11 and 12 and ends cleanly.
+    let log = run_to_end(&Pareidolia::resume(&out), &dir.join("b.log"));
+    assert!(
+        log.contains("resuming") && log.contains("generation=10"),
+        "{log}"
+    );
+    assert_eq!(store.load_newest().unwrap().0.meta.generation, 12);
 }

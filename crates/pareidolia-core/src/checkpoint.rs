@@ -18,7 +18,8 @@
 //! as damage (and skipped). Metadata is JSON so that people and tools can read it and new fields can be added with
 //! defaults; bulky genomes and score vectors are raw blobs. A write goes to a temporary file in
 //! the same folder, is fsynced, renamed over its final name, and the folder is fsynced; only
-//! then are old checkpoints beyond the last `keep` removed.
+//! then are old checkpoints beyond the newest `keep` valid ones removed (damaged files are
+//! moved aside to `checkpoints/damaged/`, never counted, never deleted).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -45,6 +46,9 @@ pub const MAGIC: &[u8; 8] = b"PAREIDCK";
 pub const FORMAT_VERSION: u32 = 2;
 /// File name extension of checkpoints.
 pub const EXTENSION: &str = "pdck";
+/// Where rotation moves damaged checkpoints (inside `checkpoints/`), rather than deleting
+/// them or counting them as kept.
+pub const DAMAGED_DIR: &str = "damaged";
 
 /// One champion's record; its genome and scores are blobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,9 +283,20 @@ pub enum CheckpointError {
         /// This build's version.
         ours: &'static str,
     },
-    /// No checkpoint at all.
+    /// No checkpoint at all in a run folder (it holds `config.toml` or `checkpoints/`).
     #[error("no checkpoint in {0}: the run never reached its first checkpoint, start it again")]
     None(PathBuf),
+    /// The folder is not a run folder: it does not exist, or holds neither `checkpoints/` nor
+    /// `config.toml`.
+    #[error(
+        "{run_dir} is not a pareidolia run folder ({why}); give the --out folder of a `pareidolia daemon` or `pareidolia run`"
+    )]
+    NotARun {
+        /// The folder.
+        run_dir: PathBuf,
+        /// What is missing.
+        why: &'static str,
+    },
     /// Checkpoints exist but none is usable.
     #[error("no usable checkpoint in {dir}: {reasons}")]
     NoneValid {
@@ -500,13 +515,32 @@ pub struct CheckpointStore {
     keep: usize,
 }
 
-/// Test-only fault injection (`PAREIDOLIA_FAULT_CHECKPOINT=slow:<ms>`): the writer pauses
+/// Test-only fault injection. `PAREIDOLIA_FAULT_CHECKPOINT=slow:<ms>`: the writer pauses
 /// after the first half of a checkpoint, so a kill test can land inside a write.
 fn fault_pause() {
     if let Ok(v) = std::env::var("PAREIDOLIA_FAULT_CHECKPOINT")
         && let Some(ms) = v.strip_prefix("slow:").and_then(|m| m.parse().ok())
     {
         std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Test-only fault injection. `PAREIDOLIA_FAULT_CHECKPOINT=fail-from:<generation>`: writes of
+/// that generation and later ones fail as on a full disk, so a test can end a run with its
+/// final checkpoint unwritten but the gallery and summary in place.
+fn fault_fail(generation: u64) -> std::io::Result<()> {
+    match std::env::var("PAREIDOLIA_FAULT_CHECKPOINT") {
+        Ok(v)
+            if v.strip_prefix("fail-from:")
+                .and_then(|g| g.parse::<u64>().ok())
+                .is_some_and(|from| generation >= from) =>
+        {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left on device (injected by PAREIDOLIA_FAULT_CHECKPOINT)",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -548,6 +582,7 @@ impl CheckpointStore {
             let half = bytes.len() / 2;
             f.write_all(&bytes[..half]).map_err(io(&tmp))?;
             fault_pause();
+            fault_fail(generation).map_err(io(&tmp))?;
             f.write_all(&bytes[half..]).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
             drop(f);
@@ -560,12 +595,45 @@ impl CheckpointStore {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        self.prune();
+        self.prune(&path);
         Ok(path)
     }
 
-    fn prune(&self) {
-        for old in self.list().into_iter().skip(self.keep) {
+    /// Rotation after `written` was written: keeps `written` and the newest valid checkpoints
+    /// up to `keep` in all, and removes older ones. Only checkpoints that verify take a slot: a
+    /// damaged file (a stray `ckpt-999999999999`, a truncated copy) is never counted, never
+    /// deleted and never makes rotation delete `written`; it is moved aside to
+    /// [`DAMAGED_DIR`] with a warning, for a person to inspect. Files beyond the `keep` valid
+    /// ones are older than all of those and are removed unread.
+    fn prune(&self, written: &Path) {
+        let mut valid = 1; // `written`
+        for old in self.list() {
+            if old == written {
+                continue;
+            }
+            // Newer than the checkpoint just written, or among the newest: they are read,
+            // since they would take a slot (or be what a resume picks).
+            let newer = old.file_name() > written.file_name();
+            if newer || valid < self.keep {
+                match std::fs::read(&old)
+                    .map_err(io(&old))
+                    .and_then(|b| decode(&b, &old).map(|_| ()))
+                {
+                    Ok(()) if newer => {
+                        // Verifies but is not of this run's line (a resume would have started
+                        // from it): left in place, not counted.
+                        tracing::warn!(path = %old.display(), written = %written.display(),
+                            "a valid checkpoint newer than the one just written is left in place");
+                    }
+                    Ok(()) => valid += 1,
+                    Err(CheckpointError::NewerVersion { .. }) => {
+                        tracing::warn!(path = %old.display(),
+                            "a checkpoint of a newer format is left in place");
+                    }
+                    Err(e) => self.move_aside(&old, &e),
+                }
+                continue;
+            }
             if let Err(e) = std::fs::remove_file(&old) {
                 tracing::warn!(path = %old.display(), error = %e, "cannot remove old checkpoint");
             }
@@ -581,6 +649,28 @@ impl CheckpointStore {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
+        }
+    }
+
+    /// Moves a damaged checkpoint to `checkpoints/damaged/` (a free name there), warning
+    /// where it went and why; if it cannot be moved it stays where it is.
+    fn move_aside(&self, path: &Path, why: &CheckpointError) {
+        let aside = self.dir.join(DAMAGED_DIR);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let target = (0..)
+            .map(|n| match n {
+                0 => aside.join(&*name),
+                n => aside.join(format!("{name}.{n}")),
+            })
+            .find(|t| !t.exists())
+            .expect("a free name");
+        match std::fs::create_dir_all(&aside).and_then(|()| std::fs::rename(path, &target)) {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), moved_to = %target.display(), reason = %why,
+                "a damaged checkpoint does not count for rotation: moved aside for inspection")
+            }
+            Err(e) => tracing::warn!(path = %path.display(), reason = %why, error = %e,
+                "a damaged checkpoint does not count for rotation; it cannot be moved aside and stays"),
         }
     }
 
@@ -604,14 +694,35 @@ impl CheckpointStore {
         files
     }
 
+    /// Whether there is any checkpoint file to load (valid or not), without reading one; if
+    /// not, says whether the folder is a run that never reached its first checkpoint or not a
+    /// run folder at all.
+    pub fn check_any(&self) -> Result<(), CheckpointError> {
+        if !self.list().is_empty() {
+            return Ok(());
+        }
+        let run_dir = self.dir.parent().unwrap_or(Path::new(".")).to_owned();
+        if !run_dir.is_dir() {
+            return Err(CheckpointError::NotARun {
+                run_dir,
+                why: "there is no such folder",
+            });
+        }
+        if !self.dir.is_dir() && !run_dir.join("config.toml").is_file() {
+            return Err(CheckpointError::NotARun {
+                run_dir,
+                why: "it holds neither checkpoints/ nor config.toml",
+            });
+        }
+        Err(CheckpointError::None(self.dir.clone()))
+    }
+
     /// Loads the newest checkpoint that verifies. Damaged ones are skipped and returned with
     /// their reasons (for a warning); a checkpoint of a newer format stops the search, since
     /// falling back past it would silently lose that newer progress.
     pub fn load_newest(&self) -> Result<Loaded, CheckpointError> {
+        self.check_any()?;
         let files = self.list();
-        if files.is_empty() {
-            return Err(CheckpointError::None(self.dir.clone()));
-        }
         let mut skipped = Vec::new();
         for path in files {
             let loaded = std::fs::read(&path)
@@ -818,6 +929,53 @@ mod tests {
         assert_eq!(c.meta.generation, 3);
         assert_eq!(path, files[1]);
         assert_eq!(skipped.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 18, item 4: a stray damaged checkpoint with a higher number used to keep a slot,
+    /// so with `keep = 1` each new checkpoint was deleted right after it was written.
+    #[test]
+    fn rotation_counts_only_valid_checkpoints_and_moves_damaged_ones_aside() {
+        let dir = std::env::temp_dir().join(format!("pareidolia-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::new(&dir, 1);
+        let (mut meta, cells) = sample();
+        let (_, _, distinct) = index_champions(&cells);
+        std::fs::create_dir_all(store.dir()).unwrap();
+        let stray = store.dir().join("ckpt-999999999999.pdck");
+        std::fs::write(&stray, b"PAREIDCK not really").unwrap();
+        for g in 1..=3 {
+            meta.generation = g;
+            let path = store.write(g, &encode(&meta, &distinct)).unwrap();
+            assert!(path.is_file(), "the checkpoint just written is kept");
+            let (c, newest, _) = store.load_newest().unwrap();
+            assert_eq!((c.meta.generation, newest), (g, path));
+        }
+        assert_eq!(store.list().len(), 1, "{:?}", store.list());
+        let aside = store.dir().join(DAMAGED_DIR).join("ckpt-999999999999.pdck");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"PAREIDCK not really");
+
+        // keep = 2: a damaged older checkpoint does not take the second slot either.
+        let store = CheckpointStore::new(&dir, 2);
+        meta.generation = 4;
+        store.write(4, &encode(&meta, &distinct)).unwrap();
+        let four = store.list()[0].clone();
+        std::fs::write(&four, b"PAREIDCK cut").unwrap();
+        meta.generation = 5;
+        store.write(5, &encode(&meta, &distinct)).unwrap();
+        let names: Vec<_> = store
+            .list()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["ckpt-000000000005.pdck", "ckpt-000000000003.pdck"]);
+        assert!(
+            store
+                .dir()
+                .join(DAMAGED_DIR)
+                .join("ckpt-000000000004.pdck")
+                .is_file()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

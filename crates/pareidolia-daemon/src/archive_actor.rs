@@ -259,6 +259,12 @@ impl ArchiveState {
 
     /// Ends the run: a final checkpoint, then the outcome.
     async fn finish(&mut self) -> Result<(), ActorProcessingErr> {
+        if let Some(history) = &mut self.history
+            && history.flush().is_err()
+        {
+            tracing::warn!(path = %history.path().display(), missing = history.pending(),
+                "the history lacks the last generations: they could not be written");
+        }
         self.write_checkpoint().await?;
         self.finished = true;
         self.progress.send_replace(self.snapshot_progress());
@@ -283,11 +289,19 @@ impl ArchiveState {
         myself: &ActorRef<ArchiveMsg>,
     ) -> Result<(), ActorProcessingErr> {
         let progress = self.snapshot_progress();
-        if let Some(history) = &mut self.history
-            && let Err(e) = history.append(&progress)
-        {
-            tracing::warn!(path = %history.path().display(), error = %e, "cannot append to the history; it stops here");
-            self.history = None;
+        if let Some(history) = &mut self.history {
+            let behind = history.pending();
+            match history.append(&progress) {
+                // Warned once per outage; the lines are kept and written once it can.
+                Err(e) if behind == 0 => {
+                    tracing::warn!(path = %history.path().display(), error = %e, "cannot append to the history; its lines are kept and written once there is room")
+                }
+                Err(_) => {}
+                Ok(()) if behind > 0 => {
+                    tracing::info!(path = %history.path().display(), lines = behind + 1, "history caught up")
+                }
+                Ok(()) => {}
+            }
         }
         self.progress.send_replace(progress);
         if self.run_over() || self.stopping {

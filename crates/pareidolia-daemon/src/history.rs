@@ -1,10 +1,21 @@
 //! `history.csv` in the run folder: one line per completed generation with the convergence
 //! numbers (median, minimum and mean confidence, QD-score, classes above each threshold), so a
 //! run's curve can be plotted without Prometheus. The archive actor appends a line after each
-//! generation; lines are a hundred bytes into the page cache, not worth a thread hop. On
-//! resume, lines after the checkpoint's generation (written before a crash, and about to be
-//! run again) are dropped first, so the file stays one line per generation.
+//! generation; lines are a hundred bytes into the page cache, not worth a thread hop.
+//!
+//! It stays exact across crashes and resumes:
+//!
+//! - On resume, lines after the checkpoint's generation (written before a crash, and about to
+//!   be run again) are dropped. The kept lines go to a temporary file in the same folder,
+//!   which is fsynced and renamed over `history.csv` (then the folder is fsynced): a kill at
+//!   any moment leaves either the old file or the trimmed one, never a cut-short one.
+//! - An append that fails (a full disk) keeps its line; the next append first cuts off what
+//!   the failed write may have left of a line, then writes every line still missing, so once
+//!   space returns the file is one line per generation again, without a gap. Lines waiting
+//!   are held in memory, at most [`MAX_PENDING_LINES`] (the oldest beyond are dropped, with
+//!   a warning).
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -17,17 +28,56 @@ pub const HEADER: &str = "generation,evaluations,elapsed_s,median,min,mean,qd_sc
 /// The file name in a run folder.
 pub const FILE_NAME: &str = "history.csv";
 
-/// An open history file.
-pub struct History {
-    path: PathBuf,
-    file: File,
+/// Lines held while appends fail (about 100 bytes each: some 100 MB).
+pub const MAX_PENDING_LINES: usize = 1_000_000;
+
+/// The file a [`History`] appends to: a real file, or a test double that fails on demand.
+pub trait HistoryFile: Write {
+    /// Cuts the file back to `len` bytes (what a failed write may have left goes).
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()>;
 }
 
+impl HistoryFile for File {
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+        // Opened for appending: the next write goes to the new end.
+        self.set_len(len)
+    }
+}
+
+/// An open history file.
+pub struct History<F: HistoryFile = File> {
+    path: PathBuf,
+    file: F,
+    /// Bytes of complete lines in the file.
+    written: u64,
+    /// A write failed part-way: the file may hold part of a line beyond `written`.
+    dirty: bool,
+    /// Lines not yet in the file, oldest first.
+    pending: VecDeque<String>,
+    /// Lines dropped because too many were pending.
+    dropped: u64,
+}
+
+/// Test-only fault injection (`PAREIDOLIA_FAULT_HISTORY=slow:<ms>`): the trim pauses after
+/// half of the kept lines, so a kill test can land inside it.
+fn fault_pause() {
+    if let Ok(v) = std::env::var("PAREIDOLIA_FAULT_HISTORY")
+        && let Some(ms) = v.strip_prefix("slow:").and_then(|m| m.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// The prefix of temporary files of the trim (`.history.csv.tmp-<pid>`).
+const TMP_PREFIX: &str = ".history.csv.tmp-";
+
 impl History {
-    /// Opens `dir/history.csv` for appending. With `resumed_from`, drops the lines of later
-    /// generations; without it, starts a new file.
+    /// Opens `dir/history.csv` for appending. With `resumed_from`, keeps the lines of that
+    /// generation and earlier ones; without it, starts a new file. Either way the file is
+    /// replaced atomically.
     pub fn open(dir: &Path, resumed_from: Option<u64>) -> std::io::Result<Self> {
         let path = dir.join(FILE_NAME);
+        let fields = HEADER.split(',').count();
         let kept: Vec<String> = match resumed_from {
             Some(generation) if path.exists() => BufReader::new(File::open(&path)?)
                 .lines()
@@ -35,7 +85,7 @@ impl History {
                 .map_while(Result::ok)
                 // A line cut short by a crash has fewer fields; it is dropped too.
                 .filter(|line| {
-                    line.split(',').count() == HEADER.split(',').count()
+                    line.split(',').count() == fields
                         && line
                             .split(',')
                             .next()
@@ -45,23 +95,57 @@ impl History {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)?;
-        writeln!(file, "{HEADER}")?;
-        for line in kept {
-            writeln!(file, "{line}")?;
+        // Temporary files of trims that were killed.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
-        Ok(Self { path, file })
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
+        let replaced = (|| {
+            let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+            writeln!(out, "{HEADER}")?;
+            for (i, line) in kept.iter().enumerate() {
+                if i == kept.len() / 2 {
+                    out.flush()?;
+                    fault_pause();
+                }
+                writeln!(out, "{line}")?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        })();
+        if let Err(e) = replaced {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let file = OpenOptions::new().append(true).open(&path)?;
+        let written = file.metadata()?.len();
+        Ok(Self::with_file(path, file, written))
+    }
+}
+
+impl<F: HistoryFile> History<F> {
+    /// A history appending to `file` at `path`, which holds `written` bytes of whole lines.
+    pub fn with_file(path: PathBuf, file: F, written: u64) -> Self {
+        Self {
+            path,
+            file,
+            written,
+            dirty: false,
+            pending: VecDeque::new(),
+            dropped: 0,
+        }
     }
 
-    /// Appends a generation.
+    /// Appends a generation, after the lines earlier appends could not write. On error the
+    /// lines are kept for the next append.
     pub fn append(&mut self, p: &Progress) -> std::io::Result<()> {
         let s = &p.stats;
-        // One write per line, so a crash leaves at most one partial line.
-        let line = format!(
+        self.pending.push_back(format!(
             "{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{}\n",
             p.generation,
             p.evaluations,
@@ -77,8 +161,44 @@ impl History {
             s.at_least[3],
             p.replacements,
             p.lost
-        );
-        self.file.write_all(line.as_bytes())
+        ));
+        if self.pending.len() > MAX_PENDING_LINES {
+            self.pending.pop_front();
+            self.dropped += 1;
+            if self.dropped == 1 {
+                tracing::warn!(path = %self.path.display(), "too many history lines wait for space: the oldest are dropped, the history will have a gap");
+            }
+        }
+        self.flush()
+    }
+
+    /// Writes the lines waiting, if any.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.dirty {
+            self.file.truncate_to(self.written)?;
+            self.dirty = false;
+        }
+        // One write for all the lines, so a crash leaves at most one partial line.
+        let lines: String = self.pending.iter().map(String::as_str).collect();
+        match self.file.write_all(lines.as_bytes()) {
+            Ok(()) => {
+                self.written += lines.len() as u64;
+                self.pending.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Lines not yet written (appends failed since the last one that succeeded).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     /// Where it is.
@@ -136,6 +256,100 @@ mod tests {
         // A new run starts over.
         History::open(&dir, None).unwrap();
         assert!(generations(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file in memory whose writes fail while `failures` lasts, each after writing part of
+    /// its bytes, as a full disk can.
+    struct Flaky {
+        bytes: Vec<u8>,
+        failures: u32,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                self.bytes.extend_from_slice(&buf[..buf.len() / 2]);
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ));
+            }
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl HistoryFile for Flaky {
+        fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+            self.bytes.truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    /// Issue 18, item 2: one failed append used to stop the history for good, leaving a gap
+    /// after space returned. Failed lines are kept and written, whole, by the next append.
+    #[test]
+    fn appends_that_fail_are_written_once_the_disk_has_room_again() {
+        let header = format!("{HEADER}\n");
+        let file = Flaky {
+            bytes: header.clone().into_bytes(),
+            failures: 0,
+        };
+        let mut h = History::with_file(PathBuf::from("x"), file, header.len() as u64);
+        for g in 0..=9 {
+            if g == 3 {
+                h.file.failures = 4; // generations 3, 4, 5 and 6 fail (each leaves half a line)
+            }
+            let result = h.append(&progress(g));
+            assert_eq!(result.is_err(), (3..=6).contains(&g), "generation {g}");
+            assert_eq!(
+                h.pending(),
+                if (3..=6).contains(&g) {
+                    g as usize - 2
+                } else {
+                    0
+                }
+            );
+        }
+        let text = String::from_utf8(h.file.bytes.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], HEADER);
+        let generations: Vec<u64> = lines[1..]
+            .iter()
+            .map(|l| {
+                assert_eq!(l.split(',').count(), HEADER.split(',').count(), "{l}");
+                l.split(',').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(generations, (0..=9).collect::<Vec<_>>(), "{text}");
+    }
+
+    /// The trim replaces the file in one rename: no temporary file is left, and a stale one
+    /// from a killed trim is removed.
+    #[test]
+    fn the_trim_leaves_no_temporary_file() {
+        let dir =
+            std::env::temp_dir().join(format!("pareidolia-history-tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = History::open(&dir, None).unwrap();
+        for g in 0..=4 {
+            h.append(&progress(g)).unwrap();
+        }
+        drop(h);
+        std::fs::write(dir.join(format!("{TMP_PREFIX}1")), "stale").unwrap();
+        History::open(&dir, Some(2)).unwrap();
+        assert_eq!(generations(&dir), [0, 1, 2]);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [FILE_NAME]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

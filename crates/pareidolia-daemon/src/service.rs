@@ -1,7 +1,8 @@
 //! The daemon as a service: an exclusive lock on the run folder, the identity check before a
 //! resumed run continues, the HTTP endpoints beside the run, SIGTERM/SIGINT handling, the
 //! drain (the generation in flight finishes, a final checkpoint is written) and the run
-//! folder written at the end. The command line only chooses the folder and the config and
+//! folder written at the end. A final checkpoint that could not be written is an error,
+//! after the gallery and summary are written. The command line only chooses the folder and the config and
 //! calls [`serve`].
 
 use std::fs::File;
@@ -72,6 +73,21 @@ pub enum ServiceError {
         DRAIN_TIMEOUT.as_secs()
     )]
     DrainTimeout,
+    /// The run ended but its final checkpoint could not be written (a full disk): the gallery
+    /// and summary are of a later generation than the newest checkpoint.
+    #[error(
+        "the final checkpoint, of generation {generation}, could not be written ({failures} checkpoint write(s) failed; the log says why); the gallery and summary.json show generation {generation}, but {newest}. Free space in {run_dir} or fix it, then run `pareidolia resume {run_dir}`"
+    )]
+    FinalCheckpoint {
+        /// The run folder.
+        run_dir: PathBuf,
+        /// The generation the run ended at.
+        generation: u64,
+        /// The newest checkpoint that was written, in words.
+        newest: String,
+        /// Failed checkpoint writes in this session.
+        failures: u64,
+    },
     /// The gallery or summary could not be written.
     #[error(transparent)]
     RunFolder(#[from] RunFolderError),
@@ -163,47 +179,27 @@ pub struct ServeOptions {
 
 /// Runs the experiment with its HTTP endpoints until it ends or is stopped. Blocking: it
 /// starts its own tokio runtime.
+///
+/// A new run that cannot start (the address is taken, a model or plugin does not load)
+/// leaves nothing behind: the folder's `config.toml`, `history.csv` and lock file are
+/// removed, while the lock is still held, so the same command can simply be run again.
 pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceError> {
     let ServeOptions {
         run_dir,
         lock: _lock,
         keep_serving,
     } = options;
-    let config = match &start {
-        Start::New(c) | Start::Resume { config: c, .. } => c,
-    };
-    tracing::info!(run_dir = %run_dir.display(), "pareidolia {} daemon: run folder", env!("CARGO_PKG_VERSION"));
-    let address = config.http.listen.clone();
-    let listener = std::net::TcpListener::bind(&address).map_err(|cause| ServiceError::Listen {
-        address: address.clone(),
-        cause,
-    })?;
-    let io = |what| move |cause| ServiceError::Io { what, cause };
-    let addr = listener
-        .local_addr()
-        .map_err(io("cannot read the listening address"))?;
-    tracing::info!(url = %format!("http://{addr}"), "serving /metrics, /livez, /readyz, /status");
-    listener
-        .set_nonblocking(true)
-        .map_err(io("cannot configure the listening socket"))?;
-
-    let (setup, resume) = match start {
-        Start::New(config) => (Setup::load(config)?, None),
-        Start::Resume {
-            checkpoint,
-            config,
-            allow,
-        } => {
-            let setup = Setup::load(config)?;
-            // Checked before the model is prepared: a refused resume costs no compilation.
-            checkpoint
-                .meta
-                .identity
-                .check_resume(&setup.identity(), allow)?;
-            (setup, Some(*checkpoint))
+    let new_run = matches!(start, Start::New(_));
+    let (listener, addr, mut experiment, resume) = match prepare(start, &run_dir) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            if new_run {
+                remove_unstarted(&run_dir);
+            }
+            return Err(e);
         }
     };
-    let mut experiment = Experiment::new(setup)?;
+    let io = |what| move |cause| ServiceError::Io { what, cause };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -277,6 +273,64 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
     })
 }
 
+/// A listener bound to the run's address, the experiment set up (for a resume: after the
+/// identity check), and the checkpoint to resume from.
+type Prepared = (
+    std::net::TcpListener,
+    std::net::SocketAddr,
+    Experiment,
+    Option<Checkpoint>,
+);
+
+/// Everything before the run starts: the address, the setup, the identity check.
+fn prepare(start: Start, run_dir: &Path) -> Result<Prepared, ServiceError> {
+    let config = match &start {
+        Start::New(c) | Start::Resume { config: c, .. } => c,
+    };
+    tracing::info!(run_dir = %run_dir.display(), "pareidolia {} daemon: run folder", env!("CARGO_PKG_VERSION"));
+    let address = config.http.listen.clone();
+    let listener = std::net::TcpListener::bind(&address).map_err(|cause| ServiceError::Listen {
+        address: address.clone(),
+        cause,
+    })?;
+    let io = |what| move |cause| ServiceError::Io { what, cause };
+    let addr = listener
+        .local_addr()
+        .map_err(io("cannot read the listening address"))?;
+    tracing::info!(url = %format!("http://{addr}"), "serving /metrics, /livez, /readyz, /status");
+    listener
+        .set_nonblocking(true)
+        .map_err(io("cannot configure the listening socket"))?;
+
+    let (setup, resume) = match start {
+        Start::New(config) => (Setup::load(config)?, None),
+        Start::Resume {
+            checkpoint,
+            config,
+            allow,
+        } => {
+            let setup = Setup::load(config)?;
+            // Checked before the model is prepared: a refused resume costs no compilation.
+            checkpoint
+                .meta
+                .identity
+                .check_resume(&setup.identity(), allow)?;
+            (setup, Some(*checkpoint))
+        }
+    };
+    let experiment = Experiment::new(setup)?;
+    Ok((listener, addr, experiment, resume))
+}
+
+/// Removes what a new run wrote into its folder before it could start (its config, a
+/// history from an earlier attempt, the lock file, an empty `checkpoints/`).
+fn remove_unstarted(run_dir: &Path) {
+    for name in ["config.toml", crate::history::FILE_NAME, "lock"] {
+        let _ = std::fs::remove_file(run_dir.join(name));
+    }
+    let _ = std::fs::remove_dir(run_dir.join("checkpoints"));
+}
+
 /// Writes the run folder's gallery and summary, and logs where the run stopped.
 fn finish(
     run_dir: &Path,
@@ -299,6 +353,22 @@ fn finish(
         checkpoint = %outcome.checkpoint.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         "run stopped; gallery and summary written"
     );
+    // A missing final checkpoint without a failed write means no generation was completed,
+    // so there was nothing to checkpoint.
+    let p = &outcome.progress;
+    if p.checkpoint_failures > 0 && p.last_checkpoint_generation != Some(p.generation) {
+        return Err(ServiceError::FinalCheckpoint {
+            run_dir: run_dir.to_owned(),
+            generation: p.generation,
+            newest: match p.last_checkpoint_generation {
+                Some(g) => {
+                    format!("the newest checkpoint is of generation {g}, where a resume continues")
+                }
+                None => "there is no checkpoint to resume from".to_owned(),
+            },
+            failures: p.checkpoint_failures,
+        });
+    }
     Ok(())
 }
 
