@@ -899,3 +899,47 @@ fn a_final_checkpoint_that_cannot_be_written_fails_the_exit() {
     );
     assert_eq!(store.load_newest().unwrap().0.meta.generation, 12);
 }
+
+/// Issue 18, item 11: a run started with a relative `--config` whose paths are relative
+/// (here the model's manifest) resumes from another working folder: the run folder records
+/// the config's folder as an absolute path.
+#[test]
+fn a_run_from_a_relative_config_resumes_from_another_folder() {
+    let dir = temp_dir("relative-config");
+    let models = dir.join("models/lenet-mnist");
+    std::fs::create_dir_all(&models).unwrap();
+    for f in ["manifest.toml", "lenet-mnist.onnx", "labels.txt"] {
+        std::fs::copy(root().join("models/lenet-mnist").join(f), models.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("cfg")).unwrap();
+    let cfg = daemon_config(&dir.join("cfg"), 4, 2);
+    let mut t = read_toml(&cfg);
+    t.set("model.manifest", "../models/lenet-mnist/manifest.toml");
+    write_toml(&cfg, &t);
+    let started = Pareidolia::daemon()
+        .arg("--config")
+        .arg("cfg/config.toml")
+        .arg("--out")
+        .arg("run")
+        .generations(2)
+        .command()
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    success(started);
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let resumed = Pareidolia::resume(&dir.join("run"))
+        .generations(4)
+        .command()
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    success(resumed);
+    assert_eq!(json(&dir.join("run/summary.json"))["generations"], 4);
+    let config = read_text(&dir.join("run/config.toml"));
+    assert!(
+        config.contains(&format!("relative to {}", dir.join("cfg").display())),
+        "{config}"
+    );
+}

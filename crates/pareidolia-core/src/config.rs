@@ -238,7 +238,10 @@ impl RunConfig {
             path: path.to_owned(),
             cause: source,
         })?;
+        // Absolute, so that the run folder (config.toml, checkpoints) names paths that still
+        // resolve when `resume`, `export` or `transfer` run from another folder.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = std::path::absolute(&base).unwrap_or(base);
         Self::parse(&text, &path.display().to_string(), base)
     }
 
@@ -283,10 +286,13 @@ impl RunConfig {
         if self.checkpoint.keep == 0 {
             return err("checkpoint.keep", "must be at least 1");
         }
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        // A name (`localhost:9464`) is resolved here, so a typo fails before anything runs.
+        let resolves = std::net::ToSocketAddrs::to_socket_addrs(self.http.listen.as_str())
+            .is_ok_and(|mut a| a.next().is_some());
+        if !resolves {
             return err(
                 "http.listen",
-                "must be an address with a port, like 127.0.0.1:9464",
+                "must be a host and a port that resolve to an address, like 127.0.0.1:9464 or localhost:9464",
             );
         }
         let models = self.model_keys();
@@ -500,5 +506,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`models[0].canvas`"), "{e}");
+    }
+
+    #[test]
+    fn listen_takes_names_that_resolve_and_refuses_the_rest() {
+        let with = |listen: &str| {
+            let text = format!("{DEFAULT_CONFIG}\n[http]\nlisten = \"{listen}\"\n");
+            RunConfig::parse(&text, "x.toml", PathBuf::new())
+        };
+        assert!(with("localhost:9464").is_ok());
+        assert!(with("[::1]:0").is_ok());
+        for bad in ["localhost", "127.0.0.1", ":9464x"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("`http.listen`") && e.contains("localhost:9464"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_file_anchors_relative_paths_at_its_absolute_folder() {
+        let dir = std::env::temp_dir().join(format!("pareidolia-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, DEFAULT_CONFIG).unwrap();
+        let c = RunConfig::from_file(&path).unwrap();
+        assert!(c.base_dir.is_absolute(), "{}", c.base_dir.display());
+        assert_eq!(c.base_dir, dir);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
