@@ -266,3 +266,32 @@ fn montage_picks_the_best_champions_and_refuses_what_is_not_there() {
         ],
     );
 }
+
+/// Issue 18, item 15: a manifest without `sha256` loads; the log gives the file's sha256 to
+/// pin, and the run records it.
+#[test]
+fn a_manifest_without_sha256_runs_and_says_what_to_pin() {
+    let dir = temp_dir("no-sha256");
+    let manifest = model_dir(&dir, None, |m| {
+        m.take("sha256");
+    });
+    let config = use_model(&dir, &manifest);
+    let out = Pareidolia::run()
+        .quiet()
+        .verbose()
+        .generations(1)
+        .config(&config)
+        .out(&dir.join("out"))
+        .output();
+    let (_, stderr) = text(&out);
+    let sha = pareidolia_eval::sha256_hex(
+        &std::fs::read(root().join("models/lenet-mnist/lenet-mnist.onnx")).unwrap(),
+    );
+    success(out);
+    assert!(
+        stderr.contains("gives no sha256") && stderr.contains(&sha),
+        "{stderr}"
+    );
+    let summary = json(&dir.join("out/summary.json"));
+    assert_eq!(summary["model_sha256"], sha);
+}

@@ -138,7 +138,7 @@ fn the_manifest_describes_the_zoo_file() {
     let manifest =
         pareidolia_eval::Manifest::parse(&model_text, &committed().join("manifest.toml")).unwrap();
     assert_eq!(manifest.onnx, Path::new("bvlcalexnet-12.onnx"));
-    assert_eq!(manifest.sha256, ZOO_SHA256);
+    assert_eq!(manifest.sha256.as_deref(), Some(ZOO_SHA256));
     assert_eq!(manifest.output, OutputKind::Probabilities);
     let i = &manifest.input;
     assert_eq!(i.name, "data_0");

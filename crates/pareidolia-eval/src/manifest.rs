@@ -107,8 +107,10 @@ pub struct Manifest {
     pub name: String,
     /// ONNX file, relative to the manifest.
     pub onnx: PathBuf,
-    /// Expected sha256 of the ONNX file (hex).
-    pub sha256: String,
+    /// Expected sha256 of the ONNX file (hex). Optional: without it the file is not checked
+    /// on load (a warning gives its sha256 to pin), and runs record the sha256 they read.
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// Labels file (one per line), relative to the manifest.
     pub labels: PathBuf,
     /// Output kind.
@@ -182,11 +184,10 @@ impl Manifest {
                 m.scale
             ));
         }
-        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return bad(format!(
-                "sha256 must be 64 hex digits, got `{}`",
-                self.sha256
-            ));
+        if let Some(sha) = &self.sha256
+            && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return bad(format!("sha256 must be 64 hex digits, got `{sha}`"));
         }
         Ok(())
     }

@@ -107,12 +107,21 @@ impl Model {
         labels: &str,
     ) -> Result<Self, EvalError> {
         let sha256 = sha256_hex(&onnx);
-        if !sha256.eq_ignore_ascii_case(&manifest.sha256) {
-            return Err(EvalError::Checksum {
-                path: onnx_path,
-                expected: manifest.sha256,
-                actual: sha256,
-            });
+        match &manifest.sha256 {
+            Some(expected) if !sha256.eq_ignore_ascii_case(expected) => {
+                return Err(EvalError::Checksum {
+                    path: onnx_path,
+                    expected: expected.clone(),
+                    actual: sha256,
+                });
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                model = %manifest.name,
+                file = %onnx_path.display(),
+                %sha256,
+                "the manifest gives no sha256, so the file is not checked; add `sha256 = \"{sha256}\"` to pin it (runs record it either way)"
+            ),
         }
         let labels: Vec<String> = labels
             .lines()
