@@ -174,3 +174,29 @@ fn plugins_check_exercises_a_plugin_and_reports_failures() {
         &["does not exist"],
     );
 }
+
+/// Issue 18, item 10: a config may name a plugin by the name it exports (the template's
+/// `stripes`, in `libpareidolia_encoding_template.so`), as the template's README says; a name
+/// nothing exports is refused naming both ways it was looked for.
+#[test]
+fn a_plugin_is_found_by_the_name_it_exports() {
+    let dir = temp_dir("export-name");
+    let config = config_edit(&dir, |t| {
+        t.set("encoding.plugin", "stripes");
+        t.take("encoding.params");
+    });
+    success(run_one_generation(&config, &dir.join("out")));
+    let summary = json(&dir.join("out/summary.json"));
+    assert_eq!(summary["encoding"]["name"], "stripes");
+    let config = config_edit(&dir, |t| {
+        t.set("encoding.plugin", "nothing-exports-this");
+    });
+    clean_failure(
+        run_one_generation(&config, &dir.join("out2")),
+        &[
+            "no encoding plugin `nothing-exports-this`",
+            "libpareidolia_encoding_nothing_exports_this.so",
+            "a plugin library exporting that name",
+        ],
+    );
+}

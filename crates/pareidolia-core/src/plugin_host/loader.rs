@@ -239,8 +239,31 @@ pub fn search_path(config_dirs: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
+/// The shared libraries in `dir` whose names look like Pareidolia plugins
+/// (`libpareidolia_*.so`), sorted.
+fn libraries_in(dir: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}pareidolia_", std::env::consts::DLL_PREFIX);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name().is_some_and(|n| {
+                        let n = n.to_string_lossy();
+                        n.starts_with(&prefix) && n.ends_with(std::env::consts::DLL_SUFFIX)
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// Resolves a config's plugin value: a path (anything with a `/` or a library suffix, relative
-/// to `base`) or a name looked up along `dirs`.
+/// to `base`) or a name looked up along `dirs`, first as a library file name
+/// (`libpareidolia_<kind>_<name>.so`), then as the name a plugin library exports.
 pub fn find_plugin(
     kind: PluginKind,
     value: &str,
@@ -251,9 +274,18 @@ pub fn find_plugin(
         return Ok(base.join(value));
     }
     let file = library_file_name(kind, value);
+    if let Some(found) = dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file()) {
+        return Ok(found);
+    }
+    // The name a plugin exports (`export_encoding!(.., name = "stripes")`) need not be its
+    // library's: look through the folders' plugin libraries for one of this kind that
+    // exports the name, in search order.
     dirs.iter()
-        .map(|d| d.join(&file))
-        .find(|p| p.is_file())
+        .flat_map(|d| libraries_in(d))
+        .find(|path| {
+            PluginLibrary::open(path)
+                .is_ok_and(|lib| lib.info().kind == kind && lib.info().name == value)
+        })
         .ok_or_else(|| PluginError::NotFound {
             kind,
             name: value.to_owned(),

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 pub enum PluginError {
     /// No library for this plugin in any searched folder.
     #[error(
-        "no {kind} plugin `{name}`: looked for {file} in {searched}. Build the workspace \
+        "no {kind} plugin `{name}`: looked for {file}, and for a plugin library exporting that name, in {searched}. Build the workspace \
          (`cargo build --release`), add a folder to `plugin_dirs` or PAREIDOLIA_PLUGIN_PATH, or give a path to the library"
     )]
     NotFound {
