@@ -224,7 +224,7 @@ fn transfer_scores_the_champions_on_other_models() {
             .arg(&empty)
             .args(["--model", "builtin:lenet-mnist"])
             .output(),
-        &["no checkpoint in"],
+        &["is not a pareidolia run folder"],
     );
     clean_failure(
         Pareidolia::with_args(["transfer"])
