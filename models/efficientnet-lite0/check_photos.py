@@ -1,23 +1,27 @@
 #!/usr/bin/env python3
-"""Classify five real photographs shipped in PyPI wheels with efficientnet-lite0.onnx.
+"""Classify five real photographs shipped in PyPI wheels with efficientnet-lite0.onnx (or Lite1, Lite2).
 
 Run after convert.py (from the repository root):
 
-    python models/efficientnet-lite0/check_photos.py
+    python models/efficientnet-lite0/check_photos.py          # Lite0 (the default)
+    python models/efficientnet-lite0/check_photos.py lite1    # models/efficientnet-lite1/
+    python models/efficientnet-lite0/check_photos.py lite2    # models/efficientnet-lite2/
 
 Photos: scikit-image 0.26.0's skimage.data.astronaut(), coffee(), chelsea(), rocket() and
 matplotlib 3.11.2's sample image grace_hopper.jpg (matplotlib.cbook.get_sample_data).
 
-Preprocessing (standard ImageNet evaluation): the shorter side resized to 256 with PIL's bilinear
-filter (antialiased when shrinking; longer side int(256 * long / short), as torchvision's Resize),
-centre crop 224x224 (offsets rounded as torchvision's CenterCrop), kept as 8-bit RGB. Those
+Preprocessing (standard ImageNet evaluation): the shorter side resized to S + 32 with PIL's bilinear
+filter (antialiased when shrinking; longer side int((S + 32) * long / short), as torchvision's Resize),
+centre crop SxS (offsets rounded as torchvision's CenterCrop), kept as 8-bit RGB; S is the model's
+input size (224 for Lite0, so 256 then 224; Lite1 272 then 240; Lite2 292 then 260: TensorFlow's
+EfficientNet evaluation crop, CROP_PADDING = 32). Those
 8-bit pixels are then mapped exactly as the Rust side maps them from manifest.toml, in float32:
 x = ((p / 255) * (range[1] - range[0]) + range[0] - mean) / std, i.e. (p - 127) / 128.
 
-Writes, next to this script:
+Writes, into the model's folder (models/efficientnet-liteN/):
     photos.json            top-5 (ONNX Runtime) per photo, ORT vs PyTorch logit difference, and the
                            top-1 under other normalisations (evidence for the manifest's)
-    samples/NAME.png       the 224x224 crops (8-bit RGB)
+    samples/NAME.png       the SxS crops (8-bit RGB)
     samples/expected.json  per PNG: top-1 class index, label and probability computed by ONNX Runtime
                            from the PNG as re-read from disk with the manifest normalisation
 """
@@ -32,6 +36,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+import convert  # noqa: E402  (this folder's convert.py: the variants and the unfolded model)
 
 
 def sha256(path):
@@ -131,15 +137,16 @@ def main():
     import torch
     from PIL import Image
 
-    import convert
-
-    with open(os.path.join(HERE, "manifest.toml"), "rb") as f:
+    variant = convert.variant_from_args(sys.argv)
+    size = variant.size
+    out_dir = variant.dir
+    with open(os.path.join(out_dir, "manifest.toml"), "rb") as f:
         manifest = tomllib.load(f)
     spec = manifest["input"]
-    assert spec["color"] == "rgb" and spec["layout"] == "NCHW" and (spec["height"], spec["width"]) == (224, 224)
-    onnx_path = os.path.join(HERE, manifest["onnx"])
+    assert spec["color"] == "rgb" and spec["layout"] == "NCHW" and (spec["height"], spec["width"]) == (size, size)
+    onnx_path = os.path.join(out_dir, manifest["onnx"])
     assert sha256(onnx_path) == manifest["sha256"], "ONNX file does not match manifest sha256; rerun convert.py"
-    with open(os.path.join(HERE, manifest["labels"])) as f:
+    with open(os.path.join(out_dir, manifest["labels"])) as f:
         labels = f.read().splitlines()
     assert len(labels) == 1000
 
@@ -148,7 +155,7 @@ def main():
     exact = np.array_equal(normalise(p, spec)[0, 0, 0], (np.arange(256, dtype=np.float32) - 127) / 128)
 
     torch.set_num_threads(1)
-    reference = convert.build(fold=False)  # the unfolded PyTorch model
+    reference = convert.build(variant, fold=False)  # the unfolded PyTorch model
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
@@ -161,19 +168,19 @@ def main():
         "p/255 in [0, 1]": {"range": [0.0, 1.0], "mean": [0.0], "std": [1.0]},
     }
 
-    sdir = os.path.join(HERE, "samples")
+    sdir = os.path.join(out_dir, "samples")
     os.makedirs(sdir, exist_ok=True)
     for f in os.listdir(sdir):
         if f.endswith(".png"):
             os.remove(os.path.join(sdir, f))
     report, expected, worst, crops = [], [], 0.0, []
     for name, source, path, arr in photos():
-        crop = resize_crop(arr)
+        crop = resize_crop(arr, short=size + 32, crop=size)
         crops.append(crop)
         png = os.path.join(sdir, f"{name}.png")
         Image.fromarray(crop, "RGB").save(png, format="PNG", optimize=False)
         with Image.open(png) as im:
-            assert im.mode == "RGB" and im.size == (224, 224), (im.mode, im.size)
+            assert im.mode == "RGB" and im.size == (size, size), (im.mode, im.size)
             back = np.asarray(im, dtype=np.uint8)
         assert np.array_equal(back, crop)
         x = normalise(back, spec)
@@ -216,7 +223,7 @@ def main():
         "model": manifest["name"], "onnx_sha256": manifest["sha256"],
         "normalisation": "x = (p - 127) / 128 per RGB channel (manifest range [0, 255], mean 127, std 128)",
         "manifest_mapping_exact_in_float32": bool(exact),
-        "preprocessing": "shorter side to 256 (PIL bilinear, antialiased), centre crop 224, 8-bit RGB",
+        "preprocessing": f"shorter side to {size + 32} (PIL bilinear, antialiased), centre crop {size}, 8-bit RGB",
         "probabilities": "softmax of the ONNX Runtime logits (float64)",
         "max_abs_logit_diff_ort_vs_pytorch": worst,
         "stem_batchnorm_fit_over_the_5_crops": stem,
@@ -225,7 +232,7 @@ def main():
                      "matplotlib": matplotlib.__version__, "numpy": np.__version__},
         "photos": report,
     }
-    with open(os.path.join(HERE, "photos.json"), "w") as f:
+    with open(os.path.join(out_dir, "photos.json"), "w") as f:
         json.dump(out, f, indent=2)
         f.write("\n")
     print(f"manifest mapping == (p - 127) / 128 exactly in float32 for all 256 values: {exact}")

