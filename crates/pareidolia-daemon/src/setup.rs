@@ -1,7 +1,7 @@
 //! Setup: everything a config names, loaded and checked before anything runs — the models
 //! (manifest, ONNX file, sha256, labels), how each is shown its canvas and which backend
 //! runs it, the backends' settings, the encoding and fitness plugins. Any search (MAP-Elites
-//! today) and any command that only reads a run (export, export-genome) starts here.
+//! today) and any command that only reads a run (export, export-genome, transfer) starts here.
 //!
 //! Loading does not prepare a model on its backend (compilation, warm-up): that costs
 //! seconds for ImageNet-size models and happens only where something infers
