@@ -116,6 +116,10 @@ pub enum PluginsCommand {
         /// Extra folders to search first.
         #[arg(long, value_name = "DIR")]
         dir: Vec<PathBuf>,
+        /// Also list the workspace's deliberately broken test fixtures
+        /// (`libpareidolia_fixture_*`), which a build leaves beside the real plugins.
+        #[arg(long)]
+        all: bool,
     },
     /// Load a plugin library, validate its descriptor and exercise it on a small canvas:
     /// random -> mutate -> render -> serialise -> deserialise (encodings) or a batch of

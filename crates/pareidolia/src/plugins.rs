@@ -15,7 +15,7 @@ use crate::cli::PluginsCommand;
 /// Runs the command.
 pub fn plugins(cmd: PluginsCommand) -> Result<()> {
     match cmd {
-        PluginsCommand::List { dir } => list(&dir),
+        PluginsCommand::List { dir, all } => list(&dir, all),
         PluginsCommand::Check {
             path,
             params,
@@ -44,7 +44,18 @@ fn candidates(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn list(extra: &[PathBuf]) -> Result<()> {
+/// File names of the workspace's test fixtures: broken on purpose, built beside the plugins.
+const FIXTURE_PREFIX: &str = "pareidolia_fixture_";
+
+fn is_fixture(file: &Path) -> bool {
+    file.file_name().is_some_and(|n| {
+        n.to_string_lossy()
+            .strip_prefix(std::env::consts::DLL_PREFIX)
+            .is_some_and(|rest| rest.starts_with(FIXTURE_PREFIX))
+    })
+}
+
+fn list(extra: &[PathBuf], all: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -54,6 +65,9 @@ fn list(extra: &[PathBuf]) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for dir in search_path(extra) {
         for file in candidates(&dir) {
+            if !all && is_fixture(&file) {
+                continue;
+            }
             let Ok(canonical) = file.canonicalize() else {
                 continue;
             };
