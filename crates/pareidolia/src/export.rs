@@ -3,11 +3,43 @@
 //! keeps running (checkpoints are immutable once written). Both commands load the run's
 //! model and plugins without preparing the model: nothing here infers.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result, bail};
-use pareidolia_core::checkpoint::CheckpointStore;
+use pareidolia_core::RunIdentity;
+use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_daemon::{RunOutcome, Setup, run_folder};
 
 use crate::cli::{ExportArgs, ExportGenomeArgs};
+
+/// A run as its newest valid checkpoint records it, with its model and plugins loaded (not
+/// prepared) and its identity (what a format-1 checkpoint did not record filled in from the
+/// model loaded now, if it is the same file).
+pub(crate) struct StoredRun {
+    pub checkpoint: Checkpoint,
+    pub path: PathBuf,
+    pub setup: Setup,
+    pub identity: RunIdentity,
+}
+
+/// Opens a run folder's newest valid checkpoint (warning about damaged newer ones) and
+/// loads what it names.
+pub(crate) fn open_run(run_dir: &Path) -> Result<StoredRun> {
+    let (checkpoint, path, skipped) = CheckpointStore::new(run_dir, 1).load_newest()?;
+    for (bad, why) in &skipped {
+        tracing::warn!(checkpoint = %bad.display(), reason = %why, "skipping a damaged checkpoint");
+    }
+    let setup =
+        Setup::load(checkpoint.config()).context("cannot load the run's model and plugins")?;
+    let mut identity = checkpoint.meta.identity.clone();
+    identity.fill_unrecorded(&setup.identity());
+    Ok(StoredRun {
+        checkpoint,
+        path,
+        setup,
+        identity,
+    })
+}
 
 /// Runs the command.
 pub fn export(args: ExportArgs) -> Result<()> {
@@ -17,16 +49,12 @@ pub fn export(args: ExportArgs) -> Result<()> {
             args.out.display()
         );
     }
-    let (checkpoint, path, skipped) = CheckpointStore::new(&args.run_dir, 1).load_newest()?;
-    for (bad, why) in &skipped {
-        tracing::warn!(checkpoint = %bad.display(), reason = %why, "skipping a damaged checkpoint");
-    }
-    let setup =
-        Setup::load(checkpoint.config()).context("cannot load the run's model and plugins")?;
-    // The identity the run recorded (with the backend that ran it); what a format-1
-    // checkpoint did not record comes from the model loaded now, if it is the same file.
-    let mut identity = checkpoint.meta.identity.clone();
-    identity.fill_unrecorded(&setup.identity());
+    let StoredRun {
+        checkpoint,
+        path,
+        setup,
+        identity,
+    } = open_run(&args.run_dir)?;
     let outcome = RunOutcome::from_checkpoint(&checkpoint, path.clone());
     let summary = run_folder::write(
         &args.out,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use pareidolia_core::plugin_host::{PluginLibrary, search_path};
+use pareidolia_core::plugin_host::{PluginLibrary, search_path, shared_libraries_in};
 use pareidolia_core::{EncodingPlugin, FitnessPlugin, PluginKind};
 use pareidolia_plugin::abi::CanvasSpec;
 
@@ -22,26 +22,6 @@ pub fn plugins(cmd: PluginsCommand) -> Result<()> {
             canvas,
         } => check(&path, &params, &canvas),
     }
-}
-
-fn candidates(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name().is_some_and(|n| {
-                        let n = n.to_string_lossy();
-                        n.starts_with(std::env::consts::DLL_PREFIX)
-                            && n.ends_with(std::env::consts::DLL_SUFFIX)
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
 }
 
 /// File names of the workspace's test fixtures: broken on purpose, built beside the plugins.
@@ -64,7 +44,7 @@ fn list(extra: &[PathBuf], all: bool) -> Result<()> {
     )?;
     let mut seen = std::collections::BTreeSet::new();
     for dir in search_path(extra) {
-        for file in candidates(&dir) {
+        for file in shared_libraries_in(&dir) {
             if !all && is_fixture(&file) {
                 continue;
             }

@@ -5,23 +5,20 @@
 use std::io::Write as _;
 
 use anyhow::{Context, Result};
-use pareidolia_core::checkpoint::CheckpointStore;
 use pareidolia_core::image_io::write_png;
-use pareidolia_daemon::Setup;
 use pareidolia_daemon::transfer::{self, TargetSpec};
 
 use crate::cli::TransferArgs;
+use crate::export::{StoredRun, open_run};
 
 /// Runs the command.
 pub fn transfer(args: TransferArgs) -> Result<()> {
-    let (checkpoint, path, skipped) = CheckpointStore::new(&args.run_dir, 1).load_newest()?;
-    for (bad, why) in &skipped {
-        tracing::warn!(checkpoint = %bad.display(), reason = %why, "skipping a damaged checkpoint");
-    }
-    let setup =
-        Setup::load(checkpoint.config()).context("cannot load the run's model and plugins")?;
-    let mut identity = checkpoint.meta.identity.clone();
-    identity.fill_unrecorded(&setup.identity());
+    let StoredRun {
+        checkpoint,
+        path,
+        setup,
+        identity,
+    } = open_run(&args.run_dir)?;
     let specs: Vec<TargetSpec> = args
         .models
         .iter()

@@ -239,10 +239,9 @@ pub fn search_path(config_dirs: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-/// The shared libraries in `dir` whose names look like Pareidolia plugins
-/// (`libpareidolia_*.so`), sorted.
-fn libraries_in(dir: &Path) -> Vec<PathBuf> {
-    let prefix = format!("{}pareidolia_", std::env::consts::DLL_PREFIX);
+/// The shared libraries in `dir` (`lib*.so` on Linux), sorted: where a plugin of any file
+/// name may be (`plugins list` and the lookup by exported name go through them).
+pub fn shared_libraries_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -251,7 +250,8 @@ fn libraries_in(dir: &Path) -> Vec<PathBuf> {
                 .filter(|p| {
                     p.file_name().is_some_and(|n| {
                         let n = n.to_string_lossy();
-                        n.starts_with(&prefix) && n.ends_with(std::env::consts::DLL_SUFFIX)
+                        n.starts_with(std::env::consts::DLL_PREFIX)
+                            && n.ends_with(std::env::consts::DLL_SUFFIX)
                     })
                 })
                 .collect()
@@ -281,7 +281,7 @@ pub fn find_plugin(
     // library's: look through the folders' plugin libraries for one of this kind that
     // exports the name, in search order.
     dirs.iter()
-        .flat_map(|d| libraries_in(d))
+        .flat_map(|d| shared_libraries_in(d))
         .find(|path| {
             PluginLibrary::open(path)
                 .is_ok_and(|lib| lib.info().kind == kind && lib.info().name == value)

@@ -15,6 +15,7 @@ pub use encoding::EncodingPlugin;
 pub use fitness::FitnessPlugin;
 pub use loader::{
     PluginInfo, PluginKind, PluginLibrary, find_plugin, library_file_name, search_path,
+    shared_libraries_in,
 };
 
 use std::path::PathBuf;
