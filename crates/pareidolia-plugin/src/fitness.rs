@@ -30,6 +30,28 @@ impl<'a> ModelOutputs<'a> {
         let start = (model * self.batch + image) * self.classes;
         &self.data[start..start + self.classes]
     }
+
+    /// Writes model `model`'s class probabilities for image `image` into `out`: the softmax
+    /// of its logits, or its probabilities as given. Refuses a non-finite output, naming the
+    /// model and the image.
+    pub fn probabilities(
+        &self,
+        model: usize,
+        image: usize,
+        out: &mut [f32],
+    ) -> Result<(), PluginError> {
+        let row = self.row(model, image);
+        if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
+            return Err(PluginError::new(format!(
+                "model {model} gave a non-finite output ({bad}) for image {image}"
+            )));
+        }
+        match self.kinds[model] {
+            OutputKind::Logits => softmax(row, out),
+            OutputKind::Probabilities => out.copy_from_slice(row),
+        }
+        Ok(())
+    }
 }
 
 /// A fitness variant: turns classifier outputs into the per-class scores MAP-Elites compares

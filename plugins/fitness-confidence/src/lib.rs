@@ -34,17 +34,8 @@ impl Fitness for Confidence {
         let mut probs = vec![0.0f32; self.classes];
         for (image, row_out) in scores.chunks_exact_mut(self.classes).enumerate() {
             row_out.fill(0.0);
-            for (model, kind) in outputs.kinds.iter().enumerate() {
-                let row = outputs.row(model, image);
-                if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
-                    return Err(PluginError::new(format!(
-                        "model {model} gave a non-finite output ({bad}) for image {image}"
-                    )));
-                }
-                match kind {
-                    OutputKind::Logits => softmax(row, &mut probs),
-                    OutputKind::Probabilities => probs.copy_from_slice(row),
-                }
+            for model in 0..models {
+                outputs.probabilities(model, image, &mut probs)?;
                 for (s, p) in row_out.iter_mut().zip(&probs) {
                     *s += p / models as f32;
                 }

@@ -143,18 +143,9 @@ impl Fitness for Ensemble {
         let mut probs = vec![0.0f32; models * classes];
         let mut column = vec![0.0f32; models];
         for (image, row_out) in scores.chunks_exact_mut(classes).enumerate() {
-            for (model, kind) in outputs.kinds.iter().enumerate() {
-                let row = outputs.row(model, image);
-                if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
-                    return Err(PluginError::new(format!(
-                        "model {model} gave a non-finite output ({bad}) for image {image}"
-                    )));
-                }
+            for model in 0..models {
                 let p = &mut probs[model * classes..(model + 1) * classes];
-                match kind {
-                    OutputKind::Logits => softmax(row, p),
-                    OutputKind::Probabilities => p.copy_from_slice(row),
-                }
+                outputs.probabilities(model, image, p)?;
             }
             for (class, s) in row_out.iter_mut().enumerate() {
                 for (model, c) in column.iter_mut().enumerate() {

@@ -172,17 +172,8 @@ impl Fitness for Margin {
         let mut gaps = vec![0.0f64; models * classes];
         let mut column = vec![0.0f64; models];
         for (image, row_out) in scores.chunks_exact_mut(classes).enumerate() {
-            for (model, kind) in outputs.kinds.iter().enumerate() {
-                let row = outputs.row(model, image);
-                if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
-                    return Err(PluginError::new(format!(
-                        "model {model} gave a non-finite output ({bad}) for image {image}"
-                    )));
-                }
-                match kind {
-                    OutputKind::Logits => softmax(row, &mut probs),
-                    OutputKind::Probabilities => probs.copy_from_slice(row),
-                }
+            for model in 0..models {
+                outputs.probabilities(model, image, &mut probs)?;
                 margins(&probs, &mut gaps[model * classes..(model + 1) * classes]);
             }
             for (class, s) in row_out.iter_mut().enumerate() {
