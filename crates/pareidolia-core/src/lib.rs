@@ -16,11 +16,13 @@ pub mod identity;
 pub mod image_io;
 pub mod plugin_host;
 pub mod seeds;
+pub mod stop;
 pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
 pub use choices::{BackendChoice, Choice, ConvSearch, OutputKind, UnknownChoice, View};
 pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
+pub use stop::{StopCondition, StopConfig, StopReached, StopStatus};
 pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
 pub use plugin_host::{
     EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,

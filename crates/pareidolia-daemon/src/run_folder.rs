@@ -114,6 +114,7 @@ pub fn write(
         models: identity.models.clone(),
         stats: p.stats.clone(),
         stage_times: p.times,
+        stop: p.stop.clone(),
         classes,
     };
     let summary_path = dir.join("summary.json");

@@ -64,6 +64,14 @@ pub enum SetupError {
         /// Its canvas.
         other_canvas: String,
     },
+    /// A stop condition that cannot hold for the run's model (more classes than it has).
+    #[error("invalid stop condition (`{key}`): {message}")]
+    Stop {
+        /// The config key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// One model of a run: loaded and checked, with its view, backend and backend settings, not
@@ -258,6 +266,12 @@ impl Setup {
                     other_canvas: text(b),
                 });
             }
+        }
+        if let Err((key, message)) = config.stop.check(Some(first.model.classes())) {
+            return Err(SetupError::Stop {
+                key: key.to_owned(),
+                message,
+            });
         }
         let canvas = first.canvas();
         let encoding_lib = load_plugin(PluginKind::Encoding, &config.encoding.plugin, &config)?;
