@@ -31,6 +31,8 @@ fn shipped_configs_parse() {
         "every_seconds",
         "keep",
         "listen",
+        "until",
+        "max_seconds",
     ];
     for key in keys {
         assert!(
