@@ -14,6 +14,7 @@ pub mod config;
 pub mod gallery;
 pub mod identity;
 pub mod image_io;
+pub mod parallel;
 pub mod plugin_host;
 pub mod seeds;
 pub mod stop;
