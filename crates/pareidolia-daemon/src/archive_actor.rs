@@ -240,6 +240,7 @@ impl ArchiveState {
         if self.last_checkpoint.generation == Some(done) {
             return Ok(());
         }
+        let started = Instant::now();
         let bytes = Checkpoint::capture(
             &self.archive,
             self.counters(),
@@ -250,11 +251,18 @@ impl ArchiveState {
             unix_now(),
         );
         let store = plan.store.clone();
+        let bytes_len = bytes.len();
         let written = tokio::task::spawn_blocking(move || store.write(done, &bytes)).await?;
         self.last_checkpoint_at = Instant::now();
         match written {
             Ok(path) => {
-                tracing::info!(generation = done, path = %path.display(), "checkpoint written");
+                tracing::info!(
+                    generation = done,
+                    path = %path.display(),
+                    bytes = bytes_len,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "checkpoint written"
+                );
                 self.last_checkpoint.generation = Some(done);
                 self.last_checkpoint.path = Some(path);
                 self.last_checkpoint.unix_s = Some(unix_now());
