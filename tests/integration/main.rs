@@ -14,12 +14,12 @@ mod bad_plugins;
 mod configs;
 /// The long-running daemon.
 mod daemon;
-/// scripts/device-check.sh without a GPU: arguments, the cuda refusal, a CPU pass.
-mod device_check;
 /// A daemon child process for tests.
 mod daemon_process;
 /// Same seed, same results; mutator count does not change them.
 mod determinism;
+/// scripts/device-check.sh without a GPU: arguments, the cuda refusal, a CPU pass.
+mod device_check;
 /// The ensemble and margin fitness plugins through the real loader.
 mod fitness;
 /// The live gallery page in headless Chromium.

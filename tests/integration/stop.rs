@@ -21,7 +21,13 @@ fn history_rows(run: &Path) -> Vec<std::collections::HashMap<String, String>> {
         .map(str::to_owned)
         .collect();
     lines
-        .map(|l| header.iter().cloned().zip(l.split(',').map(str::to_owned)).collect())
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(str::to_owned))
+                .collect()
+        })
         .collect()
 }
 
@@ -46,7 +52,10 @@ fn until_ends_a_run_at_the_first_generation_that_meets_it() {
     );
     let summary = json(&out.join("summary.json"));
     let stop = &summary["stop"];
-    assert_eq!(stop["until"], serde_json::json!(["min>=0.9999", "classes>=0.9:50%"]));
+    assert_eq!(
+        stop["until"],
+        serde_json::json!(["min>=0.9999", "classes>=0.9:50%"])
+    );
     assert!(stop["max_seconds"].is_null(), "{stop}");
     let reached = &stop["reached"];
     assert_eq!(reached["condition"], "classes>=0.9:50%", "{stop}");
@@ -136,10 +145,15 @@ fn a_daemon_stops_at_its_condition_and_a_resume_honours_or_lifts_it() {
     let (checkpoint, _, _) = CheckpointStore::new(&out, 3).load_newest().unwrap();
     assert_eq!(checkpoint.meta.generation, g);
     let recorded = checkpoint.meta.stop_reached.clone().expect("recorded");
-    assert_eq!((recorded.condition.as_str(), recorded.generation), ("median>=0.9", g));
+    assert_eq!(
+        (recorded.condition.as_str(), recorded.generation),
+        ("median>=0.9", g)
+    );
 
     // Resumed as it is: nothing to run, and the record keeps its generation and time.
-    let (status, log) = Pareidolia::resume(&out).start(&dir.join("2.log")).wait(wait);
+    let (status, log) = Pareidolia::resume(&out)
+        .start(&dir.join("2.log"))
+        .wait(wait);
     assert!(status.success(), "{status}\n{log}");
     assert!(log.contains("meets a stop condition already"), "{log}");
     let again = json(&out.join("summary.json"));
@@ -220,7 +234,12 @@ fn bad_stop_conditions_are_refused_with_the_grammar() {
             .config(&cfg)
             .out(&sub.join("run"))
             .output(),
-        &[&cfg.display().to_string(), "`median>=2`", "outside 0 to 1", "min>=C"],
+        &[
+            &cfg.display().to_string(),
+            "`median>=2`",
+            "outside 0 to 1",
+            "min>=C",
+        ],
     );
     let cfg = config_edit(&sub, |t| {
         t.add("stop.max_seconds", -3);

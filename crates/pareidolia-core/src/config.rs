@@ -529,7 +529,9 @@ mod tests {
         assert_eq!(again.unwrap(), c);
         let e = with("until = [\"mni>=0.9\"]").unwrap_err().to_string();
         assert!(
-            e.contains("x.toml") && e.contains("unknown statistic `mni`") && e.contains("classes>=C:N"),
+            e.contains("x.toml")
+                && e.contains("unknown statistic `mni`")
+                && e.contains("classes>=C:N"),
             "{e}"
         );
         let e = with("max_seconds = -5").unwrap_err().to_string();

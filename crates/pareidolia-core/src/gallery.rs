@@ -67,10 +67,8 @@ pub fn write_gallery(dir: &Path, entries: &[GalleryEntry]) -> Result<Vec<PathBuf
         let written = parallel::map(&indices, parallel::threads(), |&i| {
             write_png(&paths[i], &entries[i].image)
         });
-        let montage_written = montage.map(|m| {
-            m.join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        });
+        let montage_written =
+            montage.map(|m| m.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         (written, montage_written)
     });
     written.into_iter().collect::<Result<(), _>>()?;

@@ -23,8 +23,8 @@ pub mod summary;
 pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
 pub use choices::{BackendChoice, Choice, ConvSearch, OutputKind, UnknownChoice, View};
 pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
-pub use stop::{StopCondition, StopConfig, StopReached, StopStatus};
 pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
 pub use plugin_host::{
     EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,
 };
+pub use stop::{StopCondition, StopConfig, StopReached, StopStatus};

@@ -45,7 +45,9 @@ impl ClassCount {
     pub fn of(self, classes: usize) -> usize {
         match self {
             ClassCount::Count(n) => n,
-            ClassCount::Percent(p) => ((p / 100.0 * classes as f64) - 1e-9).ceil().max(0.0) as usize,
+            ClassCount::Percent(p) => {
+                ((p / 100.0 * classes as f64) - 1e-9).ceil().max(0.0) as usize
+            }
         }
     }
 }
@@ -109,7 +111,9 @@ fn class_count(text: &str) -> Result<ClassCount, String> {
     match t.parse::<usize>() {
         Ok(0) => Err("the class count must be at least 1".into()),
         Ok(n) => Ok(ClassCount::Count(n)),
-        Err(_) => Err(format!("`{t}` is not a class count (a whole number, or a percentage)")),
+        Err(_) => Err(format!(
+            "`{t}` is not a class count (a whole number, or a percentage)"
+        )),
     }
 }
 
@@ -142,7 +146,8 @@ impl FromStr for StopCondition {
             "classes" => {
                 let Some((c, n)) = value.split_once(':') else {
                     return Err(fail(
-                        "`classes>=` needs a class count after a colon, like classes>=0.99:950".into(),
+                        "`classes>=` needs a class count after a colon, like classes>=0.99:950"
+                            .into(),
                     ));
                 };
                 Ok(StopCondition::Classes {
@@ -309,7 +314,12 @@ impl StopConfig {
 
     /// The first condition the archive meets after `generation`, then the budget: what ends
     /// the run now, if anything.
-    pub fn reached(&self, archive: &Archive, generation: u64, elapsed_s: f64) -> Option<StopReached> {
+    pub fn reached(
+        &self,
+        archive: &Archive,
+        generation: u64,
+        elapsed_s: f64,
+    ) -> Option<StopReached> {
         let at = |condition: String| StopReached {
             condition,
             generation,
@@ -366,7 +376,12 @@ mod tests {
                 count: ClassCount::Percent(95.0)
             }
         );
-        for text in ["min>=0.9999", "median>=0.99", "classes>=0.99:950", "classes>=0.5:95%"] {
+        for text in [
+            "min>=0.9999",
+            "median>=0.99",
+            "classes>=0.99:950",
+            "classes>=0.5:95%",
+        ] {
             assert_eq!(parse(text).to_string(), text);
             assert_eq!(parse(&parse(text).to_string()), parse(text));
         }

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pareidolia_core::checkpoint::Checkpoint;
 use pareidolia_core::StopStatus;
+use pareidolia_core::checkpoint::Checkpoint;
 use pareidolia_core::summary::StageTimes;
 use pareidolia_core::{ArchiveStats, Champion};
 use serde::{Deserialize, Serialize};

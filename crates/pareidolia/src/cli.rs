@@ -273,7 +273,9 @@ fn until(text: &str) -> Result<Until, String> {
     if text.trim().eq_ignore_ascii_case("none") {
         return Ok(Until::None);
     }
-    text.parse().map(Until::Condition).map_err(|e| e.to_string())
+    text.parse()
+        .map(Until::Condition)
+        .map_err(|e| e.to_string())
 }
 
 fn seconds(text: &str) -> Result<f64, String> {

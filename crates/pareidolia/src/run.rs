@@ -37,7 +37,9 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
             model.backend = b;
         }
     }
-    args.stop.apply(&mut config.stop).map_err(anyhow::Error::msg)?;
+    args.stop
+        .apply(&mut config.stop)
+        .map_err(anyhow::Error::msg)?;
     config.validate("the command line")?;
     Ok((config, name))
 }
