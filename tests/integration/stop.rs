@@ -150,6 +150,14 @@ fn a_daemon_stops_at_its_condition_and_a_resume_honours_or_lifts_it() {
         ("median>=0.9", g)
     );
 
+    let status = success(pareidolia(&["status", out.to_str().unwrap()]));
+    assert!(
+        status.contains(&format!(
+            "stopped after generation {g}: median>=0.9 reached"
+        )),
+        "{status}"
+    );
+
     // Resumed as it is: nothing to run, and the record keeps its generation and time.
     let (status, log) = Pareidolia::resume(&out)
         .start(&dir.join("2.log"))
