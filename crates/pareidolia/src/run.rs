@@ -32,6 +32,9 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
     if let Some(m) = args.mutators {
         config.mutators = m;
     }
+    if let Some(w) = args.workers {
+        config.workers = w;
+    }
     if let Some(b) = args.backend {
         for model in config.model_configs_mut() {
             model.backend = b;
