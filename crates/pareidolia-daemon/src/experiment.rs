@@ -385,3 +385,41 @@ impl Experiment {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(
+        cores: usize,
+        share: Option<f64>,
+        configured: (u32, u32),
+        gpu: bool,
+    ) -> (usize, usize) {
+        let s = split_cores(cores, share, configured, 10, gpu);
+        (s.mutators, s.workers)
+    }
+
+    #[test]
+    fn the_cores_left_after_breeding_go_to_inference() {
+        // LeNet with the direct encoding: breeding ~12% of a child's CPU time.
+        assert_eq!(split(2, Some(0.12), (0, 0), false), (1, 2));
+        assert_eq!(split(64, Some(0.12), (0, 0), false).0, 8);
+        // Workers are capped at the batches of a generation (10 here).
+        assert_eq!(split(64, Some(0.12), (0, 0), false).1, 10);
+        assert_eq!(split_cores(64, Some(0.12), (0, 0), 400, false).workers, 57);
+        // Breeding-heavy (a costly renderer, a small model): more mutators, fewer workers.
+        assert_eq!(split(2, Some(0.9), (0, 0), false), (2, 1));
+        assert_eq!(split(4, Some(0.5), (0, 0), false), (2, 2));
+        // Not measured: one mutator, every core infers.
+        assert_eq!(split(4, None, (0, 0), false), (1, 4));
+        assert_eq!(split(1, Some(0.3), (0, 0), false), (1, 1));
+    }
+
+    #[test]
+    fn a_config_wins_and_a_gpu_runs_one_worker() {
+        assert_eq!(split(2, Some(0.1), (3, 4), false), (3, 4));
+        assert_eq!(split(16, Some(0.1), (0, 0), true), (2, 1));
+        assert_eq!(split(16, Some(0.1), (0, 2), true), (2, 2));
+    }
+}

@@ -159,3 +159,43 @@ impl Actor for MutatorActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::child_id;
+
+    #[test]
+    fn a_job_straddling_a_batch_boundary_goes_to_two_evaluators() {
+        let child = |i| {
+            Ok(Offspring {
+                id: child_id(0, i),
+                generation: 0,
+                generation_size: 10,
+                genome: std::sync::Arc::from(&[0u8][..]),
+                pixels: vec![0],
+                breed_s: 0.0,
+            })
+        };
+        let lost = LostChild {
+            id: child_id(0, 5),
+            generation: 0,
+            generation_size: 10,
+            stage: LossKind::Render,
+            reason: "x".into(),
+        };
+        let to = EvaluatorRoute {
+            batch_size: 5,
+            evaluators: 2,
+        };
+        let routed = route(vec![Err(lost), child(4)], &to);
+        let ids: Vec<(usize, Vec<u64>)> = routed
+            .into_iter()
+            .map(|(e, c)| {
+                let ids = c.iter().map(|c| c.as_ref().map_or_else(|l| l.id, |o| o.id));
+                (e, ids.collect())
+            })
+            .collect();
+        assert_eq!(ids, [(0, vec![child_id(0, 4)]), (1, vec![child_id(0, 5)])]);
+    }
+}
