@@ -151,6 +151,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             summary.lost
         )?;
     }
+    let cores = &experiment.cores;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    writeln!(
+        stdout,
+        "inference on {} by {} worker{}, breeding by {} mutator{}",
+        summary.backend,
+        cores.workers,
+        plural(cores.workers),
+        cores.mutators,
+        plural(cores.mutators)
+    )?;
     writeln!(stdout, "run folder: {}", out.display())?;
     Ok(())
 }
