@@ -35,9 +35,12 @@ fn run(dir: &Path, name: &str, backend: &str, seed: u64, mutators: u32, workers:
     out
 }
 
+/// What a run reproduces: summary, gallery files, history lines.
+type RunResult = (serde_json::Value, Vec<(String, Vec<u8>)>, Vec<String>);
+
 /// `summary.json` (times aside), the gallery's bytes, and `history.csv` without its clock
 /// column: everything README says is reproduced.
-fn result(run: &Path) -> (serde_json::Value, Vec<(String, Vec<u8>)>, Vec<String>) {
+fn result(run: &Path) -> RunResult {
     let (summary, pngs) = run_result(run);
     let history = read_text(&run.join("history.csv"));
     let mut lines = history.lines();
