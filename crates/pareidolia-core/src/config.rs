@@ -420,6 +420,19 @@ mod tests {
     }
 
     #[test]
+    fn workers_default_to_the_machine_and_are_bounded() {
+        assert_eq!(RunConfig::builtin_default().workers, 0);
+        let text = DEFAULT_CONFIG.replace("mutators = 0", "mutators = 0\nworkers = 3");
+        let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
+        assert_eq!(c.workers, 3);
+        let text = DEFAULT_CONFIG.replace("mutators = 0", "mutators = 0\nworkers = 257");
+        let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`workers` must be at most 256"), "{e}");
+    }
+
+    #[test]
     fn model_views_and_backend_settings_are_checked_by_key() {
         let bad = [
             ("view = \"corners\"", "model.view"),

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pareidolia_core::RunIdentity;
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
+use pareidolia_core::{EncodingPlugin, RunIdentity};
 use pareidolia_eval::PreparedModel;
 use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, watch};
@@ -108,15 +108,23 @@ pub fn split_cores(
 }
 
 /// Seconds of breeding per child (crossover, mutation, rendering) and of inference per image
-/// (every model, one set, after warm-up), measured on the run's own plugins and models
-/// before the clock starts: what [`split_cores`] divides the cores by. `None` when the
-/// encoding plugin fails here (the run will report that itself).
+/// (every model, one set, after warm-up), measured on the run's own plugin library and
+/// models before the clock starts: what [`split_cores`] divides the cores by. The breeding
+/// runs on a second instance of the encoding made for this, so the run's own instance is
+/// never called outside the run (a plugin may count its calls). `None` when the encoding
+/// fails here (the run will report that itself).
 fn measure_breed_share(
     setup: &Setup,
     models: &mut [Box<dyn PreparedModel>],
     batch: usize,
 ) -> Option<f64> {
-    let encoding = &setup.encoding;
+    let encoding = EncodingPlugin::create(
+        setup.encoding.library().clone(),
+        &setup.config.encoding.params_json(),
+        setup.model().canvas(),
+    )
+    .ok()?;
+    let encoding = &encoding;
     let job = |recipe, k: u64| BreedJob {
         generation: 1,
         generation_size: 2,
