@@ -203,6 +203,26 @@ fn bench(backend: &str, env: &[(&str, Option<&str>)]) -> Output {
         .output()
 }
 
+/// `bench --workers 2`: two copies of the model side by side, their sum and each one's share.
+#[test]
+fn bench_runs_workers_side_by_side() {
+    let out = success(pareidolia(&[
+        "bench",
+        "--batch",
+        "2,3",
+        "--seconds",
+        "0.05",
+        "--workers",
+        "2",
+    ]));
+    assert!(out.contains("on tract (cpu, 2 workers):"), "{out}");
+    assert_eq!(out.matches("per worker)").count(), 2, "{out}");
+    clean_failure(
+        pareidolia(&["bench", "--workers", "0"]),
+        &["--workers must be from 1 to 256"],
+    );
+}
+
 #[test]
 fn cuda_fails_clearly_where_cuda_cannot_run() {
     let output = bench("cuda", &[]);

@@ -22,6 +22,7 @@ fn shipped_configs_parse() {
         "initial_population",
         "batch_size",
         "mutators",
+        "workers",
         "plugin_dirs",
         "manifest",
         "backend",

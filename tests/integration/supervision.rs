@@ -7,10 +7,11 @@ use pareidolia_core::RunConfig;
 use pareidolia_daemon::{Experiment, Progress, RunError};
 use tokio::sync::watch;
 
-fn experiment(generations: u64, mutators: u32) -> Experiment {
+fn experiment(generations: u64, mutators: u32, workers: u32) -> Experiment {
     let mut config = RunConfig::builtin_default();
     config.generations = generations;
     config.mutators = mutators;
+    config.workers = workers;
     Experiment::setup(config).unwrap()
 }
 
@@ -46,7 +47,7 @@ async fn run_with_kills(
     actor_suffix: &str,
     at: Vec<u64>,
 ) -> (Result<Progress, RunError>, usize) {
-    let mut exp = experiment(generations, 2);
+    let mut exp = experiment(generations, 2, 2);
     let actor = format!("{}.{actor_suffix}", exp.run_id);
     let (tx, rx) = watch::channel(Progress::default());
     let killer = tokio::spawn(kill_at(rx, actor, at));
@@ -70,11 +71,18 @@ async fn a_killed_mutator_is_restarted_and_its_work_reissued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_evaluator_is_restarted_and_its_batches_reissued() {
-    let (outcome, kills) = run_with_kills(10, "evaluator", vec![3, 6]).await;
+    // Evaluator 1 of 2: the other goes on with its batches meanwhile.
+    let (outcome, kills) = run_with_kills(10, "evaluator.1", vec![3, 6]).await;
     let p = outcome.unwrap();
     assert_eq!(kills, 2);
     assert_eq!(p.evaluations, 200 * 10 + 200);
     assert_eq!(p.lost, 0);
+    // The re-issued batches are the same batches, scored the same way: the archive is the
+    // one an undisturbed run with one worker reaches.
+    let (tx, _rx) = watch::channel(Progress::default());
+    let calm = experiment(10, 1, 1).run(tx).await.unwrap().progress;
+    assert_eq!(p.stats, calm.stats);
+    assert_eq!(p.champions, calm.champions);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,8 +139,12 @@ impl Pareidolia {
         self.arg("--mutators").arg(n.to_string())
     }
 
+    /// `--workers N` (run, daemon): inference workers.
+    pub fn workers(self, n: u32) -> Pareidolia {
+        self.arg("--workers").arg(n.to_string())
+    }
+
     /// `--backend NAME` (run, daemon).
-    #[allow(dead_code)] // A flag of the CLI that no test passes yet.
     pub fn backend(self, backend: &str) -> Pareidolia {
         self.arg("--backend").arg(backend)
     }

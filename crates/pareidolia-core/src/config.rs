@@ -188,9 +188,14 @@ pub struct RunConfig {
     /// Images per inference batch; 0 = the backend's preferred size for the model.
     #[serde(default = "default_batch")]
     pub batch_size: u32,
-    /// Mutator actors; 0 picks one per core beyond the first.
+    /// Mutator actors; 0 = as many as breeding's measured share of the cores needs (at least 1).
     #[serde(default)]
     pub mutators: u32,
+    /// Inference workers (evaluator actors, each with its own copy of the models on one
+    /// thread); 0 = the cores left after breeding's measured share on CPU backends, one on
+    /// CUDA. The number does not change a run's result.
+    #[serde(default)]
+    pub workers: u32,
     /// Extra folders to search for plugins, relative to this file.
     #[serde(default)]
     pub plugin_dirs: Vec<PathBuf>,
@@ -335,7 +340,13 @@ impl RunConfig {
             return err(key, &message);
         }
         if self.mutators > 256 {
-            return err("mutators", "must be at most 256 (0 = one per spare core)");
+            return err(
+                "mutators",
+                "must be at most 256 (0 = chosen from the cores)",
+            );
+        }
+        if self.workers > 256 {
+            return err("workers", "must be at most 256 (0 = chosen from the cores)");
         }
         Ok(())
     }
@@ -373,15 +384,6 @@ impl RunConfig {
     pub fn initial_population(&self) -> u32 {
         self.initial_population
             .unwrap_or(self.offspring_per_generation)
-    }
-
-    /// Mutator count with 0 resolved against the machine's cores.
-    pub fn mutator_count(&self) -> usize {
-        if self.mutators > 0 {
-            return self.mutators as usize;
-        }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cores.saturating_sub(1).max(1)
     }
 
     /// Plugin folders from the config, resolved against its folder.
@@ -422,6 +424,19 @@ mod tests {
         let text = DEFAULT_CONFIG.replace("batch_size = 20", "batch_size = 0");
         let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
         assert_eq!(c.batch_size, 0);
+    }
+
+    #[test]
+    fn workers_default_to_the_machine_and_are_bounded() {
+        assert_eq!(RunConfig::builtin_default().workers, 0);
+        let text = DEFAULT_CONFIG.replace("mutators = 0", "mutators = 0\nworkers = 3");
+        let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
+        assert_eq!(c.workers, 3);
+        let text = DEFAULT_CONFIG.replace("mutators = 0", "mutators = 0\nworkers = 257");
+        let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`workers` must be at most 256"), "{e}");
     }
 
     #[test]

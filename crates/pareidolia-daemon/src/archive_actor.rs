@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::generation::{Generation, Reissue};
 use crate::history::History;
-use crate::messages::{ArchiveMsg, BreedJob, MetricsMsg, MutatorMsg, names, observe};
+use crate::messages::{
+    ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, names, observe,
+};
 use crate::outcome::{Progress, RunError, RunOutcome};
 
 /// The actor.
@@ -59,6 +61,8 @@ pub struct ArchivePlan {
     pub initial: u32,
     /// Classes (cells).
     pub classes: usize,
+    /// Which evaluator scores which batch (sent with every job).
+    pub route: EvaluatorRoute,
     /// Run folder to keep `history.csv` in, if any.
     pub history: Option<PathBuf>,
     /// Checkpointing, if any.
@@ -122,8 +126,9 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Sends jobs to the mutators of `group`, round-robin in actor-id order.
-fn dispatch(group: &str, jobs: &[BreedJob]) {
+/// Sends jobs to the mutators of `group`, round-robin in actor-id order, each with the route
+/// its children take to the evaluators.
+fn dispatch(group: &str, jobs: &[BreedJob], route: EvaluatorRoute) {
     let mut mutators = ractor::pg::get_members(&group.to_owned());
     mutators.sort_by_key(|m| m.get_id());
     if mutators.is_empty() {
@@ -132,7 +137,7 @@ fn dispatch(group: &str, jobs: &[BreedJob]) {
     }
     for (k, job) in jobs.iter().enumerate() {
         let mutator: ActorRef<MutatorMsg> = mutators[k % mutators.len()].clone().into();
-        if mutator.cast(MutatorMsg::Breed(job.clone())).is_err() {
+        if mutator.cast(MutatorMsg::Breed(job.clone(), route)).is_err() {
             tracing::debug!("mutator gone; its job is re-issued after the restart");
         }
     }
@@ -156,7 +161,11 @@ impl ArchiveState {
             &self.archive,
             &mut self.rng,
         );
-        dispatch(&names::mutator_group(&self.plan.run), generation.jobs());
+        dispatch(
+            &names::mutator_group(&self.plan.run),
+            generation.jobs(),
+            self.plan.route,
+        );
         self.metrics(MetricsMsg::AwaitingResults(generation.outstanding()));
         self.current = Some(generation);
     }
@@ -494,7 +503,11 @@ impl Actor for ArchiveActor {
                             generation = number,
                             "re-issuing work in flight"
                         );
-                        dispatch(&names::mutator_group(&state.plan.run), &jobs);
+                        dispatch(
+                            &names::mutator_group(&state.plan.run),
+                            &jobs,
+                            state.plan.route,
+                        );
                     }
                     Reissue::WrittenOff(children) => {
                         tracing::warn!(

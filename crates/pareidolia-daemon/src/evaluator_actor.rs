@@ -1,6 +1,13 @@
-//! EvaluatorActor: gathers rendered children into batches, runs the backend and the fitness
-//! plugin on a dedicated inference thread with up to two batches in flight (so the backend
-//! never waits for the actor between batches), and casts scores (and losses) to the archive.
+//! EvaluatorActor: one inference worker. It gathers rendered children into batches, runs the
+//! backend and the fitness plugin on a dedicated inference thread with up to two batches in
+//! flight (so the backend never waits for the actor between batches), and casts scores (and
+//! losses) to the archive.
+//!
+//! A run has one or more evaluators (`workers`), each with its own prepared models on a
+//! single-threaded backend, registered as `names::evaluator(run, i)` and joined to the group
+//! `names::evaluator_group(run)`. The archive's [`EvaluatorRoute`](crate::messages::EvaluatorRoute)
+//! sends each batch whole to one of them, so evaluator `i` only ever sees the children of its
+//! own batches and a batch's images, and so its scores, are the same with 1 or N evaluators.
 //!
 //! Batches are formed by child index by a plain [`Batcher`] (see there for why); the actor
 //! forwards arriving children to it, runs the batches it completes while later ones are still
@@ -33,6 +40,8 @@ pub struct EvaluatorActor;
 pub struct EvaluatorArgs {
     /// The run's id (prefix of its actors' names).
     pub run: String,
+    /// Which evaluator of the run this is (for logs).
+    pub index: usize,
     /// The models, each with its view and backend (to prepare again after a restart).
     pub models: Vec<ModelSetup>,
     /// Already prepared models for the first start; `None` prepares them in `pre_start`.
@@ -197,12 +206,13 @@ struct WorkerJob {
 
 impl InferenceWorker {
     fn spawn(
+        index: usize,
         mut models: Vec<Box<dyn PreparedModel>>,
         fitness: Arc<FitnessPlugin>,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<WorkerJob>();
         std::thread::Builder::new()
-            .name("pareidolia-inference".into())
+            .name(format!("pareidolia-inference-{index}"))
             .spawn(move || {
                 for job in rx {
                     let result = infer_and_score(&mut models, &fitness, &job.pixels, job.n);
@@ -325,7 +335,7 @@ impl Actor for EvaluatorActor {
             metrics: names::metrics(&args.run),
             in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             fitness_name: args.fitness.name().to_owned(),
-            worker: InferenceWorker::spawn(models, args.fitness)?,
+            worker: InferenceWorker::spawn(args.index, models, args.fitness)?,
             batcher: Batcher::new(args.batch_size),
             linger_token: 0,
         })

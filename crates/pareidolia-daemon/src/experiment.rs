@@ -4,18 +4,20 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use pareidolia_core::RunIdentity;
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
+use pareidolia_core::{EncodingPlugin, RunIdentity};
 use pareidolia_eval::PreparedModel;
 use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, watch};
 
 use crate::archive_actor::{ArchivePlan, CheckpointPlan};
-use crate::messages::{ArchiveMsg, names};
+use crate::messages::{ArchiveMsg, BreedJob, EvaluatorRoute, Recipe, names};
 use crate::metrics::{CheckpointPolicy, Metrics};
 use crate::metrics_actor::{MetricsActor, MetricsArgs};
+use crate::mutator_actor::breed;
 use crate::outcome::{Progress, RunError, RunOutcome};
 use crate::setup::{ModelSetup, Setup, SetupError};
 use crate::supervisor::{Supervisor, SupervisorArgs};
@@ -49,7 +51,120 @@ pub struct Experiment {
     pub identity: RunIdentity,
     /// Unique prefix of this run's actor names (`<run>.archive`, `<run>.mutator.<i>`, ...).
     pub run_id: String,
-    prepared: Option<Vec<Box<dyn PreparedModel>>>,
+    /// How the run shares the machine's cores.
+    pub cores: CoreSplit,
+    /// One set of prepared models per evaluator.
+    prepared: Vec<Vec<Box<dyn PreparedModel>>>,
+}
+
+/// How a run shares the machine's cores between breeding (mutators) and inference
+/// (evaluators, one single-threaded worker each).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CoreSplit {
+    /// Mutator actors.
+    pub mutators: usize,
+    /// Evaluator actors (inference workers).
+    pub workers: usize,
+    /// Cores the machine offers (`std::thread::available_parallelism`).
+    pub cores: usize,
+    /// Breeding's measured share of a child's CPU time (breeding + inference), when measured.
+    pub breed_share: Option<f64>,
+}
+
+/// Splits `cores` between mutators and inference workers: breeding takes `breed_share` of a
+/// child's CPU time, so the mutators get `ceil(cores * share)` (at least 1) and the workers
+/// the rest, rounded up (at least 1, at most one per batch of a generation: a worker
+/// without a batch idles). Rounding both up oversubscribes by at most one thread, which the
+/// OS shares out; rounding down would leave a core idle. A config's non-zero `mutators` or
+/// `workers` is taken as it is; `gpu` runs one worker (one per device: a GPU runs one
+/// stream of batches best).
+pub fn split_cores(
+    cores: usize,
+    breed_share: Option<f64>,
+    configured: (u32, u32),
+    batches_per_generation: usize,
+    gpu: bool,
+) -> CoreSplit {
+    let cores = cores.max(1);
+    let share = breed_share.unwrap_or(0.0).clamp(0.0, 1.0);
+    let breeding = cores as f64 * share;
+    let mutators = match configured.0 {
+        0 => (breeding.ceil() as usize).clamp(1, cores),
+        n => n as usize,
+    };
+    let workers = match configured.1 {
+        0 if gpu => 1,
+        0 => ((cores as f64 - breeding - 1e-9).ceil() as usize)
+            .clamp(1, cores)
+            .min(batches_per_generation.max(1)),
+        n => n as usize,
+    };
+    CoreSplit {
+        mutators,
+        workers,
+        cores,
+        breed_share,
+    }
+}
+
+/// Seconds of breeding per child (crossover, mutation, rendering) and of inference per image
+/// (every model, one set, after warm-up), measured on the run's own plugin library and
+/// models before the clock starts: what [`split_cores`] divides the cores by. The breeding
+/// runs on a second instance of the encoding made for this, so the run's own instance is
+/// never called outside the run (a plugin may count its calls). `None` when the encoding
+/// fails here (the run will report that itself).
+fn measure_breed_share(
+    setup: &Setup,
+    models: &mut [Box<dyn PreparedModel>],
+    batch: usize,
+) -> Option<f64> {
+    let encoding = EncodingPlugin::create(
+        setup.encoding.library().clone(),
+        &setup.config.encoding.params_json(),
+        setup.model().canvas(),
+    )
+    .ok()?;
+    let encoding = &encoding;
+    let job = |recipe, k: u64| BreedJob {
+        generation: 1,
+        generation_size: 2,
+        first_index: 0,
+        children: 2,
+        recipe,
+        crossover_seed: k,
+        child_seeds: vec![2 * k + 1, 2 * k + 2],
+    };
+    let parents: Vec<_> = breed(encoding, &job(Recipe::Random, 0))
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let (a, b) = (parents[0].genome.clone(), parents[1].genome.clone());
+    let (start, mut children) = (Instant::now(), 0usize);
+    for k in 1..=64 {
+        let made = breed(
+            encoding,
+            &job(
+                Recipe::Breed {
+                    a: a.clone(),
+                    b: b.clone(),
+                },
+                k,
+            ),
+        );
+        children += made.iter().filter(|c| c.is_ok()).count();
+        if k >= 2 && start.elapsed() > Duration::from_millis(20) {
+            break;
+        }
+    }
+    let breed_s = start.elapsed().as_secs_f64() / children.max(1) as f64;
+    let image = &parents[0].pixels;
+    let pixels: Vec<u8> = (0..batch).flat_map(|_| image.iter().copied()).collect();
+    let start = Instant::now();
+    for model in models.iter_mut() {
+        model.infer(&pixels, batch).ok()?;
+    }
+    let infer_s = start.elapsed().as_secs_f64() / batch as f64;
+    (children > 0 && breed_s + infer_s > 0.0).then(|| breed_s / (breed_s + infer_s))
 }
 
 impl Experiment {
@@ -64,18 +179,19 @@ impl Experiment {
     /// of the backends' preferred sizes (recorded in the config, and so in checkpoints: a
     /// resumed run keeps the batches it started with).
     pub fn new(mut setup: Setup) -> Result<Self, SetupError> {
-        let mut prepared = setup
+        let first = setup
             .models
             .iter()
             .map(ModelSetup::prepare)
             .collect::<Result<Vec<_>, _>>()?;
+        let mut prepared = vec![first];
         let config = &mut setup.config;
         if config.batch_size == 0 {
-            let chosen = prepared.iter().map(|p| p.preferred_batch()).min();
+            let chosen = prepared[0].iter().map(|p| p.preferred_batch()).min();
             config.batch_size = chosen.unwrap_or(1).max(1) as u32;
             tracing::info!(
                 batch_size = config.batch_size,
-                backend = prepared[0].backend(),
+                backend = prepared[0][0].backend(),
                 "batch size chosen by the backend"
             );
         }
@@ -89,16 +205,64 @@ impl Experiment {
         }
         sizes.sort_unstable();
         sizes.dedup();
+        let warm_up = |set: &mut Vec<Box<dyn PreparedModel>>| -> Result<(), SetupError> {
+            for (model, prepared) in setup.models.iter().zip(set.iter_mut()) {
+                for &n in &sizes {
+                    prepared.warm_up(n, model.view.canvas_len(&model.model))?;
+                }
+            }
+            Ok(())
+        };
+        warm_up(&mut prepared[0])?;
+        let c = &setup.config;
+        let batches = (c.offspring_per_generation as usize).div_ceil(batch);
+        let gpu = prepared[0].iter().any(|p| p.device() != "cpu");
+        let needs_share = (c.mutators == 0 || c.workers == 0) && !gpu;
+        let share = needs_share
+            .then(|| measure_breed_share(&setup, &mut prepared[0], sizes[sizes.len() - 1]))
+            .flatten();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let split = split_cores(cores, share, (c.mutators, c.workers), batches, gpu);
+        // The other workers' models, prepared and warmed up side by side.
+        let more: Vec<Result<Vec<Box<dyn PreparedModel>>, SetupError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..split.workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut set = setup
+                            .models
+                            .iter()
+                            .map(ModelSetup::prepare)
+                            .collect::<Result<Vec<_>, _>>()?;
+                        warm_up(&mut set)?;
+                        Ok(set)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("preparing a model does not panic"))
+                .collect()
+        });
+        for set in more {
+            prepared.push(set?);
+        }
+        tracing::info!(
+            workers = split.workers,
+            mutators = split.mutators,
+            cores = split.cores,
+            breed_share = split
+                .breed_share
+                .map(|s| format!("{:.1}%", 100.0 * s))
+                .unwrap_or_else(|| "not measured".into()),
+            "cores shared out: inference workers (evaluators) and mutators"
+        );
         let mut identity = setup.identity();
         for ((model, prepared), id) in setup
             .models
             .iter()
-            .zip(&mut prepared)
+            .zip(&prepared[0])
             .zip(&mut identity.models)
         {
-            for &n in &sizes {
-                prepared.warm_up(n, model.view.canvas_len(&model.model))?;
-            }
             *id = model.prepared_identity(prepared.as_ref());
             tracing::info!(
                 model = %id.name,
@@ -126,7 +290,8 @@ impl Experiment {
                 std::process::id(),
                 RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
             ),
-            prepared: Some(prepared),
+            cores: split,
+            prepared,
         })
     }
 
@@ -167,6 +332,10 @@ impl Experiment {
             offspring: c.offspring_per_generation,
             initial: c.initial_population(),
             classes: self.identity.classes(),
+            route: EvaluatorRoute {
+                batch_size: c.batch_size.max(1),
+                evaluators: self.cores.workers as u32,
+            },
             history: options.run_dir.clone(),
             checkpoint: options.run_dir.as_ref().map(|dir| CheckpointPlan {
                 store: CheckpointStore::new(dir, c.checkpoint.keep),
@@ -179,9 +348,10 @@ impl Experiment {
         };
         let args = SupervisorArgs {
             run: run.clone(),
-            mutators: c.mutator_count(),
+            mutators: self.cores.mutators,
+            evaluators: self.cores.workers,
             setup: self.setup.clone(),
-            prepared: self.prepared.take(),
+            prepared: std::mem::take(&mut self.prepared),
             plan,
             resume: options.resume,
             progress,
@@ -222,5 +392,43 @@ impl Experiment {
             let _ = handle.await;
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(
+        cores: usize,
+        share: Option<f64>,
+        configured: (u32, u32),
+        gpu: bool,
+    ) -> (usize, usize) {
+        let s = split_cores(cores, share, configured, 10, gpu);
+        (s.mutators, s.workers)
+    }
+
+    #[test]
+    fn the_cores_left_after_breeding_go_to_inference() {
+        // LeNet with the direct encoding: breeding ~12% of a child's CPU time.
+        assert_eq!(split(2, Some(0.12), (0, 0), false), (1, 2));
+        assert_eq!(split(64, Some(0.12), (0, 0), false).0, 8);
+        // Workers are capped at the batches of a generation (10 here).
+        assert_eq!(split(64, Some(0.12), (0, 0), false).1, 10);
+        assert_eq!(split_cores(64, Some(0.12), (0, 0), 400, false).workers, 57);
+        // Breeding-heavy (a costly renderer, a small model): more mutators, fewer workers.
+        assert_eq!(split(2, Some(0.9), (0, 0), false), (2, 1));
+        assert_eq!(split(4, Some(0.5), (0, 0), false), (2, 2));
+        // Not measured: one mutator, every core infers.
+        assert_eq!(split(4, None, (0, 0), false), (1, 4));
+        assert_eq!(split(1, Some(0.3), (0, 0), false), (1, 1));
+    }
+
+    #[test]
+    fn a_config_wins_and_a_gpu_runs_one_worker() {
+        assert_eq!(split(2, Some(0.1), (3, 4), false), (3, 4));
+        assert_eq!(split(16, Some(0.1), (0, 0), true), (2, 1));
+        assert_eq!(split(16, Some(0.1), (0, 2), true), (2, 2));
     }
 }

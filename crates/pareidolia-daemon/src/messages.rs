@@ -159,11 +159,32 @@ pub enum ArchiveMsg {
     Shutdown,
 }
 
+/// Which evaluator scores which child: batch `k` of generation `g` (children
+/// `k * batch_size ..`) goes to evaluator `(g + k) % evaluators`. The archive decides it and
+/// sends it with every job; the mutators deliver by it. Because a batch is formed by index
+/// and always goes to one evaluator whole, every batch holds the same children whatever the
+/// number of evaluators, and a run's numbers do not depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluatorRoute {
+    /// Images per inference batch (at least 1).
+    pub batch_size: u32,
+    /// Evaluators of the run (at least 1), indexed `0..evaluators`.
+    pub evaluators: u32,
+}
+
+impl EvaluatorRoute {
+    /// The evaluator (index) that batches and scores child `id`.
+    pub fn evaluator_of(&self, id: u64) -> usize {
+        let batch = u64::from(child_index(id) / self.batch_size.max(1));
+        ((id >> 32).wrapping_add(batch) % u64::from(self.evaluators.max(1))) as usize
+    }
+}
+
 /// Messages a mutator handles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MutatorMsg {
-    /// Make the job's children.
-    Breed(BreedJob),
+    /// Make the job's children and send each to the evaluator the route names.
+    Breed(BreedJob, EvaluatorRoute),
 }
 
 /// Messages an evaluator handles.
@@ -213,9 +234,13 @@ pub mod names {
     pub fn archive(run: &str) -> String {
         format!("{run}.archive")
     }
-    /// The evaluator.
-    pub fn evaluator(run: &str) -> String {
-        format!("{run}.evaluator")
+    /// Evaluator `index` (one inference worker).
+    pub fn evaluator(run: &str, index: usize) -> String {
+        format!("{run}.evaluator.{index}")
+    }
+    /// The evaluators' process group.
+    pub fn evaluator_group(run: &str) -> String {
+        format!("{run}.evaluators")
     }
     /// Mutator `index`.
     pub fn mutator(run: &str, index: usize) -> String {
@@ -247,18 +272,24 @@ mod tests {
     #[test]
     fn the_messages_that_cross_nodes_survive_serialisation() {
         let genome: Genome = Arc::from(&[1u8, 2, 3][..]);
-        over_the_wire(MutatorMsg::Breed(BreedJob {
-            generation: 4,
-            generation_size: 200,
-            first_index: 6,
-            children: 2,
-            recipe: Recipe::Breed {
-                a: genome.clone(),
-                b: Arc::from(&[9u8][..]),
+        over_the_wire(MutatorMsg::Breed(
+            BreedJob {
+                generation: 4,
+                generation_size: 200,
+                first_index: 6,
+                children: 2,
+                recipe: Recipe::Breed {
+                    a: genome.clone(),
+                    b: Arc::from(&[9u8][..]),
+                },
+                crossover_seed: 7,
+                child_seeds: vec![8, 9],
             },
-            crossover_seed: 7,
-            child_seeds: vec![8, 9],
-        }));
+            EvaluatorRoute {
+                batch_size: 20,
+                evaluators: 3,
+            },
+        ));
         over_the_wire(EvaluatorMsg::Children(vec![
             Ok(Offspring {
                 id: child_id(4, 6),
@@ -293,6 +324,30 @@ mod tests {
         });
         over_the_wire(ArchiveMsg::Shutdown);
         assert!(!MetricsMsg::serializable());
+    }
+
+    #[test]
+    fn a_batch_goes_to_one_evaluator_and_batches_spread_over_all() {
+        let route = EvaluatorRoute {
+            batch_size: 20,
+            evaluators: 3,
+        };
+        // Generation 5's batch 0 (children 0..20) goes to evaluator 5 % 3, whole.
+        assert!((0..20).all(|i| route.evaluator_of(child_id(5, i)) == 2));
+        assert_eq!(route.evaluator_of(child_id(5, 20)), 0);
+        assert_eq!(route.evaluator_of(child_id(5, 40)), 1);
+        assert_eq!(route.evaluator_of(child_id(6, 0)), 0);
+        // Ten batches of a generation, three evaluators: 4, 3 and 3 batches each.
+        let mut per = [0; 3];
+        for k in 0..10 {
+            per[route.evaluator_of(child_id(7, k * 20))] += 1;
+        }
+        assert_eq!(per, [3, 4, 3]);
+        let one = EvaluatorRoute {
+            batch_size: 20,
+            evaluators: 1,
+        };
+        assert!((0..200).all(|i| one.evaluator_of(child_id(9, i)) == 0));
     }
 
     #[test]

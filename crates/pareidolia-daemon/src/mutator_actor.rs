@@ -1,5 +1,5 @@
 //! MutatorActor: turns [`BreedJob`]s into rendered children with the encoding plugin, on
-//! tokio's blocking pool, and casts them to the evaluator. A plugin error or panic costs that
+//! tokio's blocking pool, and casts each to the evaluator the job's [`EvaluatorRoute`] names. A plugin error or panic costs that
 //! child only; it travels on as a [`LostChild`] so the generation's accounting stays exact.
 
 use std::sync::Arc;
@@ -7,7 +7,10 @@ use std::sync::Arc;
 use pareidolia_core::EncodingPlugin;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::messages::{BreedJob, EvaluatorMsg, LossKind, LostChild, MutatorMsg, Offspring, Recipe};
+use crate::messages::{
+    BreedJob, EvaluatorMsg, EvaluatorRoute, LossKind, LostChild, MutatorMsg, Offspring, Recipe,
+    names,
+};
 
 /// The actor (stateless behaviour; state in [`MutatorState`]).
 #[derive(Debug, Default)]
@@ -16,10 +19,32 @@ pub struct MutatorActor;
 /// Start-up arguments and state.
 #[derive(Debug, Clone)]
 pub struct MutatorState {
-    /// Name of the evaluator actor to send children to.
-    pub evaluator: String,
+    /// The run's id: evaluator `i` is registered as `names::evaluator(run, i)`.
+    pub run: String,
     /// The encoding plugin instance (thread-safe by the SDK's contract).
     pub encoding: Arc<EncodingPlugin>,
+}
+
+/// Splits a job's children by the evaluator that scores them (a job's one or two children
+/// can straddle a batch boundary), in evaluator order.
+pub fn route(
+    children: Vec<Result<Offspring, LostChild>>,
+    route: &EvaluatorRoute,
+) -> Vec<(usize, Vec<Result<Offspring, LostChild>>)> {
+    let mut out: Vec<(usize, Vec<Result<Offspring, LostChild>>)> = Vec::new();
+    for child in children {
+        let id = match &child {
+            Ok(o) => o.id,
+            Err(l) => l.id,
+        };
+        let to = route.evaluator_of(id);
+        match out.iter_mut().find(|(e, _)| *e == to) {
+            Some((_, these)) => these.push(child),
+            None => out.push((to, vec![child])),
+        }
+    }
+    out.sort_by_key(|(e, _)| *e);
+    out
 }
 
 /// Makes the children of one job: plain code, testable without actors.
@@ -104,25 +129,73 @@ impl Actor for MutatorActor {
         state: &mut MutatorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MutatorMsg::Breed(job) => {
+            MutatorMsg::Breed(job, to) => {
                 let encoding = state.encoding.clone();
                 let children = tokio::task::spawn_blocking(move || breed(&encoding, &job)).await?;
                 for child in children.iter().filter_map(|c| c.as_ref().err()) {
                     tracing::warn!(child = child.id, generation = child.generation, reason = %child.reason, "child lost");
                 }
-                match ractor::registry::where_is(state.evaluator.clone()) {
-                    Some(cell) => {
-                        let evaluator: ActorRef<EvaluatorMsg> = cell.into();
-                        // A failed send means the evaluator is restarting; the supervisor has
-                        // the archive re-issue every child not yet scored.
-                        if evaluator.cast(EvaluatorMsg::Children(children)).is_err() {
-                            tracing::debug!("evaluator gone; children will be re-issued");
+                for (index, children) in route(children, &to) {
+                    match ractor::registry::where_is(names::evaluator(&state.run, index)) {
+                        Some(cell) => {
+                            let evaluator: ActorRef<EvaluatorMsg> = cell.into();
+                            // A failed send means the evaluator is restarting; the supervisor
+                            // has the archive re-issue every child not yet scored.
+                            if evaluator.cast(EvaluatorMsg::Children(children)).is_err() {
+                                tracing::debug!(
+                                    index,
+                                    "evaluator gone; children will be re-issued"
+                                );
+                            }
                         }
+                        None => tracing::debug!(
+                            index,
+                            "evaluator not registered; children will be re-issued"
+                        ),
                     }
-                    None => tracing::debug!("no evaluator registered; children will be re-issued"),
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::child_id;
+
+    #[test]
+    fn a_job_straddling_a_batch_boundary_goes_to_two_evaluators() {
+        let child = |i| {
+            Ok(Offspring {
+                id: child_id(0, i),
+                generation: 0,
+                generation_size: 10,
+                genome: std::sync::Arc::from(&[0u8][..]),
+                pixels: vec![0],
+                breed_s: 0.0,
+            })
+        };
+        let lost = LostChild {
+            id: child_id(0, 5),
+            generation: 0,
+            generation_size: 10,
+            stage: LossKind::Render,
+            reason: "x".into(),
+        };
+        let to = EvaluatorRoute {
+            batch_size: 5,
+            evaluators: 2,
+        };
+        let routed = route(vec![Err(lost), child(4)], &to);
+        let ids: Vec<(usize, Vec<u64>)> = routed
+            .into_iter()
+            .map(|(e, c)| {
+                let ids = c.iter().map(|c| c.as_ref().map_or_else(|l| l.id, |o| o.id));
+                (e, ids.collect())
+            })
+            .collect();
+        assert_eq!(ids, [(0, vec![child_id(0, 4)]), (1, vec![child_id(0, 5)])]);
     }
 }

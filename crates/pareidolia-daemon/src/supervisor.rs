@@ -1,4 +1,4 @@
-//! The supervisor: spawns the archive, the evaluator and the mutators linked to itself,
+//! The supervisor: spawns the archive, the evaluators and the mutators linked to itself,
 //! restarts a failed mutator or evaluator and has the archive re-issue the children that were
 //! in flight, and stops the run with an error when failures repeat (instead of spinning) or
 //! when the archive itself fails (it holds the only copy of the run's state).
@@ -34,10 +34,13 @@ pub struct SupervisorArgs {
     pub run: String,
     /// Mutator count.
     pub mutators: usize,
+    /// Evaluator (inference worker) count.
+    pub evaluators: usize,
     /// The models, plugins and settings every child is made from.
     pub setup: Arc<Setup>,
-    /// The models prepared by the experiment, used by the first evaluator.
-    pub prepared: Option<Vec<Box<dyn PreparedModel>>>,
+    /// The models prepared by the experiment, one set per evaluator, used by their first
+    /// start (an evaluator without a set prepares its own).
+    pub prepared: Vec<Vec<Box<dyn PreparedModel>>>,
     /// The archive's plan.
     pub plan: ArchivePlan,
     /// The checkpoint to resume from.
@@ -52,7 +55,7 @@ pub struct SupervisorArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Archive,
-    Evaluator,
+    Evaluator(usize),
     Mutator(usize),
 }
 
@@ -68,24 +71,28 @@ impl SupervisorState {
     async fn spawn_evaluator(
         &mut self,
         myself: &ActorCell,
+        index: usize,
         prepared: Option<Vec<Box<dyn PreparedModel>>>,
     ) -> Result<(), ActorProcessingErr> {
         let a = &self.args;
         let args = EvaluatorArgs {
             run: a.run.clone(),
+            index,
             models: a.setup.models.clone(),
             prepared,
             fitness: a.setup.fitness.clone(),
             batch_size: a.setup.config.batch_size as usize,
         };
         let (actor, _) = Actor::spawn_linked(
-            Some(names::evaluator(&a.run)),
+            Some(names::evaluator(&a.run, index)),
             EvaluatorActor,
             args,
             myself.clone(),
         )
         .await?;
-        self.children.push((Role::Evaluator, actor.get_cell()));
+        ractor::pg::join(names::evaluator_group(&a.run), vec![actor.get_cell()]);
+        self.children
+            .push((Role::Evaluator(index), actor.get_cell()));
         Ok(())
     }
 
@@ -96,7 +103,7 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let a = &self.args;
         let state = MutatorState {
-            evaluator: names::evaluator(&a.run),
+            run: a.run.clone(),
             encoding: a.setup.encoding.clone(),
         };
         let (actor, _) = Actor::spawn_linked(
@@ -136,7 +143,10 @@ impl Actor for Supervisor {
         myself: ActorRef<()>,
         mut args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let prepared = args.prepared.take();
+        let mut prepared: Vec<_> = std::mem::take(&mut args.prepared)
+            .into_iter()
+            .map(Some)
+            .collect();
         let archive_args = ArchiveArgs {
             resume: args.resume.take(),
             plan: args.plan.clone(),
@@ -158,7 +168,10 @@ impl Actor for Supervisor {
         )
         .await?;
         state.children.push((Role::Archive, archive.get_cell()));
-        state.spawn_evaluator(&cell, prepared).await?;
+        prepared.resize_with(state.args.evaluators.max(1), || None);
+        for (i, models) in prepared.into_iter().enumerate() {
+            state.spawn_evaluator(&cell, i, models).await?;
+        }
         for i in 0..state.args.mutators {
             state.spawn_mutator(&cell, i).await?;
         }
@@ -224,7 +237,7 @@ impl Actor for Supervisor {
         }
         if state.restarts.len() > MAX_RESTARTS {
             let actor = match role {
-                Role::Evaluator => "evaluator".to_owned(),
+                Role::Evaluator(i) => format!("evaluator {i}"),
                 Role::Mutator(i) => format!("mutator {i}"),
                 Role::Archive => unreachable!(),
             };
@@ -241,7 +254,7 @@ impl Actor for Supervisor {
         }
         let cell = myself.get_cell();
         let restarted = match role {
-            Role::Evaluator => state.spawn_evaluator(&cell, None).await,
+            Role::Evaluator(i) => state.spawn_evaluator(&cell, i, None).await,
             Role::Mutator(i) => state.spawn_mutator(&cell, i).await,
             Role::Archive => unreachable!(),
         };

@@ -231,6 +231,10 @@ pub struct BenchArgs {
     /// Seconds to measure each batch size (after one warm-up batch).
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Inference workers running side by side, each with its own copy of the model on one
+    /// thread (as a run's evaluators): the all-cores ceiling a run is compared against.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
 }
 
 /// The experiment flags `run` and `daemon` share.
@@ -245,9 +249,15 @@ pub struct ExperimentArgs {
     /// Generations after the initial population (overrides the config).
     #[arg(long)]
     pub generations: Option<u64>,
-    /// Mutator actors, 0 = one per spare core (overrides the config).
+    /// Mutator actors, 0 = as many as breeding's measured share of the cores needs
+    /// (overrides the config).
     #[arg(long)]
     pub mutators: Option<u32>,
+    /// Inference workers (evaluator actors, one thread and one copy of the models each),
+    /// 0 = the cores left after breeding's measured share, one on CUDA (overrides the
+    /// config). The result does not depend on it.
+    #[arg(long)]
+    pub workers: Option<u32>,
     /// Inference backend of every model (overrides `backend` in `[model]` and `[[models]]`): `auto` takes CUDA, else ONNX Runtime
     /// on CPU, else tract, and logs why.
     #[arg(long, value_parser = choice::<BackendChoice>())]

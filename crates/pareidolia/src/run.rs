@@ -32,6 +32,9 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
     if let Some(m) = args.mutators {
         config.mutators = m;
     }
+    if let Some(w) = args.workers {
+        config.workers = w;
+    }
     if let Some(b) = args.backend {
         for model in config.model_configs_mut() {
             model.backend = b;
@@ -158,6 +161,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             summary.lost
         )?;
     }
+    let cores = &experiment.cores;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    writeln!(
+        stdout,
+        "inference on {} by {} worker{}, breeding by {} mutator{}",
+        summary.backend,
+        cores.workers,
+        plural(cores.workers),
+        cores.mutators,
+        plural(cores.mutators)
+    )?;
     writeln!(stdout, "run folder: {}", out.display())?;
     Ok(())
 }
