@@ -35,6 +35,8 @@ mod models;
 mod monitoring;
 /// The plugin loader and the real plugins through the C ABI.
 mod plugins;
+/// What a resume may change and what it refuses; checkpoints of another run.
+mod resume_policy;
 /// Actor failures mid-run.
 mod supervision;
 /// scripts/sweep.sh on 2 seeds x 5 generations, checked against the runs' summary.json.

@@ -228,6 +228,7 @@ impl MetaV1 {
             encoding: self.encoding,
             fitness: self.fitness,
             labels: Vec::new(),
+            run_id: None,
         };
         CheckpointMeta {
             pareidolia_version: self.pareidolia_version,

@@ -15,6 +15,7 @@ pub mod gallery;
 pub mod identity;
 pub mod image_io;
 pub mod plugin_host;
+pub mod resume;
 pub mod seeds;
 pub mod summary;
 

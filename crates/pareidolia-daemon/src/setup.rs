@@ -294,6 +294,7 @@ impl Setup {
             encoding: plugin_summary(self.encoding.library().info()),
             fitness: plugin_summary(self.fitness.library().info()),
             labels: self.model().model.labels.clone(),
+            run_id: None,
         }
     }
 }

@@ -155,7 +155,9 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// If the run folder already holds checkpoints, continue from the newest instead of
-    /// refusing (what a service manager restarting the daemon wants).
+    /// refusing (what a service manager restarting the daemon wants). The config and the
+    /// flags given may change what `resume --config` may change; other differences from the
+    /// run (seed, encoding, fitness, models) are refused.
     #[arg(long)]
     pub resume: bool,
     /// Log format.
@@ -172,9 +174,19 @@ pub struct DaemonArgs {
 pub struct ResumeArgs {
     /// The run folder.
     pub run_dir: PathBuf,
-    /// Run to this many generations in all (default: the config's).
+    /// Go on with this config instead of the run's: what a resumed run may change
+    /// (generations, mutators, plugin_dirs, the models' backend, onnxruntime and cuda
+    /// settings, [checkpoint], [http]) is taken from it; any other difference (seed,
+    /// encoding, fitness, models, population sizes) is refused.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run to this many generations in all (default: the config's); at least the run's
+    /// generation.
     #[arg(long)]
     pub generations: Option<u64>,
+    /// Inference backend of every model from now on (overrides the config).
+    #[arg(long, value_parser = choice::<BackendChoice>())]
+    pub backend: Option<BackendChoice>,
     /// Address for the HTTP endpoints (overrides the config).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
