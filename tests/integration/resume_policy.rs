@@ -1,5 +1,5 @@
-//! Issue 18, item 3: what a resume may change, what it refuses, and checkpoints that belong
-//! to another run.
+//! Issue 18, items 3 and 8: what a resume may change, what it refuses, checkpoints that
+//! belong to another run and checkpoints that are inconsistent.
 
 use std::path::Path;
 use std::time::Duration;
@@ -191,4 +191,45 @@ fn a_checkpoint_of_another_run_is_refused() {
     assert_eq!(c.meta.generation, 8);
     let id = c.meta.identity.run_id.expect("the run got an id");
     assert_eq!(read_text(&ours.join("run-id")).trim(), id);
+}
+
+/// Issue 18, item 8: a checkpoint that passes its checksum but whose scores do not fit its
+/// classes used to panic the resume (`archive.rs` index out of bounds). It is skipped with a
+/// warning saying what is inconsistent, the resume continues from the checkpoint before it,
+/// and `status` and `export` read the folder without panicking.
+#[test]
+fn an_inconsistent_checkpoint_is_skipped_not_a_panic() {
+    let dir = temp_dir("inconsistent-checkpoint");
+    let cfg = config_in(&dir, "cfg", |_| {});
+    let out = dir.join("run");
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&out),
+        &dir.join("a.log"),
+    );
+    let store = CheckpointStore::new(&out, 5);
+    let newest = store.list()[0].clone();
+    let (mut c, _, _) = store.load_newest().unwrap();
+    assert_eq!(c.meta.generation, 6);
+    // One champion loses its last score; its checksum is computed afresh.
+    let class = c.cells.iter().position(Option::is_some).unwrap();
+    let mut champion = c.cells[class].clone().unwrap();
+    champion.scores = champion.scores[..champion.scores.len() - 1].into();
+    for cell in c.cells.iter_mut().flatten() {
+        if cell.id == champion.id {
+            *cell = champion.clone();
+        }
+    }
+    let (_, _, distinct) = index_champions(&c.cells);
+    std::fs::write(&newest, encode(&c.meta, &distinct)).unwrap();
+    let status = Pareidolia::with_args([std::ffi::OsStr::new("status"), out.as_os_str()]).output();
+    let shown = success(status);
+    assert!(shown.contains("generation 3/6"), "{shown}");
+    let log = run_to_end(&Pareidolia::resume(&out).generations(6), &dir.join("b.log"));
+    assert!(
+        log.contains("skipping a damaged checkpoint")
+            && log.contains("has 9 scores for 10 classes"),
+        "{log}"
+    );
+    let (c, _, _) = store.load_newest().unwrap();
+    assert_eq!(c.meta.generation, 6, "redone from generation 3");
 }
