@@ -99,6 +99,7 @@ impl Experiment {
             for &n in &sizes {
                 prepared.warm_up(n, model.view.canvas_len(&model.model))?;
             }
+            model.check_output(prepared.as_mut(), sizes[0])?;
             *id = model.prepared_identity(prepared.as_ref());
             tracing::info!(
                 model = %id.name,

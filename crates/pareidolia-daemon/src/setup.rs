@@ -49,6 +49,45 @@ pub enum SetupError {
         /// Its label in the other file.
         other_label: String,
     },
+    /// The encoding cannot decode champions of the archive a run resumes with.
+    #[error(
+        "encoding {now} cannot decode {failed} of the {total} champions in the checkpoint{was} (first: class \
+         {class}, {message}); nothing was run. Restore the plugin the run was made with, or start a new run"
+    )]
+    Undecodable {
+        /// `name version` of the encoding now.
+        now: String,
+        /// `, which the run made with name version` where the plugin changed; else empty.
+        was: String,
+        /// Champions that do not decode.
+        failed: usize,
+        /// Distinct champions.
+        total: usize,
+        /// The first class whose champion does not decode.
+        class: usize,
+        /// The plugin's error.
+        message: String,
+    },
+    /// A model declared to output probabilities does not.
+    #[error(
+        "{key}: the manifest {manifest} says `output = \"probabilities\"`, but on a {image} image the model \
+         gives values from {min} to {max} that sum to {sum}, which are not probabilities; if it outputs \
+         scores before softmax, set `output = \"logits\"` in the manifest (the fitness applies softmax)"
+    )]
+    NotProbabilities {
+        /// The model's config key.
+        key: String,
+        /// Its manifest.
+        manifest: String,
+        /// Which test image.
+        image: &'static str,
+        /// Smallest value.
+        min: f32,
+        /// Largest value.
+        max: f32,
+        /// Their sum.
+        sum: f64,
+    },
     /// Two models of a run see different canvases (the encoding renders one).
     #[error(
         "the run's models must share one canvas, but `{first}` is shown {first_canvas} and `{other}` \
@@ -82,6 +121,8 @@ pub struct ModelSetup {
     pub options: BackendOptions,
     /// Where its labels come from (for messages).
     pub labels_origin: String,
+    /// Its manifest (`path/manifest.toml` or `builtin:NAME`), for messages.
+    pub manifest_origin: String,
 }
 
 impl ModelSetup {
@@ -104,14 +145,84 @@ impl ModelSetup {
                 .to_string(),
             ModelRef::Builtin(name) => format!("the labels of builtin:{name}"),
         };
+        let options = backend_options(m, base_dir);
+        // A library the user names must be there: it is not replaced by one found elsewhere.
+        if let Some(library) = &options.ort.library
+            && !library.exists()
+        {
+            return Err(EvalError::BadInput(format!(
+                "`{key}.onnxruntime.library` names {}, which does not exist; give the path of \
+                 libonnxruntime.so* or of a folder holding it, or remove the key to search \
+                 ORT_DYLIB_PATH and the Python onnxruntime package",
+                library.display()
+            )));
+        }
         Ok(Self {
             key: key.to_owned(),
             model: Arc::new(model),
             backend: m.backend,
             view,
-            options: backend_options(m, base_dir),
+            options,
             labels_origin,
+            manifest_origin: model_ref.to_string(),
         })
+    }
+
+    /// Checks, on `n` images (a size `prepared` is warmed up for), that a model whose manifest
+    /// says `output = "probabilities"` gives probabilities: values in [0, 1] summing to 1.
+    /// A logits model declared as probabilities would otherwise write "confidences" of 15.39
+    /// and -4.86 into the summary and file names. The images are mid-grey, black, white and
+    /// seeded noise, in turn.
+    pub fn check_output(
+        &self,
+        prepared: &mut dyn PreparedModel,
+        n: usize,
+    ) -> Result<(), SetupError> {
+        if self.model.manifest.output != OutputKind::Probabilities || n == 0 {
+            return Ok(());
+        }
+        let len = self.view.canvas_len(&self.model);
+        let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+        let kinds = ["mid-grey", "black", "white", "noise"];
+        let mut images = Vec::with_capacity(n * len);
+        for i in 0..n {
+            images.extend((0..len).map(|_| match i % kinds.len() {
+                0 => 128,
+                1 => 0,
+                2 => 255,
+                _ => {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    (noise >> 56) as u8
+                }
+            }));
+        }
+        let out = prepared.infer(&images, n)?;
+        let classes = self.model.classes();
+        for (i, v) in out.chunks(classes).enumerate() {
+            let (min, max) = v
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                    (lo.min(x), hi.max(x))
+                });
+            let sum: f64 = v.iter().map(|&x| f64::from(x)).sum();
+            let fine = v.iter().all(|x| x.is_finite())
+                && min >= -1e-4
+                && max <= 1.0 + 1e-4
+                && (sum - 1.0).abs() <= 1e-3;
+            if !fine {
+                return Err(SetupError::NotProbabilities {
+                    key: self.key.clone(),
+                    manifest: self.manifest_origin.clone(),
+                    image: kinds[i % kinds.len()],
+                    min,
+                    max,
+                    sum,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Prepares the model on its backend (compiles it; blocking, seconds for large models).
@@ -279,6 +390,49 @@ impl Setup {
             models,
             encoding: Arc::new(encoding),
             fitness: Arc::new(fitness),
+        })
+    }
+
+    /// Renders every distinct champion of `cells` once, so that an archive the encoding
+    /// cannot decode (a plugin changed under `--allow-plugin-change`, a genome written by
+    /// something else) fails here, once and clearly, before anything runs — instead of one
+    /// "child lost" per child bred from it and a failed generation later. `made_with` is the
+    /// encoding the checkpoint records.
+    pub fn check_champions(
+        &self,
+        cells: &[Option<pareidolia_core::Champion>],
+        made_with: &PluginSummary,
+    ) -> Result<(), SetupError> {
+        let mut pixels = vec![0u8; self.encoding.image_len()];
+        let mut seen = std::collections::HashSet::new();
+        let mut first = None;
+        let mut failed = 0;
+        for (class, champion) in cells.iter().enumerate() {
+            let Some(c) = champion else { continue };
+            if !seen.insert(c.id) {
+                continue;
+            }
+            if let Err(e) = self.encoding.render(&c.genome, &mut pixels) {
+                failed += 1;
+                first.get_or_insert((class, e.to_string()));
+            }
+        }
+        let Some((class, message)) = first else {
+            return Ok(());
+        };
+        let now = plugin_summary(self.encoding.library().info());
+        let text = |p: &PluginSummary| format!("`{} {}`", p.name, p.version);
+        Err(SetupError::Undecodable {
+            now: text(&now),
+            was: if &now == made_with {
+                String::new()
+            } else {
+                format!(", which the run made with {}", text(made_with))
+            },
+            failed,
+            total: seen.len(),
+            class,
+            message,
         })
     }
 
