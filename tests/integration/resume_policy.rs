@@ -233,3 +233,65 @@ fn an_inconsistent_checkpoint_is_skipped_not_a_panic() {
     let (c, _, _) = store.load_newest().unwrap();
     assert_eq!(c.meta.generation, 6, "redone from generation 3");
 }
+
+/// Issue 18, item 14: a resume with `--allow-plugin-change` whose plugin could not decode the
+/// archive's genomes logged a "child lost" per child and failed generations later. Every
+/// champion is decoded before anything runs and the resume fails once, naming the plugins,
+/// how many champions do not decode and the first one; `export-genome` still writes the raw
+/// bytes of a champion the encoding cannot decode.
+#[test]
+fn champions_the_encoding_cannot_decode_fail_the_resume_once() {
+    let dir = temp_dir("undecodable");
+    let cfg = config_in(&dir, "cfg", |_| {});
+    let out = dir.join("run");
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&out),
+        &dir.join("a.log"),
+    );
+    // The run "was made" with another version of the encoding, and one champion's genome is
+    // one the installed plugin cannot decode (a direct genome is one byte per pixel).
+    let store = CheckpointStore::new(&out, 5);
+    let newest = store.list()[0].clone();
+    let (mut c, _, _) = store.load_newest().unwrap();
+    c.meta.identity.encoding.version = "0.0.1".into();
+    let class = c.cells.iter().position(Option::is_some).unwrap();
+    let bad_id = c.cells[class].as_ref().unwrap().id;
+    for cell in c.cells.iter_mut().flatten() {
+        if cell.id == bad_id {
+            cell.genome = std::sync::Arc::from(&[1u8, 2, 3][..]);
+        }
+    }
+    let (_, _, distinct) = index_champions(&c.cells);
+    std::fs::write(&newest, encode(&c.meta, &distinct)).unwrap();
+    let before = read_text(&out.join("history.csv"));
+    clean_failure(
+        Pareidolia::resume(&out).generations(8).output(),
+        &["--allow-plugin-change"],
+    );
+    let err = clean_failure(
+        Pareidolia::resume(&out)
+            .generations(8)
+            .arg("--allow-plugin-change")
+            .output(),
+        &[
+            "cannot decode 1 of the",
+            "which the run made with `direct 0.0.1`",
+            &format!("first: class {class}"),
+            "nothing was run",
+        ],
+    );
+    assert!(!err.contains("child lost"), "{err}");
+    assert_eq!(read_text(&out.join("history.csv")), before);
+    assert_eq!(store.load_newest().unwrap().0.meta.generation, 6);
+
+    let genomes = dir.join("genomes");
+    clean_failure(
+        Pareidolia::with_args(["export-genome".as_ref(), out.as_os_str()])
+            .args(["--class", &class.to_string(), "--out"])
+            .arg(&genomes)
+            .output(),
+        &["wrote the raw genome", "cannot decode it"],
+    );
+    let bin = genomes.join(format!("genome-{class:03}.bin"));
+    assert_eq!(std::fs::read(&bin).unwrap(), [1, 2, 3]);
+}

@@ -321,6 +321,7 @@ fn prepare(start: Start, run_dir: &Path) -> Result<Prepared, ServiceError> {
                 .meta
                 .identity
                 .check_resume(&setup.identity(), allow)?;
+            setup.check_champions(&checkpoint.cells, &checkpoint.meta.identity.encoding)?;
             (setup, Some(*checkpoint))
         }
     };
