@@ -122,8 +122,8 @@ pub enum PluginsCommand {
         all: bool,
     },
     /// Load a plugin library, validate its descriptor and exercise it on a small canvas:
-    /// random -> mutate -> render -> serialise -> deserialise (encodings) or a batch of
-    /// scores (fitness), with timings.
+    /// random -> mutate -> render -> serialise -> deserialise with timings, then many seeded
+    /// bounded round trips (encodings), or a batch of scores (fitness).
     Check {
         /// The plugin's shared library.
         path: PathBuf,
@@ -133,6 +133,16 @@ pub enum PluginsCommand {
         /// Canvas WIDTHxHEIGHTxCHANNELS for encodings.
         #[arg(long, default_value = "28x28x1")]
         canvas: String,
+        /// Encodings: seeded rounds of random, crossover, mutate, render and a second
+        /// instance's decode, at most this many...
+        #[arg(long, default_value_t = 1000)]
+        rounds: u64,
+        /// ...and at most this many seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Write the first images the rounds draw (up to 32) as PNG files into DIR.
+        #[arg(long, value_name = "DIR")]
+        png: Option<PathBuf>,
     },
 }
 
