@@ -370,3 +370,45 @@ fn a_named_onnx_runtime_library_must_exist() {
         &["no libonnxruntime.so* there", "onnxruntime.library"],
     );
 }
+
+/// Issue 18, item 7: `offspring_per_generation = 4000000000` aborted with "memory allocation
+/// of 176000000000 bytes failed" (exit 134), and an 8192x8192 canvas with 200 children needs
+/// about 13 GB. Setup estimates what a config needs and refuses one beyond the machine's
+/// memory or `max_memory`, with the estimate in the message.
+#[test]
+fn a_config_that_cannot_fit_in_memory_is_refused_with_the_estimate() {
+    let dir = temp_dir("memory");
+    let huge = config_edit(&dir, |t| {
+        t.set("offspring_per_generation", 4_000_000_000_i64);
+    });
+    clean_failure(
+        run_one_generation(&huge, &dir.join("out")),
+        &[
+            "this config needs about",
+            "4000000000 children",
+            "more than this machine's memory",
+        ],
+    );
+    let sub = dir.join("canvas");
+    std::fs::create_dir_all(&sub).unwrap();
+    let large = config_edit(&sub, |t| {
+        t.add("max_memory", "8 GiB").add(
+            "model.canvas",
+            toml::Value::Array(vec![8192.into(), 8192.into()]),
+        );
+    });
+    clean_failure(
+        run_one_generation(&large, &sub.join("out")),
+        &[
+            "200 children of",
+            "image 67108864 bytes",
+            "more than max_memory = \"8 GiB\" (8.0 GiB)",
+            "raise max_memory",
+        ],
+    );
+    // The default canvas fits in the same limit.
+    let fits = config_edit(&sub, |t| {
+        t.add("max_memory", "8 GiB");
+    });
+    success(run_one_generation(&fits, &sub.join("out2")));
+}

@@ -31,6 +31,7 @@ fn shipped_configs_parse() {
         "every_seconds",
         "keep",
         "listen",
+        "max_memory",
     ];
     for key in keys {
         assert!(

@@ -64,6 +64,7 @@ impl Experiment {
     /// of the backends' preferred sizes (recorded in the config, and so in checkpoints: a
     /// resumed run keeps the batches it started with).
     pub fn new(mut setup: Setup) -> Result<Self, SetupError> {
+        setup.check_memory()?;
         let mut prepared = setup
             .models
             .iter()

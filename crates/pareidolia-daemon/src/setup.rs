@@ -49,6 +49,23 @@ pub enum SetupError {
         /// Its label in the other file.
         other_label: String,
     },
+    /// The config needs more memory than it may use.
+    #[error(
+        "this config needs about {} ({}), more than {limit_source} ({}); lower offspring_per_generation, \
+         initial_population or the canvas{}",
+        gib(*estimate), breakdown, gib(*limit),
+        if limit_source.starts_with("max_memory") { ", or raise max_memory" } else { ", or set max_memory to allow it" }
+    )]
+    Memory {
+        /// Estimated bytes.
+        estimate: u64,
+        /// The allowed bytes.
+        limit: u64,
+        /// `max_memory` or the machine's memory.
+        limit_source: String,
+        /// Where the estimate comes from.
+        breakdown: String,
+    },
     /// The encoding cannot decode champions of the archive a run resumes with.
     #[error(
         "encoding {now} cannot decode {failed} of the {total} champions in the checkpoint{was} (first: class \
@@ -333,6 +350,104 @@ pub(crate) fn check_same_classes(first: &ModelSetup, other: &ModelSetup) -> Resu
     })
 }
 
+/// Bytes as GiB with one decimal (or MiB below 1 GiB), for messages.
+fn gib(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", b / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    }
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), where it can be read.
+fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Estimates the memory a run of `config` needs and refuses one beyond `max_memory` or the
+/// machine's memory (issue 18, item 7: `offspring_per_generation = 4000000000` aborted with
+/// "memory allocation of 176000000000 bytes failed", exit 134). A generation's children are
+/// all in memory at once (parent and child genomes, the rendered image, the scores); each
+/// batch in inference holds every model's input tensors (f32, ten of them per image for
+/// `ten-crop`); the archive holds a genome and the scores per class; each model's ONNX bytes
+/// are held about three times (the file, the backend's graph, its plans). Counted with
+/// checked arithmetic, so a count that overflows is refused as too large.
+fn check_memory(
+    config: &RunConfig,
+    models: &[ModelSetup],
+    encoding: &EncodingPlugin,
+) -> Result<(), SetupError> {
+    let image = encoding.image_len() as u64;
+    // A random genome's size stands for every genome (the direct encoding's is the image).
+    let genome = encoding.random(0).map_or(image, |g| g.len() as u64);
+    let classes = models.first().map_or(0, |m| m.model.classes()) as u64;
+    let scores = 4 * classes * models.len() as u64;
+    let children = u64::from(
+        config
+            .offspring_per_generation
+            .max(config.initial_population()),
+    );
+    let batch = u64::from(config.batch_size.max(1)).min(children.max(1));
+    let input: u64 = models
+        .iter()
+        .map(|m| {
+            let crops = if m.view.view == pareidolia_eval::View::TenCrop {
+                10
+            } else {
+                1
+            };
+            let i = &m.model.manifest.input;
+            4 * crops * u64::from(i.width) * u64::from(i.height) * u64::from(i.channels)
+        })
+        .sum();
+    let weights: u64 = models.iter().map(|m| 3 * m.model.onnx.len() as u64).sum();
+    let per_child = (2 * genome)
+        .checked_add(image)
+        .and_then(|b| b.checked_add(scores));
+    let estimate = per_child
+        .and_then(|c| c.checked_mul(children))
+        .and_then(|b| b.checked_add(batch.checked_mul(input)?.checked_mul(2)?))
+        .and_then(|b| b.checked_add(classes.checked_mul(genome + 4 * classes)?))
+        .and_then(|b| b.checked_add(weights))
+        .unwrap_or(u64::MAX);
+    let (limit, limit_source) = match config
+        .max_memory
+        .as_deref()
+        .map(pareidolia_core::config::parse_bytes)
+    {
+        Some(Some(limit)) => (
+            limit,
+            format!(
+                "max_memory = \"{}\"",
+                config.max_memory.as_deref().unwrap_or_default()
+            ),
+        ),
+        _ => match machine_memory() {
+            Some(total) => (total, "this machine's memory".to_owned()),
+            None => return Ok(()),
+        },
+    };
+    if estimate <= limit {
+        return Ok(());
+    }
+    Err(SetupError::Memory {
+        estimate,
+        limit,
+        limit_source,
+        breakdown: format!(
+            "{children} children of {} each (genome {genome} bytes twice, image {image} bytes), \
+             batches of {batch} images of {} model input, the {classes}-class archive, {} of weights",
+            gib(per_child.unwrap_or(u64::MAX)),
+            gib(input),
+            gib(weights)
+        ),
+    })
+}
+
 fn plugin_summary(info: &PluginInfo) -> PluginSummary {
     PluginSummary {
         name: info.name.clone(),
@@ -434,6 +549,12 @@ impl Setup {
             class,
             message,
         })
+    }
+
+    /// Refuses a search whose memory estimate exceeds `max_memory` or the machine's memory
+    /// (the commands that only read a run do not search, and do not check).
+    pub fn check_memory(&self) -> Result<(), SetupError> {
+        check_memory(&self.config, &self.models, &self.encoding)
     }
 
     /// The first model (every run has one).
