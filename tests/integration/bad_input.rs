@@ -295,3 +295,120 @@ fn a_manifest_without_sha256_runs_and_says_what_to_pin() {
     let summary = json(&dir.join("out/summary.json"));
     assert_eq!(summary["model_sha256"], sha);
 }
+
+/// Issue 18, item 6: a logits model declared `output = "probabilities"` used to write
+/// "confidences" of 15.39 and -4.86 into the summary and file names. Setup tries it on a few
+/// images and refuses, naming the manifest and the key (a real softmax model, AlexNet-light,
+/// passes the same check in the ImageNet tests).
+#[test]
+fn a_logits_model_declared_as_probabilities_is_refused() {
+    let dir = temp_dir("not-probabilities");
+    let manifest = model_dir(&dir, None, |m| {
+        m.set("output", "probabilities");
+    });
+    let config = use_model(&dir, &manifest);
+    let err = clean_failure(
+        run_one_generation(&config, &dir.join("out")),
+        &[
+            "says `output = \"probabilities\"`",
+            "which are not probabilities",
+            "set `output = \"logits\"`",
+        ],
+    );
+    assert!(err.contains(&manifest.display().to_string()), "{err}");
+    assert!(!dir.join("out/gallery").exists());
+}
+
+/// Issue 18, item 6: tract ignored a wrong `[input] name` and ONNX Runtime only warned; both
+/// refuse it, naming the graph's input.
+#[test]
+fn a_wrong_input_name_is_refused_by_every_backend() {
+    let dir = temp_dir("input-name");
+    let manifest = model_dir(&dir, None, |m| {
+        m.set("input.name", "pixels");
+    });
+    for backend in ["tract", "ort-cpu"] {
+        let sub = dir.join(backend);
+        std::fs::create_dir_all(&sub).unwrap();
+        let config = config_edit(&sub, |t| {
+            t.set("model.manifest", path_value(&manifest))
+                .set("model.backend", backend);
+        });
+        clean_failure(
+            run_one_generation(&config, &sub.join("out")),
+            &["no input named `pixels`", "\"input\"", "fix `input.name`"],
+        );
+    }
+}
+
+/// Issue 18, item 6: `[model.onnxruntime] library = "/nonexistent"` was silently replaced by
+/// the Python package's library; a library the user names must be there.
+#[test]
+fn a_named_onnx_runtime_library_must_exist() {
+    let dir = temp_dir("ort-library");
+    let config = config_edit(&dir, |t| {
+        t.set("model.backend", "ort-cpu").add(
+            "model.onnxruntime.library",
+            "/nonexistent/libonnxruntime.so",
+        );
+    });
+    clean_failure(
+        run_one_generation(&config, &dir.join("out")),
+        &["`model.onnxruntime.library` names /nonexistent/libonnxruntime.so, which does not exist"],
+    );
+    // A folder that is there but holds no library is refused by the runtime loader too.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let sub = dir.join("b");
+    std::fs::create_dir_all(&sub).unwrap();
+    let config = config_edit(&sub, |t| {
+        t.set("model.backend", "ort-cpu")
+            .add("model.onnxruntime.library", path_value(&empty));
+    });
+    clean_failure(
+        run_one_generation(&config, &sub.join("out")),
+        &["no libonnxruntime.so* there", "onnxruntime.library"],
+    );
+}
+
+/// Issue 18, item 7: `offspring_per_generation = 4000000000` aborted with "memory allocation
+/// of 176000000000 bytes failed" (exit 134), and an 8192x8192 canvas with 200 children needs
+/// about 13 GB. Setup estimates what a config needs and refuses one beyond the machine's
+/// memory or `max_memory`, with the estimate in the message.
+#[test]
+fn a_config_that_cannot_fit_in_memory_is_refused_with_the_estimate() {
+    let dir = temp_dir("memory");
+    let huge = config_edit(&dir, |t| {
+        t.set("offspring_per_generation", 4_000_000_000_i64);
+    });
+    clean_failure(
+        run_one_generation(&huge, &dir.join("out")),
+        &[
+            "this config needs about",
+            "4000000000 children",
+            "more than this machine's memory",
+        ],
+    );
+    let sub = dir.join("canvas");
+    std::fs::create_dir_all(&sub).unwrap();
+    let large = config_edit(&sub, |t| {
+        t.add("max_memory", "8 GiB").add(
+            "model.canvas",
+            toml::Value::Array(vec![8192.into(), 8192.into()]),
+        );
+    });
+    clean_failure(
+        run_one_generation(&large, &sub.join("out")),
+        &[
+            "200 children of",
+            "image 67108864 bytes",
+            "more than max_memory = \"8 GiB\" (8.0 GiB)",
+            "raise max_memory",
+        ],
+    );
+    // The default canvas fits in the same limit.
+    let fits = config_edit(&sub, |t| {
+        t.add("max_memory", "8 GiB");
+    });
+    success(run_one_generation(&fits, &sub.join("out2")));
+}

@@ -34,6 +34,7 @@ fn shipped_configs_parse() {
         "listen",
         "until",
         "max_seconds",
+        "max_memory",
     ];
     for key in keys {
         assert!(

@@ -793,10 +793,16 @@ fn a_daemon_refuses_a_folder_that_is_not_its_run() {
     d.signal("KILL");
     d.wait(Duration::from_secs(10));
     let files = tree(&early);
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 6, "{files:?}");
     assert_eq!(
-        [&files[0], &files[2], &files[3], &files[4]],
-        ["checkpoints/", "config.toml", "history.csv", "lock"]
+        [&files[0], &files[2], &files[3], &files[4], &files[5]],
+        [
+            "checkpoints/",
+            "config.toml",
+            "history.csv",
+            "lock",
+            "run-id"
+        ]
     );
     let log = run_to_end(
         &Pareidolia::daemon()

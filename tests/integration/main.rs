@@ -39,6 +39,8 @@ mod monitoring;
 mod plugins;
 /// Stop conditions: `--until`, `--max-seconds`, `[stop]`.
 mod stop;
+/// What a resume may change and what it refuses; checkpoints of another run.
+mod resume_policy;
 /// Actor failures mid-run.
 mod supervision;
 /// scripts/sweep.sh on 2 seeds x 5 generations, checked against the runs' summary.json.

@@ -206,3 +206,75 @@ fn a_plugin_is_found_by_the_name_it_exports() {
         ],
     );
 }
+
+/// Issue 18, item 12: `plugins check` ran one mutation, so a plugin that panics in 0.3% of
+/// them passed and then lost children in a run, and a grey image drawn on an RGB canvas
+/// passed silently. It now runs many seeded, bounded round trips (a second instance decodes
+/// every genome and must draw the same image) and `--png DIR` writes what it draws.
+#[test]
+fn plugins_check_runs_many_round_trips_and_finds_rare_faults() {
+    let dir = temp_dir("check-rounds");
+    let direct = library("pareidolia-encoding-direct");
+    let pngs = dir.join("pngs");
+    let out = success(pareidolia(&[
+        "plugins",
+        "check",
+        direct.to_str().unwrap(),
+        "--canvas",
+        "8x8x3",
+        "--rounds",
+        "300",
+        "--seconds",
+        "60",
+        "--png",
+        pngs.to_str().unwrap(),
+    ]));
+    assert!(
+        out.contains("300 seeded rounds") && out.contains(": 0 failed"),
+        "{out}"
+    );
+    let written: Vec<_> = std::fs::read_dir(&pngs).unwrap().flatten().collect();
+    assert_eq!(written.len(), 32, "{out}");
+    let image = pareidolia_core::image_io::read_png(&written[0].path()).unwrap();
+    assert_eq!((image.width, image.height, image.channels), (8, 8, 3));
+
+    let bad = library("pareidolia-fixture-misbehaving");
+    // One mutation in 300 panics: the single mutation of the old check passed it.
+    let output = pareidolia(&[
+        "plugins",
+        "check",
+        bad.to_str().unwrap(),
+        "--params",
+        r#"{"panic_in_mutate_every":300}"#,
+        "--rounds",
+        "1000",
+        "--seconds",
+        "60",
+    ]);
+    let (out, _) = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains("1000 seeded rounds") && out.contains(": 3 failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mutate: ") && out.contains("deliberate panic"),
+        "{out}"
+    );
+    // A grey image on an RGB canvas.
+    let output = pareidolia(&[
+        "plugins",
+        "check",
+        bad.to_str().unwrap(),
+        "--params",
+        r#"{"one_channel":true}"#,
+        "--canvas",
+        "8x8x3",
+    ]);
+    let (out, _) = text(&output);
+    assert!(!output.status.success(), "{out}");
+    assert!(
+        out.contains("render left 128 of the 192 bytes of a 8x8x3 image unwritten"),
+        "{out}"
+    );
+}

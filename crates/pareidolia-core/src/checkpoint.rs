@@ -235,6 +235,7 @@ impl MetaV1 {
             encoding: self.encoding,
             fitness: self.fitness,
             labels: Vec::new(),
+            run_id: None,
         };
         CheckpointMeta {
             pareidolia_version: self.pareidolia_version,
@@ -509,7 +510,95 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
                 .ok_or_else(|| damaged(format!("cell refers to champion {i}"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    check_consistent(&meta, &champions).map_err(|m| {
+        damaged(format!(
+            "it passes its checksum but is inconsistent: {m}; it was not written by pareidolia as it is"
+        ))
+    })?;
     Ok(Checkpoint { meta, cells })
+}
+
+/// Every decoded field against the others, before anything uses them (issue 18, item 8): a
+/// checkpoint whose checksum holds can still be inconsistent (edited, or written by a buggy
+/// tool), and the archive, the gallery and a resume index scores by class. The run's models
+/// must all score as many classes as the archive has cells; every champion must have one
+/// finite score per class and come from a generation the run reached; the counters must fit
+/// the config's population sizes; the labels, if recorded, must name every class.
+fn check_consistent(meta: &CheckpointMeta, champions: &[Champion]) -> Result<(), String> {
+    let classes = meta.cells.len();
+    if classes == 0 {
+        return Err("its archive has no cells".into());
+    }
+    let id = &meta.identity;
+    if id.models.is_empty() {
+        return Err("its identity names no model".into());
+    }
+    if let Some(m) = id.models.iter().find(|m| m.classes != classes) {
+        return Err(format!(
+            "model `{}` scores {} classes, but the archive has {classes} cells",
+            m.name, m.classes
+        ));
+    }
+    if !id.labels.is_empty() && id.labels.len() != classes {
+        return Err(format!(
+            "it records {} labels for {classes} classes",
+            id.labels.len()
+        ));
+    }
+    for c in champions {
+        if c.scores.len() != classes {
+            return Err(format!(
+                "champion {:x} has {} scores for {classes} classes",
+                c.id,
+                c.scores.len()
+            ));
+        }
+        if let Some(class) = c.scores.iter().position(|s| !s.is_finite()) {
+            return Err(format!(
+                "champion {:x} scores {} in class {class}",
+                c.id, c.scores[class]
+            ));
+        }
+        if c.generation > meta.generation {
+            return Err(format!(
+                "champion {:x} is of generation {}, after the checkpoint's generation {}",
+                c.id, c.generation, meta.generation
+            ));
+        }
+    }
+    let config = &meta.config;
+    if config.offspring_per_generation == 0 || config.initial_population() == 0 {
+        return Err("its config has an empty population".into());
+    }
+    // Every child of every generation is scored or lost, so the counters bound the
+    // generation (2^63 with a thousand evaluations is not a run) and the reverse.
+    let children = meta.evaluations.checked_add(meta.lost);
+    let most = meta
+        .generation
+        .checked_mul(u64::from(config.offspring_per_generation))
+        .and_then(|n| n.checked_add(u64::from(config.initial_population())));
+    match (children, most) {
+        (Some(children), Some(most)) if meta.generation <= children && children <= most => {}
+        _ => {
+            return Err(format!(
+                "generation {} with {} children scored and {} lost does not fit {} children per generation \
+                 and {} initial ones",
+                meta.generation,
+                meta.evaluations,
+                meta.lost,
+                config.offspring_per_generation,
+                config.initial_population()
+            ));
+        }
+    }
+    let times = [meta.elapsed_s, meta.created_unix_s];
+    if times.iter().any(|t| !t.is_finite() || *t < 0.0) {
+        return Err(format!(
+            "its times are not times (elapsed {} s, written at {} s)",
+            meta.elapsed_s, meta.created_unix_s
+        ));
+    }
+    Ok(())
 }
 
 /// What [`CheckpointStore::load_newest`] found: the checkpoint, its file, and the newer
@@ -777,7 +866,7 @@ mod tests {
             pareidolia_version: "test".into(),
             created_unix_s: 1.0,
             generation: 4,
-            evaluations: 1000,
+            evaluations: 999,
             lost: 1,
             replacements: 12,
             elapsed_s: 2.5,
@@ -794,6 +883,15 @@ mod tests {
             stop_reached: None,
         };
         (meta, cells)
+    }
+
+    /// `meta` as of generation `g`: a full population per generation, no champion younger.
+    fn at_generation(meta: &mut CheckpointMeta, g: u64) {
+        meta.generation = g;
+        meta.evaluations = 200 * (g + 1) - meta.lost;
+        for c in &mut meta.champions {
+            c.generation = c.generation.min(g);
+        }
     }
 
     #[test]
@@ -899,7 +997,7 @@ mod tests {
         let archive = Archive::restore(cells.clone(), 12);
         let counters = RunCounters {
             generation: 4,
-            evaluations: 1000,
+            evaluations: 999,
             lost: 1,
             elapsed_s: 2.5,
             stage_times: StageTimes::default(),
@@ -929,7 +1027,7 @@ mod tests {
         let (mut meta, cells) = sample();
         let (_, _, distinct) = index_champions(&cells);
         for g in 1..=4 {
-            meta.generation = g;
+            at_generation(&mut meta, g);
             store.write(g, &encode(&meta, &distinct)).unwrap();
         }
         let files = store.list();
@@ -956,7 +1054,7 @@ mod tests {
         let stray = store.dir().join("ckpt-999999999999.pdck");
         std::fs::write(&stray, b"PAREIDCK not really").unwrap();
         for g in 1..=3 {
-            meta.generation = g;
+            at_generation(&mut meta, g);
             let path = store.write(g, &encode(&meta, &distinct)).unwrap();
             assert!(path.is_file(), "the checkpoint just written is kept");
             let (c, newest, _) = store.load_newest().unwrap();
@@ -968,11 +1066,11 @@ mod tests {
 
         // keep = 2: a damaged older checkpoint does not take the second slot either.
         let store = CheckpointStore::new(&dir, 2);
-        meta.generation = 4;
+        at_generation(&mut meta, 4);
         store.write(4, &encode(&meta, &distinct)).unwrap();
         let four = store.list()[0].clone();
         std::fs::write(&four, b"PAREIDCK cut").unwrap();
-        meta.generation = 5;
+        at_generation(&mut meta, 5);
         store.write(5, &encode(&meta, &distinct)).unwrap();
         let names: Vec<_> = store
             .list()
@@ -988,5 +1086,98 @@ mod tests {
                 .is_file()
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 18, item 8: checkpoints that pass the checksum but are inconsistent used to panic
+    /// (`archive.rs` index out of bounds when classes and score lengths disagree) or be
+    /// accepted (9 classes for a 10-class model, NaN scores, generation 2^63). Each is refused
+    /// as damaged, saying what is inconsistent, and nothing panics using what decodes.
+    #[test]
+    fn inconsistent_checkpoints_are_refused_with_what_is_wrong() {
+        let (meta, cells) = sample();
+        let encoded = |meta: &CheckpointMeta, cells: &[Option<Champion>]| {
+            let (_, _, distinct) = index_champions(cells);
+            encode(meta, &distinct)
+        };
+        assert!(decode(&encoded(&meta, &cells), Path::new("x")).is_ok());
+        fn champion(scores: &[f32], generation: u64) -> Champion {
+            Champion {
+                id: 11,
+                generation,
+                genome: Arc::from(&[5u8][..]),
+                scores: Arc::from(scores),
+            }
+        }
+        type Case = (
+            &'static str,
+            Box<dyn Fn(&mut CheckpointMeta, &mut Vec<Option<Champion>>)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "has 3 scores for 2 classes",
+                Box::new(|_, c| c[0] = Some(champion(&[0.1, 0.2, 0.3], 1))),
+            ),
+            (
+                "has 1 scores for 2 classes",
+                Box::new(|_, c| c[1] = Some(champion(&[0.1], 1))),
+            ),
+            (
+                "scores NaN in class 1",
+                Box::new(|_, c| c[1] = Some(champion(&[0.1, f32::NAN], 1))),
+            ),
+            (
+                "scores inf in class 0",
+                Box::new(|_, c| c[1] = Some(champion(&[f32::INFINITY, 0.0], 1))),
+            ),
+            (
+                "of generation 9, after the checkpoint's generation 4",
+                Box::new(|_, c| c[1] = Some(champion(&[0.1, 0.2], 9))),
+            ),
+            (
+                "model `m` scores 10 classes, but the archive has 2 cells",
+                Box::new(|m, _| m.identity.models[0].classes = 10),
+            ),
+            ("names no model", Box::new(|m, _| m.identity.models.clear())),
+            (
+                "records 3 labels for 2 classes",
+                Box::new(|m, _| m.identity.labels.push("two".into())),
+            ),
+            ("has no cells", Box::new(|_, c| c.clear())),
+            (
+                "generation 9223372036854775808 with 999 children scored",
+                Box::new(|m, _| m.generation = 1 << 63),
+            ),
+            (
+                "does not fit 200 children per generation",
+                Box::new(|m, _| m.evaluations = 5000),
+            ),
+            (
+                "an empty population",
+                Box::new(|m, _| m.config.offspring_per_generation = 0),
+            ),
+            (
+                "are not times (elapsed -1 s",
+                Box::new(|m, _| m.elapsed_s = -1.0),
+            ),
+        ];
+        for (needle, edit) in cases {
+            let (mut meta, mut cells) = sample();
+            edit(&mut meta, &mut cells);
+            let (champions, map, _) = index_champions(&cells);
+            meta.champions = champions;
+            meta.cells = map;
+            match decode(&encoded(&meta, &cells), Path::new("x")) {
+                Err(CheckpointError::Damaged { message, .. }) => assert!(
+                    message.contains("inconsistent") && message.contains(needle),
+                    "{needle}: {message}"
+                ),
+                other => panic!("{needle}: {other:?}"),
+            }
+        }
+        // A cell table longer than the models' classes (cells and score lengths disagree).
+        let (mut meta, cells) = sample();
+        meta.cells.push(None);
+        let e = decode(&encoded(&meta, &cells), Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("the archive has 3 cells"), "{e}");
     }
 }

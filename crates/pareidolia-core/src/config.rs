@@ -199,6 +199,10 @@ pub struct RunConfig {
     /// Extra folders to search for plugins, relative to this file.
     #[serde(default)]
     pub plugin_dirs: Vec<PathBuf>,
+    /// Memory the run may need at most (`"8 GiB"`, `"512 MiB"`, a byte count); setup refuses
+    /// a config whose estimate exceeds it (or, without it, the machine's memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<String>,
     /// The classifier (`[model]`); a run may name more in `models`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelConfig>,
@@ -222,6 +226,31 @@ pub struct RunConfig {
     /// Folder that relative paths are resolved against (the config file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// A size in bytes from `"8 GiB"`, `"512MiB"`, `"2 GB"`, `"1.5G"` or `"123456"`; `None` when
+/// it is not one.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "t" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "tb" => 1e12,
+        _ => return None,
+    };
+    let bytes = n * scale;
+    (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 fn default_seed() -> u64 {
@@ -339,6 +368,14 @@ impl RunConfig {
         if let Err((key, message)) = self.stop.check(None) {
             return err(key, &message);
         }
+        if let Some(text) = &self.max_memory
+            && parse_bytes(text).is_none()
+        {
+            return err(
+                "max_memory",
+                "must be a size like \"8 GiB\", \"512 MiB\", \"2GB\" or a byte count",
+            );
+        }
         if self.mutators > 256 {
             return err(
                 "mutators",
@@ -398,6 +435,23 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_memory_takes_sizes_with_units() {
+        assert_eq!(parse_bytes("8 GiB"), Some(8 << 30));
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes("2 GB"), Some(2_000_000_000));
+        assert_eq!(parse_bytes("1.5G"), Some(3 << 29));
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        for bad in ["", "lots", "8 parsecs", "-1 GiB", "0"] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
+        }
+        let text = format!("max_memory = \"eight\"\n{DEFAULT_CONFIG}");
+        let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`max_memory`"), "{e}");
+    }
 
     #[test]
     fn the_builtin_default_parses() {

@@ -60,6 +60,11 @@ pub struct RunIdentity {
     /// Class labels, by index (empty where a format-1 checkpoint did not record them).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The daemon run's id (`crate::resume::new_run_id`), the same in every checkpoint of
+    /// the run and in its folder's `run-id` file; `None` before a daemon starts the run, for
+    /// `pareidolia run`, and in checkpoints written before run ids (format 1, early format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 /// Which differences a resume accepts.
@@ -217,6 +222,7 @@ pub(crate) mod tests {
                 version: "0.1.0".into(),
             },
             labels: vec!["zero".into(), "one".into()],
+            run_id: None,
         }
     }
 

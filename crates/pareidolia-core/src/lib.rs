@@ -16,6 +16,7 @@ pub mod identity;
 pub mod image_io;
 pub mod parallel;
 pub mod plugin_host;
+pub mod resume;
 pub mod seeds;
 pub mod stop;
 pub mod summary;

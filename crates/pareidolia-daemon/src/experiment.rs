@@ -179,6 +179,7 @@ impl Experiment {
     /// of the backends' preferred sizes (recorded in the config, and so in checkpoints: a
     /// resumed run keeps the batches it started with).
     pub fn new(mut setup: Setup) -> Result<Self, SetupError> {
+        setup.check_memory()?;
         let first = setup
             .models
             .iter()
@@ -214,6 +215,9 @@ impl Experiment {
             Ok(())
         };
         warm_up(&mut prepared[0])?;
+        for (model, p) in setup.models.iter().zip(prepared[0].iter_mut()) {
+            model.check_output(p.as_mut(), sizes[0])?;
+        }
         let c = &setup.config;
         let batches = (c.offspring_per_generation as usize).div_ceil(batch);
         let gpu = prepared[0].iter().any(|p| p.device() != "cpu");

@@ -110,6 +110,9 @@ struct ClassStatus {
 #[derive(Debug, Serialize)]
 struct Status<'a> {
     run_dir: &'a str,
+    /// The run's id, as its checkpoints and `run-id` file record it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<&'a str>,
     model: &'a str,
     model_sha256: &'a str,
     backend: &'a str,
@@ -162,6 +165,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         .collect();
     let status = Status {
         run_dir: &state.run_dir,
+        run_id: id.run_id.as_deref(),
         model: &model.name,
         model_sha256: &model.sha256,
         backend: model
@@ -339,6 +343,7 @@ mod tests {
                 version: "0.1.0".into(),
             },
             labels: (0..classes).map(|c| format!("label{c}")).collect(),
+            run_id: None,
         }
     }
 

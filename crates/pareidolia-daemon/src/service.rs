@@ -175,6 +175,8 @@ pub struct ServeOptions {
     pub lock: RunLock,
     /// After the run ends, keep serving until SIGTERM or SIGINT.
     pub keep_serving: bool,
+    /// The run's id (`pareidolia_core::resume`), recorded in every checkpoint it writes.
+    pub run_id: String,
 }
 
 /// Runs the experiment with its HTTP endpoints until it ends or is stopped. Blocking: it
@@ -188,10 +190,14 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
         run_dir,
         lock: _lock,
         keep_serving,
+        run_id,
     } = options;
     let new_run = matches!(start, Start::New(_));
     let (listener, addr, mut experiment, resume) = match prepare(start, &run_dir) {
-        Ok(prepared) => prepared,
+        Ok(mut prepared) => {
+            prepared.2.identity.run_id = Some(run_id);
+            prepared
+        }
         Err(e) => {
             if new_run {
                 remove_unstarted(&run_dir);
@@ -315,6 +321,7 @@ fn prepare(start: Start, run_dir: &Path) -> Result<Prepared, ServiceError> {
                 .meta
                 .identity
                 .check_resume(&setup.identity(), allow)?;
+            setup.check_champions(&checkpoint.cells, &checkpoint.meta.identity.encoding)?;
             (setup, Some(*checkpoint))
         }
     };
@@ -322,10 +329,15 @@ fn prepare(start: Start, run_dir: &Path) -> Result<Prepared, ServiceError> {
     Ok((listener, addr, experiment, resume))
 }
 
-/// Removes what a new run wrote into its folder before it could start (its config, a
-/// history from an earlier attempt, the lock file, an empty `checkpoints/`).
+/// Removes what a new run wrote into its folder before it could start (its config and run
+/// id, a history from an earlier attempt, the lock file, an empty `checkpoints/`).
 fn remove_unstarted(run_dir: &Path) {
-    for name in ["config.toml", crate::history::FILE_NAME, "lock"] {
+    for name in [
+        "config.toml",
+        pareidolia_core::resume::RUN_ID_FILE,
+        crate::history::FILE_NAME,
+        "lock",
+    ] {
         let _ = std::fs::remove_file(run_dir.join(name));
     }
     let _ = std::fs::remove_dir(run_dir.join("checkpoints"));

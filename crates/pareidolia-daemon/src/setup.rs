@@ -49,6 +49,62 @@ pub enum SetupError {
         /// Its label in the other file.
         other_label: String,
     },
+    /// The config needs more memory than it may use.
+    #[error(
+        "this config needs about {} ({}), more than {limit_source} ({}); lower offspring_per_generation, \
+         initial_population or the canvas{}",
+        gib(*estimate), breakdown, gib(*limit),
+        if limit_source.starts_with("max_memory") { ", or raise max_memory" } else { ", or set max_memory to allow it" }
+    )]
+    Memory {
+        /// Estimated bytes.
+        estimate: u64,
+        /// The allowed bytes.
+        limit: u64,
+        /// `max_memory` or the machine's memory.
+        limit_source: String,
+        /// Where the estimate comes from.
+        breakdown: String,
+    },
+    /// The encoding cannot decode champions of the archive a run resumes with.
+    #[error(
+        "encoding {now} cannot decode {failed} of the {total} champions in the checkpoint{was} (first: class \
+         {class}, {message}); nothing was run. Restore the plugin the run was made with, or start a new run"
+    )]
+    Undecodable {
+        /// `name version` of the encoding now.
+        now: String,
+        /// `, which the run made with name version` where the plugin changed; else empty.
+        was: String,
+        /// Champions that do not decode.
+        failed: usize,
+        /// Distinct champions.
+        total: usize,
+        /// The first class whose champion does not decode.
+        class: usize,
+        /// The plugin's error.
+        message: String,
+    },
+    /// A model declared to output probabilities does not.
+    #[error(
+        "{key}: the manifest {manifest} says `output = \"probabilities\"`, but on a {image} image the model \
+         gives values from {min} to {max} that sum to {sum}, which are not probabilities; if it outputs \
+         scores before softmax, set `output = \"logits\"` in the manifest (the fitness applies softmax)"
+    )]
+    NotProbabilities {
+        /// The model's config key.
+        key: String,
+        /// Its manifest.
+        manifest: String,
+        /// Which test image.
+        image: &'static str,
+        /// Smallest value.
+        min: f32,
+        /// Largest value.
+        max: f32,
+        /// Their sum.
+        sum: f64,
+    },
     /// Two models of a run see different canvases (the encoding renders one).
     #[error(
         "the run's models must share one canvas, but `{first}` is shown {first_canvas} and `{other}` \
@@ -90,6 +146,8 @@ pub struct ModelSetup {
     pub options: BackendOptions,
     /// Where its labels come from (for messages).
     pub labels_origin: String,
+    /// Its manifest (`path/manifest.toml` or `builtin:NAME`), for messages.
+    pub manifest_origin: String,
 }
 
 impl ModelSetup {
@@ -112,14 +170,84 @@ impl ModelSetup {
                 .to_string(),
             ModelRef::Builtin(name) => format!("the labels of builtin:{name}"),
         };
+        let options = backend_options(m, base_dir);
+        // A library the user names must be there: it is not replaced by one found elsewhere.
+        if let Some(library) = &options.ort.library
+            && !library.exists()
+        {
+            return Err(EvalError::BadInput(format!(
+                "`{key}.onnxruntime.library` names {}, which does not exist; give the path of \
+                 libonnxruntime.so* or of a folder holding it, or remove the key to search \
+                 ORT_DYLIB_PATH and the Python onnxruntime package",
+                library.display()
+            )));
+        }
         Ok(Self {
             key: key.to_owned(),
             model: Arc::new(model),
             backend: m.backend,
             view,
-            options: backend_options(m, base_dir),
+            options,
             labels_origin,
+            manifest_origin: model_ref.to_string(),
         })
+    }
+
+    /// Checks, on `n` images (a size `prepared` is warmed up for), that a model whose manifest
+    /// says `output = "probabilities"` gives probabilities: values in [0, 1] summing to 1.
+    /// A logits model declared as probabilities would otherwise write "confidences" of 15.39
+    /// and -4.86 into the summary and file names. The images are mid-grey, black, white and
+    /// seeded noise, in turn.
+    pub fn check_output(
+        &self,
+        prepared: &mut dyn PreparedModel,
+        n: usize,
+    ) -> Result<(), SetupError> {
+        if self.model.manifest.output != OutputKind::Probabilities || n == 0 {
+            return Ok(());
+        }
+        let len = self.view.canvas_len(&self.model);
+        let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+        let kinds = ["mid-grey", "black", "white", "noise"];
+        let mut images = Vec::with_capacity(n * len);
+        for i in 0..n {
+            images.extend((0..len).map(|_| match i % kinds.len() {
+                0 => 128,
+                1 => 0,
+                2 => 255,
+                _ => {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    (noise >> 56) as u8
+                }
+            }));
+        }
+        let out = prepared.infer(&images, n)?;
+        let classes = self.model.classes();
+        for (i, v) in out.chunks(classes).enumerate() {
+            let (min, max) = v
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                    (lo.min(x), hi.max(x))
+                });
+            let sum: f64 = v.iter().map(|&x| f64::from(x)).sum();
+            let fine = v.iter().all(|x| x.is_finite())
+                && min >= -1e-4
+                && max <= 1.0 + 1e-4
+                && (sum - 1.0).abs() <= 1e-3;
+            if !fine {
+                return Err(SetupError::NotProbabilities {
+                    key: self.key.clone(),
+                    manifest: self.manifest_origin.clone(),
+                    image: kinds[i % kinds.len()],
+                    min,
+                    max,
+                    sum,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Prepares the model on its backend (compiles it; blocking, seconds for large models).
@@ -230,6 +358,104 @@ pub(crate) fn check_same_classes(first: &ModelSetup, other: &ModelSetup) -> Resu
     })
 }
 
+/// Bytes as GiB with one decimal (or MiB below 1 GiB), for messages.
+fn gib(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", b / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    }
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), where it can be read.
+fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Estimates the memory a run of `config` needs and refuses one beyond `max_memory` or the
+/// machine's memory (issue 18, item 7: `offspring_per_generation = 4000000000` aborted with
+/// "memory allocation of 176000000000 bytes failed", exit 134). A generation's children are
+/// all in memory at once (parent and child genomes, the rendered image, the scores); each
+/// batch in inference holds every model's input tensors (f32, ten of them per image for
+/// `ten-crop`); the archive holds a genome and the scores per class; each model's ONNX bytes
+/// are held about three times (the file, the backend's graph, its plans). Counted with
+/// checked arithmetic, so a count that overflows is refused as too large.
+fn check_memory(
+    config: &RunConfig,
+    models: &[ModelSetup],
+    encoding: &EncodingPlugin,
+) -> Result<(), SetupError> {
+    let image = encoding.image_len() as u64;
+    // A random genome's size stands for every genome (the direct encoding's is the image).
+    let genome = encoding.random(0).map_or(image, |g| g.len() as u64);
+    let classes = models.first().map_or(0, |m| m.model.classes()) as u64;
+    let scores = 4 * classes * models.len() as u64;
+    let children = u64::from(
+        config
+            .offspring_per_generation
+            .max(config.initial_population()),
+    );
+    let batch = u64::from(config.batch_size.max(1)).min(children.max(1));
+    let input: u64 = models
+        .iter()
+        .map(|m| {
+            let crops = if m.view.view == pareidolia_eval::View::TenCrop {
+                10
+            } else {
+                1
+            };
+            let i = &m.model.manifest.input;
+            4 * crops * u64::from(i.width) * u64::from(i.height) * u64::from(i.channels)
+        })
+        .sum();
+    let weights: u64 = models.iter().map(|m| 3 * m.model.onnx.len() as u64).sum();
+    let per_child = (2 * genome)
+        .checked_add(image)
+        .and_then(|b| b.checked_add(scores));
+    let estimate = per_child
+        .and_then(|c| c.checked_mul(children))
+        .and_then(|b| b.checked_add(batch.checked_mul(input)?.checked_mul(2)?))
+        .and_then(|b| b.checked_add(classes.checked_mul(genome + 4 * classes)?))
+        .and_then(|b| b.checked_add(weights))
+        .unwrap_or(u64::MAX);
+    let (limit, limit_source) = match config
+        .max_memory
+        .as_deref()
+        .map(pareidolia_core::config::parse_bytes)
+    {
+        Some(Some(limit)) => (
+            limit,
+            format!(
+                "max_memory = \"{}\"",
+                config.max_memory.as_deref().unwrap_or_default()
+            ),
+        ),
+        _ => match machine_memory() {
+            Some(total) => (total, "this machine's memory".to_owned()),
+            None => return Ok(()),
+        },
+    };
+    if estimate <= limit {
+        return Ok(());
+    }
+    Err(SetupError::Memory {
+        estimate,
+        limit,
+        limit_source,
+        breakdown: format!(
+            "{children} children of {} each (genome {genome} bytes twice, image {image} bytes), \
+             batches of {batch} images of {} model input, the {classes}-class archive, {} of weights",
+            gib(per_child.unwrap_or(u64::MAX)),
+            gib(input),
+            gib(weights)
+        ),
+    })
+}
+
 fn plugin_summary(info: &PluginInfo) -> PluginSummary {
     PluginSummary {
         name: info.name.clone(),
@@ -296,6 +522,55 @@ impl Setup {
         })
     }
 
+    /// Renders every distinct champion of `cells` once, so that an archive the encoding
+    /// cannot decode (a plugin changed under `--allow-plugin-change`, a genome written by
+    /// something else) fails here, once and clearly, before anything runs — instead of one
+    /// "child lost" per child bred from it and a failed generation later. `made_with` is the
+    /// encoding the checkpoint records.
+    pub fn check_champions(
+        &self,
+        cells: &[Option<pareidolia_core::Champion>],
+        made_with: &PluginSummary,
+    ) -> Result<(), SetupError> {
+        let mut pixels = vec![0u8; self.encoding.image_len()];
+        let mut seen = std::collections::HashSet::new();
+        let mut first = None;
+        let mut failed = 0;
+        for (class, champion) in cells.iter().enumerate() {
+            let Some(c) = champion else { continue };
+            if !seen.insert(c.id) {
+                continue;
+            }
+            if let Err(e) = self.encoding.render(&c.genome, &mut pixels) {
+                failed += 1;
+                first.get_or_insert((class, e.to_string()));
+            }
+        }
+        let Some((class, message)) = first else {
+            return Ok(());
+        };
+        let now = plugin_summary(self.encoding.library().info());
+        let text = |p: &PluginSummary| format!("`{} {}`", p.name, p.version);
+        Err(SetupError::Undecodable {
+            now: text(&now),
+            was: if &now == made_with {
+                String::new()
+            } else {
+                format!(", which the run made with {}", text(made_with))
+            },
+            failed,
+            total: seen.len(),
+            class,
+            message,
+        })
+    }
+
+    /// Refuses a search whose memory estimate exceeds `max_memory` or the machine's memory
+    /// (the commands that only read a run do not search, and do not check).
+    pub fn check_memory(&self) -> Result<(), SetupError> {
+        check_memory(&self.config, &self.models, &self.encoding)
+    }
+
     /// The first model (every run has one).
     pub fn model(&self) -> &ModelSetup {
         &self.models[0]
@@ -308,6 +583,7 @@ impl Setup {
             encoding: plugin_summary(self.encoding.library().info()),
             fitness: plugin_summary(self.fitness.library().info()),
             labels: self.model().model.labels.clone(),
+            run_id: None,
         }
     }
 }

@@ -280,15 +280,6 @@ fn check_io(model: &Model, session: &Session) -> Result<(String, String, bool), 
     let inputs = session.inputs();
     let input = match inputs.iter().find(|i| i.name() == spec.name) {
         Some(i) => i,
-        None if inputs.len() == 1 => {
-            tracing::warn!(
-                model = model.name(),
-                manifest = spec.name,
-                graph = inputs[0].name(),
-                "the manifest's input name is not in the graph; using its only input"
-            );
-            &inputs[0]
-        }
         None => {
             let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
             return Err(mismatch(format!(

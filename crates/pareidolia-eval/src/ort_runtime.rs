@@ -4,7 +4,8 @@
 //! library is opened on first use. We look, in order, at the configured path (a backend option),
 //! `ORT_DYLIB_PATH`, the `onnxruntime/capi/` folder of an installed Python `onnxruntime` or
 //! `onnxruntime-gpu` package, and finally the system loader's search path. A path may name the
-//! library file or a folder holding `libonnxruntime.so*`. A source that holds nothing is noted
+//! library file or a folder holding `libonnxruntime.so*`. A configured path that holds nothing
+//! is an error (a library the user names is never replaced by another); any other source that holds nothing is noted
 //! and skipped; the first library found is loaded, and if it fails to load (too old, not a
 //! library) that is the error: we do not silently try another one.
 //!
@@ -119,6 +120,19 @@ fn find(configured: Option<&Path>, looked: &mut Vec<String>) -> Option<(String, 
 }
 
 fn load(configured: Option<&Path>) -> Result<Runtime, EvalError> {
+    // A library the user names is that library: if it is not there, that is the error, not
+    // a reason to load another one found elsewhere.
+    if let Some(p) = configured
+        && library_at(p).is_none()
+    {
+        return Err(EvalError::OrtLibrary {
+            path: p.to_owned(),
+            message:
+                "no libonnxruntime.so* there (the configured `onnxruntime.library`); fix the path \
+                      or remove the key to search ORT_DYLIB_PATH and the Python onnxruntime package"
+                    .into(),
+        });
+    }
     let mut looked = Vec::new();
     let (source, path) = match find(configured, &mut looked) {
         Some(found) => found,

@@ -174,6 +174,26 @@ fn fold_constants(mut model: TypedModel) -> TractResult<TypedModel> {
 /// Compares the ONNX input's declared C, H, W (when the file declares them) with the manifest.
 fn check_declared_input(model: &Model, graph: &InferenceModel) -> Result<(), EvalError> {
     let spec = &model.manifest.input;
+    // The manifest's `[input] name` must be the graph's input (the first, which is fed); a
+    // wrong name is a manifest written for another file, refused as ONNX Runtime does.
+    let names: Vec<&str> = graph
+        .input_outlets()
+        .map(|outlets| {
+            outlets
+                .iter()
+                .map(|o| graph.node(o.node).name.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.first().is_some_and(|first| *first != spec.name) {
+        return Err(EvalError::ShapeMismatch {
+            model: model.name().to_owned(),
+            message: format!(
+                "the graph has no input named `{}` (its input is {names:?}); fix `input.name` in the manifest",
+                spec.name
+            ),
+        });
+    }
     let Ok(fact) = graph.input_fact(0) else {
         return Ok(());
     };

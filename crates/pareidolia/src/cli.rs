@@ -122,8 +122,8 @@ pub enum PluginsCommand {
         all: bool,
     },
     /// Load a plugin library, validate its descriptor and exercise it on a small canvas:
-    /// random -> mutate -> render -> serialise -> deserialise (encodings) or a batch of
-    /// scores (fitness), with timings.
+    /// random -> mutate -> render -> serialise -> deserialise with timings, then many seeded
+    /// bounded round trips (encodings), or a batch of scores (fitness).
     Check {
         /// The plugin's shared library.
         path: PathBuf,
@@ -133,6 +133,16 @@ pub enum PluginsCommand {
         /// Canvas WIDTHxHEIGHTxCHANNELS for encodings.
         #[arg(long, default_value = "28x28x1")]
         canvas: String,
+        /// Encodings: seeded rounds of random, crossover, mutate, render and a second
+        /// instance's decode, at most this many...
+        #[arg(long, default_value_t = 1000)]
+        rounds: u64,
+        /// ...and at most this many seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Write the first images the rounds draw (up to 32) as PNG files into DIR.
+        #[arg(long, value_name = "DIR")]
+        png: Option<PathBuf>,
     },
 }
 
@@ -155,7 +165,9 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// If the run folder already holds checkpoints, continue from the newest instead of
-    /// refusing (what a service manager restarting the daemon wants).
+    /// refusing (what a service manager restarting the daemon wants). The config and the
+    /// flags given may change what `resume --config` may change; other differences from the
+    /// run (seed, encoding, fitness, models) are refused.
     #[arg(long)]
     pub resume: bool,
     /// Log format.
@@ -172,9 +184,19 @@ pub struct DaemonArgs {
 pub struct ResumeArgs {
     /// The run folder.
     pub run_dir: PathBuf,
-    /// Run to this many generations in all (default: the config's).
+    /// Go on with this config instead of the run's: what a resumed run may change
+    /// (generations, mutators, plugin_dirs, the models' backend, onnxruntime and cuda
+    /// settings, [checkpoint], [http]) is taken from it; any other difference (seed,
+    /// encoding, fitness, models, population sizes) is refused.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run to this many generations in all (default: the config's); at least the run's
+    /// generation.
     #[arg(long)]
     pub generations: Option<u64>,
+    /// Inference backend of every model from now on (overrides the config).
+    #[arg(long, value_parser = choice::<BackendChoice>())]
+    pub backend: Option<BackendChoice>,
     /// Address for the HTTP endpoints (overrides the config).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,

@@ -6,11 +6,12 @@ use std::io::IsTerminal as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use pareidolia_core::AllowedChanges;
 use pareidolia_core::checkpoint::CheckpointStore;
+use pareidolia_core::resume::{self, RUN_ID_FILE};
+use pareidolia_core::{AllowedChanges, BackendChoice, RunConfig};
 use pareidolia_daemon::service::{self, RunLock, ServeOptions, Start};
 
-use crate::cli::{DaemonArgs, LogFormat, ResumeArgs};
+use crate::cli::{DaemonArgs, LogFormat, ResumeArgs, StopArgs};
 use crate::run::{default_out, resolve_config};
 
 /// Sets up logging for the daemon (text or JSON lines on stderr).
@@ -30,8 +31,12 @@ pub fn init_logging(format: LogFormat) {
 /// Files a daemon writes into a run folder before its first checkpoint: a folder that holds
 /// only these (and the lock among them) is a run that never reached its first checkpoint,
 /// and a new run may start over there.
-const BEFORE_FIRST_CHECKPOINT: [&str; 3] =
-    ["lock", "config.toml", pareidolia_daemon::history::FILE_NAME];
+const BEFORE_FIRST_CHECKPOINT: [&str; 4] = [
+    "lock",
+    "config.toml",
+    RUN_ID_FILE,
+    pareidolia_daemon::history::FILE_NAME,
+];
 
 /// What a run folder holds, as `daemon` sees it before it takes the lock.
 #[derive(Debug, PartialEq)]
@@ -126,16 +131,17 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             "the run folder holds a run that never reached its first checkpoint; starting it afresh"
         ),
         Folder::Run if args.resume => {
-            return resume(ResumeArgs {
-                run_dir,
-                generations: args.experiment.generations,
+            let e = args.experiment;
+            let asked = GoOn {
+                config: e.config,
+                seed: e.seed,
+                generations: e.generations,
+                mutators: e.mutators,
+                backend: e.backend,
                 listen: args.listen,
-                stop: args.experiment.stop.clone(),
-                allow_model_change: false,
-                allow_plugin_change: false,
-                log_format: args.log_format,
-                keep_serving: args.keep_serving,
-            });
+                stop: e.stop,
+            };
+            return resume_run(run_dir, asked, AllowedChanges::default(), args.keep_serving);
         }
         Folder::Run => bail!(
             "run folder {} is a pareidolia run: it already holds checkpoints in {}; continue it with `pareidolia resume {}` (or `daemon --resume`), or choose another --out",
@@ -161,17 +167,21 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let result = RunLock::acquire(&run_dir)
         .map_err(anyhow::Error::from)
         .and_then(|lock| {
+            let unwritable = || {
+                format!(
+                    "cannot write to run folder {}; is it writable?",
+                    run_dir.display()
+                )
+            };
             std::fs::write(run_dir.join("config.toml"), crate::run::toml_of(&config)?)
-                .with_context(|| {
-                    format!(
-                        "cannot write to run folder {}; is it writable?",
-                        run_dir.display()
-                    )
-                })?;
+                .with_context(unwritable)?;
+            let run_id = resume::new_run_id();
+            resume::write_run_id(&run_dir, &run_id).with_context(unwritable)?;
             let options = ServeOptions {
                 run_dir: run_dir.clone(),
                 lock,
                 keep_serving: args.keep_serving,
+                run_id,
             };
             service::serve(Start::New(config), options)?;
             Ok(())
@@ -184,44 +194,143 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     result
 }
 
+/// What a resume is asked to go on with: a new config file and command-line overrides
+/// (each `None` keeps the run's).
+struct GoOn {
+    config: Option<std::path::PathBuf>,
+    seed: Option<u64>,
+    generations: Option<u64>,
+    mutators: Option<u32>,
+    backend: Option<BackendChoice>,
+    listen: Option<String>,
+    stop: StopArgs,
+}
+
+impl GoOn {
+    /// The config asked for — the new file's, else the run's — with the overrides applied,
+    /// and a name for it in messages.
+    fn config(&self, run: &RunConfig) -> Result<(RunConfig, String)> {
+        let (mut config, origin) = match &self.config {
+            Some(path) => (RunConfig::from_file(path)?, path.display().to_string()),
+            None => (run.clone(), "the command line".to_owned()),
+        };
+        if let Some(seed) = self.seed {
+            config.seed = seed;
+        }
+        if let Some(g) = self.generations {
+            config.generations = g;
+        }
+        if let Some(m) = self.mutators {
+            config.mutators = m;
+        }
+        if let Some(b) = self.backend {
+            for model in config.model_configs_mut() {
+                model.backend = b;
+            }
+        }
+        if let Some(listen) = &self.listen {
+            config.http.listen = listen.clone();
+        }
+        config.validate("the command line")?;
+        Ok((config, origin))
+    }
+
+    /// Where the generation count comes from, for a message.
+    fn generations_source(&self) -> String {
+        match (&self.generations, &self.config) {
+            (Some(_), _) => "--generations".to_owned(),
+            (None, Some(path)) => format!("`generations` in {}", path.display()),
+            (None, None) => "the run's config".to_owned(),
+        }
+    }
+}
+
 /// `pareidolia resume`.
 pub fn resume(args: ResumeArgs) -> Result<()> {
-    let store = CheckpointStore::new(&args.run_dir, 1);
-    if let Some(pid) = RunLock::held_by_other(&args.run_dir) {
-        let run_dir = args.run_dir;
+    let asked = GoOn {
+        config: args.config,
+        seed: None,
+        generations: args.generations,
+        mutators: None,
+        backend: args.backend,
+        listen: args.listen,
+        stop: args.stop,
+    };
+    let allow = AllowedChanges {
+        model: args.allow_model_change,
+        plugins: args.allow_plugin_change,
+    };
+    resume_run(args.run_dir, asked, allow, args.keep_serving)
+}
+
+/// Continues the run in `run_dir` from its newest valid checkpoint: checks that the
+/// checkpoint is this folder's run, applies what `asked` may change and refuses the rest
+/// (`pareidolia_core::resume`), then serves.
+fn resume_run(
+    run_dir: std::path::PathBuf,
+    asked: GoOn,
+    allow: AllowedChanges,
+    keep_serving: bool,
+) -> Result<()> {
+    let store = CheckpointStore::new(&run_dir, 1);
+    if let Some(pid) = RunLock::held_by_other(&run_dir) {
         return Err(service::ServiceError::Locked { run_dir, pid }.into());
     }
     // Before the lock, which would leave a lock file in a folder that is not a run.
     store.check_any()?;
-    let lock = RunLock::acquire(&args.run_dir)?;
+    let lock = RunLock::acquire(&run_dir)?;
     let (checkpoint, path, skipped) = store.load_newest()?;
     for (bad, why) in &skipped {
         tracing::warn!(checkpoint = %bad.display(), reason = %why, "skipping a damaged checkpoint");
     }
+    let folder_id = resume::read_run_id(&run_dir);
+    let folder_config = RunConfig::from_file(&run_dir.join("config.toml")).ok();
+    resume::check_belongs(
+        &path,
+        checkpoint.meta.identity.run_id.as_deref(),
+        &checkpoint.meta.config,
+        &run_dir,
+        folder_id.as_deref(),
+        folder_config.as_ref(),
+    )?;
     tracing::info!(checkpoint = %path.display(), generation = checkpoint.meta.generation, "resuming");
-    let mut config = checkpoint.config();
-    if let Some(g) = args.generations {
-        config.generations = g;
+    let run_config = checkpoint.config();
+    let (new, origin) = asked.config(&run_config)?;
+    let (mut config, applied) = resume::continue_with(&run_config, &new, &origin)?;
+    resume::check_generations(
+        checkpoint.meta.generation,
+        config.generations,
+        &asked.generations_source(),
+    )?;
+    if !applied.is_empty() {
+        tracing::info!(changes = %applied.join("; "), from = %origin, "the resumed run goes on with these changes");
+        std::fs::write(run_dir.join("config.toml"), crate::run::toml_of(&config)?)
+            .with_context(|| format!("cannot write {}", run_dir.join("config.toml").display()))?;
     }
-    if let Some(listen) = &args.listen {
-        config.http.listen = listen.clone();
+    // A run from before run ids gets one now; its later checkpoints carry it.
+    let run_id = match (checkpoint.meta.identity.run_id.clone(), folder_id) {
+        (Some(id), _) | (None, Some(id)) => id,
+        (None, None) => resume::new_run_id(),
+    };
+    if resume::read_run_id(&run_dir).as_deref() != Some(run_id.as_str()) {
+        resume::write_run_id(&run_dir, &run_id)
+            .with_context(|| format!("cannot write {}", run_dir.join(RUN_ID_FILE).display()))?;
     }
-    args.stop
+    asked
+        .stop
         .apply(&mut config.stop)
         .map_err(anyhow::Error::msg)?;
     config.validate("the command line")?;
     let start = Start::Resume {
         checkpoint: Box::new(checkpoint),
         config,
-        allow: AllowedChanges {
-            model: args.allow_model_change,
-            plugins: args.allow_plugin_change,
-        },
+        allow,
     };
     let options = ServeOptions {
-        run_dir: args.run_dir,
+        run_dir,
         lock,
-        keep_serving: args.keep_serving,
+        keep_serving,
+        run_id,
     };
     service::serve(start, options)?;
     Ok(())

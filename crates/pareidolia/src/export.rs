@@ -92,15 +92,6 @@ pub fn export_genome(args: ExportGenomeArgs) -> Result<()> {
             path.display()
         )
     };
-    let setup =
-        Setup::load(checkpoint.config()).context("cannot load the run's model and plugins")?;
-    let description = setup.encoding.describe(&champion.genome)?;
-    let json: serde_json::Value = serde_json::from_str(&description).with_context(|| {
-        format!(
-            "encoding `{}` described the genome with invalid JSON",
-            setup.encoding.name()
-        )
-    })?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let stem = args.out.join(format!("genome-{:03}", args.class));
@@ -109,8 +100,33 @@ pub fn export_genome(args: ExportGenomeArgs) -> Result<()> {
         std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
         Ok(p)
     };
+    // The raw bytes first: they are what the checkpoint holds, whether or not the encoding
+    // installed now can decode them.
+    let bin = write("bin", &champion.genome)?;
+    let raw_only = |why: String| {
+        anyhow::anyhow!(
+            "wrote the raw genome of class {} ({} bytes) to {}, but {why}",
+            args.class,
+            champion.genome.len(),
+            bin.display()
+        )
+    };
+    let setup = Setup::load(checkpoint.config())
+        .map_err(|e| raw_only(format!("cannot load the run's model and plugins: {e:#}")))?;
+    let description = setup.encoding.describe(&champion.genome).map_err(|e| {
+        raw_only(format!(
+            "encoding `{}` cannot decode it: {e}",
+            setup.encoding.name()
+        ))
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&description).map_err(|e| {
+        raw_only(format!(
+            "encoding `{}` described it with invalid JSON: {e}",
+            setup.encoding.name()
+        ))
+    })?;
     let mut written = vec![
-        write("bin", &champion.genome)?,
+        bin.clone(),
         write("json", serde_json::to_string_pretty(&json)?.as_bytes())?,
     ];
     if let Some(dot) = json.get("dot").and_then(|d| d.as_str()) {

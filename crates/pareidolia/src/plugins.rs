@@ -20,7 +20,19 @@ pub fn plugins(cmd: PluginsCommand) -> Result<()> {
             path,
             params,
             canvas,
-        } => check(&path, &params, &canvas),
+            rounds,
+            seconds,
+            png,
+        } => check(
+            &path,
+            &params,
+            &canvas,
+            &Rounds {
+                rounds,
+                seconds,
+                png,
+            },
+        ),
     }
 }
 
@@ -119,7 +131,7 @@ fn timed<T>(out: &mut impl std::io::Write, what: &str, f: impl FnOnce() -> Resul
     result
 }
 
-fn check(path: &Path, params: &str, canvas: &str) -> Result<()> {
+fn check(path: &Path, params: &str, canvas: &str, options: &Rounds) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let lib = PluginLibrary::open(path)?;
     let i = lib.info().clone();
@@ -166,6 +178,18 @@ fn check(path: &Path, params: &str, canvas: &str) -> Result<()> {
                 canvas.height,
                 canvas.channels
             )?;
+            // A second instance decodes what the first one wrote, as a resumed run does.
+            let fresh = EncodingPlugin::create(enc.library().clone(), params, canvas)?;
+            let report = rounds(&enc, &fresh, options)?;
+            writeln!(out, "{report}")?;
+            if !report.failures.is_empty() {
+                bail!(
+                    "{} of {} round trips failed (first: {}); a run would lose those children",
+                    report.failed_rounds,
+                    report.rounds,
+                    report.failures[0]
+                );
+            }
         }
         PluginKind::Fitness => {
             let classes = 10;
@@ -183,4 +207,160 @@ fn check(path: &Path, params: &str, canvas: &str) -> Result<()> {
     }
     writeln!(out, "plugin works")?;
     Ok(())
+}
+
+/// How long `plugins check` exercises an encoding.
+pub struct Rounds {
+    /// At most this many rounds...
+    pub rounds: u64,
+    /// ...and at most this many seconds.
+    pub seconds: f64,
+    /// Write the first images drawn here as PNG files.
+    pub png: Option<PathBuf>,
+}
+
+/// What the rounds found.
+struct RoundsReport {
+    rounds: u64,
+    failed_rounds: u64,
+    failures: Vec<String>,
+    seconds: f64,
+    pngs: usize,
+}
+
+impl std::fmt::Display for RoundsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "  {} seeded rounds of random, crossover, mutate, render and a second instance's decode in {:.2} s: {} failed",
+            self.rounds, self.seconds, self.failed_rounds
+        )?;
+        for failure in self.failures.iter().take(5) {
+            write!(f, "\n  FAIL  {failure}")?;
+        }
+        if self.pngs > 0 {
+            write!(f, "\n  wrote {} images", self.pngs)?;
+        }
+        Ok(())
+    }
+}
+
+/// Images `--png` writes at most.
+const MAX_PNGS: usize = 32;
+
+/// Round `i` (seeds from `i`): two random genomes, their crossover, a mutation of it; each
+/// rendered twice into buffers prefilled with 0x00 and 0xFF (bytes the plugin leaves
+/// unwritten show up as a difference: a canvas of 3 channels drawn as 1), and rendered again
+/// by `fresh`, another instance, from a copy of the bytes (decode(encode(g)) draws the same
+/// image). A panic inside the plugin is an error of that call, caught by the shim, so a
+/// plugin that panics once in a few hundred calls is found.
+fn rounds(enc: &EncodingPlugin, fresh: &EncodingPlugin, o: &Rounds) -> Result<RoundsReport> {
+    let start = Instant::now();
+    let canvas = enc.canvas();
+    let mut report = RoundsReport {
+        rounds: 0,
+        failed_rounds: 0,
+        failures: Vec::new(),
+        seconds: 0.0,
+        pngs: 0,
+    };
+    if let Some(dir) = &o.png {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let (mut zeros, mut ones, mut other) = (
+        vec![0u8; enc.image_len()],
+        vec![0u8; enc.image_len()],
+        vec![0u8; enc.image_len()],
+    );
+    for i in 0..o.rounds {
+        if i > 0 && start.elapsed().as_secs_f64() >= o.seconds {
+            break;
+        }
+        report.rounds += 1;
+        let seed = 1000 + 4 * i;
+        let mut one = |what: &str, result: Result<(), String>| {
+            if let Err(e) = result {
+                report.failures.push(format!("round {i} {what}: {e}"));
+            }
+        };
+        let mut genomes = Vec::new();
+        for (what, g) in [
+            ("random", enc.random(seed)),
+            ("random", enc.random(seed + 1)),
+        ] {
+            match g {
+                Ok(g) => genomes.push(g),
+                Err(e) => one(what, Err(e.to_string())),
+            }
+        }
+        if let [a, b] = &genomes[..] {
+            match enc.crossover(a, b, seed + 2) {
+                Ok((c, d)) => genomes.extend([c, d]),
+                Err(e) => one("crossover", Err(e.to_string())),
+            }
+        }
+        if let Some(parent) = genomes.last().cloned() {
+            match enc.mutate(&parent, i + 1, seed + 3) {
+                Ok(m) => genomes.push(m),
+                Err(e) => one("mutate", Err(e.to_string())),
+            }
+        }
+        for (k, g) in genomes.iter().enumerate() {
+            let drawn = (|| -> Result<(), String> {
+                zeros.fill(0);
+                ones.fill(0xff);
+                enc.render(g, &mut zeros).map_err(|e| e.to_string())?;
+                enc.render(g, &mut ones).map_err(|e| e.to_string())?;
+                let unwritten = zeros.iter().zip(&ones).filter(|(a, b)| a != b).count();
+                if unwritten > 0 {
+                    return Err(format!(
+                        "render left {unwritten} of the {} bytes of a {}x{}x{} image unwritten (does it draw {} channel(s)?)",
+                        zeros.len(),
+                        canvas.width,
+                        canvas.height,
+                        canvas.channels,
+                        canvas.channels
+                    ));
+                }
+                let copy = g.clone();
+                fresh
+                    .render(&copy, &mut other)
+                    .map_err(|e| format!("a second instance cannot decode the bytes: {e}"))?;
+                if other != zeros {
+                    return Err(
+                        "a second instance draws another image from the same bytes: decode(encode(genome)) is not the genome".into(),
+                    );
+                }
+                Ok(())
+            })();
+            let failed = drawn.is_err();
+            one("render", drawn);
+            if let Some(dir) = &o.png
+                && !failed
+                && report.pngs < MAX_PNGS
+            {
+                let path = dir.join(format!("round{i:04}-{k}.png"));
+                let image = pareidolia_core::image_io::Image {
+                    width: canvas.width,
+                    height: canvas.height,
+                    channels: canvas.channels,
+                    pixels: zeros.clone(),
+                };
+                pareidolia_core::image_io::write_png(&path, &image)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                report.pngs += 1;
+            }
+        }
+        let failures = report.failures.len();
+        if failures > 0
+            && report
+                .failures
+                .last()
+                .is_some_and(|f| f.starts_with(&format!("round {i} ")))
+        {
+            report.failed_rounds += 1;
+        }
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
 }
