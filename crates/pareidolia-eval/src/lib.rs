@@ -11,6 +11,7 @@
 
 mod backend;
 mod builtin;
+mod dataset;
 mod error;
 mod fixed_batch;
 mod manifest;
@@ -24,6 +25,7 @@ mod views;
 pub use backend::{
     Backend, BackendChoice, BackendOptions, PreparedModel, backend_for, backend_with,
 };
+pub use dataset::{DatasetProblem, LabelledImages, TrainingData};
 pub use error::EvalError;
 pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, MeanImage, OutputKind, Provenance};
 pub use model::{Model, ModelRef, sha256_hex};
