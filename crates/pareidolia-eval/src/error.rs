@@ -121,4 +121,12 @@ pub enum EvalError {
         /// What is wrong with it.
         problem: crate::DatasetProblem,
     },
+    /// An ONNX file that cannot be edited as asked (weights replaced, last layer widened).
+    #[error("ONNX model {origin} {problem}")]
+    Edit {
+        /// The file (or where the bytes came from).
+        origin: String,
+        /// What stops the edit.
+        problem: crate::EditProblem,
+    },
 }
