@@ -167,6 +167,7 @@ impl Experiment {
             offspring: c.offspring_per_generation,
             initial: c.initial_population(),
             classes: self.identity.classes(),
+            cells: self.identity.cells.clone(),
             history: options.run_dir.clone(),
             checkpoint: options.run_dir.as_ref().map(|dir| CheckpointPlan {
                 store: CheckpointStore::new(dir, c.checkpoint.keep),

@@ -136,6 +136,8 @@ struct Status<'a> {
     last_checkpoint_generation: Option<u64>,
     last_checkpoint_unix_s: Option<f64>,
     classes: Vec<ClassStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped_classes: Vec<usize>,
 }
 
 async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -144,6 +146,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
     let model = id.primary();
     let plugin = |p: &pareidolia_core::summary::PluginSummary| format!("{} {}", p.name, p.version);
     let classes = (0..id.classes())
+        .filter(|&class| id.is_cell(class))
         .map(|class| {
             let label = id.label(class);
             let champion = p.champions.get(class).and_then(Option::as_ref);
@@ -185,6 +188,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         last_checkpoint_generation: p.last_checkpoint_generation,
         last_checkpoint_unix_s: p.last_checkpoint_unix_s,
         classes,
+        skipped_classes: id.skipped_classes(),
     };
     Json(serde_json::to_value(status).unwrap_or_default())
 }
@@ -335,6 +339,7 @@ mod tests {
                 version: "0.1.0".into(),
             },
             labels: (0..classes).map(|c| format!("label{c}")).collect(),
+            cells: None,
         }
     }
 
