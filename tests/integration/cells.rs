@@ -113,6 +113,18 @@ fn an_eleven_class_lenet_evolves_ten_cells_against_all_eleven_outputs() {
     assert_eq!(c.cells.len(), 11);
     assert!(c.cells[10].is_none() && c.cells[..10].iter().all(Option::is_some));
     assert_eq!(c.archive().stats().cells, 10);
+    // An export from the checkpoint writes the same cells.
+    let export = dir.join("export");
+    success(pareidolia(&[
+        "export",
+        whole.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ]));
+    let exported = json(&export.join("summary.json"));
+    assert_eq!(exported["classes"], summary["classes"]);
+    assert_eq!(exported["skipped_classes"], serde_json::json!([10]));
+    assert_eq!(exported["stats"], summary["stats"]);
 
     // Stopped at generation 3 and resumed to 6: the same run as the uninterrupted one.
     let split = dir.join("split");
