@@ -122,6 +122,16 @@ pub enum DatasetProblem {
         /// The model.
         model: String,
     },
+    /// Held-out images of another size than the training images.
+    #[error("holds {found} images but the training images {train} are {expected}")]
+    SplitMismatch {
+        /// The held-out `WxHxC`.
+        found: String,
+        /// The training `WxHxC`.
+        expected: String,
+        /// The training images file.
+        train: PathBuf,
+    },
     /// A label that is not one of the model's classes.
     #[error(
         "has label {label} at image {index} ({count} such labels in all), but model {model} has \
@@ -398,10 +408,10 @@ impl TrainingData {
         {
             return Err(EvalError::Dataset {
                 path: h.images_path.clone(),
-                problem: DatasetProblem::ImageSize {
+                problem: DatasetProblem::SplitMismatch {
                     found: h.shape_text(),
                     expected: train.shape_text(),
-                    model: format!("(the training images, {})", train.images_path.display()),
+                    train: train.images_path.clone(),
                 },
             });
         }
@@ -780,6 +790,23 @@ mod tests {
         let e = TrainingData::open(&dir2).unwrap_err().to_string();
         assert!(
             e.contains("has no held-out labels") && e.contains("t10k-labels-idx1-ubyte"),
+            "{e}"
+        );
+        // Held-out images of 3x2 beside training images of 2x3.
+        std::fs::write(
+            dir2.join("t10k-images-idx3-ubyte.gz"),
+            gz(&idx(&[2, 3, 2], &[0; 12])),
+        )
+        .unwrap();
+        std::fs::write(
+            dir2.join("t10k-labels-idx1-ubyte.gz"),
+            gz(&idx(&[2], &[0, 1])),
+        )
+        .unwrap();
+        let e = TrainingData::open(&dir2).unwrap_err().to_string();
+        assert!(
+            e.contains("t10k-images-idx3-ubyte.gz holds 2x3x1 images but the training images")
+                && e.contains("are 3x2x1"),
             "{e}"
         );
         let e = TrainingData::open(&dir.join("nope"))
