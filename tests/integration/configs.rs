@@ -32,6 +32,8 @@ fn shipped_configs_parse() {
         "keep",
         "listen",
         "classes",
+        "until",
+        "max_seconds",
     ];
     for key in keys {
         assert!(

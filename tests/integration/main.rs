@@ -20,6 +20,8 @@ mod daemon;
 mod daemon_process;
 /// Same seed, same results; mutator count does not change them.
 mod determinism;
+/// scripts/device-check.sh without a GPU: arguments, the cuda refusal, a CPU pass.
+mod device_check;
 /// The ensemble and margin fitness plugins through the real loader.
 mod fitness;
 /// The live gallery page in headless Chromium.
@@ -37,6 +39,8 @@ mod models;
 mod monitoring;
 /// The plugin loader and the real plugins through the C ABI.
 mod plugins;
+/// Stop conditions: `--until`, `--max-seconds`, `[stop]`.
+mod stop;
 /// Actor failures mid-run.
 mod supervision;
 /// scripts/sweep.sh on 2 seeds x 5 generations, checked against the runs' summary.json.

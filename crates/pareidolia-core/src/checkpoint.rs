@@ -33,6 +33,7 @@ use crate::archive::{Archive, Champion};
 use crate::config::RunConfig;
 use crate::identity::{ModelIdentity, RunIdentity};
 use crate::seeds::HostRng;
+use crate::stop::StopReached;
 use crate::summary::{PluginSummary, StageTimes};
 
 /// First bytes of every checkpoint.
@@ -94,6 +95,9 @@ pub struct CheckpointMeta {
     pub champions: Vec<ChampionMeta>,
     /// Per class: index into `champions`.
     pub cells: Vec<Option<u32>>,
+    /// The stop condition that ended the run, if one did (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reached: Option<StopReached>,
 }
 
 /// A checkpoint in memory: metadata and the archive's cells.
@@ -122,13 +126,15 @@ pub struct RunCounters {
 
 impl Checkpoint {
     /// The one place a checkpoint is made from a run's state: the archive, its counters, the
-    /// parent-selection RNG, the resolved config and the identity. Returns the file's bytes.
+    /// parent-selection RNG, the resolved config, the identity and the stop condition that
+    /// ended the run, if one did. Returns the file's bytes.
     pub fn capture(
         archive: &Archive,
         counters: RunCounters,
         rng: &HostRng,
         config: &RunConfig,
         identity: &RunIdentity,
+        stop_reached: Option<&StopReached>,
         created_unix_s: f64,
     ) -> Vec<u8> {
         let (champions, cells, distinct) = index_champions(archive.cells());
@@ -147,6 +153,7 @@ impl Checkpoint {
             identity: identity.clone(),
             champions,
             cells,
+            stop_reached: stop_reached.cloned(),
         };
         encode(&meta, &distinct)
     }
@@ -251,6 +258,7 @@ impl MetaV1 {
             identity,
             champions: self.champions,
             cells: self.cells,
+            stop_reached: None,
         }
     }
 }
@@ -805,6 +813,7 @@ mod tests {
             identity: crate::identity::tests::sample(),
             champions,
             cells: map,
+            stop_reached: None,
         };
         (meta, cells)
     }
@@ -924,6 +933,7 @@ mod tests {
             &m.rng,
             &c.config(),
             id,
+            None,
             m.created_unix_s,
         );
         assert_eq!(
@@ -952,6 +962,7 @@ mod tests {
             &meta.rng,
             &meta.config,
             &meta.identity,
+            None,
             1.0,
         );
         let c = decode(&bytes, Path::new("x")).unwrap();

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::choices::{BackendChoice, ConvSearch, View};
+use crate::stop::StopConfig;
 
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +232,9 @@ pub struct RunConfig {
     /// Which classes are cells.
     #[serde(default, skip_serializing_if = "ArchiveConfig::is_default")]
     pub archive: ArchiveConfig,
+    /// When the run ends before its last generation (`[stop]`: conditions, a time budget).
+    #[serde(default, skip_serializing_if = "StopConfig::is_empty")]
+    pub stop: StopConfig,
     /// Folder that relative paths are resolved against (the config file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -347,6 +351,9 @@ impl RunConfig {
                     ),
                 );
             }
+        }
+        if let Err((key, message)) = self.stop.check(None) {
+            return err(key, &message);
         }
         if self.mutators > 256 {
             return err("mutators", "must be at most 256 (0 = one per spare core)");
@@ -569,6 +576,34 @@ mod tests {
             let e = with(line).expect_err(line).to_string();
             assert!(e.contains(want) && e.contains("x.toml"), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn stop_conditions_are_parsed_and_checked_by_key() {
+        let with = |table: &str| {
+            let text = format!("{DEFAULT_CONFIG}\n[stop]\n{table}\n");
+            RunConfig::parse(&text, "x.toml", PathBuf::new())
+        };
+        let c = with("until = [\"min>=0.9999\", \"classes>=0.99:95%\"]\nmax_seconds = 30").unwrap();
+        assert_eq!(c.stop.until.len(), 2);
+        assert_eq!(c.stop.max_seconds, 30.0);
+        // Written back, it reads the same.
+        let again = RunConfig::parse(&toml::to_string(&c).unwrap(), "y.toml", PathBuf::new());
+        assert_eq!(again.unwrap(), c);
+        let e = with("until = [\"mni>=0.9\"]").unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml")
+                && e.contains("unknown statistic `mni`")
+                && e.contains("classes>=C:N"),
+            "{e}"
+        );
+        let e = with("max_seconds = -5").unwrap_err().to_string();
+        assert!(e.contains("`stop.max_seconds` must be"), "{e}");
+        let e = with("untill = []").unwrap_err().to_string();
+        assert!(e.contains("untill"), "{e}");
+        // Without a [stop] table, none is written back.
+        let text = toml::to_string(&RunConfig::builtin_default()).unwrap();
+        assert!(!text.contains("stop"), "{text}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use font8x8::UnicodeFonts;
 
 use crate::image_io::{Image, ImageError, write_png};
+use crate::parallel;
 
 /// One champion as the gallery shows it.
 #[derive(Debug, Clone)]
@@ -50,22 +51,28 @@ pub fn file_name(entry: &GalleryEntry) -> String {
 }
 
 /// Writes `dir/<file_name>.png` for every entry, `dir/montage.png` and `dir/index.html`.
-/// Returns the PNG paths, in entry order.
+/// Returns the PNG paths, in entry order. The montage is composed and written on a thread
+/// of its own while the champions' PNGs are encoded on every core.
 pub fn write_gallery(dir: &Path, entries: &[GalleryEntry]) -> Result<Vec<PathBuf>, ImageError> {
     std::fs::create_dir_all(dir).map_err(|source| ImageError::Io {
         action: "create",
         path: dir.to_owned(),
         cause: source,
     })?;
-    let mut paths = Vec::with_capacity(entries.len());
-    for e in entries {
-        let path = dir.join(file_name(e));
-        write_png(&path, &e.image)?;
-        paths.push(path);
-    }
-    if !entries.is_empty() {
-        write_png(&dir.join("montage.png"), &montage(entries))?;
-    }
+    let paths: Vec<PathBuf> = entries.iter().map(|e| dir.join(file_name(e))).collect();
+    let (written, montage_written) = std::thread::scope(|s| {
+        let montage = (!entries.is_empty())
+            .then(|| s.spawn(|| write_png(&dir.join("montage.png"), &montage(entries))));
+        let indices: Vec<usize> = (0..entries.len()).collect();
+        let written = parallel::map(&indices, parallel::threads(), |&i| {
+            write_png(&paths[i], &entries[i].image)
+        });
+        let montage_written =
+            montage.map(|m| m.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (written, montage_written)
+    });
+    written.into_iter().collect::<Result<(), _>>()?;
+    montage_written.transpose()?;
     let html_path = dir.join("index.html");
     std::fs::write(&html_path, index_html(entries)).map_err(|source| ImageError::Io {
         action: "write",

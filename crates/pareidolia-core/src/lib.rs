@@ -14,8 +14,10 @@ pub mod config;
 pub mod gallery;
 pub mod identity;
 pub mod image_io;
+pub mod parallel;
 pub mod plugin_host;
 pub mod seeds;
+pub mod stop;
 pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, CellsError, Champion, Evaluated};
@@ -27,3 +29,4 @@ pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity}
 pub use plugin_host::{
     EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,
 };
+pub use stop::{StopCondition, StopConfig, StopReached, StopStatus};

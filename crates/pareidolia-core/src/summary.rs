@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ArchiveStats;
 use crate::identity::ModelIdentity;
+use crate::stop::StopStatus;
 
 /// One class's champion in the summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +93,11 @@ pub struct RunSummary {
     pub stats: ArchiveStats,
     /// Time per stage.
     pub stage_times: StageTimes,
+    /// The run's stop conditions (`[stop]`, `--until`, `--max-seconds`) and the one that
+    /// ended it, with the generation and evolution time it was reached; absent when the run
+    /// had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopStatus>,
     /// Per cell (every class, unless the run skips some).
     pub classes: Vec<ClassSummary>,
     /// The model's classes that were not cells (`archive.classes` left them out): scored by

@@ -6,6 +6,8 @@
 //! It also owns the run's continuity: it checkpoints at generation boundaries (the only
 //! moments at which its state is complete), starts from a checkpoint when resuming, and on a
 //! shutdown request lets the generation in flight finish, writes a final checkpoint and ends.
+//! A stop condition ([`StopConfig`]: `--until`, `--max-seconds`) met after a generation ends
+//! the run the same way, at that generation, and is recorded in the final checkpoint.
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -14,7 +16,7 @@ use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore, RunCounters};
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::seeds::{self, HostRng};
 use pareidolia_core::summary::StageTimes;
-use pareidolia_core::{Archive, Evaluated, RunIdentity};
+use pareidolia_core::{Archive, Evaluated, RunIdentity, StopConfig, StopReached};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
 
@@ -63,6 +65,8 @@ pub struct ArchivePlan {
     pub history: Option<PathBuf>,
     /// Checkpointing, if any.
     pub checkpoint: Option<CheckpointPlan>,
+    /// When to end before the last generation.
+    pub stop: StopConfig,
 }
 
 /// Start-up arguments.
@@ -106,6 +110,8 @@ pub struct ArchiveState {
     last_checkpoint_at: Instant,
     last_checkpoint: LastCheckpoint,
     stopping: bool,
+    /// The stop condition that ended the run, once one held.
+    stop_reached: Option<StopReached>,
     finished: bool,
     progress: watch::Sender<Progress>,
     done: mpsc::UnboundedSender<Result<RunOutcome, RunError>>,
@@ -191,6 +197,29 @@ impl ArchiveState {
         self.completed.is_some_and(|c| c >= self.plan.generations)
     }
 
+    /// Checks the stop conditions after the last completed generation; the first that holds
+    /// ends the run (and stays recorded).
+    fn check_stop(&mut self) {
+        let Some(done) = self.completed else { return };
+        if self.stop_reached.is_some() {
+            return;
+        }
+        let elapsed = self.counters().elapsed_s;
+        if let Some(reached) = self.plan.stop.reached(&self.archive, done, elapsed) {
+            tracing::info!(
+                condition = %reached.condition,
+                generation = done,
+                elapsed_s = elapsed,
+                "stop condition reached: ending the run"
+            );
+            self.stop_reached = Some(reached);
+        }
+    }
+
+    fn ending(&self) -> bool {
+        self.run_over() || self.stopping || self.stop_reached.is_some()
+    }
+
     fn checkpoint_due(&self) -> bool {
         let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else {
             return false;
@@ -213,20 +242,29 @@ impl ArchiveState {
         if self.last_checkpoint.generation == Some(done) {
             return Ok(());
         }
+        let started = Instant::now();
         let bytes = Checkpoint::capture(
             &self.archive,
             self.counters(),
             &self.rng,
             &plan.config,
             &plan.identity,
+            self.stop_reached.as_ref(),
             unix_now(),
         );
         let store = plan.store.clone();
+        let bytes_len = bytes.len();
         let written = tokio::task::spawn_blocking(move || store.write(done, &bytes)).await?;
         self.last_checkpoint_at = Instant::now();
         match written {
             Ok(path) => {
-                tracing::info!(generation = done, path = %path.display(), "checkpoint written");
+                tracing::info!(
+                    generation = done,
+                    path = %path.display(),
+                    bytes = bytes_len,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "checkpoint written"
+                );
                 self.last_checkpoint.generation = Some(done);
                 self.last_checkpoint.path = Some(path);
                 self.last_checkpoint.unix_s = Some(unix_now());
@@ -254,6 +292,7 @@ impl ArchiveState {
             last_checkpoint_generation: self.last_checkpoint.generation,
             last_checkpoint_unix_s: self.last_checkpoint.unix_s,
             checkpoint_failures: self.last_checkpoint.failures,
+            stop: self.plan.stop.status(self.stop_reached.clone()),
             // Champions share their genome and scores by `Arc`: this copies pointers only.
             champions: std::sync::Arc::new(self.archive.cells().to_vec()),
         }
@@ -273,7 +312,7 @@ impl ArchiveState {
         let outcome = RunOutcome {
             cells: self.archive.cells().to_vec(),
             progress: self.snapshot_progress(),
-            interrupted: !self.run_over(),
+            interrupted: !self.run_over() && self.stop_reached.is_none(),
             checkpoint: self.last_checkpoint.path.clone(),
         };
         let _ = self.done.send(Ok(outcome));
@@ -290,6 +329,7 @@ impl ArchiveState {
         &mut self,
         myself: &ActorRef<ArchiveMsg>,
     ) -> Result<(), ActorProcessingErr> {
+        self.check_stop();
         let progress = self.snapshot_progress();
         if let Some(history) = &mut self.history {
             let behind = history.pending();
@@ -306,7 +346,7 @@ impl ArchiveState {
             }
         }
         self.progress.send_replace(progress);
-        if self.run_over() || self.stopping {
+        if self.ending() {
             return self.finish().await;
         }
         if self.checkpoint_due() {
@@ -366,6 +406,7 @@ impl Actor for ArchiveActor {
             last_checkpoint_at: Instant::now(),
             last_checkpoint: LastCheckpoint::default(),
             stopping: false,
+            stop_reached: None,
             finished: false,
             progress: args.progress,
             done: args.done,
@@ -383,6 +424,21 @@ impl Actor for ArchiveActor {
             state.times = counters.stage_times;
             state.last_checkpoint.generation = Some(counters.generation);
             state.last_checkpoint.unix_s = Some(c.meta.created_unix_s);
+            // A condition that holds already ends the run before a new generation; the
+            // checkpoint's record of it, if it has one, keeps when it was first reached.
+            state.check_stop();
+            if let (Some(now), Some(then)) = (&state.stop_reached, &c.meta.stop_reached)
+                && now.condition == then.condition
+            {
+                state.stop_reached = Some(then.clone());
+            }
+            if let Some(r) = &state.stop_reached {
+                tracing::warn!(
+                    condition = %r.condition,
+                    generation = r.generation,
+                    "the resumed run meets a stop condition already; nothing to run (give a stricter --until, --until none, or a larger --max-seconds)"
+                );
+            }
             // /status, /metrics and the gallery show the resumed archive at once, not an
             // empty one until the first new generation is in.
             state.progress.send_replace(state.snapshot_progress());
@@ -409,7 +465,7 @@ impl Actor for ArchiveActor {
         }
         match msg {
             ArchiveMsg::Next => {
-                if state.run_over() || state.stopping {
+                if state.ending() {
                     state.finish().await?;
                 } else {
                     state.start_generation();

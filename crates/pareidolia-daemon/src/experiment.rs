@@ -176,6 +176,7 @@ impl Experiment {
                 config: c.clone(),
                 identity: self.identity.clone(),
             }),
+            stop: c.stop.clone(),
         };
         let args = SupervisorArgs {
             run: run.clone(),

@@ -135,6 +135,9 @@ struct Status<'a> {
     mean_confidence: f32,
     last_checkpoint_generation: Option<u64>,
     last_checkpoint_unix_s: Option<f64>,
+    /// The stop conditions and the one reached (absent without conditions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<pareidolia_core::StopStatus>,
     classes: Vec<ClassStatus>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     skipped_classes: Vec<usize>,
@@ -187,6 +190,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         mean_confidence: p.stats.mean,
         last_checkpoint_generation: p.last_checkpoint_generation,
         last_checkpoint_unix_s: p.last_checkpoint_unix_s,
+        stop: p.stop.clone(),
         classes,
         skipped_classes: id.skipped_classes(),
     };

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pareidolia_core::StopStatus;
 use pareidolia_core::checkpoint::Checkpoint;
 use pareidolia_core::summary::StageTimes;
 use pareidolia_core::{ArchiveStats, Champion};
@@ -151,6 +152,9 @@ pub struct Progress {
     pub last_checkpoint_unix_s: Option<f64>,
     /// Checkpoint writes that failed.
     pub checkpoint_failures: u64,
+    /// The run's stop conditions and the one reached, if any; absent without conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopStatus>,
     /// Per class: the champion (genome and scores shared, not copied).
     #[serde(skip)]
     pub champions: Arc<Vec<Option<Champion>>>,
@@ -173,7 +177,8 @@ pub struct RunOutcome {
     pub cells: Vec<Option<Champion>>,
     /// Counters and statistics at the end.
     pub progress: Progress,
-    /// Stopped by a shutdown request before its last generation.
+    /// Stopped by a shutdown request before its last generation (a stop condition that ended
+    /// it is no interruption: the run is done).
     pub interrupted: bool,
     /// The last checkpoint written, if checkpointing.
     pub checkpoint: Option<PathBuf>,
@@ -197,9 +202,10 @@ impl RunOutcome {
                 last_checkpoint_generation: Some(m.generation),
                 last_checkpoint_unix_s: Some(m.created_unix_s),
                 checkpoint_failures: 0,
+                stop: m.config.stop.status(m.stop_reached.clone()),
                 champions: Arc::new(c.cells.clone()),
             },
-            interrupted: m.generation < m.config.generations,
+            interrupted: m.generation < m.config.generations && m.stop_reached.is_none(),
             checkpoint: Some(path),
             cells: c.cells.clone(),
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use pareidolia_core::gallery::{self, GalleryEntry};
 use pareidolia_core::image_io::Image;
 use pareidolia_core::summary::{ClassSummary, RunSummary};
-use pareidolia_core::{EncodingPlugin, RunIdentity};
+use pareidolia_core::{Champion, EncodingPlugin, RunIdentity, parallel};
 
 use crate::outcome::RunOutcome;
 
@@ -52,10 +52,17 @@ pub fn write(
     outcome: &RunOutcome,
 ) -> Result<RunSummary, RunFolderError> {
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    let started = std::time::Instant::now();
     let canvas = encoding.canvas();
-    let mut entries = Vec::new();
-    for (class, cell) in outcome.cells.iter().enumerate() {
-        let Some(champion) = cell else { continue };
+    let filled: Vec<(usize, &Champion)> = outcome
+        .cells
+        .iter()
+        .enumerate()
+        .filter_map(|(class, cell)| Some((class, cell.as_ref()?)))
+        .collect();
+    // Rendered on every core: an encoding instance takes calls from several threads at once
+    // (docs/plugins.md, "Threads and randomness"), as the mutators make them.
+    let entries = parallel::map(&filled, parallel::threads(), |&(class, champion)| {
         let mut pixels = vec![0u8; encoding.image_len()];
         encoding
             .render(&champion.genome, &mut pixels)
@@ -63,7 +70,7 @@ pub fn write(
                 class,
                 message: e.to_string(),
             })?;
-        entries.push(GalleryEntry {
+        Ok(GalleryEntry {
             class,
             label: identity.label(class),
             score: champion.score(class),
@@ -74,14 +81,22 @@ pub fn write(
                 channels: canvas.channels,
                 pixels,
             },
-        });
-    }
+        })
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>, RunFolderError>>()?;
     let gallery_dir = dir.join("gallery");
     // The gallery is derived output: a resumed run replaces the earlier session's.
     if gallery_dir.exists() {
         std::fs::remove_dir_all(&gallery_dir).map_err(|e| write_err(&gallery_dir, e))?;
     }
     gallery::write_gallery(&gallery_dir, &entries).map_err(|e| write_err(&gallery_dir, e))?;
+    tracing::info!(
+        champions = entries.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        dir = %gallery_dir.display(),
+        "gallery written"
+    );
     let p = &outcome.progress;
     let classes = (0..outcome.cells.len())
         .filter(|&class| identity.is_cell(class))
@@ -115,6 +130,7 @@ pub fn write(
         models: identity.models.clone(),
         stats: p.stats.clone(),
         stage_times: p.times,
+        stop: p.stop.clone(),
         classes,
         skipped_classes: identity.skipped_classes(),
     };

@@ -76,6 +76,14 @@ pub enum SetupError {
         /// Its canvas.
         other_canvas: String,
     },
+    /// A stop condition that cannot hold for the run's model (more classes than it has).
+    #[error("invalid stop condition (`{key}`): {message}")]
+    Stop {
+        /// The config key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// One model of a run: loaded and checked, with its view, backend and backend settings, not
@@ -300,6 +308,18 @@ impl Setup {
                     model: first.model.name().to_owned(),
                     labels: labels_text(labels),
                 })?;
+        }
+        // `classes>=C:N` counts cells: the listed classes when the run skips some.
+        let cells = config
+            .archive
+            .classes
+            .as_ref()
+            .map_or(first.model.classes(), Vec::len);
+        if let Err((key, message)) = config.stop.check(Some(cells)) {
+            return Err(SetupError::Stop {
+                key: key.to_owned(),
+                message,
+            });
         }
         let canvas = first.canvas();
         let encoding_lib = load_plugin(PluginKind::Encoding, &config.encoding.plugin, &config)?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
-use pareidolia_core::{BackendChoice, Choice, View};
+use pareidolia_core::{BackendChoice, Choice, StopCondition, View};
 
 /// A clap parser for a choice enum: its names are the possible values (listed in `--help`
 /// and in the error for a bad one), parsed into the enum.
@@ -178,6 +178,9 @@ pub struct ResumeArgs {
     /// Address for the HTTP endpoints (overrides the config).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// When to end the run early (replace the checkpoint's config).
+    #[command(flatten)]
+    pub stop: StopArgs,
     /// Continue although the model file differs from the one the run started with.
     #[arg(long)]
     pub allow_model_change: bool,
@@ -252,6 +255,78 @@ pub struct ExperimentArgs {
     /// Run folder to create; default `runs/<config name>-<unix time>`.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// When to end the run early.
+    #[command(flatten)]
+    pub stop: StopArgs,
+}
+
+/// One `--until` value: a condition, or `none` to clear the config's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Until {
+    /// No condition (clears `stop.until`).
+    None,
+    /// A condition.
+    Condition(StopCondition),
+}
+
+fn until(text: &str) -> Result<Until, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Until::None);
+    }
+    text.parse()
+        .map(Until::Condition)
+        .map_err(|e| e.to_string())
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds >= 0 (0 = no budget)"
+        )),
+    }
+}
+
+/// The stop flags of `run`, `daemon` and `resume`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StopArgs {
+    /// End the run after the first generation at which the archive meets CONDITION:
+    /// `min>=C`, `median>=C`, `mean>=C` (C a confidence, 0.9999 or 99.99%) or
+    /// `classes>=C:N` (N classes, or N% of them, at C or more). Repeat it for several (the
+    /// first met ends the run); replaces the config's `stop.until`; `none` clears it.
+    #[arg(long, value_name = "CONDITION", value_parser = until)]
+    pub until: Vec<Until>,
+    /// Wall-clock budget of the evolution in seconds, summed over resumed sessions (like
+    /// --generations); checked after every generation; 0 = none. Overrides
+    /// `stop.max_seconds`.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub max_seconds: Option<f64>,
+}
+
+impl StopArgs {
+    /// Applies the flags to a config's `[stop]`.
+    pub fn apply(&self, stop: &mut pareidolia_core::StopConfig) -> Result<(), String> {
+        if !self.until.is_empty() {
+            if self.until.contains(&Until::None) && self.until.len() > 1 {
+                return Err(
+                    "--until none clears the stop conditions and cannot be combined with others"
+                        .into(),
+                );
+            }
+            stop.until = self
+                .until
+                .iter()
+                .filter_map(|u| match u {
+                    Until::Condition(c) => Some(*c),
+                    Until::None => None,
+                })
+                .collect();
+        }
+        if let Some(s) = self.max_seconds {
+            stop.max_seconds = s;
+        }
+        Ok(())
+    }
 }
 
 /// `pareidolia run`.

@@ -130,6 +130,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 run_dir,
                 generations: args.experiment.generations,
                 listen: args.listen,
+                stop: args.experiment.stop.clone(),
                 allow_model_change: false,
                 allow_plugin_change: false,
                 log_format: args.log_format,
@@ -205,6 +206,9 @@ pub fn resume(args: ResumeArgs) -> Result<()> {
     if let Some(listen) = &args.listen {
         config.http.listen = listen.clone();
     }
+    args.stop
+        .apply(&mut config.stop)
+        .map_err(anyhow::Error::msg)?;
     config.validate("the command line")?;
     let start = Start::Resume {
         checkpoint: Box::new(checkpoint),

@@ -37,6 +37,9 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
             model.backend = b;
         }
     }
+    args.stop
+        .apply(&mut config.stop)
+        .map_err(anyhow::Error::msg)?;
     config.validate("the command line")?;
     Ok((config, name))
 }
@@ -141,6 +144,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         s.at_least[3],
         s.cells
     )?;
+    if let Some(r) = summary.stop.as_ref().and_then(|s| s.reached.as_ref()) {
+        writeln!(
+            stdout,
+            "stopped after generation {}: {} reached after {:.1} s",
+            r.generation, r.condition, r.elapsed_s
+        )?;
+    }
     if summary.lost > 0 {
         writeln!(
             stdout,

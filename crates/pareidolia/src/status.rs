@@ -36,6 +36,16 @@ pub fn status(args: StatusArgs) -> Result<()> {
                 body["min_confidence"].as_f64().unwrap_or(0.0) * 100.0,
                 body["last_checkpoint_generation"],
             )?;
+            let reached = &body["stop"]["reached"];
+            if reached.is_object() {
+                writeln!(
+                    out,
+                    "stopped after generation {}: {} reached after {:.1} s",
+                    reached["generation"],
+                    reached["condition"].as_str().unwrap_or("?"),
+                    reached["elapsed_s"].as_f64().unwrap_or(0.0)
+                )?;
+            }
         }
         return Ok(());
     }
@@ -70,6 +80,13 @@ pub fn status(args: StatusArgs) -> Result<()> {
             },
             path.display()
         )?;
+        if let Some(r) = p.stop.as_ref().and_then(|s| s.reached.as_ref()) {
+            writeln!(
+                out,
+                "stopped after generation {}: {} reached after {:.1} s",
+                r.generation, r.condition, r.elapsed_s
+            )?;
+        }
     }
     Ok(())
 }
