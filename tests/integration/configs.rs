@@ -32,6 +32,7 @@ fn shipped_configs_parse() {
         "every_seconds",
         "keep",
         "listen",
+        "classes",
         "until",
         "max_seconds",
         "max_memory",

@@ -21,9 +21,11 @@ pub mod seeds;
 pub mod stop;
 pub mod summary;
 
-pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
+pub use archive::{Archive, ArchiveStats, CellsError, Champion, Evaluated};
 pub use choices::{BackendChoice, Choice, ConvSearch, OutputKind, UnknownChoice, View};
-pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
+pub use config::{
+    ArchiveConfig, CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig,
+};
 pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
 pub use plugin_host::{
     EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,

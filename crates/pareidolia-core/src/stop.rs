@@ -192,12 +192,14 @@ impl<'de> Deserialize<'de> for StopCondition {
     }
 }
 
-/// Per class: the champion's confidence in its class, 0 for an empty cell.
+/// Per cell: the champion's confidence in its class, 0 for an empty cell (classes a run
+/// skips, `archive.classes`, are not cells and do not count).
 fn confidences(archive: &Archive) -> Vec<f32> {
     archive
         .cells()
         .iter()
         .enumerate()
+        .filter(|(class, _)| archive.is_cell(*class))
         .map(|(class, c)| c.as_ref().map_or(0.0, |c| c.score(class)))
         .collect()
 }
@@ -466,6 +468,27 @@ mod tests {
             "max_seconds=10"
         );
         assert!(StopConfig::default().reached(&archive, 5, 1e9).is_none());
+    }
+
+    #[test]
+    fn skipped_classes_do_not_hold_a_condition_back() {
+        // Class 2 is not a cell (archive.classes = [0, 1]): its empty cell is not a 0.
+        let mut archive = Archive::new(3);
+        archive.restrict(&[0, 1]).unwrap();
+        archive.insert(Evaluated {
+            id: 1,
+            generation: 1,
+            genome: vec![1],
+            scores: vec![0.6, 0.7, 0.9],
+        });
+        let config = StopConfig {
+            until: vec![parse("min>=0.5")],
+            max_seconds: 0.0,
+        };
+        assert_eq!(
+            config.reached(&archive, 1, 1.0).unwrap().condition,
+            "min>=0.5"
+        );
     }
 
     #[test]

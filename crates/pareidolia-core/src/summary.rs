@@ -98,6 +98,10 @@ pub struct RunSummary {
     /// had none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopStatus>,
-    /// Per class.
+    /// Per cell (every class, unless the run skips some).
     pub classes: Vec<ClassSummary>,
+    /// The model's classes that were not cells (`archive.classes` left them out): scored by
+    /// the fitness, never given a champion. Absent when every class was a cell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_classes: Vec<usize>,
 }

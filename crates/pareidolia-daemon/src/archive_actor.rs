@@ -59,10 +59,12 @@ pub struct ArchivePlan {
     pub offspring: u32,
     /// Initial population.
     pub initial: u32,
-    /// Classes (cells).
+    /// Classes (the model's outputs).
     pub classes: usize,
     /// Which evaluator scores which batch (sent with every job).
     pub route: EvaluatorRoute,
+    /// The classes that are cells (`archive.classes`); `None` = every class.
+    pub cells: Option<Vec<usize>>,
     /// Run folder to keep `history.csv` in, if any.
     pub history: Option<PathBuf>,
     /// Checkpointing, if any.
@@ -392,8 +394,14 @@ impl Actor for ArchiveActor {
         _myself: ActorRef<Self::Msg>,
         args: ArchiveArgs,
     ) -> Result<ArchiveState, ActorProcessingErr> {
+        let mut archive = Archive::new(args.plan.classes);
+        if let Some(cells) = &args.plan.cells {
+            archive
+                .restrict(cells)
+                .map_err(|e| format!("config key `archive.classes` {e}"))?;
+        }
         let mut state = ArchiveState {
-            archive: Archive::new(args.plan.classes),
+            archive,
             rng: seeds::selection_rng(args.plan.seed),
             plan: args.plan,
             current: None,

@@ -340,6 +340,7 @@ impl Experiment {
                 batch_size: c.batch_size.max(1),
                 evaluators: self.cores.workers as u32,
             },
+            cells: self.identity.cells.clone(),
             history: options.run_dir.clone(),
             checkpoint: options.run_dir.as_ref().map(|dir| CheckpointPlan {
                 store: CheckpointStore::new(dir, c.checkpoint.keep),

@@ -460,6 +460,7 @@ mod tests {
             },
             labels: vec!["zero".into(), "one".into()],
             run_id: None,
+            cells: None,
         }
     }
 

@@ -99,6 +99,7 @@ pub fn write(
     );
     let p = &outcome.progress;
     let classes = (0..outcome.cells.len())
+        .filter(|&class| identity.is_cell(class))
         .map(|class| {
             let entry = entries.iter().find(|e| e.class == class);
             ClassSummary {
@@ -131,6 +132,7 @@ pub fn write(
         stage_times: p.times,
         stop: p.stop.clone(),
         classes,
+        skipped_classes: identity.skipped_classes(),
     };
     let summary_path = dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary).map_err(|e| write_err(&summary_path, e))?;

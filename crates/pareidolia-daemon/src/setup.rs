@@ -105,6 +105,18 @@ pub enum SetupError {
         /// Their sum.
         sum: f64,
     },
+    /// `archive.classes` names classes the model does not have (or is otherwise unusable).
+    #[error(
+        "config key `archive.classes` {problem}; list class indices of {model} ({labels}), or leave the key out for every class"
+    )]
+    Cells {
+        /// What is wrong.
+        problem: pareidolia_core::CellsError,
+        /// The first model's name.
+        model: String,
+        /// Its labels, abbreviated.
+        labels: String,
+    },
     /// Two models of a run see different canvases (the encoding renders one).
     #[error(
         "the run's models must share one canvas, but `{first}` is shown {first_canvas} and `{other}` \
@@ -456,6 +468,26 @@ fn check_memory(
     })
 }
 
+/// `0 = "zero", 1 = "one", ...`, the first few and the last of a model's labels.
+fn labels_text(labels: &[String]) -> String {
+    let show = |(i, l): (usize, &String)| format!("{i} = {l:?}");
+    let n = labels.len();
+    if n <= 6 {
+        return labels
+            .iter()
+            .enumerate()
+            .map(show)
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    let head: Vec<String> = labels.iter().enumerate().take(4).map(show).collect();
+    format!(
+        "{}, ..., {}",
+        head.join(", "),
+        show((n - 1, &labels[n - 1]))
+    )
+}
+
 fn plugin_summary(info: &PluginInfo) -> PluginSummary {
     PluginSummary {
         name: info.name.clone(),
@@ -493,7 +525,23 @@ impl Setup {
                 });
             }
         }
-        if let Err((key, message)) = config.stop.check(Some(first.model.classes())) {
+        if let Some(cells) = &config.archive.classes {
+            let labels = &first.model.labels;
+            pareidolia_core::Archive::new(labels.len())
+                .restrict(cells)
+                .map_err(|problem| SetupError::Cells {
+                    problem,
+                    model: first.model.name().to_owned(),
+                    labels: labels_text(labels),
+                })?;
+        }
+        // `classes>=C:N` counts cells: the listed classes when the run skips some.
+        let cells = config
+            .archive
+            .classes
+            .as_ref()
+            .map_or(first.model.classes(), Vec::len);
+        if let Err((key, message)) = config.stop.check(Some(cells)) {
             return Err(SetupError::Stop {
                 key: key.to_owned(),
                 message,
@@ -584,6 +632,11 @@ impl Setup {
             fitness: plugin_summary(self.fitness.library().info()),
             labels: self.model().model.labels.clone(),
             run_id: None,
+            cells: self.config.archive.classes.as_ref().map(|c| {
+                let mut c = c.clone();
+                c.sort_unstable();
+                c
+            }),
         }
     }
 }
