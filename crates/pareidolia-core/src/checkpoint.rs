@@ -501,6 +501,24 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
                 .ok_or_else(|| damaged(format!("cell refers to champion {i}"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Fields that pass the checksum but that the host indexes by: every run has a model
+    // (`RunIdentity::primary`), and a champion has one score per cell (`Archive` reads
+    // `scores[class]`). Found by fuzz/ (checkpoint_decode).
+    if meta.identity.models.is_empty() {
+        return Err(damaged("metadata records no model".into()));
+    }
+    for (class, cell) in cells.iter().enumerate() {
+        if let Some(c) = cell
+            && c.scores.len() != cells.len()
+        {
+            return Err(damaged(format!(
+                "the champion of cell {class} (child {}) has {} scores, but the checkpoint has {} cells and needs one score per cell",
+                c.id,
+                c.scores.len(),
+                cells.len()
+            )));
+        }
+    }
     Ok(Checkpoint { meta, cells })
 }
 
@@ -830,6 +848,46 @@ mod tests {
             decode(&flipped, Path::new("x")),
             Err(CheckpointError::Damaged { .. })
         ));
+    }
+
+    /// Found by `fuzz/` (checkpoint_decode): checkpoints whose checksum is right but whose
+    /// fields the host indexes by disagree used to decode, and then panicked in the archive
+    /// (`archive.rs` index out of bounds: scores shorter than the cells) or at
+    /// `RunIdentity::primary` (no model). They are damaged, with a reason.
+    #[test]
+    fn inconsistent_fields_are_damage_not_a_panic() {
+        let damaged = |meta: &CheckpointMeta, champions: &[Champion]| {
+            match decode(&encode(meta, champions), Path::new("x")) {
+                Err(CheckpointError::Damaged { message, .. }) => message,
+                other => panic!("{other:?}"),
+            }
+        };
+        let (meta, cells) = sample();
+        let (_, _, distinct) = index_champions(&cells);
+        // One score short in the second champion, and one too many.
+        for scores in [&[0.5f32][..], &[0.1, 0.2, 0.3][..]] {
+            let mut short = distinct.clone();
+            short[1].scores = Arc::from(scores);
+            let message = damaged(&meta, &short);
+            assert!(
+                message.contains("cell 1 (child 9)")
+                    && message.contains(&format!("has {} scores", scores.len()))
+                    && message.contains("2 cells"),
+                "{message}"
+            );
+        }
+        // Or more cells than the champions have scores for.
+        let mut more = meta.clone();
+        more.cells.push(Some(0));
+        let message = damaged(&more, &distinct);
+        assert!(message.contains("has 2 scores") && message.contains("3 cells"), "{message}");
+        // An empty cell is a class too: the champions need a score for it.
+        let mut empty = meta.clone();
+        empty.cells.push(None);
+        assert!(damaged(&empty, &distinct).contains("cell 0"));
+        let mut none = meta.clone();
+        none.identity.models.clear();
+        assert_eq!(damaged(&none, &distinct), "metadata records no model");
     }
 
     /// A checkpoint written by Pareidolia 0.1.0 in format 1 (the default MNIST run, seed 1,
