@@ -65,12 +65,18 @@ fuzz_target!(|data: &[u8]| {
         id: u64::MAX,
         generation: c.meta.generation.saturating_add(1),
         genome: vec![1, 2, 3],
-        scores: (0..classes).map(|i| i as f32 / (classes as f32 + 1.0)).collect(),
+        scores: (0..classes)
+            .map(|i| i as f32 / (classes as f32 + 1.0))
+            .collect(),
     });
     let _ = archive.stats();
     let _ = c.counters();
     let config = c.config();
-    let _ = (config.plugin_dirs(), config.initial_population(), config.model_keys());
+    let _ = (
+        config.plugin_dirs(),
+        config.initial_population(),
+        config.model_keys(),
+    );
     let identity = &c.meta.identity;
     let _ = identity.primary().backend_text();
     for class in 0..identity.classes().min(4096) {
@@ -83,6 +89,7 @@ fuzz_target!(|data: &[u8]| {
     // What the next checkpoint of the resumed run does: written again, it reads back, and
     // writing that again gives the same bytes.
     let again = rewrite(&c);
-    let back = checkpoint::decode(&again, path).expect("a checkpoint written from a decoded one reads back");
+    let back = checkpoint::decode(&again, path)
+        .expect("a checkpoint written from a decoded one reads back");
     assert_eq!(rewrite(&back), again, "re-encoding is stable");
 });

@@ -47,7 +47,9 @@ fuzz_target!(|data: &[u8]| {
         config.plugin_dirs(),
         config.initial_population(),
         config.model_keys(),
-        config.primary_model().expect("a validated config has a model"),
+        config
+            .primary_model()
+            .expect("a validated config has a model"),
     );
 
     // The run folder's config.toml.

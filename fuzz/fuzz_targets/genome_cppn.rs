@@ -33,13 +33,20 @@ fuzz_target!(|data: &[u8]| {
     let mut reference = vec![0u8; canvas.len()];
     let mut rng = Rng::seed_from_u64(bytes.len() as u64);
     for step in 0..3 {
-        enc.render(&genome, &mut pixels).expect("a decoded genome renders");
+        enc.render(&genome, &mut pixels)
+            .expect("a decoded genome renders");
         // The literal evaluator costs pixels x depth x edges; keep it to small networks.
         if genome.node_count() * genome.edges().len() <= 1 << 14 {
-            enc.render_reference(&genome, &mut reference).expect("renders");
-            assert_eq!(pixels, reference, "fast and literal renderers agree (step {step})");
+            enc.render_reference(&genome, &mut reference)
+                .expect("renders");
+            assert_eq!(
+                pixels, reference,
+                "fast and literal renderers agree (step {step})"
+            );
         }
         enc.mutate(&mut genome, Mutation { generation: step }, &mut rng);
-        genome = enc.decode(&enc.encode(&genome)).expect("a mutated genome decodes");
+        genome = enc
+            .decode(&enc.encode(&genome))
+            .expect("a mutated genome decodes");
     }
 });

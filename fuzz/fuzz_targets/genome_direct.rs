@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((setup, bytes)) = pareidolia_fuzz::setup(data) else {
         return;
     };
-    let params = format!(r#"{{"color_space":"{}","crossover_rate":0.5}}"#, setup.color);
+    let params = format!(
+        r#"{{"color_space":"{}","crossover_rate":0.5}}"#,
+        setup.color
+    );
     let canvas = setup.canvas;
     let enc = Direct::new(Params::new(&params), canvas).expect("valid parameters");
     let Ok(mut genome) = enc.decode(bytes) else {
@@ -30,7 +33,13 @@ fuzz_target!(|data: &[u8]| {
     let fits = enc.render(&genome, &mut pixels).is_ok();
     assert_eq!(fits, genome.genes().len() == canvas.len());
     let mut rng = Rng::seed_from_u64(bytes.len() as u64);
-    enc.mutate(&mut genome, Mutation { generation: u64::from(data[0]) * 997 }, &mut rng);
+    enc.mutate(
+        &mut genome,
+        Mutation {
+            generation: u64::from(data[0]) * 997,
+        },
+        &mut rng,
+    );
     let (a, b) = enc.crossover(&genome, &genome, &mut rng);
     for g in [&genome, &a, &b] {
         let again = enc.decode(&enc.encode(g)).expect("a varied genome decodes");

@@ -15,7 +15,8 @@ use pareidolia_eval::{Manifest, Preprocessor};
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("pareidolia-fuzz-manifest-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("pareidolia-fuzz-manifest-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("a temporary folder");
         d
     })
@@ -46,7 +47,8 @@ fuzz_target!(|data: &[u8]| {
     let n = pre.image_len();
     if n <= 1 << 16 {
         let images: Vec<u8> = (0..2 * n).map(|i| (i * 37) as u8).collect();
-        pre.check_batch("fuzz", &images, 2).expect("two images of the right size");
+        pre.check_batch("fuzz", &images, 2)
+            .expect("two images of the right size");
         let mut out = vec![0.0f32; images.len()];
         pre.fill(&images, &mut out);
     }

@@ -35,7 +35,11 @@ fn checkpoints() {
     let body = |b: &[u8]| b[16..b.len() - 32].to_vec();
     let c = checkpoint::decode(&v1, Path::new("v1")).unwrap();
     write("checkpoint_decode", "v1-file", &[&[1u8][..], &v1].concat());
-    write("checkpoint_decode", "v1-body", &[&[2u8][..], &body(&v1)].concat());
+    write(
+        "checkpoint_decode",
+        "v1-body",
+        &[&[2u8][..], &body(&v1)].concat(),
+    );
     let capture = |c: &Checkpoint, archive: &Archive| {
         Checkpoint::capture(
             archive,
@@ -60,20 +64,32 @@ fn checkpoints() {
         .collect();
     let v2 = capture(&c, &Archive::restore(small.clone(), 7));
     write("checkpoint_decode", "v2-file", &[&[1u8][..], &v2].concat());
-    write("checkpoint_decode", "v2-body", &[&[0u8][..], &body(&v2)].concat());
+    write(
+        "checkpoint_decode",
+        "v2-body",
+        &[&[0u8][..], &body(&v2)].concat(),
+    );
     // Some cells empty, two sharing a champion.
     let mut sparse = small;
     sparse[3] = None;
     sparse[5] = sparse[4].clone();
     let v2 = capture(&c, &Archive::restore(sparse, 7));
-    write("checkpoint_decode", "v2-sparse-body", &[&[0u8][..], &body(&v2)].concat());
+    write(
+        "checkpoint_decode",
+        "v2-sparse-body",
+        &[&[0u8][..], &body(&v2)].concat(),
+    );
 }
 
 fn configs() {
     let mut files = Vec::new();
     toml_files(Path::new("../configs"), &mut files);
     for f in files {
-        let name = f.strip_prefix("../configs").unwrap().to_string_lossy().replace('/', "-");
+        let name = f
+            .strip_prefix("../configs")
+            .unwrap()
+            .to_string_lossy()
+            .replace('/', "-");
         write("config_parse", &name, &std::fs::read(&f).unwrap());
     }
 }
@@ -139,7 +155,11 @@ fn genomes() {
         let mut rng = Rng::seed_from_u64(i as u64);
         let direct = Direct::new(Params::new("{}"), canvas).unwrap();
         let g = direct.random(&mut rng);
-        write("genome_direct", &format!("{width}x{height}x{channels}"), &[&head[..], &direct.encode(&g)].concat());
+        write(
+            "genome_direct",
+            &format!("{width}x{height}x{channels}"),
+            &[&head[..], &direct.encode(&g)].concat(),
+        );
     }
 }
 

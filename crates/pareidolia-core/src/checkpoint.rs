@@ -856,11 +856,12 @@ mod tests {
     /// `RunIdentity::primary` (no model). They are damaged, with a reason.
     #[test]
     fn inconsistent_fields_are_damage_not_a_panic() {
-        let damaged = |meta: &CheckpointMeta, champions: &[Champion]| {
-            match decode(&encode(meta, champions), Path::new("x")) {
-                Err(CheckpointError::Damaged { message, .. }) => message,
-                other => panic!("{other:?}"),
-            }
+        let damaged = |meta: &CheckpointMeta, champions: &[Champion]| match decode(
+            &encode(meta, champions),
+            Path::new("x"),
+        ) {
+            Err(CheckpointError::Damaged { message, .. }) => message,
+            other => panic!("{other:?}"),
         };
         let (meta, cells) = sample();
         let (_, _, distinct) = index_champions(&cells);
@@ -880,7 +881,10 @@ mod tests {
         let mut more = meta.clone();
         more.cells.push(Some(0));
         let message = damaged(&more, &distinct);
-        assert!(message.contains("has 2 scores") && message.contains("3 cells"), "{message}");
+        assert!(
+            message.contains("has 2 scores") && message.contains("3 cells"),
+            "{message}"
+        );
         // An empty cell is a class too: the champions need a score for it.
         let mut empty = meta.clone();
         empty.cells.push(None);

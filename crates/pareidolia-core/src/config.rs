@@ -255,7 +255,9 @@ fn json_unsafe(table: &toml::Table, key: &str) -> Option<(String, String)> {
             _ => None,
         }
     }
-    table.iter().find_map(|(k, v)| check(v, format!("{key}.{k}")))
+    table
+        .iter()
+        .find_map(|(k, v)| check(v, format!("{key}.{k}")))
 }
 
 /// The default experiment (MNIST, direct encoding), built into the binary.
@@ -553,13 +555,23 @@ mod tests {
         let cases = [
             ("encoding", "x = nan", "`encoding.params.x` is NaN"),
             ("encoding", "x = -inf", "`encoding.params.x` is -inf"),
-            ("encoding", "x = { y = [1.0, inf] }", "`encoding.params.x.y[1]` is inf"),
-            ("fitness", "when = 1979-05-27", "`fitness.params.when` is the date/time 1979-05-27"),
+            (
+                "encoding",
+                "x = { y = [1.0, inf] }",
+                "`encoding.params.x.y[1]` is inf",
+            ),
+            (
+                "fitness",
+                "when = 1979-05-27",
+                "`fitness.params.when` is the date/time 1979-05-27",
+            ),
         ];
         for (section, line, want) in cases {
             let text = match section {
-                "encoding" => DEFAULT_CONFIG
-                    .replace("[encoding.params]\n", &format!("[encoding.params]\n{line}\n")),
+                "encoding" => DEFAULT_CONFIG.replace(
+                    "[encoding.params]\n",
+                    &format!("[encoding.params]\n{line}\n"),
+                ),
                 _ => format!("{DEFAULT_CONFIG}\n[fitness.params]\n{line}\n"),
             };
             let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
