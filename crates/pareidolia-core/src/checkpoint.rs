@@ -991,6 +991,45 @@ mod tests {
         ));
     }
 
+    /// Found by `fuzz/` (checkpoint_decode): checkpoints whose checksum is right but whose
+    /// fields the host indexes by disagree used to decode, and then panicked in the archive
+    /// (`archive.rs` index out of bounds: scores shorter than the cells) or at
+    /// `RunIdentity::primary` (no model). They are damaged, with a reason.
+    #[test]
+    fn inconsistent_fields_are_damage_not_a_panic() {
+        let damaged = |meta: &CheckpointMeta, champions: &[Champion]| match decode(
+            &encode(meta, champions),
+            Path::new("x"),
+        ) {
+            Err(CheckpointError::Damaged { message, .. }) => message,
+            other => panic!("{other:?}"),
+        };
+        let (meta, cells) = sample();
+        let (_, _, distinct) = index_champions(&cells);
+        // One score short in the second champion, and one too many.
+        for scores in [&[0.5f32][..], &[0.1, 0.2, 0.3][..]] {
+            let mut short = distinct.clone();
+            short[1].scores = Arc::from(scores);
+            let message = damaged(&meta, &short);
+            assert!(
+                message.contains(&format!("champion 9 has {} scores for 2 classes", scores.len())),
+                "{message}"
+            );
+        }
+        // Or more cells than the models have classes (and the champions scores) for; an
+        // empty cell is a class too.
+        for extra in [Some(0), None] {
+            let mut more = meta.clone();
+            more.cells.push(extra);
+            let message = damaged(&more, &distinct);
+            assert!(message.contains("the archive has 3 cells"), "{message}");
+        }
+        let mut none = meta.clone();
+        none.identity.models.clear();
+        let message = damaged(&none, &distinct);
+        assert!(message.contains("names no model"), "{message}");
+    }
+
     /// A checkpoint written by Pareidolia 0.1.0 in format 1 (the default MNIST run, seed 1,
     /// after generation 3), committed as a fixture.
     fn v1_fixture() -> Vec<u8> {

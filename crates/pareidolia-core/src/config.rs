@@ -287,6 +287,38 @@ fn default_batch() -> u32 {
     100
 }
 
+/// The first value in plugin parameters that JSON cannot carry, with its key and what is
+/// wrong. Parameters reach plugins as JSON and are stored in every checkpoint as JSON, which
+/// has no NaN, infinity or date: serde_json writes a non-finite float as `null`, so a run
+/// with one would write checkpoints that do not read back (found by fuzz/, config_parse).
+fn json_unsafe(table: &toml::Table, key: &str) -> Option<(String, String)> {
+    fn check(value: &toml::Value, key: String) -> Option<(String, String)> {
+        match value {
+            toml::Value::Float(f) if !f.is_finite() => Some((
+                key,
+                format!(
+                    "is {f}: plugin parameters travel as JSON, which has no NaN or infinity; give a finite number"
+                ),
+            )),
+            toml::Value::Datetime(d) => Some((
+                key,
+                format!(
+                    "is the date/time {d}: plugin parameters travel as JSON, which has no dates; write it as a string, \"{d}\""
+                ),
+            )),
+            toml::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| check(v, format!("{key}[{i}]"))),
+            toml::Value::Table(t) => t.iter().find_map(|(k, v)| check(v, format!("{key}.{k}"))),
+            _ => None,
+        }
+    }
+    table
+        .iter()
+        .find_map(|(k, v)| check(v, format!("{key}.{k}")))
+}
+
 /// The default experiment (MNIST, direct encoding), built into the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../configs/mnist-direct.toml");
 
@@ -396,6 +428,12 @@ impl RunConfig {
                 "max_memory",
                 "must be a size like \"8 GiB\", \"512 MiB\", \"2GB\" or a byte count",
             );
+        }
+        for (section, plugin) in [("encoding", &self.encoding), ("fitness", &self.fitness)] {
+            if let Some((key, message)) = json_unsafe(&plugin.params, &format!("{section}.params"))
+            {
+                return err(&key, &message);
+            }
         }
         if self.mutators > 256 {
             return err(
@@ -618,6 +656,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`models[0].canvas`"), "{e}");
+    }
+
+    /// Found by `fuzz/` (config_parse): `nan`, `inf` and dates are valid TOML, and were
+    /// accepted in plugin parameters; JSON has none of them, so the plugin got `null` (or a
+    /// toml-private wrapper object) and every checkpoint of the run failed to read back
+    /// ("invalid type: null, expected any valid TOML value").
+    #[test]
+    fn plugin_parameters_json_cannot_carry_are_refused_by_key() {
+        let cases = [
+            ("encoding", "x = nan", "`encoding.params.x` is NaN"),
+            ("encoding", "x = -inf", "`encoding.params.x` is -inf"),
+            (
+                "encoding",
+                "x = { y = [1.0, inf] }",
+                "`encoding.params.x.y[1]` is inf",
+            ),
+            (
+                "fitness",
+                "when = 1979-05-27",
+                "`fitness.params.when` is the date/time 1979-05-27",
+            ),
+        ];
+        for (section, line, want) in cases {
+            let text = match section {
+                "encoding" => DEFAULT_CONFIG.replace(
+                    "[encoding.params]\n",
+                    &format!("[encoding.params]\n{line}\n"),
+                ),
+                _ => format!("{DEFAULT_CONFIG}\n[fitness.params]\n{line}\n"),
+            };
+            let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
+                .expect_err(line)
+                .to_string();
+            assert!(e.contains(want) && e.contains("JSON"), "{line}: {e}");
+        }
+        // What is accepted reads back from a checkpoint's JSON as it was.
+        let text = DEFAULT_CONFIG.replace(
+            "[encoding.params]\n",
+            "[encoding.params]\nlist = [1, 2.5, \"a\"]\nnested = { big = 1e300, tiny = -0.0 }\n",
+        );
+        let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
+        let back: RunConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back.encoding, c.encoding);
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct Provenance {
     pub other: toml::Table,
 }
 
+/// The largest input width or height a manifest may give.
+const MAX_SIDE: u32 = 8192;
+
 /// A parsed `manifest.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -161,8 +164,18 @@ impl Manifest {
                 i.color, i.channels
             ));
         }
-        if i.width == 0 || i.height == 0 {
-            return bad("input.width and input.height must be positive".into());
+        // Bounded like a run's canvas, so that sizes multiply without overflow (the
+        // preprocessor's pixel count is `width * height` in u32; found by fuzz/).
+        if !(1..=MAX_SIDE).contains(&i.width) || !(1..=MAX_SIDE).contains(&i.height) {
+            return bad(format!(
+                "input.width and input.height must be from 1 to {MAX_SIDE} pixels, got {} x {}",
+                i.width, i.height
+            ));
+        }
+        if let Some(v) = i.range.iter().chain(&i.mean).find(|v| !v.is_finite()) {
+            return bad(format!(
+                "input.range and input.mean values must be finite, got {v}"
+            ));
         }
         for (key, v) in [("mean", &i.mean), ("std", &i.std)] {
             if v.len() != 1 && v.len() != i.channels as usize {
@@ -287,13 +300,20 @@ fn parse_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| not_npy()))
         .collect::<Result<_, _>>()?;
-    let count: usize = shape.iter().product();
-    let body = &bytes[start + header_len..];
-    if body.len() != count * width {
+    // Checked: a header may claim any shape (found by fuzz/, an overflow).
+    let Some(needed) = shape
+        .iter()
+        .try_fold(width, |n: usize, &d| n.checked_mul(d))
+    else {
         return Err(format!(
-            "has {} bytes of data for shape {shape:?} of {descr}, which needs {}",
+            "has shape {shape:?}, more values than any file can hold"
+        ));
+    };
+    let body = &bytes[start + header_len..];
+    if body.len() != needed {
+        return Err(format!(
+            "has {} bytes of data for shape {shape:?} of {descr}, which needs {needed}",
             body.len(),
-            count * width
         ));
     }
     let values = if width == 4 {
@@ -367,6 +387,45 @@ std = [1.0]
 
     fn with_mean(extra: &str) -> String {
         format!("{BASE}\n[input.mean_image]\n{extra}\n")
+    }
+
+    /// Found by `fuzz/` (manifest_parse): sizes that overflow when multiplied (the input's
+    /// width x height in the preprocessor, a mean image header's shape) panicked in checked
+    /// builds and wrapped silently in release ones; non-finite `range` and `mean` values
+    /// made every input NaN.
+    #[test]
+    fn sizes_that_overflow_and_non_finite_values_are_refused() {
+        let origin = Path::new("m/manifest.toml");
+        for (from, to, want) in [
+            (
+                "height = 2",
+                "height = 65536",
+                "from 1 to 8192 pixels, got 3 x 65536",
+            ),
+            ("width = 3", "width = 0", "got 0 x 2"),
+            (
+                "range = [0.0, 0.99609375]",
+                "range = [0.0, inf]",
+                "finite, got inf",
+            ),
+            ("mean = [0.0]", "mean = [nan]", "finite, got NaN"),
+        ] {
+            assert!(BASE.contains(from));
+            let e = Manifest::parse(&BASE.replace(from, to), origin)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want) && e.contains("manifest.toml"), "{to}: {e}");
+        }
+        let d = dir("overflow");
+        let huge = npy("<f4", &[1 << 32, 1 << 32, 1 << 32], &[]);
+        std::fs::write(d.join("huge.npy"), huge).unwrap();
+        let e = Manifest::parse(
+            &with_mean("file = \"huge.npy\"\nscale = 1.0"),
+            &d.join("manifest.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("more values than any file can hold"), "{e}");
     }
 
     #[test]
