@@ -159,6 +159,47 @@ choice! {
     }
 }
 
+choice! {
+    /// How a run searches (`search.kind`).
+    #[derive(Default)]
+    SearchKind, "search (search.kind)" {
+        /// MAP-Elites with an encoding plugin: evolution, the paper's main method.
+        #[default]
+        MapElites = "map-elites",
+        /// Gradient ascent on the pixels, one image per class (the paper's second method).
+        GradientAscent = "gradient-ascent",
+    }
+}
+
+choice! {
+    /// How gradient-ascent images start (`search.start`).
+    #[derive(Default)]
+    AscentStart, "gradient-ascent start (search.start)" {
+        /// The mean image exactly.
+        Zero = "zero",
+        /// Uniform noise over the whole pixel range.
+        Randu = "randu",
+        /// The mean plus unit Gaussian noise (the released code's default).
+        #[default]
+        MeanPlus = "mean_plus",
+    }
+}
+
+choice! {
+    /// The gradient-ascent parameters a run starts from (`search.preset`); keys set beside it
+    /// override single values.
+    #[derive(Default)]
+    AscentPreset, "gradient-ascent preset (search.preset)" {
+        /// The released code's command-line defaults: decay 0.01, max_lr 1e12, early_prog
+        /// 0.03, late_prog_mult 0.1, no blur or pruning.
+        #[default]
+        Released = "released",
+        /// The released code's "seed -1", no regularisation: decay 0, early_prog 0.02,
+        /// late_prog_mult 0.1 (it ran 500 steps: `generations = 500`).
+        Unregularised = "unregularised",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

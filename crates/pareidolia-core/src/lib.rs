@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod ascent;
 pub mod checkpoint;
 pub mod choices;
 pub mod config;
@@ -19,7 +20,10 @@ pub mod seeds;
 pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
-pub use choices::{BackendChoice, Choice, ConvSearch, OutputKind, UnknownChoice, View};
+pub use choices::{
+    AscentPreset, AscentStart, BackendChoice, Choice, ConvSearch, OutputKind, SearchKind,
+    UnknownChoice, View,
+};
 pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
 pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
 pub use plugin_host::{

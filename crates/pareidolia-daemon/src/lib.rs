@@ -31,7 +31,6 @@
 #![deny(missing_docs)]
 
 pub mod archive_actor;
-pub mod ascent;
 pub mod batcher;
 pub mod evaluator_actor;
 pub mod experiment;

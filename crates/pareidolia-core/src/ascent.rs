@@ -18,20 +18,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use rand::{RngExt as _, SeedableRng};
+
+pub use crate::choices::AscentStart as Start;
+use crate::seeds::{self, HostRng, Stream};
+
 /// Confidence thresholds whose first step is recorded: majority, 99%, 99.9%, 99.99%.
 pub const THRESHOLDS: [f64; 4] = [0.5, 0.99, 0.999, 0.9999];
-
-/// How the images start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Start {
-    /// The mean image exactly (`x = 0`).
-    Zero,
-    /// Uniform noise over the whole pixel range (`U(0, 255) − mean`).
-    Randu,
-    /// The mean plus unit Gaussian noise (`N(0, 1)`), the released code's default.
-    MeanPlus,
-}
 
 /// The recipe's parameters, named as the released code's command line names them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,9 +177,11 @@ impl Shape {
 
 /// What a [`GradientOracle`] returns for one image.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Evaluated {
+pub struct Sample {
     /// The objective: the target class's probability.
     pub objective: f64,
+    /// The model's probabilities over every class.
+    pub probabilities: Vec<f32>,
     /// d objective / d pixel, in the image's layout and pixel units.
     pub gradient: Vec<f32>,
 }
@@ -197,7 +192,7 @@ pub trait GradientOracle {
     type Error;
     /// Evaluates a batch: `pixels` holds `targets.len()` images of [`Shape::len`] values each,
     /// in pixel units (`0..=255`).
-    fn evaluate(&mut self, pixels: &[f32], targets: &[usize]) -> Result<Vec<Evaluated>, Self::Error>;
+    fn evaluate(&mut self, pixels: &[f32], targets: &[usize]) -> Result<Vec<Sample>, Self::Error>;
 }
 
 /// One image's progress.
@@ -213,12 +208,38 @@ pub struct Track {
     pub best: Option<(f64, u64)>,
     /// The best image, in pixels (`0..=255`), as evaluated.
     pub best_pixels: Vec<f32>,
+    /// The model's probabilities for the best image.
+    pub best_probabilities: Vec<f32>,
     /// The first step whose image reached each of [`THRESHOLDS`].
     pub first_reaching: [Option<u64>; 4],
     /// The squared norm of the last gradient (0 before the first).
     pub last_grad_norm2: f64,
     /// The last learning rate.
     pub last_lr: f64,
+}
+
+impl Track {
+    /// A track that has not been evaluated yet.
+    pub fn new(class: usize, x: Vec<f32>) -> Self {
+        Self {
+            class,
+            x,
+            objective: f64::NAN,
+            best: None,
+            best_pixels: Vec::new(),
+            best_probabilities: Vec::new(),
+            first_reaching: [None; 4],
+            last_grad_norm2: 0.0,
+            last_lr: 0.0,
+        }
+    }
+}
+
+/// A standard normal draw (Box-Muller on two uniform draws).
+fn normal(rng: &mut HostRng) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// A run of the recipe over several classes: its state, checkpointed as it is.
@@ -274,38 +295,29 @@ pub enum AscentError<E> {
 }
 
 impl Ascent {
-    /// Starts one image per class. `mean` has one value per image value, in pixel units;
-    /// `noise` draws the start's random numbers (`N(0,1)` for `mean_plus`, `U(0,1)` for `randu`,
-    /// one call per value, classes in order).
-    pub fn new(
-        recipe: Recipe,
-        shape: Shape,
-        mean: Vec<f32>,
-        classes: &[usize],
-        noise: &mut dyn FnMut(Start) -> f32,
-    ) -> Self {
+    /// Starts one image per class. `mean` has one value per image value, in pixel units. Each
+    /// class's start noise comes from its own stream of the run seed, so it does not depend on
+    /// which other classes are pushed.
+    pub fn new(recipe: Recipe, shape: Shape, mean: Vec<f32>, classes: &[usize], seed: u64) -> Self {
         assert_eq!(mean.len(), shape.len(), "one mean value per image value");
         let tracks = classes
             .iter()
             .map(|&class| {
+                let mut rng = HostRng::seed_from_u64(seeds::derive(
+                    seed,
+                    Stream::AscentStart,
+                    0,
+                    class as u64,
+                ));
                 let x: Vec<f32> = match recipe.start {
                     Start::Zero => vec![0.0; shape.len()],
-                    Start::MeanPlus => (0..shape.len()).map(|_| noise(Start::MeanPlus)).collect(),
+                    Start::MeanPlus => (0..shape.len()).map(|_| normal(&mut rng) as f32).collect(),
                     Start::Randu => mean
                         .iter()
-                        .map(|m| 255.0 * noise(Start::Randu) - m)
+                        .map(|m| (255.0 * rng.random::<f64>()) as f32 - m)
                         .collect(),
                 };
-                Track {
-                    class,
-                    x,
-                    objective: f64::NAN,
-                    best: None,
-                    best_pixels: Vec::new(),
-                    first_reaching: [None; 4],
-                    last_grad_norm2: 0.0,
-                    last_lr: 0.0,
-                }
+                Track::new(class, x)
             })
             .collect();
         Self {
@@ -394,6 +406,7 @@ impl Ascent {
                 t.best_pixels.clear();
                 t.best_pixels
                     .extend_from_slice(&pixels[i * n..(i + 1) * n]);
+                t.best_probabilities.clone_from(&e.probabilities);
             }
             for (k, &threshold) in THRESHOLDS.iter().enumerate() {
                 if t.first_reaching[k].is_none() && e.objective >= threshold {
@@ -571,7 +584,7 @@ mod tests {
 
     impl GradientOracle for Linear {
         type Error = String;
-        fn evaluate(&mut self, pixels: &[f32], targets: &[usize]) -> Result<Vec<Evaluated>, String> {
+        fn evaluate(&mut self, pixels: &[f32], targets: &[usize]) -> Result<Vec<Sample>, String> {
             self.calls += 1;
             let n = pixels.len() / targets.len();
             Ok(pixels
@@ -590,8 +603,9 @@ mod tests {
                             (p[t] * (f64::from(self.weights[t][i]) - mix) / 255.0) as f32
                         })
                         .collect();
-                    Evaluated {
+                    Sample {
                         objective: p[t],
+                        probabilities: p.iter().map(|v| *v as f32).collect(),
                         gradient,
                     }
                 })
@@ -604,14 +618,6 @@ mod tests {
             width: 6,
             height: 5,
             channels: 1,
-        }
-    }
-
-    fn fixed_noise() -> impl FnMut(Start) -> f32 {
-        let mut i = 0u32;
-        move |_| {
-            i += 1;
-            ((i * 2654435761) % 1000) as f32 / 1000.0
         }
     }
 
@@ -636,7 +642,7 @@ mod tests {
             ..Recipe::unregularised()
         };
         let mean = vec![127.0; shape.len()];
-        let mut a = Ascent::new(recipe, shape, mean, &[0, 1, 2, 3], &mut fixed_noise());
+        let mut a = Ascent::new(recipe, shape, mean, &[0, 1, 2, 3], 7);
         let mut crossings = 0;
         while !a.done() {
             let r = a.step(&mut oracle, 3).unwrap();
@@ -675,7 +681,7 @@ mod tests {
                 shape,
                 vec![100.0; shape.len()],
                 &[2, 0, 1],
-                &mut fixed_noise(),
+                7,
             );
             while !a.done() {
                 a.step(&mut oracle, batch).unwrap();
@@ -697,7 +703,7 @@ mod tests {
             start: Start::Randu,
             ..Recipe::default()
         };
-        let mut a = Ascent::new(recipe, shape, mean.clone(), &[1], &mut fixed_noise());
+        let mut a = Ascent::new(recipe, shape, mean.clone(), &[1], 7);
         let before: Vec<f32> = a.pixels().iter().zip(&mean).map(|(p, m)| p - m).collect();
         a.step(&mut oracle, 0).unwrap();
         for (x, b) in a.tracks[0].x.iter().zip(&before) {
@@ -711,10 +717,11 @@ mod tests {
         struct Flat(f64);
         impl GradientOracle for Flat {
             type Error = String;
-            fn evaluate(&mut self, p: &[f32], t: &[usize]) -> Result<Vec<Evaluated>, String> {
+            fn evaluate(&mut self, p: &[f32], t: &[usize]) -> Result<Vec<Sample>, String> {
                 Ok(t.iter()
-                    .map(|_| Evaluated {
+                    .map(|_| Sample {
                         objective: self.0,
+                        probabilities: vec![],
                         gradient: vec![0.0; p.len() / t.len()],
                     })
                     .collect())
@@ -726,7 +733,7 @@ mod tests {
             shape,
             vec![0.0; shape.len()],
             &[0, 1],
-            &mut fixed_noise(),
+            7,
         );
         let r = a.step(&mut Flat(0.1), 0).unwrap();
         assert_eq!(r.zero_gradients, 2);
