@@ -4,6 +4,8 @@
 
 mod util;
 
+/// The gradient-ascent search through the binary.
+mod ascent;
 /// tract and ONNX Runtime agree; `cuda` and `auto` through the binary.
 mod backends;
 /// Bad configs, models and plugins: clear message, non-zero exit, no panic.

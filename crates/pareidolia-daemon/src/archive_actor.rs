@@ -273,6 +273,7 @@ impl ArchiveState {
             progress: self.snapshot_progress(),
             interrupted: !self.run_over(),
             checkpoint: self.last_checkpoint.path.clone(),
+            ascent: None,
         };
         let _ = self.done.send(Ok(outcome));
         Ok(())

@@ -115,6 +115,7 @@ pub fn write(
         stats: p.stats.clone(),
         stage_times: p.times,
         classes,
+        ascent: outcome.ascent.clone(),
     };
     let summary_path = dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary).map_err(|e| write_err(&summary_path, e))?;

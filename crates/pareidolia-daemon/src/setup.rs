@@ -49,6 +49,12 @@ pub enum SetupError {
         /// Its label in the other file.
         other_label: String,
     },
+    /// The search cannot run with this config (what and why, in words).
+    #[error("{message}")]
+    Search {
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// Two models of a run see different canvases (the encoding renders one).
     #[error(
         "the run's models must share one canvas, but `{first}` is shown {first_canvas} and `{other}` \
