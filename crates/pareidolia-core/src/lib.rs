@@ -19,7 +19,7 @@ pub mod seeds;
 pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
-pub use choices::{BackendChoice, Choice, ConvSearch, OutputKind, UnknownChoice, View};
+pub use choices::{BackendChoice, Choice, ConvSearch, Objective, OutputKind, UnknownChoice, View};
 pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
 pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
 pub use plugin_host::{
