@@ -24,6 +24,8 @@ mod determinism;
 mod fitness;
 /// The live gallery page in headless Chromium.
 mod gallery;
+/// The differentiable evaluator against tract and finite differences on the shipped models.
+mod gradients;
 /// The ImageNet configs on CPU, and the shipped ImageNet model on photographs.
 mod imagenet;
 /// The default experiment fools LeNet, checked from the PNG files on disk.

@@ -127,6 +127,21 @@ choice! {
     }
 }
 
+choice! {
+    /// What a gradient search maximises for its target class (`search.objective`): the
+    /// differentiable evaluator's objective.
+    #[derive(Default)]
+    Objective, "objective (search.objective)" {
+        /// The softmax probability of the class (the paper's released ascent code).
+        #[default]
+        Probability = "probability",
+        /// Its natural logarithm (does not vanish as the probability saturates).
+        LogProbability = "log-probability",
+        /// The class's logit (the input of the final softmax).
+        Logit = "logit",
+    }
+}
+
 impl View {
     /// Model inputs per canvas image.
     pub fn crops(self) -> usize {

@@ -21,8 +21,8 @@ pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
 pub use choices::{
-    AscentPreset, AscentStart, BackendChoice, Choice, ConvSearch, OutputKind, SearchKind,
-    UnknownChoice, View,
+    AscentPreset, AscentStart, BackendChoice, Choice, ConvSearch, Objective, OutputKind,
+    SearchKind, UnknownChoice, View,
 };
 pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
 pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};

@@ -13,6 +13,7 @@ mod backend;
 mod builtin;
 mod error;
 mod fixed_batch;
+pub mod grad;
 mod manifest;
 mod model;
 mod ort_backend;
