@@ -48,17 +48,17 @@ fn gradient_ascent_fools_lenet_on_every_digit() {
     let stdout = success(
         Pareidolia::run()
             .config(&cfg)
-            .generations(60)
+            .generations(300)
             .out(&out)
             .quiet()
             .output(),
     );
-    assert!(stdout.contains("60 generations"), "{stdout}");
+    assert!(stdout.contains("300 generations"), "{stdout}");
     let summary = json(&out.join("summary.json"));
-    assert_eq!(summary["generations"], 60);
-    assert_eq!(summary["evaluations"], 600);
+    assert_eq!(summary["generations"], 300);
+    assert_eq!(summary["evaluations"], 3000);
     let ascent = &summary["ascent"];
-    assert_eq!(ascent["steps"], 60);
+    assert_eq!(ascent["steps"], 300);
     assert_eq!(ascent["recipe"]["decay"], 0.0);
     assert_eq!(ascent["recipe"]["early_prog"], 0.02);
     assert!(ascent["images_steps_per_s"].as_f64().unwrap() > 0.0);
@@ -91,17 +91,23 @@ fn gradient_ascent_fools_lenet_on_every_digit() {
             )
         })
         .collect();
-    for (digit, (top, p, _)) in classify(&pngs, "builtin:lenet-mnist").into_iter().enumerate() {
+    for (digit, (top, p, _)) in classify(&pngs, "builtin:lenet-mnist")
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(top, digit);
         let png = classes[digit]["png_confidence"].as_f64().unwrap();
-        assert!((p - png).abs() < 1e-5, "digit {digit}: classify {p} vs summary {png}");
+        assert!(
+            (p - png).abs() < 1e-5,
+            "digit {digit}: classify {p} vs summary {png}"
+        );
     }
     // One history line per step after the header; the median only rises.
     let history = read_text(&out.join("history.csv"));
     let lines: Vec<&str> = history.lines().collect();
-    assert_eq!(lines.len(), 61, "{history}");
+    assert_eq!(lines.len(), 301, "{history}");
     assert!(lines[1].starts_with("1,10,"), "{}", lines[1]);
-    assert!(lines[60].starts_with("60,600,"), "{}", lines[60]);
+    assert!(lines[300].starts_with("300,3000,"), "{}", lines[300]);
     let medians: Vec<f64> = lines[1..]
         .iter()
         .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
@@ -114,33 +120,30 @@ fn gradient_ascent_fools_lenet_on_every_digit() {
 #[test]
 fn a_stopped_gradient_ascent_resumes_exactly() {
     let dir = temp_dir("ascent-resume");
-    let cfg = mnist_config(&dir, |t| {
-        // Regularised, so decay and blur state cross the checkpoint too.
+    // Two digits, regularised, so decay and blur state cross the checkpoint too.
+    let edit = |t: &mut toml::Table| {
         t.set("search.preset", "released")
             .add("search.blur_radius", 0.5)
-            .add("search.blur_every", int(3));
-        t.add("checkpoint.every_generations", int(5));
-    });
+            .add("search.blur_every", int(3))
+            .add("search.classes", toml::Value::Array(vec![int(3), int(8)]));
+        t.add("checkpoint.every_generations", int(5))
+            .set("generations", int(400))
+            .add("http.listen", "127.0.0.1:0");
+    };
+    let cfg = mnist_config(&dir, edit);
     let whole = dir.join("whole");
-    success(
-        Pareidolia::run()
-            .config(&cfg)
-            .generations(24)
-            .out(&whole)
-            .quiet()
-            .output(),
-    );
+    success(Pareidolia::run().config(&cfg).out(&whole).quiet().output());
     let split = dir.join("split");
     success(
         Pareidolia::run()
             .config(&cfg)
-            .generations(11)
+            .generations(111)
             .out(&split)
             .quiet()
             .output(),
     );
     let (status, log) = Pareidolia::resume(&split)
-        .generations(24)
+        .generations(400)
         .start(&dir.join("split.log"))
         .wait(Duration::from_secs(120));
     assert!(status.success(), "{status}\n{log}");
@@ -150,24 +153,18 @@ fn a_stopped_gradient_ascent_resumes_exactly() {
 
     // SIGTERM while the daemon runs: it stops at a step boundary with a checkpoint, exit 0.
     let term = dir.join("term");
-    let slow = mnist_config(&dir, |t| {
-        t.set("search.preset", "released")
-            .add("search.blur_radius", 0.5)
-            .add("search.blur_every", int(3));
-        t.add("checkpoint.every_generations", int(5))
-            .set("generations", int(24))
-            .add("http.listen", "127.0.0.1:0");
-    });
     let mut d = Pareidolia::daemon()
-        .config(&slow)
+        .config(&cfg)
         .out(&term)
         .start(&dir.join("term.log"));
     d.wait_for("checkpoint written", Duration::from_secs(60));
     d.signal("TERM");
     let (status, log) = d.wait(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM must exit 0: {status}\n{log}");
-    let stopped = json(&term.join("summary.json"))["generations"].as_u64().unwrap();
-    assert!((5..=24).contains(&stopped), "{stopped}\n{log}");
+    let stopped = json(&term.join("summary.json"))["generations"]
+        .as_u64()
+        .unwrap();
+    assert!((5..400).contains(&stopped), "{stopped}\n{log}");
     let (status, log) = Pareidolia::resume(&term)
         .start(&dir.join("term2.log"))
         .wait(Duration::from_secs(120));
@@ -189,10 +186,7 @@ fn gradient_ascent_configs_it_cannot_run_are_refused_clearly() {
         (
             "class out of range",
             Box::new(|t| {
-                t.add(
-                    "search.classes",
-                    toml::Value::Array(vec![int(3), int(10)]),
-                );
+                t.add("search.classes", toml::Value::Array(vec![int(3), int(10)]));
             }),
             vec!["search.classes", "class 10", "0 to 9"],
         ),

@@ -89,9 +89,7 @@ impl Recipe {
     /// `desired_prog = min(early_prog, late_prog_mult · (1 − objective))`. A zero gradient
     /// gives `max_lr` (a step of zero length).
     pub fn learning_rate(&self, objective: f64, grad_norm2: f64) -> f64 {
-        let desired = self
-            .early_prog
-            .min(self.late_prog_mult * (1.0 - objective));
+        let desired = self.early_prog.min(self.late_prog_mult * (1.0 - objective));
         if grad_norm2 > 0.0 {
             self.max_lr.min(desired / grad_norm2)
         } else {
@@ -131,7 +129,10 @@ impl Recipe {
         if !(self.blur_radius.is_finite() && self.blur_radius >= 0.0) {
             return Err((
                 "blur_radius",
-                format!("must be 0 (no blur) or a positive σ in pixels (got {})", self.blur_radius),
+                format!(
+                    "must be 0 (no blur) or a positive σ in pixels (got {})",
+                    self.blur_radius
+                ),
             ));
         }
         if self.blur_radius > 0.0 && self.blur_every == 0 {
@@ -404,8 +405,7 @@ impl Ascent {
             if t.best.is_none_or(|(b, _)| e.objective > b) {
                 t.best = Some((e.objective, step));
                 t.best_pixels.clear();
-                t.best_pixels
-                    .extend_from_slice(&pixels[i * n..(i + 1) * n]);
+                t.best_pixels.extend_from_slice(&pixels[i * n..(i + 1) * n]);
                 t.best_probabilities.clone_from(&e.probabilities);
             }
             for (k, &threshold) in THRESHOLDS.iter().enumerate() {
@@ -428,15 +428,30 @@ impl Ascent {
             }
             if self.recipe.small_norm_percentile > 0.0 {
                 let norms = pixel_values(&t.x, None, self.shape, false);
-                zero_below(&mut t.x, &norms, self.recipe.small_norm_percentile, self.shape);
+                zero_below(
+                    &mut t.x,
+                    &norms,
+                    self.recipe.small_norm_percentile,
+                    self.shape,
+                );
             }
             if self.recipe.px_benefit_percentile > 0.0 {
                 let benefit = pixel_values(&t.x, Some(&e.gradient), self.shape, false);
-                zero_below(&mut t.x, &benefit, self.recipe.px_benefit_percentile, self.shape);
+                zero_below(
+                    &mut t.x,
+                    &benefit,
+                    self.recipe.px_benefit_percentile,
+                    self.shape,
+                );
             }
             if self.recipe.px_abs_benefit_percentile > 0.0 {
                 let benefit = pixel_values(&t.x, Some(&e.gradient), self.shape, true);
-                zero_below(&mut t.x, &benefit, self.recipe.px_abs_benefit_percentile, self.shape);
+                zero_below(
+                    &mut t.x,
+                    &benefit,
+                    self.recipe.px_abs_benefit_percentile,
+                    self.shape,
+                );
             }
         }
         self.step += 1;
@@ -728,13 +743,7 @@ mod tests {
             }
         }
         let shape = shape();
-        let mut a = Ascent::new(
-            Recipe::default(),
-            shape,
-            vec![0.0; shape.len()],
-            &[0, 1],
-            7,
-        );
+        let mut a = Ascent::new(Recipe::default(), shape, vec![0.0; shape.len()], &[0, 1], 7);
         let r = a.step(&mut Flat(0.1), 0).unwrap();
         assert_eq!(r.zero_gradients, 2);
         let e = a.step(&mut Flat(f64::NAN), 0).unwrap_err();

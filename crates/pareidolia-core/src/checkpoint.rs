@@ -213,8 +213,7 @@ impl Checkpoint {
     ) -> Vec<u8> {
         let (champions, cells, distinct) = index_champions(archive.cells());
         let first = 2 * distinct.len() as u32;
-        let f32_bytes =
-            |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
         let mut extra = Vec::with_capacity(3 * ascent.tracks.len());
         let tracks = ascent
             .tracks

@@ -91,10 +91,7 @@ impl GradientOracle for ModelOracle {
         let n = targets.len();
         let classes = self.model.classes();
         let len = self.model.canvas_len();
-        let result = match self
-            .model
-            .gradient(pixels, targets, Objective::Probability)
-        {
+        let result = match self.model.gradient(pixels, targets, Objective::Probability) {
             Ok(g) => Ok((0..n)
                 .map(|i| Sample {
                     objective: g.objective[i],
@@ -210,7 +207,12 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
             let mut a = Ascent::new(recipe.clone(), shape, mean.clone(), &[], config.seed);
             a.step = state.step;
             a.tracks = state.tracks;
-            (a, c.counters(), c.meta.replacements, Some(c.meta.generation))
+            (
+                a,
+                c.counters(),
+                c.meta.replacements,
+                Some(c.meta.generation),
+            )
         }
         None => (
             Ascent::new(recipe.clone(), shape, mean.clone(), &pushed, config.seed),
@@ -220,9 +222,10 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
         ),
     };
     let mut history = match &r.run_dir {
-        Some(dir) => Some(History::open(dir, resumed_from).map_err(|e| {
-            ascent_error(ascent.step, format!("cannot open history.csv: {e}"))
-        })?),
+        Some(dir) => Some(
+            History::open(dir, resumed_from)
+                .map_err(|e| ascent_error(ascent.step, format!("cannot open history.csv: {e}")))?,
+        ),
         None => None,
     };
     let store = r
@@ -319,7 +322,12 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
             );
         }
         for (i, k) in &report.crossed {
-            tracing::debug!(class = ascent.tracks[*i].class, step = report.step, threshold = THRESHOLDS[*k], "threshold reached");
+            tracing::debug!(
+                class = ascent.tracks[*i].class,
+                step = report.step,
+                threshold = THRESHOLDS[*k],
+                "threshold reached"
+            );
         }
         replacements += ascent
             .tracks

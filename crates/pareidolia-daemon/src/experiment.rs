@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pareidolia_core::RunIdentity;
+use pareidolia_core::SearchKind;
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
-use pareidolia_core::SearchKind;
 use pareidolia_eval::PreparedModel;
 use pareidolia_eval::grad::{CpuGradient, DifferentiableModel, GradientBackend, Objective};
 use ractor::{Actor, ActorRef};
@@ -266,7 +266,10 @@ impl Experiment {
     }
 }
 
-type MetricsHandle = (ActorRef<crate::messages::MetricsMsg>, tokio::task::JoinHandle<()>);
+type MetricsHandle = (
+    ActorRef<crate::messages::MetricsMsg>,
+    tokio::task::JoinHandle<()>,
+);
 
 /// The metrics actor, watching the run's progress. It is not supervised with the run: if it
 /// fails, the run goes on without metrics rather than stopping.
@@ -329,7 +332,7 @@ fn prepare_gradient(setup: &Setup) -> Result<Box<dyn DifferentiableModel>, Setup
             setup.config.encoding.plugin
         )));
     }
-    let model = CpuGradient.prepare(&m.model, m.view)?;
+    let model = CpuGradient::default().prepare(&m.model, m.view)?;
     model.check_objective(Objective::Probability)?;
     tracing::info!(model = %m.model.name(), backend = model.backend(), device = %model.device(), "differentiable model prepared");
     Ok(model)
