@@ -125,7 +125,7 @@ fn a_stopped_gradient_ascent_resumes_exactly() {
         t.set("search.preset", "released")
             .add("search.blur_radius", 0.5)
             .add("search.blur_every", int(3))
-            .add("search.classes", toml::Value::Array(vec![int(3), int(8)]));
+            .add("archive.classes", toml::Value::Array(vec![int(3), int(8)]));
         t.add("checkpoint.every_generations", int(5))
             .set("generations", int(400))
             .add("http.listen", "127.0.0.1:0");
@@ -186,16 +186,16 @@ fn gradient_ascent_configs_it_cannot_run_are_refused_clearly() {
         (
             "class out of range",
             Box::new(|t| {
-                t.add("search.classes", toml::Value::Array(vec![int(3), int(10)]));
+                t.add("archive.classes", toml::Value::Array(vec![int(3), int(10)]));
             }),
-            vec!["search.classes", "class 10", "0 to 9"],
+            vec!["archive.classes", "10"],
         ),
         (
             "class twice",
             Box::new(|t| {
-                t.add("search.classes", toml::Value::Array(vec![int(3), int(3)]));
+                t.add("archive.classes", toml::Value::Array(vec![int(3), int(3)]));
             }),
-            vec!["search.classes", "twice"],
+            vec!["archive.classes", "twice"],
         ),
         (
             "blur without a period",

@@ -31,6 +31,7 @@ fn shipped_configs_parse() {
         "every_seconds",
         "keep",
         "listen",
+        "classes",
     ];
     for key in keys {
         assert!(

@@ -12,6 +12,8 @@ mod backends;
 mod bad_input;
 /// Plugins that panic, stall or return garbage at run time.
 mod bad_plugins;
+/// `[archive] classes`: cells for some of a model's classes, the fitness seeing them all.
+mod cells;
 /// The shipped config files.
 mod configs;
 /// The long-running daemon.

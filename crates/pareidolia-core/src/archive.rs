@@ -4,6 +4,11 @@
 //! can take many cells. Parents are drawn uniformly over occupied cells, so a champion of k
 //! cells is k times as likely to be picked.
 //!
+//! A run may make only some classes cells ([`Archive::restrict`], the config's
+//! `archive.classes`): a child still carries a score for every class (the fitness saw the
+//! model's whole output), but only cells compete, hold champions and count in the statistics.
+//! Cells stay indexed by class, so a skipped class is a cell that is never filled.
+//!
 //! Plain data and functions, no actors: the archive actor owns one of these.
 
 use std::sync::Arc;
@@ -67,10 +72,35 @@ pub struct ArchiveStats {
     pub thresholds: [f32; 4],
 }
 
+/// A list of cell classes that does not fit the archive.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CellsError {
+    /// No class at all.
+    #[error("names no class; a run needs at least one cell")]
+    Empty,
+    /// A class the model does not have.
+    #[error("names class {class}, but the model has {classes} classes (0..={max})", max = classes.saturating_sub(1))]
+    OutOfRange {
+        /// The class.
+        class: usize,
+        /// The model's class count.
+        classes: usize,
+    },
+    /// A class listed twice.
+    #[error("names class {0} twice")]
+    Duplicate(usize),
+    /// A class left out that holds a champion (a checkpoint of another run).
+    #[error("leaves out class {0}, which holds a champion")]
+    Occupied(usize),
+}
+
 /// One champion per class.
 #[derive(Debug, Clone)]
 pub struct Archive {
     cells: Vec<Option<Champion>>,
+    /// Per class: whether it is a cell (competes and counts); every class by default.
+    open: Vec<bool>,
     replacements: u64,
 }
 
@@ -78,6 +108,7 @@ impl Archive {
     /// An archive restored from a checkpoint's cells and replacement count.
     pub fn restore(cells: Vec<Option<Champion>>, replacements: u64) -> Self {
         Self {
+            open: vec![true; cells.len()],
             cells,
             replacements,
         }
@@ -87,11 +118,46 @@ impl Archive {
     pub fn new(classes: usize) -> Self {
         Self {
             cells: vec![None; classes],
+            open: vec![true; classes],
             replacements: 0,
         }
     }
 
-    /// Number of cells.
+    /// Makes only `classes` cells; the other classes are still scored but never hold a
+    /// champion. Refuses an empty list, a class out of range or listed twice, and leaving out
+    /// a class that holds a champion.
+    pub fn restrict(&mut self, classes: &[usize]) -> Result<(), CellsError> {
+        if classes.is_empty() {
+            return Err(CellsError::Empty);
+        }
+        let mut open = vec![false; self.cells.len()];
+        for &class in classes {
+            let slot = open.get_mut(class).ok_or(CellsError::OutOfRange {
+                class,
+                classes: self.cells.len(),
+            })?;
+            if std::mem::replace(slot, true) {
+                return Err(CellsError::Duplicate(class));
+            }
+        }
+        if let Some(c) = (0..open.len()).find(|&c| !open[c] && self.cells[c].is_some()) {
+            return Err(CellsError::Occupied(c));
+        }
+        self.open = open;
+        Ok(())
+    }
+
+    /// Whether `class` is a cell.
+    pub fn is_cell(&self, class: usize) -> bool {
+        self.open.get(class).copied().unwrap_or(false)
+    }
+
+    /// The classes that are cells, ascending.
+    pub fn cell_classes(&self) -> Vec<usize> {
+        (0..self.open.len()).filter(|&c| self.open[c]).collect()
+    }
+
+    /// Number of classes (cells and skipped classes).
     pub fn len(&self) -> usize {
         self.cells.len()
     }
@@ -101,7 +167,7 @@ impl Archive {
         self.cells.is_empty()
     }
 
-    /// The cells.
+    /// Per class: its champion (always `None` for a class that is not a cell).
     pub fn cells(&self) -> &[Option<Champion>] {
         &self.cells
     }
@@ -118,6 +184,9 @@ impl Archive {
             .iter()
             .enumerate()
             .filter(|(class, cell)| {
+                if !self.open[*class] {
+                    return false;
+                }
                 let s = child.scores.get(*class).copied().unwrap_or(f32::NAN);
                 s.is_finite() && cell.as_ref().is_none_or(|c| s > c.score(*class))
             })
@@ -149,13 +218,14 @@ impl Archive {
         self.cells.iter().flatten().nth(k)
     }
 
-    /// Convergence statistics.
+    /// Convergence statistics over the cells (skipped classes do not count).
     pub fn stats(&self) -> ArchiveStats {
         let thresholds = [0.5, 0.9, 0.99, 0.9999];
         let mut scores: Vec<f32> = self
             .cells
             .iter()
             .enumerate()
+            .filter(|(class, _)| self.open[*class])
             .map(|(class, c)| c.as_ref().map_or(0.0, |c| c.score(class)))
             .collect();
         if scores.is_empty() {
@@ -230,6 +300,37 @@ mod tests {
         // child 1 holds 3 of 4 cells
         assert!((2800..3200).contains(&picks), "{picks}");
         assert!(Archive::new(2).pick_parent(&mut rng).is_none());
+    }
+
+    #[test]
+    fn skipped_classes_never_hold_a_champion_and_do_not_count() {
+        let mut a = Archive::new(4);
+        a.restrict(&[2, 0]).unwrap();
+        assert_eq!(a.cell_classes(), [0, 2]);
+        // Best in the skipped class 3, it still takes only the cells it beats.
+        assert_eq!(a.insert(child(1, &[0.2, 0.1, 0.3, 0.4])), 2);
+        assert!(a.cells()[1].is_none() && a.cells()[3].is_none());
+        let s = a.stats();
+        assert_eq!((s.cells, s.filled, s.min), (2, 2, 0.2));
+        assert!((s.median - 0.25).abs() < 1e-6);
+        assert_eq!(a.replacements(), 2);
+        let mut rng = HostRng::seed_from_u64(1);
+        assert_eq!(a.pick_parent(&mut rng).unwrap().id, 1);
+        // Bad lists.
+        let mut b = Archive::new(3);
+        assert_eq!(b.restrict(&[]), Err(CellsError::Empty));
+        assert_eq!(
+            b.restrict(&[0, 3]).unwrap_err().to_string(),
+            "names class 3, but the model has 3 classes (0..=2)"
+        );
+        assert_eq!(b.restrict(&[1, 1]), Err(CellsError::Duplicate(1)));
+        b.insert(child(2, &[0.1, 0.2, 0.3]));
+        assert_eq!(b.restrict(&[0, 1]), Err(CellsError::Occupied(2)));
+        assert_eq!(
+            b.cell_classes(),
+            [0, 1, 2],
+            "a refused list changes nothing"
+        );
     }
 
     #[test]

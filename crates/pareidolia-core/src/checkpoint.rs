@@ -271,9 +271,15 @@ impl Checkpoint {
         }
     }
 
-    /// The archive it records.
+    /// The archive it records, with the run's cells (checked by [`decode`]).
     pub fn archive(&self) -> Archive {
-        Archive::restore(self.cells.clone(), self.meta.replacements)
+        let mut archive = Archive::restore(self.cells.clone(), self.meta.replacements);
+        if let Some(cells) = &self.meta.identity.cells {
+            archive
+                .restrict(cells)
+                .expect("decode checks that skipped classes hold no champion");
+        }
+        archive
     }
 
     /// Its config, with relative paths anchored where the run was started.
@@ -336,6 +342,7 @@ impl MetaV1 {
             encoding: self.encoding,
             fitness: self.fitness,
             labels: Vec::new(),
+            cells: None,
         };
         CheckpointMeta {
             pareidolia_version: self.pareidolia_version,
@@ -620,6 +627,21 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
                 .ok_or_else(|| damaged(format!("cell refers to champion {i}"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // A run whose cells are some of the classes never puts a champion in the others.
+    if let Some(listed) = &meta.identity.cells {
+        if let Some(c) = listed.iter().find(|&&c| c >= cells.len()) {
+            return Err(damaged(format!(
+                "its cells name class {c}, but the archive has {} classes",
+                cells.len()
+            )));
+        }
+        if let Some(c) = (0..cells.len()).find(|&c| !meta.identity.is_cell(c) && cells[c].is_some())
+        {
+            return Err(damaged(format!(
+                "class {c} is not one of the run's cells {listed:?} but holds a champion"
+            )));
+        }
+    }
     let ascent = match &meta.ascent {
         None => None,
         Some(a) => {
@@ -993,6 +1015,36 @@ mod tests {
         // A checkpoint without ascent state stays one.
         let plain = encode(&meta, &index_champions(&cells).2);
         assert!(decode(&plain, Path::new("y")).unwrap().ascent.is_none());
+    }
+
+    #[test]
+    fn a_champion_in_a_skipped_class_is_damage() {
+        let (mut meta, mut cells) = sample();
+        // Class 0 skipped: only class 1 may hold a champion.
+        meta.identity.cells = Some(vec![1]);
+        let (_, _, distinct) = index_champions(&cells);
+        let e = decode(&encode(&meta, &distinct), Path::new("x")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("class 0 is not one of the run's cells [1] but holds a champion"),
+            "{e}"
+        );
+        cells[0] = None;
+        let (champions, map, distinct) = index_champions(&cells);
+        (meta.champions, meta.cells) = (champions, map);
+        let back = decode(&encode(&meta, &distinct), Path::new("x")).unwrap();
+        let archive = back.archive();
+        assert_eq!(
+            (archive.cell_classes(), archive.stats().cells),
+            (vec![1], 1)
+        );
+        meta.identity.cells = Some(vec![1, 2]);
+        let e = decode(&encode(&meta, &distinct), Path::new("x")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("its cells name class 2, but the archive has 2 classes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -153,6 +153,24 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// `[archive]`: which of the model's classes are MAP-Elites cells.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// The classes (indices into the model's labels) that get a cell; absent = every class.
+    /// The fitness still sees the full output, so a champion of class `c` must beat the
+    /// skipped classes too (e.g. the 10 digits of an 11-class model with a "fooling" class).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<usize>>,
+}
+
+impl ArchiveConfig {
+    /// Whether it is the default (every class a cell), which a written config leaves out.
+    pub fn is_default(&self) -> bool {
+        self.classes.is_none()
+    }
+}
+
 /// The daemon's HTTP endpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -171,15 +189,13 @@ impl Default for HttpConfig {
 
 /// `[search]`: how the run searches. MAP-Elites (evolution) needs nothing here; gradient
 /// ascent takes the released recipe's parameters (`../shared/PAPER.md` section 6), each key
-/// overriding the preset's value. A gradient-ascent run takes `generations` steps.
+/// overriding the preset's value. A gradient-ascent run takes `generations` steps and pushes
+/// one image for each of its cells (`[archive] classes`, default every class).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
     /// `map-elites` or `gradient-ascent`.
     pub kind: SearchKind,
-    /// Gradient ascent: the classes to push, one image each (empty = every class).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub classes: Vec<usize>,
     /// Gradient ascent: the parameters the keys below override.
     pub preset: AscentPreset,
     /// L2 decay toward the mean after each step.
@@ -302,6 +318,9 @@ pub struct RunConfig {
     /// How the run searches (`[search]`; MAP-Elites without it).
     #[serde(default, skip_serializing_if = "SearchConfig::is_default")]
     pub search: SearchConfig,
+    /// Which classes are cells.
+    #[serde(default, skip_serializing_if = "ArchiveConfig::is_default")]
+    pub archive: ArchiveConfig,
     /// Folder that relative paths are resolved against (the config file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -440,19 +459,27 @@ impl RunConfig {
                     };
                     return err(&key, &message);
                 }
-                let mut seen = std::collections::HashSet::new();
-                if let Some(c) = self.search.classes.iter().find(|c| !seen.insert(**c)) {
-                    return err(
-                        "search.classes",
-                        &format!("lists class {c} twice; list each class once"),
-                    );
-                }
                 if self.model_keys().len() > 1 {
                     return err(
                         "models",
                         "gradient ascent pushes one model's probabilities; name one [model] (score the images on others with `pareidolia transfer`)",
                     );
                 }
+            }
+        }
+        if let Some(classes) = &self.archive.classes {
+            if classes.is_empty() {
+                return err(
+                    "archive.classes",
+                    "is empty: list the class indices that get a cell (at least one), or leave the key out for every class",
+                );
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(twice) = classes.iter().find(|&&c| !seen.insert(c)) {
+                return err(
+                    "archive.classes",
+                    &format!("names class {twice} twice; list each class once"),
+                );
             }
         }
         Ok(())
@@ -631,6 +658,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`models[0].canvas`"), "{e}");
+    }
+
+    #[test]
+    fn archive_classes_must_be_a_list_of_distinct_classes() {
+        let with = |line: &str| {
+            let text = format!("{DEFAULT_CONFIG}\n[archive]\n{line}\n");
+            RunConfig::parse(&text, "x.toml", PathBuf::new())
+        };
+        let c = with("classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]").unwrap();
+        assert_eq!(c.archive.classes, Some((0..10).collect()));
+        // Written back, it reads the same; the default writes no [archive] table.
+        let again = RunConfig::parse(&toml::to_string(&c).unwrap(), "y.toml", PathBuf::new());
+        assert_eq!(again.unwrap(), c);
+        let text = toml::to_string(&RunConfig::builtin_default()).unwrap();
+        assert!(!text.contains("archive"), "{text}");
+        for (line, want) in [
+            ("classes = []", "`archive.classes` is empty"),
+            (
+                "classes = [3, 1, 3]",
+                "`archive.classes` names class 3 twice",
+            ),
+            ("classes = [-1]", "classes"),
+            ("clases = [1]", "clases"),
+        ] {
+            let e = with(line).expect_err(line).to_string();
+            assert!(e.contains(want) && e.contains("x.toml"), "{line}: {e}");
+        }
     }
 
     #[test]

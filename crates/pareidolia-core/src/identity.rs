@@ -60,6 +60,10 @@ pub struct RunIdentity {
     /// Class labels, by index (empty where a format-1 checkpoint did not record them).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The classes that are archive cells, ascending (the config's `archive.classes`);
+    /// `None` = every class. The others are scored but hold no champion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells: Option<Vec<usize>>,
 }
 
 /// Which differences a resume accepts.
@@ -106,6 +110,16 @@ pub enum IdentityMismatch {
         /// `name version` now.
         now: String,
     },
+    /// The classes that are cells changed.
+    #[error(
+        "this run's cells are classes {was}, the config now says {now}; a run cannot change its cells"
+    )]
+    Cells {
+        /// The cells then (`all` for every class).
+        was: String,
+        /// The cells now.
+        now: String,
+    },
     /// The number of classes changed (the archive's cells would not fit).
     #[error(
         "this run's archive has {was} classes, the model now has {now}; a run cannot change its classes"
@@ -127,6 +141,18 @@ impl RunIdentity {
     /// Classes of the run (the archive's cells).
     pub fn classes(&self) -> usize {
         self.models.first().map_or(0, |m| m.classes)
+    }
+
+    /// Whether `class` is an archive cell of this run.
+    pub fn is_cell(&self, class: usize) -> bool {
+        self.cells
+            .as_ref()
+            .is_none_or(|c| c.binary_search(&class).is_ok())
+    }
+
+    /// The classes that are not cells, ascending (empty when every class is one).
+    pub fn skipped_classes(&self) -> Vec<usize> {
+        (0..self.classes()).filter(|&c| !self.is_cell(c)).collect()
     }
 
     /// A class's label, or its index when the run has no label for it.
@@ -162,6 +188,14 @@ impl RunIdentity {
                     now: now.sha256.clone(),
                 });
             }
+        }
+        if self.cells != now.cells {
+            let text =
+                |c: &Option<Vec<usize>>| c.as_ref().map_or("all".to_owned(), |c| format!("{c:?}"));
+            return Err(IdentityMismatch::Cells {
+                was: text(&self.cells),
+                now: text(&now.cells),
+            });
         }
         for (was, now) in [
             (&self.encoding, &now.encoding),
@@ -217,6 +251,7 @@ pub(crate) mod tests {
                 version: "0.1.0".into(),
             },
             labels: vec!["zero".into(), "one".into()],
+            cells: None,
         }
     }
 
@@ -260,6 +295,18 @@ pub(crate) mod tests {
             was.check_resume(&two, allow_all),
             Err(IdentityMismatch::ModelCount { was: 1, now: 2 })
         ));
+        // Nor its cells.
+        let mut cells = was.clone();
+        cells.cells = Some(vec![1]);
+        assert_eq!(
+            was.check_resume(&cells, allow_all).unwrap_err().to_string(),
+            "this run's cells are classes all, the config now says [1]; a run cannot change its cells"
+        );
+        assert_eq!((cells.is_cell(0), cells.is_cell(1)), (false, true));
+        assert_eq!(
+            (cells.skipped_classes(), was.skipped_classes()),
+            (vec![0], vec![])
+        );
     }
 
     #[test]

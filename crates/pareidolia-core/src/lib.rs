@@ -19,12 +19,14 @@ pub mod plugin_host;
 pub mod seeds;
 pub mod summary;
 
-pub use archive::{Archive, ArchiveStats, Champion, Evaluated};
+pub use archive::{Archive, ArchiveStats, CellsError, Champion, Evaluated};
 pub use choices::{
     AscentPreset, AscentStart, BackendChoice, Choice, ConvSearch, Objective, OutputKind,
     SearchKind, UnknownChoice, View,
 };
-pub use config::{CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig};
+pub use config::{
+    ArchiveConfig, CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig,
+};
 pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
 pub use plugin_host::{
     EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,

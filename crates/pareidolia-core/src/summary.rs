@@ -93,11 +93,15 @@ pub struct RunSummary {
     pub stats: ArchiveStats,
     /// Time per stage.
     pub stage_times: StageTimes,
-    /// Per class.
+    /// Per cell (every class, unless the run skips some).
     pub classes: Vec<ClassSummary>,
     /// A gradient-ascent run's recipe and per-class records (absent for MAP-Elites).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ascent: Option<AscentSummary>,
+    /// The model's classes that were not cells (`archive.classes` left them out): scored by
+    /// the fitness, never given a champion. Absent when every class was a cell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_classes: Vec<usize>,
 }
 
 /// What the summary says about one class of a gradient-ascent run.

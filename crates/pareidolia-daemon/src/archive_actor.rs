@@ -55,8 +55,10 @@ pub struct ArchivePlan {
     pub offspring: u32,
     /// Initial population.
     pub initial: u32,
-    /// Classes (cells).
+    /// Classes (the model's outputs).
     pub classes: usize,
+    /// The classes that are cells (`archive.classes`); `None` = every class.
+    pub cells: Option<Vec<usize>>,
     /// Run folder to keep `history.csv` in, if any.
     pub history: Option<PathBuf>,
     /// Checkpointing, if any.
@@ -344,8 +346,14 @@ impl Actor for ArchiveActor {
         _myself: ActorRef<Self::Msg>,
         args: ArchiveArgs,
     ) -> Result<ArchiveState, ActorProcessingErr> {
+        let mut archive = Archive::new(args.plan.classes);
+        if let Some(cells) = &args.plan.cells {
+            archive
+                .restrict(cells)
+                .map_err(|e| format!("config key `archive.classes` {e}"))?;
+        }
         let mut state = ArchiveState {
-            archive: Archive::new(args.plan.classes),
+            archive,
             rng: seeds::selection_rng(args.plan.seed),
             plan: args.plan,
             current: None,

@@ -191,10 +191,21 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
     let classes = model.model.classes();
     let recipe = config.search.recipe(config.generations);
     let mean = pixel_mean(&model.model.manifest.input, canvas.width, canvas.height);
-    let pushed: Vec<usize> = if config.search.classes.is_empty() {
-        (0..classes).collect()
-    } else {
-        config.search.classes.clone()
+    let pushed: Vec<usize> = r
+        .identity
+        .cells
+        .clone()
+        .unwrap_or_else(|| (0..classes).collect());
+    // The archive the images make: its cells are the classes pushed.
+    let cells_listed = r.identity.cells.clone();
+    let archive_of = |cells: Vec<Option<Champion>>, replacements: u64| {
+        let mut archive = Archive::restore(cells, replacements);
+        if let Some(listed) = &cells_listed {
+            archive
+                .restrict(listed)
+                .expect("the setup checked the cells, and only they hold images");
+        }
+        archive
     };
     let (mut ascent, mut counters, mut replacements, resumed_from) = match &r.resume {
         Some(c) => {
@@ -252,7 +263,7 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
                          last: &(Option<u64>, Instant, Option<PathBuf>, Option<f64>),
                          failures: u64| {
         let cells = champions(&ascent.tracks, classes);
-        let stats = Archive::restore(cells.clone(), replacements).stats();
+        let stats = archive_of(cells.clone(), replacements).stats();
         Progress {
             generation: ascent.step,
             generations: ascent.recipe.steps,
@@ -274,7 +285,7 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
      -> Option<Result<PathBuf, String>> {
         let store = store.as_ref()?;
         let cells = champions(&ascent.tracks, classes);
-        let archive = Archive::restore(cells, replacements);
+        let archive = archive_of(cells, replacements);
         let state = AscentState {
             step: ascent.step,
             tracks: ascent.tracks.clone(),

@@ -189,6 +189,7 @@ impl Experiment {
             offspring: c.offspring_per_generation,
             initial: c.initial_population(),
             classes: self.identity.classes(),
+            cells: self.identity.cells.clone(),
             history: options.run_dir.clone(),
             checkpoint: options.run_dir.as_ref().map(|dir| CheckpointPlan {
                 store: CheckpointStore::new(dir, c.checkpoint.keep),
@@ -300,19 +301,11 @@ async fn drain_metrics(actor: Option<MetricsHandle>) {
 }
 
 /// The differentiable model of a gradient-ascent run, after checking what the search needs:
-/// one model whose graph can be differentiated, classes it has, and the direct encoding in a
+/// one model whose graph can be differentiated, and the direct encoding in a
 /// colour space that stores pixels as they are (the best images are direct genomes).
 fn prepare_gradient(setup: &Setup) -> Result<Box<dyn DifferentiableModel>, SetupError> {
     let m = setup.model();
-    let classes = m.model.classes();
     let search = |message: String| SetupError::Search { message };
-    if let Some(bad) = setup.config.search.classes.iter().find(|c| **c >= classes) {
-        return Err(search(format!(
-            "`search.classes` lists class {bad}, but model {} has classes 0 to {}",
-            m.model.name(),
-            classes - 1
-        )));
-    }
     // The encoding must render a direct genome of pixels back to those pixels (rounded down).
     let probe: Vec<f32> = (0..setup.encoding.image_len())
         .map(|i| ((i * 37) % 256) as f32)

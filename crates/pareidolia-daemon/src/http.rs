@@ -136,6 +136,8 @@ struct Status<'a> {
     last_checkpoint_generation: Option<u64>,
     last_checkpoint_unix_s: Option<f64>,
     classes: Vec<ClassStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped_classes: Vec<usize>,
 }
 
 async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -144,6 +146,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
     let model = id.primary();
     let plugin = |p: &pareidolia_core::summary::PluginSummary| format!("{} {}", p.name, p.version);
     let classes = (0..id.classes())
+        .filter(|&class| id.is_cell(class))
         .map(|class| {
             let label = id.label(class);
             let champion = p.champions.get(class).and_then(Option::as_ref);
@@ -185,6 +188,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         last_checkpoint_generation: p.last_checkpoint_generation,
         last_checkpoint_unix_s: p.last_checkpoint_unix_s,
         classes,
+        skipped_classes: id.skipped_classes(),
     };
     Json(serde_json::to_value(status).unwrap_or_default())
 }
@@ -335,6 +339,7 @@ mod tests {
                 version: "0.1.0".into(),
             },
             labels: (0..classes).map(|c| format!("label{c}")).collect(),
+            cells: None,
         }
     }
 
@@ -350,7 +355,13 @@ mod tests {
     /// A router over a 3-class run: class 0 has a champion, class 1 none, class 2 one that
     /// cannot be rendered. `evaluations` 0 means nothing is scored yet.
     fn app(evaluations: u64) -> Router {
-        let id = identity(3);
+        app_with_cells(evaluations, None)
+    }
+
+    /// [`app`] with the run's cells restricted (`archive.classes`).
+    fn app_with_cells(evaluations: u64, cells: Option<Vec<usize>>) -> Router {
+        let mut id = identity(3);
+        id.cells = cells;
         let progress = Progress {
             generation: 3,
             generations: 10,
@@ -441,6 +452,21 @@ mod tests {
         assert_eq!(classes[0]["champion"], "2a");
         assert_eq!(classes[0]["image"], "/champions/0.png?id=2a");
         assert!(classes[1]["confidence"].is_null() && classes[1]["image"].is_null());
+        assert!(v.get("skipped_classes").is_none(), "{v}");
+    }
+
+    #[tokio::test]
+    async fn status_lists_only_the_cells_when_the_run_skips_classes() {
+        let (_, _, body) = get(app_with_cells(200, Some(vec![0, 2])), "/status", &[]).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let classes: Vec<u64> = v["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["class"].as_u64().unwrap())
+            .collect();
+        assert_eq!(classes, [0, 2]);
+        assert_eq!(v["skipped_classes"], serde_json::json!([1]));
     }
 
     #[tokio::test]

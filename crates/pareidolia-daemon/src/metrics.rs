@@ -459,6 +459,7 @@ mod tests {
                 version: "1.0.0".into(),
             },
             labels: vec!["zero".into(), "one".into()],
+            cells: None,
         }
     }
 

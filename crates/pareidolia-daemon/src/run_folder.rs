@@ -84,6 +84,7 @@ pub fn write(
     gallery::write_gallery(&gallery_dir, &entries).map_err(|e| write_err(&gallery_dir, e))?;
     let p = &outcome.progress;
     let classes = (0..outcome.cells.len())
+        .filter(|&class| identity.is_cell(class))
         .map(|class| {
             let entry = entries.iter().find(|e| e.class == class);
             ClassSummary {
@@ -116,6 +117,7 @@ pub fn write(
         stage_times: p.times,
         classes,
         ascent: outcome.ascent.clone(),
+        skipped_classes: identity.skipped_classes(),
     };
     let summary_path = dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary).map_err(|e| write_err(&summary_path, e))?;

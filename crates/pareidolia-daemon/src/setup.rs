@@ -55,6 +55,18 @@ pub enum SetupError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// `archive.classes` names classes the model does not have (or is otherwise unusable).
+    #[error(
+        "config key `archive.classes` {problem}; list class indices of {model} ({labels}), or leave the key out for every class"
+    )]
+    Cells {
+        /// What is wrong.
+        problem: pareidolia_core::CellsError,
+        /// The first model's name.
+        model: String,
+        /// Its labels, abbreviated.
+        labels: String,
+    },
     /// Two models of a run see different canvases (the encoding renders one).
     #[error(
         "the run's models must share one canvas, but `{first}` is shown {first_canvas} and `{other}` \
@@ -228,6 +240,26 @@ pub(crate) fn check_same_classes(first: &ModelSetup, other: &ModelSetup) -> Resu
     })
 }
 
+/// `0 = "zero", 1 = "one", ...`, the first few and the last of a model's labels.
+fn labels_text(labels: &[String]) -> String {
+    let show = |(i, l): (usize, &String)| format!("{i} = {l:?}");
+    let n = labels.len();
+    if n <= 6 {
+        return labels
+            .iter()
+            .enumerate()
+            .map(show)
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+    let head: Vec<String> = labels.iter().enumerate().take(4).map(show).collect();
+    format!(
+        "{}, ..., {}",
+        head.join(", "),
+        show((n - 1, &labels[n - 1]))
+    )
+}
+
 fn plugin_summary(info: &PluginInfo) -> PluginSummary {
     PluginSummary {
         name: info.name.clone(),
@@ -265,6 +297,16 @@ impl Setup {
                 });
             }
         }
+        if let Some(cells) = &config.archive.classes {
+            let labels = &first.model.labels;
+            pareidolia_core::Archive::new(labels.len())
+                .restrict(cells)
+                .map_err(|problem| SetupError::Cells {
+                    problem,
+                    model: first.model.name().to_owned(),
+                    labels: labels_text(labels),
+                })?;
+        }
         let canvas = first.canvas();
         let encoding_lib = load_plugin(PluginKind::Encoding, &config.encoding.plugin, &config)?;
         let encoding =
@@ -300,6 +342,11 @@ impl Setup {
             encoding: plugin_summary(self.encoding.library().info()),
             fitness: plugin_summary(self.fitness.library().info()),
             labels: self.model().model.labels.clone(),
+            cells: self.config.archive.classes.as_ref().map(|c| {
+                let mut c = c.clone();
+                c.sort_unstable();
+                c
+            }),
         }
     }
 }

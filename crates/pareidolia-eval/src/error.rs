@@ -144,4 +144,21 @@ pub enum EvalError {
     /// An image does not fit the model's input.
     #[error("{0}")]
     BadInput(String),
+    /// A labelled image set (IDX files) that cannot be used: damaged, inconsistent, or not
+    /// fit for the model.
+    #[error("training data {path} {problem}")]
+    Dataset {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: crate::DatasetProblem,
+    },
+    /// An ONNX file that cannot be edited as asked (weights replaced, last layer widened).
+    #[error("ONNX model {origin} {problem}")]
+    Edit {
+        /// The file (or where the bytes came from).
+        origin: String,
+        /// What stops the edit.
+        problem: crate::EditProblem,
+    },
 }

@@ -11,11 +11,13 @@
 
 mod backend;
 mod builtin;
+mod dataset;
 mod error;
 mod fixed_batch;
 pub mod grad;
 mod manifest;
 mod model;
+mod onnx_edit;
 mod ort_backend;
 mod ort_runtime;
 mod preprocess;
@@ -25,9 +27,11 @@ mod views;
 pub use backend::{
     Backend, BackendChoice, BackendOptions, PreparedModel, backend_for, backend_with,
 };
+pub use dataset::{DatasetProblem, LabelledImages, TrainingData};
 pub use error::EvalError;
 pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, MeanImage, OutputKind, Provenance};
 pub use model::{Model, ModelRef, sha256_hex};
+pub use onnx_edit::{ClassifierHead, EditProblem, FloatTensor, HeadKind, OnnxGraph, Widened};
 pub use ort_backend::{ConvSearch, CudaTuning, OrtBackend, OrtDevice, OrtOptions};
 pub use preprocess::Preprocessor;
 pub use tract_backend::TractBackend;
