@@ -4,6 +4,8 @@
 
 mod util;
 
+/// The gradient-ascent search through the binary.
+mod ascent;
 /// tract and ONNX Runtime agree; `cuda` and `auto` through the binary.
 mod backends;
 /// Bad configs, models and plugins: clear message, non-zero exit, no panic.
@@ -26,6 +28,8 @@ mod device_check;
 mod fitness;
 /// The live gallery page in headless Chromium.
 mod gallery;
+/// The differentiable evaluator against tract and finite differences on the shipped models.
+mod gradients;
 /// The ImageNet configs on CPU, and the shipped ImageNet model on photographs.
 mod imagenet;
 /// The default experiment fools LeNet, checked from the PNG files on disk.

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::archive::{Archive, Champion};
+use crate::ascent::Track;
 use crate::config::RunConfig;
 use crate::identity::{ModelIdentity, RunIdentity};
 use crate::seeds::HostRng;
@@ -98,6 +99,52 @@ pub struct CheckpointMeta {
     /// The stop condition that ended the run, if one did (absent in older checkpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reached: Option<StopReached>,
+    /// A gradient-ascent run's images and records (absent for MAP-Elites). The champions
+    /// above are its best images, as direct-encoding genomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ascent: Option<AscentMeta>,
+}
+
+/// A gradient-ascent run's state beyond its champions: the step, and per image the current
+/// image and its records. Floating-point values that must come back exactly travel as their
+/// IEEE-754 bits or in blobs (JSON would round them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AscentMeta {
+    /// Steps taken.
+    pub step: u64,
+    /// One per image.
+    pub tracks: Vec<TrackMeta>,
+}
+
+/// One gradient-ascent image in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackMeta {
+    /// The class pushed.
+    pub class: usize,
+    /// The objective at the last evaluation (`f64::to_bits`; absent before the first).
+    pub objective_bits: Option<u64>,
+    /// The best objective (`f64::to_bits`) and its step.
+    pub best: Option<(u64, u64)>,
+    /// The first step reaching each of [`crate::ascent::THRESHOLDS`].
+    pub first_reaching: [Option<u64>; 4],
+    /// The last gradient's squared norm and learning rate (`f64::to_bits`).
+    pub last_bits: (u64, u64),
+    /// Blob of the current image (mean-subtracted, f32).
+    pub x_blob: u32,
+    /// Blob of the best image (pixels, f32).
+    pub best_pixels_blob: u32,
+    /// Blob of the best image's probabilities (f32).
+    pub best_probabilities_blob: u32,
+}
+
+/// A gradient-ascent run's state as a checkpoint restores it (the recipe, shape and mean
+/// come from the run's config and model).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AscentState {
+    /// Steps taken.
+    pub step: u64,
+    /// The images and their records.
+    pub tracks: Vec<Track>,
 }
 
 /// A checkpoint in memory: metadata and the archive's cells.
@@ -107,6 +154,8 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
     /// One entry per class.
     pub cells: Vec<Option<Champion>>,
+    /// A gradient-ascent run's state.
+    pub ascent: Option<AscentState>,
 }
 
 /// A run's counters at a generation boundary, as a checkpoint records them.
@@ -154,8 +203,67 @@ impl Checkpoint {
             champions,
             cells,
             stop_reached: stop_reached.cloned(),
+            ascent: None,
         };
         encode(&meta, &distinct)
+    }
+
+    /// [`Checkpoint::capture`] for a gradient-ascent run: its best images are the archive, its
+    /// images and records go beside them.
+    pub fn capture_ascent(
+        archive: &Archive,
+        ascent: &AscentState,
+        counters: RunCounters,
+        config: &RunConfig,
+        identity: &RunIdentity,
+        created_unix_s: f64,
+    ) -> Vec<u8> {
+        let (champions, cells, distinct) = index_champions(archive.cells());
+        let first = 2 * distinct.len() as u32;
+        let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let mut extra = Vec::with_capacity(3 * ascent.tracks.len());
+        let tracks = ascent
+            .tracks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                extra.push(f32_bytes(&t.x));
+                extra.push(f32_bytes(&t.best_pixels));
+                extra.push(f32_bytes(&t.best_probabilities));
+                let base = first + 3 * i as u32;
+                TrackMeta {
+                    class: t.class,
+                    objective_bits: (!t.objective.is_nan()).then(|| t.objective.to_bits()),
+                    best: t.best.map(|(b, s)| (b.to_bits(), s)),
+                    first_reaching: t.first_reaching,
+                    last_bits: (t.last_grad_norm2.to_bits(), t.last_lr.to_bits()),
+                    x_blob: base,
+                    best_pixels_blob: base + 1,
+                    best_probabilities_blob: base + 2,
+                }
+            })
+            .collect();
+        let meta = CheckpointMeta {
+            pareidolia_version: env!("CARGO_PKG_VERSION").to_owned(),
+            created_unix_s,
+            generation: counters.generation,
+            evaluations: counters.evaluations,
+            lost: counters.lost,
+            replacements: archive.replacements(),
+            elapsed_s: counters.elapsed_s,
+            stage_times: counters.stage_times,
+            rng: crate::seeds::selection_rng(config.seed),
+            config: config.clone(),
+            base_dir: config.base_dir.clone(),
+            identity: identity.clone(),
+            champions,
+            cells,
+            ascent: Some(AscentMeta {
+                step: ascent.step,
+                tracks,
+            }),
+        };
+        encode_with(&meta, &distinct, &extra)
     }
 
     /// The counters it records.
@@ -260,6 +368,7 @@ impl MetaV1 {
             champions: self.champions,
             cells: self.cells,
             stop_reached: None,
+            ascent: None,
         }
     }
 }
@@ -332,13 +441,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 
 /// Serialises a checkpoint.
 pub fn encode(meta: &CheckpointMeta, champions: &[Champion]) -> Vec<u8> {
+    encode_with(meta, champions, &[])
+}
+
+/// Serialises a checkpoint whose metadata refers to `extra` blobs after the champions'.
+pub fn encode_with(meta: &CheckpointMeta, champions: &[Champion], extra: &[Vec<u8>]) -> Vec<u8> {
     let json = serde_json::to_vec(meta).expect("checkpoint metadata serialises");
     let mut out = Vec::with_capacity(
         64 + json.len()
             + champions
                 .iter()
                 .map(|c| c.genome.len() + 4 * c.scores.len() + 16)
-                .sum::<usize>(),
+                .sum::<usize>()
+            + extra.iter().map(|b| b.len() + 8).sum::<usize>(),
     );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -346,7 +461,7 @@ pub fn encode(meta: &CheckpointMeta, champions: &[Champion]) -> Vec<u8> {
     out.extend_from_slice(&check);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    out.extend_from_slice(&((2 * champions.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&((2 * champions.len() + extra.len()) as u32).to_le_bytes());
     for c in champions {
         out.extend_from_slice(&(c.genome.len() as u64).to_le_bytes());
         out.extend_from_slice(&c.genome);
@@ -354,6 +469,10 @@ pub fn encode(meta: &CheckpointMeta, champions: &[Champion]) -> Vec<u8> {
         for s in c.scores.iter() {
             out.extend_from_slice(&s.to_le_bytes());
         }
+    }
+    for b in extra {
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
     }
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
@@ -537,7 +656,46 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
             )));
         }
     }
-    Ok(Checkpoint { meta, cells })
+    let ascent = match &meta.ascent {
+        None => None,
+        Some(a) => {
+            let floats = |i: u32, what: &str| -> Result<Vec<f32>, CheckpointError> {
+                let b = blob(i)?;
+                if b.len() % 4 != 0 {
+                    return Err(damaged(format!("{what} blob {i} has {} bytes", b.len())));
+                }
+                Ok(b.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .collect())
+            };
+            let tracks = a
+                .tracks
+                .iter()
+                .map(|t| {
+                    Ok(Track {
+                        class: t.class,
+                        x: floats(t.x_blob, "image")?,
+                        objective: t.objective_bits.map_or(f64::NAN, f64::from_bits),
+                        best: t.best.map(|(b, s)| (f64::from_bits(b), s)),
+                        best_pixels: floats(t.best_pixels_blob, "best image")?,
+                        best_probabilities: floats(t.best_probabilities_blob, "probabilities")?,
+                        first_reaching: t.first_reaching,
+                        last_grad_norm2: f64::from_bits(t.last_bits.0),
+                        last_lr: f64::from_bits(t.last_bits.1),
+                    })
+                })
+                .collect::<Result<Vec<_>, CheckpointError>>()?;
+            Some(AscentState {
+                step: a.step,
+                tracks,
+            })
+        }
+    };
+    Ok(Checkpoint {
+        meta,
+        cells,
+        ascent,
+    })
 }
 
 /// Every decoded field against the others, before anything uses them (issue 18, item 8): a
@@ -903,6 +1061,7 @@ mod tests {
             champions,
             cells: map,
             stop_reached: None,
+            ascent: None,
         };
         (meta, cells)
     }
@@ -914,6 +1073,55 @@ mod tests {
         for c in &mut meta.champions {
             c.generation = c.generation.min(g);
         }
+    }
+
+    #[test]
+    fn a_gradient_ascent_checkpoint_brings_back_every_image_and_record_exactly() {
+        use crate::ascent::{Ascent, Recipe, Shape};
+        let shape = Shape {
+            width: 3,
+            height: 2,
+            channels: 1,
+        };
+        let mut a = Ascent::new(Recipe::default(), shape, vec![0.5; 6], &[4, 1], 9);
+        a.step = 17;
+        a.tracks[0].objective = 0.123_456_789_012_345_67;
+        a.tracks[0].best = Some((0.987_654_321_987_654_3, 12));
+        a.tracks[0].best_pixels = vec![1.0 / 3.0; 6];
+        a.tracks[0].best_probabilities = vec![0.1, 0.9];
+        a.tracks[0].first_reaching = [Some(3), Some(9), None, None];
+        a.tracks[0].last_grad_norm2 = 1e-17;
+        a.tracks[0].last_lr = 3e9;
+        let state = AscentState {
+            step: a.step,
+            tracks: a.tracks.clone(),
+        };
+        let (meta, cells) = sample();
+        let archive = Archive::restore(cells.clone(), 3);
+        let counters = RunCounters {
+            generation: 17,
+            ..Default::default()
+        };
+        let bytes = Checkpoint::capture_ascent(
+            &archive,
+            &state,
+            counters,
+            &meta.config,
+            &meta.identity,
+            5.0,
+        );
+        let back = decode(&bytes, Path::new("x")).unwrap();
+        assert_eq!(back.cells, cells);
+        let got = back.ascent.unwrap();
+        assert_eq!(got.step, 17);
+        // NaN != NaN: the unevaluated track is compared field by field.
+        assert_eq!(got.tracks[0], state.tracks[0]);
+        assert!(got.tracks[1].objective.is_nan());
+        assert_eq!(got.tracks[1].x, state.tracks[1].x);
+        assert_eq!(got.tracks[1].class, 1);
+        // A checkpoint without ascent state stays one.
+        let plain = encode(&meta, &index_champions(&cells).2);
+        assert!(decode(&plain, Path::new("y")).unwrap().ascent.is_none());
     }
 
     #[test]

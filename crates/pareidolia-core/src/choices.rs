@@ -127,6 +127,21 @@ choice! {
     }
 }
 
+choice! {
+    /// What a gradient search maximises for its target class (`search.objective`): the
+    /// differentiable evaluator's objective.
+    #[derive(Default)]
+    Objective, "objective (search.objective)" {
+        /// The softmax probability of the class (the paper's released ascent code).
+        #[default]
+        Probability = "probability",
+        /// Its natural logarithm (does not vanish as the probability saturates).
+        LogProbability = "log-probability",
+        /// The class's logit (the input of the final softmax).
+        Logit = "logit",
+    }
+}
+
 impl View {
     /// Model inputs per canvas image.
     pub fn crops(self) -> usize {
@@ -156,6 +171,47 @@ choice! {
         Logits = "logits",
         /// Softmax probabilities.
         Probabilities = "probabilities",
+    }
+}
+
+choice! {
+    /// How a run searches (`search.kind`).
+    #[derive(Default)]
+    SearchKind, "search (search.kind)" {
+        /// MAP-Elites with an encoding plugin: evolution, the paper's main method.
+        #[default]
+        MapElites = "map-elites",
+        /// Gradient ascent on the pixels, one image per class (the paper's second method).
+        GradientAscent = "gradient-ascent",
+    }
+}
+
+choice! {
+    /// How gradient-ascent images start (`search.start`).
+    #[derive(Default)]
+    AscentStart, "gradient-ascent start (search.start)" {
+        /// The mean image exactly.
+        Zero = "zero",
+        /// Uniform noise over the whole pixel range.
+        Randu = "randu",
+        /// The mean plus unit Gaussian noise (the released code's default).
+        #[default]
+        MeanPlus = "mean_plus",
+    }
+}
+
+choice! {
+    /// The gradient-ascent parameters a run starts from (`search.preset`); keys set beside it
+    /// override single values.
+    #[derive(Default)]
+    AscentPreset, "gradient-ascent preset (search.preset)" {
+        /// The released code's command-line defaults: decay 0.01, max_lr 1e12, early_prog
+        /// 0.03, late_prog_mult 0.1, no blur or pruning.
+        #[default]
+        Released = "released",
+        /// The released code's "seed -1", no regularisation: decay 0, early_prog 0.02,
+        /// late_prog_mult 0.1 (it ran 500 steps: `generations = 500`).
+        Unregularised = "unregularised",
     }
 }
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::choices::{BackendChoice, ConvSearch, View};
+use crate::ascent::Recipe;
+use crate::choices::{AscentPreset, AscentStart, BackendChoice, ConvSearch, SearchKind, View};
 use crate::stop::StopConfig;
 
 /// A config file that could not be used.
@@ -187,6 +188,92 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[search]`: how the run searches. MAP-Elites (evolution) needs nothing here; gradient
+/// ascent takes the released recipe's parameters (`../shared/PAPER.md` section 6), each key
+/// overriding the preset's value. A gradient-ascent run takes `generations` steps and pushes
+/// one image for each of its cells (`[archive] classes`, default every class).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// `map-elites` or `gradient-ascent`.
+    pub kind: SearchKind,
+    /// Gradient ascent: the parameters the keys below override.
+    pub preset: AscentPreset,
+    /// L2 decay toward the mean after each step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decay: Option<f64>,
+    /// Upper bound of the learning rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_lr: Option<f64>,
+    /// Desired progress of the objective per step, early on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_prog: Option<f64>,
+    /// Late on, the desired progress is `late_prog_mult * (1 - objective)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_prog_mult: Option<f64>,
+    /// Gaussian blur sigma in pixels (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blur_radius: Option<f64>,
+    /// Blur every this many steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blur_every: Option<u64>,
+    /// Zero the pixels whose norm is below this percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub small_norm_percentile: Option<f64>,
+    /// Zero the pixels whose benefit is below this percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub px_benefit_percentile: Option<f64>,
+    /// Zero the pixels whose absolute benefit is below this percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub px_abs_benefit_percentile: Option<f64>,
+    /// `zero`, `randu` or `mean_plus`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<AscentStart>,
+}
+
+impl SearchConfig {
+    /// Whether this is the default search (written configs leave `[search]` out then).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The gradient-ascent recipe: the preset with the keys set here, `steps` steps.
+    pub fn recipe(&self, steps: u64) -> Recipe {
+        let base = match self.preset {
+            AscentPreset::Released => Recipe::default(),
+            AscentPreset::Unregularised => Recipe::unregularised(),
+        };
+        Recipe {
+            steps,
+            decay: self.decay.unwrap_or(base.decay),
+            max_lr: self.max_lr.unwrap_or(base.max_lr),
+            early_prog: self.early_prog.unwrap_or(base.early_prog),
+            late_prog_mult: self.late_prog_mult.unwrap_or(base.late_prog_mult),
+            blur_radius: self.blur_radius.unwrap_or(base.blur_radius),
+            blur_every: self.blur_every.unwrap_or(base.blur_every),
+            small_norm_percentile: self
+                .small_norm_percentile
+                .unwrap_or(base.small_norm_percentile),
+            px_benefit_percentile: self
+                .px_benefit_percentile
+                .unwrap_or(base.px_benefit_percentile),
+            px_abs_benefit_percentile: self
+                .px_abs_benefit_percentile
+                .unwrap_or(base.px_abs_benefit_percentile),
+            start: self.start.unwrap_or(base.start),
+        }
+    }
+
+    /// Whether gradient-ascent keys are set (they mean nothing to MAP-Elites).
+    fn has_ascent_keys(&self) -> bool {
+        let plain = SearchConfig {
+            kind: self.kind,
+            ..SearchConfig::default()
+        };
+        *self != plain
+    }
+}
+
 /// One experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +325,9 @@ pub struct RunConfig {
     /// HTTP endpoints of the daemon.
     #[serde(default)]
     pub http: HttpConfig,
+    /// How the run searches (`[search]`; MAP-Elites without it).
+    #[serde(default, skip_serializing_if = "SearchConfig::is_default")]
+    pub search: SearchConfig,
     /// Which classes are cells.
     #[serde(default, skip_serializing_if = "ArchiveConfig::is_default")]
     pub archive: ArchiveConfig,
@@ -443,6 +533,32 @@ impl RunConfig {
         }
         if self.workers > 256 {
             return err("workers", "must be at most 256 (0 = chosen from the cores)");
+        }
+        match self.search.kind {
+            SearchKind::MapElites if self.search.has_ascent_keys() => {
+                return err(
+                    "search",
+                    "sets gradient-ascent keys, but `search.kind` is `map-elites`; set kind = \"gradient-ascent\" or remove them",
+                );
+            }
+            SearchKind::MapElites => {}
+            SearchKind::GradientAscent => {
+                if let Err((key, message)) = self.search.recipe(self.generations).check() {
+                    let key = if key == "steps" { "generations" } else { key };
+                    let key = if key == "generations" {
+                        key.to_owned()
+                    } else {
+                        format!("search.{key}")
+                    };
+                    return err(&key, &message);
+                }
+                if self.model_keys().len() > 1 {
+                    return err(
+                        "models",
+                        "gradient ascent pushes one model's probabilities; name one [model] (score the images on others with `pareidolia transfer`)",
+                    );
+                }
+            }
         }
         if let Some(classes) = &self.archive.classes {
             if classes.is_empty() {

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod ascent;
 pub mod checkpoint;
 pub mod choices;
 pub mod config;
@@ -22,7 +23,10 @@ pub mod stop;
 pub mod summary;
 
 pub use archive::{Archive, ArchiveStats, CellsError, Champion, Evaluated};
-pub use choices::{BackendChoice, Choice, ConvSearch, OutputKind, UnknownChoice, View};
+pub use choices::{
+    AscentPreset, AscentStart, BackendChoice, Choice, ConvSearch, Objective, OutputKind,
+    SearchKind, UnknownChoice, View,
+};
 pub use config::{
     ArchiveConfig, CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig,
 };

@@ -20,6 +20,8 @@ pub enum Stream {
     Mutation = 3,
     /// Parent selection in the archive.
     Selection = 4,
+    /// The start of a gradient-ascent image (index: the class).
+    AscentStart = 5,
 }
 
 fn mix(mut z: u64) -> u64 {

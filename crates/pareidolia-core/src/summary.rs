@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ArchiveStats;
+use crate::ascent::{Recipe, Track};
 use crate::identity::ModelIdentity;
 use crate::stop::StopStatus;
 
@@ -100,8 +101,101 @@ pub struct RunSummary {
     pub stop: Option<StopStatus>,
     /// Per cell (every class, unless the run skips some).
     pub classes: Vec<ClassSummary>,
+    /// A gradient-ascent run's recipe and per-class records (absent for MAP-Elites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ascent: Option<AscentSummary>,
     /// The model's classes that were not cells (`archive.classes` left them out): scored by
     /// the fitness, never given a champion. Absent when every class was a cell.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_classes: Vec<usize>,
+}
+
+/// What the summary says about one class of a gradient-ascent run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AscentClass {
+    /// The class.
+    pub class: usize,
+    /// The best image's probability of the class, as the differentiable model computed it on
+    /// the real-valued image (absent before the first step).
+    pub confidence: Option<f64>,
+    /// The step that image was seen at.
+    pub best_step: Option<u64>,
+    /// The first step reaching 50%, 99%, 99.9% and 99.99% (absent if never).
+    pub first_step_reaching: FirstSteps,
+    /// The gallery's PNG (the image rounded to 8 bits) scored by the inference backend and
+    /// the fitness plugin, as an evolved image is.
+    pub png_confidence: Option<f32>,
+}
+
+/// The first step reaching each threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstSteps {
+    /// Majority (50%).
+    #[serde(rename = "0.5")]
+    pub majority: Option<u64>,
+    /// 99%.
+    #[serde(rename = "0.99")]
+    pub p99: Option<u64>,
+    /// 99.9%.
+    #[serde(rename = "0.999")]
+    pub p999: Option<u64>,
+    /// 99.99%.
+    #[serde(rename = "0.9999")]
+    pub p9999: Option<u64>,
+}
+
+impl From<[Option<u64>; 4]> for FirstSteps {
+    fn from(s: [Option<u64>; 4]) -> Self {
+        Self {
+            majority: s[0],
+            p99: s[1],
+            p999: s[2],
+            p9999: s[3],
+        }
+    }
+}
+
+/// A gradient-ascent run in `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AscentSummary {
+    /// The recipe that ran.
+    pub recipe: Recipe,
+    /// Steps taken.
+    pub steps: u64,
+    /// Images x steps per second of gradient computation (forward and backward); absent
+    /// where not measured (an export from a checkpoint).
+    pub images_steps_per_s: Option<f64>,
+    /// Steps at which every image's gradient was exactly zero.
+    pub zero_gradient_steps: u64,
+    /// Per class pushed, in the order pushed.
+    pub classes: Vec<AscentClass>,
+}
+
+impl AscentSummary {
+    /// The summary of a state; `png[class]` is the 8-bit image's score where it was measured.
+    pub fn new(
+        recipe: &Recipe,
+        steps: u64,
+        tracks: &[Track],
+        zero_gradient_steps: u64,
+        images_steps_per_s: Option<f64>,
+        png: &[Option<f32>],
+    ) -> Self {
+        Self {
+            recipe: recipe.clone(),
+            steps,
+            images_steps_per_s,
+            zero_gradient_steps,
+            classes: tracks
+                .iter()
+                .map(|t| AscentClass {
+                    class: t.class,
+                    confidence: t.best.map(|b| b.0),
+                    best_step: t.best.map(|b| b.1),
+                    first_step_reaching: t.first_reaching.into(),
+                    png_confidence: png.get(t.class).copied().flatten(),
+                })
+                .collect(),
+        }
+    }
 }

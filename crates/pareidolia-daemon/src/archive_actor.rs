@@ -323,6 +323,7 @@ impl ArchiveState {
             progress: self.snapshot_progress(),
             interrupted: !self.run_over() && self.stop_reached.is_none(),
             checkpoint: self.last_checkpoint.path.clone(),
+            ascent: None,
         };
         let _ = self.done.send(Ok(outcome));
         Ok(())

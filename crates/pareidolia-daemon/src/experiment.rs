@@ -1,15 +1,18 @@
-//! The MAP-Elites run: a [`Setup`] with its model prepared, and the actor tree that runs it
-//! until the last generation is in (or a stop request, or an error).
+//! The run: a [`Setup`] with its model prepared, and what runs it until the last generation
+//! is in (or a stop request, or an error): the MAP-Elites actor tree, or for
+//! `[search] kind = "gradient-ascent"` the ascent loop ([`crate::ascent_run`]) on a blocking
+//! thread, with the same progress, history, checkpoints and metrics.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
-use pareidolia_core::{EncodingPlugin, RunIdentity};
+use pareidolia_core::{EncodingPlugin, RunIdentity, SearchKind};
 use pareidolia_eval::PreparedModel;
+use pareidolia_eval::grad::{CpuGradient, DifferentiableModel, GradientBackend, Objective};
 use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, watch};
 
@@ -33,9 +36,18 @@ pub struct RunOptions {
     pub metrics: Option<Metrics>,
 }
 
-/// Asks a running experiment to finish its generation in flight, checkpoint and end.
-/// Returns false when no such run is active.
+/// The stop flags of the gradient-ascent runs in this process, by run id.
+static ASCENT_STOPS: Mutex<Vec<(String, Arc<AtomicBool>)>> = Mutex::new(Vec::new());
+
+/// Asks a running experiment to finish its generation (or gradient-ascent step) in flight,
+/// checkpoint and end. Returns false when no such run is active.
 pub fn request_stop(run_id: &str) -> bool {
+    let stops = ASCENT_STOPS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, flag)) = stops.iter().find(|(id, _)| id == run_id) {
+        flag.store(true, Ordering::SeqCst);
+        return true;
+    }
+    drop(stops);
     ractor::registry::where_is(names::archive(run_id))
         .map(ActorRef::<ArchiveMsg>::from)
         .is_some_and(|a| a.cast(ArchiveMsg::Shutdown).is_ok())
@@ -55,6 +67,8 @@ pub struct Experiment {
     pub cores: CoreSplit,
     /// One set of prepared models per evaluator.
     prepared: Vec<Vec<Box<dyn PreparedModel>>>,
+    /// A gradient-ascent run's differentiable model.
+    gradient: Option<Box<dyn DifferentiableModel>>,
 }
 
 /// How a run shares the machine's cores between breeding (mutators) and inference
@@ -180,6 +194,10 @@ impl Experiment {
     /// resumed run keeps the batches it started with).
     pub fn new(mut setup: Setup) -> Result<Self, SetupError> {
         setup.check_memory()?;
+        let gradient = match setup.config.search.kind {
+            SearchKind::MapElites => None,
+            SearchKind::GradientAscent => Some(prepare_gradient(&setup)?),
+        };
         let first = setup
             .models
             .iter()
@@ -296,6 +314,7 @@ impl Experiment {
             ),
             cores: split,
             prepared,
+            gradient,
         })
     }
 
@@ -326,6 +345,9 @@ impl Experiment {
         options: RunOptions,
     ) -> Result<RunOutcome, RunError> {
         let run = self.run_id.clone();
+        if let Some(model) = self.gradient.take() {
+            return self.run_ascent(model, progress, options).await;
+        }
         let progress_rx = progress.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let c = self.config();
@@ -362,24 +384,7 @@ impl Experiment {
             progress,
             done: done_tx,
         };
-        // The metrics actor is not supervised with the run: if it fails, the run goes on
-        // without metrics rather than stopping.
-        let metrics_actor = match options.metrics {
-            Some(metrics) => {
-                let args = MetricsArgs {
-                    metrics,
-                    progress: Some(progress_rx),
-                };
-                match Actor::spawn(Some(names::metrics(&run)), MetricsActor, args).await {
-                    Ok((actor, handle)) => Some((actor, handle)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics actor did not start; running without metrics");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
+        let metrics_actor = spawn_metrics(&run, options.metrics, progress_rx).await;
         let (supervisor, handle) = Actor::spawn(Some(names::supervisor(&run)), Supervisor, args)
             .await
             .map_err(|e| RunError::Spawn(e.to_string()))?;
@@ -391,13 +396,117 @@ impl Experiment {
         });
         supervisor.stop(Some("run over".into()));
         let _ = handle.await;
-        if let Some((actor, handle)) = metrics_actor {
-            // Its mailbox drains first, so /metrics shows the final generation.
-            actor.drain().ok();
-            let _ = handle.await;
-        }
+        drain_metrics(metrics_actor).await;
         outcome
     }
+    /// The gradient-ascent search: the ascent loop on a blocking thread, the metrics actor
+    /// beside it, a stop flag for [`request_stop`].
+    async fn run_ascent(
+        &mut self,
+        model: Box<dyn DifferentiableModel>,
+        progress: watch::Sender<Progress>,
+        options: RunOptions,
+    ) -> Result<RunOutcome, RunError> {
+        let run = self.run_id.clone();
+        let metrics_actor = spawn_metrics(&run, options.metrics, progress.subscribe()).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        ASCENT_STOPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((run.clone(), stop.clone()));
+        let args = crate::ascent_run::AscentRun {
+            setup: self.setup.clone(),
+            identity: self.identity.clone(),
+            model,
+            prepared: std::mem::take(&mut self.prepared)
+                .into_iter()
+                .next()
+                .and_then(|set| set.into_iter().next()),
+            run_dir: options.run_dir,
+            resume: options.resume,
+            progress,
+            stop,
+        };
+        let outcome = tokio::task::spawn_blocking(move || crate::ascent_run::run(args))
+            .await
+            .unwrap_or_else(|e| {
+                Err(RunError::ActorFailed {
+                    actor: "gradient ascent".into(),
+                    reason: e.to_string(),
+                })
+            });
+        ASCENT_STOPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != run);
+        drain_metrics(metrics_actor).await;
+        outcome
+    }
+
+}
+
+type MetricsHandle = (
+    ActorRef<crate::messages::MetricsMsg>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// The metrics actor, watching the run's progress. It is not supervised with the run: if it
+/// fails, the run goes on without metrics rather than stopping.
+async fn spawn_metrics(
+    run: &str,
+    metrics: Option<Metrics>,
+    progress: watch::Receiver<Progress>,
+) -> Option<MetricsHandle> {
+    let args = MetricsArgs {
+        metrics: metrics?,
+        progress: Some(progress),
+    };
+    match Actor::spawn(Some(names::metrics(run)), MetricsActor, args).await {
+        Ok((actor, handle)) => Some((actor, handle)),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics actor did not start; running without metrics");
+            None
+        }
+    }
+}
+
+/// Lets the metrics actor's mailbox drain, so /metrics shows the final generation.
+async fn drain_metrics(actor: Option<MetricsHandle>) {
+    if let Some((actor, handle)) = actor {
+        actor.drain().ok();
+        let _ = handle.await;
+    }
+}
+
+/// The differentiable model of a gradient-ascent run, after checking what the search needs:
+/// one model whose graph can be differentiated, and the direct encoding in a
+/// colour space that stores pixels as they are (the best images are direct genomes).
+fn prepare_gradient(setup: &Setup) -> Result<Box<dyn DifferentiableModel>, SetupError> {
+    let m = setup.model();
+    let search = |message: String| SetupError::Search { message };
+    // The encoding must render a direct genome of pixels back to those pixels (rounded down).
+    let probe: Vec<f32> = (0..setup.encoding.image_len())
+        .map(|i| ((i * 37) % 256) as f32)
+        .collect();
+    let mut rendered = vec![0u8; probe.len()];
+    let renders = setup
+        .encoding
+        .render(&crate::ascent_run::direct_genome(&probe), &mut rendered)
+        .is_ok()
+        && rendered
+            .iter()
+            .zip(&probe)
+            .all(|(r, p)| (f32::from(*r) - p).abs() <= 1.0);
+    if !renders {
+        return Err(search(format!(
+            "gradient ascent keeps its images as direct-encoding genomes, but the encoding `{}` does not render them back as pixels; use [encoding] plugin = \"direct\" with [encoding.params] color_space = \"rgb\"",
+            setup.config.encoding.plugin
+        )));
+    }
+    let model = CpuGradient::default().prepare(&m.model, m.view)?;
+    model.check_objective(Objective::Probability)?;
+    tracing::info!(model = %m.model.name(), backend = model.backend(), device = %model.device(), "differentiable model prepared");
+    Ok(model)
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 pub mod archive_actor;
+pub mod ascent_run;
 pub mod batcher;
 pub mod evaluator_actor;
 pub mod experiment;

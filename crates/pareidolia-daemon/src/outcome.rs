@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pareidolia_core::StopStatus;
 use pareidolia_core::checkpoint::Checkpoint;
-use pareidolia_core::summary::StageTimes;
+use pareidolia_core::summary::{AscentSummary, StageTimes};
 use pareidolia_core::{ArchiveStats, Champion};
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +125,14 @@ pub enum RunError {
     /// The actor system could not start.
     #[error("could not start the actors: {0}")]
     Spawn(String),
+    /// Gradient ascent could not take a step.
+    #[error("gradient ascent failed at step {step}: {reason}")]
+    Ascent {
+        /// The step.
+        step: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Where a run stands after a generation.
@@ -182,6 +190,8 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// The last checkpoint written, if checkpointing.
     pub checkpoint: Option<PathBuf>,
+    /// A gradient-ascent run's recipe and per-class records.
+    pub ascent: Option<AscentSummary>,
 }
 
 impl RunOutcome {
@@ -208,6 +218,10 @@ impl RunOutcome {
             interrupted: m.generation < m.config.generations && m.stop_reached.is_none(),
             checkpoint: Some(path),
             cells: c.cells.clone(),
+            ascent: c.ascent.as_ref().map(|a| {
+                let recipe = m.config.search.recipe(m.config.generations);
+                AscentSummary::new(&recipe, a.step, &a.tracks, 0, None, &[])
+            }),
         }
     }
 }

@@ -132,6 +132,7 @@ pub fn write(
         stage_times: p.times,
         stop: p.stop.clone(),
         classes,
+        ascent: outcome.ascent.clone(),
         skipped_classes: identity.skipped_classes(),
     };
     let summary_path = dir.join("summary.json");

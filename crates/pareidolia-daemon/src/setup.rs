@@ -105,6 +105,12 @@ pub enum SetupError {
         /// Their sum.
         sum: f64,
     },
+    /// The search cannot run with this config (what and why, in words).
+    #[error("{message}")]
+    Search {
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// `archive.classes` names classes the model does not have (or is otherwise unusable).
     #[error(
         "config key `archive.classes` {problem}; list class indices of {model} ({labels}), or leave the key out for every class"

@@ -109,6 +109,38 @@ pub enum EvalError {
         /// The backend's error.
         message: String,
     },
+    /// The differentiable evaluator cannot take a node of the model's graph.
+    #[error(
+        "model {model}: node `{node}` ({op}) cannot be differentiated: {reason}. \
+         Gradient searches need a graph of supported ops; evolution (the other backends) can still run this model"
+    )]
+    NotDifferentiable {
+        /// Model name.
+        model: String,
+        /// The node's name (its first output's where it has none).
+        node: String,
+        /// The node's op type.
+        op: String,
+        /// What is not supported.
+        reason: String,
+    },
+    /// Every image of a batch has an exactly zero gradient, so a gradient step cannot move.
+    #[error(
+        "model {model}: the {objective} gradient is exactly zero for all {batch} images of the batch \
+         (objective values {values:?}): the objective is saturated (probability 1 in floating point) or \
+         no unit responds to the inputs (e.g. every ReLU off); start from other images, or choose \
+         objective `log-probability` or `logit`, which do not saturate"
+    )]
+    ZeroGradient {
+        /// Model name.
+        model: String,
+        /// Images in the batch.
+        batch: usize,
+        /// The objective.
+        objective: pareidolia_core::Objective,
+        /// Its value per image.
+        values: Vec<f64>,
+    },
     /// An image does not fit the model's input.
     #[error("{0}")]
     BadInput(String),

@@ -14,6 +14,7 @@ mod builtin;
 mod dataset;
 mod error;
 mod fixed_batch;
+pub mod grad;
 mod manifest;
 mod model;
 mod onnx_edit;

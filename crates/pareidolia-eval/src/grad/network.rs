@@ -1,0 +1,1020 @@
+//! The evaluator proper: a straight-line program of differentiable steps over value slots,
+//! run forward with every value kept (the tape), then backward in reverse order. Batches are
+//! split across threads, each chunk with its own tape; parameter gradients are summed.
+
+use super::kernels::{self, Lrn, Window};
+use super::real::Real;
+use crate::EvalError;
+
+/// A constant of the graph (a weight, a bias), in the evaluator's element type.
+#[derive(Debug, Clone)]
+pub struct Parameter<T> {
+    /// The ONNX initializer's name (or the folded node's output name).
+    pub name: String,
+    /// Its shape (for a convolution weight `[out, in / group, kh, kw]`, for a Gemm weight
+    /// `[out, in]` with `transB = 1`).
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<T>,
+}
+
+/// Explicit padding or ONNX `auto_pad`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Padding {
+    /// `[top, left, bottom, right]`.
+    Explicit([usize; 4]),
+    /// `SAME_UPPER` (extra padding at the end) or `SAME_LOWER` (at the start).
+    Same { upper: bool },
+}
+
+/// A 2-D window's attributes, resolved against an input size at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowSpec {
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub padding: Padding,
+    pub ceil: bool,
+}
+
+impl WindowSpec {
+    fn resolve(&self, h: usize, w: usize) -> Option<Window> {
+        let span = |i: usize| self.dilations[i] * (self.kernel[i] - 1) + 1;
+        let pads = match self.padding {
+            Padding::Explicit(p) => p,
+            Padding::Same { upper } => {
+                let mut p = [0; 4];
+                for (i, len) in [h, w].into_iter().enumerate() {
+                    let out = len.div_ceil(self.strides[i]);
+                    let total = ((out - 1) * self.strides[i] + span(i)).saturating_sub(len);
+                    let (a, b) = if upper {
+                        (total / 2, total - total / 2)
+                    } else {
+                        (total - total / 2, total / 2)
+                    };
+                    p[i] = a;
+                    p[i + 2] = b;
+                }
+                p
+            }
+        };
+        let out = |i: usize, len: usize| {
+            let padded = len + pads[i] + pads[i + 2];
+            let span = span(i);
+            if padded < span {
+                return None;
+            }
+            let n = padded - span;
+            let s = self.strides[i];
+            Some(if self.ceil { n.div_ceil(s) } else { n / s } + 1)
+        };
+        Some(Window {
+            h,
+            w,
+            kh: self.kernel[0],
+            kw: self.kernel[1],
+            sh: self.strides[0],
+            sw: self.strides[1],
+            dh: self.dilations[0],
+            dw: self.dilations[1],
+            pt: pads[0],
+            pl: pads[1],
+            oh: out(0, h)?,
+            ow: out(1, w)?,
+        })
+    }
+}
+
+/// One differentiable operation.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Conv {
+        weight: usize,
+        bias: Option<usize>,
+        group: usize,
+        window: WindowSpec,
+    },
+    MaxPool(WindowSpec),
+    Relu,
+    Clip {
+        min: f64,
+        max: f64,
+    },
+    Add,
+    GlobalAveragePool,
+    /// To `[batch, everything else]`.
+    Flatten,
+    /// To `[batch, dims...]` (the per-image dimensions of the target shape).
+    Reshape(Vec<usize>),
+    Gemm {
+        weight: usize,
+        bias: Option<usize>,
+        alpha: f64,
+        beta: f64,
+        trans_b: bool,
+    },
+    Lrn(Lrn),
+    Identity,
+    /// Over the last axis of a `[batch, n]` value.
+    Softmax,
+}
+
+/// One node of the graph as the evaluator runs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Step {
+    pub op: Op,
+    /// Value slots read (activations only; constants live in the op).
+    pub inputs: Vec<usize>,
+    pub output: usize,
+    /// The ONNX node's name and op type, for errors.
+    pub node: String,
+    pub op_type: String,
+}
+
+/// A value: a shape (batch first) and row-major data.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tensor<T> {
+    pub shape: Vec<usize>,
+    pub data: Vec<T>,
+}
+
+/// A network ready to run: steps in order, constants, and where the input and output live.
+#[derive(Debug, Clone)]
+pub struct Network<T> {
+    pub(crate) model: String,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) params: Vec<Parameter<T>>,
+    pub(crate) slots: usize,
+    /// Per-image input shape `[channels, height, width]`.
+    pub(crate) input: [usize; 3],
+    pub(crate) output: usize,
+    /// Whether a final Softmax was dropped, so the output is its input (the logits).
+    pub(crate) softmax_removed: bool,
+    pub(crate) threads: usize,
+}
+
+/// What one backward pass computed for a batch.
+#[derive(Debug, Clone)]
+pub struct Pass<T> {
+    /// The network's outputs, `batch * outputs` (the logits where a final Softmax was removed).
+    pub outputs: Vec<T>,
+    /// The gradient with respect to the network's input tensor, in its NCHW layout.
+    pub input_gradient: Vec<T>,
+    /// The gradient with respect to each parameter ([`Network::parameters`] order), summed over
+    /// the batch; `None` unless asked for.
+    pub parameter_gradients: Option<Vec<Vec<T>>>,
+}
+
+struct Tape<T> {
+    values: Vec<Tensor<T>>,
+    /// Per step: max-pooling's argmax indices, image-major.
+    aux: Vec<Vec<u32>>,
+}
+
+impl<T: Real> Network<T> {
+    /// The model's name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The constants the graph's convolutions and Gemms read (weights and biases), in a fixed
+    /// order; training (issue 14) updates them in place with [`Network::parameters_mut`].
+    pub fn parameters(&self) -> &[Parameter<T>] {
+        &self.params
+    }
+
+    /// The parameters, for an optimiser to update.
+    pub fn parameters_mut(&mut self) -> &mut [Parameter<T>] {
+        &mut self.params
+    }
+
+    /// Per-image input shape `[channels, height, width]` (NCHW).
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.input
+    }
+
+    /// Whether the graph's final Softmax was removed, so that outputs are logits.
+    pub fn outputs_logits_of_softmax(&self) -> bool {
+        self.softmax_removed
+    }
+
+    /// How many threads a batch is split over (at least 1).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    fn image_len(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    fn check_input(&self, input: &[T], batch: usize) -> Result<(), EvalError> {
+        if batch == 0 || input.len() != batch * self.image_len() {
+            return Err(EvalError::BadInput(format!(
+                "model {}: {} input values for {batch} images of {:?} (channels x height x width)",
+                self.model,
+                input.len(),
+                self.input
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the network on `batch` NCHW images; returns `batch * outputs` values.
+    pub fn forward(&self, input: &[T], batch: usize) -> Result<Vec<T>, EvalError> {
+        self.check_input(input, batch)?;
+        let chunks = self.chunks(batch);
+        let per = self.image_len();
+        let results: Vec<Result<Vec<T>, EvalError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|&(start, n)| {
+                    let x = &input[start * per..(start + n) * per];
+                    s.spawn(move || self.run(x, n, false).map(|t| self.take_output(t)))
+                })
+                .collect();
+            handles.into_iter().map(join).collect()
+        });
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    /// Runs the network forward and backward on `batch` NCHW images, in groups of `group`
+    /// consecutive images (the crops of one canvas; `batch` must be a multiple). `seed(group,
+    /// outputs, d_outputs)` is called once per group with the outputs of its images and fills
+    /// the gradient of the objective with respect to them (zeroed beforehand). Parameter
+    /// gradients are computed only when `parameters` is true.
+    pub fn gradient(
+        &self,
+        input: &[T],
+        batch: usize,
+        group: usize,
+        parameters: bool,
+        seed: &(dyn Fn(usize, &[T], &mut [T]) + Sync),
+    ) -> Result<Pass<T>, EvalError> {
+        self.check_input(input, batch)?;
+        let group = group.max(1);
+        if batch % group != 0 {
+            return Err(EvalError::BadInput(format!(
+                "model {}: {batch} images are not groups of {group}",
+                self.model
+            )));
+        }
+        let chunks: Vec<(usize, usize)> = self
+            .chunks(batch / group)
+            .into_iter()
+            .map(|(s, n)| (s * group, n * group))
+            .collect();
+        let per = self.image_len();
+        type Part<T> = (Vec<T>, Vec<T>, Option<Vec<Vec<T>>>);
+        let results: Vec<Result<Part<T>, EvalError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|&(start, n)| {
+                    let x = &input[start * per..(start + n) * per];
+                    s.spawn(move || {
+                        let tape = self.run(x, n, true)?;
+                        let out = &tape.values[self.output];
+                        let per = out.data.len() / n * group;
+                        let mut d = vec![T::ZERO; out.data.len()];
+                        for (i, (o, g)) in out
+                            .data
+                            .chunks_exact(per)
+                            .zip(d.chunks_exact_mut(per))
+                            .enumerate()
+                        {
+                            seed(start / group + i, o, g);
+                        }
+                        let outputs = out.data.clone();
+                        let (dx, dp) = self.backward(tape, d, parameters)?;
+                        Ok((outputs, dx, dp))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(join).collect()
+        });
+        let mut pass = Pass {
+            outputs: Vec::with_capacity(batch),
+            input_gradient: Vec::with_capacity(input.len()),
+            parameter_gradients: None,
+        };
+        for r in results {
+            let (o, dx, dp) = r?;
+            pass.outputs.extend(o);
+            pass.input_gradient.extend(dx);
+            match (&mut pass.parameter_gradients, dp) {
+                (None, dp) => pass.parameter_gradients = dp,
+                (Some(sum), Some(dp)) => {
+                    for (s, d) in sum.iter_mut().zip(dp) {
+                        for (a, b) in s.iter_mut().zip(d) {
+                            *a += b;
+                        }
+                    }
+                }
+                (Some(_), None) => {}
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Splits a batch over at most `threads` chunks of at least one image.
+    fn chunks(&self, batch: usize) -> Vec<(usize, usize)> {
+        let k = self.threads.min(batch).max(1);
+        let (q, r) = (batch / k, batch % k);
+        let mut start = 0;
+        (0..k)
+            .map(|i| {
+                let n = q + usize::from(i < r);
+                let c = (start, n);
+                start += n;
+                c
+            })
+            .collect()
+    }
+
+    fn take_output(&self, mut tape: Tape<T>) -> Vec<T> {
+        std::mem::take(&mut tape.values[self.output].data)
+    }
+
+    fn failed(&self, step: &Step, message: String) -> EvalError {
+        EvalError::ShapeMismatch {
+            model: self.model.clone(),
+            message: format!(
+                "node `{}` ({}) in the differentiable evaluator: {message}",
+                step.node, step.op_type
+            ),
+        }
+    }
+
+    fn run(&self, input: &[T], n: usize, keep: bool) -> Result<Tape<T>, EvalError> {
+        let mut values: Vec<Tensor<T>> = vec![Tensor::default(); self.slots];
+        let [c, h, w] = self.input;
+        values[0] = Tensor {
+            shape: vec![n, c, h, w],
+            data: input.to_vec(),
+        };
+        let mut aux = vec![Vec::new(); self.steps.len()];
+        // Without a tape, a value is dropped after its last reader.
+        let mut last_use = vec![0usize; self.slots];
+        if !keep {
+            for (i, step) in self.steps.iter().enumerate() {
+                for &s in &step.inputs {
+                    last_use[s] = i;
+                }
+            }
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            let out = self.step_forward(step, &values, n, &mut aux[i])?;
+            values[step.output] = out;
+            if !keep {
+                for &s in &step.inputs {
+                    if last_use[s] == i && s != self.output {
+                        values[s] = Tensor::default();
+                    }
+                }
+            }
+        }
+        let out = &values[self.output];
+        if out.shape.first() != Some(&n) {
+            return Err(EvalError::ShapeMismatch {
+                model: self.model.clone(),
+                message: format!("the output has shape {:?} for {n} images", out.shape),
+            });
+        }
+        Ok(Tape { values, aux })
+    }
+
+    fn step_forward(
+        &self,
+        step: &Step,
+        values: &[Tensor<T>],
+        n: usize,
+        aux: &mut Vec<u32>,
+    ) -> Result<Tensor<T>, EvalError> {
+        let x = &values[step.inputs[0]];
+        let bad = |m: String| Err(self.failed(step, m));
+        let image4 = |x: &Tensor<T>| -> Result<[usize; 3], EvalError> {
+            match x.shape[..] {
+                [_, c, h, w] => Ok([c, h, w]),
+                _ => Err(self.failed(step, format!("expects NCHW input, got shape {:?}", x.shape))),
+            }
+        };
+        Ok(match &step.op {
+            Op::Conv {
+                weight,
+                bias,
+                group,
+                window,
+            } => {
+                let [cin, h, w] = image4(x)?;
+                let wt = &self.params[*weight];
+                let (cout, cg) = (wt.shape[0], wt.shape[1]);
+                if cg * group != cin || cout % group != 0 {
+                    return bad(format!(
+                        "weight {:?} with group {group} does not fit {cin} input channels",
+                        wt.shape
+                    ));
+                }
+                let Some(g) = window.resolve(h, w) else {
+                    return bad(format!("kernel larger than the padded {h}x{w} input"));
+                };
+                let b = bias.map(|b| &self.params[b].values[..]);
+                let mut out = vec![T::ZERO; n * cout * g.out_len()];
+                conv_forward(&x.data, &wt.values, b, cin, cout, *group, &g, &mut out);
+                Tensor {
+                    shape: vec![n, cout, g.oh, g.ow],
+                    data: out,
+                }
+            }
+            Op::MaxPool(window) => {
+                let [c, h, w] = image4(x)?;
+                let Some(g) = window.resolve(h, w) else {
+                    return bad(format!("kernel larger than the padded {h}x{w} input"));
+                };
+                let (hw, ohw) = (h * w, g.out_len());
+                let mut out = vec![T::ZERO; n * c * ohw];
+                aux.resize(n * c * ohw, 0);
+                for p in 0..n * c {
+                    kernels::max_pool_forward(
+                        &x.data[p * hw..(p + 1) * hw],
+                        &g,
+                        &mut out[p * ohw..(p + 1) * ohw],
+                        &mut aux[p * ohw..(p + 1) * ohw],
+                    );
+                }
+                Tensor {
+                    shape: vec![n, c, g.oh, g.ow],
+                    data: out,
+                }
+            }
+            Op::Relu => map(x, |v| if v > T::ZERO { v } else { T::ZERO }),
+            Op::Clip { min, max } => {
+                let (lo, hi) = (T::from_f64(*min), T::from_f64(*max));
+                map(x, |v| {
+                    if v < lo {
+                        lo
+                    } else if v > hi {
+                        hi
+                    } else {
+                        v
+                    }
+                })
+            }
+            Op::Add => {
+                let y = &values[step.inputs[1]];
+                if x.shape != y.shape {
+                    return bad(format!(
+                        "adds shapes {:?} and {:?}; only equal shapes are supported",
+                        x.shape, y.shape
+                    ));
+                }
+                Tensor {
+                    shape: x.shape.clone(),
+                    data: x.data.iter().zip(&y.data).map(|(&a, &b)| a + b).collect(),
+                }
+            }
+            Op::GlobalAveragePool => {
+                let [c, h, w] = image4(x)?;
+                let hw = h * w;
+                let k = T::from_f64(1.0 / hw as f64);
+                Tensor {
+                    shape: vec![n, c, 1, 1],
+                    data: x
+                        .data
+                        .chunks_exact(hw)
+                        .map(|p| p.iter().copied().sum::<T>() * k)
+                        .collect(),
+                }
+            }
+            Op::Flatten => Tensor {
+                shape: vec![n, x.data.len() / n],
+                data: x.data.clone(),
+            },
+            Op::Reshape(dims) => {
+                let per: usize = dims.iter().product();
+                if per * n != x.data.len() {
+                    return bad(format!(
+                        "cannot reshape {:?} to {n} images of {dims:?}",
+                        x.shape
+                    ));
+                }
+                let mut shape = vec![n];
+                shape.extend(dims);
+                Tensor {
+                    shape,
+                    data: x.data.clone(),
+                }
+            }
+            Op::Gemm {
+                weight,
+                bias,
+                alpha,
+                beta,
+                trans_b,
+            } => {
+                let k = x.data.len() / n;
+                if x.shape.len() != 2 {
+                    return bad(format!("expects a matrix, got shape {:?}", x.shape));
+                }
+                let wt = &self.params[*weight];
+                let (wk, m) = if *trans_b {
+                    (wt.shape[1], wt.shape[0])
+                } else {
+                    (wt.shape[0], wt.shape[1])
+                };
+                if wk != k {
+                    return bad(format!("weight {:?} does not fit {k} inputs", wt.shape));
+                }
+                let mut out = vec![T::ZERO; n * m];
+                if let Some(b) = bias {
+                    let b = &self.params[*b].values;
+                    let beta = T::from_f64(*beta);
+                    for row in out.chunks_exact_mut(m) {
+                        for (j, o) in row.iter_mut().enumerate() {
+                            *o = beta * b[if b.len() == 1 { 0 } else { j }];
+                        }
+                    }
+                }
+                let b = if *trans_b { (1, k) } else { (m, 1) };
+                T::gemm(
+                    n,
+                    k,
+                    m,
+                    T::from_f64(*alpha),
+                    (&x.data, k, 1),
+                    (&wt.values, b.0, b.1),
+                    T::ONE,
+                    (&mut out, m, 1),
+                );
+                Tensor {
+                    shape: vec![n, m],
+                    data: out,
+                }
+            }
+            Op::Lrn(lrn) => {
+                let [c, h, w] = image4(x)?;
+                let per = c * h * w;
+                let mut out = vec![T::ZERO; x.data.len()];
+                for (src, dst) in x.data.chunks_exact(per).zip(out.chunks_exact_mut(per)) {
+                    lrn.forward(src, c, h * w, dst);
+                }
+                Tensor {
+                    shape: x.shape.clone(),
+                    data: out,
+                }
+            }
+            Op::Identity => x.clone(),
+            Op::Softmax => {
+                if x.shape.len() != 2 {
+                    return bad(format!(
+                        "softmax of shape {:?}; only [batch, n] is supported",
+                        x.shape
+                    ));
+                }
+                let m = x.shape[1];
+                let mut out = x.data.clone();
+                for row in out.chunks_exact_mut(m) {
+                    softmax_in_place(row);
+                }
+                Tensor {
+                    shape: x.shape.clone(),
+                    data: out,
+                }
+            }
+        })
+    }
+
+    /// Backward through the tape from `d_output`; returns the input gradient and, when asked,
+    /// the parameter gradients.
+    #[allow(clippy::type_complexity)]
+    fn backward(
+        &self,
+        tape: Tape<T>,
+        d_output: Vec<T>,
+        parameters: bool,
+    ) -> Result<(Vec<T>, Option<Vec<Vec<T>>>), EvalError> {
+        let Tape { values, aux } = tape;
+        let n = values[0].shape[0];
+        let mut grads: Vec<Option<Vec<T>>> = vec![None; self.slots];
+        grads[self.output] = Some(d_output);
+        let mut dparams: Option<Vec<Vec<T>>> = parameters.then(|| {
+            self.params
+                .iter()
+                .map(|p| vec![T::ZERO; p.values.len()])
+                .collect()
+        });
+        for (i, step) in self.steps.iter().enumerate().rev() {
+            let Some(dy) = grads[step.output].take() else {
+                continue; // nothing downstream depends on this value
+            };
+            let x = &values[step.inputs[0]];
+            let y = &values[step.output];
+            let add =
+                |slot: usize, g: Vec<T>, grads: &mut Vec<Option<Vec<T>>>| match &mut grads[slot] {
+                    Some(acc) => {
+                        for (a, b) in acc.iter_mut().zip(g) {
+                            *a += b;
+                        }
+                    }
+                    none => *none = Some(g),
+                };
+            match &step.op {
+                Op::Conv {
+                    weight,
+                    bias,
+                    group,
+                    window,
+                } => {
+                    let [_, cin, h, w] = x.shape[..] else {
+                        unreachable!("checked forward")
+                    };
+                    let wt = &self.params[*weight];
+                    let cout = wt.shape[0];
+                    let g = window.resolve(h, w).expect("resolved forward");
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    let (mut dw, mut db) = (None, None);
+                    if let Some(dp) = dparams.as_mut() {
+                        dw = Some(std::mem::take(&mut dp[*weight]));
+                        db = bias.map(|b| std::mem::take(&mut dp[b]));
+                    }
+                    conv_backward(
+                        &x.data,
+                        &wt.values,
+                        &dy,
+                        cin,
+                        cout,
+                        *group,
+                        &g,
+                        &mut dx,
+                        dw.as_deref_mut(),
+                        db.as_deref_mut(),
+                    );
+                    if let Some(dp) = dparams.as_mut() {
+                        dp[*weight] = dw.expect("taken above");
+                        if let (Some(b), Some(db)) = (bias, db) {
+                            dp[*b] = db;
+                        }
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::MaxPool(_) => {
+                    let [_, c, h, w] = x.shape[..] else {
+                        unreachable!("checked forward")
+                    };
+                    let (hw, ohw) = (h * w, y.shape[2] * y.shape[3]);
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    for p in 0..n * c {
+                        kernels::max_pool_backward(
+                            &dy[p * ohw..(p + 1) * ohw],
+                            &aux[i][p * ohw..(p + 1) * ohw],
+                            &mut dx[p * hw..(p + 1) * hw],
+                        );
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Relu => {
+                    let dx = dy
+                        .iter()
+                        .zip(&x.data)
+                        .map(|(&d, &v)| if v > T::ZERO { d } else { T::ZERO })
+                        .collect();
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Clip { min, max } => {
+                    let (lo, hi) = (T::from_f64(*min), T::from_f64(*max));
+                    let dx = dy
+                        .iter()
+                        .zip(&x.data)
+                        .map(|(&d, &v)| if v > lo && v < hi { d } else { T::ZERO })
+                        .collect();
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Add => {
+                    add(step.inputs[1], dy.clone(), &mut grads);
+                    add(step.inputs[0], dy, &mut grads);
+                }
+                Op::GlobalAveragePool => {
+                    let hw = x.shape[2] * x.shape[3];
+                    let k = T::from_f64(1.0 / hw as f64);
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    for (p, &d) in dx.chunks_exact_mut(hw).zip(&dy) {
+                        p.fill(d * k);
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Flatten | Op::Reshape(_) | Op::Identity => add(step.inputs[0], dy, &mut grads),
+                Op::Gemm {
+                    weight,
+                    bias,
+                    alpha,
+                    beta,
+                    trans_b,
+                } => {
+                    let k = x.data.len() / n;
+                    let wt = &self.params[*weight];
+                    let m = dy.len() / n;
+                    let alpha = T::from_f64(*alpha);
+                    // dx (n x k) = alpha * dy (n x m) * op(W)^T (m x k)
+                    let wv = if *trans_b { (k, 1) } else { (1, m) };
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    T::gemm(
+                        n,
+                        m,
+                        k,
+                        alpha,
+                        (&dy, m, 1),
+                        (&wt.values, wv.0, wv.1),
+                        T::ZERO,
+                        (&mut dx, k, 1),
+                    );
+                    if let Some(dp) = dparams.as_mut() {
+                        // d op(W) (k x m) = alpha * x^T (k x n) * dy (n x m); W is op(W) or
+                        // its transpose.
+                        let c = if *trans_b { (1, k) } else { (m, 1) };
+                        T::gemm(
+                            k,
+                            n,
+                            m,
+                            alpha,
+                            (&x.data, 1, k),
+                            (&dy, m, 1),
+                            T::ONE,
+                            (&mut dp[*weight], c.0, c.1),
+                        );
+                        if let Some(b) = bias {
+                            let beta = T::from_f64(*beta);
+                            let db = &mut dp[*b];
+                            let scalar = db.len() == 1;
+                            for row in dy.chunks_exact(m) {
+                                for (j, &d) in row.iter().enumerate() {
+                                    db[if scalar { 0 } else { j }] += beta * d;
+                                }
+                            }
+                        }
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Lrn(lrn) => {
+                    let [_, c, h, w] = x.shape[..] else {
+                        unreachable!("checked forward")
+                    };
+                    let per = c * h * w;
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    for ((src, d), out) in x
+                        .data
+                        .chunks_exact(per)
+                        .zip(dy.chunks_exact(per))
+                        .zip(dx.chunks_exact_mut(per))
+                    {
+                        lrn.backward(src, d, c, h * w, out);
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Softmax => {
+                    let m = y.shape[1];
+                    let mut dx = vec![T::ZERO; dy.len()];
+                    for ((p, d), o) in y
+                        .data
+                        .chunks_exact(m)
+                        .zip(dy.chunks_exact(m))
+                        .zip(dx.chunks_exact_mut(m))
+                    {
+                        let dot: T = p.iter().zip(d).map(|(&a, &b)| a * b).sum();
+                        for ((o, &p), &d) in o.iter_mut().zip(p).zip(d) {
+                            *o = p * (d - dot);
+                        }
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+            }
+        }
+        let dx = grads[0]
+            .take()
+            .unwrap_or_else(|| vec![T::ZERO; values[0].data.len()]);
+        Ok((dx, dparams))
+    }
+}
+
+fn join<R>(h: std::thread::ScopedJoinHandle<'_, Result<R, EvalError>>) -> Result<R, EvalError> {
+    h.join().unwrap_or_else(|_| {
+        Err(EvalError::BadInput(
+            "a thread of the differentiable evaluator panicked".into(),
+        ))
+    })
+}
+
+fn map<T: Real>(x: &Tensor<T>, f: impl Fn(T) -> T) -> Tensor<T> {
+    Tensor {
+        shape: x.shape.clone(),
+        data: x.data.iter().map(|&v| f(v)).collect(),
+    }
+}
+
+/// A numerically stable softmax, in place.
+pub(crate) fn softmax_in_place<T: Real>(row: &mut [T]) {
+    let max = row
+        .iter()
+        .copied()
+        .fold(None, |m: Option<T>, v| {
+            Some(if m.is_none_or(|m| v > m) {
+                v
+            } else {
+                m.unwrap_or(v)
+            })
+        })
+        .unwrap_or(T::ZERO);
+    let mut sum = 0.0f64;
+    for v in row.iter_mut() {
+        let e = (*v - max).to_f64().exp();
+        sum += e;
+        *v = T::from_f64(e);
+    }
+    for v in row.iter_mut() {
+        *v = T::from_f64(v.to_f64() / sum);
+    }
+}
+
+/// Whether the convolution reads its input directly as the im2col matrix (1x1, stride 1,
+/// no padding).
+fn pointwise(g: &Window) -> bool {
+    g.kh == 1
+        && g.kw == 1
+        && g.sh == 1
+        && g.sw == 1
+        && g.pt == 0
+        && g.pl == 0
+        && g.oh == g.h
+        && g.ow == g.w
+}
+
+/// A batch of convolutions: depthwise (one input channel per group) as a direct loop, the
+/// rest as im2col and a matrix product per image and group.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_forward<T: Real>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    cin: usize,
+    cout: usize,
+    group: usize,
+    g: &Window,
+    out: &mut [T],
+) {
+    let (hw, ohw) = (g.h * g.w, g.out_len());
+    let (cg, og) = (cin / group, cout / group);
+    let kk = g.kh * g.kw;
+    let k = cg * kk;
+    let mut col = if cg == 1 || pointwise(g) {
+        Vec::new()
+    } else {
+        vec![T::ZERO; k * ohw]
+    };
+    for (xi, oi) in x
+        .chunks_exact(cin * hw)
+        .zip(out.chunks_exact_mut(cout * ohw))
+    {
+        if cg == 1 {
+            for oc in 0..cout {
+                let ic = oc / og;
+                kernels::depthwise_forward(
+                    &xi[ic * hw..(ic + 1) * hw],
+                    &w[oc * kk..(oc + 1) * kk],
+                    b.map_or(T::ZERO, |b| b[oc]),
+                    g,
+                    &mut oi[oc * ohw..(oc + 1) * ohw],
+                );
+            }
+            continue;
+        }
+        for gi in 0..group {
+            let xg = &xi[gi * cg * hw..(gi + 1) * cg * hw];
+            let src: &[T] = if pointwise(g) {
+                xg
+            } else {
+                kernels::im2col(xg, cg, g, &mut col);
+                &col
+            };
+            let og_out = &mut oi[gi * og * ohw..(gi + 1) * og * ohw];
+            for (oc, plane) in og_out.chunks_exact_mut(ohw).enumerate() {
+                plane.fill(b.map_or(T::ZERO, |b| b[gi * og + oc]));
+            }
+            T::gemm(
+                og,
+                k,
+                ohw,
+                T::ONE,
+                (&w[gi * og * k..(gi + 1) * og * k], k, 1),
+                (src, ohw, 1),
+                T::ONE,
+                (og_out, ohw, 1),
+            );
+        }
+    }
+}
+
+/// The backward of [`conv_forward`]: adds into `dx`, and into `dw` and `db` when given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_backward<T: Real>(
+    x: &[T],
+    w: &[T],
+    dout: &[T],
+    cin: usize,
+    cout: usize,
+    group: usize,
+    g: &Window,
+    dx: &mut [T],
+    mut dw: Option<&mut [T]>,
+    mut db: Option<&mut [T]>,
+) {
+    let (hw, ohw) = (g.h * g.w, g.out_len());
+    let (cg, og) = (cin / group, cout / group);
+    let kk = g.kh * g.kw;
+    let k = cg * kk;
+    let direct = pointwise(g);
+    let mut dcol = if cg == 1 {
+        Vec::new()
+    } else {
+        vec![T::ZERO; k * ohw]
+    };
+    let mut col = if cg == 1 || direct || dw.is_none() {
+        Vec::new()
+    } else {
+        vec![T::ZERO; k * ohw]
+    };
+    for ((xi, di), dxi) in x
+        .chunks_exact(cin * hw)
+        .zip(dout.chunks_exact(cout * ohw))
+        .zip(dx.chunks_exact_mut(cin * hw))
+    {
+        if let Some(db) = db.as_deref_mut() {
+            for (oc, plane) in di.chunks_exact(ohw).enumerate() {
+                db[oc] += plane.iter().copied().sum::<T>();
+            }
+        }
+        if cg == 1 {
+            for oc in 0..cout {
+                let ic = oc / og;
+                kernels::depthwise_backward(
+                    &xi[ic * hw..(ic + 1) * hw],
+                    &w[oc * kk..(oc + 1) * kk],
+                    &di[oc * ohw..(oc + 1) * ohw],
+                    g,
+                    &mut dxi[ic * hw..(ic + 1) * hw],
+                    dw.as_deref_mut().map(|dw| &mut dw[oc * kk..(oc + 1) * kk]),
+                );
+            }
+            continue;
+        }
+        for gi in 0..group {
+            let wg = &w[gi * og * k..(gi + 1) * og * k];
+            let dg = &di[gi * og * ohw..(gi + 1) * og * ohw];
+            let xg = &xi[gi * cg * hw..(gi + 1) * cg * hw];
+            // dcol (k x ohw) = W_g^T (k x og) * dout_g (og x ohw)
+            if direct {
+                T::gemm(
+                    k,
+                    og,
+                    ohw,
+                    T::ONE,
+                    (wg, 1, k),
+                    (dg, ohw, 1),
+                    T::ONE,
+                    (&mut dxi[gi * cg * hw..(gi + 1) * cg * hw], ohw, 1),
+                );
+            } else {
+                T::gemm(
+                    k,
+                    og,
+                    ohw,
+                    T::ONE,
+                    (wg, 1, k),
+                    (dg, ohw, 1),
+                    T::ZERO,
+                    (&mut dcol, ohw, 1),
+                );
+                kernels::col2im(&dcol, cg, g, &mut dxi[gi * cg * hw..(gi + 1) * cg * hw]);
+            }
+            if let Some(dw) = dw.as_deref_mut() {
+                let src: &[T] = if direct {
+                    xg
+                } else {
+                    kernels::im2col(xg, cg, g, &mut col);
+                    &col
+                };
+                // dW_g (og x k) += dout_g (og x ohw) * col^T (ohw x k)
+                T::gemm(
+                    og,
+                    ohw,
+                    k,
+                    T::ONE,
+                    (dg, ohw, 1),
+                    (src, 1, ohw),
+                    T::ONE,
+                    (&mut dw[gi * og * k..(gi + 1) * og * k], k, 1),
+                );
+            }
+        }
+    }
+}

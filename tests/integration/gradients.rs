@@ -1,0 +1,320 @@
+//! The differentiable evaluator (`pareidolia_eval::grad`) on the shipped models: its forward
+//! probabilities agree with tract, and its gradients (with respect to canvas pixels, through
+//! the view and the manifest's normalisation, and with respect to the weights) agree with
+//! central finite differences in f64.
+
+use pareidolia_core::image_io::read_png;
+use pareidolia_eval::grad::{CpuGradient, CpuModel, GradientBackend, Objective};
+use pareidolia_eval::{
+    Backend, Model, ModelRef, OutputKind, PreparedModel, TractBackend, View, ViewSpec,
+};
+use pareidolia_plugin::softmax;
+
+use crate::backends::pattern_images;
+use crate::util::*;
+
+fn load(dir: &str, manifest: &str) -> Model {
+    Model::load(&ModelRef::Path(
+        root().join("models").join(dir).join(manifest),
+    ))
+    .unwrap()
+}
+
+/// Pseudo-random values in [-1, 1) (xorshift, fixed seed).
+fn noise(seed: u64, n: usize) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 52) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn sample(model: &str, file: &str) -> Vec<u8> {
+    read_png(&root().join("models").join(model).join("samples").join(file))
+        .unwrap()
+        .pixels
+}
+
+/// tract's probabilities for byte images.
+fn tract_probabilities(model: &Model, images: &[u8], batch: usize) -> Vec<f32> {
+    let mut prepared = TractBackend.prepare(model).unwrap();
+    let out = prepared.infer(images, batch).unwrap();
+    if model.manifest.output == OutputKind::Probabilities {
+        return out;
+    }
+    let mut p = vec![0.0; out.len()];
+    for (o, q) in out
+        .chunks(model.classes())
+        .zip(p.chunks_mut(model.classes()))
+    {
+        softmax(o, q);
+    }
+    p
+}
+
+fn assert_forward_agrees(model: &Model, images: &[u8], batch: usize) {
+    let expected = tract_probabilities(model, images, batch);
+    let mut grad = CpuGradient::default()
+        .prepare(model, ViewSpec::identity(model))
+        .unwrap();
+    let pixels: Vec<f32> = images.iter().map(|&b| f32::from(b)).collect();
+    let got = grad.probabilities(&pixels, batch).unwrap();
+    let worst = expected
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (f64::from(*a) - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-4,
+        "{}: max |dp| {worst:e} against tract",
+        model.name()
+    );
+    // And the probabilities of the gradient call are the same.
+    let targets = vec![3; batch];
+    let g = grad
+        .gradient(&pixels, &targets, Objective::Probability)
+        .unwrap();
+    for (a, b) in g.probabilities.iter().zip(&got) {
+        assert!((a - b).abs() < 1e-6);
+    }
+    for (i, o) in g.objective.iter().enumerate() {
+        assert!((o - got[i * model.classes() + 3]).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn forward_probabilities_agree_with_tract_on_lenet_efficientnet_and_alexnet() {
+    let lenet = load("lenet-mnist", "manifest.toml");
+    let digits: Vec<u8> = ["0_0.png", "100_1.png", "200_2.png"]
+        .iter()
+        .flat_map(|f| sample("lenet-mnist", f))
+        .collect();
+    assert_forward_agrees(&lenet, &digits, 3);
+    assert_forward_agrees(&load("lenet-mnist", "manifest-mean.toml"), &digits, 3);
+    let effnet = load("efficientnet-lite0", "manifest.toml");
+    let photos: Vec<u8> = ["chelsea.png", "coffee.png"]
+        .iter()
+        .flat_map(|f| sample("efficientnet-lite0", f))
+        .collect();
+    assert_forward_agrees(&effnet, &photos, 2);
+    let alexnet = load("alexnet-light", "manifest.toml");
+    assert_forward_agrees(&alexnet, &pattern_images(&alexnet, 2), 2);
+}
+
+/// Checks the pixel gradient of `model` behind `view` at `pixels` (one canvas) against central
+/// finite differences along `directions` random directions, for `objective` and `target`:
+/// relative error at most 1e-2.
+fn check_pixels(
+    model: &CpuModel<f64>,
+    pixels: &[f64],
+    target: usize,
+    objective: Objective,
+    directions: u64,
+) {
+    let g = model.evaluate(pixels, &[target], objective).unwrap();
+    assert!(g.pixels.iter().any(|&v| v != 0.0));
+    let eps = 1e-3; // pixel levels
+    for seed in 0..directions {
+        let v = noise(seed + 11, pixels.len());
+        let at = |s: f64| {
+            let p: Vec<f64> = pixels.iter().zip(&v).map(|(a, b)| a + s * b).collect();
+            model.evaluate(&p, &[target], objective).unwrap().objective[0]
+        };
+        let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+        let ad: f64 = g.pixels.iter().zip(&v).map(|(a, b)| a * b).sum();
+        let rel = (fd - ad).abs() / fd.abs().max(ad.abs());
+        assert!(
+            rel <= 1e-2,
+            "{objective} direction {seed}: gradient {ad:e} vs finite difference {fd:e} (relative error {rel:e})"
+        );
+    }
+}
+
+/// A digit with a little noise (no exact max-pool ties), placed at (x0, y0) on a mid-gray
+/// noisy canvas of `w x h`.
+fn noisy_digit(file: &str, w: usize, h: usize, x0: usize, y0: usize) -> Vec<f64> {
+    let digit = sample("lenet-mnist", file);
+    let mut canvas: Vec<f64> = noise(5, w * h).iter().map(|v| 128.0 + 60.0 * v).collect();
+    let jitter = noise(6, digit.len());
+    for y in 0..28 {
+        for x in 0..28 {
+            canvas[(y0 + y) * w + x0 + x] = f64::from(digit[y * 28 + x]) + 2.0 * jitter[y * 28 + x];
+        }
+    }
+    canvas
+}
+
+#[test]
+fn lenet_pixel_gradients_match_finite_differences_through_views_and_the_mean_image() {
+    for manifest in ["manifest.toml", "manifest-mean.toml"] {
+        let model = load("lenet-mnist", manifest);
+        let plain = CpuModel::<f64>::new(&model, ViewSpec::identity(&model)).unwrap();
+        for (file, target) in [("0_0.png", 0), ("100_1.png", 7)] {
+            let pixels = noisy_digit(file, 28, 28, 0, 0);
+            for objective in Objective::ALL.iter().copied() {
+                check_pixels(&plain, &pixels, target, objective, 3);
+            }
+        }
+        // A larger canvas: the centre crop, and ten crops with mirrors.
+        for view in [View::Center, View::TenCrop] {
+            let spec = ViewSpec {
+                view,
+                width: 33,
+                height: 31,
+            };
+            let viewed = CpuModel::<f64>::new(&model, spec).unwrap();
+            let pixels = noisy_digit("200_2.png", 33, 31, 2, 1);
+            check_pixels(&viewed, &pixels, 2, Objective::Probability, 2);
+            check_pixels(&viewed, &pixels, 5, Objective::LogProbability, 2);
+            let g = viewed
+                .evaluate(&pixels, &[2], Objective::Probability)
+                .unwrap();
+            // The centre crop of a 33x31 canvas starts at (2, 1); outside it the gradient is 0.
+            if view == View::Center {
+                assert!(g.pixels[..33].iter().all(|&v| v == 0.0));
+                assert!((0..31).all(|y| g.pixels[y * 33] == 0.0 && g.pixels[y * 33 + 1] == 0.0));
+            } else {
+                assert!(g.pixels[0] != 0.0 && g.pixels[33 * 31 - 1] != 0.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_ten_crop_logit_objective_is_refused_clearly() {
+    let model = load("lenet-mnist", "manifest.toml");
+    let spec = ViewSpec {
+        view: View::TenCrop,
+        width: 32,
+        height: 32,
+    };
+    let mut m = CpuGradient::default().prepare(&model, spec).unwrap();
+    let err = m
+        .gradient(&vec![100.0; 32 * 32], &[1], Objective::Logit)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`logit` is not available") && err.contains("ten-crop"),
+        "{err}"
+    );
+    let err = m
+        .gradient(&vec![100.0; 32 * 32], &[10], Objective::Probability)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("target class 10 is out of range"), "{err}");
+}
+
+#[test]
+fn efficientnet_lite0_pixel_gradients_match_finite_differences() {
+    let model = load("efficientnet-lite0", "manifest.toml");
+    // The photo inside a 226x226 noisy canvas, seen through the centre crop.
+    let photo = sample("efficientnet-lite0", "chelsea.png");
+    let (w, h) = (226, 226);
+    let mut pixels: Vec<f64> = noise(9, w * h * 3)
+        .iter()
+        .map(|v| 128.0 + 100.0 * v)
+        .collect();
+    for y in 0..224 {
+        for x in 0..224 * 3 {
+            pixels[((y + 1) * w + 1) * 3 + x] = f64::from(photo[y * 224 * 3 + x]);
+        }
+    }
+    let m = CpuModel::<f64>::new(
+        &model,
+        ViewSpec {
+            view: View::Center,
+            width: w as u32,
+            height: h as u32,
+        },
+    )
+    .unwrap();
+    // 285 Egyptian cat (the photo's class) and 1 goldfish.
+    check_pixels(&m, &pixels, 285, Objective::Probability, 2);
+    check_pixels(&m, &pixels, 1, Objective::LogProbability, 2);
+    check_pixels(&m, &pixels, 1, Objective::Logit, 1);
+}
+
+#[test]
+fn alexnet_light_gradients_through_lrn_overlapping_pools_and_groups_match_finite_differences() {
+    let model = load("alexnet-light", "manifest.toml");
+    let m = CpuModel::<f64>::new(&model, ViewSpec::identity(&model)).unwrap();
+    // The graph ends in Softmax: it is evaluated outside the network, so logits exist.
+    assert!(m.network().outputs_logits_of_softmax());
+    let pixels: Vec<f64> = pattern_images(&model, 1)
+        .iter()
+        .map(|&b| f64::from(b))
+        .collect();
+    check_pixels(&m, &pixels, 17, Objective::LogProbability, 2);
+    check_pixels(&m, &pixels, 17, Objective::Logit, 1);
+}
+
+#[test]
+fn lenet_weight_gradients_match_finite_differences() {
+    let model = load("lenet-mnist", "manifest.toml");
+    let mut m = CpuModel::<f64>::new(&model, ViewSpec::identity(&model)).unwrap();
+    let pixels: Vec<f64> = ["0_0.png", "100_1.png"]
+        .iter()
+        .flat_map(|f| noisy_digit(f, 28, 28, 0, 0))
+        .collect();
+    let input = m.to_input(&pixels, 2);
+    let targets = [0usize, 1];
+    // Sum over the batch of the targets' log-probabilities (a training loss, negated).
+    let seed = |image: usize, out: &[f64], d: &mut [f64]| {
+        let mut p = out.to_vec();
+        let max = p.iter().copied().fold(f64::MIN, f64::max);
+        let sum: f64 = p.iter().map(|v| (v - max).exp()).sum();
+        for v in &mut p {
+            *v = (*v - max).exp() / sum;
+        }
+        for (j, dj) in d.iter_mut().enumerate() {
+            *dj = f64::from(u8::from(j == targets[image])) - p[j];
+        }
+    };
+    let loss = |m: &CpuModel<f64>| -> f64 {
+        let out = m.network().forward(&input, 2).unwrap();
+        out.chunks(10)
+            .zip(targets)
+            .map(|(z, t)| {
+                let max = z.iter().copied().fold(f64::MIN, f64::max);
+                z[t] - max - z.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+            })
+            .sum()
+    };
+    let pass = m.network().gradient(&input, 2, 1, true, &seed).unwrap();
+    let grads = pass.parameter_gradients.unwrap();
+    assert_eq!(grads.len(), m.network().parameters().len());
+    let names: Vec<String> = m
+        .network()
+        .parameters()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let eps = 1e-5;
+    for (k, name) in names.iter().enumerate() {
+        let v = noise(k as u64 + 40, grads[k].len());
+        let ad: f64 = grads[k].iter().zip(&v).map(|(a, b)| a * b).sum();
+        let mut shifted = |s: f64| {
+            let orig = m.network().parameters()[k].values.clone();
+            for (w, d) in m.network_mut().parameters_mut()[k]
+                .values
+                .iter_mut()
+                .zip(&v)
+            {
+                *w += s * d;
+            }
+            let l = loss(&m);
+            m.network_mut().parameters_mut()[k].values = orig;
+            l
+        };
+        let fd = (shifted(eps) - shifted(-eps)) / (2.0 * eps);
+        let rel = (fd - ad).abs() / fd.abs().max(ad.abs());
+        assert!(
+            rel <= 1e-4,
+            "parameter {name}: gradient {ad:e} vs finite difference {fd:e}"
+        );
+    }
+}
