@@ -238,3 +238,35 @@ fn gradient_ascent_configs_it_cannot_run_are_refused_clearly() {
         clean_failure(output, &needles);
     }
 }
+
+/// Issue 15 item 4 for the second search: `--until` ends a gradient-ascent run at the first
+/// step where the condition holds, recorded in `summary.json`.
+#[test]
+fn until_ends_gradient_ascent_once_every_digit_is_fooled() {
+    let dir = temp_dir("ascent-until");
+    let cfg = mnist_config(&dir, |_| {});
+    let out = dir.join("run");
+    success(
+        Pareidolia::run()
+            .config(&cfg)
+            .args(["--until", "min>=0.9999"])
+            .out(&out)
+            .quiet()
+            .output(),
+    );
+    let summary = json(&out.join("summary.json"));
+    let last = summary["ascent"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["first_step_reaching"]["0.9999"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    // Step `last` (from 0) is the last digit's first image at 99.99%: the run ends after it.
+    let reached = &summary["stop"]["reached"];
+    assert_eq!(reached["condition"], "min>=0.9999", "{summary}");
+    assert_eq!(reached["generation"].as_u64(), Some(last + 1), "{summary}");
+    assert_eq!(summary["generations"].as_u64(), Some(last + 1));
+    assert!(last + 1 < 500, "{last}");
+    assert!(summary["stats"]["min"].as_f64().unwrap() >= 0.9999);
+}

@@ -43,10 +43,10 @@ mod models;
 mod monitoring;
 /// The plugin loader and the real plugins through the C ABI.
 mod plugins;
-/// Stop conditions: `--until`, `--max-seconds`, `[stop]`.
-mod stop;
 /// What a resume may change and what it refuses; checkpoints of another run.
 mod resume_policy;
+/// Stop conditions: `--until`, `--max-seconds`, `[stop]`.
+mod stop;
 /// Actor failures mid-run.
 mod supervision;
 /// scripts/sweep.sh on 2 seeds x 5 generations, checked against the runs' summary.json.

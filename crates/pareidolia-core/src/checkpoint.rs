@@ -216,6 +216,7 @@ impl Checkpoint {
         counters: RunCounters,
         config: &RunConfig,
         identity: &RunIdentity,
+        stop_reached: Option<&StopReached>,
         created_unix_s: f64,
     ) -> Vec<u8> {
         let (champions, cells, distinct) = index_champions(archive.cells());
@@ -258,6 +259,7 @@ impl Checkpoint {
             identity: identity.clone(),
             champions,
             cells,
+            stop_reached: stop_reached.cloned(),
             ascent: Some(AscentMeta {
                 step: ascent.step,
                 tracks,
@@ -746,6 +748,33 @@ fn check_consistent(meta: &CheckpointMeta, champions: &[Champion]) -> Result<(),
             ));
         }
     }
+    let times = [meta.elapsed_s, meta.created_unix_s];
+    if times.iter().any(|t| !t.is_finite() || *t < 0.0) {
+        return Err(format!(
+            "its times are not times (elapsed {} s, written at {} s)",
+            meta.elapsed_s, meta.created_unix_s
+        ));
+    }
+    if let Some(a) = &meta.ascent {
+        // Gradient ascent evaluates every image once a step.
+        let images = a.tracks.len() as u64;
+        if a.step != meta.generation
+            || meta.lost != 0
+            || images.checked_mul(a.step) != Some(meta.evaluations)
+        {
+            return Err(format!(
+                "gradient ascent at step {} (generation {}) with {images} images cannot have {} evaluations and {} lost",
+                a.step, meta.generation, meta.evaluations, meta.lost
+            ));
+        }
+        if let Some(t) = a.tracks.iter().find(|t| t.class >= classes) {
+            return Err(format!(
+                "a gradient-ascent image pushes class {}, but the archive has {classes} cells",
+                t.class
+            ));
+        }
+        return Ok(());
+    }
     let config = &meta.config;
     if config.offspring_per_generation == 0 || config.initial_population() == 0 {
         return Err("its config has an empty population".into());
@@ -770,13 +799,6 @@ fn check_consistent(meta: &CheckpointMeta, champions: &[Champion]) -> Result<(),
                 config.initial_population()
             ));
         }
-    }
-    let times = [meta.elapsed_s, meta.created_unix_s];
-    if times.iter().any(|t| !t.is_finite() || *t < 0.0) {
-        return Err(format!(
-            "its times are not times (elapsed {} s, written at {} s)",
-            meta.elapsed_s, meta.created_unix_s
-        ));
     }
     Ok(())
 }
@@ -1098,8 +1120,10 @@ mod tests {
         };
         let (meta, cells) = sample();
         let archive = Archive::restore(cells.clone(), 3);
+        // Two images, 17 steps: 34 evaluations.
         let counters = RunCounters {
             generation: 17,
+            evaluations: 34,
             ..Default::default()
         };
         let bytes = Checkpoint::capture_ascent(
@@ -1108,6 +1132,7 @@ mod tests {
             counters,
             &meta.config,
             &meta.identity,
+            None,
             5.0,
         );
         let back = decode(&bytes, Path::new("x")).unwrap();
@@ -1220,7 +1245,10 @@ mod tests {
             short[1].scores = Arc::from(scores);
             let message = damaged(&meta, &short);
             assert!(
-                message.contains(&format!("champion 9 has {} scores for 2 classes", scores.len())),
+                message.contains(&format!(
+                    "champion 9 has {} scores for 2 classes",
+                    scores.len()
+                )),
                 "{message}"
             );
         }

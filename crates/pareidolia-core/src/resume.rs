@@ -195,6 +195,17 @@ pub fn continue_with(
             format!("{:?}", now.canvas),
         );
     }
+    differ(
+        "search",
+        format!(
+            "`{}`",
+            serde_json::to_string(&run.search).unwrap_or_default()
+        ),
+        format!(
+            "`{}`",
+            serde_json::to_string(&new.search).unwrap_or_default()
+        ),
+    );
     if !fixed.is_empty() {
         return Err(ResumeRefused::Fixed {
             origin: origin.to_owned(),
@@ -217,6 +228,7 @@ pub fn continue_with(
         run.mutators.to_string(),
         new.mutators.to_string(),
     );
+    note("workers", run.workers.to_string(), new.workers.to_string());
     note(
         "plugin_dirs",
         format!("{:?}", run.plugin_dirs()),

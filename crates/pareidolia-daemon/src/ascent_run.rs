@@ -24,6 +24,7 @@ use pareidolia_core::ascent::{
     Ascent, GradientOracle, Sample, Shape, StepReport, THRESHOLDS, Track,
 };
 use pareidolia_core::checkpoint::{AscentState, Checkpoint, CheckpointStore, RunCounters};
+use pareidolia_core::stop::StopReached;
 use pareidolia_core::summary::{AscentSummary, StageTimes};
 use pareidolia_core::{Archive, Champion, RunIdentity};
 use pareidolia_eval::grad::{DifferentiableModel, Objective};
@@ -257,11 +258,13 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
     let mut zero_gradient_steps = 0;
     let mut interrupted = false;
     let mut evaluated = 0u64;
+    let mut stop_reached = r.resume.as_ref().and_then(|c| c.meta.stop_reached.clone());
     let make_progress = |ascent: &Ascent,
                          counters: &RunCounters,
                          replacements: u64,
                          last: &(Option<u64>, Instant, Option<PathBuf>, Option<f64>),
-                         failures: u64| {
+                         failures: u64,
+                         stop_reached: &Option<StopReached>| {
         let cells = champions(&ascent.tracks, classes);
         let stats = archive_of(cells.clone(), replacements).stats();
         Progress {
@@ -276,12 +279,14 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
             last_checkpoint_generation: last.0,
             last_checkpoint_unix_s: last.3,
             checkpoint_failures: failures,
+            stop: config.stop.status(stop_reached.clone()),
             champions: Arc::new(cells),
         }
     };
     let write_checkpoint = |ascent: &Ascent,
                             counters: RunCounters,
-                            replacements: u64|
+                            replacements: u64,
+                            stop_reached: Option<&StopReached>|
      -> Option<Result<PathBuf, String>> {
         let store = store.as_ref()?;
         let cells = champions(&ascent.tracks, classes);
@@ -296,6 +301,7 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
             counters,
             &config,
             &r.identity,
+            stop_reached,
             unix_now(),
         );
         Some(store.write(ascent.step, &bytes).map_err(|e| e.to_string()))
@@ -309,7 +315,17 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
         start = %recipe.start,
         "gradient ascent starts"
     );
-    while !ascent.done() {
+    // A resumed run that meets a stop condition already takes no step.
+    if let Some(reached) = config.stop.reached(
+        &archive_of(champions(&ascent.tracks, classes), replacements),
+        ascent.step,
+        counters.elapsed_s,
+    ) && ascent.step > 0
+    {
+        tracing::warn!(condition = %reached.condition, "the resumed run meets a stop condition already; nothing to run (give a stricter --until, --until none, or a larger --max-seconds)");
+        stop_reached = stop_reached.or(Some(reached));
+    }
+    while !ascent.done() && stop_reached.is_none() {
         if r.stop.load(Ordering::SeqCst) {
             interrupted = true;
             break;
@@ -355,12 +371,23 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
             batches: base_times.batches + oracle.calls,
             ..base_times
         };
+        if let Some(reached) = config.stop.reached(
+            &archive_of(champions(&ascent.tracks, classes), replacements),
+            ascent.step,
+            counters.elapsed_s,
+        ) {
+            tracing::info!(condition = %reached.condition, generation = ascent.step, "stop condition reached: ending the run");
+            stop_reached = Some(reached);
+        }
         let c = &config.checkpoint;
         let due = store.is_some()
             && ((c.every_generations > 0 && ascent.step.is_multiple_of(c.every_generations))
                 || (c.every_seconds > 0.0
                     && last_checkpoint.1.elapsed().as_secs_f64() >= c.every_seconds));
-        if due && let Some(result) = write_checkpoint(&ascent, counters, replacements) {
+        if due
+            && let Some(result) =
+                write_checkpoint(&ascent, counters, replacements, stop_reached.as_ref())
+        {
             last_checkpoint.1 = Instant::now();
             match result {
                 Ok(path) => {
@@ -381,6 +408,7 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
             replacements,
             &last_checkpoint,
             checkpoint_failures,
+            &stop_reached,
         );
         if let Some(h) = &mut history
             && let Err(e) = h.append(&progress)
@@ -397,7 +425,8 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
     // The final checkpoint (unless the last step's was just written).
     if last_checkpoint.0 != Some(ascent.step)
         && ascent.step > 0
-        && let Some(result) = write_checkpoint(&ascent, counters, replacements)
+        && let Some(result) =
+            write_checkpoint(&ascent, counters, replacements, stop_reached.as_ref())
     {
         match result {
             Ok(path) => {
@@ -418,6 +447,7 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
         replacements,
         &last_checkpoint,
         checkpoint_failures,
+        &stop_reached,
     );
     r.progress.send_replace(progress.clone());
     let cells = champions(&ascent.tracks, classes);

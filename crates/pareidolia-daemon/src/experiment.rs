@@ -442,7 +442,6 @@ impl Experiment {
         drain_metrics(metrics_actor).await;
         outcome
     }
-
 }
 
 type MetricsHandle = (
