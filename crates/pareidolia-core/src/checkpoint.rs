@@ -1105,7 +1105,7 @@ mod tests {
             height: 2,
             channels: 1,
         };
-        let mut a = Ascent::new(Recipe::default(), shape, vec![0.5; 6], &[4, 1], 9);
+        let mut a = Ascent::new(Recipe::default(), shape, vec![0.5; 6], &[1, 0], 9);
         a.step = 17;
         a.tracks[0].objective = 0.123_456_789_012_345_67;
         a.tracks[0].best = Some((0.987_654_321_987_654_3, 12));
@@ -1143,7 +1143,7 @@ mod tests {
         assert_eq!(got.tracks[0], state.tracks[0]);
         assert!(got.tracks[1].objective.is_nan());
         assert_eq!(got.tracks[1].x, state.tracks[1].x);
-        assert_eq!(got.tracks[1].class, 1);
+        assert_eq!(got.tracks[1].class, 0);
         // A checkpoint without ascent state stays one.
         let plain = encode(&meta, &index_champions(&cells).2);
         assert!(decode(&plain, Path::new("y")).unwrap().ascent.is_none());
