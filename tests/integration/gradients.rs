@@ -317,3 +317,43 @@ fn lenet_weight_gradients_match_finite_differences() {
         );
     }
 }
+
+#[test]
+fn splitting_the_work_across_threads_changes_no_gradient() {
+    // Batch 1 splits each convolution's channels across threads; batch 3 splits images.
+    let model = load("efficientnet-lite0", "manifest.toml");
+    let mut m = CpuModel::<f32>::new(&model, ViewSpec::identity(&model)).unwrap();
+    let photos: Vec<f32> = ["chelsea.png", "coffee.png", "rocket.png"]
+        .iter()
+        .flat_map(|f| sample("efficientnet-lite0", f))
+        .map(f32::from)
+        .collect();
+    let seed = |image: usize, _: &[f32], d: &mut [f32]| d[image * 100 + 7] = 1.0;
+    for batch in [1, 3] {
+        let input = m.to_input(&photos[..batch * 224 * 224 * 3], batch);
+        let mut passes = Vec::new();
+        for threads in [1, 3] {
+            m.network_mut().set_threads(threads);
+            passes.push(m.network().gradient(&input, batch, 1, true, &seed).unwrap());
+        }
+        let (a, b) = (&passes[0], &passes[1]);
+        assert_eq!(a.outputs, b.outputs);
+        assert_eq!(a.input_gradient, b.input_gradient);
+        let (pa, pb) = (
+            a.parameter_gradients.as_ref().unwrap(),
+            b.parameter_gradients.as_ref().unwrap(),
+        );
+        for ((ga, gb), p) in pa.iter().zip(pb).zip(m.network().parameters()) {
+            let scale = ga.iter().fold(0f32, |s, v| s.max(v.abs())).max(1e-30);
+            let worst = ga
+                .iter()
+                .zip(gb)
+                .fold(0f32, |s, (x, y)| s.max((x - y).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "batch {batch}, {}: {worst:e} of {scale:e}",
+                p.name
+            );
+        }
+    }
+}
