@@ -153,6 +153,10 @@ pub struct Network<T> {
     pub(crate) threads: usize,
 }
 
+/// The objective's gradient with respect to the outputs of a group of images:
+/// `seed(group, outputs, d_outputs)` (see [`Network::gradient`]).
+pub type Seed<'a, T> = dyn Fn(usize, &[T], &mut [T]) + Sync + 'a;
+
 /// What one backward pass computed for a batch.
 #[derive(Debug, Clone)]
 pub struct Pass<T> {
@@ -253,11 +257,11 @@ impl<T: Real> Network<T> {
         batch: usize,
         group: usize,
         parameters: bool,
-        seed: &(dyn Fn(usize, &[T], &mut [T]) + Sync),
+        seed: &Seed<'_, T>,
     ) -> Result<Pass<T>, EvalError> {
         self.check_input(input, batch)?;
         let group = group.max(1);
-        if batch % group != 0 {
+        if !batch.is_multiple_of(group) {
             return Err(EvalError::BadInput(format!(
                 "model {}: {batch} images are not groups of {group}",
                 self.model
