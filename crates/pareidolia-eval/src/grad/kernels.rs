@@ -221,7 +221,7 @@ pub(crate) fn max_pool_forward<T: Real>(x: &[T], g: &Window, out: &mut [T], arg:
                     }
                     let i = iy as usize * g.w + ix as usize;
                     // NaN wins, so it propagates as in the other backends.
-                    if best.is_none_or(|(b, _)| x[i] > b || x[i] != x[i]) {
+                    if best.is_none_or(|(b, _)| x[i] > b || x[i].is_nan()) {
                         best = Some((x[i], i));
                     }
                 }

@@ -37,7 +37,7 @@ mod network;
 mod onnx;
 mod real;
 
-pub use network::{Network, Parameter, Pass};
+pub use network::{Network, Parameter, Pass, Seed};
 pub use pareidolia_core::Objective;
 pub use real::Real;
 
@@ -347,7 +347,7 @@ impl<T: Real> CpuModel<T> {
 
     fn batch_of(&self, pixels: &[T]) -> Result<usize, EvalError> {
         let n = self.canvas_len();
-        if pixels.is_empty() || pixels.len() % n != 0 {
+        if pixels.is_empty() || !pixels.len().is_multiple_of(n) {
             return Err(EvalError::BadInput(format!(
                 "model {}: {} pixel values are not a whole number of {}x{}x{} canvases ({n} values each)",
                 self.model,
@@ -438,12 +438,7 @@ impl<T: Real> CpuModel<T> {
                 Objective::Logit => outputs[t].to_f64(),
             };
             objectives.lock().expect("not poisoned")[image] = value;
-            for ((row, p), dr) in outputs
-                .chunks_exact(m)
-                .zip(&rows)
-                .zip(d.chunks_exact_mut(m))
-            {
-                let _ = row;
+            for (p, dr) in rows.iter().zip(d.chunks_exact_mut(m)) {
                 // d value / d p_t for this crop, then through the softmax where there is one.
                 let scale = match objective {
                     Objective::Probability => 1.0 / k as f64,

@@ -153,6 +153,10 @@ pub struct Network<T> {
     pub(crate) threads: usize,
 }
 
+/// The objective's gradient with respect to the outputs of a group of images:
+/// `seed(group, outputs, d_outputs)` (see [`Network::gradient`]).
+pub type Seed<'a, T> = dyn Fn(usize, &[T], &mut [T]) + Sync + 'a;
+
 /// What one backward pass computed for a batch.
 #[derive(Debug, Clone)]
 pub struct Pass<T> {
@@ -223,13 +227,14 @@ impl<T: Real> Network<T> {
     pub fn forward(&self, input: &[T], batch: usize) -> Result<Vec<T>, EvalError> {
         self.check_input(input, batch)?;
         let chunks = self.chunks(batch);
+        let par = (self.threads / chunks.len()).max(1);
         let per = self.image_len();
         let results: Vec<Result<Vec<T>, EvalError>> = std::thread::scope(|s| {
             let handles: Vec<_> = chunks
                 .iter()
                 .map(|&(start, n)| {
                     let x = &input[start * per..(start + n) * per];
-                    s.spawn(move || self.run(x, n, false).map(|t| self.take_output(t)))
+                    s.spawn(move || self.run(x, n, false, par).map(|t| self.take_output(t)))
                 })
                 .collect();
             handles.into_iter().map(join).collect()
@@ -252,11 +257,11 @@ impl<T: Real> Network<T> {
         batch: usize,
         group: usize,
         parameters: bool,
-        seed: &(dyn Fn(usize, &[T], &mut [T]) + Sync),
+        seed: &Seed<'_, T>,
     ) -> Result<Pass<T>, EvalError> {
         self.check_input(input, batch)?;
         let group = group.max(1);
-        if batch % group != 0 {
+        if !batch.is_multiple_of(group) {
             return Err(EvalError::BadInput(format!(
                 "model {}: {batch} images are not groups of {group}",
                 self.model
@@ -267,6 +272,7 @@ impl<T: Real> Network<T> {
             .into_iter()
             .map(|(s, n)| (s * group, n * group))
             .collect();
+        let par = (self.threads / chunks.len()).max(1);
         let per = self.image_len();
         type Part<T> = (Vec<T>, Vec<T>, Option<Vec<Vec<T>>>);
         let results: Vec<Result<Part<T>, EvalError>> = std::thread::scope(|s| {
@@ -275,20 +281,36 @@ impl<T: Real> Network<T> {
                 .map(|&(start, n)| {
                     let x = &input[start * per..(start + n) * per];
                     s.spawn(move || {
-                        let tape = self.run(x, n, true)?;
-                        let out = &tape.values[self.output];
-                        let per = out.data.len() / n * group;
-                        let mut d = vec![T::ZERO; out.data.len()];
-                        for (i, (o, g)) in out
-                            .data
-                            .chunks_exact(per)
-                            .zip(d.chunks_exact_mut(per))
-                            .enumerate()
-                        {
-                            seed(start / group + i, o, g);
+                        // Micro-batches keep the tape small (cache, page faults).
+                        let micro = (self.micro_batch() / group).max(1) * group;
+                        let (mut outputs, mut dx) = (Vec::new(), Vec::new());
+                        let mut dp: Option<Vec<Vec<T>>> = None;
+                        let mut done = 0;
+                        while done < n {
+                            let m = micro.min(n - done);
+                            let xm = &x[done * per..(done + m) * per];
+                            let tape = self.run(xm, m, true, par)?;
+                            let out = &tape.values[self.output];
+                            let row = out.data.len() / m * group;
+                            let mut d = vec![T::ZERO; out.data.len()];
+                            for (i, (o, g)) in out
+                                .data
+                                .chunks_exact(row)
+                                .zip(d.chunks_exact_mut(row))
+                                .enumerate()
+                            {
+                                seed((start + done) / group + i, o, g);
+                            }
+                            outputs.extend_from_slice(&out.data);
+                            let (dxm, dpm) = self.backward(tape, d, parameters, par)?;
+                            dx.extend(dxm);
+                            match (&mut dp, dpm) {
+                                (None, p) => dp = p,
+                                (Some(sum), Some(p)) => add_all(sum, p),
+                                (Some(_), None) => {}
+                            }
+                            done += m;
                         }
-                        let outputs = out.data.clone();
-                        let (dx, dp) = self.backward(tape, d, parameters)?;
                         Ok((outputs, dx, dp))
                     })
                 })
@@ -306,17 +328,17 @@ impl<T: Real> Network<T> {
             pass.input_gradient.extend(dx);
             match (&mut pass.parameter_gradients, dp) {
                 (None, dp) => pass.parameter_gradients = dp,
-                (Some(sum), Some(dp)) => {
-                    for (s, d) in sum.iter_mut().zip(dp) {
-                        for (a, b) in s.iter_mut().zip(d) {
-                            *a += b;
-                        }
-                    }
-                }
+                (Some(sum), Some(dp)) => add_all(sum, dp),
                 (Some(_), None) => {}
             }
         }
         Ok(pass)
+    }
+
+    /// Images a thread runs through forward and backward at once: about 64 Ki input values
+    /// (all of a LeNet batch, one ImageNet image), so the tape stays small.
+    fn micro_batch(&self) -> usize {
+        ((1 << 16) / self.image_len()).max(1)
     }
 
     /// Splits a batch over at most `threads` chunks of at least one image.
@@ -348,7 +370,7 @@ impl<T: Real> Network<T> {
         }
     }
 
-    fn run(&self, input: &[T], n: usize, keep: bool) -> Result<Tape<T>, EvalError> {
+    fn run(&self, input: &[T], n: usize, keep: bool, par: usize) -> Result<Tape<T>, EvalError> {
         let mut values: Vec<Tensor<T>> = vec![Tensor::default(); self.slots];
         let [c, h, w] = self.input;
         values[0] = Tensor {
@@ -366,7 +388,7 @@ impl<T: Real> Network<T> {
             }
         }
         for (i, step) in self.steps.iter().enumerate() {
-            let out = self.step_forward(step, &values, n, &mut aux[i])?;
+            let out = self.step_forward(step, &values, n, &mut aux[i], par)?;
             values[step.output] = out;
             if !keep {
                 for &s in &step.inputs {
@@ -392,6 +414,7 @@ impl<T: Real> Network<T> {
         values: &[Tensor<T>],
         n: usize,
         aux: &mut Vec<u32>,
+        par: usize,
     ) -> Result<Tensor<T>, EvalError> {
         let x = &values[step.inputs[0]];
         let bad = |m: String| Err(self.failed(step, m));
@@ -422,7 +445,7 @@ impl<T: Real> Network<T> {
                 };
                 let b = bias.map(|b| &self.params[b].values[..]);
                 let mut out = vec![T::ZERO; n * cout * g.out_len()];
-                conv_forward(&x.data, &wt.values, b, cin, cout, *group, &g, &mut out);
+                conv_forward(&x.data, &wt.values, b, cin, cout, *group, &g, &mut out, par);
                 Tensor {
                     shape: vec![n, cout, g.oh, g.ow],
                     data: out,
@@ -594,6 +617,7 @@ impl<T: Real> Network<T> {
         tape: Tape<T>,
         d_output: Vec<T>,
         parameters: bool,
+        par: usize,
     ) -> Result<(Vec<T>, Option<Vec<Vec<T>>>), EvalError> {
         let Tape { values, aux } = tape;
         let n = values[0].shape[0];
@@ -650,6 +674,7 @@ impl<T: Real> Network<T> {
                         &mut dx,
                         dw.as_deref_mut(),
                         db.as_deref_mut(),
+                        par,
                     );
                     if let Some(dp) = dparams.as_mut() {
                         dp[*weight] = dw.expect("taken above");
@@ -797,6 +822,14 @@ impl<T: Real> Network<T> {
     }
 }
 
+fn add_all<T: Real>(sum: &mut [Vec<T>], more: Vec<Vec<T>>) {
+    for (s, d) in sum.iter_mut().zip(more) {
+        for (a, b) in s.iter_mut().zip(d) {
+            *a += b;
+        }
+    }
+}
+
 fn join<R>(h: std::thread::ScopedJoinHandle<'_, Result<R, EvalError>>) -> Result<R, EvalError> {
     h.join().unwrap_or_else(|_| {
         Err(EvalError::BadInput(
@@ -861,6 +894,7 @@ pub(crate) fn conv_forward<T: Real>(
     group: usize,
     g: &Window,
     out: &mut [T],
+    par: usize,
 ) {
     let (hw, ohw) = (g.h * g.w, g.out_len());
     let (cg, og) = (cin / group, cout / group);
@@ -876,16 +910,19 @@ pub(crate) fn conv_forward<T: Real>(
         .zip(out.chunks_exact_mut(cout * ohw))
     {
         if cg == 1 {
-            for oc in 0..cout {
-                let ic = oc / og;
-                kernels::depthwise_forward(
-                    &xi[ic * hw..(ic + 1) * hw],
-                    &w[oc * kk..(oc + 1) * kk],
-                    b.map_or(T::ZERO, |b| b[oc]),
-                    g,
-                    &mut oi[oc * ohw..(oc + 1) * ohw],
-                );
-            }
+            split_rows(oi, ohw, par, &|oc0, planes: &mut [T]| {
+                for (j, plane) in planes.chunks_exact_mut(ohw).enumerate() {
+                    let oc = oc0 + j;
+                    let ic = oc / og;
+                    kernels::depthwise_forward(
+                        &xi[ic * hw..(ic + 1) * hw],
+                        &w[oc * kk..(oc + 1) * kk],
+                        b.map_or(T::ZERO, |b| b[oc]),
+                        g,
+                        plane,
+                    );
+                }
+            });
             continue;
         }
         for gi in 0..group {
@@ -897,19 +934,22 @@ pub(crate) fn conv_forward<T: Real>(
                 &col
             };
             let og_out = &mut oi[gi * og * ohw..(gi + 1) * og * ohw];
-            for (oc, plane) in og_out.chunks_exact_mut(ohw).enumerate() {
-                plane.fill(b.map_or(T::ZERO, |b| b[gi * og + oc]));
-            }
-            T::gemm(
-                og,
-                k,
-                ohw,
-                T::ONE,
-                (&w[gi * og * k..(gi + 1) * og * k], k, 1),
-                (src, ohw, 1),
-                T::ONE,
-                (og_out, ohw, 1),
-            );
+            let wg = &w[gi * og * k..(gi + 1) * og * k];
+            split_rows(og_out, ohw, par, &|r0, rows: &mut [T]| {
+                for (j, plane) in rows.chunks_exact_mut(ohw).enumerate() {
+                    plane.fill(b.map_or(T::ZERO, |b| b[gi * og + r0 + j]));
+                }
+                T::gemm(
+                    rows.len() / ohw,
+                    k,
+                    ohw,
+                    T::ONE,
+                    (&wg[r0 * k..], k, 1),
+                    (src, ohw, 1),
+                    T::ONE,
+                    (rows, ohw, 1),
+                );
+            });
         }
     }
 }
@@ -927,6 +967,7 @@ pub(crate) fn conv_backward<T: Real>(
     dx: &mut [T],
     mut dw: Option<&mut [T]>,
     mut db: Option<&mut [T]>,
+    par: usize,
 ) {
     let (hw, ohw) = (g.h * g.w, g.out_len());
     let (cg, og) = (cin / group, cout / group);
@@ -953,6 +994,34 @@ pub(crate) fn conv_backward<T: Real>(
                 db[oc] += plane.iter().copied().sum::<T>();
             }
         }
+        if cg == 1 && og == 1 && par > 1 {
+            // One output channel per input channel: planes are independent.
+            let threads = par.min(cout);
+            let per = cout.div_ceil(threads);
+            std::thread::scope(|s| {
+                let mut dws: Vec<Option<&mut [T]>> = match dw.as_deref_mut() {
+                    Some(dw) => dw.chunks_mut(per * kk).map(Some).collect(),
+                    None => (0..threads).map(|_| None).collect(),
+                };
+                for (t, dxs) in dxi.chunks_mut(per * hw).enumerate() {
+                    let mut dwt = dws.get_mut(t).and_then(Option::take);
+                    s.spawn(move || {
+                        for (j, dplane) in dxs.chunks_exact_mut(hw).enumerate() {
+                            let c = t * per + j;
+                            kernels::depthwise_backward(
+                                &xi[c * hw..(c + 1) * hw],
+                                &w[c * kk..(c + 1) * kk],
+                                &di[c * ohw..(c + 1) * ohw],
+                                g,
+                                dplane,
+                                dwt.as_deref_mut().map(|dw| &mut dw[j * kk..(j + 1) * kk]),
+                            );
+                        }
+                    });
+                }
+            });
+            continue;
+        }
         if cg == 1 {
             for oc in 0..cout {
                 let ic = oc / og;
@@ -972,28 +1041,29 @@ pub(crate) fn conv_backward<T: Real>(
             let dg = &di[gi * og * ohw..(gi + 1) * og * ohw];
             let xg = &xi[gi * cg * hw..(gi + 1) * cg * hw];
             // dcol (k x ohw) = W_g^T (k x og) * dout_g (og x ohw)
+            let dcol_rows = |beta: T| {
+                move |r0: usize, rows: &mut [T]| {
+                    T::gemm(
+                        rows.len() / ohw,
+                        og,
+                        ohw,
+                        T::ONE,
+                        (&wg[r0..], 1, k),
+                        (dg, ohw, 1),
+                        beta,
+                        (rows, ohw, 1),
+                    )
+                }
+            };
             if direct {
-                T::gemm(
-                    k,
-                    og,
+                split_rows(
+                    &mut dxi[gi * cg * hw..(gi + 1) * cg * hw],
                     ohw,
-                    T::ONE,
-                    (wg, 1, k),
-                    (dg, ohw, 1),
-                    T::ONE,
-                    (&mut dxi[gi * cg * hw..(gi + 1) * cg * hw], ohw, 1),
+                    par,
+                    &dcol_rows(T::ONE),
                 );
             } else {
-                T::gemm(
-                    k,
-                    og,
-                    ohw,
-                    T::ONE,
-                    (wg, 1, k),
-                    (dg, ohw, 1),
-                    T::ZERO,
-                    (&mut dcol, ohw, 1),
-                );
+                split_rows(&mut dcol, ohw, par, &dcol_rows(T::ZERO));
                 kernels::col2im(&dcol, cg, g, &mut dxi[gi * cg * hw..(gi + 1) * cg * hw]);
             }
             if let Some(dw) = dw.as_deref_mut() {
@@ -1017,4 +1087,25 @@ pub(crate) fn conv_backward<T: Real>(
             }
         }
     }
+}
+
+/// Runs `f(first_row, rows)` on `par` consecutive blocks of whole rows of `data` (rows of
+/// `row_len`), in scoped threads when `par > 1`.
+fn split_rows<T: Real>(
+    data: &mut [T],
+    row_len: usize,
+    par: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    let rows = data.len() / row_len.max(1);
+    if par <= 1 || rows < 2 {
+        f(0, data);
+        return;
+    }
+    let per = rows.div_ceil(par.min(rows));
+    std::thread::scope(|s| {
+        for (i, block) in data.chunks_mut(per * row_len).enumerate() {
+            s.spawn(move || f(i * per, block));
+        }
+    });
 }

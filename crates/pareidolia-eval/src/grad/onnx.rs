@@ -439,7 +439,7 @@ fn reshape(shape: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {shape:?} to {target:?}"));
         }
         out[i] = total / known;

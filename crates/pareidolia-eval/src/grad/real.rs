@@ -38,6 +38,8 @@ pub trait Real:
     fn powf(self, e: Self) -> Self;
     /// Whether neither infinite nor NaN.
     fn is_finite(self) -> bool;
+    /// Whether NaN.
+    fn is_nan(self) -> bool;
     /// `c = alpha * a * b + beta * c` for an `m x k` matrix `a`, a `k x n` matrix `b` and an
     /// `m x n` matrix `c`, each given by its slice and (row, column) strides in elements.
     /// With `beta == 0`, `c` is not read. Panics if a matrix does not fit in its slice.
@@ -80,6 +82,9 @@ macro_rules! real {
             }
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
             fn gemm(
                 m: usize,
