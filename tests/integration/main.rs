@@ -38,6 +38,8 @@ mod mnist_default;
 mod model_reference;
 /// Runs with several models: listed everywhere, resumed exactly, mismatches refused.
 mod models;
+/// The HTTP server's guards on real sockets: Host check, header-read timeout, connection limit.
+mod http_limits;
 /// monitoring/: promtool on the config and alert rules, the Grafana dashboard, and both
 /// against a live daemon scraped by a real Prometheus.
 mod monitoring;
