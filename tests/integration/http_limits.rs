@@ -137,7 +137,14 @@ fn connections_beyond_the_limit_are_closed_and_held_ones_drain_on_sigterm() {
             .ok_or_else(|| "closed without an answer".to_owned())
     };
     let mut held: Vec<TcpStream> = (0..4)
-        .map(|_| poll("served", Duration::from_secs(30), Duration::from_millis(100), answered))
+        .map(|_| {
+            poll(
+                "served",
+                Duration::from_secs(30),
+                Duration::from_millis(100),
+                answered,
+            )
+        })
         .collect();
     // A fifth is closed without an answer, however long it waits.
     let mut extra = connect(&host);
