@@ -906,6 +906,35 @@ mod tests {
     }
 
     #[test]
+    fn http_guards_take_sane_values_and_refuse_the_rest() {
+        let with = |keys: &str| {
+            let text = format!("{DEFAULT_CONFIG}\n[http]\n{keys}\n");
+            RunConfig::parse(&text, "x.toml", PathBuf::new())
+        };
+        let c = with("allowed_hosts = [\"Lab.Example\", \"lab.example:9464\"]\nmax_connections = 8\nheader_timeout_s = 0.5").unwrap();
+        assert_eq!(c.http.max_connections, 8);
+        assert_eq!(c.http.header_timeout_s, 0.5);
+        assert_eq!(with("").unwrap().http, HttpConfig::default());
+        for (keys, says) in [
+            (
+                "max_connections = 0",
+                "`http.max_connections` must be from 1",
+            ),
+            ("header_timeout_s = 0.0", "`http.header_timeout_s` must be"),
+            ("header_timeout_s = nan", "`http.header_timeout_s` must be"),
+            (
+                "allowed_hosts = [\"http://lab\"]",
+                "no scheme, path or wildcard",
+            ),
+            ("allowed_hosts = [\"*.lab\"]", "no scheme, path or wildcard"),
+            ("allowed_hosts = [\"\"]", "is not a host name"),
+        ] {
+            let e = with(keys).unwrap_err().to_string();
+            assert!(e.contains(says), "{keys}: {e}");
+        }
+    }
+
+    #[test]
     fn listen_takes_names_that_resolve_and_refuses_the_rest() {
         let with = |listen: &str| {
             let text = format!("{DEFAULT_CONFIG}\n[http]\nlisten = \"{listen}\"\n");
