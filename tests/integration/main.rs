@@ -30,6 +30,8 @@ mod fitness;
 mod gallery;
 /// The differentiable evaluator against tract and finite differences on the shipped models.
 mod gradients;
+/// The HTTP server's guards on real sockets: Host check, header-read timeout, connection limit.
+mod http_limits;
 /// The ImageNet configs on CPU, and the shipped ImageNet model on photographs.
 mod imagenet;
 /// The default experiment fools LeNet, checked from the PNG files on disk.

@@ -178,12 +178,23 @@ impl ArchiveConfig {
 pub struct HttpConfig {
     /// Address to listen on; loopback by default (port 0 picks a free port).
     pub listen: String,
+    /// Host names (`Host` header, with or without `:port`) accepted besides IP addresses and
+    /// `localhost`; every other name is refused (DNS rebinding). Default: none.
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's headers, and may stay idle between
+    /// requests, before it is closed.
+    pub header_timeout_s: f64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9464".to_owned(),
+            allowed_hosts: Vec::new(),
+            max_connections: 64,
+            header_timeout_s: 10.0,
         }
     }
 }
@@ -474,6 +485,28 @@ impl RunConfig {
             return err(
                 "http.listen",
                 "must be a host and a port that resolve to an address, like 127.0.0.1:9464 or localhost:9464",
+            );
+        }
+        if !(1..=100_000).contains(&self.http.max_connections) {
+            return err("http.max_connections", "must be from 1 to 100000");
+        }
+        if !(self.http.header_timeout_s.is_finite()
+            && self.http.header_timeout_s > 0.0
+            && self.http.header_timeout_s <= 86_400.0)
+        {
+            return err(
+                "http.header_timeout_s",
+                "must be a number of seconds above 0 and at most 86400",
+            );
+        }
+        if let Some(bad) = self.http.allowed_hosts.iter().find(|h| {
+            h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/' || c == '*')
+        }) {
+            return err(
+                "http.allowed_hosts",
+                &format!(
+                    "{bad:?} is not a host name: list names as clients type them, like \"pareidolia.lab\" or \"pareidolia.lab:9464\" (no scheme, path or wildcard)"
+                ),
             );
         }
         let models = self.model_keys();
@@ -870,6 +903,35 @@ mod tests {
         // Without a [stop] table, none is written back.
         let text = toml::to_string(&RunConfig::builtin_default()).unwrap();
         assert!(!text.contains("stop"), "{text}");
+    }
+
+    #[test]
+    fn http_guards_take_sane_values_and_refuse_the_rest() {
+        let with = |keys: &str| {
+            let text = format!("{DEFAULT_CONFIG}\n[http]\n{keys}\n");
+            RunConfig::parse(&text, "x.toml", PathBuf::new())
+        };
+        let c = with("allowed_hosts = [\"Lab.Example\", \"lab.example:9464\"]\nmax_connections = 8\nheader_timeout_s = 0.5").unwrap();
+        assert_eq!(c.http.max_connections, 8);
+        assert_eq!(c.http.header_timeout_s, 0.5);
+        assert_eq!(with("").unwrap().http, HttpConfig::default());
+        for (keys, says) in [
+            (
+                "max_connections = 0",
+                "`http.max_connections` must be from 1",
+            ),
+            ("header_timeout_s = 0.0", "`http.header_timeout_s` must be"),
+            ("header_timeout_s = nan", "`http.header_timeout_s` must be"),
+            (
+                "allowed_hosts = [\"http://lab\"]",
+                "no scheme, path or wildcard",
+            ),
+            ("allowed_hosts = [\"*.lab\"]", "no scheme, path or wildcard"),
+            ("allowed_hosts = [\"\"]", "is not a host name"),
+        ] {
+            let e = with(keys).unwrap_err().to_string();
+            assert!(e.contains(says), "{keys}: {e}");
+        }
     }
 
     #[test]

@@ -58,6 +58,91 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Renders champions for the gallery.
     pub renderer: Arc<dyn ChampionRenderer>,
+    /// Which `Host` headers are answered.
+    pub hosts: HostPolicy,
+}
+
+/// Which `Host` headers the endpoints answer: any IP address (v4, or v6 in brackets) and
+/// `localhost`, with the listener's port or none, and the names in `http.allowed_hosts`.
+/// Every other name is refused, which defeats DNS rebinding: a page on `evil.example` that
+/// points its name at 127.0.0.1 still sends `Host: evil.example`. A request without a `Host`
+/// header (HTTP/1.0) cannot come from such a page and is answered.
+#[derive(Debug, Clone)]
+pub struct HostPolicy {
+    /// The listener's port.
+    pub port: u16,
+    /// `http.allowed_hosts`, lowercase.
+    pub allowed: Arc<[String]>,
+}
+
+impl HostPolicy {
+    /// The policy for a listener on `port` with `http.allowed_hosts`.
+    pub fn new(port: u16, allowed: &[String]) -> Self {
+        Self {
+            port,
+            allowed: allowed.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Whether a request with `Host: host` is answered.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        if self
+            .allowed
+            .iter()
+            .any(|a| *a == host || host_and_port(&host).0 == a.as_str())
+        {
+            return true;
+        }
+        let (name, port) = host_and_port(&host);
+        let port_ok = match port {
+            None => true,
+            Some(p) => p.parse::<u16>() == Ok(self.port),
+        };
+        let name_ok = name == "localhost"
+            || name.parse::<std::net::Ipv4Addr>().is_ok()
+            || name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+        port_ok && name_ok
+    }
+}
+
+/// `name` and `port` of a `Host` header (`[::1]:80` → `[::1]`, `80`).
+fn host_and_port(host: &str) -> (&str, Option<&str>) {
+    let after_name = if host.starts_with('[') {
+        host.find(']').map_or(host.len(), |i| i + 1)
+    } else {
+        host.find(':').unwrap_or(host.len())
+    };
+    let (name, rest) = host.split_at(after_name);
+    (name, rest.strip_prefix(':'))
+}
+
+/// Refuses requests whose `Host` header [`HostPolicy`] does not allow, with 421 and what to do.
+async fn check_host(
+    State(policy): State<HostPolicy>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = match request.headers().get(header::HOST) {
+        None => return next.run(request).await,
+        Some(h) => h.to_str().unwrap_or(""),
+    };
+    if policy.allows(host) {
+        return next.run(request).await;
+    }
+    let name = host_and_port(host).0;
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "refused: this daemon does not answer to the host name {host:?} (a guard against \
+             DNS rebinding); use its IP address or localhost, or add {name:?} to \
+             http.allowed_hosts in the run's config\n"
+        ),
+    )
+        .into_response()
 }
 
 /// The router.
@@ -73,6 +158,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/gallery", get(gallery))
         .route("/champions/{file}", get(champion_png))
+        .layer(axum::middleware::from_fn_with_state(
+            state.hosts.clone(),
+            check_host,
+        ))
         .with_state(state)
 }
 
@@ -390,6 +479,7 @@ mod tests {
             metrics: Metrics::new(&id, CheckpointPolicy::default()),
             identity: Arc::new(id),
             renderer: Arc::new(Bytes),
+            hosts: HostPolicy::new(9464, &["pareidolia.lab".to_owned()]),
         })
     }
 
@@ -559,5 +649,42 @@ mod tests {
             let (status, _, _) = request(app(200), Method::POST, uri, &[]).await;
             assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{uri}");
         }
+    }
+
+    #[tokio::test]
+    async fn only_addresses_localhost_and_allowed_names_are_answered() {
+        for host in [
+            "127.0.0.1:9464",
+            "127.0.0.1",
+            "localhost:9464",
+            "LocalHost",
+            "[::1]:9464",
+            "[::1]",
+            "10.1.2.3:9464",
+            "pareidolia.lab",
+            "pareidolia.lab:8080",
+        ] {
+            let (status, _, _) = get(app(200), "/livez", &[("host", host)]).await;
+            assert_eq!(status, StatusCode::OK, "{host}");
+        }
+        for host in [
+            "evil.example:9464",
+            "evil.example",
+            "127.0.0.1:9465",
+            "localhost:80",
+            "[::1]:1",
+            "127.0.0.1.evil.example:9464",
+            "localhost.evil.example",
+            "pareidolia.lab.evil.example",
+            "",
+        ] {
+            let (status, _, body) = get(app(200), "/status", &[("host", host)]).await;
+            assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host}");
+            let text = String::from_utf8(body).unwrap();
+            assert!(text.contains("http.allowed_hosts"), "{host}: {text}");
+        }
+        // No Host header at all (HTTP/1.0): no browser page sends that.
+        let (status, _, _) = get(app(200), "/livez", &[]).await;
+        assert_eq!(status, StatusCode::OK);
     }
 }

@@ -16,7 +16,7 @@ use pareidolia_core::config::RunConfig;
 use pareidolia_core::{AllowedChanges, IdentityMismatch};
 
 use crate::experiment::{Experiment, RunOptions, request_stop};
-use crate::http::{AppState, router};
+use crate::http::{AppState, HostPolicy, router};
 use crate::metrics::Metrics;
 use crate::outcome::{Progress, RunError, RunOutcome};
 use crate::run_folder::{self, RunFolderError};
@@ -219,17 +219,13 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
             identity: Arc::new(experiment.identity.clone()),
             metrics: metrics.clone(),
             renderer: experiment.setup.encoding.clone(),
+            hosts: HostPolicy::new(addr.port(), &experiment.setup.config.http.allowed_hosts),
         };
+        let limits = ConnectionLimits::of(&experiment.setup.config.http);
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(io("cannot serve HTTP"))?;
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async {
-                    let _ = http_stopped.await;
-                })
-                .await
-        });
+        let server = tokio::spawn(serve_http(listener, router(state), limits, http_stopped));
         let run_id = experiment.run_id.clone();
         // A permit stays stored until taken, so a signal is seen whenever it came.
         let signalled = Arc::new(tokio::sync::Notify::new());
@@ -277,6 +273,85 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
         written.unwrap_or(Ok(()))?;
         Ok(outcome)
     })
+}
+
+/// How many connections the HTTP server holds and how long it waits for a request.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    max_connections: usize,
+    header_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    fn of(http: &pareidolia_core::HttpConfig) -> Self {
+        Self {
+            max_connections: http.max_connections,
+            header_timeout: Duration::from_secs_f64(http.header_timeout_s),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` fires, then lets the connections finish their
+/// request in flight. Instead of `axum::serve`, which has neither, each connection gets
+/// hyper's header-read timeout (which also runs while a kept-alive connection waits for its
+/// next request, so idle and half-sent connections are closed), and at most
+/// `max_connections` are served at once: one more is closed as soon as it is accepted.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing, closing_seen) = tokio::sync::watch::channel(false);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!("cannot accept an HTTP connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(
+                %peer,
+                "HTTP connection closed: {} connections are open (http.max_connections)",
+                limits.max_connections
+            );
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut closing_seen = closing_seen.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = closing_seen.wait_for(|closing| *closing) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    // Idle connections close at once, a request in flight is answered; a client that does not
+    // read its answer is not waited for past the bound.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let bound = limits.header_timeout + Duration::from_secs(5);
+    let _ = tokio::time::timeout(bound, permits.acquire_many(all)).await;
 }
 
 /// A listener bound to the run's address, the experiment set up (for a resume: after the
