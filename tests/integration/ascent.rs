@@ -182,7 +182,8 @@ fn a_stopped_gradient_ascent_resumes_exactly() {
 #[test]
 fn gradient_ascent_configs_it_cannot_run_are_refused_clearly() {
     let dir = temp_dir("ascent-bad");
-    let cases: Vec<(&str, Box<dyn Fn(&mut toml::Table)>, Vec<&str>)> = vec![
+    type Edit = Box<dyn Fn(&mut toml::Table)>;
+    let cases: Vec<(&str, Edit, Vec<&str>)> = vec![
         (
             "class out of range",
             Box::new(|t| {
