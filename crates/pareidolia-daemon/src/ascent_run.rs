@@ -172,6 +172,36 @@ pub struct AscentRun {
     pub stop: Arc<AtomicBool>,
 }
 
+/// The newest checkpoint written (or resumed from), and the writes that failed.
+struct LastCheckpoint {
+    generation: Option<u64>,
+    /// When the last write was tried (for `every_seconds`).
+    at: Instant,
+    path: Option<PathBuf>,
+    unix_s: Option<f64>,
+    failures: u64,
+}
+
+impl LastCheckpoint {
+    /// Records a write of step `step`'s checkpoint and logs it; a failure keeps the previous
+    /// checkpoint as the newest (`failed` says which write failed, in the log).
+    fn record(&mut self, step: u64, result: Result<PathBuf, String>, failed: &str) {
+        self.at = Instant::now();
+        match result {
+            Ok(path) => {
+                tracing::info!(generation = step, path = %path.display(), "checkpoint written");
+                self.generation = Some(step);
+                self.path = Some(path);
+                self.unix_s = Some(unix_now());
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::error!(generation = step, error = %e, "{failed}; the previous checkpoint is kept");
+            }
+        }
+    }
+}
+
 fn ascent_error(step: u64, reason: impl std::fmt::Display) -> RunError {
     RunError::Ascent {
         step,
@@ -253,8 +283,13 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
     let started = Instant::now();
     let base_elapsed = counters.elapsed_s;
     let base_times = counters.stage_times;
-    let mut last_checkpoint = (resumed_from, Instant::now(), None::<PathBuf>, None::<f64>);
-    let mut checkpoint_failures = 0;
+    let mut last_checkpoint = LastCheckpoint {
+        generation: resumed_from,
+        at: Instant::now(),
+        path: None,
+        unix_s: None,
+        failures: 0,
+    };
     let mut zero_gradient_steps = 0;
     let mut interrupted = false;
     let mut evaluated = 0u64;
@@ -262,8 +297,7 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
     let make_progress = |ascent: &Ascent,
                          counters: &RunCounters,
                          replacements: u64,
-                         last: &(Option<u64>, Instant, Option<PathBuf>, Option<f64>),
-                         failures: u64,
+                         last: &LastCheckpoint,
                          stop_reached: &Option<StopReached>| {
         let cells = champions(&ascent.tracks, classes);
         let stats = archive_of(cells.clone(), replacements).stats();
@@ -276,9 +310,9 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
             stats,
             elapsed_s: counters.elapsed_s,
             times: counters.stage_times,
-            last_checkpoint_generation: last.0,
-            last_checkpoint_unix_s: last.3,
-            checkpoint_failures: failures,
+            last_checkpoint_generation: last.generation,
+            last_checkpoint_unix_s: last.unix_s,
+            checkpoint_failures: last.failures,
             stop: config.stop.status(stop_reached.clone()),
             champions: Arc::new(cells),
         }
@@ -383,31 +417,18 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
         let due = store.is_some()
             && ((c.every_generations > 0 && ascent.step.is_multiple_of(c.every_generations))
                 || (c.every_seconds > 0.0
-                    && last_checkpoint.1.elapsed().as_secs_f64() >= c.every_seconds));
+                    && last_checkpoint.at.elapsed().as_secs_f64() >= c.every_seconds));
         if due
             && let Some(result) =
                 write_checkpoint(&ascent, counters, replacements, stop_reached.as_ref())
         {
-            last_checkpoint.1 = Instant::now();
-            match result {
-                Ok(path) => {
-                    tracing::info!(generation = ascent.step, path = %path.display(), "checkpoint written");
-                    last_checkpoint.0 = Some(ascent.step);
-                    last_checkpoint.2 = Some(path);
-                    last_checkpoint.3 = Some(unix_now());
-                }
-                Err(e) => {
-                    checkpoint_failures += 1;
-                    tracing::error!(generation = ascent.step, error = %e, "checkpoint failed; the previous checkpoint is kept");
-                }
-            }
+            last_checkpoint.record(ascent.step, result, "checkpoint failed");
         }
         let progress = make_progress(
             &ascent,
             &counters,
             replacements,
             &last_checkpoint,
-            checkpoint_failures,
             &stop_reached,
         );
         if let Some(h) = &mut history
@@ -423,30 +444,18 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
         tracing::warn!(path = %h.path().display(), missing = h.pending(), "the history lacks the last steps: they could not be written");
     }
     // The final checkpoint (unless the last step's was just written).
-    if last_checkpoint.0 != Some(ascent.step)
+    if last_checkpoint.generation != Some(ascent.step)
         && ascent.step > 0
         && let Some(result) =
             write_checkpoint(&ascent, counters, replacements, stop_reached.as_ref())
     {
-        match result {
-            Ok(path) => {
-                tracing::info!(generation = ascent.step, path = %path.display(), "checkpoint written");
-                last_checkpoint.0 = Some(ascent.step);
-                last_checkpoint.2 = Some(path);
-                last_checkpoint.3 = Some(unix_now());
-            }
-            Err(e) => {
-                checkpoint_failures += 1;
-                tracing::error!(generation = ascent.step, error = %e, "the final checkpoint failed; the previous checkpoint is kept");
-            }
-        }
+        last_checkpoint.record(ascent.step, result, "the final checkpoint failed");
     }
     let progress = make_progress(
         &ascent,
         &counters,
         replacements,
         &last_checkpoint,
-        checkpoint_failures,
         &stop_reached,
     );
     r.progress.send_replace(progress.clone());
@@ -464,7 +473,7 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
         cells,
         progress,
         interrupted,
-        checkpoint: last_checkpoint.2,
+        checkpoint: last_checkpoint.path,
         ascent: Some(summary),
     })
 }
