@@ -25,17 +25,6 @@ fn ascent_result(run: &Path) -> (serde_json::Value, Vec<(String, Vec<u8>)>) {
     (summary, pngs)
 }
 
-fn history_without_time(run: &Path) -> Vec<String> {
-    read_text(&run.join("history.csv"))
-        .lines()
-        .map(|line| {
-            let mut fields: Vec<&str> = line.split(',').collect();
-            fields.remove(2);
-            fields.join(",")
-        })
-        .collect()
-}
-
 /// Issue 13, items 3 and 4: the unregularised recipe drives every digit's probability past
 /// 99.99% on LeNet, and the run folder says so per class: the first step reaching each
 /// threshold (in order), the confidence of the real-valued image and of its 8-bit PNG (scored

@@ -526,3 +526,16 @@ pub fn run_result(run: &Path) -> (serde_json::Value, Vec<(String, Vec<u8>)>) {
     pngs.sort();
     (v, pngs)
 }
+
+/// A run's `history.csv` without its wall-clock column: one line per generation, which a
+/// resumed run must write exactly as an uninterrupted one.
+pub fn history_without_time(run: &Path) -> Vec<String> {
+    read_text(&run.join("history.csv"))
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split(',').collect();
+            fields.remove(2);
+            fields.join(",")
+        })
+        .collect()
+}
