@@ -186,6 +186,29 @@ impl Checkpoint {
         stop_reached: Option<&StopReached>,
         created_unix_s: f64,
     ) -> Vec<u8> {
+        let (meta, distinct) = Self::meta_of(
+            archive,
+            counters,
+            rng,
+            config,
+            identity,
+            stop_reached,
+            created_unix_s,
+        );
+        encode(&meta, &distinct)
+    }
+
+    /// The metadata both kinds of checkpoint record (no gradient-ascent state), and the
+    /// distinct champions in the order `encode` expects.
+    fn meta_of(
+        archive: &Archive,
+        counters: RunCounters,
+        rng: &HostRng,
+        config: &RunConfig,
+        identity: &RunIdentity,
+        stop_reached: Option<&StopReached>,
+        created_unix_s: f64,
+    ) -> (CheckpointMeta, Vec<Champion>) {
         let (champions, cells, distinct) = index_champions(archive.cells());
         let meta = CheckpointMeta {
             pareidolia_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -205,7 +228,7 @@ impl Checkpoint {
             stop_reached: stop_reached.cloned(),
             ascent: None,
         };
-        encode(&meta, &distinct)
+        (meta, distinct)
     }
 
     /// [`Checkpoint::capture`] for a gradient-ascent run: its best images are the archive, its
@@ -219,7 +242,15 @@ impl Checkpoint {
         stop_reached: Option<&StopReached>,
         created_unix_s: f64,
     ) -> Vec<u8> {
-        let (champions, cells, distinct) = index_champions(archive.cells());
+        let (mut meta, distinct) = Self::meta_of(
+            archive,
+            counters,
+            &crate::seeds::selection_rng(config.seed),
+            config,
+            identity,
+            stop_reached,
+            created_unix_s,
+        );
         let first = 2 * distinct.len() as u32;
         let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
         let mut extra = Vec::with_capacity(3 * ascent.tracks.len());
@@ -244,27 +275,10 @@ impl Checkpoint {
                 }
             })
             .collect();
-        let meta = CheckpointMeta {
-            pareidolia_version: env!("CARGO_PKG_VERSION").to_owned(),
-            created_unix_s,
-            generation: counters.generation,
-            evaluations: counters.evaluations,
-            lost: counters.lost,
-            replacements: archive.replacements(),
-            elapsed_s: counters.elapsed_s,
-            stage_times: counters.stage_times,
-            rng: crate::seeds::selection_rng(config.seed),
-            config: config.clone(),
-            base_dir: config.base_dir.clone(),
-            identity: identity.clone(),
-            champions,
-            cells,
-            stop_reached: stop_reached.cloned(),
-            ascent: Some(AscentMeta {
-                step: ascent.step,
-                tracks,
-            }),
-        };
+        meta.ascent = Some(AscentMeta {
+            step: ascent.step,
+            tracks,
+        });
         encode_with(&meta, &distinct, &extra)
     }
 
