@@ -37,6 +37,7 @@ fn rewrite(c: &Checkpoint) -> Vec<u8> {
         &c.meta.rng,
         &c.config(),
         &c.meta.identity,
+        c.meta.stop_reached.as_ref(),
         c.meta.created_unix_s,
     )
 }

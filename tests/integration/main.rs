@@ -47,6 +47,8 @@ mod monitoring;
 mod plugins;
 /// What a resume may change and what it refuses; checkpoints of another run.
 mod resume_policy;
+/// `pareidolia train` and `pareidolia retrain`: training, the retraining experiment.
+mod retrain;
 /// Stop conditions: `--until`, `--max-seconds`, `[stop]`.
 mod stop;
 /// Actor failures mid-run.

@@ -22,6 +22,10 @@ pub enum Stream {
     Selection = 4,
     /// The start of a gradient-ascent image (index: the class).
     AscentStart = 5,
+    /// A trained model's initial weights.
+    TrainInit = 6,
+    /// The order a training run reads its data in.
+    TrainOrder = 7,
 }
 
 fn mix(mut z: u64) -> u64 {

@@ -20,7 +20,8 @@
 //! - [`experiment`]: the MAP-Elites run (setup prepared, the actor tree);
 //! - [`run_folder`], [`http`] and [`service`]: the gallery and summary, the HTTP endpoints,
 //!   and the daemon as a service (lock, identity check, signals, drain);
-//! - [`transfer`]: a run's champions scored by other models (the paper's transfer test).
+//! - [`transfer`]: a run's champions scored by other models (the paper's transfer test);
+//! - [`retrain`]: training a model folder, and the paper's retraining experiment.
 //!
 //! [`Supervisor`](supervisor::Supervisor) spawns the three kinds linked to itself, restarts a
 //! failed mutator or evaluator and asks the archive to re-issue the work that was in flight;
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod metrics_actor;
 pub mod mutator_actor;
 pub mod outcome;
+pub mod retrain;
 pub mod run_folder;
 pub mod service;
 pub mod setup;

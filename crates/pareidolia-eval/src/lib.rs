@@ -22,6 +22,7 @@ mod ort_backend;
 mod ort_runtime;
 mod preprocess;
 mod tract_backend;
+pub mod train;
 mod views;
 
 pub use backend::{

@@ -52,9 +52,94 @@ pub enum Command {
     /// Write a captioned montage of chosen champions from a run folder's gallery (the
     /// highest-scoring ones by default).
     Montage(MontageArgs),
+    /// Train a model's weights on a labelled image set (IDX, as MNIST ships it) on the CPU,
+    /// with Caffe's LeNet solver recipe, and write a model folder (ONNX, labels, manifest).
+    Train(TrainArgs),
+    /// The paper's retraining experiment: evolve fooling images, add them to the training
+    /// set as an extra class, retrain, evolve again; resumable, one row per iteration in
+    /// retrain.csv.
+    Retrain(RetrainArgs),
     /// List installed plugins, or check one.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+}
+
+/// The training recipe's settings a command line may change (Caffe's LeNet solver otherwise).
+#[derive(Debug, Args)]
+pub struct RecipeArgs {
+    /// SGD iterations (Caffe's `max_iter`; default 10000).
+    #[arg(long = "train-iterations", id = "train_iterations", value_name = "N")]
+    pub iterations: Option<u64>,
+    /// Seeds the initial weights and the order the data are read in (default 1).
+    #[arg(long = "train-seed", id = "train_seed", value_name = "SEED")]
+    pub seed: Option<u64>,
+    /// Images per SGD iteration (default 64).
+    #[arg(long = "train-batch", id = "train_batch", value_name = "N")]
+    pub batch: Option<usize>,
+    /// Threads a batch is split over (default: every core). The result depends on this
+    /// number (the order in which per-thread gradient sums are added), not on the load.
+    #[arg(long = "train-threads", id = "train_threads", value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `pareidolia train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The model to start from (its graph, input and labels): a manifest.toml path or
+    /// `builtin:NAME`.
+    #[arg(long, default_value = "builtin:lenet-mnist")]
+    pub model: String,
+    /// A folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], and
+    /// optionally the held-out t10k-* pair (measured after training).
+    #[arg(long, value_name = "DIR", default_value = "data/mnist-5k")]
+    pub train_data: PathBuf,
+    /// The model folder to write (must not exist).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The new model's name (default: the folder's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Keep the model's weights as the start (fine-tuning) instead of Caffe's xavier
+    /// initialisation.
+    #[arg(long)]
+    pub keep_weights: bool,
+    /// The recipe.
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `pareidolia retrain`.
+#[derive(Debug, Args)]
+pub struct RetrainArgs {
+    /// The evolution config of every run (default: the built-in MNIST direct experiment).
+    /// Leave it out to continue the retrain in --out.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The retrain folder: created, or continued where it holds a retrain.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Retrained models after the shipped one (the paper: about 15).
+    #[arg(long)]
+    pub iterations: Option<u32>,
+    /// Fooling images to evolve per iteration (default: as many as one real class has
+    /// training images); runs = images / cells, rounded up.
+    #[arg(long)]
+    pub images: Option<usize>,
+    /// The real training data (IDX, with a held-out t10k set).
+    #[arg(long, value_name = "DIR")]
+    pub train_data: Option<PathBuf>,
+    /// The training recipe.
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    /// Generations of each evolution run (overrides the config's).
+    #[arg(long)]
+    pub generations: Option<u64>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `pareidolia montage`.

@@ -9,6 +9,7 @@ mod daemon;
 mod export;
 mod montage;
 mod plugins;
+mod retrain;
 mod run;
 mod status;
 mod transfer;
@@ -35,6 +36,8 @@ fn main() -> ExitCode {
         cli::Command::ExportGenome(args) => export::export_genome(args),
         cli::Command::Montage(args) => montage::montage(args),
         cli::Command::Transfer(args) => transfer::transfer(args),
+        cli::Command::Train(args) => retrain::train(args),
+        cli::Command::Retrain(args) => retrain::retrain(args),
         cli::Command::Plugins(cmd) => plugins::plugins(cmd),
     };
     match result {

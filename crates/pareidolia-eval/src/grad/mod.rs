@@ -37,12 +37,20 @@ mod network;
 mod onnx;
 mod real;
 
-pub use network::{Network, Parameter, Pass, Seed};
+pub use network::{Network, Parameter, ParameterRole, Pass, Seed};
 pub use pareidolia_core::Objective;
 pub use real::Real;
 
 use crate::{EvalError, Model, OutputKind, ViewSpec};
 use pareidolia_core::View;
+
+impl<T: Real> Network<T> {
+    /// Reads a model's graph for the evaluator in element type `T`, in the model's own input
+    /// space (NCHW tensors after preprocessing); fails naming the op and node it cannot run.
+    pub fn load(model: &Model) -> Result<Self, EvalError> {
+        onnx::load(model)
+    }
+}
 
 /// A way to prepare models for gradients (the seam for a GPU implementation).
 pub trait GradientBackend: Send + Sync {

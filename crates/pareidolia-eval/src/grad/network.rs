@@ -18,6 +18,20 @@ pub struct Parameter<T> {
     pub values: Vec<T>,
 }
 
+/// What a parameter is to the layer that reads it, for initialisation and per-parameter
+/// learning rates ([`Network::parameter_roles`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParameterRole {
+    /// A convolution's or Gemm's weight; `fan_in` is the inputs one output sums over
+    /// (`in / group * kh * kw`, or the Gemm's `k`), Caffe's `XavierFiller` FAN_IN.
+    Weight {
+        /// Inputs per output.
+        fan_in: usize,
+    },
+    /// A convolution's or Gemm's bias.
+    Bias,
+}
+
 /// Explicit padding or ONNX `auto_pad`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Padding {
@@ -192,6 +206,36 @@ impl<T: Real> Network<T> {
         &mut self.params
     }
 
+    /// Per parameter ([`Network::parameters`] order), what its layer uses it as.
+    pub fn parameter_roles(&self) -> Vec<ParameterRole> {
+        let mut roles = vec![ParameterRole::Bias; self.params.len()];
+        for step in &self.steps {
+            let (weight, bias, fan_in) = match &step.op {
+                Op::Conv { weight, bias, .. } => {
+                    let shape = &self.params[*weight].shape;
+                    (*weight, *bias, shape.iter().skip(1).product::<usize>())
+                }
+                Op::Gemm {
+                    weight,
+                    bias,
+                    trans_b,
+                    ..
+                } => {
+                    let shape = &self.params[*weight].shape;
+                    (*weight, *bias, if *trans_b { shape[1] } else { shape[0] })
+                }
+                _ => continue,
+            };
+            roles[weight] = ParameterRole::Weight {
+                fan_in: fan_in.max(1),
+            };
+            if let Some(b) = bias {
+                roles[b] = ParameterRole::Bias;
+            }
+        }
+        roles
+    }
+
     /// Per-image input shape `[channels, height, width]` (NCHW).
     pub fn input_shape(&self) -> [usize; 3] {
         self.input
@@ -200,6 +244,11 @@ impl<T: Real> Network<T> {
     /// Whether the graph's final Softmax was removed, so that outputs are logits.
     pub fn outputs_logits_of_softmax(&self) -> bool {
         self.softmax_removed
+    }
+
+    /// How many threads a batch is split over.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// How many threads a batch is split over (at least 1).

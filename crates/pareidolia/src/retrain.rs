@@ -1,0 +1,284 @@
+//! `pareidolia train` and `pareidolia retrain`: arguments to a [`TrainJob`] or a retrain
+//! [`Request`], a progress bar, SIGTERM/SIGINT to a stop flag; the work is in
+//! `pareidolia_daemon::retrain`.
+
+use std::io::Write as _;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use pareidolia_core::RunConfig;
+use pareidolia_daemon::retrain::{
+    self, CSV_FILE, Event, Finish, LabelledBytes, PLAN_FILE, Request, Retrain, TrainJob,
+};
+use pareidolia_daemon::service;
+use pareidolia_eval::train::{Init, SgdRecipe};
+use pareidolia_eval::{Model, ModelRef, TrainingData};
+
+use crate::cli::{RecipeArgs, RetrainArgs, TrainArgs};
+
+fn recipe_of(args: &RecipeArgs, init: Init) -> SgdRecipe {
+    let caffe = SgdRecipe::caffe_lenet(args.seed.unwrap_or(1));
+    SgdRecipe {
+        iterations: args.iterations.unwrap_or(caffe.iterations),
+        batch: args.batch.unwrap_or(caffe.batch),
+        init,
+        ..caffe
+    }
+}
+
+fn threads_of(args: &RecipeArgs) -> usize {
+    match args.threads {
+        Some(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+fn recipe_given(args: &RecipeArgs) -> bool {
+    args.iterations.is_some()
+        || args.seed.is_some()
+        || args.batch.is_some()
+        || args.threads.is_some()
+}
+
+fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// A flag that SIGTERM or SIGINT sets, watched by a thread of its own.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal watcher")?;
+    std::thread::spawn(move || {
+        runtime.block_on(service::shutdown_signal());
+        flag.store(true, Ordering::SeqCst);
+        eprintln!(
+            "stop requested: finishing the step in flight; run the same command again to continue"
+        );
+    });
+    Ok(stop)
+}
+
+/// `pareidolia train`.
+pub fn train(args: TrainArgs) -> Result<()> {
+    let base = Model::load(&ModelRef::parse(&args.model, &std::env::current_dir()?))
+        .with_context(|| format!("cannot load the model {}", args.model))?;
+    let data = TrainingData::open(&args.train_data)?;
+    data.check_for(&base.manifest.input, &base.labels, base.name())?;
+    let init = if args.keep_weights {
+        Init::Keep
+    } else {
+        Init::Xavier
+    };
+    let recipe = recipe_of(&args.recipe, init);
+    recipe.validate()?;
+    let train = LabelledBytes::from_set(&data.train);
+    let held_out = data.held_out.as_ref().map(LabelledBytes::from_set);
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.out
+            .file_name()
+            .map_or("trained".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let job = TrainJob {
+        base: &base,
+        widen: false,
+        name,
+        train: &train,
+        held_out: held_out.as_ref(),
+        recipe: recipe.clone(),
+        threads: threads_of(&args.recipe),
+        data_provenance: format!(
+            "{} ({} training images{})",
+            data.dir.display(),
+            data.train.len(),
+            data.held_out
+                .as_ref()
+                .map_or(String::new(), |h| format!(", {} held out", h.len()))
+        ),
+    };
+    let stop = stop_flag()?;
+    let progress = bar(
+        args.quiet,
+        recipe.iterations,
+        "{elapsed_precise} [{bar:30}] iteration {pos}/{len} {msg}",
+    );
+    let record = retrain::train_model(&job, &args.out, &mut |p| {
+        progress.set_position(p.iteration);
+        progress.set_message(format!("loss {:.4}  lr {:.5}", p.loss, p.rate));
+        if stop.load(Ordering::SeqCst) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    progress.finish_and_clear();
+    let Some(record) = record else {
+        bail!("training stopped before its last iteration; nothing was written");
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} iterations in {:.1} s ({:.0} images/s, {} threads); final loss {:.4}",
+        record.report.iterations,
+        record.report.seconds,
+        record.report.images_per_s,
+        record.report.threads,
+        record.report.loss_curve.last().map_or(f64::NAN, |p| p.1)
+    )?;
+    if let Some(acc) = record.held_out_accuracy {
+        writeln!(
+            out,
+            "held-out accuracy {:.2}% on {} images",
+            acc * 100.0,
+            record.held_out_count
+        )?;
+    }
+    writeln!(out, "model folder: {}", args.out.display())?;
+    Ok(())
+}
+
+/// `pareidolia retrain`.
+pub fn retrain(args: RetrainArgs) -> Result<()> {
+    let continuing = args.out.join(PLAN_FILE).exists();
+    let session = if continuing
+        && args.config.is_none()
+        && args.images.is_none()
+        && args.train_data.is_none()
+        && args.generations.is_none()
+        && !recipe_given(&args.recipe)
+    {
+        Retrain::open(&args.out, args.iterations)?
+    } else {
+        let mut config = match &args.config {
+            Some(path) => RunConfig::from_file(path)?,
+            None => RunConfig::builtin_default(),
+        };
+        if let Some(g) = args.generations {
+            config.generations = g;
+        }
+        config.validate("the command line")?;
+        let request = Request {
+            config,
+            iterations: args.iterations.unwrap_or(1),
+            images_per_iteration: args.images,
+            train_data: args
+                .train_data
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("data/mnist-5k")),
+            recipe: recipe_of(&args.recipe, Init::Xavier),
+            threads: threads_of(&args.recipe),
+        };
+        Retrain::create(&args.out, request)?
+    };
+    let plan = session.plan().clone();
+    let stop = stop_flag()?;
+    let progress = bar(
+        args.quiet,
+        plan.runs_per_iteration as u64,
+        "{elapsed_precise} {prefix} [{bar:30}] {pos}/{len} {msg}",
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "retrain: {} iterations, {} fooling images ({} runs) each, {} SGD iterations per model; folder {}",
+        plan.iterations,
+        plan.images_per_iteration,
+        plan.runs_per_iteration,
+        plan.recipe.iterations,
+        args.out.display()
+    )?;
+    let mut printed = Ok(());
+    let finish = session.run(
+        &mut |event| match event {
+            Event::Training {
+                iteration,
+                progress: p,
+            } => {
+                progress.set_prefix(format!("iteration {iteration}: training"));
+                progress.set_length(p.iterations);
+                progress.set_position(p.iteration);
+                progress.set_message(format!("loss {:.4}", p.loss));
+            }
+            Event::Measured {
+                iteration,
+                held_out_accuracy,
+                recognised,
+            } => {
+                progress.set_prefix(format!("iteration {iteration}: evolving"));
+                progress.set_length(plan.runs_per_iteration as u64);
+                progress.set_position(0);
+                progress.set_message(format!(
+                    "held-out {:.2}%{}",
+                    held_out_accuracy * 100.0,
+                    recognised.map_or(String::new(), |r| format!(
+                        ", {:.1}% of earlier fooling images recognised",
+                        r * 100.0
+                    ))
+                ));
+            }
+            Event::Run {
+                done, summary, ..
+            } => {
+                progress.set_position(done as u64);
+                progress.set_message(format!(
+                    "last run: median {:.4}%, {} of {} >= 99.99%",
+                    summary.stats.median * 100.0,
+                    summary.stats.at_least[3],
+                    summary.stats.cells
+                ));
+            }
+            Event::Iteration(r) => {
+                let line = format!(
+                    "iteration {}: {} ({} classes) held-out {:.2}%{}; {} fooling images, median {:.4}%, min {:.4}%, {:.1}% >= 99.99%",
+                    r.iteration,
+                    r.model,
+                    r.classes,
+                    r.held_out_accuracy * 100.0,
+                    r.earlier_fooling_recognised.map_or(String::new(), |s| format!(
+                        ", labels {:.1}% of {} earlier fooling images `fooling`",
+                        s * 100.0,
+                        r.earlier_fooling
+                    )),
+                    r.images,
+                    r.median_confidence * 100.0,
+                    r.min_confidence * 100.0,
+                    r.share_at_least_9999 * 100.0
+                );
+                progress.suspend(|| {
+                    if printed.is_ok() {
+                        printed = writeln!(out, "{line}");
+                    }
+                });
+            }
+        },
+        stop,
+    )?;
+    progress.finish_and_clear();
+    printed?;
+    match finish {
+        Finish::Done => writeln!(out, "done: {}", args.out.join(CSV_FILE).display())?,
+        // A status, not a result: on stderr beside the log.
+        Finish::Stopped { iteration } => eprintln!(
+            "stopped during iteration {iteration}; `pareidolia retrain --out {}` continues it",
+            args.out.display()
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! `pareidolia train` and `pareidolia retrain` through the binary: training lowers the loss
+//! and writes an ONNX file that tract and ONNX Runtime run alike; the same seed gives the same
+//! bytes; a small two-iteration retrain runs end to end, stops cleanly on SIGTERM and
+//! continues; bad data and a model that cannot be widened are refused with clear errors.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pareidolia_eval::{Model, ModelRef, TrainingData};
+
+use crate::util::*;
+
+fn mnist() -> PathBuf {
+    root().join("data/mnist-5k")
+}
+
+fn training(dir: &Path) -> serde_json::Value {
+    json(&dir.join("training.json"))
+}
+
+fn load(dir: &Path) -> Model {
+    Model::load(&ModelRef::Path(dir.join("manifest.toml"))).unwrap()
+}
+
+#[test]
+fn training_lowers_the_loss_and_the_onnx_it_writes_runs_alike_in_tract_and_onnx_runtime() {
+    let dir = temp_dir("train-short");
+    let out = dir.join("lenet-short");
+    let stdout = success(
+        Pareidolia::with_args(["train", "--quiet", "--train-iterations", "300"])
+            .arg("--train-data")
+            .arg(mnist())
+            .arg("--out")
+            .arg(&out)
+            .output(),
+    );
+    assert!(stdout.contains("held-out accuracy"), "{stdout}");
+    let t = training(&out);
+    let curve = t["report"]["loss_curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 3, "{curve:?}");
+    let first = curve[0][1].as_f64().unwrap();
+    let last = curve[2][1].as_f64().unwrap();
+    // Cross-entropy of 10 uniform classes is ln 10 = 2.30; the first block's mean is already
+    // below it, the last is far below.
+    assert!(first < 2.4 && last < 0.6 * first, "loss {first} -> {last}");
+    let acc = t["held_out_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.8, "held-out accuracy after 300 iterations: {acc}");
+    assert_eq!(t["held_out_count"], 1000);
+    assert_eq!(t["report"]["iterations"], 300);
+
+    // The written model: loads (sha256 pinned in its manifest), ten classes, and tract and
+    // ONNX Runtime agree on real digits and on noise.
+    let model = load(&out);
+    assert_eq!(model.classes(), 10);
+    assert_eq!(model.sha256, t["sha256"].as_str().unwrap());
+    let data = TrainingData::open(&mnist()).unwrap();
+    let held = data.held_out.unwrap();
+    let mut images: Vec<u8> = held.pixels()[..40 * held.image_len()].to_vec();
+    images.extend((0..4 * 784).map(|i| ((i * 7919) % 256) as u8));
+    let worst = crate::backends::compare(&model, &images);
+    assert!(worst < 1e-4, "{worst}");
+    // Not the shipped weights: training from scratch wrote new ones.
+    let shipped = Model::load(&ModelRef::Builtin("lenet-mnist".into())).unwrap();
+    assert_ne!(model.sha256, shipped.sha256);
+}
+
+#[test]
+fn the_same_seed_trains_the_same_bytes_and_another_seed_other_ones() {
+    let dir = temp_dir("train-seeds");
+    let train = |name: &str, seed: &str| {
+        let out = dir.join(name);
+        success(
+            Pareidolia::with_args(["train", "--quiet", "--train-iterations", "20"])
+                .args(["--train-threads", "2", "--train-seed", seed])
+                .arg("--train-data")
+                .arg(mnist())
+                .arg("--out")
+                .arg(&out)
+                .output(),
+        );
+        std::fs::read(out.join("model.onnx")).unwrap()
+    };
+    let a = train("a", "5");
+    let b = train("b", "5");
+    let c = train("c", "6");
+    assert!(
+        a == b,
+        "two trainings with seed 5 wrote different ONNX files"
+    );
+    assert!(a != c, "seeds 5 and 6 wrote the same ONNX file");
+    // A folder that exists is never overwritten.
+    clean_failure(
+        Pareidolia::with_args(["train", "--quiet", "--train-iterations", "1"])
+            .arg("--train-data")
+            .arg(mnist())
+            .arg("--out")
+            .arg(dir.join("a"))
+            .output(),
+        &["exists already"],
+    );
+}
+
+fn rows(csv: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), header.len(), "{l}");
+            header
+                .iter()
+                .zip(f)
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn num(row: &std::collections::HashMap<String, String>, key: &str) -> f64 {
+    row[key]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} = {:?}", row[key]))
+}
+
+/// The arguments of a small retrain: 20 fooling images (2 runs of 10 generations) per
+/// iteration, 200 SGD iterations per model.
+fn small_retrain(out: &Path) -> Pareidolia {
+    Pareidolia::with_args(["retrain", "--iterations", "2", "--images", "20"])
+        .args([
+            "--generations",
+            "10",
+            "--train-iterations",
+            "200",
+            "--train-threads",
+            "2",
+        ])
+        .arg("--train-data")
+        .arg(mnist())
+        .arg("--out")
+        .arg(out)
+}
+
+#[test]
+fn a_two_iteration_retrain_stops_on_sigterm_continues_and_fills_its_table() {
+    let dir = temp_dir("retrain-small");
+    let out = dir.join("retrain");
+    // Stopped on SIGTERM once iteration 0 is done (while model 1 trains or evolves).
+    let first = small_retrain(&out).start(&dir.join("first.log"));
+    let done0 = out.join("iteration-00/result.json");
+    poll(
+        "iteration 0 done",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        || {
+            if done0.is_file() {
+                Ok(())
+            } else {
+                Err(read_text(&dir.join("first.log")))
+            }
+        },
+    );
+    first.signal("TERM");
+    let (status, log) = first.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("stopped during iteration"), "{log}");
+    assert!(out.join("iteration-00/result.json").is_file(), "{log}");
+    assert!(!out.join("iteration-02/result.json").exists(), "{log}");
+
+    // The same command continues and finishes; the table has one row per iteration.
+    let stdout = success(small_retrain(&out).arg("--quiet").output());
+    assert!(stdout.contains("done:"), "{stdout}");
+    let csv = read_text(&out.join("retrain.csv"));
+    let header = "iteration,model,classes,train_real,train_fooling,train_iterations,train_s,train_loss,held_out_accuracy,earlier_fooling,earlier_fooling_recognised,runs,images,median_confidence,min_confidence,share_at_least_0.9999,runs_all_fooled,median_generations_all_fooled,evolve_s";
+    assert_eq!(csv.lines().next(), Some(header));
+    let r = rows(&csv);
+    assert_eq!(r.len(), 3, "{csv}");
+    for (i, row) in r.iter().enumerate() {
+        assert_eq!(num(row, "iteration"), i as f64);
+        assert_eq!(num(row, "runs"), 2.0);
+        assert_eq!(
+            num(row, "images"),
+            20.0,
+            "every cell of both runs has a champion"
+        );
+        let (med, min) = (num(row, "median_confidence"), num(row, "min_confidence"));
+        assert!(
+            (0.0..=1.0).contains(&min) && min <= med && med <= 1.0,
+            "{row:?}"
+        );
+        let acc = num(row, "held_out_accuracy");
+        assert!((0.5..=1.0).contains(&acc), "{row:?}");
+    }
+    // Iteration 0 is the shipped model, measured as its manifest says (97.8%).
+    assert_eq!(r[0]["model"], "lenet-mnist");
+    assert_eq!(num(&r[0], "classes"), 10.0);
+    assert_eq!(num(&r[0], "held_out_accuracy"), 0.978);
+    assert_eq!(r[0]["train_real"], "");
+    assert_eq!(r[0]["earlier_fooling_recognised"], "");
+    // Then 11 classes, trained on 4,000 digits plus the fooling images so far.
+    for (i, row) in r.iter().enumerate().skip(1) {
+        assert_eq!(row["model"], format!("lenet-mnist-retrain-{i}"));
+        assert_eq!(num(row, "classes"), 11.0);
+        assert_eq!(num(row, "train_real"), 4000.0);
+        assert_eq!(num(row, "train_fooling"), 20.0 * i as f64);
+        assert_eq!(num(row, "earlier_fooling"), 20.0 * i as f64);
+        assert_eq!(num(row, "train_iterations"), 200.0);
+        let seen = num(row, "earlier_fooling_recognised");
+        assert!((0.0..=1.0).contains(&seen), "{row:?}");
+        let model = load(&out.join(format!("iteration-{i:02}/model")));
+        assert_eq!(model.labels.last().map(String::as_str), Some("fooling"));
+        // The runs' cells are the ten digits; the fitness saw all eleven outputs.
+        let s = json(&out.join(format!("iteration-{i:02}/runs/seed-1/summary.json")));
+        assert_eq!(s["classes"].as_array().unwrap().len(), 10);
+        assert_eq!(s["skipped_classes"], serde_json::json!([10]));
+    }
+    // A third run of the command has nothing left to do and changes nothing.
+    let again = success(small_retrain(&out).arg("--quiet").output());
+    assert!(again.contains("done:"), "{again}");
+    assert_eq!(read_text(&out.join("retrain.csv")), csv);
+    // Another plan in the same folder is refused, naming what differs.
+    clean_failure(
+        Pareidolia::with_args(["retrain", "--images", "30"])
+            .arg("--train-data")
+            .arg(mnist())
+            .arg("--out")
+            .arg(&out)
+            .output(),
+        &["images_per_iteration", "another plan"],
+    );
+}
+
+/// An IDX folder: `images` of `side x side` bytes and their labels.
+fn idx_folder(dir: &Path, side: u32, labels: &[u8]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let n = labels.len() as u32;
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, side, side] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend((0..n * side * side).map(|i| (i % 251) as u8));
+    std::fs::write(dir.join("train-images-idx3-ubyte"), images).unwrap();
+    let mut l = vec![0, 0, 8, 1];
+    l.extend(n.to_be_bytes());
+    l.extend(labels);
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), l).unwrap();
+    dir.to_owned()
+}
+
+fn train_on(data: &Path, out: &Path) -> std::process::Output {
+    Pareidolia::with_args(["train", "--quiet", "--train-iterations", "2"])
+        .arg("--train-data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .output()
+}
+
+#[test]
+fn bad_training_data_is_refused_with_what_where_and_what_to_do() {
+    let dir = temp_dir("train-bad-data");
+    let every: Vec<u8> = (0..20).map(|i| i % 10).collect();
+    // Images of another size than the model's input.
+    let small = idx_folder(&dir.join("small"), 8, &every);
+    clean_failure(
+        train_on(&small, &dir.join("m1")),
+        &["train-images-idx3-ubyte", "8", "28"],
+    );
+    // A label beyond the model's classes.
+    let mut bad = every.clone();
+    bad[3] = 12;
+    let beyond = idx_folder(&dir.join("beyond"), 28, &bad);
+    clean_failure(train_on(&beyond, &dir.join("m2")), &["12"]);
+    // A class without a single example.
+    let no_three: Vec<u8> = every.iter().map(|&l| if l == 3 { 4 } else { l }).collect();
+    let empty = idx_folder(&dir.join("empty"), 28, &no_three);
+    clean_failure(train_on(&empty, &dir.join("m3")), &["3"]);
+    // No data at all.
+    clean_failure(
+        train_on(&dir.join("nowhere"), &dir.join("m4")),
+        &["nowhere"],
+    );
+    for m in ["m1", "m2", "m3", "m4"] {
+        assert!(!dir.join(m).exists(), "{m} was written");
+    }
+}
+
+#[test]
+fn a_retrain_needs_a_last_layer_it_can_widen_and_a_held_out_set() {
+    let dir = temp_dir("retrain-bad");
+    // AlexNet-light's classifier weights are computed in the graph, not initializers.
+    let cfg = config_edit(&dir, |t| {
+        t.set(
+            "model.manifest",
+            path_value(&root().join("models/alexnet-light/manifest.toml")),
+        );
+    });
+    let err = clean_failure(
+        Pareidolia::with_args(["retrain", "--iterations", "1"])
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--train-data")
+            .arg(mnist())
+            .arg("--out")
+            .arg(dir.join("alexnet"))
+            .output(),
+        &["widen"],
+    );
+    assert!(err.contains("alexnet"), "{err}");
+    // Training data without a t10k pair.
+    let every: Vec<u8> = (0..20).map(|i| i % 10).collect();
+    let no_held_out = idx_folder(&dir.join("train-only"), 28, &every);
+    clean_failure(
+        Pareidolia::with_args(["retrain", "--iterations", "1"])
+            .arg("--train-data")
+            .arg(&no_held_out)
+            .arg("--out")
+            .arg(dir.join("no-held-out"))
+            .output(),
+        &["held-out", "t10k"],
+    );
+    // A folder that is not a retrain's.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    clean_failure(
+        Pareidolia::with_args(["retrain", "--iterations", "1"])
+            .arg("--train-data")
+            .arg(mnist())
+            .arg("--out")
+            .arg(&other)
+            .output(),
+        &["not a retrain folder"],
+    );
+    assert_eq!(read_text(&other.join("notes.txt")), "mine");
+}
