@@ -47,6 +47,7 @@ fn checkpoints() {
             &c.meta.rng,
             &c.config(),
             &c.meta.identity,
+            c.meta.stop_reached.as_ref(),
             c.meta.created_unix_s,
         )
     };

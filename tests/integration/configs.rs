@@ -50,3 +50,23 @@ fn shipped_configs_parse() {
         RunConfig::builtin_default().encoding
     );
 }
+
+/// The retraining experiment's config is the default experiment on `auto`.
+#[test]
+fn the_retrain_config_is_the_default_experiment_on_auto() {
+    let mut retrain = RunConfig::from_file(&root().join("configs/retrain/mnist-direct.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        retrain.primary_model().map(|m| m.backend),
+        Some(pareidolia_core::BackendChoice::Auto)
+    );
+    for m in retrain.model_configs_mut() {
+        m.backend = pareidolia_core::BackendChoice::Tract;
+    }
+    let default = RunConfig::builtin_default();
+    retrain.base_dir = default.base_dir.clone();
+    assert_eq!(
+        toml::to_string(&retrain).unwrap(),
+        toml::to_string(&default).unwrap()
+    );
+}
