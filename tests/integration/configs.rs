@@ -51,22 +51,32 @@ fn shipped_configs_parse() {
     );
 }
 
-/// The retraining experiment's config is the default experiment on `auto`.
+/// The retraining experiment's configs are the MNIST experiments (direct: the built-in
+/// default; CPPN: configs/mnist-cppn.toml) on `auto`.
 #[test]
-fn the_retrain_config_is_the_default_experiment_on_auto() {
-    let mut retrain = RunConfig::from_file(&root().join("configs/retrain/mnist-direct.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        retrain.primary_model().map(|m| m.backend),
-        Some(pareidolia_core::BackendChoice::Auto)
-    );
-    for m in retrain.model_configs_mut() {
-        m.backend = pareidolia_core::BackendChoice::Tract;
+fn the_retrain_configs_are_the_mnist_experiments_on_auto() {
+    for (file, base) in [
+        ("mnist-direct.toml", RunConfig::builtin_default()),
+        (
+            "mnist-cppn.toml",
+            RunConfig::from_file(&root().join("configs/mnist-cppn.toml")).unwrap(),
+        ),
+    ] {
+        let path = root().join("configs/retrain").join(file);
+        let mut retrain = RunConfig::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            retrain.primary_model().map(|m| m.backend),
+            Some(pareidolia_core::BackendChoice::Auto),
+            "{file}"
+        );
+        for m in retrain.model_configs_mut() {
+            m.backend = pareidolia_core::BackendChoice::Tract;
+        }
+        retrain.base_dir = base.base_dir.clone();
+        assert_eq!(
+            toml::to_string(&retrain).unwrap(),
+            toml::to_string(&base).unwrap(),
+            "{file}"
+        );
     }
-    let default = RunConfig::builtin_default();
-    retrain.base_dir = default.base_dir.clone();
-    assert_eq!(
-        toml::to_string(&retrain).unwrap(),
-        toml::to_string(&default).unwrap()
-    );
 }
