@@ -100,6 +100,48 @@ fn the_same_seed_trains_the_same_bytes_and_another_seed_other_ones() {
     );
 }
 
+#[test]
+fn lenet_trains_on_fashion_mnist_from_debian_with_its_own_labels() {
+    // Debian's dataset-fashion-mnist (.ci/run installs it): 60,000 training and 10,000
+    // held-out images of ten kinds of clothing, in MNIST's format.
+    let fashion = Path::new("/usr/share/datasets/fashion-mnist");
+    let dir = temp_dir("train-fashion");
+    let names = "T-shirt/top\nTrouser\nPullover\nDress\nCoat\nSandal\nShirt\nSneaker\nBag\nAnkle boot\n";
+    std::fs::write(dir.join("labels.txt"), names).unwrap();
+    let out = dir.join("lenet-fashion");
+    success(
+        Pareidolia::with_args(["train", "--quiet", "--train-iterations", "150"])
+            .arg("--train-data")
+            .arg(fashion)
+            .arg("--labels")
+            .arg(dir.join("labels.txt"))
+            .arg("--out")
+            .arg(&out)
+            .output(),
+    );
+    let t = training(&out);
+    assert_eq!(t["images"], 60000);
+    assert_eq!(t["held_out_count"], 10000);
+    // Chance is 10%; LeNet passes 60% within a few hundred iterations.
+    let acc = t["held_out_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.6, "Fashion-MNIST held-out accuracy after 150 iterations: {acc}");
+    let model = load(&out);
+    assert_eq!(model.labels[9], "Ankle boot");
+    // A labels file of another length than the model's outputs is refused.
+    std::fs::write(dir.join("nine.txt"), "a\nb\nc\nd\ne\nf\ng\nh\ni\n").unwrap();
+    clean_failure(
+        Pareidolia::with_args(["train", "--quiet", "--train-iterations", "1"])
+            .arg("--train-data")
+            .arg(fashion)
+            .arg("--labels")
+            .arg(dir.join("nine.txt"))
+            .arg("--out")
+            .arg(dir.join("nine"))
+            .output(),
+        &["nine.txt", "9 labels", "10 outputs"],
+    );
+}
+
 fn rows(csv: &str) -> Vec<std::collections::HashMap<String, String>> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();

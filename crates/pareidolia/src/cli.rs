@@ -99,6 +99,10 @@ pub struct TrainArgs {
     /// The new model's name (default: the folder's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// The classes' labels, one per line in class order, for data whose classes are not the
+    /// model's (Fashion-MNIST on LeNet); as many as the model has outputs.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
     /// Keep the model's weights as the start (fine-tuning) instead of Caffe's xavier
     /// initialisation.
     #[arg(long)]

@@ -78,8 +78,28 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 
 /// `pareidolia train`.
 pub fn train(args: TrainArgs) -> Result<()> {
-    let base = Model::load(&ModelRef::parse(&args.model, &std::env::current_dir()?))
+    let mut base = Model::load(&ModelRef::parse(&args.model, &std::env::current_dir()?))
         .with_context(|| format!("cannot load the model {}", args.model))?;
+    if let Some(path) = &args.labels {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the labels file {}", path.display()))?;
+        let labels: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if labels.len() != base.classes() {
+            bail!(
+                "{} holds {} labels, but model {} has {} outputs; give one label per output, in class order",
+                path.display(),
+                labels.len(),
+                base.name(),
+                base.classes()
+            );
+        }
+        base.labels = labels;
+    }
     let data = TrainingData::open(&args.train_data)?;
     data.check_for(&base.manifest.input, &base.labels, base.name())?;
     let init = if args.keep_weights {
