@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def read(path):
@@ -39,22 +40,23 @@ def main(argv):
     out = argv[1]
     series = [a.split("=", 1) for a in argv[2:]]
     panels = [
-        ("held_out_accuracy", "held-out accuracy (real digits)", 100.0),
-        ("earlier_fooling_recognised", "earlier fooling images labelled 'fooling' (%)", 100.0),
-        ("median_confidence", "median confidence of new fooling images (%)", 100.0),
-        ("share_at_least_0.9999", "new fooling images at >= 99.99% (%)", 100.0),
+        ("held_out_accuracy", "held-out accuracy on real digits (%)", (90, 100)),
+        ("earlier_fooling_recognised", "earlier fooling images labelled 'fooling' (%)", (-2, 102)),
+        ("median_confidence", "median confidence of new fooling images (%)", (-2, 102)),
+        ("share_at_least_0.9999", "new fooling images at >= 99.99% (%)", (-2, 102)),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for label, path in series:
         rows = read(path)
-        for ax, (key, _, scale) in zip(axes, panels):
+        for ax, (key, _, _) in zip(axes, panels):
             xs, ys = column(rows, key)
-            ax.plot(xs, [y * scale for y in ys], marker="o", label=label)
-    for ax, (key, title, _) in zip(axes, panels):
+            ax.plot(xs, [y * 100.0 for y in ys], marker="o", label=label)
+    for ax, (key, title, ylim) in zip(axes, panels):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration (0 = shipped LeNet)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.set_ylim(-2, 102)
+        ax.set_ylim(*ylim)
         if key == "median_confidence":
             ax.axhline(99.99, color="grey", linestyle="--", linewidth=0.8)
     axes[0].legend(fontsize=8)

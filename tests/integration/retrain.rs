@@ -255,6 +255,15 @@ fn a_two_iteration_retrain_stops_on_sigterm_continues_and_fills_its_table() {
         assert_eq!(s["classes"].as_array().unwrap().len(), 10);
         assert_eq!(s["skipped_classes"], serde_json::json!([10]));
     }
+    // scripts/retrain_table.py (standard library only) makes its tables from the folder.
+    let table = std::process::Command::new("python3")
+        .arg(root().join("scripts/retrain_table.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    let table = success(table);
+    assert!(table.contains("| 2 | lenet-mnist-retrain-2 | 4000 + 40 |"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with("| 1 |")).count(), 2, "{table}");
     // A third run of the command has nothing left to do and changes nothing.
     let again = success(small_retrain(&out).arg("--quiet").output());
     assert!(again.contains("done:"), "{again}");
