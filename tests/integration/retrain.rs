@@ -106,7 +106,8 @@ fn lenet_trains_on_fashion_mnist_from_debian_with_its_own_labels() {
     // held-out images of ten kinds of clothing, in MNIST's format.
     let fashion = Path::new("/usr/share/datasets/fashion-mnist");
     let dir = temp_dir("train-fashion");
-    let names = "T-shirt/top\nTrouser\nPullover\nDress\nCoat\nSandal\nShirt\nSneaker\nBag\nAnkle boot\n";
+    let names =
+        "T-shirt/top\nTrouser\nPullover\nDress\nCoat\nSandal\nShirt\nSneaker\nBag\nAnkle boot\n";
     std::fs::write(dir.join("labels.txt"), names).unwrap();
     let out = dir.join("lenet-fashion");
     success(
@@ -124,7 +125,10 @@ fn lenet_trains_on_fashion_mnist_from_debian_with_its_own_labels() {
     assert_eq!(t["held_out_count"], 10000);
     // Chance is 10%; LeNet passes 60% within a few hundred iterations.
     let acc = t["held_out_accuracy"].as_f64().unwrap();
-    assert!(acc > 0.6, "Fashion-MNIST held-out accuracy after 150 iterations: {acc}");
+    assert!(
+        acc > 0.6,
+        "Fashion-MNIST held-out accuracy after 150 iterations: {acc}"
+    );
     let model = load(&out);
     assert_eq!(model.labels[9], "Ankle boot");
     // A labels file of another length than the model's outputs is refused.
@@ -262,8 +266,15 @@ fn a_two_iteration_retrain_stops_on_sigterm_continues_and_fills_its_table() {
         .output()
         .unwrap();
     let table = success(table);
-    assert!(table.contains("| 2 | lenet-mnist-retrain-2 | 4000 + 40 |"), "{table}");
-    assert_eq!(table.lines().filter(|l| l.starts_with("| 1 |")).count(), 2, "{table}");
+    assert!(
+        table.contains("| 2 | lenet-mnist-retrain-2 | 4000 + 40 |"),
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("| 1 |")).count(),
+        2,
+        "{table}"
+    );
     // A third run of the command has nothing left to do and changes nothing.
     let again = success(small_retrain(&out).arg("--quiet").output());
     assert!(again.contains("done:"), "{again}");

@@ -301,7 +301,7 @@ pub fn train(
         loss_curve: Vec::new(),
         seconds: 0.0,
         images_per_s: 0.0,
-        threads: network_threads(network),
+        threads: network.threads(),
     };
     let (mut block_loss, mut block_n) = (0.0f64, 0u64);
     let scale = 1.0 / recipe.batch as f32;
@@ -380,10 +380,6 @@ pub fn train(
     report.images_per_s =
         (report.iterations as f64 * recipe.batch as f64) / report.seconds.max(1e-9);
     Ok(report)
-}
-
-fn network_threads(network: &Network<f32>) -> usize {
-    network.threads()
 }
 
 /// The class each image is given (argmax of the outputs), in batches.
