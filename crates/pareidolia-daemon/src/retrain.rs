@@ -225,20 +225,22 @@ pub fn widened(base: &Model, name: &str) -> Result<(Model, OnnxGraph), RetrainEr
         )));
     }
     labels.push(FOOLING_LABEL.to_owned());
-    Ok((model_of(base, name, &graph, labels), graph))
+    Ok((model_of(base, name, graph.to_bytes().into(), labels), graph))
 }
 
-fn model_of(base: &Model, name: &str, graph: &OnnxGraph, labels: Vec<String>) -> Model {
-    let onnx = graph.to_bytes();
+/// `base`'s manifest for a model folder's files (`model.onnx`, `labels.txt`) with these ONNX
+/// bytes (sha256 pinned), name and labels.
+fn model_of(base: &Model, name: &str, onnx: Arc<[u8]>, labels: Vec<String>) -> Model {
+    let sha256 = sha256_hex(&onnx);
     let mut manifest = base.manifest.clone();
     manifest.name = name.to_owned();
     manifest.onnx = PathBuf::from("model.onnx");
     manifest.labels = PathBuf::from("labels.txt");
-    manifest.sha256 = Some(sha256_hex(&onnx));
+    manifest.sha256 = Some(sha256.clone());
     Model {
         manifest,
-        sha256: sha256_hex(&onnx),
-        onnx: onnx.into(),
+        sha256,
+        onnx,
         onnx_path: PathBuf::from("model.onnx"),
         labels,
     }
@@ -318,7 +320,12 @@ pub fn train_model(
     } else {
         let graph = OnnxGraph::decode(&job.base.onnx, job.base.onnx_path.display().to_string())?;
         (
-            model_of(job.base, &job.name, &graph, job.base.labels.clone()),
+            model_of(
+                job.base,
+                &job.name,
+                job.base.onnx.clone(),
+                job.base.labels.clone(),
+            ),
             graph,
         )
     };
@@ -367,7 +374,7 @@ pub fn train_model(
         }
         None => (None, 0),
     };
-    model = model_of(job.base, &job.name, &graph, model.labels);
+    model = model_of(job.base, &job.name, graph.to_bytes().into(), model.labels);
     let recipe = &job.recipe;
     let mut p = pareidolia_eval::Provenance {
         made_by: "pareidolia train (pareidolia_eval::train)".into(),
@@ -657,6 +664,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RetrainError> {
     std::fs::rename(&tmp, path).map_err(io("rename into place", path))
 }
 
+fn write_plan(dir: &Path, plan: &Plan) -> Result<(), RetrainError> {
+    write_atomic(
+        &dir.join(PLAN_FILE),
+        &serde_json::to_vec_pretty(plan).expect("plain data"),
+    )
+}
+
 impl Retrain {
     /// Starts a retrain in `dir` (empty or absent), or continues the one there: the request
     /// must then match the plan there, except for `iterations`, which may grow.
@@ -714,10 +728,7 @@ impl Retrain {
                 }
                 let mut plan = stored;
                 plan.iterations = request.iterations;
-                write_atomic(
-                    &dir.join(PLAN_FILE),
-                    &serde_json::to_vec_pretty(&plan).expect("plain data"),
-                )?;
+                write_plan(dir, &plan)?;
                 Self::assemble(dir, plan, config, base, data)
             }
             None => {
@@ -734,10 +745,7 @@ impl Retrain {
                 }
                 std::fs::create_dir_all(dir).map_err(io("create", dir))?;
                 write_atomic(&dir.join(CONFIG_FILE), config_text(&config)?.as_bytes())?;
-                write_atomic(
-                    &dir.join(PLAN_FILE),
-                    &serde_json::to_vec_pretty(&plan).expect("plain data"),
-                )?;
+                write_plan(dir, &plan)?;
                 Self::assemble(dir, plan, config, base, data)
             }
         }
@@ -754,10 +762,7 @@ impl Retrain {
         };
         if let Some(k) = iterations {
             plan.iterations = k;
-            write_atomic(
-                &dir.join(PLAN_FILE),
-                &serde_json::to_vec_pretty(&plan).expect("plain data"),
-            )?;
+            write_plan(dir, &plan)?;
         }
         let data = TrainingData::open(&plan.train_data)?;
         let base = Self::base_model(&config)?;
@@ -964,18 +969,13 @@ impl Retrain {
         }
         if !model_dir.join("manifest.toml").exists() {
             if i == 0 {
-                let graph =
-                    OnnxGraph::decode(&self.base.onnx, self.base.onnx_path.display().to_string())?;
-                let mut model = model_of(
+                // The very bytes of the shipped model.
+                let model = model_of(
                     &self.base,
                     self.base.name(),
-                    &graph,
+                    self.base.onnx.clone(),
                     self.base.labels.clone(),
                 );
-                // The very bytes of the shipped model.
-                model.onnx = self.base.onnx.clone();
-                model.sha256 = self.base.sha256.clone();
-                model.manifest.sha256 = Some(self.base.sha256.clone());
                 write_model_folder(&model_dir, &model, &self.base, &[])?;
             } else {
                 let mut train = self.train.clone();

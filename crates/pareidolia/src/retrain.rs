@@ -203,7 +203,8 @@ pub fn retrain(args: RetrainArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("data/mnist-5k")),
             recipe: recipe_of(&args.recipe, Init::Xavier),
-            threads: threads_of(&args.recipe),
+            // 0: every core, resolved once by the plan.
+            threads: args.recipe.threads.unwrap_or(0),
         };
         Retrain::create(&args.out, request)?
     };
