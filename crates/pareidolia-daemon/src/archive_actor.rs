@@ -23,13 +23,17 @@ use tokio::sync::{mpsc, watch};
 use crate::generation::{Generation, Reissue};
 use crate::history::History;
 use crate::messages::{
-    ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, names, observe,
+    ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, live_evaluators, names,
+    observe,
 };
 use crate::outcome::{Progress, RunError, RunOutcome};
 
 /// The actor.
 #[derive(Debug, Default)]
 pub struct ArchiveActor;
+
+/// How often the archive looks again while it waits for evaluators (`--wait-workers`).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// When and where to checkpoint, and what every checkpoint says about the run.
 #[derive(Debug, Clone)]
@@ -61,8 +65,14 @@ pub struct ArchivePlan {
     pub initial: u32,
     /// Classes (the model's outputs).
     pub classes: usize,
-    /// Which evaluator scores which batch (sent with every job).
+    /// Which evaluator scores which batch (sent with every job). Its `evaluators` is the
+    /// run's local evaluators; each generation is routed over the evaluators running when
+    /// it starts ([`live_evaluators`]: the local ones and those on worker nodes), which
+    /// changes which evaluator scores a batch, never what the batch holds.
     pub route: EvaluatorRoute,
+    /// Evaluators (local and on worker nodes) to wait for before the first generation of
+    /// this session starts (`daemon --wait-workers`); 0 = none.
+    pub wait_evaluators: u32,
     /// The classes that are cells (`archive.classes`); `None` = every class.
     pub cells: Option<Vec<usize>>,
     /// Run folder to keep `history.csv` in, if any.
@@ -114,6 +124,10 @@ pub struct ArchiveState {
     last_checkpoint_at: Instant,
     last_checkpoint: LastCheckpoint,
     stopping: bool,
+    /// The first generation of this session no longer waits for evaluators.
+    waited: bool,
+    /// The wait for evaluators was logged.
+    wait_logged: bool,
     /// The stop condition that ended the run, once one held.
     stop_reached: Option<StopReached>,
     finished: bool,
@@ -150,6 +164,39 @@ impl ArchiveState {
         observe(&names::metrics(&self.plan.run), msg);
     }
 
+    /// The route of a generation starting now: over the evaluators running now.
+    fn route(&self) -> EvaluatorRoute {
+        EvaluatorRoute {
+            batch_size: self.plan.route.batch_size,
+            evaluators: live_evaluators(&self.plan.run).max(1),
+        }
+    }
+
+    /// Whether the first generation must wait for more evaluators (`--wait-workers`).
+    fn must_wait(&mut self) -> bool {
+        if self.waited || self.current.is_some() {
+            return false;
+        }
+        let live = live_evaluators(&self.plan.run);
+        if live >= self.plan.wait_evaluators {
+            if self.wait_logged {
+                tracing::info!(evaluators = live, "evaluators are in; the run starts");
+            }
+            // Waited once per session: later generations go on with whoever is there.
+            self.waited = true;
+            return false;
+        }
+        if !self.wait_logged {
+            tracing::info!(
+                evaluators = live,
+                wanted = self.plan.wait_evaluators,
+                "waiting for worker nodes' evaluators before the first generation"
+            );
+            self.wait_logged = true;
+        }
+        true
+    }
+
     fn start_generation(&mut self) {
         let size = if self.next == 0 {
             self.plan.initial
@@ -163,10 +210,12 @@ impl ArchiveState {
             &self.archive,
             &mut self.rng,
         );
+        let route = self.route();
+        tracing::debug!(generation = generation.number(), evaluators = route.evaluators, "generation routed");
         dispatch(
             &names::mutator_group(&self.plan.run),
             generation.jobs(),
-            self.plan.route,
+            route,
         );
         self.metrics(MetricsMsg::AwaitingResults(generation.outstanding()));
         self.current = Some(generation);
@@ -416,6 +465,8 @@ impl Actor for ArchiveActor {
             last_checkpoint_at: Instant::now(),
             last_checkpoint: LastCheckpoint::default(),
             stopping: false,
+            waited: false,
+            wait_logged: false,
             stop_reached: None,
             finished: false,
             progress: args.progress,
@@ -477,6 +528,8 @@ impl Actor for ArchiveActor {
             ArchiveMsg::Next => {
                 if state.ending() {
                     state.finish().await?;
+                } else if state.must_wait() {
+                    myself.send_after(WAIT_POLL, || ArchiveMsg::Next);
                 } else {
                     state.start_generation();
                 }
@@ -512,11 +565,7 @@ impl Actor for ArchiveActor {
                             generation = number,
                             "re-issuing work in flight"
                         );
-                        dispatch(
-                            &names::mutator_group(&state.plan.run),
-                            &jobs,
-                            state.plan.route,
-                        );
+                        dispatch(&names::mutator_group(&state.plan.run), &jobs, state.route());
                     }
                     Reissue::WrittenOff(children) => {
                         tracing::warn!(

@@ -61,6 +61,10 @@ pub struct EvaluatorState {
     fitness_name: String,
     batcher: Batcher,
     linger_token: u64,
+    index: usize,
+    /// Batches and children this evaluator ran (logged when it stops).
+    batches: u64,
+    children: u64,
 }
 
 /// A batch's scores (or the stage that failed and why), its times, the inference seconds of
@@ -80,7 +84,7 @@ fn send_to(archive: &str, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times:
     if scored.is_empty() && lost.is_empty() {
         return;
     }
-    match ractor::registry::where_is(archive).map(ActorRef::<ArchiveMsg>::from) {
+    match crate::messages::find(archive).map(ActorRef::<ArchiveMsg>::from) {
         Some(a) => {
             if a.cast(ArchiveMsg::Results {
                 scored,
@@ -248,6 +252,8 @@ impl EvaluatorState {
         } = batch;
         let permit = self.in_flight.clone().acquire_owned().await?;
         let n = batch.len();
+        self.batches += 1;
+        self.children += n as u64;
         let mut pixels = Vec::with_capacity(n * batch[0].pixels.len());
         for child in &batch {
             pixels.extend_from_slice(&child.pixels);
@@ -338,7 +344,24 @@ impl Actor for EvaluatorActor {
             worker: InferenceWorker::spawn(args.index, models, args.fitness)?,
             batcher: Batcher::new(args.batch_size),
             linger_token: 0,
+            index: args.index,
+            batches: 0,
+            children: 0,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut EvaluatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::info!(
+            index = state.index,
+            batches = state.batches,
+            children = state.children,
+            "evaluator stopped"
+        );
+        Ok(())
     }
 
     async fn handle(

@@ -69,6 +69,8 @@ pub struct Experiment {
     prepared: Vec<Vec<Box<dyn PreparedModel>>>,
     /// A gradient-ascent run's differentiable model.
     gradient: Option<Box<dyn DifferentiableModel>>,
+    /// Evaluators of worker nodes to wait for before the first generation.
+    wait_remote: u32,
 }
 
 /// How a run shares the machine's cores between breeding (mutators) and inference
@@ -315,7 +317,14 @@ impl Experiment {
             cores: split,
             prepared,
             gradient,
+            wait_remote: 0,
         })
+    }
+
+    /// Makes the run wait, before its first generation, until `evaluators` evaluators of
+    /// worker nodes have joined besides the local ones (`daemon --wait-workers`).
+    pub fn wait_for_remote_evaluators(&mut self, evaluators: u32) {
+        self.wait_remote = evaluators;
     }
 
     /// The config.
@@ -361,6 +370,10 @@ impl Experiment {
             route: EvaluatorRoute {
                 batch_size: c.batch_size.max(1),
                 evaluators: self.cores.workers as u32,
+            },
+            wait_evaluators: match self.wait_remote {
+                0 => 0,
+                remote => self.cores.workers as u32 + remote,
             },
             cells: self.identity.cells.clone(),
             history: options.run_dir.clone(),

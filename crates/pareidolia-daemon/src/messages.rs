@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use pareidolia_core::RunIdentity;
 use pareidolia_core::summary::StageTimes;
 use serde::{Deserialize, Serialize};
 
@@ -196,6 +197,72 @@ pub enum EvaluatorMsg {
     Linger(u64),
 }
 
+/// What a worker node offers the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRole {
+    /// Scores batches (an evaluator of the run's evaluator group).
+    Evaluator,
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeRole::Evaluator => "evaluator",
+        })
+    }
+}
+
+/// Messages the daemon's registrar handles: a worker node joining the run (see
+/// [`crate::cluster`]). It is found through the process group [`names::REGISTRAR_GROUP`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RegistrarMsg {
+    /// A worker asks for the run's config; the answer goes to the process group
+    /// [`names::worker(node)`](names::worker). Sent again until answered (the group's
+    /// membership may reach the daemon after the message).
+    Hello {
+        /// The worker's node name (unique per worker process).
+        node: String,
+        /// Pareidolia's version on the worker.
+        version: String,
+    },
+    /// The worker loaded the run's models and plugins: this is what it loaded, please take
+    /// it into the run.
+    Join {
+        /// The worker's node name.
+        node: String,
+        /// What the worker offers.
+        role: NodeRole,
+        /// The identity of what it loaded (models with their sha256, plugins, labels).
+        identity: RunIdentity,
+    },
+}
+
+/// Messages a worker node's own actor handles: the registrar's answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WorkerMsg {
+    /// The run to load.
+    Run {
+        /// The run's actor-name prefix.
+        run: String,
+        /// The daemon's resolved config, as TOML.
+        config: String,
+        /// The folder its relative paths are relative to, on the daemon's machine.
+        base_dir: String,
+        /// The run's identity (what the worker must load to take part).
+        identity: RunIdentity,
+    },
+    /// Taken into the run as evaluator `slot`.
+    Welcome {
+        /// The evaluator index the archive's route sends batches to.
+        slot: u32,
+    },
+    /// Not taken, and why (logged on the daemon too).
+    Refused {
+        /// What differs and what to do.
+        reason: String,
+    },
+}
+
 /// Observations the metrics actor handles (local only).
 #[derive(Debug, Clone)]
 pub enum MetricsMsg {
@@ -223,18 +290,52 @@ pub fn observe(metrics_actor: &str, msg: MetricsMsg) {
     }
 }
 
+/// The actor registered as `name` in this process, else the first member of the process group
+/// `name` (an actor of that name on another node), else `None`.
+pub fn find(name: &str) -> Option<ractor::ActorCell> {
+    ractor::registry::where_is(name.to_owned()).or_else(|| {
+        let mut members = ractor::pg::get_members(&name.to_owned());
+        members.sort_by_key(|m| (!m.get_id().is_local(), m.get_id()));
+        members.into_iter().next()
+    })
+}
+
+/// The evaluators a generation's batches can go to now: `0..n` for the longest run of
+/// evaluator indices from 0 whose process groups have a member (local evaluators join theirs
+/// when they start, a worker node's when the registrar has taken it in).
+pub fn live_evaluators(run: &str) -> u32 {
+    let mut n = 0;
+    while !ractor::pg::get_members(&names::evaluator(run, n as usize)).is_empty() {
+        n += 1;
+    }
+    n
+}
+
 /// The names a run's actors register under and the process groups they join, all prefixed
 /// by the run's id so that several runs can share one process (tests do).
+///
+/// Names in ractor's registry are seen in their own process only; process groups are kept in
+/// step across every node of a cluster (`ractor_cluster`). So the actors that other nodes
+/// must reach — the archive, each evaluator — also join a process group of the same name as
+/// their registry name, and senders look there when the registry has nobody.
 pub mod names {
+    /// The process group of every daemon's registrar (not per run: a worker does not know the
+    /// run's id before it has asked).
+    pub const REGISTRAR_GROUP: &str = "pareidolia.registrar";
+    /// The process group of a worker node's own actor, which the registrar answers.
+    pub fn worker(node: &str) -> String {
+        format!("pareidolia.worker.{node}")
+    }
     /// The supervisor.
     pub fn supervisor(run: &str) -> String {
         format!("{run}.supervisor")
     }
-    /// The archive owner.
+    /// The archive owner: its registry name and its process group.
     pub fn archive(run: &str) -> String {
         format!("{run}.archive")
     }
-    /// Evaluator `index` (one inference worker).
+    /// Evaluator `index` (one inference worker, local or on a worker node): its registry
+    /// name and its own process group, which has one member while it runs.
     pub fn evaluator(run: &str, index: usize) -> String {
         format!("{run}.evaluator.{index}")
     }

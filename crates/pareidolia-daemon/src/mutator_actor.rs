@@ -136,7 +136,7 @@ impl Actor for MutatorActor {
                     tracing::warn!(child = child.id, generation = child.generation, reason = %child.reason, "child lost");
                 }
                 for (index, children) in route(children, &to) {
-                    match ractor::registry::where_is(names::evaluator(&state.run, index)) {
+                    match crate::messages::find(&names::evaluator(&state.run, index)) {
                         Some(cell) => {
                             let evaluator: ActorRef<EvaluatorMsg> = cell.into();
                             // A failed send means the evaluator is restarting; the supervisor

@@ -91,6 +91,7 @@ impl SupervisorState {
         )
         .await?;
         ractor::pg::join(names::evaluator_group(&a.run), vec![actor.get_cell()]);
+        ractor::pg::join(names::evaluator(&a.run, index), vec![actor.get_cell()]);
         self.children
             .push((Role::Evaluator(index), actor.get_cell()));
         Ok(())
@@ -167,6 +168,8 @@ impl Actor for Supervisor {
             cell.clone(),
         )
         .await?;
+        // Evaluators on worker nodes find the archive through its process group.
+        ractor::pg::join(names::archive(&state.args.run), vec![archive.get_cell()]);
         state.children.push((Role::Archive, archive.get_cell()));
         prepared.resize_with(state.args.evaluators.max(1), || None);
         for (i, models) in prepared.into_iter().enumerate() {
