@@ -14,6 +14,8 @@ mod bad_input;
 mod bad_plugins;
 /// `[archive] classes`: cells for some of a model's classes, the fitness seeing them all.
 mod cells;
+/// Worker nodes over ractor_cluster: remote evaluators, bad joins.
+mod cluster;
 /// The shipped config files.
 mod configs;
 /// The long-running daemon.

@@ -20,6 +20,7 @@
 //! - [`experiment`]: the MAP-Elites run (setup prepared, the actor tree);
 //! - [`run_folder`], [`http`] and [`service`]: the gallery and summary, the HTTP endpoints,
 //!   and the daemon as a service (lock, identity check, signals, drain);
+//! - [`cluster`]: worker nodes over `ractor_cluster` (the daemon's registrar, `pareidolia worker`);
 //! - [`transfer`]: a run's champions scored by other models (the paper's transfer test);
 //! - [`retrain`]: training a model folder, and the paper's retraining experiment.
 //!
@@ -34,6 +35,7 @@
 pub mod archive_actor;
 pub mod ascent_run;
 pub mod batcher;
+pub mod cluster;
 pub mod evaluator_actor;
 pub mod experiment;
 pub mod generation;

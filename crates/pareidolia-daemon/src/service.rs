@@ -15,6 +15,7 @@ use pareidolia_core::checkpoint::Checkpoint;
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::{AllowedChanges, IdentityMismatch};
 
+use crate::cluster::{ClusterError, ClusterOptions, DaemonNode};
 use crate::experiment::{Experiment, RunOptions, request_stop};
 use crate::http::{AppState, HostPolicy, router};
 use crate::metrics::Metrics;
@@ -91,6 +92,9 @@ pub enum ServiceError {
     /// The gallery or summary could not be written.
     #[error(transparent)]
     RunFolder(#[from] RunFolderError),
+    /// The cluster node (`--cluster-listen`) could not start.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The async runtime or the server failed.
     #[error("{what}: {cause}")]
     Io {
@@ -177,6 +181,8 @@ pub struct ServeOptions {
     pub keep_serving: bool,
     /// The run's id (`pareidolia_core::resume`), recorded in every checkpoint it writes.
     pub run_id: String,
+    /// Listen for worker nodes (`--cluster-listen`), if asked.
+    pub cluster: Option<ClusterOptions>,
 }
 
 /// Runs the experiment with its HTTP endpoints until it ends or is stopped. Blocking: it
@@ -191,6 +197,7 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
         lock: _lock,
         keep_serving,
         run_id,
+        cluster,
     } = options;
     let new_run = matches!(start, Start::New(_));
     let (listener, addr, mut experiment, resume) = match prepare(start, &run_dir) {
@@ -211,6 +218,18 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
         .build()
         .map_err(io("cannot start tokio"))?;
     runtime.block_on(async {
+        let node = match &cluster {
+            Some(options) => match DaemonNode::start(options, &mut experiment).await {
+                Ok(node) => Some(node),
+                Err(e) => {
+                    if new_run {
+                        remove_unstarted(&run_dir);
+                    }
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         let (tx, rx) = tokio::sync::watch::channel(Progress::default());
         let metrics = Metrics::new(&experiment.identity, experiment.checkpoint_policy(true));
         let state = AppState {
@@ -256,6 +275,9 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
             }
         };
         drop(run);
+        if let Some(node) = node {
+            node.stop();
+        }
         let written = outcome
             .as_ref()
             .ok()

@@ -62,6 +62,57 @@ pub enum Command {
     /// List installed plugins, or check one.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Join a daemon's run from another process or machine and score batches for it (the
+    /// daemon listens with --cluster-listen).
+    Worker(WorkerArgs),
+}
+
+/// How a daemon listens for worker nodes (`daemon`, `resume`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Listen for `pareidolia worker` nodes on HOST:PORT (port 0: any free port; the log
+    /// says which). An address beyond loopback needs --cookie-file.
+    #[arg(long, value_name = "ADDR")]
+    pub cluster_listen: Option<String>,
+    /// The cluster's shared secret, read from FILE (the same file on every worker); without
+    /// it, the daemon only listens on loopback.
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// Before the first generation, wait until N worker evaluators have joined.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub wait_workers: u32,
+}
+
+/// `pareidolia worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The daemon's cluster address (its --cluster-listen), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: String,
+    /// The cluster's shared secret (the daemon's --cookie-file); without it, the loopback
+    /// default.
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// What this node does for the run.
+    #[arg(long, value_enum, default_value = "evaluator")]
+    pub role: WorkerRole,
+    /// Inference backend of every model on this node (default: the run's).
+    #[arg(long, value_parser = choice::<BackendChoice>())]
+    pub backend: Option<BackendChoice>,
+    /// A config with this machine's paths to the run's models and plugins (default: the
+    /// daemon's config as it is); what it loads must be the run's, checked by sha256.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A worker node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerRole {
+    /// Score batches (inference and fitness).
+    Evaluator,
 }
 
 /// The training recipe's settings a command line may change (Caffe's LeNet solver otherwise).
@@ -266,6 +317,9 @@ pub struct DaemonArgs {
     /// SIGINT (to browse the result, or let Prometheus take a last scrape).
     #[arg(long)]
     pub keep_serving: bool,
+    /// Worker nodes.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `pareidolia resume`.
@@ -305,6 +359,9 @@ pub struct ResumeArgs {
     /// SIGINT.
     #[arg(long)]
     pub keep_serving: bool,
+    /// Worker nodes.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// `pareidolia status`.

@@ -9,9 +9,10 @@ use anyhow::{Context, Result, bail};
 use pareidolia_core::checkpoint::CheckpointStore;
 use pareidolia_core::resume::{self, RUN_ID_FILE};
 use pareidolia_core::{AllowedChanges, BackendChoice, RunConfig};
+use pareidolia_daemon::cluster::{self, ClusterOptions};
 use pareidolia_daemon::service::{self, RunLock, ServeOptions, Start};
 
-use crate::cli::{DaemonArgs, LogFormat, ResumeArgs, StopArgs};
+use crate::cli::{ClusterArgs, DaemonArgs, LogFormat, ResumeArgs, StopArgs};
 use crate::run::{default_out, resolve_config};
 
 /// Sets up logging for the daemon (text or JSON lines on stderr).
@@ -119,6 +120,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_out(&name));
     let store = CheckpointStore::new(&run_dir, config.checkpoint.keep);
+    let cluster = cluster_options(&args.cluster)?;
     let existed = run_dir.exists();
     if let Some(pid) = RunLock::held_by_other(&run_dir) {
         return Err(service::ServiceError::Locked { run_dir, pid }.into());
@@ -141,7 +143,13 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 listen: args.listen,
                 stop: e.stop,
             };
-            return resume_run(run_dir, asked, AllowedChanges::default(), args.keep_serving);
+            return resume_run(
+                run_dir,
+                asked,
+                AllowedChanges::default(),
+                args.keep_serving,
+                cluster,
+            );
         }
         Folder::Run => bail!(
             "run folder {} is a pareidolia run: it already holds checkpoints in {}; continue it with `pareidolia resume {}` (or `daemon --resume`), or choose another --out",
@@ -182,6 +190,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 lock,
                 keep_serving: args.keep_serving,
                 run_id,
+                cluster,
             };
             service::serve(Start::New(config), options)?;
             Ok(())
@@ -260,7 +269,24 @@ pub fn resume(args: ResumeArgs) -> Result<()> {
         model: args.allow_model_change,
         plugins: args.allow_plugin_change,
     };
-    resume_run(args.run_dir, asked, allow, args.keep_serving)
+    let cluster = cluster_options(&args.cluster)?;
+    resume_run(args.run_dir, asked, allow, args.keep_serving, cluster)
+}
+
+/// The cluster flags, checked before anything is set up: `None` without --cluster-listen.
+fn cluster_options(args: &ClusterArgs) -> Result<Option<ClusterOptions>> {
+    let cookie = args
+        .cookie_file
+        .as_deref()
+        .map(cluster::read_cookie)
+        .transpose()?;
+    let Some(listen) = &args.cluster_listen else {
+        if args.cookie_file.is_some() || args.wait_workers > 0 {
+            bail!("--cookie-file and --wait-workers need --cluster-listen ADDR (where worker nodes connect)");
+        }
+        return Ok(None);
+    };
+    Ok(Some(ClusterOptions::new(listen, cookie, args.wait_workers)?))
 }
 
 /// Continues the run in `run_dir` from its newest valid checkpoint: checks that the
@@ -271,6 +297,7 @@ fn resume_run(
     asked: GoOn,
     allow: AllowedChanges,
     keep_serving: bool,
+    cluster: Option<ClusterOptions>,
 ) -> Result<()> {
     let store = CheckpointStore::new(&run_dir, 1);
     if let Some(pid) = RunLock::held_by_other(&run_dir) {
@@ -331,6 +358,7 @@ fn resume_run(
         lock,
         keep_serving,
         run_id,
+        cluster,
     };
     service::serve(start, options)?;
     Ok(())

@@ -13,6 +13,7 @@ mod retrain;
 mod run;
 mod status;
 mod transfer;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     match &cli.command {
         cli::Command::Daemon(a) => daemon::init_logging(a.log_format),
         cli::Command::Resume(a) => daemon::init_logging(a.log_format),
+        cli::Command::Worker(a) => daemon::init_logging(a.log_format),
         _ => init_logging(cli.verbose),
     }
     let result = match cli.command {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Train(args) => retrain::train(args),
         cli::Command::Retrain(args) => retrain::retrain(args),
         cli::Command::Plugins(cmd) => plugins::plugins(cmd),
+        cli::Command::Worker(args) => worker::worker(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

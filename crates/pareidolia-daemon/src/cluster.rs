@@ -1,0 +1,976 @@
+//! Worker nodes over `ractor_cluster`, ractor's own distribution layer: the daemon listens
+//! for nodes ([`DaemonNode`]), a `pareidolia worker` process joins it ([`run_worker`]) and
+//! runs an evaluator of the run, fed exactly like a local one.
+//!
+//! The wire is ractor_cluster's (authenticated sessions with a shared cookie, process groups
+//! kept in step across nodes, remote actor references); this module adds no protocol of its
+//! own, only two small actors that talk over it with plain serde messages
+//! ([`RegistrarMsg`], [`WorkerMsg`] in [`crate::messages`]):
+//!
+//! 1. the worker connects and authenticates (a wrong cookie, or a port that is not a
+//!    cluster node, ends it here with a clear error);
+//! 2. it asks the daemon's registrar (process group [`names::REGISTRAR_GROUP`]) for the run:
+//!    the daemon's version is checked, and the answer is the run's resolved config and
+//!    identity;
+//! 3. it loads that config's models and plugins (or its own `--config`, for other paths),
+//!    and sends what it loaded; the registrar compares it with the run's identity (names,
+//!    versions, model sha256) and refuses a mismatch, logging it on both sides;
+//! 4. taken in, it starts an evaluator as evaluator `slot` (after the daemon's local ones)
+//!    and joins that evaluator's process group. From the next generation on, the archive's
+//!    [`EvaluatorRoute`](crate::messages::EvaluatorRoute) spreads batches over it too: a batch
+//!    is formed by child index and scored whole by one evaluator, so the archive does not
+//!    depend on which evaluator, local or remote, scored it.
+//!
+//! Limits of this first slice: evaluators only (no remote mutators yet); a worker that dies
+//! mid-generation leaves its batches to the linger and re-issue paths of a local evaluator's
+//! loss only once it is restarted; a worker exits when the daemon's connection closes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pareidolia_core::config::RunConfig;
+use pareidolia_core::{BackendChoice, RunIdentity};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use tokio::sync::mpsc;
+
+use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs};
+use crate::experiment::Experiment;
+use crate::messages::{NodeRole, RegistrarMsg, WorkerMsg, names};
+use crate::setup::{ModelSetup, Setup, SetupError};
+
+/// The cookie of a cluster on loopback started without `--cookie-file`: every process of
+/// this machine may join such a cluster, nothing beyond it can reach it.
+pub const LOOPBACK_COOKIE: &str = "pareidolia-loopback";
+
+/// How long a worker waits for the cluster handshake (TCP connect, authentication, the
+/// first exchange of process groups).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a worker waits for the daemon's registrar to answer.
+pub const REGISTRAR_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a cluster node could not start, join or go on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The address is not `HOST:PORT`.
+    #[error("{flag} {address}: {why}")]
+    Address {
+        /// The flag it came from.
+        flag: &'static str,
+        /// The address as given.
+        address: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A non-loopback listen without a cookie.
+    #[error(
+        "refusing to listen for worker nodes on {address} without a cookie: anyone who reaches it could join the run; pass --cookie-file FILE (a secret, the same file on every worker), or listen on loopback (127.0.0.1:PORT)"
+    )]
+    NoCookie {
+        /// The address.
+        address: String,
+    },
+    /// The cookie file cannot be read.
+    #[error("cannot read the cookie file {path}: {cause}")]
+    CookieFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// The cookie file is empty.
+    #[error(
+        "the cookie file {path} is empty; write a secret into it, e.g. `head -c 32 /dev/urandom | base64 > {path}`"
+    )]
+    EmptyCookie {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The listen address cannot be bound.
+    #[error(
+        "cannot listen for worker nodes on {address}: {cause}; choose another address with --cluster-listen"
+    )]
+    Listen {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// The node or one of its actors did not start.
+    #[error("cannot start the cluster node: {0}")]
+    Node(String),
+    /// The TCP connection failed.
+    #[error(
+        "cannot connect to {address}: {cause}; is a pareidolia daemon running there with --cluster-listen {address}?"
+    )]
+    Connect {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        cause: String,
+    },
+    /// The daemon's node refused this node's cookie.
+    #[error(
+        "{address} refused this worker's cookie ({cookie}): give the worker the daemon's --cookie-file"
+    )]
+    Cookie {
+        /// The address.
+        address: String,
+        /// Where the worker's cookie came from.
+        cookie: String,
+    },
+    /// The port closed the connection before a cluster peer had named itself.
+    #[error(
+        "{address} closed the connection during the cluster handshake: it is not a pareidolia daemon's cluster port (the daemon's --cluster-listen address, not its HTTP port)"
+    )]
+    NotANode {
+        /// The address.
+        address: String,
+    },
+    /// No handshake in time.
+    #[error(
+        "{address} did not complete the cluster handshake within {} s: is it a pareidolia daemon's cluster port (its --cluster-listen address, not its HTTP port)?",
+        HANDSHAKE_TIMEOUT.as_secs()
+    )]
+    HandshakeTimeout {
+        /// The address.
+        address: String,
+    },
+    /// A cluster node without a run.
+    #[error(
+        "{address} is a cluster node, but no pareidolia run answered there within {} s; is its run over?",
+        REGISTRAR_TIMEOUT.as_secs()
+    )]
+    NoRun {
+        /// The address.
+        address: String,
+    },
+    /// The daemon refused this worker.
+    #[error("the daemon at {address} refused this worker: {reason}")]
+    Refused {
+        /// The address.
+        address: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The daemon's config does not parse here.
+    #[error("the run's config, as the daemon sent it, does not load here: {0}")]
+    Config(String),
+    /// The run's models or plugins do not load here.
+    #[error("this worker cannot load the run's models and plugins")]
+    Setup(#[from] SetupError),
+    /// The connection to the daemon closed before the worker was taken in.
+    #[error("the daemon at {address} closed the connection before taking this worker in")]
+    Lost {
+        /// The address.
+        address: String,
+    },
+    /// The async runtime failed.
+    #[error("cannot start tokio: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Reads a cookie file: its text without surrounding whitespace, which must not be empty.
+pub fn read_cookie(path: &Path) -> Result<String, ClusterError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| ClusterError::CookieFile {
+        path: path.to_owned(),
+        cause,
+    })?;
+    let cookie = text.trim();
+    if cookie.is_empty() {
+        return Err(ClusterError::EmptyCookie {
+            path: path.to_owned(),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "the cookie file is readable by other users; `chmod 600` it");
+        }
+    }
+    Ok(cookie.to_owned())
+}
+
+/// Resolves `HOST:PORT` to one socket address.
+fn resolve(flag: &'static str, address: &str) -> Result<SocketAddr, ClusterError> {
+    let bad = |why: String| ClusterError::Address {
+        flag,
+        address: address.to_owned(),
+        why,
+    };
+    let mut addrs = address
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("{e}; give HOST:PORT, e.g. 127.0.0.1:7947")))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("the name resolves to no address".into()))
+}
+
+/// How the daemon listens for worker nodes (`daemon --cluster-listen`, `--cookie-file`).
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The address to listen on (`HOST:PORT`; port 0 = any free port).
+    pub listen: SocketAddr,
+    /// The shared secret; `None` on loopback only ([`LOOPBACK_COOKIE`]).
+    pub cookie: Option<String>,
+    /// Worker evaluators to wait for before the first generation.
+    pub wait_workers: u32,
+}
+
+impl ClusterOptions {
+    /// Checks the address and the cookie: a non-loopback address needs a cookie.
+    pub fn new(
+        listen: &str,
+        cookie: Option<String>,
+        wait_workers: u32,
+    ) -> Result<Self, ClusterError> {
+        let addr = resolve("--cluster-listen", listen)?;
+        if cookie.is_none() && !addr.ip().is_loopback() {
+            return Err(ClusterError::NoCookie {
+                address: listen.to_owned(),
+            });
+        }
+        Ok(Self {
+            listen: addr,
+            cookie,
+            wait_workers,
+        })
+    }
+}
+
+/// Starts a node server on `addr` (port 0 resolved here first, so the address it logs is the
+/// one it listens on) with `subscription` for its session events.
+async fn start_node(
+    addr: SocketAddr,
+    cookie: String,
+    name: String,
+    subscription: Box<dyn NodeEventSubscription>,
+) -> Result<(ActorRef<NodeServerMessage>, SocketAddr), ClusterError> {
+    let listen_err = |cause| ClusterError::Listen {
+        address: addr.to_string(),
+        cause,
+    };
+    // ractor_cluster does not tell which port it was given for 0: take a free one first.
+    let addr = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .map_err(listen_err)?;
+    let server = NodeServer::new(
+        addr.port(),
+        cookie,
+        name,
+        addr.ip().to_string(),
+        None,
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(addr.ip());
+    let (server, _) = Actor::spawn(None, server, ())
+        .await
+        .map_err(|e| ClusterError::Node(e.to_string()))?;
+    server
+        .cast(NodeServerMessage::SubscribeToEvents {
+            id: "pareidolia".into(),
+            subscription,
+        })
+        .map_err(|e| ClusterError::Node(e.to_string()))?;
+    Ok((server, addr))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon's side.
+
+/// What the daemon counts about worker nodes.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Connections closed before they authenticated (a wrong cookie, a stray client).
+    pub unauthenticated: AtomicU64,
+    /// Workers the registrar refused (version, models, plugins).
+    pub refused: AtomicU64,
+    /// Workers taken into the run.
+    pub joined: AtomicU64,
+}
+
+/// Logs the daemon's node sessions and counts the ones that never authenticated.
+struct DaemonEvents {
+    counters: Arc<NodeCounters>,
+    authenticated: Mutex<HashSet<u64>>,
+}
+
+fn peer_name(ses: &ractor_cluster::node::NodeServerSessionInformation) -> String {
+    ses.peer_name
+        .as_ref()
+        .map_or_else(|| "(unnamed)".to_owned(), |n| n.name.clone())
+}
+
+impl NodeEventSubscription for DaemonEvents {
+    fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        tracing::debug!(peer = %ses.peer_addr, "cluster connection opened");
+    }
+
+    fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        if let Ok(mut set) = self.authenticated.lock() {
+            set.insert(ses.node_id);
+        }
+        tracing::info!(node = %peer_name(&ses), peer = %ses.peer_addr, "worker node connected");
+    }
+
+    fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let was = self
+            .authenticated
+            .lock()
+            .map(|mut set| set.remove(&ses.node_id))
+            .unwrap_or(false);
+        if was {
+            tracing::info!(node = %peer_name(&ses), peer = %ses.peer_addr, "worker node disconnected");
+        } else {
+            self.counters.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = %ses.peer_addr,
+                node = %peer_name(&ses),
+                "refused a cluster connection: it did not authenticate (a wrong cookie, or not a pareidolia worker)"
+            );
+        }
+    }
+}
+
+/// The daemon's cluster node: the node server and the registrar.
+pub struct DaemonNode {
+    server: ActorRef<NodeServerMessage>,
+    registrar: ActorRef<RegistrarMsg>,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// What it counted.
+    pub counters: Arc<NodeCounters>,
+}
+
+impl DaemonNode {
+    /// Listens for worker nodes of `experiment`'s run; its first generation waits for
+    /// `options.wait_workers` of them. Call it inside the tokio runtime, before the run starts.
+    pub async fn start(
+        options: &ClusterOptions,
+        experiment: &mut Experiment,
+    ) -> Result<Self, ClusterError> {
+        let counters = Arc::new(NodeCounters::default());
+        let events = DaemonEvents {
+            counters: counters.clone(),
+            authenticated: Mutex::new(HashSet::new()),
+        };
+        let cookie = options
+            .cookie
+            .clone()
+            .unwrap_or_else(|| LOOPBACK_COOKIE.to_owned());
+        let name = format!("pareidolia-daemon-{}", std::process::id());
+        let (server, address) = start_node(options.listen, cookie, name, Box::new(events)).await?;
+        let config = experiment.config();
+        let args = RegistrarState {
+            run: experiment.run_id.clone(),
+            config: toml::to_string(config)
+                .map_err(|e| ClusterError::Node(format!("cannot serialise the config: {e}")))?,
+            base_dir: config.base_dir.display().to_string(),
+            identity: experiment.identity.clone(),
+            first_slot: experiment.cores.workers as u32,
+            slots: BTreeMap::new(),
+            counters: counters.clone(),
+        };
+        let (registrar, _) = Actor::spawn(None, Registrar, args)
+            .await
+            .map_err(|e| ClusterError::Node(e.to_string()))?;
+        ractor::pg::join(
+            names::REGISTRAR_GROUP.to_owned(),
+            vec![registrar.get_cell()],
+        );
+        experiment.wait_for_remote_evaluators(options.wait_workers);
+        tracing::info!(
+            address = %address,
+            cookie = if options.cookie.is_some() { "from --cookie-file" } else { "loopback default" },
+            wait_workers = options.wait_workers,
+            "listening for worker nodes: cluster://{address}"
+        );
+        Ok(Self {
+            server,
+            registrar,
+            address,
+            counters,
+        })
+    }
+
+    /// Stops the registrar and the node server (the workers' sessions close).
+    pub fn stop(self) {
+        self.registrar.stop(Some("run over".into()));
+        self.server.stop(Some("run over".into()));
+    }
+}
+
+/// What differs between the run's identity and a worker's, in words, or `None` when the
+/// worker loaded the same models (name, classes, output, sha256), plugins (name, version),
+/// labels and cells. Backends may differ (a worker may run on its own GPU).
+pub fn identity_difference(run: &RunIdentity, worker: &RunIdentity) -> Option<String> {
+    if run.models.len() != worker.models.len() {
+        return Some(format!(
+            "the run scores with {} model(s), this worker loaded {}",
+            run.models.len(),
+            worker.models.len()
+        ));
+    }
+    for (i, (r, w)) in run.models.iter().zip(&worker.models).enumerate() {
+        if r.name != w.name || r.sha256 != w.sha256 {
+            return Some(format!(
+                "model {i}: the run's is `{}` (sha256 {}), this worker loaded `{}` (sha256 {}); install the run's model file on the worker",
+                r.name, r.sha256, w.name, w.sha256
+            ));
+        }
+        if r.classes != w.classes || r.output != w.output {
+            return Some(format!(
+                "model {i} `{}`: {} classes ({:?}) in the run, {} ({:?}) on this worker; the model manifests differ",
+                r.name, r.classes, r.output, w.classes, w.output
+            ));
+        }
+    }
+    for (kind, r, w) in [
+        ("encoding", &run.encoding, &worker.encoding),
+        ("fitness", &run.fitness, &worker.fitness),
+    ] {
+        if r != w {
+            return Some(format!(
+                "{kind} plugin: the run uses {} {}, this worker loaded {} {}; install the run's plugin on the worker",
+                r.name, r.version, w.name, w.version
+            ));
+        }
+    }
+    if run.labels != worker.labels {
+        return Some("the class labels differ (the models' labels files)".into());
+    }
+    if run.cells != worker.cells {
+        return Some("the archive's cells (archive.classes) differ".into());
+    }
+    None
+}
+
+/// The registrar: answers worker nodes and takes them into the run.
+struct Registrar;
+
+/// Its state (and start-up arguments).
+struct RegistrarState {
+    run: String,
+    config: String,
+    base_dir: String,
+    identity: RunIdentity,
+    /// The first evaluator index a worker gets (after the local evaluators).
+    first_slot: u32,
+    /// Evaluator index by worker node.
+    slots: BTreeMap<String, u32>,
+    counters: Arc<NodeCounters>,
+}
+
+impl RegistrarState {
+    fn reply(node: &str, msg: WorkerMsg) {
+        let members = ractor::pg::get_members(&names::worker(node));
+        match members.into_iter().next() {
+            Some(cell) => {
+                let worker: ActorRef<WorkerMsg> = cell.into();
+                if worker.cast(msg).is_err() {
+                    tracing::debug!(node, "worker gone before the answer");
+                }
+            }
+            // Its process group has not reached this node yet: it asks again.
+            None => tracing::debug!(node, "worker not seen yet; it will ask again"),
+        }
+    }
+
+    fn refuse(&self, node: &str, reason: String) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node, %reason, "refused a worker node");
+        Self::reply(node, WorkerMsg::Refused { reason });
+    }
+
+    /// The evaluator index of `node`: the one it had, else the lowest free one.
+    fn slot(&mut self, node: &str) -> u32 {
+        if let Some(&slot) = self.slots.get(node) {
+            return slot;
+        }
+        // Nodes whose own process group is gone have left; their indices are free.
+        self.slots
+            .retain(|n, _| !ractor::pg::get_members(&names::worker(n)).is_empty());
+        let taken: HashSet<u32> = self.slots.values().copied().collect();
+        let slot = (self.first_slot..)
+            .find(|s| {
+                !taken.contains(s)
+                    && ractor::pg::get_members(&names::evaluator(&self.run, *s as usize)).is_empty()
+            })
+            .expect("a free evaluator index");
+        self.slots.insert(node.to_owned(), slot);
+        slot
+    }
+}
+
+impl Actor for Registrar {
+    type Msg = RegistrarMsg;
+    type State = RegistrarState;
+    type Arguments = RegistrarState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RegistrarMsg>,
+        args: RegistrarState,
+    ) -> Result<RegistrarState, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RegistrarMsg>,
+        msg: RegistrarMsg,
+        state: &mut RegistrarState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RegistrarMsg::Hello { node, version } => {
+                let ours = env!("CARGO_PKG_VERSION");
+                if version != ours {
+                    state.refuse(
+                        &node,
+                        format!(
+                            "the worker runs pareidolia {version}, the daemon {ours}; install the same version on both"
+                        ),
+                    );
+                    return Ok(());
+                }
+                RegistrarState::reply(
+                    &node,
+                    WorkerMsg::Run {
+                        run: state.run.clone(),
+                        config: state.config.clone(),
+                        base_dir: state.base_dir.clone(),
+                        identity: state.identity.clone(),
+                    },
+                );
+            }
+            RegistrarMsg::Join {
+                node,
+                role,
+                identity,
+            } => {
+                if let Some(reason) = identity_difference(&state.identity, &identity) {
+                    state.refuse(&node, reason);
+                    return Ok(());
+                }
+                let slot = state.slot(&node);
+                state.counters.joined.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(node, %role, slot, "worker node joined the run");
+                RegistrarState::reply(&node, WorkerMsg::Welcome { slot });
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's side.
+
+/// What `pareidolia worker` was asked.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The daemon's cluster address (`HOST:PORT`).
+    pub join: String,
+    /// The shared secret; `None` = [`LOOPBACK_COOKIE`].
+    pub cookie: Option<String>,
+    /// Where the cookie came from, for messages.
+    pub cookie_origin: String,
+    /// What this worker offers.
+    pub role: NodeRole,
+    /// The backend of every model here (overrides the run's).
+    pub backend: Option<BackendChoice>,
+    /// A config of this machine's own (its paths) instead of the daemon's.
+    pub config: Option<RunConfig>,
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// The daemon closed the connection (its run is over, or it stopped).
+    DaemonGone,
+    /// SIGTERM or SIGINT.
+    Signalled,
+}
+
+/// A session event the worker waits on.
+#[derive(Debug)]
+enum SessionEvent {
+    Ready,
+    Closed { named: bool, authenticated: bool },
+}
+
+struct WorkerEvents {
+    events: mpsc::UnboundedSender<SessionEvent>,
+    authenticated: Mutex<bool>,
+}
+
+impl NodeEventSubscription for WorkerEvents {
+    fn node_session_opened(&self, _ses: ractor_cluster::node::NodeServerSessionInformation) {}
+
+    fn node_session_authenticated(&self, _ses: ractor_cluster::node::NodeServerSessionInformation) {
+        if let Ok(mut a) = self.authenticated.lock() {
+            *a = true;
+        }
+    }
+
+    fn node_session_ready(&self, _ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let _ = self.events.send(SessionEvent::Ready);
+    }
+
+    fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        let authenticated = self.authenticated.lock().map(|a| *a).unwrap_or(false);
+        let _ = self.events.send(SessionEvent::Closed {
+            named: ses.peer_name.is_some(),
+            authenticated,
+        });
+    }
+}
+
+/// The worker's own actor: hands the registrar's answers to [`run_worker`].
+struct WorkerNode;
+
+impl Actor for WorkerNode {
+    type Msg = WorkerMsg;
+    type State = mpsc::UnboundedSender<WorkerMsg>;
+    type Arguments = mpsc::UnboundedSender<WorkerMsg>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        answers: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(answers)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        answers: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = answers.send(msg);
+        Ok(())
+    }
+}
+
+/// Runs a worker node until the daemon's connection closes or a signal: joins the daemon at
+/// `options.join`, loads the run's models and plugins, and scores batches as one of the run's
+/// evaluators. Blocking: it starts its own tokio runtime.
+pub fn run_worker(options: WorkerOptions) -> Result<WorkerEnd, ClusterError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ClusterError::Runtime)?;
+    runtime.block_on(worker(options))
+}
+
+async fn worker(options: WorkerOptions) -> Result<WorkerEnd, ClusterError> {
+    let address = options.join.clone();
+    let target = resolve("--join", &address)?;
+    let node = format!(
+        "pareidolia-worker-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let subscription = WorkerEvents {
+        events: events_tx,
+        authenticated: Mutex::new(false),
+    };
+    let cookie = options
+        .cookie
+        .clone()
+        .unwrap_or_else(|| LOOPBACK_COOKIE.to_owned());
+    // The worker's own node listens on loopback only; nobody needs to connect to it.
+    let local: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, 0).into();
+    let (server, _) = start_node(local, cookie, node.clone(), Box::new(subscription)).await?;
+    let result = async {
+        handshake(&server, &options, target, &mut events).await?;
+        tracing::info!(daemon = %address, node, "cluster session ready");
+        let (answers_tx, mut answers) = mpsc::unbounded_channel();
+        let (me, _) = Actor::spawn(None, WorkerNode, answers_tx)
+            .await
+            .map_err(|e| ClusterError::Node(e.to_string()))?;
+        ractor::pg::join(names::worker(&node), vec![me.get_cell()]);
+        let result = take_part(&options, &node, &mut events, &mut answers).await;
+        me.stop(None);
+        result
+    }
+    .await;
+    server.stop(Some("worker done".into()));
+    result
+}
+
+/// Connects to the daemon and waits until the session is ready, or says why not.
+async fn handshake(
+    server: &ActorRef<NodeServerMessage>,
+    options: &WorkerOptions,
+    target: SocketAddr,
+    events: &mut mpsc::UnboundedReceiver<SessionEvent>,
+) -> Result<(), ClusterError> {
+    let address = options.join.clone();
+    ractor_cluster::client_connect(server, target)
+        .await
+        .map_err(|e| ClusterError::Connect {
+            address: address.clone(),
+            cause: match e {
+                ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
+                other => other.to_string(),
+            },
+        })?;
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, events.recv()).await {
+        Ok(Some(SessionEvent::Ready)) => Ok(()),
+        Ok(Some(SessionEvent::Closed {
+            named: true,
+            authenticated: false,
+        })) => Err(ClusterError::Cookie {
+            address,
+            cookie: options.cookie_origin.clone(),
+        }),
+        Ok(Some(SessionEvent::Closed { .. })) | Ok(None) => {
+            Err(ClusterError::NotANode { address })
+        }
+        Err(_) => Err(ClusterError::HandshakeTimeout { address }),
+    }
+}
+
+/// How often a worker asks the registrar again while it has no answer.
+const HELLO_EVERY: Duration = Duration::from_millis(300);
+
+/// The first answer of the registrar on the daemon's node, asking again until one comes.
+async fn ask(
+    msg: RegistrarMsg,
+    address: &str,
+    events: &mut mpsc::UnboundedReceiver<SessionEvent>,
+    answers: &mut mpsc::UnboundedReceiver<WorkerMsg>,
+    repeat: bool,
+    send: bool,
+) -> Result<WorkerMsg, ClusterError> {
+    let deadline = Instant::now() + REGISTRAR_TIMEOUT;
+    let mut asked = !send;
+    loop {
+        if repeat || !asked {
+            let registrar = ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
+                .into_iter()
+                .find(|m| !m.get_id().is_local());
+            if let Some(cell) = registrar {
+                let registrar: ActorRef<RegistrarMsg> = cell.into();
+                asked = registrar.cast(msg.clone()).is_ok();
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(ClusterError::NoRun {
+                address: address.to_owned(),
+            });
+        }
+        let wait = HELLO_EVERY.min(deadline - now);
+        tokio::select! {
+            answer = answers.recv() => {
+                if let Some(answer) = answer {
+                    return Ok(answer);
+                }
+            }
+            event = events.recv() => {
+                if let Some(SessionEvent::Closed { .. }) | None = event {
+                    return Err(ClusterError::Lost { address: address.to_owned() });
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Asks the registrar, loads the run, joins as an evaluator and serves until the end.
+async fn take_part(
+    options: &WorkerOptions,
+    node: &str,
+    events: &mut mpsc::UnboundedReceiver<SessionEvent>,
+    answers: &mut mpsc::UnboundedReceiver<WorkerMsg>,
+) -> Result<WorkerEnd, ClusterError> {
+    let address = options.join.as_str();
+    let refused = |reason| ClusterError::Refused {
+        address: address.to_owned(),
+        reason,
+    };
+    let hello = RegistrarMsg::Hello {
+        node: node.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let (run, config, run_identity) = match ask(hello, address, events, answers, true, true).await? {
+        WorkerMsg::Run {
+            run,
+            config,
+            base_dir,
+            identity,
+        } => {
+            let config = match &options.config {
+                Some(own) => own.clone(),
+                None => RunConfig::parse(&config, "the daemon's config", PathBuf::from(base_dir))
+                    .map_err(|e| ClusterError::Config(e.to_string()))?,
+            };
+            (run, config, identity)
+        }
+        WorkerMsg::Refused { reason } => return Err(refused(reason)),
+        WorkerMsg::Welcome { .. } => {
+            return Err(ClusterError::Node(
+                "the registrar answered out of order".into(),
+            ));
+        }
+    };
+    let mut config = config;
+    if let Some(backend) = options.backend {
+        for model in config.model_configs_mut() {
+            model.backend = backend;
+        }
+    }
+    tracing::info!(run, models = run_identity.models.len(), "loading the run's models and plugins");
+    let (setup, prepared) = tokio::task::spawn_blocking(move || -> Result<_, SetupError> {
+        let setup = Setup::load(config)?;
+        let prepared = setup
+            .models
+            .iter()
+            .map(ModelSetup::prepare)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((setup, prepared))
+    })
+    .await
+    .map_err(|e| ClusterError::Node(e.to_string()))??;
+    let mut identity = setup.identity();
+    for ((model, p), id) in setup.models.iter().zip(&prepared).zip(&mut identity.models) {
+        *id = model.prepared_identity(p.as_ref());
+        tracing::info!(model = %id.name, sha256 = %id.sha256, runs_on = id.backend.as_deref().unwrap_or_default(), "model prepared");
+    }
+    if let Some(difference) = identity_difference(&run_identity, &identity) {
+        // The daemon decides, and logs it too; its answer is the error.
+        tracing::warn!(%difference, "this worker's models or plugins differ from the run's");
+    }
+    let join = RegistrarMsg::Join {
+        node: node.to_owned(),
+        role: options.role,
+        identity,
+    };
+    let mut send = true;
+    let slot = loop {
+        match ask(join.clone(), address, events, answers, false, send).await? {
+            WorkerMsg::Welcome { slot } => break slot,
+            WorkerMsg::Refused { reason } => return Err(refused(reason)),
+            // A late answer to a repeated hello.
+            WorkerMsg::Run { .. } => send = false,
+        }
+    };
+    let args = EvaluatorArgs {
+        run: run.clone(),
+        index: slot as usize,
+        models: setup.models.clone(),
+        prepared: Some(prepared),
+        fitness: setup.fitness.clone(),
+        batch_size: setup.config.batch_size.max(1) as usize,
+    };
+    let (evaluator, handle) = Actor::spawn(
+        Some(names::evaluator(&run, slot as usize)),
+        EvaluatorActor,
+        args,
+    )
+    .await
+    .map_err(|e| ClusterError::Node(e.to_string()))?;
+    ractor::pg::join(names::evaluator(&run, slot as usize), vec![evaluator.get_cell()]);
+    ractor::pg::join(names::evaluator_group(&run), vec![evaluator.get_cell()]);
+    tracing::info!(run, slot, daemon = %address, "joined the run as evaluator {slot}");
+    let end = loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(SessionEvent::Closed { .. }) | None => {
+                    tracing::info!(daemon = %address, "the daemon closed the connection (its run is over, or it stopped); exiting");
+                    break WorkerEnd::DaemonGone;
+                }
+                Some(SessionEvent::Ready) => {}
+            },
+            _ = crate::service::shutdown_signal() => {
+                tracing::info!("stop requested; leaving the run");
+                break WorkerEnd::Signalled;
+            }
+        }
+    };
+    evaluator.stop(Some("worker leaving".into()));
+    let _ = handle.await;
+    Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pareidolia_core::summary::PluginSummary;
+    use pareidolia_core::{ModelIdentity, OutputKind};
+
+    fn identity() -> RunIdentity {
+        RunIdentity {
+            models: vec![ModelIdentity {
+                name: "lenet".into(),
+                sha256: "aa".into(),
+                classes: 10,
+                output: Some(OutputKind::Probabilities),
+                requested_backend: BackendChoice::Tract,
+                backend: Some("tract".into()),
+                device: Some("cpu".into()),
+                backend_selection: None,
+            }],
+            encoding: PluginSummary {
+                name: "direct".into(),
+                version: "0.1.0".into(),
+            },
+            fitness: PluginSummary {
+                name: "confidence".into(),
+                version: "0.1.0".into(),
+            },
+            labels: vec!["0".into(); 10],
+            run_id: Some("r".into()),
+            cells: None,
+        }
+    }
+
+    #[test]
+    fn a_worker_must_load_the_runs_models_and_plugins_on_any_backend() {
+        let run = identity();
+        let mut same = run.clone();
+        same.models[0].backend = Some("ort".into());
+        same.models[0].requested_backend = BackendChoice::Auto;
+        same.run_id = None;
+        assert_eq!(identity_difference(&run, &same), None);
+        let mut model = run.clone();
+        model.models[0].sha256 = "bb".into();
+        let e = identity_difference(&run, &model).unwrap();
+        assert!(e.contains("sha256 aa") && e.contains("sha256 bb"), "{e}");
+        let mut plugin = run.clone();
+        plugin.fitness.version = "0.2.0".into();
+        let e = identity_difference(&run, &plugin).unwrap();
+        assert_eq!(
+            e,
+            "fitness plugin: the run uses confidence 0.1.0, this worker loaded confidence 0.2.0; install the run's plugin on the worker"
+        );
+        let mut two = run.clone();
+        two.models.push(two.models[0].clone());
+        assert!(identity_difference(&run, &two).unwrap().contains("1 model(s)"));
+    }
+
+    #[test]
+    fn a_public_address_needs_a_cookie() {
+        assert!(ClusterOptions::new("127.0.0.1:0", None, 0).is_ok());
+        let e = ClusterOptions::new("0.0.0.0:7947", None, 0).unwrap_err();
+        assert!(e.to_string().contains("without a cookie"), "{e}");
+        assert!(ClusterOptions::new("0.0.0.0:7947", Some("s".into()), 0).is_ok());
+        let e = ClusterOptions::new("nonsense", None, 0).unwrap_err();
+        assert!(e.to_string().contains("--cluster-listen nonsense"), "{e}");
+    }
+}
