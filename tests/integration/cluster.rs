@@ -97,7 +97,10 @@ fn a_remote_evaluator_leaves_the_archive_of_a_local_run() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no count of scored children:\n{worker_log}"));
-    assert!(scored >= 200, "the worker scored {scored} children:\n{worker_log}");
+    assert!(
+        scored >= 200,
+        "the worker scored {scored} children:\n{worker_log}"
+    );
 
     let (a, b) = (run_result(&local), run_result(&remote));
     assert_eq!(a.0["classes"], b.0["classes"]);

@@ -23,8 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::generation::{Generation, Reissue};
 use crate::history::History;
 use crate::messages::{
-    ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, live_evaluators, names,
-    observe,
+    ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, live_evaluators, names, observe,
 };
 use crate::outcome::{Progress, RunError, RunOutcome};
 
@@ -211,7 +210,11 @@ impl ArchiveState {
             &mut self.rng,
         );
         let route = self.route();
-        tracing::debug!(generation = generation.number(), evaluators = route.evaluators, "generation routed");
+        tracing::debug!(
+            generation = generation.number(),
+            evaluators = route.evaluators,
+            "generation routed"
+        );
         dispatch(
             &names::mutator_group(&self.plan.run),
             generation.jobs(),

@@ -332,7 +332,9 @@ impl NodeEventSubscription for DaemonEvents {
         if was {
             tracing::info!(node = %peer_name(&ses), peer = %ses.peer_addr, "worker node disconnected");
         } else {
-            self.counters.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .unauthenticated
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 peer = %ses.peer_addr,
                 node = %peer_name(&ses),
@@ -738,9 +740,7 @@ async fn handshake(
             address,
             cookie: options.cookie_origin.clone(),
         }),
-        Ok(Some(SessionEvent::Closed { .. })) | Ok(None) => {
-            Err(ClusterError::NotANode { address })
-        }
+        Ok(Some(SessionEvent::Closed { .. })) | Ok(None) => Err(ClusterError::NotANode { address }),
         Err(_) => Err(ClusterError::HandshakeTimeout { address }),
     }
 }
@@ -808,7 +808,8 @@ async fn take_part(
         node: node.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
-    let (run, config, run_identity) = match ask(hello, address, events, answers, true, true).await? {
+    let (run, config, run_identity) = match ask(hello, address, events, answers, true, true).await?
+    {
         WorkerMsg::Run {
             run,
             config,
@@ -835,7 +836,11 @@ async fn take_part(
             model.backend = backend;
         }
     }
-    tracing::info!(run, models = run_identity.models.len(), "loading the run's models and plugins");
+    tracing::info!(
+        run,
+        models = run_identity.models.len(),
+        "loading the run's models and plugins"
+    );
     let (setup, prepared) = tokio::task::spawn_blocking(move || -> Result<_, SetupError> {
         let setup = Setup::load(config)?;
         let prepared = setup
@@ -885,7 +890,10 @@ async fn take_part(
     )
     .await
     .map_err(|e| ClusterError::Node(e.to_string()))?;
-    ractor::pg::join(names::evaluator(&run, slot as usize), vec![evaluator.get_cell()]);
+    ractor::pg::join(
+        names::evaluator(&run, slot as usize),
+        vec![evaluator.get_cell()],
+    );
     ractor::pg::join(names::evaluator_group(&run), vec![evaluator.get_cell()]);
     tracing::info!(run, slot, daemon = %address, "joined the run as evaluator {slot}");
     let end = loop {
@@ -961,7 +969,11 @@ mod tests {
         );
         let mut two = run.clone();
         two.models.push(two.models[0].clone());
-        assert!(identity_difference(&run, &two).unwrap().contains("1 model(s)"));
+        assert!(
+            identity_difference(&run, &two)
+                .unwrap()
+                .contains("1 model(s)")
+        );
     }
 
     #[test]

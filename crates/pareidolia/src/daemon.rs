@@ -282,11 +282,17 @@ fn cluster_options(args: &ClusterArgs) -> Result<Option<ClusterOptions>> {
         .transpose()?;
     let Some(listen) = &args.cluster_listen else {
         if args.cookie_file.is_some() || args.wait_workers > 0 {
-            bail!("--cookie-file and --wait-workers need --cluster-listen ADDR (where worker nodes connect)");
+            bail!(
+                "--cookie-file and --wait-workers need --cluster-listen ADDR (where worker nodes connect)"
+            );
         }
         return Ok(None);
     };
-    Ok(Some(ClusterOptions::new(listen, cookie, args.wait_workers)?))
+    Ok(Some(ClusterOptions::new(
+        listen,
+        cookie,
+        args.wait_workers,
+    )?))
 }
 
 /// Continues the run in `run_dir` from its newest valid checkpoint: checks that the
