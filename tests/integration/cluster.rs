@@ -7,16 +7,25 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::daemon_process::Daemon;
+use crate::daemon_process::{Daemon, get, get_json, served_generation};
+use crate::util::prometheus::{
+    CLUSTER_METRICS, dashboard, dashboard_exprs, is_exported, metric_names, metric_types,
+    monitoring,
+};
 use crate::util::*;
 
 /// The run both sides make: the default experiment, short, on tract, one local mutator and
 /// one local inference worker.
 fn experiment(command: Pareidolia, config: &Path, out: &Path) -> Pareidolia {
+    experiment_of(command, config, out, 8)
+}
+
+/// [`experiment`] with `generations`.
+fn experiment_of(command: Pareidolia, config: &Path, out: &Path, generations: u64) -> Pareidolia {
     command
         .config(config)
         .out(out)
-        .generations(8)
+        .generations(generations)
         .seed(7)
         .mutators(1)
         .workers(1)
@@ -51,11 +60,21 @@ fn worker(address: &str) -> Pareidolia {
     Pareidolia::with_args(["worker", "--join", address])
 }
 
-/// The archive does not depend on whether a batch was scored here or on a worker node:
-/// a fixed-seed run whose daemon shares its batches with one remote evaluator ends with the
+/// A count a worker logs when it leaves (`worker done jobs=.. bred=.. batches=.. scored=..`).
+fn worker_count(log: &str, key: &str) -> u64 {
+    log.lines()
+        .find(|l| l.contains("worker done"))
+        .and_then(|l| l.split(&format!("{key}=")).nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no {key} count:\n{log}"))
+}
+
+/// The archive does not depend on where work was done: a fixed-seed run whose daemon shares
+/// its batches with a remote evaluator and its breeding with a remote mutator ends with the
 /// same champions, gallery bytes and history as a local run.
 #[test]
-fn a_remote_evaluator_leaves_the_archive_of_a_local_run() {
+fn remote_workers_leave_the_archive_of_a_local_run() {
     let dir = temp_dir("cluster-same");
     let config = daemon_config(&dir, 8, 4);
     let local = dir.join("local");
@@ -64,49 +83,237 @@ fn a_remote_evaluator_leaves_the_archive_of_a_local_run() {
     let remote = dir.join("remote");
     let secret = cookie(&dir, "cookie", "a shared secret");
     let mut daemon = experiment(Pareidolia::daemon(), &config, &remote)
-        .args(["--cluster-listen", "127.0.0.1:0", "--wait-workers", "1"])
+        .args(["--cluster-listen", "127.0.0.1:0", "--wait-workers", "2"])
         .arg("--cookie-file")
         .arg(&secret)
         .start(&dir.join("daemon.log"));
     let address = cluster_address(&mut daemon);
-    let node = worker(&address)
+    let evaluator = worker(&address)
         .arg("--cookie-file")
         .arg(&secret)
         .args(["--role", "evaluator", "--backend", "tract"])
-        .start(&dir.join("worker.log"));
+        .start(&dir.join("evaluator.log"));
+    let mutator = worker(&address)
+        .arg("--cookie-file")
+        .arg(&secret)
+        .args(["--role", "mutator"])
+        .start(&dir.join("mutator.log"));
     let (status, log) = daemon.wait(Duration::from_secs(300));
     assert!(status.success(), "daemon failed ({status}):\n{log}");
-    assert!(log.contains("worker node joined the run"), "{log}");
-    assert!(log.contains("evaluators are in; the run starts"), "{log}");
-    // The worker leaves on its own once the daemon's connection closes.
-    let (status, worker_log) = node.wait(Duration::from_secs(60));
-    assert!(status.success(), "worker failed ({status}):\n{worker_log}");
+    assert_eq!(
+        log.matches("worker node joined the run").count(),
+        2,
+        "{log}"
+    );
+    assert!(log.contains("worker nodes are in; the run starts"), "{log}");
+    // The workers leave on their own once the daemon's connection closes.
+    let (status, evaluator_log) = evaluator.wait(Duration::from_secs(60));
     assert!(
-        worker_log.contains("joined the run as evaluator 1"),
-        "{worker_log}"
+        status.success(),
+        "evaluator failed ({status}):\n{evaluator_log}"
     );
     assert!(
-        worker_log.contains("the daemon closed the connection"),
-        "{worker_log}"
+        evaluator_log.contains("joined the run as evaluator 1")
+            && evaluator_log.contains("the daemon closed the connection"),
+        "{evaluator_log}"
     );
-    // It scored its share: the route sends every other batch to evaluator 1.
-    let scored = worker_log
-        .lines()
-        .find(|l| l.contains("evaluator stopped"))
-        .and_then(|l| l.split("children=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no count of scored children:\n{worker_log}"));
+    // Each did its share: the route sends every other batch to evaluator 1, and the jobs go
+    // round-robin over the two mutators a batch at a time.
+    let scored = worker_count(&evaluator_log, "scored");
     assert!(
-        scored >= 200,
-        "the worker scored {scored} children:\n{worker_log}"
+        scored >= 400,
+        "the evaluator scored {scored}:\n{evaluator_log}"
     );
+    let (status, mutator_log) = mutator.wait(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "mutator failed ({status}):\n{mutator_log}"
+    );
+    assert!(
+        mutator_log.contains("joined the run as a mutator"),
+        "{mutator_log}"
+    );
+    let bred = worker_count(&mutator_log, "bred");
+    assert!(bred >= 400, "the mutator bred {bred}:\n{mutator_log}");
+    assert_eq!(worker_count(&mutator_log, "scored"), 0);
 
     let (a, b) = (run_result(&local), run_result(&remote));
     assert_eq!(a.0["classes"], b.0["classes"]);
     assert_eq!(a.0["evaluations"], b.0["evaluations"]);
     assert_eq!(a.1, b.1, "the galleries differ");
     assert_eq!(history_without_time(&local), history_without_time(&remote));
+}
+
+/// A worker killed with SIGKILL in the middle of a generation loses nothing: its batches and
+/// jobs are re-issued to the daemon's own evaluator and mutator, every child is scored once,
+/// and a worker that joins afterwards is used again. `/status` and the metrics show both
+/// nodes and the re-issue.
+#[test]
+fn a_killed_worker_has_its_work_reissued_and_a_new_one_is_used() {
+    let dir = temp_dir("cluster-loss");
+    // Generations of 2,000 children: long enough (about half a second) to kill in one.
+    let config = config_edit(&dir, |t| {
+        t.set("generations", int(25))
+            .set("offspring_per_generation", int(2000))
+            .set("mutators", 1)
+            .add("checkpoint.every_generations", int(5))
+            .add("checkpoint.every_seconds", 0)
+            .add("http.listen", "127.0.0.1:0");
+    });
+    let mut daemon = experiment_of(Pareidolia::daemon(), &config, &dir.join("run"), 25)
+        .args(["--cluster-listen", "127.0.0.1:0", "--wait-workers", "1"])
+        .start(&dir.join("daemon.log"));
+    let address = cluster_address(&mut daemon);
+    let url = daemon.url();
+    let first = worker(&address)
+        .args(["--role", "both", "--backend", "tract"])
+        .start(&dir.join("first.log"));
+    daemon.poll(
+        "generation 2",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        |_| match served_generation(&url) {
+            Some(g) if g >= 2 => Ok(()),
+            other => Err(format!("at {other:?}")),
+        },
+    );
+    first.signal("KILL");
+    let _ = first.wait(Duration::from_secs(10));
+    daemon.wait_for("worker node left the run", Duration::from_secs(30));
+    let second = worker(&address)
+        .args(["--role", "evaluator", "--backend", "tract"])
+        .start(&dir.join("second.log"));
+    let nodes = daemon.poll(
+        "the second node joined",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        |_| {
+            let (_, status) = get_json(&format!("{url}/status"));
+            let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+            let live = nodes.iter().filter(|n| n["connected"] == true).count();
+            if nodes.len() == 2 && live == 1 {
+                Ok(nodes)
+            } else {
+                Err(format!("nodes: {nodes:?}"))
+            }
+        },
+    );
+    let gone = nodes.iter().find(|n| n["connected"] == false).unwrap();
+    assert_eq!(gone["role"], "both");
+    assert_eq!(gone["left"], "disconnected");
+    assert!(gone["scored"].as_u64().unwrap() > 0, "{gone}");
+    let live = nodes.iter().find(|n| n["connected"] == true).unwrap();
+    assert_eq!(
+        (live["role"].as_str(), live["slot"].as_u64()),
+        (Some("evaluator"), Some(1))
+    );
+    let (_, metrics) = get(&format!("{url}/metrics"));
+    assert!(
+        metrics.contains("pareidolia_cluster_nodes{role=\"evaluator\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pareidolia_node_up{"), "{metrics}");
+    // The worker nodes' metrics, which monitoring.rs's daemon (alone) cannot show, are exported
+    // now, and they are all the monitoring files name beyond a lone daemon's.
+    let types = metric_types(&metrics);
+    for name in CLUSTER_METRICS {
+        assert!(
+            types.contains_key(name),
+            "{name} is not exported:\n{metrics}"
+        );
+    }
+    let monitored = format!(
+        "{}\n{}",
+        dashboard_exprs(&dashboard()).join("\n"),
+        read_text(&monitoring().join("alerts.yml"))
+    );
+    for name in metric_names(&monitored) {
+        assert!(
+            is_exported(&name, &types),
+            "the monitoring files name {name}, not exported with a worker joined:\n{metrics}"
+        );
+    }
+
+    let (status, log) = daemon.wait(Duration::from_secs(300));
+    assert!(status.success(), "daemon failed ({status}):\n{log}");
+    assert!(
+        log.contains("re-issuing work in flight") && log.contains("node_lost"),
+        "{log}"
+    );
+    // Nothing lost: every child of the 26 generations scored once.
+    let summary = json(&dir.join("run/summary.json"));
+    assert_eq!(summary["evaluations"], 26 * 2000, "{summary}");
+    assert_eq!(summary["lost"], 0, "{summary}");
+    let (status, second_log) = second.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{second_log}");
+    assert!(worker_count(&second_log, "scored") > 0, "{second_log}");
+}
+
+/// The archive owner's loss: a worker whose daemon stops answering (SIGSTOP) leaves after
+/// --daemon-timeout with a clear message and a non-zero exit status; one whose daemon is killed
+/// leaves at once when the connection closes; the daemon's newest checkpoint is intact and
+/// the run resumes from it.
+#[test]
+fn workers_leave_when_the_daemon_is_gone() {
+    let dir = temp_dir("cluster-owner");
+    let config = daemon_config(&dir, 100_000, 2);
+    let run = dir.join("run");
+    let mut daemon = experiment_of(Pareidolia::daemon(), &config, &run, 100_000)
+        .args(["--cluster-listen", "127.0.0.1:0", "--wait-workers", "1"])
+        .start(&dir.join("daemon.log"));
+    let address = cluster_address(&mut daemon);
+    let url = daemon.url();
+    let quiet = worker(&address)
+        .args([
+            "--role",
+            "evaluator",
+            "--backend",
+            "tract",
+            "--daemon-timeout",
+            "3",
+        ])
+        .start(&dir.join("quiet.log"));
+    daemon.poll(
+        "generation 4",
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        |_| match served_generation(&url) {
+            Some(g) if g >= 4 => Ok(()),
+            other => Err(format!("at {other:?}")),
+        },
+    );
+    daemon.signal("STOP");
+    let started = std::time::Instant::now();
+    let (status, log) = quiet.wait(Duration::from_secs(30));
+    daemon.signal("CONT");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("no answer from the daemon") && log.contains("for 3 s"),
+        "{log}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3), "{log}");
+
+    let second = worker(&address)
+        .args(["--role", "evaluator", "--backend", "tract"])
+        .start(&dir.join("second.log"));
+    daemon.wait_for("worker node left the run", Duration::from_secs(30));
+    daemon.poll(
+        "the second worker joined",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        |d| match d.log().matches("worker node joined the run").count() {
+            2 => Ok(()),
+            n => Err(format!("{n} joined")),
+        },
+    );
+    daemon.signal("KILL");
+    let _ = daemon.wait(Duration::from_secs(10));
+    let (status, log) = second.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(log.contains("the daemon closed the connection"), "{log}");
+    // The newest checkpoint is whole: status reads it.
+    let out = success(Pareidolia::with_args(["status"]).arg(&run).output());
+    assert!(out.contains("generation"), "{out}");
 }
 
 /// Bad joins, each refused with a clear error and a non-zero exit while the daemon waits

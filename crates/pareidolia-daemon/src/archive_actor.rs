@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, watch};
 use crate::generation::{Generation, Reissue};
 use crate::history::History;
 use crate::messages::{
-    ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, live_evaluators, names, observe,
+    ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, child_index, live_evaluators,
+    names, observe, remote_nodes,
 };
 use crate::outcome::{Progress, RunError, RunOutcome};
 
@@ -69,9 +70,9 @@ pub struct ArchivePlan {
     /// it starts ([`live_evaluators`]: the local ones and those on worker nodes), which
     /// changes which evaluator scores a batch, never what the batch holds.
     pub route: EvaluatorRoute,
-    /// Evaluators (local and on worker nodes) to wait for before the first generation of
-    /// this session starts (`daemon --wait-workers`); 0 = none.
-    pub wait_evaluators: u32,
+    /// Worker nodes (any role) to wait for before the first generation of this session
+    /// starts (`daemon --wait-workers`); 0 = none.
+    pub wait_nodes: u32,
     /// The classes that are cells (`archive.classes`); `None` = every class.
     pub cells: Option<Vec<usize>>,
     /// Run folder to keep `history.csv` in, if any.
@@ -141,8 +142,25 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Sends jobs to the mutators of `group`, round-robin in actor-id order, each with the route
-/// its children take to the evaluators.
+/// The jobs grouped by the batch their first child is in, in order: the unit of dispatch,
+/// so that a mutator makes a batch's children together and sends them on as one message.
+pub fn by_batch(jobs: &[BreedJob], batch_size: u32) -> Vec<Vec<BreedJob>> {
+    let mut groups: Vec<Vec<BreedJob>> = Vec::new();
+    let mut current = None;
+    for job in jobs {
+        let batch = child_index(job.child_ids().next().unwrap_or(0)) / batch_size.max(1);
+        if current != Some(batch) {
+            groups.push(Vec::new());
+            current = Some(batch);
+        }
+        groups.last_mut().expect("pushed").push(job.clone());
+    }
+    groups
+}
+
+/// Sends jobs to the mutators of `group` (local, and on worker nodes), a batch's jobs at a
+/// time, round-robin in actor-id order, each with the route its children take to the
+/// evaluators.
 fn dispatch(group: &str, jobs: &[BreedJob], route: EvaluatorRoute) {
     let mut mutators = ractor::pg::get_members(&group.to_owned());
     mutators.sort_by_key(|m| m.get_id());
@@ -150,10 +168,10 @@ fn dispatch(group: &str, jobs: &[BreedJob], route: EvaluatorRoute) {
         tracing::warn!("no mutator running; jobs wait for a restart");
         return;
     }
-    for (k, job) in jobs.iter().enumerate() {
+    for (k, jobs) in by_batch(jobs, route.batch_size).into_iter().enumerate() {
         let mutator: ActorRef<MutatorMsg> = mutators[k % mutators.len()].clone().into();
-        if mutator.cast(MutatorMsg::Breed(job.clone(), route)).is_err() {
-            tracing::debug!("mutator gone; its job is re-issued after the restart");
+        if mutator.cast(MutatorMsg::Breed(jobs, route)).is_err() {
+            tracing::debug!("mutator gone; its jobs are re-issued after the restart");
         }
     }
 }
@@ -176,10 +194,10 @@ impl ArchiveState {
         if self.waited || self.current.is_some() {
             return false;
         }
-        let live = live_evaluators(&self.plan.run);
-        if live >= self.plan.wait_evaluators {
+        let live = remote_nodes(&self.plan.run);
+        if live >= self.plan.wait_nodes {
             if self.wait_logged {
-                tracing::info!(evaluators = live, "evaluators are in; the run starts");
+                tracing::info!(nodes = live, "worker nodes are in; the run starts");
             }
             // Waited once per session: later generations go on with whoever is there.
             self.waited = true;
@@ -187,9 +205,9 @@ impl ArchiveState {
         }
         if !self.wait_logged {
             tracing::info!(
-                evaluators = live,
-                wanted = self.plan.wait_evaluators,
-                "waiting for worker nodes' evaluators before the first generation"
+                nodes = live,
+                wanted = self.plan.wait_nodes,
+                "waiting for worker nodes before the first generation"
             );
             self.wait_logged = true;
         }
@@ -209,7 +227,9 @@ impl ArchiveState {
             &self.archive,
             &mut self.rng,
         );
+        let mut generation = generation;
         let route = self.route();
+        generation.routed(route);
         tracing::debug!(
             generation = generation.number(),
             evaluators = route.evaluators,
@@ -537,17 +557,27 @@ impl Actor for ArchiveActor {
                     state.start_generation();
                 }
             }
-            ArchiveMsg::Results {
-                scored,
-                lost,
-                times,
-            } => {
-                state.times += times;
+            ArchiveMsg::Results(results) => {
                 let Some(generation) = state.current.as_mut() else {
                     return Ok(());
                 };
-                let kinds = generation.accept(scored, lost);
+                let (from, times) = (results.from, results.times);
+                let accepted = generation.accept_from(results, state.plan.classes);
                 let outstanding = generation.outstanding();
+                if !accepted.rejected.is_empty() {
+                    let (id, cause) = accepted.rejected[0];
+                    tracing::warn!(
+                        evaluator = from,
+                        children = accepted.rejected.len(),
+                        first = format_args!("{id:x}"),
+                        cause = cause.as_str(),
+                        "refused results for children this evaluator was not given (or malformed ones); they are not counted"
+                    );
+                    let causes = accepted.rejected.iter().map(|(_, c)| *c).collect();
+                    state.metrics(MetricsMsg::Rejected(causes));
+                }
+                state.times += times;
+                let kinds = accepted.kinds;
                 state.lost += kinds.len() as u64;
                 // Counted here, where duplicates from re-issued work are already gone.
                 if !kinds.is_empty() {
@@ -556,7 +586,8 @@ impl Actor for ArchiveActor {
                 state.metrics(MetricsMsg::AwaitingResults(outstanding));
                 state.complete_if_done(&myself).await?;
             }
-            ArchiveMsg::Reissue => {
+            ArchiveMsg::Reissue(cause) => {
+                let route = state.route();
                 let Some(generation) = state.current.as_mut() else {
                     return Ok(());
                 };
@@ -566,9 +597,13 @@ impl Actor for ArchiveActor {
                         tracing::info!(
                             jobs = jobs.len(),
                             generation = number,
+                            cause = cause.as_str(),
+                            evaluators = route.evaluators,
                             "re-issuing work in flight"
                         );
-                        dispatch(&names::mutator_group(&state.plan.run), &jobs, state.route());
+                        generation.routed(route);
+                        state.metrics(MetricsMsg::Reissued(cause));
+                        dispatch(&names::mutator_group(&state.plan.run), &jobs, route);
                     }
                     Reissue::WrittenOff(children) => {
                         tracing::warn!(

@@ -21,9 +21,25 @@
 //!    is formed by child index and scored whole by one evaluator, so the archive does not
 //!    depend on which evaluator, local or remote, scored it.
 //!
-//! Limits of this first slice: evaluators only (no remote mutators yet); a worker that dies
-//! mid-generation leaves its batches to the linger and re-issue paths of a local evaluator's
-//! loss only once it is restarted; a worker exits when the daemon's connection closes.
+//! 5. a mutator role joins the run's mutator group: the archive's jobs go round-robin over
+//!    every mutator, local and remote, a batch's jobs per message;
+//! 6. a joined worker sends a heartbeat every [`HEARTBEAT_EVERY`] with what it did; the
+//!    daemon answers it, shows the nodes in `/status` and the metrics, and closes the
+//!    session of a node silent for [`NODE_TIMEOUT`]. When a node's session closes (it was
+//!    killed, its machine or the network went away, or it fell silent), the archive
+//!    re-issues the work in flight over the evaluators and mutators that remain, the same
+//!    accounting as a restarted local actor; a node that joins again is used again. A
+//!    worker leaves when the daemon closes the connection, or when the daemon has not
+//!    answered for `--daemon-timeout`.
+//!
+//! What a worker can do to the run: results reach the archive only through the registrar,
+//! which takes them only from the evaluator slot of a node in the run, and the archive
+//! takes a child only if its generation routed it to that evaluator, with one finite score
+//! per class ([`Generation::accept_from`](crate::generation::Generation::accept_from)); the
+//! archive itself is in no process group, so no node can send it anything else (a
+//! shutdown, a re-issue). A node holding the cookie is trusted to compute honestly: an
+//! evaluator could report false scores for the batches routed to it, a mutator could make
+//! any genome; as with any distributed evolution, give the cookie only to your machines.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs as _};
@@ -39,9 +55,13 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
-use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs};
+use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
 use crate::experiment::Experiment;
-use crate::messages::{NodeRole, RegistrarMsg, WorkerMsg, names};
+use crate::messages::{
+    ArchiveMsg, NodeRole, NodeWork, RegistrarMsg, ReissueCause, Results, WorkTally, WorkerMsg,
+    names,
+};
+use crate::mutator_actor::{MutatorActor, MutatorState};
 use crate::setup::{ModelSetup, Setup, SetupError};
 
 /// The cookie of a cluster on loopback started without `--cookie-file`: every process of
@@ -172,6 +192,16 @@ pub enum ClusterError {
         /// The address.
         address: String,
     },
+    /// The daemon stopped answering heartbeats.
+    #[error(
+        "no answer from the daemon at {address} for {seconds} s (its machine or the network is gone, or it is stopped); left the run"
+    )]
+    Silent {
+        /// The address.
+        address: String,
+        /// The timeout.
+        seconds: u64,
+    },
     /// The async runtime failed.
     #[error("cannot start tokio: {0}")]
     Runtime(std::io::Error),
@@ -293,22 +323,297 @@ async fn start_node(
 pub struct NodeCounters {
     /// Connections closed before they authenticated (a wrong cookie, a stray client).
     pub unauthenticated: AtomicU64,
-    /// Workers the registrar refused (version, models, plugins).
-    pub refused: AtomicU64,
+    /// Workers the registrar refused for their version.
+    pub version: AtomicU64,
+    /// Workers the registrar refused for what they loaded (models, plugins, labels).
+    pub identity: AtomicU64,
+    /// Results from an evaluator slot no joined node holds (dropped).
+    pub results: AtomicU64,
     /// Workers taken into the run.
     pub joined: AtomicU64,
 }
 
-/// Logs the daemon's node sessions and counts the ones that never authenticated.
-struct DaemonEvents {
-    counters: Arc<NodeCounters>,
-    authenticated: Mutex<HashSet<u64>>,
+impl NodeCounters {
+    /// The refusals by cause, for `pareidolia_cluster_refused_total`.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("unauthenticated", get(&self.unauthenticated)),
+            ("version", get(&self.version)),
+            ("identity", get(&self.identity)),
+            ("results", get(&self.results)),
+        ]
+    }
 }
 
+/// A worker node as `/status` and the metrics show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeStatus {
+    /// Its node name (`pareidolia-worker-PID-...`).
+    pub name: String,
+    /// What it does in the run (`evaluator`, `mutator`, `both`).
+    pub role: NodeRole,
+    /// Its address as the daemon sees it.
+    pub address: String,
+    /// Its evaluator index, for evaluator roles.
+    pub slot: Option<u32>,
+    /// Still connected and in the run.
+    pub connected: bool,
+    /// Seconds since it was last heard from (a heartbeat or results).
+    pub silent_s: f64,
+    /// What it reports having done.
+    pub work: NodeWork,
+    /// Children of its results the daemon forwarded to the archive.
+    pub scored: u64,
+    /// Unix time it joined.
+    pub joined_unix_s: f64,
+    /// Why it left, once it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+}
+
+/// One node the daemon has seen.
+#[derive(Debug)]
+struct NodeEntry {
+    address: String,
+    node_id: u64,
+    session: Option<ActorRef<ractor_cluster::NodeSessionMessage>>,
+    role: Option<NodeRole>,
+    slot: Option<u32>,
+    connected: bool,
+    last_seen: Instant,
+    work: NodeWork,
+    scored: u64,
+    joined_unix_s: f64,
+    left: Option<String>,
+}
+
+/// The daemon's table of worker nodes: plain data the node events, the registrar and the
+/// HTTP handlers share (behind a mutex). A node is *in the run* from its join until its
+/// session closes.
+#[derive(Debug, Default)]
+pub struct NodeTable {
+    nodes: BTreeMap<String, NodeEntry>,
+}
+
+/// What a closed session leaves to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLeft {
+    /// Its ractor node id (its actors' `ActorId::node()`).
+    pub node_id: u64,
+    /// Its role, if it had joined the run.
+    pub role: Option<NodeRole>,
+}
+
+impl NodeTable {
+    /// A session authenticated.
+    fn opened(
+        &mut self,
+        name: &str,
+        address: &str,
+        node_id: u64,
+        session: Option<ActorRef<ractor_cluster::NodeSessionMessage>>,
+    ) {
+        self.nodes.insert(
+            name.to_owned(),
+            NodeEntry {
+                address: address.to_owned(),
+                node_id,
+                session,
+                role: None,
+                slot: None,
+                connected: true,
+                last_seen: Instant::now(),
+                work: NodeWork::default(),
+                scored: 0,
+                joined_unix_s: 0.0,
+                left: None,
+            },
+        );
+    }
+
+    /// A session closed (`why`); what the node was doing, if it was connected.
+    fn closed(&mut self, name: &str, why: &str) -> Option<NodeLeft> {
+        let node = self.nodes.get_mut(name).filter(|n| n.connected)?;
+        node.connected = false;
+        node.session = None;
+        node.left = Some(why.to_owned());
+        let left = NodeLeft {
+            node_id: node.node_id,
+            role: node.role,
+        };
+        // A node that never joined leaves no row.
+        if node.role.is_none() {
+            self.nodes.remove(name);
+        }
+        Some(left)
+    }
+
+    /// The node joined the run.
+    fn joined(&mut self, name: &str, role: NodeRole, slot: Option<u32>, unix_s: f64) -> bool {
+        let Some(node) = self.nodes.get_mut(name).filter(|n| n.connected) else {
+            return false;
+        };
+        node.role = Some(role);
+        node.slot = slot;
+        node.joined_unix_s = unix_s;
+        node.last_seen = Instant::now();
+        true
+    }
+
+    /// A heartbeat; false for a node not in the run.
+    fn heard(&mut self, name: &str, work: NodeWork) -> bool {
+        match self
+            .nodes
+            .get_mut(name)
+            .filter(|n| n.connected && n.role.is_some())
+        {
+            Some(node) => {
+                node.work = work;
+                node.last_seen = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The node in the run that holds evaluator `slot`; counts `children` scored for it.
+    fn results_from(&mut self, slot: u32, children: u64) -> Option<&str> {
+        let (name, node) = self
+            .nodes
+            .iter_mut()
+            .find(|(_, n)| n.connected && n.slot == Some(slot))?;
+        node.scored += children;
+        node.last_seen = Instant::now();
+        Some(name.as_str())
+    }
+
+    /// The evaluator slot of `name` if it has one, else the lowest slot from `first` that no
+    /// connected node holds and `free` accepts.
+    fn slot_for(&self, name: &str, first: u32, free: impl Fn(u32) -> bool) -> u32 {
+        if let Some(slot) = self.nodes.get(name).and_then(|n| n.slot) {
+            return slot;
+        }
+        (first..)
+            .find(|s| {
+                !self
+                    .nodes
+                    .values()
+                    .any(|n| n.connected && n.slot == Some(*s))
+                    && free(*s)
+            })
+            .expect("a free evaluator index")
+    }
+
+    /// Nodes in the run silent for longer than `timeout`: their sessions, to close.
+    fn silent(
+        &self,
+        timeout: Duration,
+    ) -> Vec<(String, ActorRef<ractor_cluster::NodeSessionMessage>)> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.connected && n.role.is_some() && n.last_seen.elapsed() > timeout)
+            .filter_map(|(name, n)| Some((name.clone(), n.session.clone()?)))
+            .collect()
+    }
+
+    /// Every node that joined the run, in name order.
+    pub fn statuses(&self) -> Vec<NodeStatus> {
+        self.nodes
+            .iter()
+            .filter_map(|(name, n)| {
+                Some(NodeStatus {
+                    name: name.clone(),
+                    role: n.role?,
+                    address: n.address.clone(),
+                    slot: n.slot,
+                    connected: n.connected,
+                    silent_s: if n.connected {
+                        n.last_seen.elapsed().as_secs_f64()
+                    } else {
+                        0.0
+                    },
+                    work: n.work,
+                    scored: n.scored,
+                    joined_unix_s: n.joined_unix_s,
+                    left: n.left.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What the HTTP handlers see of the cluster: the node table and the refusal counts.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// The nodes.
+    pub table: Arc<Mutex<NodeTable>>,
+    /// The counts.
+    pub counters: Arc<NodeCounters>,
+}
+
+impl ClusterView {
+    /// Every node that joined the run.
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        self.table.lock().map(|t| t.statuses()).unwrap_or_default()
+    }
+}
+
+/// How long a node in the run may be silent before the daemon closes its session and
+/// re-issues its work (heartbeats come every [`HEARTBEAT_EVERY`]).
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a worker reports (and the daemon checks for silent nodes).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// Logs the daemon's node sessions, keeps the node table and counts the ones that never
+/// authenticated; a node that leaves the run with work in flight has the archive re-issue it.
+struct DaemonEvents {
+    counters: Arc<NodeCounters>,
+    table: Arc<Mutex<NodeTable>>,
+    authenticated: Mutex<HashSet<u64>>,
+    run: String,
+}
+
+/// The peer's node name as the worker chose it (ractor_cluster appends `@HOST`).
 fn peer_name(ses: &ractor_cluster::node::NodeServerSessionInformation) -> String {
-    ses.peer_name
-        .as_ref()
-        .map_or_else(|| "(unnamed)".to_owned(), |n| n.name.clone())
+    ses.peer_name.as_ref().map_or_else(
+        || "(unnamed)".to_owned(),
+        |n| {
+            n.name
+                .rsplit_once('@')
+                .map_or(n.name.as_str(), |(name, _)| name)
+                .to_owned()
+        },
+    )
+}
+
+/// After node `left` is gone from the run's process groups (ractor_cluster removes a closed
+/// session's remote actors shortly after the event), asks the archive to re-issue its work
+/// over the evaluators and mutators that remain.
+fn reissue_after(run: String, name: String, left: NodeLeft) {
+    let Some(role) = left.role else { return };
+    tokio::spawn(async move {
+        let groups = [names::evaluator_group(&run), names::mutator_group(&run)];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && groups.iter().any(|g| {
+                ractor::pg::get_members(g)
+                    .iter()
+                    .any(|m| !m.get_id().is_local() && m.get_id().node() == left.node_id)
+            })
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match ractor::registry::where_is(names::archive(&run)) {
+            Some(cell) => {
+                tracing::warn!(node = %name, %role, "worker node left the run; its work in flight is re-issued to the others");
+                let archive: ActorRef<ArchiveMsg> = cell.into();
+                let _ = archive.cast(ArchiveMsg::Reissue(ReissueCause::NodeLost));
+            }
+            None => tracing::debug!(node = %name, "worker node left after the run"),
+        }
+    });
 }
 
 impl NodeEventSubscription for DaemonEvents {
@@ -320,6 +625,14 @@ impl NodeEventSubscription for DaemonEvents {
         if let Ok(mut set) = self.authenticated.lock() {
             set.insert(ses.node_id);
         }
+        if let Ok(mut table) = self.table.lock() {
+            table.opened(
+                &peer_name(&ses),
+                &ses.peer_addr,
+                ses.node_id,
+                Some(ses.actor.clone()),
+            );
+        }
         tracing::info!(node = %peer_name(&ses), peer = %ses.peer_addr, "worker node connected");
     }
 
@@ -330,7 +643,16 @@ impl NodeEventSubscription for DaemonEvents {
             .map(|mut set| set.remove(&ses.node_id))
             .unwrap_or(false);
         if was {
-            tracing::info!(node = %peer_name(&ses), peer = %ses.peer_addr, "worker node disconnected");
+            let name = peer_name(&ses);
+            tracing::info!(node = %name, peer = %ses.peer_addr, "worker node disconnected");
+            let left = self
+                .table
+                .lock()
+                .ok()
+                .and_then(|mut t| t.closed(&name, "disconnected"));
+            if let Some(left) = left {
+                reissue_after(self.run.clone(), name, left);
+            }
         } else {
             self.counters
                 .unauthenticated
@@ -348,10 +670,11 @@ impl NodeEventSubscription for DaemonEvents {
 pub struct DaemonNode {
     server: ActorRef<NodeServerMessage>,
     registrar: ActorRef<RegistrarMsg>,
+    watchdog: tokio::task::JoinHandle<()>,
     /// Where it listens.
     pub address: SocketAddr,
-    /// What it counted.
-    pub counters: Arc<NodeCounters>,
+    /// What it counted, and its nodes.
+    pub view: ClusterView,
 }
 
 impl DaemonNode {
@@ -362,9 +685,12 @@ impl DaemonNode {
         experiment: &mut Experiment,
     ) -> Result<Self, ClusterError> {
         let counters = Arc::new(NodeCounters::default());
+        let table = Arc::new(Mutex::new(NodeTable::default()));
         let events = DaemonEvents {
             counters: counters.clone(),
+            table: table.clone(),
             authenticated: Mutex::new(HashSet::new()),
+            run: experiment.run_id.clone(),
         };
         let cookie = options
             .cookie
@@ -380,8 +706,9 @@ impl DaemonNode {
             base_dir: config.base_dir.display().to_string(),
             identity: experiment.identity.clone(),
             first_slot: experiment.cores.workers as u32,
-            slots: BTreeMap::new(),
+            table: table.clone(),
             counters: counters.clone(),
+            warned: HashSet::new(),
         };
         let (registrar, _) = Actor::spawn(None, Registrar, args)
             .await
@@ -390,7 +717,8 @@ impl DaemonNode {
             names::REGISTRAR_GROUP.to_owned(),
             vec![registrar.get_cell()],
         );
-        experiment.wait_for_remote_evaluators(options.wait_workers);
+        let watchdog = tokio::spawn(watch_silence(table.clone()));
+        experiment.wait_for_workers(options.wait_workers);
         tracing::info!(
             address = %address,
             cookie = if options.cookie.is_some() { "from --cookie-file" } else { "loopback default" },
@@ -400,13 +728,15 @@ impl DaemonNode {
         Ok(Self {
             server,
             registrar,
+            watchdog,
             address,
-            counters,
+            view: ClusterView { table, counters },
         })
     }
 
     /// Stops the registrar and the node server (the workers' sessions close).
     pub fn stop(self) {
+        self.watchdog.abort();
         self.registrar.stop(Some("run over".into()));
         self.server.stop(Some("run over".into()));
     }
@@ -457,7 +787,8 @@ pub fn identity_difference(run: &RunIdentity, worker: &RunIdentity) -> Option<St
     None
 }
 
-/// The registrar: answers worker nodes and takes them into the run.
+/// The registrar: answers worker nodes, takes them into the run, keeps their heartbeats and
+/// forwards remote evaluators' results to the archive.
 struct Registrar;
 
 /// Its state (and start-up arguments).
@@ -468,9 +799,31 @@ struct RegistrarState {
     identity: RunIdentity,
     /// The first evaluator index a worker gets (after the local evaluators).
     first_slot: u32,
-    /// Evaluator index by worker node.
-    slots: BTreeMap<String, u32>,
+    table: Arc<Mutex<NodeTable>>,
     counters: Arc<NodeCounters>,
+    /// Evaluator slots whose stray results were logged already (once each).
+    warned: HashSet<u32>,
+}
+
+/// Closes the sessions of nodes in the run that have been silent for [`NODE_TIMEOUT`] (their
+/// loss then re-issues their work), every [`HEARTBEAT_EVERY`]; until aborted.
+async fn watch_silence(table: Arc<Mutex<NodeTable>>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tick.tick().await;
+        let silent = table
+            .lock()
+            .map(|t| t.silent(NODE_TIMEOUT))
+            .unwrap_or_default();
+        for (name, session) in silent {
+            tracing::warn!(
+                node = %name,
+                "worker node silent for {} s: closing its session; its work is re-issued",
+                NODE_TIMEOUT.as_secs()
+            );
+            session.stop(Some("silent".into()));
+        }
+    }
 }
 
 impl RegistrarState {
@@ -488,29 +841,52 @@ impl RegistrarState {
         }
     }
 
-    fn refuse(&self, node: &str, reason: String) {
-        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+    fn refuse(&self, node: &str, counter: &AtomicU64, reason: String) {
+        counter.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(node, %reason, "refused a worker node");
         Self::reply(node, WorkerMsg::Refused { reason });
     }
 
-    /// The evaluator index of `node`: the one it had, else the lowest free one.
-    fn slot(&mut self, node: &str) -> u32 {
-        if let Some(&slot) = self.slots.get(node) {
-            return slot;
+    fn table(&self) -> std::sync::MutexGuard<'_, NodeTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The evaluator index of `node`: the one it had, else the lowest free one (no connected
+    /// node holds it and no actor of a departed node is still in its group).
+    fn slot(&self, node: &str) -> u32 {
+        let run = self.run.clone();
+        self.table().slot_for(node, self.first_slot, |s| {
+            ractor::pg::get_members(&names::evaluator(&run, s as usize)).is_empty()
+        })
+    }
+
+    /// Forwards results of evaluator `slot` to the archive if a node in the run holds that
+    /// slot; else drops them, counted and logged once per slot.
+    fn forward(&mut self, results: Results) {
+        let slot = results.from;
+        let children = (results.scored.len() + results.lost.len()) as u64;
+        let holder = self
+            .table()
+            .results_from(slot, results.scored.len() as u64)
+            .map(str::to_owned);
+        if holder.is_none() {
+            self.counters.results.fetch_add(1, Ordering::Relaxed);
+            if self.warned.insert(slot) {
+                tracing::warn!(
+                    slot,
+                    children,
+                    "refused results from evaluator slot {slot}: no worker node in the run holds it"
+                );
+            }
+            return;
         }
-        // Nodes whose own process group is gone have left; their indices are free.
-        self.slots
-            .retain(|n, _| !ractor::pg::get_members(&names::worker(n)).is_empty());
-        let taken: HashSet<u32> = self.slots.values().copied().collect();
-        let slot = (self.first_slot..)
-            .find(|s| {
-                !taken.contains(s)
-                    && ractor::pg::get_members(&names::evaluator(&self.run, *s as usize)).is_empty()
-            })
-            .expect("a free evaluator index");
-        self.slots.insert(node.to_owned(), slot);
-        slot
+        match ractor::registry::where_is(names::archive(&self.run)) {
+            Some(cell) => {
+                let archive: ActorRef<ArchiveMsg> = cell.into();
+                let _ = archive.cast(ArchiveMsg::Results(results));
+            }
+            None => tracing::debug!(slot, "no archive (the run is over); results dropped"),
+        }
     }
 }
 
@@ -539,6 +915,7 @@ impl Actor for Registrar {
                 if version != ours {
                     state.refuse(
                         &node,
+                        &state.counters.version,
                         format!(
                             "the worker runs pareidolia {version}, the daemon {ours}; install the same version on both"
                         ),
@@ -561,17 +938,38 @@ impl Actor for Registrar {
                 identity,
             } => {
                 if let Some(reason) = identity_difference(&state.identity, &identity) {
-                    state.refuse(&node, reason);
+                    state.refuse(&node, &state.counters.identity, reason);
                     return Ok(());
                 }
-                let slot = state.slot(&node);
+                let slot = role.evaluates().then(|| state.slot(&node));
+                if !state.table().joined(&node, role, slot, unix_now()) {
+                    tracing::debug!(node, "join from a node whose session is gone");
+                    return Ok(());
+                }
                 state.counters.joined.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(node, %role, slot, "worker node joined the run");
+                match slot {
+                    Some(slot) => tracing::info!(node, %role, slot, "worker node joined the run"),
+                    None => tracing::info!(node, %role, "worker node joined the run"),
+                }
                 RegistrarState::reply(&node, WorkerMsg::Welcome { slot });
+            }
+            RegistrarMsg::Results(results) => state.forward(results),
+            RegistrarMsg::Heartbeat { node, work } => {
+                if state.table().heard(&node, work) {
+                    RegistrarState::reply(&node, WorkerMsg::Ack);
+                } else {
+                    tracing::debug!(node, "heartbeat from a node not in the run");
+                }
             }
         }
         Ok(())
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -592,6 +990,8 @@ pub struct WorkerOptions {
     pub backend: Option<BackendChoice>,
     /// A config of this machine's own (its paths) instead of the daemon's.
     pub config: Option<RunConfig>,
+    /// Leave the run when the daemon has not answered a heartbeat for this long.
+    pub daemon_timeout: Duration,
 }
 
 /// How a worker ended.
@@ -824,7 +1224,7 @@ async fn take_part(
             (run, config, identity)
         }
         WorkerMsg::Refused { reason } => return Err(refused(reason)),
-        WorkerMsg::Welcome { .. } => {
+        WorkerMsg::Welcome { .. } | WorkerMsg::Ack => {
             return Err(ClusterError::Node(
                 "the registrar answered out of order".into(),
             ));
@@ -872,48 +1272,133 @@ async fn take_part(
             WorkerMsg::Welcome { slot } => break slot,
             WorkerMsg::Refused { reason } => return Err(refused(reason)),
             // A late answer to a repeated hello.
-            WorkerMsg::Run { .. } => send = false,
+            WorkerMsg::Run { .. } | WorkerMsg::Ack => send = false,
         }
     };
-    let args = EvaluatorArgs {
-        run: run.clone(),
-        index: slot as usize,
-        models: setup.models.clone(),
-        prepared: Some(prepared),
-        fitness: setup.fitness.clone(),
-        batch_size: setup.config.batch_size.max(1) as usize,
-    };
-    let (evaluator, handle) = Actor::spawn(
-        Some(names::evaluator(&run, slot as usize)),
-        EvaluatorActor,
-        args,
-    )
-    .await
-    .map_err(|e| ClusterError::Node(e.to_string()))?;
-    ractor::pg::join(
-        names::evaluator(&run, slot as usize),
-        vec![evaluator.get_cell()],
+    let tally = Arc::new(WorkTally::default());
+    let mut evaluator = None;
+    if let Some(slot) = slot.filter(|_| options.role.evaluates()) {
+        let args = EvaluatorArgs {
+            run: run.clone(),
+            index: slot as usize,
+            models: setup.models.clone(),
+            prepared: Some(prepared),
+            fitness: setup.fitness.clone(),
+            batch_size: setup.config.batch_size.max(1) as usize,
+            sink: ResultSink::Registrar,
+            tally: Some(tally.clone()),
+        };
+        // Registered here under the evaluator's name, so this node's own mutator (role
+        // `both`) finds it without a network hop.
+        let (actor, handle) = Actor::spawn(
+            Some(names::evaluator(&run, slot as usize)),
+            EvaluatorActor,
+            args,
+        )
+        .await
+        .map_err(|e| ClusterError::Node(e.to_string()))?;
+        ractor::pg::join(
+            names::evaluator(&run, slot as usize),
+            vec![actor.get_cell()],
+        );
+        ractor::pg::join(names::evaluator_group(&run), vec![actor.get_cell()]);
+        tracing::info!(run, slot, daemon = %address, "joined the run as evaluator {slot}");
+        evaluator = Some((actor, handle));
+    }
+    let mut mutator = None;
+    if options.role.mutates() {
+        let state = MutatorState {
+            run: run.clone(),
+            encoding: setup.encoding.clone(),
+            tally: Some(tally.clone()),
+        };
+        let (actor, handle) = Actor::spawn(None, MutatorActor, state)
+            .await
+            .map_err(|e| ClusterError::Node(e.to_string()))?;
+        ractor::pg::join(names::mutator_group(&run), vec![actor.get_cell()]);
+        tracing::info!(run, daemon = %address, "joined the run as a mutator");
+        mutator = Some((actor, handle));
+    }
+    let end = serve(options, node, events, answers, &tally).await;
+    let work = tally.snapshot();
+    tracing::info!(
+        jobs = work.jobs,
+        bred = work.bred,
+        batches = work.batches,
+        scored = work.scored,
+        "worker done"
     );
-    ractor::pg::join(names::evaluator_group(&run), vec![evaluator.get_cell()]);
-    tracing::info!(run, slot, daemon = %address, "joined the run as evaluator {slot}");
-    let end = loop {
+    for (actor, handle) in [
+        evaluator.map(|(a, h)| (a.get_cell(), h)),
+        mutator.map(|(a, h)| (a.get_cell(), h)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        actor.stop(Some("worker leaving".into()));
+        let _ = handle.await;
+    }
+    end
+}
+
+/// Sends heartbeats until the daemon's connection closes, the daemon stops answering for
+/// `options.daemon_timeout`, or a signal.
+async fn serve(
+    options: &WorkerOptions,
+    node: &str,
+    events: &mut mpsc::UnboundedReceiver<SessionEvent>,
+    answers: &mut mpsc::UnboundedReceiver<WorkerMsg>,
+    tally: &WorkTally,
+) -> Result<WorkerEnd, ClusterError> {
+    let address = options.join.as_str();
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut last_ack = Instant::now();
+    loop {
         tokio::select! {
             event = events.recv() => match event {
                 Some(SessionEvent::Closed { .. }) | None => {
                     tracing::info!(daemon = %address, "the daemon closed the connection (its run is over, or it stopped); exiting");
-                    break WorkerEnd::DaemonGone;
+                    return Ok(WorkerEnd::DaemonGone);
                 }
                 Some(SessionEvent::Ready) => {}
             },
+            answer = answers.recv() => match answer {
+                Some(WorkerMsg::Ack) => last_ack = Instant::now(),
+                Some(WorkerMsg::Refused { reason }) => {
+                    return Err(ClusterError::Refused { address: address.to_owned(), reason });
+                }
+                Some(_) | None => {}
+            },
+            _ = tick.tick() => {
+                if last_ack.elapsed() > options.daemon_timeout {
+                    tracing::error!(
+                        daemon = %address,
+                        seconds = options.daemon_timeout.as_secs(),
+                        "no answer from the daemon for {} s; leaving the run",
+                        options.daemon_timeout.as_secs()
+                    );
+                    return Err(ClusterError::Silent {
+                        address: address.to_owned(),
+                        seconds: options.daemon_timeout.as_secs(),
+                    });
+                }
+                let registrar = ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
+                    .into_iter()
+                    .find(|m| !m.get_id().is_local());
+                if let Some(cell) = registrar {
+                    let registrar: ActorRef<RegistrarMsg> = cell.into();
+                    let _ = registrar.cast(RegistrarMsg::Heartbeat {
+                        node: node.to_owned(),
+                        work: tally.snapshot(),
+                    });
+                }
+            }
             _ = crate::service::shutdown_signal() => {
                 tracing::info!("stop requested; leaving the run");
-                break WorkerEnd::Signalled;
+                return Ok(WorkerEnd::Signalled);
             }
         }
-    };
-    evaluator.stop(Some("worker leaving".into()));
-    let _ = handle.await;
-    Ok(end)
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::batcher::{Batch, Batcher};
 use crate::messages::{
     ArchiveMsg, BatchTimings, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
-    ScoredChild, names, observe,
+    RegistrarMsg, Results, ScoredChild, WorkTally, names, observe,
 };
 use crate::setup::ModelSetup;
 
@@ -50,11 +50,34 @@ pub struct EvaluatorArgs {
     pub fitness: Arc<FitnessPlugin>,
     /// Images per batch.
     pub batch_size: usize,
+    /// Where the results go: the archive (local evaluators), or the daemon's registrar (an
+    /// evaluator on a worker node).
+    pub sink: ResultSink,
+    /// Counts of batches and scored children (a worker node's heartbeat reports them).
+    pub tally: Option<Arc<WorkTally>>,
+}
+
+/// Where an evaluator sends its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultSink {
+    /// The run's archive, in this process.
+    Archive,
+    /// The daemon's registrar, on another node (it checks and forwards them).
+    Registrar,
+}
+
+/// The sink with the name to find it by.
+#[derive(Debug, Clone)]
+struct Sink {
+    kind: ResultSink,
+    archive: String,
+    from: u32,
 }
 
 /// The evaluator's state.
 pub struct EvaluatorState {
-    archive: String,
+    sink: Sink,
+    tally: Option<Arc<WorkTally>>,
     metrics: String,
     worker: InferenceWorker,
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -79,24 +102,32 @@ type BatchResult = (
 /// Batches handed to the inference thread and not yet answered.
 const BATCHES_IN_FLIGHT: usize = 2;
 
-/// Casts results to the archive, found by name (it may be restarting).
-fn send_to(archive: &str, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: StageTimes) {
+/// Casts results to the sink, found by name (the archive may be restarting; the registrar is
+/// on the daemon's node).
+fn send_to(sink: &Sink, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: StageTimes) {
     if scored.is_empty() && lost.is_empty() {
         return;
     }
-    match crate::messages::find(archive).map(ActorRef::<ArchiveMsg>::from) {
-        Some(a) => {
-            if a.cast(ArchiveMsg::Results {
-                scored,
-                lost,
-                times,
-            })
-            .is_err()
-            {
-                tracing::warn!("archive gone; results dropped");
-            }
-        }
-        None => tracing::warn!("no archive registered; results dropped"),
+    let results = Results {
+        from: sink.from,
+        scored,
+        lost,
+        times,
+    };
+    let sent = match sink.kind {
+        ResultSink::Archive => crate::messages::find(&sink.archive)
+            .map(ActorRef::<ArchiveMsg>::from)
+            .map(|a| a.cast(ArchiveMsg::Results(results)).is_ok()),
+        ResultSink::Registrar => ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
+            .into_iter()
+            .find(|m| !m.get_id().is_local())
+            .map(ActorRef::<RegistrarMsg>::from)
+            .map(|r| r.cast(RegistrarMsg::Results(results)).is_ok()),
+    };
+    match sent {
+        Some(true) => {}
+        Some(false) => tracing::warn!("{:?} gone; results dropped", sink.kind),
+        None => tracing::warn!("no {:?} found; results dropped", sink.kind),
     }
 }
 
@@ -254,13 +285,18 @@ impl EvaluatorState {
         let n = batch.len();
         self.batches += 1;
         self.children += n as u64;
+        if let Some(t) = &self.tally {
+            t.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            t.scored
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut pixels = Vec::with_capacity(n * batch[0].pixels.len());
         for child in &batch {
             pixels.extend_from_slice(&child.pixels);
         }
         let answer = self.worker.submit(pixels, n)?;
         let mut earlier_losses = self.batcher.take_lost();
-        let (archive, fitness) = (self.archive.clone(), self.fitness_name.clone());
+        let (sink, fitness) = (self.sink.clone(), self.fitness_name.clone());
         let (metrics, in_flight) = (self.metrics.clone(), self.in_flight.clone());
         let batch_filling = self.batcher.waiting();
         tokio::spawn(async move {
@@ -293,13 +329,13 @@ impl EvaluatorState {
             );
             let (scored, mut lost) = split_results(batch, result, &fitness);
             lost.append(&mut earlier_losses);
-            send_to(&archive, scored, lost, times);
+            send_to(&sink, scored, lost, times);
         });
         Ok(())
     }
 
     fn send(&mut self, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: StageTimes) {
-        send_to(&self.archive, scored, lost, times);
+        send_to(&self.sink, scored, lost, times);
     }
 
     /// Runs every incomplete batch (linger) and sends pending losses.
@@ -337,7 +373,12 @@ impl Actor for EvaluatorActor {
             }
         };
         Ok(EvaluatorState {
-            archive: names::archive(&args.run),
+            sink: Sink {
+                kind: args.sink,
+                archive: names::archive(&args.run),
+                from: args.index as u32,
+            },
+            tally: args.tally,
             metrics: names::metrics(&args.run),
             in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             fitness_name: args.fitness.name().to_owned(),

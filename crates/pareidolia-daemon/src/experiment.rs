@@ -321,10 +321,10 @@ impl Experiment {
         })
     }
 
-    /// Makes the run wait, before its first generation, until `evaluators` evaluators of
-    /// worker nodes have joined besides the local ones (`daemon --wait-workers`).
-    pub fn wait_for_remote_evaluators(&mut self, evaluators: u32) {
-        self.wait_remote = evaluators;
+    /// Makes the run wait, before its first generation, until `nodes` worker nodes (any
+    /// role) have joined (`daemon --wait-workers`).
+    pub fn wait_for_workers(&mut self, nodes: u32) {
+        self.wait_remote = nodes;
     }
 
     /// The config.
@@ -371,10 +371,7 @@ impl Experiment {
                 batch_size: c.batch_size.max(1),
                 evaluators: self.cores.workers as u32,
             },
-            wait_evaluators: match self.wait_remote {
-                0 => 0,
-                remote => self.cores.workers as u32 + remote,
-            },
+            wait_nodes: self.wait_remote,
             cells: self.identity.cells.clone(),
             history: options.run_dir.clone(),
             checkpoint: options.run_dir.as_ref().map(|dir| CheckpointPlan {

@@ -15,7 +15,9 @@ use std::collections::BTreeSet;
 use pareidolia_core::Archive;
 use pareidolia_core::seeds::{self, HostRng, Stream};
 
-use crate::messages::{BreedJob, LossKind, LostChild, Recipe, ScoredChild};
+use crate::messages::{
+    BreedJob, EvaluatorRoute, LossKind, LostChild, Recipe, Results, ScoredChild, child_index,
+};
 use crate::outcome::RunError;
 
 /// How often one generation's outstanding children are re-issued before they count as lost.
@@ -25,11 +27,54 @@ pub const MAX_REISSUES: u32 = 3;
 #[derive(Debug, Clone)]
 pub struct Generation {
     number: u64,
+    size: u32,
     jobs: Vec<BreedJob>,
+    /// Every route its jobs went out with (the first dispatch and each re-issue).
+    routes: Vec<EvaluatorRoute>,
     pending: BTreeSet<u64>,
     scored: Vec<ScoredChild>,
     lost: Vec<LostChild>,
     reissues: u32,
+}
+
+/// Why a child in an evaluator's results was refused (it never reaches the archive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    /// Not a child the archive handed out: a generation not started yet, or an index beyond
+    /// the generation's size.
+    Unrequested,
+    /// A child of this generation that no route sent to the evaluator that returned it.
+    Misrouted,
+    /// Its fields disagree: the id's generation is not the child's, the score count is not
+    /// the classes', or a score is not finite.
+    Malformed,
+}
+
+impl Rejection {
+    /// Every cause, in metric order.
+    pub const ALL: [Rejection; 3] = [
+        Rejection::Unrequested,
+        Rejection::Misrouted,
+        Rejection::Malformed,
+    ];
+
+    /// Its name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Unrequested => "unrequested",
+            Rejection::Misrouted => "misrouted",
+            Rejection::Malformed => "malformed",
+        }
+    }
+}
+
+/// What [`Generation::accept_from`] did with a batch of results.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accepted {
+    /// The kinds of the losses counted now.
+    pub kinds: Vec<LossKind>,
+    /// Children refused, with the cause.
+    pub rejected: Vec<(u64, Rejection)>,
 }
 
 /// What a re-issue did.
@@ -79,7 +124,9 @@ impl Generation {
         let pending = jobs.iter().flat_map(BreedJob::child_ids).collect();
         Self {
             number,
+            size,
             jobs,
+            routes: Vec::new(),
             pending,
             scored: Vec::new(),
             lost: Vec::new(),
@@ -95,6 +142,64 @@ impl Generation {
     /// Its jobs, to send to the mutators.
     pub fn jobs(&self) -> &[BreedJob] {
         &self.jobs
+    }
+
+    /// Its jobs went out (again) with `route`: children that route sends to an evaluator
+    /// are accepted from it.
+    pub fn routed(&mut self, route: EvaluatorRoute) {
+        if !self.routes.contains(&route) {
+            self.routes.push(route);
+        }
+    }
+
+    /// Checks results from evaluator `from` child by child before taking them: a child must
+    /// be one this generation handed out (or one of an earlier generation, which is late and
+    /// ignored), routed to `from`, and carry `classes` finite scores. What fails is refused,
+    /// with the cause, and never counted.
+    pub fn accept_from(&mut self, results: Results, classes: usize) -> Accepted {
+        let Results {
+            from, scored, lost, ..
+        } = results;
+        let mut rejected = Vec::new();
+        let mut check = |id: u64, generation: u64, scores: Option<&[f32]>| {
+            let cause = if id >> 32 != generation {
+                Some(Rejection::Malformed)
+            } else if generation < self.number {
+                return false;
+            } else if generation > self.number || child_index(id) >= self.size {
+                Some(Rejection::Unrequested)
+            } else if !self
+                .routes
+                .iter()
+                .any(|r| r.evaluator_of(id) == from as usize)
+            {
+                Some(Rejection::Misrouted)
+            } else if scores.is_some_and(|s| s.len() != classes || s.iter().any(|v| !v.is_finite()))
+            {
+                Some(Rejection::Malformed)
+            } else {
+                None
+            };
+            match cause {
+                Some(cause) => {
+                    rejected.push((id, cause));
+                    false
+                }
+                None => true,
+            }
+        };
+        let scored: Vec<ScoredChild> = scored
+            .into_iter()
+            .filter(|c| check(c.id, c.generation, Some(&c.scores)))
+            .collect();
+        let lost: Vec<LostChild> = lost
+            .into_iter()
+            .filter(|c| check(c.id, c.generation, None))
+            .collect();
+        Accepted {
+            kinds: self.accept(scored, lost),
+            rejected,
+        }
     }
 
     /// Children handed out and not yet back.
@@ -278,6 +383,67 @@ mod tests {
             back.iter().map(|c| c.id).collect::<Vec<_>>(),
             [ids[0], ids[1], ids[3]]
         );
+    }
+
+    #[test]
+    fn results_are_taken_only_for_children_routed_to_their_evaluator() {
+        let mut rng = seeds::selection_rng(1);
+        let mut g = Generation::plan(3, 8, 1, &filled_archive(), &mut rng);
+        // Batches of 2 over 2 evaluators: generation 3's batch k goes to (3 + k) % 2.
+        g.routed(EvaluatorRoute {
+            batch_size: 2,
+            evaluators: 2,
+        });
+        let results = |from, scored, lost| Results {
+            from,
+            scored,
+            lost,
+            times: Default::default(),
+        };
+        let mut short = scored(child_id(3, 1));
+        short.scores.pop();
+        let mut nan = scored(child_id(3, 4));
+        nan.scores[0] = f32::NAN;
+        let mut alien = scored(child_id(3, 5));
+        alien.generation = 2;
+        let a = g.accept_from(
+            results(
+                1,
+                vec![
+                    scored(child_id(3, 0)), // batch 0 -> evaluator 1: taken
+                    short,
+                    scored(child_id(3, 2)), // batch 1 -> evaluator 0: misrouted
+                    scored(child_id(3, 8)), // beyond the generation's 8 children
+                    scored(child_id(4, 0)), // a generation not started
+                    scored(child_id(2, 0)), // late, from generation 2: ignored
+                    nan,
+                    alien,
+                ],
+                vec![lost(child_id(3, 6), LossKind::Render)], // batch 3 -> evaluator 0
+            ),
+            2,
+        );
+        assert_eq!(
+            a.rejected,
+            [
+                (child_id(3, 1), Rejection::Malformed),
+                (child_id(3, 2), Rejection::Misrouted),
+                (child_id(3, 8), Rejection::Unrequested),
+                (child_id(4, 0), Rejection::Unrequested),
+                (child_id(3, 4), Rejection::Malformed),
+                (child_id(3, 5), Rejection::Malformed),
+                (child_id(3, 6), Rejection::Misrouted),
+            ]
+        );
+        assert_eq!(g.outstanding(), 7);
+        // After a re-issue over one evaluator, evaluator 0 may return batch 0's children too.
+        g.routed(EvaluatorRoute {
+            batch_size: 2,
+            evaluators: 1,
+        });
+        let a = g.accept_from(results(0, vec![scored(child_id(3, 1))], Vec::new()), 2);
+        assert!(a.rejected.is_empty());
+        assert_eq!(g.outstanding(), 6);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use pareidolia_core::image_io::{Image, png_bytes};
 use pareidolia_core::{EncodingPlugin, ModelIdentity, RunIdentity};
 
+use crate::cluster::{ClusterView, NodeStatus};
 use crate::metrics::Metrics;
 use crate::outcome::Progress;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     pub renderer: Arc<dyn ChampionRenderer>,
     /// Which `Host` headers are answered.
     pub hosts: HostPolicy,
+    /// The worker nodes, when the daemon listens for them (`--cluster-listen`).
+    pub cluster: Option<ClusterView>,
 }
 
 /// Which `Host` headers the endpoints answer: any IP address (v4, or v6 in brackets) and
@@ -233,6 +236,9 @@ struct Status<'a> {
     classes: Vec<ClassStatus>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     skipped_classes: Vec<usize>,
+    /// Worker nodes that joined the run (absent without `--cluster-listen`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<NodeStatus>>,
 }
 
 async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -286,11 +292,17 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         stop: p.stop.clone(),
         classes,
         skipped_classes: id.skipped_classes(),
+        nodes: state.cluster.as_ref().map(ClusterView::nodes),
     };
     Json(serde_json::to_value(status).unwrap_or_default())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(cluster) = &state.cluster {
+        state
+            .metrics
+            .observe_nodes(&cluster.nodes(), &cluster.counters.refusals());
+    }
     match state.metrics.render() {
         Ok(text) => (
             [(
@@ -480,6 +492,7 @@ mod tests {
             identity: Arc::new(id),
             renderer: Arc::new(Bytes),
             hosts: HostPolicy::new(9464, &["pareidolia.lab".to_owned()]),
+            cluster: None,
         })
     }
 

@@ -18,11 +18,49 @@ use pareidolia_core::RunIdentity;
 use pareidolia_core::summary::StageTimes;
 use serde::{Deserialize, Serialize};
 
+pub use crate::generation::Rejection;
 pub use crate::outcome::LossKind;
 use crate::outcome::Progress;
 
 /// Opaque genome bytes of the encoding plugin.
 pub type Genome = Arc<[u8]>;
+
+/// Serde for byte payloads: as one byte string (`serialize_bytes`), not as a sequence of
+/// numbers, so that a genome or an image crosses the network as its bytes plus a length.
+pub mod bytes {
+    use std::sync::Arc;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    /// Writes the bytes as one byte string.
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    /// Reads a genome (`Arc<[u8]>`).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<[u8]>, D::Error> {
+        Ok(serde_bytes::ByteBuf::deserialize(deserializer)?
+            .into_vec()
+            .into())
+    }
+
+    /// The same for plain vectors (`#[serde(with = "bytes::vec")]`).
+    pub mod vec {
+        use serde::{Deserialize as _, Deserializer, Serializer};
+
+        /// Writes the bytes as one byte string.
+        pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(bytes)
+        }
+
+        /// Reads a `Vec<u8>`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Vec<u8>, D::Error> {
+            Ok(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec())
+        }
+    }
+}
 
 /// A child's id: generation in the high 32 bits, index within the generation in the low.
 pub fn child_id(generation: u64, index: u32) -> u64 {
@@ -68,8 +106,10 @@ pub enum Recipe {
     /// Crossover of two parents, then mutation of each child.
     Breed {
         /// First parent.
+        #[serde(with = "bytes")]
         a: Genome,
         /// Second parent.
+        #[serde(with = "bytes")]
         b: Genome,
     },
 }
@@ -84,8 +124,10 @@ pub struct Offspring {
     /// Children in its generation.
     pub generation_size: u32,
     /// Genome bytes.
+    #[serde(with = "bytes")]
     pub genome: Genome,
     /// The rendered image at the canvas size.
+    #[serde(with = "bytes::vec")]
     pub pixels: Vec<u8>,
     /// Seconds the mutator spent making this child (its share of the job).
     pub breed_s: f64,
@@ -114,6 +156,7 @@ pub struct ScoredChild {
     /// Its generation.
     pub generation: u64,
     /// Genome bytes.
+    #[serde(with = "bytes")]
     pub genome: Genome,
     /// One score per class.
     pub scores: Vec<f32>,
@@ -140,25 +183,57 @@ pub struct BatchTimings {
     pub inference_batches: usize,
 }
 
-/// Messages the archive handles.
+/// What an evaluator sends back for one batch (or a few losses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// The evaluator index that scored them (the archive accepts a child only from an
+    /// evaluator its generation's route sent it to).
+    pub from: u32,
+    /// Scored children.
+    pub scored: Vec<ScoredChild>,
+    /// Children that will never be scored.
+    pub lost: Vec<LostChild>,
+    /// Time the work took, per stage.
+    pub times: StageTimes,
+}
+
+/// Why the archive sends the work in flight out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReissueCause {
+    /// A local mutator or evaluator was restarted by the supervisor.
+    ActorRestart,
+    /// A worker node's connection closed (or it fell silent) with work in flight.
+    NodeLost,
+}
+
+impl ReissueCause {
+    /// Every cause, in metric order.
+    pub const ALL: [ReissueCause; 2] = [ReissueCause::ActorRestart, ReissueCause::NodeLost];
+
+    /// Its name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReissueCause::ActorRestart => "actor_restart",
+            ReissueCause::NodeLost => "node_lost",
+        }
+    }
+}
+
+/// Messages the archive handles. Local only: no other node reaches the archive; worker
+/// nodes' results come through the daemon's registrar ([`RegistrarMsg::Results`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum ArchiveMsg {
     /// Begin (or continue with) the next generation.
     Next,
     /// Scores and losses from an evaluator.
-    Results {
-        /// Scored children.
-        scored: Vec<ScoredChild>,
-        /// Children that will never be scored.
-        lost: Vec<LostChild>,
-        /// Time the work took, per stage.
-        times: StageTimes,
-    },
-    /// A mutator or evaluator was restarted: re-issue every child still outstanding.
-    Reissue,
+    Results(Results),
+    /// Re-issue every child still outstanding (a restarted actor, a lost node).
+    Reissue(ReissueCause),
     /// Finish the generation in flight, write a final checkpoint and end the run.
     Shutdown,
 }
+
+impl ractor::Message for ArchiveMsg {}
 
 /// Which evaluator scores which child: batch `k` of generation `g` (children
 /// `k * batch_size ..`) goes to evaluator `(g + k) % evaluators`. The archive decides it and
@@ -184,8 +259,10 @@ impl EvaluatorRoute {
 /// Messages a mutator handles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MutatorMsg {
-    /// Make the job's children and send each to the evaluator the route names.
-    Breed(BreedJob, EvaluatorRoute),
+    /// Make the jobs' children, in order, and send them to the evaluators the route names:
+    /// one message per evaluator and batch, once this message's children of that batch are
+    /// made (the archive sends the jobs of one batch together).
+    Breed(Vec<BreedJob>, EvaluatorRoute),
 }
 
 /// Messages an evaluator handles.
@@ -202,18 +279,82 @@ pub enum EvaluatorMsg {
 pub enum NodeRole {
     /// Scores batches (an evaluator of the run's evaluator group).
     Evaluator,
+    /// Breeds and renders children (a mutator of the run's mutator group).
+    Mutator,
+    /// Both: a mutator and an evaluator.
+    Both,
+}
+
+impl NodeRole {
+    /// It runs an evaluator.
+    pub fn evaluates(self) -> bool {
+        matches!(self, NodeRole::Evaluator | NodeRole::Both)
+    }
+
+    /// It runs a mutator.
+    pub fn mutates(self) -> bool {
+        matches!(self, NodeRole::Mutator | NodeRole::Both)
+    }
+
+    /// Its name in flags, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Evaluator => "evaluator",
+            NodeRole::Mutator => "mutator",
+            NodeRole::Both => "both",
+        }
+    }
 }
 
 impl std::fmt::Display for NodeRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NodeRole::Evaluator => "evaluator",
-        })
+        f.write_str(self.as_str())
     }
 }
 
-/// Messages the daemon's registrar handles: a worker node joining the run (see
-/// [`crate::cluster`]). It is found through the process group [`names::REGISTRAR_GROUP`].
+/// What a worker node has done since it joined (sent with every heartbeat).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeWork {
+    /// Breed jobs its mutator finished.
+    pub jobs: u64,
+    /// Children its mutator made (rendered or lost).
+    pub bred: u64,
+    /// Batches its evaluator ran.
+    pub batches: u64,
+    /// Children its evaluator scored.
+    pub scored: u64,
+}
+
+/// A worker node's running counts of its work, shared by its mutator and evaluator (local
+/// only: its heartbeat sends a [`NodeWork`] snapshot).
+#[derive(Debug, Default)]
+pub struct WorkTally {
+    /// Breed jobs finished.
+    pub jobs: std::sync::atomic::AtomicU64,
+    /// Children made.
+    pub bred: std::sync::atomic::AtomicU64,
+    /// Batches run.
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Children scored.
+    pub scored: std::sync::atomic::AtomicU64,
+}
+
+impl WorkTally {
+    /// The counts now.
+    pub fn snapshot(&self) -> NodeWork {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        NodeWork {
+            jobs: get(&self.jobs),
+            bred: get(&self.bred),
+            batches: get(&self.batches),
+            scored: get(&self.scored),
+        }
+    }
+}
+
+/// Messages the daemon's registrar handles: a worker node joining the run and its
+/// heartbeats (see [`crate::cluster`]). It is found through the process group
+/// [`names::REGISTRAR_GROUP`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RegistrarMsg {
     /// A worker asks for the run's config; the answer goes to the process group
@@ -235,6 +376,18 @@ pub enum RegistrarMsg {
         /// The identity of what it loaded (models with their sha256, plugins, labels).
         identity: RunIdentity,
     },
+    /// A remote evaluator's results: the one message worker nodes send towards the archive.
+    /// The registrar takes them only from an evaluator slot it gave a node that is still in
+    /// the run, counts them for that node, and forwards them; the archive then checks each
+    /// child against what its generation routed to that evaluator.
+    Results(Results),
+    /// A joined worker is alive, and what it has done; answered with [`WorkerMsg::Ack`].
+    Heartbeat {
+        /// The worker's node name.
+        node: String,
+        /// Its totals since it joined.
+        work: NodeWork,
+    },
 }
 
 /// Messages a worker node's own actor handles: the registrar's answers.
@@ -251,16 +404,18 @@ pub enum WorkerMsg {
         /// The run's identity (what the worker must load to take part).
         identity: RunIdentity,
     },
-    /// Taken into the run as evaluator `slot`.
+    /// Taken into the run; an evaluator as evaluator `slot`.
     Welcome {
-        /// The evaluator index the archive's route sends batches to.
-        slot: u32,
+        /// The evaluator index the archive's route sends batches to (evaluator roles).
+        slot: Option<u32>,
     },
     /// Not taken, and why (logged on the daemon too).
     Refused {
         /// What differs and what to do.
         reason: String,
     },
+    /// A heartbeat arrived (the daemon is alive and still counts this worker in).
+    Ack,
 }
 
 /// Observations the metrics actor handles (local only).
@@ -276,6 +431,10 @@ pub enum MetricsMsg {
     Lost(Vec<LossKind>),
     /// Children the archive handed out and has not got back.
     AwaitingResults(usize),
+    /// Children in evaluators' results that the archive refused, by cause.
+    Rejected(Vec<Rejection>),
+    /// The archive re-issued the work in flight.
+    Reissued(ReissueCause),
 }
 
 // Local-only: with ractor's `cluster` feature, a message that never crosses a node says so.
@@ -311,6 +470,20 @@ pub fn live_evaluators(run: &str) -> u32 {
     n
 }
 
+/// Worker nodes taking part in the run now: the distinct other nodes with a member in its
+/// evaluator or mutator group.
+pub fn remote_nodes(run: &str) -> u32 {
+    let mut nodes = std::collections::BTreeSet::new();
+    for group in [names::evaluator_group(run), names::mutator_group(run)] {
+        for m in ractor::pg::get_members(&group) {
+            if !m.get_id().is_local() {
+                nodes.insert(m.get_id().node());
+            }
+        }
+    }
+    nodes.len() as u32
+}
+
 /// The names a run's actors register under and the process groups they join, all prefixed
 /// by the run's id so that several runs can share one process (tests do).
 ///
@@ -330,7 +503,8 @@ pub mod names {
     pub fn supervisor(run: &str) -> String {
         format!("{run}.supervisor")
     }
-    /// The archive owner: its registry name and its process group.
+    /// The archive owner (registered in its own process only: other nodes reach the
+    /// registrar, [`REGISTRAR_GROUP`]).
     pub fn archive(run: &str) -> String {
         format!("{run}.archive")
     }
@@ -374,7 +548,7 @@ mod tests {
     fn the_messages_that_cross_nodes_survive_serialisation() {
         let genome: Genome = Arc::from(&[1u8, 2, 3][..]);
         over_the_wire(MutatorMsg::Breed(
-            BreedJob {
+            vec![BreedJob {
                 generation: 4,
                 generation_size: 200,
                 first_index: 6,
@@ -385,7 +559,7 @@ mod tests {
                 },
                 crossover_seed: 7,
                 child_seeds: vec![8, 9],
-            },
+            }],
             EvaluatorRoute {
                 batch_size: 20,
                 evaluators: 3,
@@ -408,7 +582,25 @@ mod tests {
                 reason: "no".into(),
             }),
         ]));
-        over_the_wire(ArchiveMsg::Results {
+        let pixels = Offspring {
+            id: 0,
+            generation: 0,
+            generation_size: 1,
+            genome: Arc::from(vec![7u8; 1000]),
+            pixels: vec![255u8; 28 * 28],
+            breed_s: 0.0,
+        };
+        // Bytes travel as byte strings: a 784-pixel image and a 1000-byte genome take little
+        // more than their 1784 bytes (a sequence of numbers would take up to twice that).
+        let wire = EvaluatorMsg::Children(vec![Ok(pixels)])
+            .serialize()
+            .unwrap();
+        let ractor::message::SerializedMessage::Cast { args, .. } = wire else {
+            panic!("a cast")
+        };
+        assert!(args.len() < 1784 + 200, "{} bytes", args.len());
+        over_the_wire(RegistrarMsg::Results(Results {
+            from: 2,
             scored: vec![ScoredChild {
                 id: 3,
                 generation: 0,
@@ -422,9 +614,20 @@ mod tests {
                 fitness_s: 3.0,
                 batches: 4,
             },
+        }));
+        over_the_wire(RegistrarMsg::Heartbeat {
+            node: "w".into(),
+            work: NodeWork {
+                jobs: 1,
+                bred: 2,
+                batches: 3,
+                scored: 4,
+            },
         });
-        over_the_wire(ArchiveMsg::Shutdown);
+        over_the_wire(WorkerMsg::Welcome { slot: Some(2) });
+        // The archive and the metrics actor are local only: no node can reach them.
         assert!(!MetricsMsg::serializable());
+        assert!(!ArchiveMsg::serializable());
     }
 
     #[test]

@@ -12,8 +12,12 @@ use prometheus::{
 
 use pareidolia_core::RunIdentity;
 
-use crate::messages::{BatchTimings, LossKind};
+use crate::cluster::NodeStatus;
+use crate::messages::{BatchTimings, LossKind, NodeRole, ReissueCause, Rejection};
 use crate::outcome::Progress;
+
+/// The causes of `pareidolia_cluster_refused_total`.
+pub const REFUSAL_CAUSES: [&str; 4] = ["unauthenticated", "version", "identity", "results"];
 
 /// When checkpoints are due, for `pareidolia_checkpoint_interval_seconds`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -75,6 +79,13 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     last_checkpoint: Gauge,
     checkpoint_interval: Gauge,
+    reissues: IntCounterVec,
+    rejected: IntCounterVec,
+    nodes: IntGaugeVec,
+    node_up: IntGaugeVec,
+    node_silence: GaugeVec,
+    node_work: IntGaugeVec,
+    cluster_refused: IntCounterVec,
 }
 
 fn register<T: Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -233,7 +244,74 @@ impl Metrics {
         for q in QUEUES {
             queue_depth.with_label_values(&[q]);
         }
+        let counter_vec = |n: &str, h: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(n, h), labels).expect("valid"),
+            )
+        };
+        let gauge_vec = |n: &str, h: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(n, h), labels).expect("valid"),
+            )
+        };
+        let reissues = counter_vec(
+            "pareidolia_reissues_total",
+            "Times the archive sent the work in flight out again, by cause: actor_restart (a local mutator or evaluator restarted), node_lost (a worker node left with work in flight).",
+            &["cause"],
+        );
+        for c in ReissueCause::ALL {
+            reissues.with_label_values(&[c.as_str()]);
+        }
+        let rejected = counter_vec(
+            "pareidolia_results_rejected_total",
+            "Children in evaluators' results the archive refused, by cause: unrequested (never handed out), misrouted (not sent to that evaluator), malformed (wrong score count, non-finite score, inconsistent id).",
+            &["cause"],
+        );
+        for c in Rejection::ALL {
+            rejected.with_label_values(&[c.as_str()]);
+        }
+        let nodes = gauge_vec(
+            "pareidolia_cluster_nodes",
+            "Worker nodes in the run now, by role (daemon --cluster-listen).",
+            &["role"],
+        );
+        let cluster_refused = counter_vec(
+            "pareidolia_cluster_refused_total",
+            "Worker nodes and messages the daemon refused, by cause: unauthenticated (a wrong cookie, not a pareidolia worker), version, identity (other models or plugins), results (results from an evaluator slot no joined node holds).",
+            &["cause"],
+        );
+        for c in REFUSAL_CAUSES {
+            cluster_refused.with_label_values(&[c]);
+        }
+        let node_silence = register(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    "pareidolia_node_silence_seconds",
+                    "Seconds since each worker node was last heard from (heartbeats every 2 s).",
+                ),
+                &["node", "role", "address"],
+            )
+            .expect("valid"),
+        );
         Self {
+            reissues,
+            rejected,
+            nodes,
+            node_up: gauge_vec(
+                "pareidolia_node_up",
+                "1 while a worker node is in the run, 0 once it left (kept until the daemon ends).",
+                &["node", "role", "address"],
+            ),
+            node_silence,
+            node_work: gauge_vec(
+                "pareidolia_node_work",
+                "What each worker node did since it joined: jobs and bred (its mutator, as it reports), batches (its evaluator, as it reports) and scored (children of its results the daemon forwarded to the archive, counted by the daemon).",
+                &["node", "kind"],
+            ),
+            cluster_refused,
             evaluations: counter(
                 "pareidolia_evaluations_total",
                 "Children scored by the classifier.",
@@ -422,6 +500,57 @@ impl Metrics {
         self.queue_depth
             .with_label_values(&[queue])
             .set(depth as i64);
+    }
+
+    /// Counts children the archive refused.
+    pub fn observe_rejected(&self, causes: &[Rejection]) {
+        for c in causes {
+            self.rejected.with_label_values(&[c.as_str()]).inc();
+        }
+    }
+
+    /// Counts a re-issue.
+    pub fn observe_reissue(&self, cause: ReissueCause) {
+        self.reissues.with_label_values(&[cause.as_str()]).inc();
+    }
+
+    /// Brings the worker-node series up to date with the daemon's node table (at scrape),
+    /// and the counts of what it refused, by cause.
+    pub fn observe_nodes(&self, nodes: &[NodeStatus], refused: &[(&str, u64)]) {
+        for role in [NodeRole::Evaluator, NodeRole::Mutator, NodeRole::Both] {
+            let live = nodes
+                .iter()
+                .filter(|n| n.connected && n.role == role)
+                .count();
+            self.nodes
+                .with_label_values(&[role.as_str()])
+                .set(live as i64);
+        }
+        for n in nodes {
+            let labels = [n.name.as_str(), n.role.as_str(), n.address.as_str()];
+            self.node_up
+                .with_label_values(&labels)
+                .set(i64::from(n.connected));
+            if n.connected {
+                self.node_silence.with_label_values(&labels).set(n.silent_s);
+            } else {
+                let _ = self.node_silence.remove_label_values(&labels);
+            }
+            for (kind, v) in [
+                ("jobs", n.work.jobs),
+                ("bred", n.work.bred),
+                ("batches", n.work.batches),
+                ("scored", n.scored),
+            ] {
+                self.node_work
+                    .with_label_values(&[&n.name, kind])
+                    .set(v as i64);
+            }
+        }
+        for (cause, v) in refused {
+            let c = self.cluster_refused.with_label_values(&[cause]);
+            c.inc_by(v.saturating_sub(c.get()));
+        }
     }
 
     /// The text exposition format.

@@ -64,6 +64,8 @@ impl Actor for MetricsActor {
             MetricsMsg::ArchiveInsert(s) => metrics.observe_insert(s),
             MetricsMsg::Lost(kinds) => metrics.observe_losses(&kinds),
             MetricsMsg::AwaitingResults(n) => metrics.set_queue_depth("awaiting_results", n),
+            MetricsMsg::Rejected(causes) => metrics.observe_rejected(&causes),
+            MetricsMsg::Reissued(cause) => metrics.observe_reissue(cause),
         }
         Ok(())
     }

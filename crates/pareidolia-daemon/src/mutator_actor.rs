@@ -1,6 +1,10 @@
 //! MutatorActor: turns [`BreedJob`]s into rendered children with the encoding plugin, on
-//! tokio's blocking pool, and casts each to the evaluator the job's [`EvaluatorRoute`] names. A plugin error or panic costs that
-//! child only; it travels on as a [`LostChild`] so the generation's accounting stays exact.
+//! tokio's blocking pool, and casts them to the evaluators the [`EvaluatorRoute`] names: the
+//! archive sends a batch's jobs in one message, and the mutator sends that batch's children
+//! on in one message per evaluator (one, or two where a job straddles a batch boundary), so
+//! a mutator on another node costs two messages per batch, not one per child. A plugin error
+//! or panic costs that child only; it travels on as a [`LostChild`] so the generation's
+//! accounting stays exact.
 
 use std::sync::Arc;
 
@@ -9,7 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::messages::{
     BreedJob, EvaluatorMsg, EvaluatorRoute, LossKind, LostChild, MutatorMsg, Offspring, Recipe,
-    names,
+    WorkTally, names,
 };
 
 /// The actor (stateless behaviour; state in [`MutatorState`]).
@@ -23,6 +27,8 @@ pub struct MutatorState {
     pub run: String,
     /// The encoding plugin instance (thread-safe by the SDK's contract).
     pub encoding: Arc<EncodingPlugin>,
+    /// Counts of jobs and children (a worker node's heartbeat reports them).
+    pub tally: Option<Arc<WorkTally>>,
 }
 
 /// Splits a job's children by the evaluator that scores them (a job's one or two children
@@ -129,9 +135,20 @@ impl Actor for MutatorActor {
         state: &mut MutatorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MutatorMsg::Breed(job, to) => {
+            MutatorMsg::Breed(jobs, to) => {
                 let encoding = state.encoding.clone();
-                let children = tokio::task::spawn_blocking(move || breed(&encoding, &job)).await?;
+                let n_jobs = jobs.len() as u64;
+                let children = tokio::task::spawn_blocking(move || {
+                    jobs.iter()
+                        .flat_map(|job| breed(&encoding, job))
+                        .collect::<Vec<_>>()
+                })
+                .await?;
+                if let Some(t) = &state.tally {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    t.jobs.fetch_add(n_jobs, Relaxed);
+                    t.bred.fetch_add(children.len() as u64, Relaxed);
+                }
                 for child in children.iter().filter_map(|c| c.as_ref().err()) {
                     tracing::warn!(child = child.id, generation = child.generation, reason = %child.reason, "child lost");
                 }

@@ -239,6 +239,7 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
             metrics: metrics.clone(),
             renderer: experiment.setup.encoding.clone(),
             hosts: HostPolicy::new(addr.port(), &experiment.setup.config.http.allowed_hosts),
+            cluster: node.as_ref().map(|n| n.view.clone()),
         };
         let limits = ConnectionLimits::of(&experiment.setup.config.http);
         let listener =

@@ -13,8 +13,8 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::archive_actor::{ArchiveActor, ArchiveArgs, ArchivePlan};
-use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs};
-use crate::messages::{ArchiveMsg, names};
+use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
+use crate::messages::{ArchiveMsg, ReissueCause, names};
 use crate::mutator_actor::{MutatorActor, MutatorState};
 use crate::outcome::{Progress, RunError, RunOutcome};
 use crate::setup::Setup;
@@ -82,6 +82,8 @@ impl SupervisorState {
             prepared,
             fitness: a.setup.fitness.clone(),
             batch_size: a.setup.config.batch_size as usize,
+            sink: ResultSink::Archive,
+            tally: None,
         };
         let (actor, _) = Actor::spawn_linked(
             Some(names::evaluator(&a.run, index)),
@@ -106,6 +108,7 @@ impl SupervisorState {
         let state = MutatorState {
             run: a.run.clone(),
             encoding: a.setup.encoding.clone(),
+            tally: None,
         };
         let (actor, _) = Actor::spawn_linked(
             Some(names::mutator(&a.run, index)),
@@ -168,8 +171,8 @@ impl Actor for Supervisor {
             cell.clone(),
         )
         .await?;
-        // Evaluators on worker nodes find the archive through its process group.
-        ractor::pg::join(names::archive(&state.args.run), vec![archive.get_cell()]);
+        // The archive joins no process group: no other node can reach it. Worker nodes'
+        // results come through the daemon's registrar (cluster.rs).
         state.children.push((Role::Archive, archive.get_cell()));
         prepared.resize_with(state.args.evaluators.max(1), || None);
         for (i, models) in prepared.into_iter().enumerate() {
@@ -273,7 +276,7 @@ impl Actor for Supervisor {
         }
         tracing::info!(?role, "restarted; re-issuing work in flight");
         if let Some(archive) = state.archive() {
-            archive.cast(ArchiveMsg::Reissue)?;
+            archive.cast(ArchiveMsg::Reissue(ReissueCause::ActorRestart))?;
         }
         Ok(())
     }

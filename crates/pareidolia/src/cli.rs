@@ -78,7 +78,7 @@ pub struct ClusterArgs {
     /// it, the daemon only listens on loopback.
     #[arg(long, value_name = "FILE")]
     pub cookie_file: Option<PathBuf>,
-    /// Before the first generation, wait until N worker evaluators have joined.
+    /// Before the first generation, wait until N worker nodes (any role) have joined.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub wait_workers: u32,
 }
@@ -103,6 +103,11 @@ pub struct WorkerArgs {
     /// daemon's config as it is); what it loads must be the run's, checked by sha256.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Leave the run (with a non-zero exit status) when the daemon has not answered a
+    /// heartbeat for this many seconds (its machine or the network is gone); a closed
+    /// connection ends the worker at once (exit status 0).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub daemon_timeout: u64,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -113,6 +118,10 @@ pub struct WorkerArgs {
 pub enum WorkerRole {
     /// Score batches (inference and fitness).
     Evaluator,
+    /// Breed and render children (crossover, mutation, the encoding's rendering).
+    Mutator,
+    /// Both: a mutator and an evaluator.
+    Both,
 }
 
 /// The training recipe's settings a command line may change (Caffe's LeNet solver otherwise).

@@ -1,4 +1,4 @@
-//! `pareidolia worker`: a node that joins a daemon's run and scores batches for it. The
+//! `pareidolia worker`: a node that joins a daemon's run and breeds or scores for it. The
 //! flags become [`WorkerOptions`]; `pareidolia_daemon::cluster` does the rest.
 
 use anyhow::{Context, Result};
@@ -30,9 +30,12 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
         },
         role: match args.role {
             WorkerRole::Evaluator => NodeRole::Evaluator,
+            WorkerRole::Mutator => NodeRole::Mutator,
+            WorkerRole::Both => NodeRole::Both,
         },
         backend: args.backend,
         config,
+        daemon_timeout: std::time::Duration::from_secs(args.daemon_timeout.max(1)),
     };
     match cluster::run_worker(options)? {
         WorkerEnd::DaemonGone | WorkerEnd::Signalled => Ok(()),

@@ -125,6 +125,24 @@ pub fn alert_names() -> BTreeSet<String> {
         .collect()
 }
 
+/// Families a daemon has only with `--cluster-listen` (`pareidolia_cluster_nodes`) or only
+/// while worker nodes are in its run (the per-node series). The monitoring tests' daemon runs
+/// alone, so for these it checks that queries run, not that they select series; `cluster.rs`
+/// checks that a daemon with a worker joined exports them.
+pub const CLUSTER_METRICS: [&str; 4] = [
+    "pareidolia_cluster_nodes",
+    "pareidolia_node_up",
+    "pareidolia_node_silence_seconds",
+    "pareidolia_node_work",
+];
+
+/// Whether `expr` names one of [`CLUSTER_METRICS`].
+pub fn names_cluster_metric(expr: &str) -> bool {
+    metric_names(expr)
+        .iter()
+        .any(|name| CLUSTER_METRICS.contains(&name.as_str()))
+}
+
 /// Tokens that name a metric: `pareidolia_*` and `process_*` identifiers.
 pub fn metric_names(text: &str) -> BTreeSet<String> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
