@@ -58,8 +58,8 @@ use tokio::sync::mpsc;
 use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
 use crate::experiment::Experiment;
 use crate::messages::{
-    ArchiveMsg, NodeRole, NodeWork, RegistrarMsg, ReissueCause, Results, WorkTally, WorkerMsg,
-    names,
+    ArchiveMsg, EvaluatorMsg, NodeRole, NodeWork, RegistrarMsg, ReissueCause, Results, WorkTally,
+    WorkerMsg, names,
 };
 use crate::mutator_actor::{MutatorActor, MutatorState};
 use crate::setup::{ModelSetup, Setup, SetupError};
@@ -954,6 +954,18 @@ impl Actor for Registrar {
                 RegistrarState::reply(&node, WorkerMsg::Welcome { slot });
             }
             RegistrarMsg::Results(results) => state.forward(results),
+            RegistrarMsg::Relay { to, children } => {
+                match crate::messages::find(&names::evaluator(&state.run, to as usize)) {
+                    Some(cell) => {
+                        let evaluator: ActorRef<EvaluatorMsg> = cell.into();
+                        let _ = evaluator.cast(EvaluatorMsg::Children(children));
+                    }
+                    None => tracing::debug!(
+                        to,
+                        "relay to an evaluator that is gone; its children will be re-issued"
+                    ),
+                }
+            }
             RegistrarMsg::Heartbeat { node, work } => {
                 if state.table().heard(&node, work) {
                     RegistrarState::reply(&node, WorkerMsg::Ack);
@@ -1311,6 +1323,7 @@ async fn take_part(
             run: run.clone(),
             encoding: setup.encoding.clone(),
             tally: Some(tally.clone()),
+            relay: true,
         };
         let (actor, handle) = Actor::spawn(None, MutatorActor, state)
             .await

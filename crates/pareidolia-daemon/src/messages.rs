@@ -276,6 +276,7 @@ pub enum EvaluatorMsg {
 
 /// What a worker node offers the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NodeRole {
     /// Scores batches (an evaluator of the run's evaluator group).
     Evaluator,
@@ -381,6 +382,15 @@ pub enum RegistrarMsg {
     /// the run, counts them for that node, and forwards them; the archive then checks each
     /// child against what its generation routed to that evaluator.
     Results(Results),
+    /// Children a worker's mutator made for an evaluator it cannot reach: worker nodes
+    /// connect to the daemon only (a star), so children for another worker's evaluator go
+    /// through the daemon, which forwards them.
+    Relay {
+        /// The evaluator index the route names.
+        to: u32,
+        /// The children, as a mutator sends them.
+        children: Vec<Result<Offspring, LostChild>>,
+    },
     /// A joined worker is alive, and what it has done; answered with [`WorkerMsg::Ack`].
     Heartbeat {
         /// The worker's node name.

@@ -13,7 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::messages::{
     BreedJob, EvaluatorMsg, EvaluatorRoute, LossKind, LostChild, MutatorMsg, Offspring, Recipe,
-    WorkTally, names,
+    RegistrarMsg, WorkTally, names,
 };
 
 /// The actor (stateless behaviour; state in [`MutatorState`]).
@@ -29,6 +29,9 @@ pub struct MutatorState {
     pub encoding: Arc<EncodingPlugin>,
     /// Counts of jobs and children (a worker node's heartbeat reports them).
     pub tally: Option<Arc<WorkTally>>,
+    /// On a worker node: children for an evaluator this node cannot reach (on another worker
+    /// node) go to the daemon's registrar, which forwards them.
+    pub relay: bool,
 }
 
 /// Splits a job's children by the evaluator that scores them (a job's one or two children
@@ -115,6 +118,27 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
     children
 }
 
+/// Sends children for evaluator `index` through the daemon's registrar.
+fn relay(index: usize, children: Vec<Result<Offspring, LostChild>>) {
+    let registrar = ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
+        .into_iter()
+        .find(|m| !m.get_id().is_local());
+    let sent = registrar.is_some_and(|cell| {
+        ActorRef::<RegistrarMsg>::from(cell)
+            .cast(RegistrarMsg::Relay {
+                to: index as u32,
+                children,
+            })
+            .is_ok()
+    });
+    if !sent {
+        tracing::debug!(
+            index,
+            "no daemon to relay through; children will be re-issued"
+        );
+    }
+}
+
 impl Actor for MutatorActor {
     type Msg = MutatorMsg;
     type State = MutatorState;
@@ -165,6 +189,7 @@ impl Actor for MutatorActor {
                                 );
                             }
                         }
+                        None if state.relay => relay(index, children),
                         None => tracing::debug!(
                             index,
                             "evaluator not registered; children will be re-issued"

@@ -109,6 +109,7 @@ impl SupervisorState {
             run: a.run.clone(),
             encoding: a.setup.encoding.clone(),
             tally: None,
+            relay: false,
         };
         let (actor, _) = Actor::spawn_linked(
             Some(names::mutator(&a.run, index)),
