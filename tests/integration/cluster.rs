@@ -406,3 +406,222 @@ fn bad_joins_are_refused_on_both_sides() {
     let (status, log) = daemon.wait(Duration::from_secs(60));
     assert!(status.success(), "{status}:\n{log}");
 }
+
+/// A cluster node of the test's own that joins the daemon like a `pareidolia worker` (the
+/// same cookie, the run's identity echoed back) and is taken in as an evaluator, then
+/// answers every batch it is given with forged results only: scores of the wrong length,
+/// children routed to the other evaluator, children of a generation not started, results
+/// from a slot nobody holds. Then it leaves without scoring anything.
+mod forger {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use pareidolia_daemon::messages::{
+        EvaluatorMsg, NodeRole, RegistrarMsg, Results, ScoredChild, WorkerMsg, child_id, names,
+    };
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+    use ractor_cluster::NodeServer;
+    use tokio::sync::mpsc;
+
+    struct Forward<M>(std::marker::PhantomData<fn() -> M>);
+
+    impl<M: ractor::Message> Actor for Forward<M> {
+        type Msg = M;
+        type State = mpsc::UnboundedSender<M>;
+        type Arguments = mpsc::UnboundedSender<M>;
+        async fn pre_start(
+            &self,
+            _: ActorRef<M>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(tx)
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<M>,
+            msg: M,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            let _ = tx.send(msg);
+            Ok(())
+        }
+    }
+
+    fn registrar() -> Option<ActorRef<RegistrarMsg>> {
+        ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
+            .into_iter()
+            .find(|m| !m.get_id().is_local())
+            .map(Into::into)
+    }
+
+    async fn answer(rx: &mut mpsc::UnboundedReceiver<WorkerMsg>, msg: RegistrarMsg) -> WorkerMsg {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "no answer to {msg:?}");
+            if let Some(r) = registrar() {
+                let _ = r.cast(msg.clone());
+            }
+            if let Ok(Some(answer)) =
+                tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+            {
+                return answer;
+            }
+        }
+    }
+
+    /// Joins the daemon at `daemon`, forges results for the first `batches` batches it is
+    /// given, and leaves. Returns how many forged results it sent.
+    pub async fn forge(daemon: SocketAddr, batches: usize) -> usize {
+        let node = format!("forger-{}", std::process::id());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = NodeServer::new(
+            port,
+            pareidolia_daemon::cluster::LOOPBACK_COOKIE.to_owned(),
+            node.clone(),
+            "127.0.0.1".into(),
+            None,
+            Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+        );
+        let (server, _) = Actor::spawn(None, server, ()).await.unwrap();
+        ractor_cluster::client_connect(&server, daemon)
+            .await
+            .unwrap();
+        let (tx, mut answers) = mpsc::unbounded_channel();
+        let (me, _) = Actor::spawn(None, Forward::<WorkerMsg>(Default::default()), tx)
+            .await
+            .unwrap();
+        ractor::pg::join(names::worker(&node), vec![me.get_cell()]);
+        let hello = RegistrarMsg::Hello {
+            node: node.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let WorkerMsg::Run { run, identity, .. } = answer(&mut answers, hello).await else {
+            panic!("no run")
+        };
+        let join = RegistrarMsg::Join {
+            node: node.clone(),
+            role: NodeRole::Evaluator,
+            identity: *identity,
+        };
+        let slot = loop {
+            match answer(&mut answers, join.clone()).await {
+                WorkerMsg::Welcome { slot } => break slot.unwrap(),
+                WorkerMsg::Refused { reason } => panic!("refused: {reason}"),
+                _ => {}
+            }
+        };
+        let (tx, mut children) = mpsc::unbounded_channel();
+        let (impostor, _) = Actor::spawn(None, Forward::<EvaluatorMsg>(Default::default()), tx)
+            .await
+            .unwrap();
+        ractor::pg::join(
+            names::evaluator(&run, slot as usize),
+            vec![impostor.get_cell()],
+        );
+        ractor::pg::join(names::evaluator_group(&run), vec![impostor.get_cell()]);
+        let mut sent = 0;
+        let mut seen = 0;
+        while seen < batches {
+            let Ok(Some(EvaluatorMsg::Children(batch))) =
+                tokio::time::timeout(Duration::from_secs(30), children.recv()).await
+            else {
+                continue;
+            };
+            seen += 1;
+            let Some(Ok(child)) = batch.into_iter().next() else {
+                continue;
+            };
+            let scored = |id: u64, generation: u64, scores: Vec<f32>| ScoredChild {
+                id,
+                generation,
+                genome: child.genome.clone(),
+                scores,
+            };
+            let g = child.generation;
+            // The default experiment: batches of 20, two evaluators, so the child 20 further
+            // on (or back) is in a batch routed to the other one.
+            let other = if child.id & 0xFFFF_FFFF >= 20 {
+                child.id - 20
+            } else {
+                child.id + 20
+            };
+            let forged = [
+                (slot, scored(child.id, g, vec![1.0; 3])),
+                (slot, scored(other, g, vec![0.1; 10])),
+                (slot, scored(child_id(g + 1000, 0), g + 1000, vec![0.1; 10])),
+                (slot + 5, scored(child.id, g, vec![0.1; 10])),
+            ];
+            for (from, child) in forged {
+                let r = registrar().expect("the daemon's registrar");
+                r.cast(RegistrarMsg::Results(Results {
+                    from,
+                    scored: vec![child],
+                    lost: Vec::new(),
+                    times: Default::default(),
+                }))
+                .unwrap();
+                sent += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        impostor.stop(None);
+        me.stop(None);
+        server.stop(None);
+        sent
+    }
+}
+
+/// A worker that sends results for children it was never given, misrouted ones, malformed
+/// ones, or from a slot it does not hold: each is refused, logged and counted, and nothing
+/// of it reaches the archive: the run ends as a local run does.
+#[test]
+fn forged_results_are_refused_and_never_reach_the_archive() {
+    let dir = temp_dir("cluster-forged");
+    let config = daemon_config(&dir, 6, 3);
+    let local = dir.join("local");
+    success(experiment(Pareidolia::run().quiet(), &config, &local).output());
+    let remote = dir.join("remote");
+    let mut daemon = experiment(Pareidolia::daemon(), &config, &remote)
+        .args(["--cluster-listen", "127.0.0.1:0", "--wait-workers", "1"])
+        .keep_serving()
+        .start(&dir.join("daemon.log"));
+    let address: std::net::SocketAddr = cluster_address(&mut daemon).parse().unwrap();
+    let url = daemon.url();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sent = runtime.block_on(forger::forge(address, 2));
+    assert_eq!(sent, 8);
+    let log = daemon.wait_for("still serving", Duration::from_secs(120));
+    assert!(log.contains("refused results for children"), "{log}");
+    assert!(log.contains("no worker node in the run holds it"), "{log}");
+    assert!(log.contains("worker node left the run"), "{log}");
+    let (_, metrics) = get(&format!("{url}/metrics"));
+    let count = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series}:\n{metrics}"))
+    };
+    for cause in ["malformed", "misrouted", "unrequested"] {
+        let n = count(&format!(
+            "pareidolia_results_rejected_total{{cause=\"{cause}\"}}"
+        ));
+        assert!(n >= 2.0, "{cause}: {n}\n{metrics}");
+    }
+    assert!(count("pareidolia_cluster_refused_total{cause=\"results\"}") >= 2.0);
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{log}");
+    let (a, b) = (run_result(&local), run_result(&remote));
+    assert_eq!(a.0["classes"], b.0["classes"]);
+    assert_eq!(a.0["evaluations"], b.0["evaluations"]);
+    assert_eq!(a.1, b.1, "the galleries differ");
+}

@@ -928,7 +928,7 @@ impl Actor for Registrar {
                         run: state.run.clone(),
                         config: state.config.clone(),
                         base_dir: state.base_dir.clone(),
-                        identity: state.identity.clone(),
+                        identity: Box::new(state.identity.clone()),
                     },
                 );
             }
@@ -1233,7 +1233,7 @@ async fn take_part(
                 None => RunConfig::parse(&config, "the daemon's config", PathBuf::from(base_dir))
                     .map_err(|e| ClusterError::Config(e.to_string()))?,
             };
-            (run, config, identity)
+            (run, config, *identity)
         }
         WorkerMsg::Refused { reason } => return Err(refused(reason)),
         WorkerMsg::Welcome { .. } | WorkerMsg::Ack => {

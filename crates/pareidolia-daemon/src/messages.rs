@@ -412,7 +412,7 @@ pub enum WorkerMsg {
         /// The folder its relative paths are relative to, on the daemon's machine.
         base_dir: String,
         /// The run's identity (what the worker must load to take part).
-        identity: RunIdentity,
+        identity: Box<RunIdentity>,
     },
     /// Taken into the run; an evaluator as evaluator `slot`.
     Welcome {
@@ -462,7 +462,7 @@ pub fn observe(metrics_actor: &str, msg: MetricsMsg) {
 /// The actor registered as `name` in this process, else the first member of the process group
 /// `name` (an actor of that name on another node), else `None`.
 pub fn find(name: &str) -> Option<ractor::ActorCell> {
-    ractor::registry::where_is(name.to_owned()).or_else(|| {
+    ractor::registry::where_is(name).or_else(|| {
         let mut members = ractor::pg::get_members(&name.to_owned());
         members.sort_by_key(|m| (!m.get_id().is_local(), m.get_id()));
         members.into_iter().next()
