@@ -43,6 +43,19 @@ fn cluster_address(daemon: &mut Daemon) -> String {
         .to_owned()
 }
 
+/// Waits until the daemon at `url` has completed generation `n`.
+fn wait_generation(daemon: &mut Daemon, url: &str, n: u64) {
+    daemon.poll(
+        &format!("generation {n}"),
+        Duration::from_secs(120),
+        Duration::from_millis(20),
+        |_| match served_generation(url) {
+            Some(g) if g >= n => Ok(()),
+            other => Err(format!("at {other:?}")),
+        },
+    );
+}
+
 /// A cookie file holding `secret`.
 fn cookie(dir: &Path, name: &str, secret: &str) -> PathBuf {
     let path = dir.join(name);
@@ -168,15 +181,7 @@ fn a_killed_worker_has_its_work_reissued_and_a_new_one_is_used() {
     let first = worker(&address)
         .args(["--role", "both", "--backend", "tract"])
         .start(&dir.join("first.log"));
-    daemon.poll(
-        "generation 2",
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        |_| match served_generation(&url) {
-            Some(g) if g >= 2 => Ok(()),
-            other => Err(format!("at {other:?}")),
-        },
-    );
+    wait_generation(&mut daemon, &url, 2);
     first.signal("KILL");
     let _ = first.wait(Duration::from_secs(10));
     daemon.wait_for("worker node left the run", Duration::from_secs(30));
@@ -273,15 +278,7 @@ fn workers_leave_when_the_daemon_is_gone() {
             "3",
         ])
         .start(&dir.join("quiet.log"));
-    daemon.poll(
-        "generation 4",
-        Duration::from_secs(120),
-        Duration::from_millis(20),
-        |_| match served_generation(&url) {
-            Some(g) if g >= 4 => Ok(()),
-            other => Err(format!("at {other:?}")),
-        },
-    );
+    wait_generation(&mut daemon, &url, 4);
     daemon.signal("STOP");
     let started = std::time::Instant::now();
     let (status, log) = quiet.wait(Duration::from_secs(30));
@@ -447,12 +444,7 @@ mod forger {
         }
     }
 
-    fn registrar() -> Option<ActorRef<RegistrarMsg>> {
-        ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
-            .into_iter()
-            .find(|m| !m.get_id().is_local())
-            .map(Into::into)
-    }
+    use pareidolia_daemon::messages::daemon_registrar as registrar;
 
     async fn answer(rx: &mut mpsc::UnboundedReceiver<WorkerMsg>, msg: RegistrarMsg) -> WorkerMsg {
         let deadline = Instant::now() + Duration::from_secs(20);

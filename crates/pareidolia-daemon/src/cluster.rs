@@ -59,7 +59,7 @@ use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
 use crate::experiment::Experiment;
 use crate::messages::{
     ArchiveMsg, EvaluatorMsg, NodeRole, NodeWork, RegistrarMsg, ReissueCause, Results, WorkTally,
-    WorkerMsg, names,
+    WorkerMsg, daemon_registrar, names,
 };
 use crate::mutator_actor::{MutatorActor, MutatorState};
 use crate::setup::{ModelSetup, Setup, SetupError};
@@ -1172,14 +1172,10 @@ async fn ask(
     let deadline = Instant::now() + REGISTRAR_TIMEOUT;
     let mut asked = !send;
     loop {
-        if repeat || !asked {
-            let registrar = ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
-                .into_iter()
-                .find(|m| !m.get_id().is_local());
-            if let Some(cell) = registrar {
-                let registrar: ActorRef<RegistrarMsg> = cell.into();
-                asked = registrar.cast(msg.clone()).is_ok();
-            }
+        if (repeat || !asked)
+            && let Some(registrar) = daemon_registrar()
+        {
+            asked = registrar.cast(msg.clone()).is_ok();
         }
         let now = Instant::now();
         if now >= deadline {
@@ -1395,11 +1391,7 @@ async fn serve(
                         seconds: options.daemon_timeout.as_secs(),
                     });
                 }
-                let registrar = ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
-                    .into_iter()
-                    .find(|m| !m.get_id().is_local());
-                if let Some(cell) = registrar {
-                    let registrar: ActorRef<RegistrarMsg> = cell.into();
+                if let Some(registrar) = daemon_registrar() {
                     let _ = registrar.cast(RegistrarMsg::Heartbeat {
                         node: node.to_owned(),
                         work: tally.snapshot(),

@@ -118,10 +118,7 @@ fn send_to(sink: &Sink, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: S
         ResultSink::Archive => crate::messages::find(&sink.archive)
             .map(ActorRef::<ArchiveMsg>::from)
             .map(|a| a.cast(ArchiveMsg::Results(results)).is_ok()),
-        ResultSink::Registrar => ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
-            .into_iter()
-            .find(|m| !m.get_id().is_local())
-            .map(ActorRef::<RegistrarMsg>::from)
+        ResultSink::Registrar => crate::messages::daemon_registrar()
             .map(|r| r.cast(RegistrarMsg::Results(results)).is_ok()),
     };
     match sent {

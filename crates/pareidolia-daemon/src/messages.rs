@@ -480,6 +480,15 @@ pub fn live_evaluators(run: &str) -> u32 {
     n
 }
 
+/// On a worker node: the daemon's registrar (the member of [`names::REGISTRAR_GROUP`] on
+/// another node), if the session has brought it here.
+pub fn daemon_registrar() -> Option<ractor::ActorRef<RegistrarMsg>> {
+    ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
+        .into_iter()
+        .find(|m| !m.get_id().is_local())
+        .map(Into::into)
+}
+
 /// Worker nodes taking part in the run now: the distinct other nodes with a member in its
 /// evaluator or mutator group.
 pub fn remote_nodes(run: &str) -> u32 {

@@ -120,11 +120,8 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
 
 /// Sends children for evaluator `index` through the daemon's registrar.
 fn relay(index: usize, children: Vec<Result<Offspring, LostChild>>) {
-    let registrar = ractor::pg::get_members(&names::REGISTRAR_GROUP.to_owned())
-        .into_iter()
-        .find(|m| !m.get_id().is_local());
-    let sent = registrar.is_some_and(|cell| {
-        ActorRef::<RegistrarMsg>::from(cell)
+    let sent = crate::messages::daemon_registrar().is_some_and(|registrar| {
+        registrar
             .cast(RegistrarMsg::Relay {
                 to: index as u32,
                 children,
