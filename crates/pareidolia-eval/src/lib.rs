@@ -21,6 +21,7 @@ mod onnx_edit;
 mod ort_backend;
 mod ort_runtime;
 mod preprocess;
+mod simd_state;
 mod tract_backend;
 pub mod train;
 mod views;

@@ -42,6 +42,23 @@ impl crate::Backend for TractBackend {
     }
 
     fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>, EvalError> {
+        let prepared = self.prepare_plain(model);
+        // Optimising the graph can run kernels too (constant folding); threads spawned from
+        // this one would inherit the state.
+        crate::simd_state::clear_upper_state();
+        let (prepared, fixed) = prepared?;
+        let prepared = Box::new(prepared);
+        Ok(if fixed {
+            OneAtATime::wrap(model, "tract", prepared)
+        } else {
+            prepared
+        })
+    }
+}
+
+impl TractBackend {
+    /// The model as tract runs it, and whether its graph fixes the batch at one.
+    pub(crate) fn prepare_plain(&self, model: &Model) -> Result<(TractModel, bool), EvalError> {
         let not_onnx = |e: TractError| EvalError::NotOnnx {
             path: model.onnx_path.clone(),
             backend: "tract",
@@ -98,19 +115,15 @@ impl crate::Backend for TractBackend {
                 ),
             });
         }
-        let prepared = Box::new(TractModel {
+        let prepared = TractModel {
             name: model.name().to_owned(),
             typed,
             batch,
             plans: HashMap::new(),
             pre: Preprocessor::new(spec),
             classes: model.classes(),
-        });
-        Ok(if fixed {
-            OneAtATime::wrap(model, "tract", prepared)
-        } else {
-            prepared
-        })
+        };
+        Ok((prepared, fixed))
     }
 }
 
@@ -224,7 +237,7 @@ fn check_declared_input(model: &Model, graph: &InferenceModel) -> Result<(), Eva
     }
 }
 
-struct TractModel {
+pub(crate) struct TractModel {
     name: String,
     typed: TypedModel,
     batch: Symbol,
@@ -274,6 +287,16 @@ impl PreparedModel for TractModel {
     }
 
     fn infer(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
+        let out = self.run(images, batch);
+        // tract's kernels leave the vector registers' upper halves dirty (see `simd_state`).
+        crate::simd_state::clear_upper_state();
+        out
+    }
+}
+
+impl TractModel {
+    /// One batch through the plan for its size (made on first use).
+    pub(crate) fn run(&mut self, images: &[u8], batch: usize) -> Result<Vec<f32>, EvalError> {
         self.pre.check_batch(&self.name, images, batch)?;
         let name = self.name.clone();
         let failed = |e: TractError| EvalError::Inference {
