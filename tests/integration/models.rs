@@ -216,6 +216,52 @@ fn transfer_scores_the_champions_on_other_models() {
     let heat = pareidolia_core::image_io::read_png(&out.join("transfer.png")).unwrap();
     assert_eq!(heat.height, 16 + 10 * 24);
     assert!(read_text(&out.join("transfer.md")).contains("generation 5"));
+    // `--view`: the run's own model under the ten-crop view (on a 28x28 canvas: the image and
+    // its mirror, five times each) scores what `classify --view ten-crop` says of the PNGs,
+    // and not what the centre view says.
+    let ten = dir.join("ten-crop");
+    let stdout = success(
+        Pareidolia::with_args(["transfer"])
+            .arg(&run)
+            .args([
+                "--model",
+                "builtin:lenet-mnist",
+                "--view",
+                "ten-crop",
+                "--out",
+            ])
+            .arg(&ten)
+            .output(),
+    );
+    assert!(
+        stdout.contains("| lenet-mnist (ten-crop) | 10 |"),
+        "{stdout}"
+    );
+    let csv = read_text(&ten.join("transfer.csv"));
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .take(4)
+                .skip(2)
+                .map(|v| v.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    let mirrored = classify_with(&pngs, "builtin:lenet-mnist", &["--view", "ten-crop"]);
+    let mut differ = 0;
+    for (class, (row, (_, _, probs))) in rows.iter().zip(&mirrored).enumerate() {
+        let (source, ten_crop) = (row[0], row[1]);
+        assert!(
+            (ten_crop - probs[class]).abs() < 1e-5,
+            "class {class}: {row:?} vs {probs:?}"
+        );
+        if (ten_crop - source).abs() > 1e-3 {
+            differ += 1;
+        }
+    }
+    assert!(differ > 0, "the ten-crop view changed no score: {rows:?}");
     // Refused: a run folder without checkpoints, a target with other classes.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();

@@ -482,8 +482,18 @@ pub fn json(path: &Path) -> serde_json::Value {
 
 /// The top-1 class and its probability, per image, as `classify --json` reports them.
 pub fn classify(images: &[PathBuf], model: &str) -> Vec<(usize, f64, Vec<f64>)> {
+    classify_with(images, model, &[])
+}
+
+/// [`classify`] with more options (`--view ten-crop`, ...).
+pub fn classify_with(
+    images: &[PathBuf],
+    model: &str,
+    options: &[&str],
+) -> Vec<(usize, f64, Vec<f64>)> {
     let out = success(
         Pareidolia::with_args(["classify", "--json", "--model", model])
+            .args(options)
             .args(images)
             .output(),
     );

@@ -14,7 +14,7 @@ use std::path::Path;
 use pareidolia_core::config::ModelConfig;
 use pareidolia_core::image_io::Image;
 use pareidolia_core::{Champion, EncodingPlugin, OutputKind, RunIdentity};
-use pareidolia_eval::{BackendChoice, EvalError};
+use pareidolia_eval::{BackendChoice, EvalError, View};
 use pareidolia_plugin::softmax;
 
 use crate::setup::{ModelSetup, SetupError, check_same_classes};
@@ -63,6 +63,10 @@ pub struct TargetSpec {
     pub manifest: String,
     /// Its backend.
     pub backend: BackendChoice,
+    /// How it sees the champions; `None` = the run's view. Scoring a run's champions with its
+    /// own model under another view shows what the view does to the scores (the paper's
+    /// ten-crop averaging against the centre crop).
+    pub view: Option<View>,
 }
 
 /// Loads the targets at the run's canvas and view and checks that they have the run's
@@ -77,7 +81,7 @@ pub fn load_targets(
         let mut config = ModelConfig {
             manifest: t.manifest.clone(),
             backend: t.backend,
-            view: run.view.view,
+            view: t.view.unwrap_or(run.view.view),
             canvas: Some([run.view.width, run.view.height]),
             onnxruntime: Default::default(),
             cuda: Default::default(),
@@ -241,7 +245,12 @@ pub fn score(
     }
     let mut names: Vec<String> = Vec::new();
     for target in targets {
-        let name = target.model.name().to_owned();
+        // A view other than the centre crop is part of the name: one model under two views
+        // makes two columns.
+        let name = match target.view.view {
+            View::Center => target.model.name().to_owned(),
+            view => format!("{} ({view})", target.model.name()),
+        };
         let seen = names
             .iter()
             .filter(|n| n.split('#').next() == Some(&name))

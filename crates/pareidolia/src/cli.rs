@@ -236,6 +236,11 @@ pub struct TransferArgs {
     /// Backend of the target models.
     #[arg(long, default_value = "tract", value_parser = choice::<BackendChoice>())]
     pub backend: BackendChoice,
+    /// How the target models see the champions: `center` or `ten-crop` (default: the run's
+    /// view). With the run's own model as the target, this rescores its champions the other
+    /// way, e.g. a centre-crop run as the paper's ten-crop averaging would score it.
+    #[arg(long, value_parser = choice::<View>())]
+    pub view: Option<View>,
     /// Folder for transfer.csv, transfer.md and transfer.png (default: RUN_DIR/transfer).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -25,6 +25,7 @@ pub fn transfer(args: TransferArgs) -> Result<()> {
         .map(|m| TargetSpec {
             manifest: m.clone(),
             backend: args.backend,
+            view: args.view,
         })
         .collect();
     let targets = transfer::load_targets(&specs, setup.model(), std::path::Path::new("."))
