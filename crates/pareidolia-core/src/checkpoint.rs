@@ -1280,6 +1280,28 @@ mod tests {
         assert!(message.contains("names no model"), "{message}");
     }
 
+    /// Found by the `checkpoint_decode` fuzz target: a checkpoint whose creation time was
+    /// 1796161436.7278866 read back as 1796161436.7278867 (serde_json's default float parser
+    /// is not correctly rounded), so the next checkpoint written from it differed. Every
+    /// float in the metadata reads back bit for bit.
+    #[test]
+    fn metadata_floats_read_back_bit_for_bit() {
+        let (mut meta, cells) = sample();
+        let (_, _, distinct) = index_champions(&cells);
+        for t in [
+            1796161436.7278866,
+            0.1 + 0.2,
+            2.2250738585072014e-308,
+            1e300,
+        ] {
+            meta.created_unix_s = t;
+            meta.elapsed_s = t;
+            let back = decode(&encode(&meta, &distinct), Path::new("x")).unwrap();
+            assert_eq!(back.meta.created_unix_s.to_bits(), t.to_bits(), "{t}");
+            assert_eq!(back.meta.elapsed_s.to_bits(), t.to_bits(), "{t}");
+        }
+    }
+
     /// A checkpoint written by Pareidolia 0.1.0 in format 1 (the default MNIST run, seed 1,
     /// after generation 3), committed as a fixture.
     fn v1_fixture() -> Vec<u8> {

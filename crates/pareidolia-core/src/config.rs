@@ -850,6 +850,44 @@ mod tests {
         assert_eq!(back.encoding, c.encoding);
     }
 
+    /// Found by the `config_parse` fuzz target: `eta_m = 15.22222222222222` came back from a
+    /// checkpoint's JSON as 15.222222222222221 (serde_json's default float parser is not
+    /// correctly rounded), so a resumed run would have mutated with another parameter than
+    /// the one it started with. Every float must read back bit for bit.
+    #[test]
+    fn plugin_parameters_read_back_from_a_checkpoint_bit_for_bit() {
+        let values = [
+            "15.2222222222222222222222222222220",
+            "0.30000000000000004",
+            "2.2250738585072014e-308",
+            "1796161436.7278866",
+            "0.1",
+        ];
+        let lines: String = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("x{i} = {v}\n"))
+            .collect();
+        let text = DEFAULT_CONFIG.replace(
+            "[encoding.params]\n",
+            &format!("[encoding.params]\n{lines}"),
+        );
+        let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
+        let back: RunConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        for (i, v) in values.iter().enumerate() {
+            let key = format!("x{i}");
+            let want: f64 = v.parse().unwrap();
+            let got = |c: &RunConfig| c.encoding.params[&key].as_float().unwrap();
+            assert_eq!(got(&c).to_bits(), want.to_bits(), "{key} as parsed");
+            assert_eq!(
+                got(&back).to_bits(),
+                want.to_bits(),
+                "{key} = {v} after JSON"
+            );
+        }
+        assert_eq!(back, c);
+    }
+
     #[test]
     fn archive_classes_must_be_a_list_of_distinct_classes() {
         let with = |line: &str| {
