@@ -850,8 +850,8 @@ mod tests {
         assert_eq!(back.encoding, c.encoding);
     }
 
-    /// Found by the `config_parse` fuzz target: `eta_m = 15.22222222222222` came back from a
-    /// checkpoint's JSON as 15.222222222222221 (serde_json's default float parser is not
+    /// Found by the `config_parse` fuzz target: `eta_m = 15.2222222222222222222222222222220`
+    /// came back from a checkpoint's JSON one ulp off (serde_json's default float parser is not
     /// correctly rounded), so a resumed run would have mutated with another parameter than
     /// the one it started with. Every float must read back bit for bit.
     #[test]
