@@ -304,7 +304,8 @@ pub struct RunConfig {
     /// Images per inference batch; 0 = the backend's preferred size for the model.
     #[serde(default = "default_batch")]
     pub batch_size: u32,
-    /// Mutator actors; 0 = as many as breeding's measured share of the cores needs (at least 1).
+    /// Mutator actors; 0 = as many as breeding's measured share of the cores needs, at least
+    /// one per inference worker (up to the cores).
     #[serde(default)]
     pub mutators: u32,
     /// Inference workers (evaluator actors, each with its own copy of the models on one

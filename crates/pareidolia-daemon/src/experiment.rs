@@ -91,9 +91,13 @@ pub struct CoreSplit {
 /// child's CPU time, so the mutators get `ceil(cores * share)` (at least 1) and the workers
 /// the rest, rounded up (at least 1, at most one per batch of a generation: a worker
 /// without a batch idles). Rounding both up oversubscribes by at most one thread, which the
-/// OS shares out; rounding down would leave a core idle. A config's non-zero `mutators` or
-/// `workers` is taken as it is; `gpu` runs one worker (one per device: a GPU runs one
-/// stream of batches best).
+/// OS shares out; rounding down would leave a core idle. There are at least as many
+/// mutators as workers (up to the cores): at the start of a generation every worker waits
+/// for its first batch, and with fewer mutators those batches are bred one after another
+/// while the cores idle (BENCHMARKS.md, issue 15: 2 mutators against 1 with 2 workers gave
+/// the default MNIST run 7% on tract); a mutator with nothing to breed costs nothing. A
+/// config's non-zero `mutators` or `workers` is taken as it is; `gpu` runs one worker (one
+/// per device: a GPU runs one stream of batches best).
 pub fn split_cores(
     cores: usize,
     breed_share: Option<f64>,
@@ -104,15 +108,15 @@ pub fn split_cores(
     let cores = cores.max(1);
     let share = breed_share.unwrap_or(0.0).clamp(0.0, 1.0);
     let breeding = cores as f64 * share;
-    let mutators = match configured.0 {
-        0 => (breeding.ceil() as usize).clamp(1, cores),
-        n => n as usize,
-    };
     let workers = match configured.1 {
         0 if gpu => 1,
         0 => ((cores as f64 - breeding - 1e-9).ceil() as usize)
             .clamp(1, cores)
             .min(batches_per_generation.max(1)),
+        n => n as usize,
+    };
+    let mutators = match configured.0 {
+        0 => (breeding.ceil() as usize).max(workers).clamp(1, cores),
         n => n as usize,
     };
     CoreSplit {
@@ -534,18 +538,24 @@ mod tests {
 
     #[test]
     fn the_cores_left_after_breeding_go_to_inference() {
-        // LeNet with the direct encoding: breeding ~12% of a child's CPU time.
-        assert_eq!(split(2, Some(0.12), (0, 0), false), (1, 2));
-        assert_eq!(split(64, Some(0.12), (0, 0), false).0, 8);
+        // LeNet with the direct encoding: breeding ~12% of a child's CPU time. The workers
+        // get the cores breeding leaves, the mutators at least one per worker (each
+        // worker's first batch of a generation is bred at once).
+        assert_eq!(split(2, Some(0.12), (0, 0), false), (2, 2));
         // Workers are capped at the batches of a generation (10 here).
-        assert_eq!(split(64, Some(0.12), (0, 0), false).1, 10);
-        assert_eq!(split_cores(64, Some(0.12), (0, 0), 400, false).workers, 57);
+        assert_eq!(split(64, Some(0.12), (0, 0), false), (10, 10));
+        let big = split_cores(64, Some(0.12), (0, 0), 400, false);
+        assert_eq!((big.mutators, big.workers), (57, 57));
+        // A GPU's one worker: the mutators breeding needs.
+        assert_eq!(split(64, Some(0.12), (0, 0), true), (8, 1));
         // Breeding-heavy (a costly renderer, a small model): more mutators, fewer workers.
         assert_eq!(split(2, Some(0.9), (0, 0), false), (2, 1));
         assert_eq!(split(4, Some(0.5), (0, 0), false), (2, 2));
-        // Not measured: one mutator, every core infers.
-        assert_eq!(split(4, None, (0, 0), false), (1, 4));
+        // Not measured: every core infers, a mutator per worker.
+        assert_eq!(split(4, None, (0, 0), false), (4, 4));
         assert_eq!(split(1, Some(0.3), (0, 0), false), (1, 1));
+        // A configured worker count sets the mutators' floor too, up to the cores.
+        assert_eq!(split(2, Some(0.12), (0, 8), false), (2, 8));
     }
 
     #[test]

@@ -431,8 +431,8 @@ pub struct ExperimentArgs {
     /// Generations after the initial population (overrides the config).
     #[arg(long)]
     pub generations: Option<u64>,
-    /// Mutator actors, 0 = as many as breeding's measured share of the cores needs
-    /// (overrides the config).
+    /// Mutator actors, 0 = as many as breeding's measured share of the cores needs and at
+    /// least one per inference worker (overrides the config).
     #[arg(long)]
     pub mutators: Option<u32>,
     /// Inference workers (evaluator actors, one thread and one copy of the models each),
