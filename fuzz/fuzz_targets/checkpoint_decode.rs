@@ -38,6 +38,7 @@ fn rewrite(c: &Checkpoint) -> Vec<u8> {
         &c.config(),
         &c.meta.identity,
         c.meta.stop_reached.as_ref(),
+        &c.planned,
         c.meta.created_unix_s,
     )
 }

@@ -48,6 +48,7 @@ fn checkpoints() {
             &c.config(),
             &c.meta.identity,
             c.meta.stop_reached.as_ref(),
+            &c.planned,
             c.meta.created_unix_s,
         )
     };

@@ -53,6 +53,31 @@ fn unknown_config_key_is_named() {
 }
 
 #[test]
+fn a_lag_out_of_range_or_on_gradient_ascent_is_refused() {
+    let dir = temp_dir("bad-lag");
+    clean_failure(
+        Pareidolia::run()
+            .quiet()
+            .generations(1)
+            .args(["--lag", "9"])
+            .out(&dir.join("a"))
+            .output(),
+        &["the command line", "`lag`", "must be from 0", "to 4"],
+    );
+    // The same key on gradient ascent, which has no generations to overlap.
+    clean_failure(
+        Pareidolia::run()
+            .quiet()
+            .generations(1)
+            .config(&root().join("configs/ascent/mnist.toml"))
+            .args(["--lag", "2"])
+            .out(&dir.join("b"))
+            .output(),
+        &["`lag`", "applies to MAP-Elites only"],
+    );
+}
+
+#[test]
 fn missing_config_file_is_reported() {
     let dir = temp_dir("no-config");
     clean_failure(

@@ -84,6 +84,67 @@ fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
     assert_eq!(history_without_time(&whole), history_without_time(&term));
 }
 
+/// With a lag the checkpoint of generation g holds generations g + 1 to g + 1 + lag, whose
+/// parents were drawn from older archives; a run stopped by its generation count or by
+/// SIGTERM and resumed still reaches exactly the archive of an uninterrupted run.
+#[test]
+fn a_lagged_run_resumes_exactly() {
+    let dir = temp_dir("exact-resume-lag");
+    let cfg = config_edit(&dir, |t| {
+        t.set("generations", 60)
+            .set("mutators", 1)
+            .add("lag", 1)
+            .add("checkpoint.every_generations", 5)
+            .add("checkpoint.every_seconds", 0)
+            .add("checkpoint.keep", 3)
+            .add("http.listen", "127.0.0.1:0");
+    });
+    let whole = dir.join("whole");
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&whole),
+        &dir.join("whole.log"),
+    );
+    let split = dir.join("split");
+    run_to_end(
+        &Pareidolia::daemon()
+            .config(&cfg)
+            .generations(20)
+            .out(&split),
+        &dir.join("split1.log"),
+    );
+    let (c, _, _) = CheckpointStore::new(&split, 3).load_newest().unwrap();
+    assert_eq!(c.meta.generation, 20);
+    assert_eq!(
+        c.planned.iter().map(|p| p.generation).collect::<Vec<_>>(),
+        [21, 22],
+        "planned past the end, so that a longer run goes on as one"
+    );
+    run_to_end(
+        &Pareidolia::resume(&split).generations(60),
+        &dir.join("split2.log"),
+    );
+    assert_eq!(run_result(&whole), run_result(&split));
+    assert_eq!(history_without_time(&whole), history_without_time(&split));
+
+    let term = dir.join("term");
+    let mut d = Pareidolia::daemon()
+        .config(&cfg)
+        .workers(2)
+        .out(&term)
+        .start(&dir.join("term1.log"));
+    d.wait_for("checkpoint written", Duration::from_secs(30));
+    d.signal("TERM");
+    let (status, log) = d.wait(Duration::from_secs(30));
+    assert!(status.success(), "SIGTERM must exit 0: {status}\n{log}");
+    let stopped_at = json(&term.join("summary.json"))["generations"]
+        .as_u64()
+        .unwrap();
+    assert!(stopped_at < 60, "stopped early: {stopped_at}");
+    run_to_end(&Pareidolia::resume(&term), &dir.join("term2.log"));
+    assert_eq!(run_result(&whole), run_result(&term));
+    assert_eq!(history_without_time(&whole), history_without_time(&term));
+}
+
 /// Issue 4, item 5: SIGTERM and SIGINT drain the batches in flight, write a final checkpoint
 /// of the generation they stop at, and exit 0 quickly.
 #[test]

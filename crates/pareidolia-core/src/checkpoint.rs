@@ -103,6 +103,40 @@ pub struct CheckpointMeta {
     /// above are its best images, as direct-encoding genomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ascent: Option<AscentMeta>,
+    /// The generations after `generation` whose parents were drawn already (absent in older
+    /// checkpoints, which planned the next generation on resume): with `lag` L, L + 1 of
+    /// them. Their parents were drawn from older archives than this one, so they are
+    /// recorded rather than drawn again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<PlannedMeta>,
+}
+
+/// A planned generation in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedMeta {
+    /// Its number.
+    pub generation: u64,
+    /// Its children.
+    pub size: u32,
+    /// Per pair of children, the blob indices of the two parents' genomes (a champion's
+    /// genome blob where the parent is still a champion); `None` = random genomes.
+    pub parents: Vec<Option<(u32, u32)>>,
+}
+
+/// The two parents of a pair of children, as genomes.
+pub type ParentPair = (Arc<[u8]>, Arc<[u8]>);
+
+/// A generation whose parents are drawn and whose children are not all inserted yet: its
+/// number, its size and, per pair of children (`size.div_ceil(2)` of them), the two parents'
+/// genomes, or `None` for random genomes (the initial population, or an empty archive).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedGeneration {
+    /// Its number.
+    pub generation: u64,
+    /// Its children.
+    pub size: u32,
+    /// The parents of each pair.
+    pub parents: Vec<Option<ParentPair>>,
 }
 
 /// A gradient-ascent run's state beyond its champions: the step, and per image the current
@@ -156,6 +190,8 @@ pub struct Checkpoint {
     pub cells: Vec<Option<Champion>>,
     /// A gradient-ascent run's state.
     pub ascent: Option<AscentState>,
+    /// The generations planned ahead, in order (see [`CheckpointMeta::planned`]).
+    pub planned: Vec<PlannedGeneration>,
 }
 
 /// A run's counters at a generation boundary, as a checkpoint records them.
@@ -175,8 +211,11 @@ pub struct RunCounters {
 
 impl Checkpoint {
     /// The one place a checkpoint is made from a run's state: the archive, its counters, the
-    /// parent-selection RNG, the resolved config, the identity and the stop condition that
-    /// ended the run, if one did. Returns the file's bytes.
+    /// parent-selection RNG, the resolved config, the identity, the stop condition that
+    /// ended the run, if one did, and the generations planned ahead. Returns the file's
+    /// bytes. A planned parent that is still a champion (the same genome in memory) is
+    /// recorded as a reference to the champion's genome; the others once each.
+    #[allow(clippy::too_many_arguments)]
     pub fn capture(
         archive: &Archive,
         counters: RunCounters,
@@ -184,9 +223,10 @@ impl Checkpoint {
         config: &RunConfig,
         identity: &RunIdentity,
         stop_reached: Option<&StopReached>,
+        planned: &[PlannedGeneration],
         created_unix_s: f64,
     ) -> Vec<u8> {
-        let (meta, distinct) = Self::meta_of(
+        let (mut meta, distinct) = Self::meta_of(
             archive,
             counters,
             rng,
@@ -195,7 +235,33 @@ impl Checkpoint {
             stop_reached,
             created_unix_s,
         );
-        encode(&meta, &distinct)
+        // Genomes by address: a champion's genome blob, or an extra blob after them.
+        let mut blob_of: std::collections::HashMap<*const u8, u32> = distinct
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.genome.as_ptr(), 2 * i as u32))
+            .collect();
+        let mut extra: Vec<Vec<u8>> = Vec::new();
+        let first_extra = 2 * distinct.len() as u32;
+        let mut blob = |genome: &Arc<[u8]>| {
+            *blob_of.entry(genome.as_ptr()).or_insert_with(|| {
+                extra.push(genome.to_vec());
+                first_extra + extra.len() as u32 - 1
+            })
+        };
+        meta.planned = planned
+            .iter()
+            .map(|p| PlannedMeta {
+                generation: p.generation,
+                size: p.size,
+                parents: p
+                    .parents
+                    .iter()
+                    .map(|pair| pair.as_ref().map(|(a, b)| (blob(a), blob(b))))
+                    .collect(),
+            })
+            .collect();
+        encode_with(&meta, &distinct, &extra)
     }
 
     /// The metadata both kinds of checkpoint record (no gradient-ascent state), and the
@@ -227,6 +293,7 @@ impl Checkpoint {
             cells,
             stop_reached: stop_reached.cloned(),
             ascent: None,
+            planned: Vec::new(),
         };
         (meta, distinct)
     }
@@ -385,6 +452,7 @@ impl MetaV1 {
             cells: self.cells,
             stop_reached: None,
             ascent: None,
+            planned: Vec::new(),
         }
     }
 }
@@ -707,10 +775,45 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
             })
         }
     };
+    // Planned parents share the champions' genomes where they are one (as they did when the
+    // checkpoint was written), so a later checkpoint records them as references again.
+    let mut genomes: std::collections::HashMap<u32, Arc<[u8]>> = meta
+        .champions
+        .iter()
+        .zip(&champions)
+        .map(|(m, c)| (m.genome_blob, c.genome.clone()))
+        .collect();
+    let mut genome = |i: u32| -> Result<Arc<[u8]>, CheckpointError> {
+        if let Some(g) = genomes.get(&i) {
+            return Ok(g.clone());
+        }
+        let g: Arc<[u8]> = Arc::from(blob(i)?);
+        genomes.insert(i, g.clone());
+        Ok(g)
+    };
+    let planned = meta
+        .planned
+        .iter()
+        .map(|p| {
+            Ok(PlannedGeneration {
+                generation: p.generation,
+                size: p.size,
+                parents: p
+                    .parents
+                    .iter()
+                    .map(|pair| match pair {
+                        None => Ok(None),
+                        Some((a, b)) => Ok(Some((genome(*a)?, genome(*b)?))),
+                    })
+                    .collect::<Result<Vec<_>, CheckpointError>>()?,
+            })
+        })
+        .collect::<Result<Vec<_>, CheckpointError>>()?;
     Ok(Checkpoint {
         meta,
         cells,
         ascent,
+        planned,
     })
 }
 
@@ -769,6 +872,38 @@ fn check_consistent(meta: &CheckpointMeta, champions: &[Champion]) -> Result<(),
             meta.elapsed_s, meta.created_unix_s
         ));
     }
+    if meta.ascent.is_some() && !meta.planned.is_empty() {
+        return Err("a gradient-ascent run has no planned generations, but it records some".into());
+    }
+    let config = &meta.config;
+    if meta.planned.len() > config.lag as usize + 1 {
+        return Err(format!(
+            "it records {} planned generations, but a run with lag {} plans at most {}",
+            meta.planned.len(),
+            config.lag,
+            config.lag + 1
+        ));
+    }
+    for (k, p) in meta.planned.iter().enumerate() {
+        let expected = meta.generation.checked_add(1 + k as u64);
+        if Some(p.generation) != expected {
+            return Err(format!(
+                "planned generation {} follows generation {} as planned generation {k}; they must be the generations after it, in order",
+                p.generation, meta.generation
+            ));
+        }
+        if p.size != config.offspring_per_generation
+            || p.parents.len() != p.size.div_ceil(2) as usize
+        {
+            return Err(format!(
+                "planned generation {} has {} children in {} pairs, but the run breeds {} children a generation",
+                p.generation,
+                p.size,
+                p.parents.len(),
+                config.offspring_per_generation
+            ));
+        }
+    }
     if let Some(a) = &meta.ascent {
         // Gradient ascent evaluates every image once a step.
         let images = a.tracks.len() as u64;
@@ -789,7 +924,6 @@ fn check_consistent(meta: &CheckpointMeta, champions: &[Champion]) -> Result<(),
         }
         return Ok(());
     }
-    let config = &meta.config;
     if config.offspring_per_generation == 0 || config.initial_population() == 0 {
         return Err("its config has an empty population".into());
     }
@@ -1098,6 +1232,7 @@ mod tests {
             cells: map,
             stop_reached: None,
             ascent: None,
+            planned: Vec::new(),
         };
         (meta, cells)
     }
@@ -1343,6 +1478,7 @@ mod tests {
             &c.config(),
             id,
             None,
+            &[],
             m.created_unix_s,
         );
         assert_eq!(
@@ -1352,6 +1488,82 @@ mod tests {
         let back = decode(&again, Path::new("v2")).unwrap();
         assert_eq!(back.meta, c.meta);
         assert_eq!(back.cells, c.cells);
+    }
+
+    #[test]
+    fn planned_generations_come_back_sharing_the_champions_genomes() {
+        let (mut meta, cells) = sample();
+        meta.config.lag = 1;
+        let archive = Archive::restore(cells.clone(), 12);
+        let counters = RunCounters {
+            generation: 4,
+            evaluations: 999,
+            lost: 1,
+            elapsed_s: 2.5,
+            stage_times: StageTimes::default(),
+        };
+        let champion = |i: usize| cells[i].as_ref().unwrap().genome.clone();
+        // A parent replaced in the archive since it was drawn.
+        let stale: Arc<[u8]> = Arc::from(&[9u8, 9][..]);
+        let generation = |number| PlannedGeneration {
+            generation: number,
+            size: 200,
+            parents: (0..100)
+                .map(|k| match k {
+                    0 => Some((champion(0), champion(1))),
+                    1 => Some((stale.clone(), champion(0))),
+                    99 => None,
+                    _ => Some((stale.clone(), stale.clone())),
+                })
+                .collect(),
+        };
+        let planned = [generation(5), generation(6)];
+        let capture = |planned: &[PlannedGeneration]| {
+            Checkpoint::capture(
+                &archive,
+                counters,
+                &meta.rng,
+                &meta.config,
+                &meta.identity,
+                None,
+                planned,
+                1.0,
+            )
+        };
+        let bytes = capture(&planned);
+        let c = decode(&bytes, Path::new("x")).unwrap();
+        assert_eq!(c.planned, planned);
+        // Two champions (genome and scores) and the stale genome once.
+        let json_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+        let blobs = u32::from_le_bytes(bytes[24 + json_len..28 + json_len].try_into().unwrap());
+        assert_eq!(blobs, 5);
+        assert_eq!(c.meta.planned[1].parents[1], Some((4, 0)));
+        assert_eq!(c.meta.planned[1].parents[99], None);
+        let first = c.planned[0].parents[0].as_ref().unwrap();
+        assert!(Arc::ptr_eq(&first.0, &c.cells[0].as_ref().unwrap().genome));
+        // Planned generations must follow the checkpoint's, in order, no more than lag + 1.
+        for (bad, needle) in [
+            (
+                vec![generation(6)],
+                "planned generation 6 follows generation 4",
+            ),
+            (
+                vec![generation(5), generation(6), generation(7)],
+                "3 planned generations, but a run with lag 1 plans at most 2",
+            ),
+            (
+                vec![PlannedGeneration {
+                    size: 7,
+                    ..generation(5)
+                }],
+                "planned generation 5 has 7 children in 100 pairs",
+            ),
+        ] {
+            let e = decode(&capture(&bad), Path::new("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
     }
 
     #[test]
@@ -1372,6 +1584,7 @@ mod tests {
             &meta.config,
             &meta.identity,
             None,
+            &[],
             1.0,
         );
         let c = decode(&bytes, Path::new("x")).unwrap();

@@ -313,6 +313,15 @@ pub struct RunConfig {
     /// CUDA. The number does not change a run's result.
     #[serde(default)]
     pub workers: u32,
+    /// Generations of lag in parent selection. 0 (the default) is the paper's algorithm:
+    /// generation g is bred from the archive after generation g - 1, so every generation
+    /// waits for the last batch of the one before. L >= 1 breeds generation g from the
+    /// archive after generation g - 1 - L (generation 0's archive for the first L + 1), so
+    /// L + 1 generations are in flight and the inference workers never idle at a generation
+    /// boundary. Any L gives the same run on any number of workers and mutators; a run
+    /// with L >= 1 is another run than with 0 (at most [`MAX_LAG`]; MAP-Elites only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lag: u32,
     /// Extra folders to search for plugins, relative to this file.
     #[serde(default)]
     pub plugin_dirs: Vec<PathBuf>,
@@ -374,6 +383,14 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
     };
     let bytes = n * scale;
     (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// The largest `lag`: more generations in flight buy nothing once every worker always has a
+/// batch queued, and parents grow staler.
+pub const MAX_LAG: u32 = 4;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_seed() -> u64 {
@@ -469,6 +486,20 @@ impl RunConfig {
         }
         if self.initial_population == Some(0) {
             return err("initial_population", "must be at least 1");
+        }
+        if self.lag > MAX_LAG {
+            return err(
+                "lag",
+                &format!(
+                    "must be from 0 (the paper's synchronous generations) to {MAX_LAG}; 1 already keeps every worker busy"
+                ),
+            );
+        }
+        if self.lag > 0 && self.search.kind != SearchKind::MapElites {
+            return err(
+                "lag",
+                "applies to MAP-Elites only: gradient ascent ([search] kind) has no generations to overlap; remove it",
+            );
         }
         if !(self.checkpoint.every_seconds.is_finite() && self.checkpoint.every_seconds >= 0.0) {
             return err(

@@ -6,7 +6,7 @@
 //! from the new config — `generations`, `mutators`, `plugin_dirs`, every model's `backend`,
 //! `onnxruntime` and `cuda` settings, `[checkpoint]` and `[http]` — and what makes the run
 //! the run it is must be the same: `seed`, `offspring_per_generation`, `initial_population`,
-//! `batch_size` (0 keeps the run's), the models (their manifests, views and canvases), the
+//! `batch_size` (0 keeps the run's), `lag`, the models (their manifests, views and canvases), the
 //! encoding and the fitness (plugin and params). A difference there is refused with every
 //! differing key named, never silently ignored.
 //!
@@ -148,6 +148,7 @@ pub fn continue_with(
         run.initial_population().to_string(),
         new.initial_population().to_string(),
     );
+    differ("lag", run.lag.to_string(), new.lag.to_string());
     if new.batch_size != 0 {
         differ(
             "batch_size",
@@ -379,6 +380,7 @@ mod tests {
         new.encoding.plugin = "cppn".into();
         new.model.as_mut().unwrap().manifest = "models/other/manifest.toml".into();
         new.batch_size = 7;
+        new.lag = 1;
         let e = continue_with(&run, &new, "new.toml")
             .unwrap_err()
             .to_string();
@@ -388,6 +390,7 @@ mod tests {
             "`encoding.plugin` is `direct` in the run, `cppn` in the config",
             "`model.manifest` is `builtin:lenet-mnist` in the run, `/runs/a/models/other/manifest.toml`",
             "`batch_size` is 20 in the run, 7",
+            "`lag` is 0 in the run, 1 in the config",
             "resume without --config",
         ] {
             assert!(e.contains(needle), "{needle}: {e}");

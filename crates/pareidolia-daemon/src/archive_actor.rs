@@ -20,7 +20,7 @@ use pareidolia_core::{Archive, Evaluated, RunIdentity, StopConfig, StopReached};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
 
-use crate::generation::{Generation, Reissue};
+use crate::generation::{Generation, Pipeline, Reissue};
 use crate::history::History;
 use crate::messages::{
     ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, child_index, live_evaluators,
@@ -65,6 +65,8 @@ pub struct ArchivePlan {
     pub initial: u32,
     /// Classes (the model's outputs).
     pub classes: usize,
+    /// Generations of lag in parent selection (config `lag`; see [`Pipeline`]).
+    pub lag: u32,
     /// Which evaluator scores which batch (sent with every job). Its `evaluators` is the
     /// run's local evaluators; each generation is routed over the evaluators running when
     /// it starts ([`live_evaluators`]: the local ones and those on worker nodes), which
@@ -109,9 +111,9 @@ pub struct ArchiveState {
     plan: ArchivePlan,
     archive: Archive,
     rng: HostRng,
-    /// The generation in flight, if any.
-    current: Option<Generation>,
-    /// The next generation to start.
+    /// The generations planned and not yet inserted, oldest first.
+    pipeline: Pipeline,
+    /// The next generation to plan.
     next: u64,
     /// The last generation whose children are all inserted.
     completed: Option<u64>,
@@ -191,7 +193,7 @@ impl ArchiveState {
 
     /// Whether the first generation must wait for more evaluators (`--wait-workers`).
     fn must_wait(&mut self) -> bool {
-        if self.waited || self.current.is_some() {
+        if self.waited || self.pipeline.any_dispatched() {
             return false;
         }
         let live = remote_nodes(&self.plan.run);
@@ -214,34 +216,44 @@ impl ArchiveState {
         true
     }
 
-    fn start_generation(&mut self) {
-        let size = if self.next == 0 {
-            self.plan.initial
-        } else {
-            self.plan.offspring
-        };
-        let generation = Generation::plan(
-            self.next,
-            size,
-            self.plan.seed,
-            &self.archive,
-            &mut self.rng,
-        );
-        let mut generation = generation;
+    /// Plans every generation the lag allows now (parents drawn from the archive as it is).
+    /// Called after each insertion and at start-up, never depending on timing, so which
+    /// archive a generation breeds from is the same in every run of the config and across a
+    /// resume.
+    fn top_up(&mut self) {
+        while self.pipeline.wants(self.next, self.completed) {
+            let size = if self.next == 0 {
+                self.plan.initial
+            } else {
+                self.plan.offspring
+            };
+            let generation = Generation::plan(
+                self.next,
+                size,
+                self.plan.seed,
+                &self.archive,
+                &mut self.rng,
+            );
+            self.pipeline.push(generation);
+            self.next += 1;
+        }
+    }
+
+    /// Sends out every planned generation up to the run's last, routed over the
+    /// evaluators running now.
+    fn dispatch_planned(&mut self) {
         let route = self.route();
-        generation.routed(route);
-        tracing::debug!(
-            generation = generation.number(),
-            evaluators = route.evaluators,
-            "generation routed"
-        );
-        dispatch(
-            &names::mutator_group(&self.plan.run),
-            generation.jobs(),
-            route,
-        );
-        self.metrics(MetricsMsg::AwaitingResults(generation.outstanding()));
-        self.current = Some(generation);
+        let group = names::mutator_group(&self.plan.run);
+        for generation in self.pipeline.undispatched(self.plan.generations) {
+            generation.routed(route);
+            tracing::debug!(
+                generation = generation.number(),
+                evaluators = route.evaluators,
+                "generation routed"
+            );
+            dispatch(&group, generation.jobs(), route);
+        }
+        self.metrics(MetricsMsg::AwaitingResults(self.pipeline.outstanding()));
     }
 
     fn counters(&self) -> RunCounters {
@@ -254,9 +266,13 @@ impl ArchiveState {
         }
     }
 
-    /// Inserts a finished generation's children in id order.
+    /// Inserts a finished generation's children in id order, then plans what that allows.
     fn complete(&mut self, generation: Generation) -> Result<(), RunError> {
         let number = generation.number();
+        // Counted here, once a generation is in: a checkpoint's counters then cover exactly
+        // the generations it records as done.
+        self.lost += generation.lost().len() as u64;
+        self.times += generation.times();
         let scored = generation.finish()?;
         self.evaluations += scored.len() as u64;
         let start = Instant::now();
@@ -270,7 +286,7 @@ impl ArchiveState {
         }
         self.metrics(MetricsMsg::ArchiveInsert(start.elapsed().as_secs_f64()));
         self.completed = Some(number);
-        self.next = number + 1;
+        self.top_up();
         Ok(())
     }
 
@@ -331,6 +347,7 @@ impl ArchiveState {
             &plan.config,
             &plan.identity,
             self.stop_reached.as_ref(),
+            &self.pipeline.planned(),
             unix_now(),
         );
         let store = plan.store.clone();
@@ -438,15 +455,14 @@ impl ArchiveState {
         Ok(())
     }
 
-    /// Completes the generation in flight if nothing is outstanding any more.
+    /// Inserts the oldest generation if nothing of it is outstanding any more.
     async fn complete_if_done(
         &mut self,
         myself: &ActorRef<ArchiveMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        if !self.current.as_ref().is_some_and(Generation::is_complete) {
+        let Some(generation) = self.pipeline.pop_complete() else {
             return Ok(());
-        }
-        let generation = self.current.take().expect("checked above");
+        };
         match self.complete(generation) {
             Ok(()) => self.after_generation(myself).await,
             Err(e) => {
@@ -476,8 +492,8 @@ impl Actor for ArchiveActor {
         let mut state = ArchiveState {
             archive,
             rng: seeds::selection_rng(args.plan.seed),
+            pipeline: Pipeline::new(args.plan.lag),
             plan: args.plan,
-            current: None,
             next: 0,
             completed: None,
             evaluations: 0,
@@ -500,7 +516,12 @@ impl Actor for ArchiveActor {
             let counters = c.counters();
             state.archive = c.archive();
             state.rng = c.meta.rng.clone();
-            state.next = counters.generation + 1;
+            for planned in &c.planned {
+                state
+                    .pipeline
+                    .push(Generation::from_parents(planned, state.plan.seed));
+            }
+            state.next = counters.generation + 1 + c.planned.len() as u64;
             state.completed = Some(counters.generation);
             state.evaluations = counters.evaluations;
             state.lost = counters.lost;
@@ -527,6 +548,9 @@ impl Actor for ArchiveActor {
             // empty one until the first new generation is in.
             state.progress.send_replace(state.snapshot_progress());
         }
+        // A fresh run plans generation 0; a checkpoint of an older version, which planned
+        // nothing ahead, the generations after its own.
+        state.top_up();
         if let Some(dir) = &state.plan.history {
             match History::open(dir, state.completed) {
                 Ok(h) => state.history = Some(h),
@@ -554,16 +578,16 @@ impl Actor for ArchiveActor {
                 } else if state.must_wait() {
                     myself.send_after(WAIT_POLL, || ArchiveMsg::Next);
                 } else {
-                    state.start_generation();
+                    state.dispatch_planned();
+                    // A later generation may be complete already (its batches were scored
+                    // while an earlier one was still out).
+                    state.complete_if_done(&myself).await?;
                 }
             }
             ArchiveMsg::Results(results) => {
-                let Some(generation) = state.current.as_mut() else {
-                    return Ok(());
-                };
-                let (from, times) = (results.from, results.times);
-                let accepted = generation.accept_from(results, state.plan.classes);
-                let outstanding = generation.outstanding();
+                let from = results.from;
+                let accepted = state.pipeline.accept_from(results, state.plan.classes);
+                let outstanding = state.pipeline.outstanding();
                 if !accepted.rejected.is_empty() {
                     let (id, cause) = accepted.rejected[0];
                     tracing::warn!(
@@ -576,9 +600,7 @@ impl Actor for ArchiveActor {
                     let causes = accepted.rejected.iter().map(|(_, c)| *c).collect();
                     state.metrics(MetricsMsg::Rejected(causes));
                 }
-                state.times += times;
                 let kinds = accepted.kinds;
-                state.lost += kinds.len() as u64;
                 // Counted here, where duplicates from re-issued work are already gone.
                 if !kinds.is_empty() {
                     state.metrics(MetricsMsg::Lost(kinds));
@@ -588,43 +610,48 @@ impl Actor for ArchiveActor {
             }
             ArchiveMsg::Reissue(cause) => {
                 let route = state.route();
-                let Some(generation) = state.current.as_mut() else {
-                    return Ok(());
-                };
-                let number = generation.number();
-                match generation.reissue() {
-                    Reissue::Jobs(jobs) => {
-                        tracing::info!(
-                            jobs = jobs.len(),
-                            generation = number,
-                            cause = cause.as_str(),
-                            evaluators = route.evaluators,
-                            "re-issuing work in flight"
-                        );
-                        generation.routed(route);
-                        state.metrics(MetricsMsg::Reissued(cause));
-                        dispatch(&names::mutator_group(&state.plan.run), &jobs, route);
+                let group = names::mutator_group(&state.plan.run);
+                let mut written_off = false;
+                for (number, reissue) in state.pipeline.reissue(route) {
+                    match reissue {
+                        Reissue::Jobs(jobs) => {
+                            tracing::info!(
+                                jobs = jobs.len(),
+                                generation = number,
+                                cause = cause.as_str(),
+                                evaluators = route.evaluators,
+                                "re-issuing work in flight"
+                            );
+                            state.metrics(MetricsMsg::Reissued(cause));
+                            dispatch(&group, &jobs, route);
+                        }
+                        Reissue::WrittenOff(children) => {
+                            tracing::warn!(
+                                children,
+                                generation = number,
+                                "children lost after repeated re-issues"
+                            );
+                            written_off = true;
+                        }
+                        Reissue::Nothing => {}
                     }
-                    Reissue::WrittenOff(children) => {
-                        tracing::warn!(
-                            children,
-                            generation = number,
-                            "children lost after repeated re-issues"
-                        );
-                        state.lost += children as u64;
-                        // Everything outstanding was written off: complete with what arrived.
-                        state.complete_if_done(&myself).await?;
-                    }
-                    Reissue::Nothing => {}
+                }
+                // Everything outstanding of a generation was written off: complete it with
+                // what arrived.
+                if written_off {
+                    state.complete_if_done(&myself).await?;
                 }
             }
             ArchiveMsg::Shutdown => {
                 tracing::info!(
-                    generation = state.next,
+                    generation = state.completed.map_or(0, |c| c + 1),
                     "shutdown requested: finishing the generation in flight"
                 );
                 state.stopping = true;
-                if state.current.is_none() {
+                if state.pipeline.front_in_flight() {
+                    // It may be complete already, waiting behind nothing.
+                    state.complete_if_done(&myself).await?;
+                } else {
                     state.finish().await?;
                 }
             }

@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use pareidolia_core::config::MAX_LAG;
+
 use crate::messages::{LostChild, Offspring, child_index};
 
 /// A batch ready for inference: children in id order, each with its arrival time.
@@ -36,7 +38,8 @@ pub struct Batcher {
     filling: BTreeMap<(u64, u32), Filling>,
     /// Losses not yet reported to the archive.
     lost: Vec<LostChild>,
-    /// Ids seen per generation (the current and the previous one), to drop duplicates.
+    /// Ids seen per generation (the newest and the [`MAX_LAG`] + 1 before it: the most a
+    /// run has in flight), to drop duplicates.
     seen: BTreeMap<u64, BTreeSet<u64>>,
 }
 
@@ -61,8 +64,9 @@ impl Batcher {
         if !self.seen.entry(generation).or_default().insert(id) {
             return None;
         }
-        // Older generations can no longer complete; forget them.
-        self.seen.retain(|&g, _| g + 1 >= generation);
+        // Older generations can no longer be in flight; forget them.
+        self.seen
+            .retain(|&g, _| g.saturating_add(1 + u64::from(MAX_LAG)) >= generation);
         let key = (generation, child_index(id) / self.batch_size);
         let expected = (size.saturating_sub(key.1 * self.batch_size)).min(self.batch_size);
         let filling = self.filling.entry(key).or_default();
@@ -201,10 +205,14 @@ mod tests {
         assert_eq!(b.waiting(), 0);
         assert_eq!(b.take_lost().len(), 1);
         assert!(b.is_idle());
-        // After generation 4 starts, generation 2's ids are forgotten (a late duplicate of
-        // generation 2 would be counted again, but its batch can no longer complete).
-        b.account(child(4, 0, 8), now);
+        // Generation 2's ids are kept while it may be in flight (a run with the largest lag
+        // has generations 2 to 2 + MAX_LAG out) and forgotten after (a late duplicate would
+        // be counted again, but its batch can no longer complete).
+        let newest = 2 + u64::from(MAX_LAG) + 1;
+        b.account(child(newest, 0, 8), now);
+        assert!(b.seen.contains_key(&2));
+        b.account(child(newest + 1, 0, 8), now);
         assert!(!b.seen.contains_key(&2));
-        assert!(b.seen.contains_key(&4));
+        assert!(b.seen.contains_key(&(newest + 1)));
     }
 }

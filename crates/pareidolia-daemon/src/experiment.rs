@@ -371,6 +371,7 @@ impl Experiment {
             offspring: c.offspring_per_generation,
             initial: c.initial_population(),
             classes: self.identity.classes(),
+            lag: c.lag,
             route: EvaluatorRoute {
                 batch_size: c.batch_size.max(1),
                 evaluators: self.cores.workers as u32,

@@ -10,10 +10,12 @@
 //! [`Generation::finish`] hands the scored children back in id order: the archive inserts
 //! them in the same order whichever mutator or batch finished first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use pareidolia_core::Archive;
+use pareidolia_core::checkpoint::PlannedGeneration;
 use pareidolia_core::seeds::{self, HostRng, Stream};
+use pareidolia_core::summary::StageTimes;
 
 use crate::messages::{
     BreedJob, EvaluatorRoute, LossKind, LostChild, Recipe, Results, ScoredChild, child_index,
@@ -35,6 +37,8 @@ pub struct Generation {
     scored: Vec<ScoredChild>,
     lost: Vec<LostChild>,
     reissues: u32,
+    /// Stage times of its results.
+    times: StageTimes,
 }
 
 /// Why a child in an evaluator's results was refused (it never reaches the archive).
@@ -93,20 +97,47 @@ impl Generation {
     /// archive left empty) makes random genomes; later ones breed parents drawn from
     /// `archive` with `rng`.
     pub fn plan(number: u64, size: u32, seed: u64, archive: &Archive, rng: &mut HostRng) -> Self {
-        let jobs: Vec<BreedJob> = (0..size.div_ceil(2))
-            .map(|k| {
-                let first = 2 * k;
-                let children = (size - first).min(2);
-                let (stream, recipe) = if number == 0 {
-                    (Stream::Initial, Recipe::Random)
-                } else {
-                    let a = archive.pick_parent(rng).map(|c| c.genome.clone());
-                    let b = archive.pick_parent(rng).map(|c| c.genome.clone());
-                    match (a, b) {
-                        (Some(a), Some(b)) => (Stream::Mutation, Recipe::Breed { a, b }),
-                        // An empty archive (every initial child lost) restarts from random genomes.
-                        _ => (Stream::Initial, Recipe::Random),
-                    }
+        let parents = (0..size.div_ceil(2))
+            .map(|_| {
+                if number == 0 {
+                    return None;
+                }
+                let a = archive.pick_parent(rng).map(|c| c.genome.clone());
+                let b = archive.pick_parent(rng).map(|c| c.genome.clone());
+                // An empty archive (every initial child lost) restarts from random genomes.
+                a.zip(b)
+            })
+            .collect();
+        Self::from_parents(
+            &PlannedGeneration {
+                generation: number,
+                size,
+                parents,
+            },
+            seed,
+        )
+    }
+
+    /// The generation with these parents (drawn by [`Generation::plan`], or read back from a
+    /// checkpoint): every other part of its jobs is keyed by (seed, generation, child).
+    pub fn from_parents(planned: &PlannedGeneration, seed: u64) -> Self {
+        let (number, size) = (planned.generation, planned.size);
+        let jobs: Vec<BreedJob> = planned
+            .parents
+            .iter()
+            .enumerate()
+            .map(|(k, pair)| {
+                let first = 2 * k as u32;
+                let children = size.saturating_sub(first).min(2);
+                let (stream, recipe) = match pair {
+                    Some((a, b)) => (
+                        Stream::Mutation,
+                        Recipe::Breed {
+                            a: a.clone(),
+                            b: b.clone(),
+                        },
+                    ),
+                    None => (Stream::Initial, Recipe::Random),
                 };
                 BreedJob {
                     generation: number,
@@ -131,7 +162,34 @@ impl Generation {
             scored: Vec::new(),
             lost: Vec::new(),
             reissues: 0,
+            times: StageTimes::default(),
         }
+    }
+
+    /// Its parents, as a checkpoint records a generation planned ahead.
+    pub fn planned(&self) -> PlannedGeneration {
+        PlannedGeneration {
+            generation: self.number,
+            size: self.size,
+            parents: self
+                .jobs
+                .iter()
+                .map(|j| match &j.recipe {
+                    Recipe::Breed { a, b } => Some((a.clone(), b.clone())),
+                    Recipe::Random => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Its jobs went out at least once.
+    pub fn is_dispatched(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    /// Stage times its results reported.
+    pub fn times(&self) -> StageTimes {
+        self.times
     }
 
     /// The generation's number (0 = initial population).
@@ -158,15 +216,22 @@ impl Generation {
     /// with the cause, and never counted.
     pub fn accept_from(&mut self, results: Results, classes: usize) -> Accepted {
         let Results {
-            from, scored, lost, ..
+            from,
+            scored,
+            lost,
+            times,
         } = results;
+        self.times += times;
         let mut rejected = Vec::new();
         let mut check = |id: u64, generation: u64, scores: Option<&[f32]>| {
             let cause = if id >> 32 != generation {
                 Some(Rejection::Malformed)
             } else if generation < self.number {
                 return false;
-            } else if generation > self.number || child_index(id) >= self.size {
+            } else if generation > self.number
+                || child_index(id) >= self.size
+                || self.routes.is_empty()
+            {
                 Some(Rejection::Unrequested)
             } else if !self
                 .routes
@@ -279,6 +344,150 @@ impl Generation {
         let mut scored = self.scored;
         scored.sort_by_key(|c| c.id);
         Ok(scored)
+    }
+}
+
+/// The generations in flight, oldest first. With `lag` 0 (the paper's loop) it holds the
+/// generation being scored and, once that is inserted, the next one, planned from the
+/// archive as it is then. With `lag` L, generation g is planned as soon as generation
+/// g - 1 - L is inserted, so up to L + 1 generations are planned or out at once and the
+/// inference workers always have a later generation's batches queued behind the current
+/// one's. Which archive each generation's parents come from depends only on the lag, never on
+/// timing; generations are still inserted one at a time, in order, each in id order.
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    lag: u32,
+    generations: VecDeque<Generation>,
+}
+
+impl Pipeline {
+    /// An empty pipeline with this lag.
+    pub fn new(lag: u32) -> Self {
+        Self {
+            lag,
+            generations: VecDeque::new(),
+        }
+    }
+
+    /// Whether generation `next` is to be planned now, `completed` being the last inserted
+    /// generation (`None`: none yet, when only generation 0 can be planned).
+    pub fn wants(&self, next: u64, completed: Option<u64>) -> bool {
+        match completed {
+            None => next == 0,
+            Some(c) => next <= c.saturating_add(1 + u64::from(self.lag)),
+        }
+    }
+
+    /// Adds the next generation (planned, not yet sent out).
+    pub fn push(&mut self, generation: Generation) {
+        debug_assert!(
+            self.generations
+                .back()
+                .is_none_or(|g| g.number() + 1 == generation.number())
+        );
+        self.generations.push_back(generation);
+    }
+
+    /// The generations not sent out yet, numbered at most `last`, oldest first.
+    pub fn undispatched(&mut self, last: u64) -> impl Iterator<Item = &mut Generation> {
+        self.generations
+            .iter_mut()
+            .filter(move |g| !g.is_dispatched() && g.number() <= last)
+    }
+
+    /// The oldest generation is out (the run waits for it).
+    pub fn front_in_flight(&self) -> bool {
+        self.generations
+            .front()
+            .is_some_and(Generation::is_dispatched)
+    }
+
+    /// Some generation is out.
+    pub fn any_dispatched(&self) -> bool {
+        self.generations.iter().any(Generation::is_dispatched)
+    }
+
+    /// The oldest generation, if it is out and complete: the next to insert.
+    pub fn pop_complete(&mut self) -> Option<Generation> {
+        let front = self.generations.front()?;
+        (front.is_dispatched() && front.is_complete())
+            .then(|| self.generations.pop_front())
+            .flatten()
+    }
+
+    /// Children sent out and not yet back, over every generation.
+    pub fn outstanding(&self) -> usize {
+        self.generations
+            .iter()
+            .filter(|g| g.is_dispatched())
+            .map(Generation::outstanding)
+            .sum()
+    }
+
+    /// Every generation planned and not inserted, oldest first, as a checkpoint records them.
+    pub fn planned(&self) -> Vec<PlannedGeneration> {
+        self.generations.iter().map(Generation::planned).collect()
+    }
+
+    /// Checks and takes results child by child, each by the generation it names (see
+    /// [`Generation::accept_from`]): a child older than every generation here is late and
+    /// ignored, one newer than all of them is refused. The message's stage times go to the
+    /// oldest generation it has children of.
+    pub fn accept_from(&mut self, results: Results, classes: usize) -> Accepted {
+        let (Some(first), Some(last)) = (
+            self.generations.front().map(Generation::number),
+            self.generations.back().map(Generation::number),
+        ) else {
+            return Accepted::default();
+        };
+        let Results {
+            from,
+            scored,
+            lost,
+            times,
+        } = results;
+        let slot = |generation: u64| (generation.clamp(first, last) - first) as usize;
+        let mut groups: Vec<(Vec<ScoredChild>, Vec<LostChild>)> =
+            vec![Default::default(); self.generations.len()];
+        for child in scored {
+            groups[slot(child.generation)].0.push(child);
+        }
+        for child in lost {
+            groups[slot(child.generation)].1.push(child);
+        }
+        let mut times = Some(times);
+        let mut accepted = Accepted::default();
+        for (generation, (scored, lost)) in self.generations.iter_mut().zip(groups) {
+            if scored.is_empty() && lost.is_empty() {
+                continue;
+            }
+            let results = Results {
+                from,
+                scored,
+                lost,
+                times: times.take().unwrap_or_default(),
+            };
+            let a = generation.accept_from(results, classes);
+            accepted.kinds.extend(a.kinds);
+            accepted.rejected.extend(a.rejected);
+        }
+        accepted
+    }
+
+    /// After an actor restart: re-issues the open jobs of every generation out (routed
+    /// with `route` from now on), oldest first, with each generation's number.
+    pub fn reissue(&mut self, route: EvaluatorRoute) -> Vec<(u64, Reissue)> {
+        self.generations
+            .iter_mut()
+            .filter(|g| g.is_dispatched())
+            .map(|g| {
+                let r = g.reissue();
+                if matches!(r, Reissue::Jobs(_)) {
+                    g.routed(route);
+                }
+                (g.number(), r)
+            })
+            .collect()
     }
 }
 
@@ -500,5 +709,151 @@ mod tests {
             e.to_string(),
             "no child of generation 0 could be evaluated; the first was lost in inference: inference failed"
         );
+    }
+
+    fn route(evaluators: u32) -> EvaluatorRoute {
+        EvaluatorRoute {
+            batch_size: 2,
+            evaluators,
+        }
+    }
+
+    #[test]
+    fn a_planned_generation_is_rebuilt_from_its_parents_job_for_job() {
+        let mut rng = seeds::selection_rng(4);
+        let g = Generation::plan(6, 7, 4, &filled_archive(), &mut rng);
+        let planned = g.planned();
+        assert_eq!(planned.parents.len(), 4);
+        assert!(planned.parents.iter().all(Option::is_some));
+        assert_eq!(Generation::from_parents(&planned, 4).jobs(), g.jobs());
+        let zero = Generation::plan(0, 3, 4, &filled_archive(), &mut rng);
+        assert!(zero.planned().parents.iter().all(Option::is_none));
+        assert_eq!(
+            Generation::from_parents(&zero.planned(), 4).jobs(),
+            zero.jobs()
+        );
+    }
+
+    #[test]
+    fn the_lag_says_how_far_ahead_generations_are_planned() {
+        let sync = Pipeline::new(0);
+        assert!(sync.wants(0, None));
+        assert!(!sync.wants(1, None), "nothing before generation 0 is in");
+        assert!(sync.wants(4, Some(3)));
+        assert!(!sync.wants(5, Some(3)));
+        let lagged = Pipeline::new(2);
+        assert!(!lagged.wants(1, None));
+        // After generation 3: generations 4, 5 and 6 (6 from the archive after 3).
+        assert!(lagged.wants(6, Some(3)));
+        assert!(!lagged.wants(7, Some(3)));
+    }
+
+    #[test]
+    fn results_go_to_their_own_generation_and_only_the_oldest_is_inserted() {
+        let archive = filled_archive();
+        let mut rng = seeds::selection_rng(1);
+        let mut p = Pipeline::new(1);
+        for number in 3..=5 {
+            p.push(Generation::plan(number, 4, 1, &archive, &mut rng));
+        }
+        for g in p.undispatched(4) {
+            g.routed(route(1));
+        }
+        assert!(p.front_in_flight());
+        assert_eq!(p.outstanding(), 8, "generation 5 is planned, not out");
+        assert_eq!(p.undispatched(u64::MAX).count(), 1);
+        let results = |scored| Results {
+            from: 0,
+            scored,
+            lost: vec![lost(child_id(4, 3), LossKind::Render)],
+            times: StageTimes {
+                breed_s: 1.0,
+                ..Default::default()
+            },
+        };
+        // Generation 4 completes first, with children of 3, a late one of 2 and some of 5
+        // (not sent out) in the same message.
+        let a = p.accept_from(
+            results(vec![
+                scored(child_id(4, 0)),
+                scored(child_id(2, 1)),
+                scored(child_id(4, 1)),
+                scored(child_id(3, 0)),
+                scored(child_id(4, 2)),
+                scored(child_id(5, 0)),
+                scored(child_id(9, 0)),
+            ]),
+            2,
+        );
+        assert_eq!(a.kinds, [LossKind::Render]);
+        assert_eq!(
+            a.rejected,
+            [
+                (child_id(5, 0), Rejection::Unrequested),
+                (child_id(9, 0), Rejection::Unrequested),
+            ]
+        );
+        assert_eq!(p.outstanding(), 3);
+        assert!(p.pop_complete().is_none(), "generation 3 is still out");
+        p.accept_from(results((1..4).map(|i| scored(child_id(3, i))).collect()), 2);
+        let three = p.pop_complete().expect("generation 3 is in");
+        assert_eq!(three.number(), 3);
+        assert_eq!(
+            three.times().breed_s,
+            2.0,
+            "both messages had children of 3"
+        );
+        let four = p.pop_complete().expect("generation 4 waited behind it");
+        assert_eq!(four.number(), 4);
+        assert_eq!(four.times().breed_s, 0.0);
+        assert_eq!(four.lost().len(), 1);
+        assert!(p.pop_complete().is_none(), "generation 5 is not out");
+        assert!(!p.front_in_flight());
+        assert_eq!(
+            p.planned().iter().map(|g| g.generation).collect::<Vec<_>>(),
+            [5]
+        );
+    }
+
+    #[test]
+    fn a_reissue_resends_the_open_jobs_of_every_generation_out() {
+        let archive = filled_archive();
+        let mut rng = seeds::selection_rng(1);
+        let mut p = Pipeline::new(1);
+        for number in 1..=3 {
+            p.push(Generation::plan(number, 4, 1, &archive, &mut rng));
+        }
+        for g in p.undispatched(2) {
+            g.routed(route(2));
+        }
+        p.accept_from(
+            Results {
+                from: 1,
+                scored: vec![scored(child_id(1, 0)), scored(child_id(1, 1))],
+                lost: Vec::new(),
+                times: Default::default(),
+            },
+            2,
+        );
+        let r = p.reissue(route(1));
+        let firsts = |r: &Reissue| match r {
+            Reissue::Jobs(jobs) => jobs.iter().map(|j| j.first_index).collect::<Vec<_>>(),
+            other => panic!("expected jobs, got {other:?}"),
+        };
+        assert_eq!(r.len(), 2, "generation 3 was never sent out");
+        assert_eq!((r[0].0, firsts(&r[0].1)), (1, vec![2]));
+        assert_eq!((r[1].0, firsts(&r[1].1)), (2, vec![0, 2]));
+        // From now on evaluator 0 may return any of their children.
+        let a = p.accept_from(
+            Results {
+                from: 0,
+                scored: vec![scored(child_id(1, 2)), scored(child_id(1, 3))],
+                lost: Vec::new(),
+                times: Default::default(),
+            },
+            2,
+        );
+        assert!(a.rejected.is_empty());
+        assert_eq!(p.pop_complete().map(|g| g.number()), Some(1));
     }
 }

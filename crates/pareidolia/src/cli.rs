@@ -440,6 +440,12 @@ pub struct ExperimentArgs {
     /// config). The result does not depend on it.
     #[arg(long)]
     pub workers: Option<u32>,
+    /// Generations of lag in parent selection (overrides the config's `lag`): 0 = the
+    /// paper's synchronous generations; L = 1 to 4 breeds generation g from the archive
+    /// after generation g - 1 - L, so the workers never wait at a generation boundary.
+    /// Deterministic either way, but another run than lag 0.
+    #[arg(long, value_name = "L")]
+    pub lag: Option<u32>,
     /// Inference backend of every model (overrides `backend` in `[model]` and `[[models]]`): `auto` takes CUDA, else ONNX Runtime
     /// on CPU, else tract, and logs why.
     #[arg(long, value_parser = choice::<BackendChoice>())]

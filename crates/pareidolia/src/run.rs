@@ -35,6 +35,9 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
     if let Some(w) = args.workers {
         config.workers = w;
     }
+    if let Some(l) = args.lag {
+        config.lag = l;
+    }
     if let Some(b) = args.backend {
         for model in config.model_configs_mut() {
             model.backend = b;
