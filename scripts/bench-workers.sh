@@ -7,7 +7,9 @@
 #   scripts/bench-workers.sh [ROUNDS] [BINARY...]
 #
 # ROUNDS defaults to 3; BINARY defaults to target/release/pareidolia (give two to compare
-# builds back to back). IMAGENET=1 adds `--config configs/imagenet-cppn.toml --generations 2`.
+# builds back to back). IMAGENET=1 adds `--config configs/imagenet-cppn.toml --generations 2`
+# (IMAGENET_GENERATIONS=N for another count). LAGS="0 1" runs every run once per lag
+# (`--lag L`, left out for 0 so that older binaries run too); the default is "0".
 # Prints one line per run (binary, backend, workers, evaluations/s) and the medians. Needs
 # ORT_DYLIB_PATH (or the Python onnxruntime package) for ort-cpu.
 set -euo pipefail
@@ -26,11 +28,14 @@ for round in $(seq "$rounds"); do
     for bin in "${binaries[@]}"; do
         for backend in tract ort-cpu; do
             for workers in 1 2 default; do
-                flags=(--backend "$backend")
-                [ "$workers" != default ] && flags+=(--workers "$workers" --mutators 1)
-                rm -rf "$out/run"
-                "$bin" run --quiet --out "$out/run" "${flags[@]}" >/dev/null 2>&1
-                echo "$bin mnist $backend $workers $(evals_per_s "$out/run")" | tee -a "$results"
+                for lag in ${LAGS:-0}; do
+                    flags=(--backend "$backend")
+                    [ "$workers" != default ] && flags+=(--workers "$workers" --mutators 1)
+                    [ "$lag" != 0 ] && flags+=(--lag "$lag")
+                    rm -rf "$out/run"
+                    "$bin" run --quiet --out "$out/run" "${flags[@]}" >/dev/null 2>&1
+                    echo "$bin mnist $backend $workers lag$lag $(evals_per_s "$out/run")" | tee -a "$results"
+                done
             done
             for workers in 1 2; do
                 rate=$("$bin" bench --backend "$backend" --batch 20 --seconds 2 --workers "$workers" 2>/dev/null |
@@ -40,10 +45,15 @@ for round in $(seq "$rounds"); do
         done
         if [ "${IMAGENET:-0}" = 1 ]; then
             for workers in 1 2; do
-                rm -rf "$out/run"
-                "$bin" run --quiet --out "$out/run" --config configs/imagenet-cppn.toml \
-                    --backend ort-cpu --generations 2 --workers "$workers" --mutators 1 >/dev/null 2>&1
-                echo "$bin imagenet-cppn ort-cpu $workers $(evals_per_s "$out/run")" | tee -a "$results"
+                for lag in ${LAGS:-0}; do
+                    flags=()
+                    [ "$lag" != 0 ] && flags+=(--lag "$lag")
+                    rm -rf "$out/run"
+                    "$bin" run --quiet --out "$out/run" --config configs/imagenet-cppn.toml \
+                        --backend ort-cpu --generations "${IMAGENET_GENERATIONS:-2}" \
+                        --workers "$workers" --mutators 1 "${flags[@]}" >/dev/null 2>&1
+                    echo "$bin imagenet-cppn ort-cpu $workers lag$lag $(evals_per_s "$out/run")" | tee -a "$results"
+                done
             done
         fi
     done
