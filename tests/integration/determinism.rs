@@ -117,6 +117,8 @@ fn a_lagged_run_is_the_same_on_any_number_of_workers() {
     assert_ne!(result(&a).2, result(&sync).2, "lag 1 is another run");
     let lag2 = run_lagged(&dir, "lag2", "tract", 7, 1, 3, 2);
     assert_ne!(result(&a).2, result(&lag2).2, "lag 2 is another run");
+    let lag2_alone = run_lagged(&dir, "lag2-alone", "tract", 7, 1, 1, 2);
+    assert_eq!(result(&lag2), result(&lag2_alone));
     assert_eq!(json(&lag2.join("summary.json"))["generations"], 15);
     // The run folder's config records the lag (a resume goes on with it).
     assert!(read_text(&a.join("config.toml")).contains("lag = 1"));
