@@ -75,10 +75,47 @@ fn checkpoints() {
     let mut sparse = small;
     sparse[3] = None;
     sparse[5] = sparse[4].clone();
-    let v2 = capture(&c, &Archive::restore(sparse, 7));
+    let v2 = capture(&c, &Archive::restore(sparse.clone(), 7));
     write(
         "checkpoint_decode",
         "v2-sparse-body",
+        &[&[0u8][..], &body(&v2)].concat(),
+    );
+    // A generation planned ahead (every run plans the next one before its checkpoint), its
+    // parents champions (recorded as references), a replaced one (its own blob) or none.
+    let archive = Archive::restore(sparse, 7);
+    let champions: Vec<Arc<[u8]>> = archive
+        .cells()
+        .iter()
+        .flatten()
+        .map(|c| c.genome.clone())
+        .collect();
+    let stale: Arc<[u8]> = Arc::from(&[7u8; 16][..]);
+    let size = c.meta.config.offspring_per_generation;
+    let planned = checkpoint::PlannedGeneration {
+        generation: c.meta.generation + 1,
+        size,
+        parents: (0..size.div_ceil(2) as usize)
+            .map(|k| match k % 3 {
+                0 => Some((champions[k % champions.len()].clone(), stale.clone())),
+                1 => Some((champions[0].clone(), champions[1].clone())),
+                _ => None,
+            })
+            .collect(),
+    };
+    let v2 = Checkpoint::capture(
+        &archive,
+        c.counters(),
+        &c.meta.rng,
+        &c.config(),
+        &c.meta.identity,
+        None,
+        &[planned],
+        c.meta.created_unix_s,
+    );
+    write(
+        "checkpoint_decode",
+        "v2-planned-body",
         &[&[0u8][..], &body(&v2)].concat(),
     );
 }

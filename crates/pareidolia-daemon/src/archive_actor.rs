@@ -1,10 +1,13 @@
 //! ArchiveActor: the one owner of the MAP-Elites archive. It runs generations the way the
 //! paper's code does — issue all children of a generation, wait until every child is scored
 //! or accounted as lost, then insert them in id order — with the bookkeeping in a plain
-//! [`Generation`]; its handlers only forward messages there and act on the answer.
+//! [`Pipeline`] of [`Generation`]s; its handlers only forward messages there and act on the
+//! answer. With `lag` L >= 1 the next L generations are out while one is finishing (their
+//! parents drawn L generations earlier), and generations are still inserted one at a time.
 //!
 //! It also owns the run's continuity: it checkpoints at generation boundaries (the only
-//! moments at which its state is complete), starts from a checkpoint when resuming, and on a
+//! moments at which its state is complete; the generations planned ahead go into the
+//! checkpoint with their parents), starts from a checkpoint when resuming, and on a
 //! shutdown request lets the generation in flight finish, writes a final checkpoint and ends.
 //! A stop condition ([`StopConfig`]: `--until`, `--max-seconds`) met after a generation ends
 //! the run the same way, at that generation, and is recorded in the final checkpoint.
@@ -611,7 +614,7 @@ impl Actor for ArchiveActor {
             ArchiveMsg::Reissue(cause) => {
                 let route = state.route();
                 let group = names::mutator_group(&state.plan.run);
-                let mut written_off = false;
+                let (mut resent, mut written_off) = (false, false);
                 for (number, reissue) in state.pipeline.reissue(route) {
                     match reissue {
                         Reissue::Jobs(jobs) => {
@@ -622,7 +625,7 @@ impl Actor for ArchiveActor {
                                 evaluators = route.evaluators,
                                 "re-issuing work in flight"
                             );
-                            state.metrics(MetricsMsg::Reissued(cause));
+                            resent = true;
                             dispatch(&group, &jobs, route);
                         }
                         Reissue::WrittenOff(children) => {
@@ -635,6 +638,10 @@ impl Actor for ArchiveActor {
                         }
                         Reissue::Nothing => {}
                     }
+                }
+                // One re-issue, however many generations it resent.
+                if resent {
+                    state.metrics(MetricsMsg::Reissued(cause));
                 }
                 // Everything outstanding of a generation was written off: complete it with
                 // what arrived.

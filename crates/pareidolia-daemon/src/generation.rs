@@ -1,7 +1,8 @@
 //! One MAP-Elites generation as plain data: the jobs that make its children, the children
 //! still outstanding, what came back, re-issues after an actor restart, and the moment it is
-//! complete. The archive actor owns one [`Generation`] at a time and only forwards messages
-//! to it; everything here is deterministic and unit-tested without actors.
+//! complete; and the [`Pipeline`] of the generations in flight (one, or more with a `lag`).
+//! The archive actor owns the pipeline and only forwards messages to it; everything here is
+//! deterministic and unit-tested without actors.
 //!
 //! Jobs are drawn the way the paper's code does: children in pairs, both parents picked
 //! uniformly over the occupied cells with the run's selection RNG, every random draw of a
