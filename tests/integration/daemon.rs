@@ -32,15 +32,22 @@ fn run_to_end(command: &Pareidolia, log: &Path) -> String {
     log
 }
 
-/// Issue 4, item 3: stopped (by SIGTERM at a random moment, or by reaching an earlier
-/// generation count) and resumed, a run reaches exactly the archive of an uninterrupted run.
-#[test]
-fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
-    let dir = temp_dir("exact-resume");
-    let cfg = daemon_config(&dir, 60, 10);
+/// Runs the daemon config `cfg` of `generations` three ways: whole; stopped by
+/// `--generations split_at` and resumed to the end (`at_split` looks at its folder in
+/// between); and stopped by SIGTERM after its first checkpoint (with `workers` inference
+/// workers, if given) and resumed. Both resumed runs must end with exactly the whole run's
+/// summary, gallery and history. Returns the whole run's folder.
+fn assert_resumes_exactly(
+    dir: &Path,
+    cfg: &Path,
+    generations: u64,
+    split_at: u64,
+    workers: Option<u32>,
+    at_split: impl FnOnce(&Path),
+) -> PathBuf {
     let whole = dir.join("whole");
     run_to_end(
-        &Pareidolia::daemon().config(&cfg).out(&whole),
+        &Pareidolia::daemon().config(cfg).out(&whole),
         &dir.join("whole.log"),
     );
 
@@ -48,45 +55,58 @@ fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
     let split = dir.join("split");
     run_to_end(
         &Pareidolia::daemon()
-            .config(&cfg)
-            .generations(25)
+            .config(cfg)
+            .generations(split_at)
             .out(&split),
         &dir.join("split1.log"),
     );
+    at_split(&split);
     let log = run_to_end(
-        &Pareidolia::resume(&split).generations(60),
+        &Pareidolia::resume(&split).generations(generations),
         &dir.join("split2.log"),
     );
     assert!(log.contains("resuming"), "{log}");
     assert_eq!(run_result(&whole), run_result(&split));
-    assert_eq!(
-        history_without_time(&whole).len(),
-        1 + 61,
-        "a header and generations 0..=60"
-    );
     assert_eq!(history_without_time(&whole), history_without_time(&split));
 
     // Stopped by SIGTERM mid-run, resumed.
     let term = dir.join("term");
-    let mut d = Pareidolia::daemon()
-        .config(&cfg)
-        .out(&term)
-        .start(&dir.join("term1.log"));
+    let mut daemon = Pareidolia::daemon().config(cfg).out(&term);
+    if let Some(n) = workers {
+        daemon = daemon.workers(n);
+    }
+    let mut d = daemon.start(&dir.join("term1.log"));
     d.wait_for("checkpoint written", Duration::from_secs(30));
     d.signal("TERM");
     let (status, log) = d.wait(Duration::from_secs(30));
     assert!(status.success(), "SIGTERM must exit 0: {status}\n{log}");
     let summary = json(&term.join("summary.json"));
     let stopped_at = summary["generations"].as_u64().unwrap();
-    assert!(stopped_at < 60, "stopped early: {stopped_at}");
+    assert!(stopped_at < generations, "stopped early: {stopped_at}");
     run_to_end(&Pareidolia::resume(&term), &dir.join("term2.log"));
     assert_eq!(run_result(&whole), run_result(&term));
     assert_eq!(history_without_time(&whole), history_without_time(&term));
+    whole
+}
+
+/// Issue 4, item 3: stopped (by SIGTERM at a random moment, or by reaching an earlier
+/// generation count) and resumed, a run reaches exactly the archive of an uninterrupted run.
+#[test]
+fn a_stopped_and_resumed_run_equals_an_uninterrupted_one() {
+    let dir = temp_dir("exact-resume");
+    let cfg = daemon_config(&dir, 60, 10);
+    let whole = assert_resumes_exactly(&dir, &cfg, 60, 25, None, |_| {});
+    assert_eq!(
+        history_without_time(&whole).len(),
+        1 + 61,
+        "a header and generations 0..=60"
+    );
 }
 
 /// With a lag the checkpoint of generation g holds generations g + 1 to g + 1 + lag, whose
 /// parents were drawn from older archives; a run stopped by its generation count or by
-/// SIGTERM and resumed still reaches exactly the archive of an uninterrupted run.
+/// SIGTERM (here with 2 workers) and resumed still reaches exactly the archive of an
+/// uninterrupted run.
 #[test]
 fn a_lagged_run_resumes_exactly() {
     let dir = temp_dir("exact-resume-lag");
@@ -99,50 +119,15 @@ fn a_lagged_run_resumes_exactly() {
             .add("checkpoint.keep", 3)
             .add("http.listen", "127.0.0.1:0");
     });
-    let whole = dir.join("whole");
-    run_to_end(
-        &Pareidolia::daemon().config(&cfg).out(&whole),
-        &dir.join("whole.log"),
-    );
-    let split = dir.join("split");
-    run_to_end(
-        &Pareidolia::daemon()
-            .config(&cfg)
-            .generations(20)
-            .out(&split),
-        &dir.join("split1.log"),
-    );
-    let (c, _, _) = CheckpointStore::new(&split, 3).load_newest().unwrap();
-    assert_eq!(c.meta.generation, 20);
-    assert_eq!(
-        c.planned.iter().map(|p| p.generation).collect::<Vec<_>>(),
-        [21, 22],
-        "planned past the end, so that a longer run goes on as one"
-    );
-    run_to_end(
-        &Pareidolia::resume(&split).generations(60),
-        &dir.join("split2.log"),
-    );
-    assert_eq!(run_result(&whole), run_result(&split));
-    assert_eq!(history_without_time(&whole), history_without_time(&split));
-
-    let term = dir.join("term");
-    let mut d = Pareidolia::daemon()
-        .config(&cfg)
-        .workers(2)
-        .out(&term)
-        .start(&dir.join("term1.log"));
-    d.wait_for("checkpoint written", Duration::from_secs(30));
-    d.signal("TERM");
-    let (status, log) = d.wait(Duration::from_secs(30));
-    assert!(status.success(), "SIGTERM must exit 0: {status}\n{log}");
-    let stopped_at = json(&term.join("summary.json"))["generations"]
-        .as_u64()
-        .unwrap();
-    assert!(stopped_at < 60, "stopped early: {stopped_at}");
-    run_to_end(&Pareidolia::resume(&term), &dir.join("term2.log"));
-    assert_eq!(run_result(&whole), run_result(&term));
-    assert_eq!(history_without_time(&whole), history_without_time(&term));
+    assert_resumes_exactly(&dir, &cfg, 60, 20, Some(2), |split| {
+        let (c, _, _) = CheckpointStore::new(split, 3).load_newest().unwrap();
+        assert_eq!(c.meta.generation, 20);
+        assert_eq!(
+            c.planned.iter().map(|p| p.generation).collect::<Vec<_>>(),
+            [21, 22],
+            "planned past the end, so that a longer run goes on as one"
+        );
+    });
 }
 
 /// Issue 4, item 5: SIGTERM and SIGINT drain the batches in flight, write a final checkpoint

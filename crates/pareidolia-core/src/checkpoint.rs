@@ -111,6 +111,19 @@ pub struct CheckpointMeta {
     pub planned: Vec<PlannedMeta>,
 }
 
+impl CheckpointMeta {
+    /// The run's counters it records.
+    pub fn counters(&self) -> RunCounters {
+        RunCounters {
+            generation: self.generation,
+            evaluations: self.evaluations,
+            lost: self.lost,
+            elapsed_s: self.elapsed_s,
+            stage_times: self.stage_times,
+        }
+    }
+}
+
 /// A planned generation in a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedMeta {
@@ -351,14 +364,7 @@ impl Checkpoint {
 
     /// The counters it records.
     pub fn counters(&self) -> RunCounters {
-        let m = &self.meta;
-        RunCounters {
-            generation: m.generation,
-            evaluations: m.evaluations,
-            lost: m.lost,
-            elapsed_s: m.elapsed_s,
-            stage_times: m.stage_times,
-        }
+        self.meta.counters()
     }
 
     /// The archive it records, with the run's cells (checked by [`decode`]).
@@ -1495,13 +1501,7 @@ mod tests {
         let (mut meta, cells) = sample();
         meta.config.lag = 1;
         let archive = Archive::restore(cells.clone(), 12);
-        let counters = RunCounters {
-            generation: 4,
-            evaluations: 999,
-            lost: 1,
-            elapsed_s: 2.5,
-            stage_times: StageTimes::default(),
-        };
+        let counters = meta.counters();
         let champion = |i: usize| cells[i].as_ref().unwrap().genome.clone();
         // A parent replaced in the archive since it was drawn.
         let stale: Arc<[u8]> = Arc::from(&[9u8, 9][..]);
@@ -1570,13 +1570,7 @@ mod tests {
     fn capture_records_the_archive_and_counters_it_is_given() {
         let (meta, cells) = sample();
         let archive = Archive::restore(cells.clone(), 12);
-        let counters = RunCounters {
-            generation: 4,
-            evaluations: 999,
-            lost: 1,
-            elapsed_s: 2.5,
-            stage_times: StageTimes::default(),
-        };
+        let counters = meta.counters();
         let bytes = Checkpoint::capture(
             &archive,
             counters,

@@ -749,17 +749,24 @@ mod tests {
         assert!(!lagged.wants(7, Some(3)));
     }
 
-    #[test]
-    fn results_go_to_their_own_generation_and_only_the_oldest_is_inserted() {
+    /// A lag-1 pipeline of generations `numbers` (4 children each) with those up to `out`
+    /// sent out over `evaluators`.
+    fn pipeline(numbers: std::ops::RangeInclusive<u64>, out: u64, evaluators: u32) -> Pipeline {
         let archive = filled_archive();
         let mut rng = seeds::selection_rng(1);
         let mut p = Pipeline::new(1);
-        for number in 3..=5 {
+        for number in numbers {
             p.push(Generation::plan(number, 4, 1, &archive, &mut rng));
         }
-        for g in p.undispatched(4) {
-            g.routed(route(1));
+        for g in p.undispatched(out) {
+            g.routed(route(evaluators));
         }
+        p
+    }
+
+    #[test]
+    fn results_go_to_their_own_generation_and_only_the_oldest_is_inserted() {
+        let mut p = pipeline(3..=5, 4, 1);
         assert!(p.front_in_flight());
         assert_eq!(p.outstanding(), 8, "generation 5 is planned, not out");
         assert_eq!(p.undispatched(u64::MAX).count(), 1);
@@ -818,15 +825,7 @@ mod tests {
 
     #[test]
     fn a_reissue_resends_the_open_jobs_of_every_generation_out() {
-        let archive = filled_archive();
-        let mut rng = seeds::selection_rng(1);
-        let mut p = Pipeline::new(1);
-        for number in 1..=3 {
-            p.push(Generation::plan(number, 4, 1, &archive, &mut rng));
-        }
-        for g in p.undispatched(2) {
-            g.routed(route(2));
-        }
+        let mut p = pipeline(1..=3, 2, 2);
         p.accept_from(
             Results {
                 from: 1,
