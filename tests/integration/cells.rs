@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use pareidolia_core::checkpoint::CheckpointStore;
 use pareidolia_core::image_io::read_png;
-use pareidolia_eval::{Backend, Model, ModelRef, OnnxGraph, TractBackend};
+use pareidolia_eval::{Backend, Model, ModelRef, TractBackend};
+use pareidolia_grad::OnnxGraph;
 
 use crate::util::*;
 

@@ -1,11 +1,11 @@
-//! The differentiable evaluator (`pareidolia_eval::grad`) on the shipped models: its forward
+//! The differentiable evaluator (`pareidolia_grad::grad`) on the shipped models: its forward
 //! probabilities agree with tract, and its gradients (with respect to canvas pixels, through
 //! the view and the manifest's normalisation, and with respect to the weights) agree with
 //! central finite differences in f64.
 
 use pareidolia_core::image_io::read_png;
-use pareidolia_eval::grad::{CpuGradient, CpuModel, GradientBackend, Objective};
 use pareidolia_eval::{Backend, Model, ModelRef, OutputKind, TractBackend, View, ViewSpec};
+use pareidolia_grad::grad::{CpuGradient, CpuModel, GradientBackend, Objective};
 use pareidolia_plugin::softmax;
 
 use crate::backends::pattern_images;

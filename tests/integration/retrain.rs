@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pareidolia_eval::{Model, ModelRef, TrainingData};
+use pareidolia_eval::{Model, ModelRef};
+use pareidolia_grad::TrainingData;
 
 use crate::util::*;
 

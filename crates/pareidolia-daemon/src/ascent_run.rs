@@ -27,8 +27,8 @@ use pareidolia_core::checkpoint::{AscentState, Checkpoint, CheckpointStore, RunC
 use pareidolia_core::stop::StopReached;
 use pareidolia_core::summary::{AscentSummary, StageTimes};
 use pareidolia_core::{Archive, Champion, RunIdentity};
-use pareidolia_eval::grad::{DifferentiableModel, Objective};
 use pareidolia_eval::{EvalError, InputSpec, PreparedModel};
+use pareidolia_grad::grad::{DifferentiableModel, Objective};
 use tokio::sync::watch;
 
 use crate::history::History;

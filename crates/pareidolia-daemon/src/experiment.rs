@@ -12,7 +12,7 @@ use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::{EncodingPlugin, RunIdentity, SearchKind};
 use pareidolia_eval::PreparedModel;
-use pareidolia_eval::grad::{CpuGradient, DifferentiableModel, GradientBackend, Objective};
+use pareidolia_grad::grad::{CpuGradient, DifferentiableModel, GradientBackend, Objective};
 use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, watch};
 

@@ -38,11 +38,10 @@ use std::time::{Duration, Instant};
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::image_io;
 use pareidolia_core::summary::RunSummary;
-use pareidolia_eval::grad::Network;
-use pareidolia_eval::train::{self, SgdRecipe, TrainProgress, TrainReport, TrainSet};
-use pareidolia_eval::{
-    EvalError, LabelledImages, Model, ModelRef, OnnxGraph, Preprocessor, TrainingData, sha256_hex,
-};
+use pareidolia_eval::{EvalError, Model, ModelRef, Preprocessor, sha256_hex};
+use pareidolia_grad::grad::Network;
+use pareidolia_grad::train::{self, SgdRecipe, TrainProgress, TrainReport, TrainSet};
+use pareidolia_grad::{LabelledImages, OnnxGraph, TrainingData};
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::{Experiment, RunOptions, request_stop};
@@ -377,7 +376,7 @@ pub fn train_model(
     model = model_of(job.base, &job.name, graph.to_bytes().into(), model.labels);
     let recipe = &job.recipe;
     let mut p = pareidolia_eval::Provenance {
-        made_by: "pareidolia train (pareidolia_eval::train)".into(),
+        made_by: "pareidolia train (pareidolia_grad::train)".into(),
         other: toml::Table::new(),
     };
     p.other

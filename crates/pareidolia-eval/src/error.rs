@@ -1,4 +1,6 @@
-//! Errors of this crate: each names the model or file involved and what to do about it.
+//! Errors of this crate and of `pareidolia-grad` (gradients, training, datasets, ONNX editing),
+//! which reports through the same [`EvalError`] so that callers handle one error type: each
+//! names the model or file involved and what to do about it.
 
 use std::path::PathBuf;
 
@@ -151,7 +153,7 @@ pub enum EvalError {
         /// The file or folder.
         path: PathBuf,
         /// What is wrong with it.
-        problem: crate::DatasetProblem,
+        problem: DatasetProblem,
     },
     /// An ONNX file that cannot be edited as asked (weights replaced, last layer widened).
     #[error("ONNX model {origin} {problem}")]
@@ -159,6 +161,217 @@ pub enum EvalError {
         /// The file (or where the bytes came from).
         origin: String,
         /// What stops the edit.
-        problem: crate::EditProblem,
+        problem: EditProblem,
+    },
+}
+
+/// What is wrong with an image set read by `pareidolia-grad` (the file is in [`EvalError::Dataset`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatasetProblem {
+    /// A file the set needs is not in the folder.
+    #[error("has no {what}: looked for {looked}")]
+    Missing {
+        /// `training images`, `held-out labels`, ...
+        what: &'static str,
+        /// The names tried.
+        looked: String,
+    },
+    /// A gzip stream that does not decompress (cut short or damaged).
+    #[error("is a damaged gzip stream ({0}); download or copy it again")]
+    Gzip(String),
+    /// Not an IDX file: the first bytes are not `00 00 type rank`.
+    #[error(
+        "is not an IDX file: it starts with {found}, where IDX has two zero bytes, the type \
+         (0x08 for unsigned bytes) and the rank"
+    )]
+    NotIdx {
+        /// The first bytes, in hex.
+        found: String,
+    },
+    /// An IDX element type other than unsigned bytes.
+    #[error(
+        "holds IDX type 0x{0:02x}; only unsigned bytes (0x08) are read, as MNIST and Fashion-MNIST use"
+    )]
+    ElementType(u8),
+    /// The wrong number of dimensions for what the file should hold.
+    #[error("has rank {found}; {expected}")]
+    Rank {
+        /// The file's rank.
+        found: u8,
+        /// What was expected, in words.
+        expected: &'static str,
+    },
+    /// Fewer data bytes than the header's dimensions promise.
+    #[error(
+        "is truncated: its header {dims:?} promises {expected} data bytes, the file has {found}"
+    )]
+    Truncated {
+        /// The header's dimensions.
+        dims: Vec<u32>,
+        /// Bytes the dimensions call for.
+        expected: u64,
+        /// Bytes present after the header.
+        found: u64,
+    },
+    /// More data bytes than the header's dimensions say (a damaged header or two files joined).
+    #[error(
+        "has {extra} bytes after the {expected} its header {dims:?} describes; the header is \
+         damaged or the file is not one IDX array"
+    )]
+    TrailingBytes {
+        /// The header's dimensions.
+        dims: Vec<u32>,
+        /// Bytes the dimensions call for.
+        expected: u64,
+        /// Bytes beyond them.
+        extra: u64,
+    },
+    /// An image file whose images have no pixels, or a channel count other than 1 or 3.
+    #[error(
+        "holds images of {height}x{width} with {channels} channels; expected at least 1x1 with 1 (gray) or 3 (RGB)"
+    )]
+    ImageShape {
+        /// Rows.
+        height: u32,
+        /// Columns.
+        width: u32,
+        /// Channels.
+        channels: u32,
+    },
+    /// No images at all.
+    #[error("holds no images")]
+    Empty,
+    /// Image and label files of different lengths.
+    #[error("holds {images} images but its labels file {labels_file} holds {labels} labels")]
+    CountMismatch {
+        /// Images.
+        images: usize,
+        /// Labels.
+        labels: usize,
+        /// The labels file.
+        labels_file: PathBuf,
+    },
+    /// Images of another size than the model's input.
+    #[error(
+        "holds {found} images but model {model} takes {expected}; resize the set to the \
+         model's input or train a model with that input"
+    )]
+    ImageSize {
+        /// The set's `WxHxC`.
+        found: String,
+        /// The model's `WxHxC`.
+        expected: String,
+        /// The model.
+        model: String,
+    },
+    /// Held-out images of another size than the training images.
+    #[error("holds {found} images but the training images {train} are {expected}")]
+    SplitMismatch {
+        /// The held-out `WxHxC`.
+        found: String,
+        /// The training `WxHxC`.
+        expected: String,
+        /// The training images file.
+        train: PathBuf,
+    },
+    /// A label that is not one of the model's classes.
+    #[error(
+        "has label {label} at image {index} ({count} such labels in all), but model {model} has \
+         {classes} classes (labels 0..={max}); the labels file and the model's labels disagree"
+    )]
+    LabelOutOfRange {
+        /// The first offending label.
+        label: u8,
+        /// Its position (0-based).
+        index: usize,
+        /// How many labels are out of range.
+        count: usize,
+        /// The model's class count.
+        classes: usize,
+        /// `classes - 1`.
+        max: usize,
+        /// The model.
+        model: String,
+    },
+    /// Classes of the model with no training image.
+    #[error(
+        "has no training image of class {classes} of model {model}; every class needs examples \
+         to be learnt (a set for fewer classes needs a model with fewer outputs)"
+    )]
+    EmptyClass {
+        /// The empty classes, as `index (label)` text.
+        classes: String,
+        /// The model.
+        model: String,
+    },
+}
+
+/// What stops an edit by `pareidolia-grad` (the file is in [`EvalError::Edit`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EditProblem {
+    /// Not an ONNX protobuf.
+    #[error("is not an ONNX model: {0}")]
+    Decode(String),
+    /// No `Gemm`, `MatMul` + `Add` or `MatMul` makes the classifier's output.
+    #[error(
+        "has no final Gemm, MatMul + Add or MatMul to widen: its output {output} {found}; \
+         widening needs a fully connected last layer whose weight is an initializer"
+    )]
+    NoHead {
+        /// The graph output followed.
+        output: String,
+        /// What the search met instead.
+        found: String,
+    },
+    /// A head that has the right op but cannot be widened as it stands.
+    #[error("cannot widen its last layer {node}: {reason}")]
+    Unsupported {
+        /// The node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// No initializer of that name.
+    #[error("has no initializer named `{name}`; its float initializers are: {available}")]
+    UnknownInitializer {
+        /// The name asked for.
+        name: String,
+        /// What exists.
+        available: String,
+    },
+    /// An initializer that is not float32 stored in the file.
+    #[error("initializer `{name}` is {kind}; only float32 tensors stored in the file are edited")]
+    NotFloat {
+        /// The initializer.
+        name: String,
+        /// Its type or storage.
+        kind: String,
+    },
+    /// Replacement values of another count than the initializer's shape holds.
+    #[error(
+        "initializer `{name}` has shape {shape:?} ({expected} values) but {found} values were \
+         given; a replacement keeps the shape (widen the model first to add a class)"
+    )]
+    ValueCount {
+        /// The initializer.
+        name: String,
+        /// Its dimensions.
+        shape: Vec<i64>,
+        /// Values it holds.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// A NaN or infinite weight.
+    #[error("initializer `{name}` would get the non-finite value {value} at index {index}")]
+    NonFinite {
+        /// The initializer.
+        name: String,
+        /// Where.
+        index: usize,
+        /// The value.
+        value: f32,
     },
 }

@@ -7,33 +7,30 @@
 //! trait and are chosen by name ([`BackendChoice`]): tract is always available and the
 //! default; ONNX Runtime ([`OrtBackend`], on the CPU or CUDA) is loaded at run time from a
 //! shared library when asked for, and `auto` picks the best that works here.
+//!
+//! Gradients, training, labelled image sets and ONNX editing live in `pareidolia-grad`,
+//! which builds on this crate.
 #![deny(missing_docs)]
 
 mod backend;
 mod builtin;
-mod dataset;
 mod error;
 mod fixed_batch;
-pub mod grad;
 mod manifest;
 mod model;
-mod onnx_edit;
 mod ort_backend;
 mod ort_runtime;
 mod preprocess;
 mod simd_state;
 mod tract_backend;
-pub mod train;
 mod views;
 
 pub use backend::{
     Backend, BackendChoice, BackendOptions, PreparedModel, backend_for, backend_with,
 };
-pub use dataset::{DatasetProblem, LabelledImages, TrainingData};
-pub use error::EvalError;
+pub use error::{DatasetProblem, EditProblem, EvalError};
 pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, MeanImage, OutputKind, Provenance};
 pub use model::{Model, ModelRef, sha256_hex};
-pub use onnx_edit::{ClassifierHead, EditProblem, FloatTensor, HeadKind, OnnxGraph, Widened};
 pub use ort_backend::{ConvSearch, CudaTuning, OrtBackend, OrtDevice, OrtOptions};
 pub use preprocess::Preprocessor;
 pub use tract_backend::TractBackend;

@@ -15,8 +15,9 @@ use pareidolia_daemon::retrain::{
     self, CSV_FILE, Event, Finish, LabelledBytes, PLAN_FILE, Request, Retrain, TrainJob,
 };
 use pareidolia_daemon::service;
-use pareidolia_eval::train::{Init, SgdRecipe};
-use pareidolia_eval::{Model, ModelRef, TrainingData};
+use pareidolia_eval::{Model, ModelRef};
+use pareidolia_grad::TrainingData;
+use pareidolia_grad::train::{Init, SgdRecipe};
 
 use crate::cli::{RecipeArgs, RetrainArgs, TrainArgs};
 

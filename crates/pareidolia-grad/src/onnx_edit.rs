@@ -30,76 +30,9 @@ use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
 
-use crate::EvalError;
-
-/// What stops an edit (the file is in [`EvalError::Edit`]).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EditProblem {
-    /// Not an ONNX protobuf.
-    #[error("is not an ONNX model: {0}")]
-    Decode(String),
-    /// No `Gemm`, `MatMul` + `Add` or `MatMul` makes the classifier's output.
-    #[error(
-        "has no final Gemm, MatMul + Add or MatMul to widen: its output {output} {found}; \
-         widening needs a fully connected last layer whose weight is an initializer"
-    )]
-    NoHead {
-        /// The graph output followed.
-        output: String,
-        /// What the search met instead.
-        found: String,
-    },
-    /// A head that has the right op but cannot be widened as it stands.
-    #[error("cannot widen its last layer {node}: {reason}")]
-    Unsupported {
-        /// The node.
-        node: String,
-        /// Why.
-        reason: String,
-    },
-    /// No initializer of that name.
-    #[error("has no initializer named `{name}`; its float initializers are: {available}")]
-    UnknownInitializer {
-        /// The name asked for.
-        name: String,
-        /// What exists.
-        available: String,
-    },
-    /// An initializer that is not float32 stored in the file.
-    #[error("initializer `{name}` is {kind}; only float32 tensors stored in the file are edited")]
-    NotFloat {
-        /// The initializer.
-        name: String,
-        /// Its type or storage.
-        kind: String,
-    },
-    /// Replacement values of another count than the initializer's shape holds.
-    #[error(
-        "initializer `{name}` has shape {shape:?} ({expected} values) but {found} values were \
-         given; a replacement keeps the shape (widen the model first to add a class)"
-    )]
-    ValueCount {
-        /// The initializer.
-        name: String,
-        /// Its dimensions.
-        shape: Vec<i64>,
-        /// Values it holds.
-        expected: usize,
-        /// Values given.
-        found: usize,
-    },
-    /// A NaN or infinite weight.
-    #[error("initializer `{name}` would get the non-finite value {value} at index {index}")]
-    NonFinite {
-        /// The initializer.
-        name: String,
-        /// Where.
-        index: usize,
-        /// The value.
-        value: f32,
-    },
-}
+use crate::onnx_read::data_type::{FLOAT, INT64};
+use crate::onnx_read::{attr_int, element_count as count, float_values, int64_values, is_external};
+use pareidolia_eval::{EditProblem, EvalError};
 
 /// How the last layer computes the logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,9 +93,6 @@ pub struct FloatTensor {
     /// Values, row-major.
     pub values: Vec<f32>,
 }
-
-const FLOAT: i32 = DataType::Float as i32;
-const INT64: i32 = DataType::Int64 as i32;
 
 /// Ops between the last layer and the output that leave the class axis as it is.
 const PASS_THROUGH: &[&str] = &["Softmax", "LogSoftmax", "Identity", "Flatten", "Reshape"];
@@ -743,40 +673,6 @@ fn node_label(node: &pb::NodeProto, i: usize) -> String {
     }
 }
 
-fn attr_int(node: &pb::NodeProto, name: &str) -> Option<i64> {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
-}
-
-fn is_external(t: &pb::TensorProto) -> bool {
-    t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
-}
-
-fn count(dims: &[i64]) -> usize {
-    dims.iter().map(|&d| d.max(0) as usize).product()
-}
-
-fn float_values(t: &pb::TensorProto) -> Vec<f32> {
-    if t.raw_data.is_empty() {
-        t.float_data.clone()
-    } else {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    }
-}
-
-fn int64_values(t: &pb::TensorProto) -> Vec<i64> {
-    if t.raw_data.is_empty() {
-        t.int64_data.clone()
-    } else {
-        t.raw_data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().expect("chunks of 8")))
-            .collect()
-    }
-}
-
 /// Stores floats as the exporters do: little-endian `raw_data`.
 fn set_floats(t: &mut pb::TensorProto, dims: Vec<i64>, values: &[f32]) {
     t.dims = dims;
@@ -831,8 +727,9 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::{
-        Backend, Model, ModelRef, OrtBackend, OrtOptions, OutputKind, TractBackend, TrainingData,
+    use crate::TrainingData;
+    use pareidolia_eval::{
+        Backend, Model, ModelRef, OrtBackend, OrtOptions, OutputKind, TractBackend,
     };
 
     fn repo() -> PathBuf {
@@ -866,7 +763,7 @@ mod tests {
         manifest.name = name.to_owned();
         Model {
             manifest,
-            sha256: crate::sha256_hex(&onnx),
+            sha256: pareidolia_eval::sha256_hex(&onnx),
             onnx: onnx.into(),
             onnx_path: path,
             labels: (0..classes).map(|c| format!("c{c}")).collect(),

@@ -12,7 +12,8 @@ use tract_onnx::pb;
 use super::kernels::Lrn;
 use super::network::{Network, Op, Padding, Parameter, Step, WindowSpec};
 use super::real::Real;
-use crate::{EvalError, Layout, Model};
+use crate::onnx_read::{self, attr, attr_ints, node_name};
+use pareidolia_eval::{EvalError, Layout, Model};
 
 /// The ops the evaluator differentiates, for messages.
 pub(crate) const DIFFERENTIABLE: &str = "Add, Clip, Conv, Dropout, Flatten, Gemm, GlobalAveragePool, Identity, LRN, MaxPool, Relu, Reshape, Softmax";
@@ -42,72 +43,17 @@ fn refuse(model: &Model, node: &pb::NodeProto, reason: String) -> EvalError {
     }
 }
 
-fn node_name(node: &pb::NodeProto) -> String {
-    if node.name.is_empty() {
-        node.output.first().cloned().unwrap_or_default()
-    } else {
-        node.name.clone()
-    }
-}
-
-fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
-    node.attribute.iter().find(|a| a.name == name)
-}
-
 fn attr_int(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
-    attr(node, name).map_or(default, |a| a.i)
+    onnx_read::attr_int(node, name).unwrap_or(default)
 }
 
 fn attr_float(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
-    attr(node, name).map_or(default, |a| a.f)
-}
-
-fn attr_ints(node: &pb::NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(node, name).map(|a| a.ints.clone())
+    onnx_read::attr_float(node, name).unwrap_or(default)
 }
 
 /// Reads a tensor's values as f64 (float, double and integer types; raw or typed fields).
 fn read_tensor(t: &pb::TensorProto) -> Result<Const, String> {
-    let shape = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
-        return Err("external data files are not supported; embed the weights".into());
-    }
-    let raw = &t.raw_data;
-    let data: Vec<f64> = match t.data_type {
-        1 if !raw.is_empty() => raw
-            .chunks_exact(4)
-            .map(|b| f64::from(f32::from_le_bytes(b.try_into().expect("4 bytes"))))
-            .collect(),
-        1 => t.float_data.iter().map(|&v| f64::from(v)).collect(),
-        11 if !raw.is_empty() => raw
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .collect(),
-        11 => t.double_data.clone(),
-        7 if !raw.is_empty() => raw
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64)
-            .collect(),
-        7 => t.int64_data.iter().map(|&v| v as f64).collect(),
-        6 if !raw.is_empty() => raw
-            .chunks_exact(4)
-            .map(|b| f64::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))))
-            .collect(),
-        6 => t.int32_data.iter().map(|&v| f64::from(v)).collect(),
-        other => return Err(format!("tensor data type {other} is not supported")),
-    };
-    let expected: usize = shape.iter().product();
-    if data.len() != expected {
-        return Err(format!(
-            "tensor `{}` holds {} values for shape {shape:?}",
-            t.name,
-            data.len()
-        ));
-    }
+    let (shape, data) = onnx_read::values_f64(t)?;
     Ok(Const {
         shape,
         data: Arc::new(data),

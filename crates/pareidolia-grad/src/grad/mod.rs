@@ -41,8 +41,8 @@ pub use network::{Network, Parameter, ParameterRole, Pass, Seed};
 pub use pareidolia_core::Objective;
 pub use real::Real;
 
-use crate::{EvalError, Model, OutputKind, ViewSpec};
 use pareidolia_core::View;
+use pareidolia_eval::{EvalError, Model, OutputKind, ViewSpec};
 
 impl<T: Real> Network<T> {
     /// Reads a model's graph for the evaluator in element type `T`, in the model's own input
@@ -231,7 +231,7 @@ impl<T: Real> CpuModel<T> {
                 .collect()
         });
         let source = match spec.color {
-            crate::ColorOrder::Bgr => vec![2, 1, 0],
+            pareidolia_eval::ColorOrder::Bgr => vec![2, 1, 0],
             _ => (0..channels).collect(),
         };
         let logits =
@@ -548,7 +548,7 @@ impl DifferentiableModel for CpuModel<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Manifest, TractBackend};
+    use pareidolia_eval::{Manifest, TractBackend};
     use prost::Message;
     use tract_onnx::pb;
 
@@ -659,7 +659,7 @@ mod tests {
         "#;
         Model {
             manifest: Manifest::parse(manifest, "tiny/manifest.toml".as_ref()).unwrap(),
-            sha256: crate::sha256_hex(&onnx),
+            sha256: pareidolia_eval::sha256_hex(&onnx),
             onnx: onnx.into(),
             onnx_path: "tiny/tiny.onnx".into(),
             labels: ["a", "b", "c"].map(String::from).to_vec(),
@@ -674,7 +674,7 @@ mod tests {
     fn a_graph_with_an_op_without_a_backward_is_refused_at_setup_naming_op_and_node() {
         let model = tiny_model(tiny_onnx("Sigmoid", 0.0));
         // tract runs it: the graph is fine, only not differentiable here.
-        let mut tract = crate::Backend::prepare(&TractBackend, &model).unwrap();
+        let mut tract = pareidolia_eval::Backend::prepare(&TractBackend, &model).unwrap();
         assert_eq!(tract.infer(&[0, 64, 128, 255], 1).unwrap().len(), 3);
         let err = CpuGradient::default()
             .prepare(&model, identity_view(&model))
@@ -735,7 +735,7 @@ mod tests {
         let pixels = vec![40.0, 90.0, 200.0, 250.0, 120.0, 30.0, 230.0, 160.0];
         // The forward agrees with tract on whole pixel values.
         let bytes: Vec<u8> = pixels.iter().map(|&p| p as u8).collect();
-        let mut tract = crate::Backend::prepare(&TractBackend, &model).unwrap();
+        let mut tract = pareidolia_eval::Backend::prepare(&TractBackend, &model).unwrap();
         let logits = tract.infer(&bytes, 2).unwrap();
         let probs = m.probabilities(&pixels).unwrap();
         for (row, p) in logits.chunks(3).zip(probs.chunks(3)) {

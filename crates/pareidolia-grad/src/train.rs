@@ -20,8 +20,9 @@ use rand::seq::SliceRandom;
 use rand::{RngExt as _, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::OnnxGraph;
 use crate::grad::{Network, ParameterRole};
-use crate::{EvalError, OnnxGraph, Preprocessor};
+use pareidolia_eval::{EvalError, Preprocessor};
 
 /// How the weights start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@
 //! as a `u32`) followed by the elements row-major. Images are rank 3 (`N x H x W`, gray) or rank
 //! 4 (`N x H x W x C`, channels interleaved, C = 1 or 3); labels are rank 1. Only unsigned bytes
 //! (type `0x08`) are read: that is what image sets use, and it is the 8-bit form every encoding
-//! renders, so one image's bytes go to [`crate::Preprocessor`] as they are. Whether a file is
+//! renders, so one image's bytes go to [`pareidolia_eval::Preprocessor`] as they are. Whether a file is
 //! gzipped is decided by its first two bytes, not by its name.
 //!
 //! Reading checks the files on their own (magic, type, rank, length, image and label counts);
@@ -20,149 +20,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::{EvalError, InputSpec};
-
-/// What is wrong with an image set (the file is in [`EvalError::Dataset`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DatasetProblem {
-    /// A file the set needs is not in the folder.
-    #[error("has no {what}: looked for {looked}")]
-    Missing {
-        /// `training images`, `held-out labels`, ...
-        what: &'static str,
-        /// The names tried.
-        looked: String,
-    },
-    /// A gzip stream that does not decompress (cut short or damaged).
-    #[error("is a damaged gzip stream ({0}); download or copy it again")]
-    Gzip(String),
-    /// Not an IDX file: the first bytes are not `00 00 type rank`.
-    #[error(
-        "is not an IDX file: it starts with {found}, where IDX has two zero bytes, the type \
-         (0x08 for unsigned bytes) and the rank"
-    )]
-    NotIdx {
-        /// The first bytes, in hex.
-        found: String,
-    },
-    /// An IDX element type other than unsigned bytes.
-    #[error(
-        "holds IDX type 0x{0:02x}; only unsigned bytes (0x08) are read, as MNIST and Fashion-MNIST use"
-    )]
-    ElementType(u8),
-    /// The wrong number of dimensions for what the file should hold.
-    #[error("has rank {found}; {expected}")]
-    Rank {
-        /// The file's rank.
-        found: u8,
-        /// What was expected, in words.
-        expected: &'static str,
-    },
-    /// Fewer data bytes than the header's dimensions promise.
-    #[error(
-        "is truncated: its header {dims:?} promises {expected} data bytes, the file has {found}"
-    )]
-    Truncated {
-        /// The header's dimensions.
-        dims: Vec<u32>,
-        /// Bytes the dimensions call for.
-        expected: u64,
-        /// Bytes present after the header.
-        found: u64,
-    },
-    /// More data bytes than the header's dimensions say (a damaged header or two files joined).
-    #[error(
-        "has {extra} bytes after the {expected} its header {dims:?} describes; the header is \
-         damaged or the file is not one IDX array"
-    )]
-    TrailingBytes {
-        /// The header's dimensions.
-        dims: Vec<u32>,
-        /// Bytes the dimensions call for.
-        expected: u64,
-        /// Bytes beyond them.
-        extra: u64,
-    },
-    /// An image file whose images have no pixels, or a channel count other than 1 or 3.
-    #[error(
-        "holds images of {height}x{width} with {channels} channels; expected at least 1x1 with 1 (gray) or 3 (RGB)"
-    )]
-    ImageShape {
-        /// Rows.
-        height: u32,
-        /// Columns.
-        width: u32,
-        /// Channels.
-        channels: u32,
-    },
-    /// No images at all.
-    #[error("holds no images")]
-    Empty,
-    /// Image and label files of different lengths.
-    #[error("holds {images} images but its labels file {labels_file} holds {labels} labels")]
-    CountMismatch {
-        /// Images.
-        images: usize,
-        /// Labels.
-        labels: usize,
-        /// The labels file.
-        labels_file: PathBuf,
-    },
-    /// Images of another size than the model's input.
-    #[error(
-        "holds {found} images but model {model} takes {expected}; resize the set to the \
-         model's input or train a model with that input"
-    )]
-    ImageSize {
-        /// The set's `WxHxC`.
-        found: String,
-        /// The model's `WxHxC`.
-        expected: String,
-        /// The model.
-        model: String,
-    },
-    /// Held-out images of another size than the training images.
-    #[error("holds {found} images but the training images {train} are {expected}")]
-    SplitMismatch {
-        /// The held-out `WxHxC`.
-        found: String,
-        /// The training `WxHxC`.
-        expected: String,
-        /// The training images file.
-        train: PathBuf,
-    },
-    /// A label that is not one of the model's classes.
-    #[error(
-        "has label {label} at image {index} ({count} such labels in all), but model {model} has \
-         {classes} classes (labels 0..={max}); the labels file and the model's labels disagree"
-    )]
-    LabelOutOfRange {
-        /// The first offending label.
-        label: u8,
-        /// Its position (0-based).
-        index: usize,
-        /// How many labels are out of range.
-        count: usize,
-        /// The model's class count.
-        classes: usize,
-        /// `classes - 1`.
-        max: usize,
-        /// The model.
-        model: String,
-    },
-    /// Classes of the model with no training image.
-    #[error(
-        "has no training image of class {classes} of model {model}; every class needs examples \
-         to be learnt (a set for fewer classes needs a model with fewer outputs)"
-    )]
-    EmptyClass {
-        /// The empty classes, as `index (label)` text.
-        classes: String,
-        /// The model.
-        model: String,
-    },
-}
+use pareidolia_eval::{DatasetProblem, EvalError, InputSpec};
 
 /// Images with one label each, read from an IDX pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,8 +120,8 @@ impl LabelledImages {
         (self.height * self.width * self.channels) as usize
     }
 
-    /// Image `i`: row-major, channels interleaved, as [`crate::PreparedModel::infer`] and
-    /// [`crate::Preprocessor`] take it.
+    /// Image `i`: row-major, channels interleaved, as [`pareidolia_eval::PreparedModel::infer`] and
+    /// [`pareidolia_eval::Preprocessor`] take it.
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
@@ -530,7 +388,7 @@ fn parse_idx(raw: &[u8]) -> Result<(Vec<u32>, Vec<u8>), DatasetProblem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Backend, Model, ModelRef, TractBackend};
+    use pareidolia_eval::{Backend, Model, ModelRef, TractBackend};
 
     fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
         let mut out = vec![0, 0, 0x08, dims.len() as u8];

@@ -1,15 +1,15 @@
 //! Forward + backward time of the differentiable evaluator against forward-only tract and
 //! ONNX Runtime (CPU), per image, at batch 1 and 32, on the same machine in one run.
 //!
-//! `cargo run --release -p pareidolia-eval --example gradient_bench [MANIFEST...]`
+//! `cargo run --release -p pareidolia-grad --example gradient_bench [MANIFEST...]`
 //! (default: LeNet and EfficientNet-Lite0; ONNX Runtime through `ORT_DYLIB_PATH`, skipped
 //! when it cannot load). Prints a Markdown table; times are medians.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use pareidolia_eval::grad::{CpuGradient, GradientBackend, Objective};
 use pareidolia_eval::{Backend, Model, ModelRef, OrtBackend, OrtOptions, TractBackend, ViewSpec};
+use pareidolia_grad::grad::{CpuGradient, GradientBackend, Objective};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
