@@ -45,6 +45,9 @@ mod models;
 /// monitoring/: promtool on the config and alert rules, the Grafana dashboard, and both
 /// against a live daemon scraped by a real Prometheus.
 mod monitoring;
+/// Issue 30: a researcher's own model: output check in every command, `classify --data`,
+/// `run --model`, a failed start leaving nothing.
+mod own_model;
 /// The plugin loader and the real plugins through the C ABI.
 mod plugins;
 /// What a resume may change and what it refuses; checkpoints of another run.

@@ -79,3 +79,78 @@ fn the_template_copied_renamed_and_built_is_a_working_plugin() {
     assert_eq!(summary["encoding"]["name"], "my-stripes");
     assert_eq!(summary["evaluations"], 800);
 }
+
+/// Issue 30, items 7 and 11: the fitness template and the SDK, both copied outside the
+/// repository (so no workspace above them lends versions or lints), build against each other
+/// by path; the built fitness passes `plugins check` and scores a short run by name.
+#[test]
+fn the_fitness_template_and_the_sdk_copied_outside_the_repository_build_and_run() {
+    let outside = std::env::temp_dir().join(format!("pareidolia-outside-{}", std::process::id()));
+    if outside.exists() {
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
+    let sdk = outside.join("pareidolia-plugin");
+    copy_dir(
+        &root().join("crates/pareidolia-plugin/src"),
+        &sdk.join("src"),
+    );
+    std::fs::copy(
+        root().join("crates/pareidolia-plugin/Cargo.toml"),
+        sdk.join("Cargo.toml"),
+    )
+    .unwrap();
+    let crate_dir = outside.join("my-fitness");
+    copy_dir(&root().join("plugins/template-fitness"), &crate_dir);
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml"))
+        .unwrap()
+        .replace(
+            "name = \"pareidolia-fitness-template\"",
+            "name = \"my-fitness\"",
+        )
+        .replace(
+            "path = \"../../crates/pareidolia-plugin\"",
+            "path = \"../pareidolia-plugin\"",
+        );
+    assert!(manifest.contains("path = \"../pareidolia-plugin\""));
+    std::fs::write(crate_dir.join("Cargo.toml"), manifest).unwrap();
+    let lib = std::fs::read_to_string(crate_dir.join("src/lib.rs"))
+        .unwrap()
+        .replace("name = \"tempered\"", "name = \"my-tempered\"");
+    std::fs::write(crate_dir.join("src/lib.rs"), lib).unwrap();
+    std::fs::copy(root().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let target = artifacts().join("test-tmp").join("fitness-template-target");
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--offline", "--quiet"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the copied fitness template does not build outside the repository:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let built = target.join("release/libmy_fitness.so");
+    let check = success(pareidolia(&[
+        "plugins",
+        "check",
+        built.to_str().unwrap(),
+        "--params",
+        r#"{"temperature": 2.0}"#,
+    ]));
+    assert!(
+        check.contains("fitness plugin `my-tempered`") && check.contains("plugin works"),
+        "{check}"
+    );
+    let dir = temp_dir("fitness-template");
+    let config = config_edit(&dir, |t| {
+        t.set("generations", 2)
+            .set("fitness.plugin", built.to_str().unwrap())
+            .add("fitness.params.temperature", 2.0);
+    });
+    let out = dir.join("run");
+    success(Pareidolia::run().quiet().config(&config).out(&out).output());
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["fitness"]["name"], "my-tempered");
+    std::fs::remove_dir_all(&outside).ok();
+}

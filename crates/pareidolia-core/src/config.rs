@@ -336,9 +336,11 @@ pub struct RunConfig {
     /// child; the fitness plugin gets all their outputs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelConfig>,
-    /// The image encoding.
+    /// The image encoding (default: the default experiment's, `direct` with its parameters).
+    #[serde(default = "default_encoding")]
     pub encoding: PluginConfig,
-    /// The fitness variant.
+    /// The fitness variant (default: the default experiment's, `confidence`).
+    #[serde(default = "default_fitness")]
     pub fitness: PluginConfig,
     /// Checkpoint policy.
     #[serde(default)]
@@ -440,6 +442,24 @@ fn json_unsafe(table: &toml::Table, key: &str) -> Option<(String, String)> {
 
 /// The default experiment (MNIST, direct encoding), built into the binary.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../configs/mnist-direct.toml");
+
+/// A section of the default experiment, the default of a config that leaves it out (a config
+/// with only `[model]` runs the default experiment on that model).
+fn default_section(key: &str) -> PluginConfig {
+    let table: toml::Table = toml::from_str(DEFAULT_CONFIG).expect("the default config is TOML");
+    table[key]
+        .clone()
+        .try_into()
+        .expect("the default config's plugin sections are valid (tested)")
+}
+
+fn default_encoding() -> PluginConfig {
+    default_section("encoding")
+}
+
+fn default_fitness() -> PluginConfig {
+    default_section("fitness")
+}
 
 impl RunConfig {
     /// Reads a config file.
@@ -810,6 +830,20 @@ mod tests {
             text.contains("[model]") && !text.contains("models"),
             "{text}"
         );
+    }
+
+    /// Issue 30, item 6: a config with only `[model]` is the default experiment on that model
+    /// (it used to fail with "missing field `encoding`").
+    #[test]
+    fn a_config_with_only_a_model_takes_every_other_section_from_the_default() {
+        let only = "[model]\nmanifest = \"fashion/manifest.toml\"\n";
+        let c = RunConfig::parse(only, "z.toml", PathBuf::new()).unwrap();
+        let d = RunConfig::builtin_default();
+        assert_eq!(c.encoding, d.encoding);
+        assert_eq!(c.fitness, d.fitness);
+        assert_eq!(c.encoding.plugin, "direct");
+        assert!(!c.encoding.params.is_empty());
+        assert_eq!(c.primary_model().unwrap().manifest, "fashion/manifest.toml");
     }
 
     #[test]

@@ -85,26 +85,6 @@ pub enum SetupError {
         /// The plugin's error.
         message: String,
     },
-    /// A model declared to output probabilities does not.
-    #[error(
-        "{key}: the manifest {manifest} says `output = \"probabilities\"`, but on a {image} image the model \
-         gives values from {min} to {max} that sum to {sum}, which are not probabilities; if it outputs \
-         scores before softmax, set `output = \"logits\"` in the manifest (the fitness applies softmax)"
-    )]
-    NotProbabilities {
-        /// The model's config key.
-        key: String,
-        /// Its manifest.
-        manifest: String,
-        /// Which test image.
-        image: &'static str,
-        /// Smallest value.
-        min: f32,
-        /// Largest value.
-        max: f32,
-        /// Their sum.
-        sum: f64,
-    },
     /// The search cannot run with this config (what and why, in words).
     #[error("{message}")]
     Search {
@@ -212,60 +192,21 @@ impl ModelSetup {
     }
 
     /// Checks, on `n` images (a size `prepared` is warmed up for), that a model whose manifest
-    /// says `output = "probabilities"` gives probabilities: values in [0, 1] summing to 1.
-    /// A logits model declared as probabilities would otherwise write "confidences" of 15.39
-    /// and -4.86 into the summary and file names. The images are mid-grey, black, white and
-    /// seeded noise, in turn.
+    /// says `output = "probabilities"` gives probabilities ([`pareidolia_eval::check_output`],
+    /// the check every command applies).
     pub fn check_output(
         &self,
         prepared: &mut dyn PreparedModel,
         n: usize,
     ) -> Result<(), SetupError> {
-        if self.model.manifest.output != OutputKind::Probabilities || n == 0 {
-            return Ok(());
-        }
-        let len = self.view.canvas_len(&self.model);
-        let mut noise = 0x2545_f491_4f6c_dd1d_u64;
-        let kinds = ["mid-grey", "black", "white", "noise"];
-        let mut images = Vec::with_capacity(n * len);
-        for i in 0..n {
-            images.extend((0..len).map(|_| match i % kinds.len() {
-                0 => 128,
-                1 => 0,
-                2 => 255,
-                _ => {
-                    noise ^= noise << 13;
-                    noise ^= noise >> 7;
-                    noise ^= noise << 17;
-                    (noise >> 56) as u8
-                }
-            }));
-        }
-        let out = prepared.infer(&images, n)?;
-        let classes = self.model.classes();
-        for (i, v) in out.chunks(classes).enumerate() {
-            let (min, max) = v
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-                    (lo.min(x), hi.max(x))
-                });
-            let sum: f64 = v.iter().map(|&x| f64::from(x)).sum();
-            let fine = v.iter().all(|x| x.is_finite())
-                && min >= -1e-4
-                && max <= 1.0 + 1e-4
-                && (sum - 1.0).abs() <= 1e-3;
-            if !fine {
-                return Err(SetupError::NotProbabilities {
-                    key: self.key.clone(),
-                    manifest: self.manifest_origin.clone(),
-                    image: kinds[i % kinds.len()],
-                    min,
-                    max,
-                    sum,
-                });
-            }
-        }
-        Ok(())
+        let origin = format!("{} ({})", self.manifest_origin, self.key);
+        Ok(pareidolia_eval::check_output(
+            &self.model,
+            self.view,
+            prepared,
+            n,
+            &origin,
+        )?)
     }
 
     /// Prepares the model on its backend (compiles it; blocking, seconds for large models).

@@ -212,6 +212,7 @@ pub fn score(
     let from = [canvas.width as usize, canvas.height as usize];
     for (t, target) in targets.iter().enumerate() {
         let mut prepared = target.prepare()?;
+        target.check_output(prepared.as_mut(), 1)?;
         let kind = target.output();
         let classes = target.model.classes();
         let shown = target.canvas();

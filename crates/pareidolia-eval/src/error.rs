@@ -111,6 +111,28 @@ pub enum EvalError {
         /// The backend's error.
         message: String,
     },
+    /// A model whose manifest says `output = "probabilities"` gives values that are not
+    /// probabilities (found by [`crate::check_output`] when a command loads it).
+    #[error(
+        "model {model}: the manifest {manifest} says `output = \"probabilities\"`, but on a {image} image \
+         the model gives values from {min} to {max} that sum to {sum}, which are not probabilities; \
+         if it outputs scores before softmax, set `output = \"logits\"` in the manifest (softmax is \
+         then applied wherever probabilities are shown or scored); see docs/models.md"
+    )]
+    NotProbabilities {
+        /// Model name.
+        model: String,
+        /// Its manifest (`path/manifest.toml` or `builtin:NAME`).
+        manifest: String,
+        /// Which test image.
+        image: &'static str,
+        /// Smallest value.
+        min: f32,
+        /// Largest value.
+        max: f32,
+        /// Their sum.
+        sum: f64,
+    },
     /// The differentiable evaluator cannot take a node of the model's graph.
     #[error(
         "model {model}: node `{node}` ({op}) cannot be differentiated: {reason}. \

@@ -8,7 +8,7 @@ use std::sync::Barrier;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use pareidolia_eval::{Model, ModelRef, PreparedModel, backend_for};
+use pareidolia_eval::{Model, ModelRef, PreparedModel, ViewSpec, backend_for, check_output};
 
 use crate::cli::BenchArgs;
 
@@ -48,6 +48,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut prepared = (0..args.workers)
         .map(|_| backend_for(backend).prepare(&model))
         .collect::<Result<Vec<_>, _>>()?;
+    check_output(
+        &model,
+        ViewSpec::identity(&model),
+        prepared[0].as_mut(),
+        args.batch[0],
+        &args.model,
+    )?;
     let mut out = std::io::stdout().lock();
     let workers = match args.workers {
         1 => String::new(),

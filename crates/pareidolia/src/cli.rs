@@ -151,8 +151,10 @@ pub struct TrainArgs {
     pub model: String,
     /// A folder with train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], and
     /// optionally the held-out t10k-* pair (measured after training).
-    #[arg(long, value_name = "DIR", default_value = "data/mnist-5k")]
-    pub train_data: PathBuf,
+    /// Default: the repository's `data/mnist-5k` (the checkout this binary was built from),
+    /// else `../share/pareidolia/mnist-5k` beside the executable.
+    #[arg(long, value_name = "DIR")]
+    pub train_data: Option<PathBuf>,
     /// The model folder to write (must not exist).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -192,7 +194,9 @@ pub struct RetrainArgs {
     /// training images); runs = images / cells, rounded up.
     #[arg(long)]
     pub images: Option<usize>,
-    /// The real training data (IDX, with a held-out t10k set).
+    /// The real training data (IDX, with a held-out t10k set). Default: the repository's
+    /// `data/mnist-5k` (the checkout this binary was built from), else
+    /// `../share/pareidolia/mnist-5k` beside the executable.
     #[arg(long, value_name = "DIR")]
     pub train_data: Option<PathBuf>,
     /// The training recipe.
@@ -425,6 +429,10 @@ pub struct ExperimentArgs {
     /// Experiment config (TOML); without it, the built-in default (MNIST, direct encoding).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The model to fool: a manifest.toml path or `builtin:NAME`; replaces the config's
+    /// `[model]` (with the built-in default, runs the default experiment on that model).
+    #[arg(long, value_name = "MANIFEST")]
+    pub model: Option<String>,
     /// Seed of every random decision (overrides the config).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -542,11 +550,22 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
     /// PNG files.
-    #[arg(required = true, value_name = "IMAGE")]
+    #[arg(
+        value_name = "IMAGE",
+        required_unless_present = "data",
+        conflicts_with = "data"
+    )]
     pub images: Vec<PathBuf>,
-    /// Model: a manifest.toml path or `builtin:NAME`.
-    #[arg(long, default_value = "builtin:lenet-mnist")]
-    pub model: String,
+    /// Model: a manifest.toml path or `builtin:NAME`. Default: the run's first model when
+    /// every image is in one run folder's gallery, else builtin:lenet-mnist (stderr says which).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Measure the model's accuracy (top-1, top-5, per class) on labelled images instead: a
+    /// folder with an IDX pair (`t10k-images-idx3-ubyte[.gz]` and `t10k-labels-idx1-ubyte[.gz]`,
+    /// else the `train-*` pair) or with one folder of PNG files per class, named by class
+    /// index or label. Run it first on a new model's manifest (docs/models.md).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
     /// How many classes to print per image.
     #[arg(long, default_value_t = 3)]
     pub top: usize,
@@ -555,9 +574,10 @@ pub struct ClassifyArgs {
     pub json: bool,
     /// How an image larger than the model's input is shown to it: `center` (the centre crop)
     /// or `ten-crop` (mean softmax over the corner and centre crops and their mirrors); use
-    /// the view the run used (`model.view`).
-    #[arg(long, default_value = "center", value_parser = choice::<View>())]
-    pub view: View,
+    /// the view the run used (`model.view`; default: the run's, for a run's gallery, else
+    /// `center`).
+    #[arg(long, value_parser = choice::<View>())]
+    pub view: Option<View>,
     /// Backend (`tract` is bit-reproducible).
     #[arg(long, default_value = "tract", value_parser = choice::<BackendChoice>())]
     pub backend: BackendChoice,

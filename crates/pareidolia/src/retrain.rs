@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +15,7 @@ use pareidolia_daemon::retrain::{
     self, CSV_FILE, Event, Finish, LabelledBytes, PLAN_FILE, Request, Retrain, TrainJob,
 };
 use pareidolia_daemon::service;
-use pareidolia_eval::{Model, ModelRef};
+use pareidolia_eval::{Backend as _, Model, ModelRef};
 use pareidolia_grad::TrainingData;
 use pareidolia_grad::train::{Init, SgdRecipe};
 
@@ -77,6 +77,31 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// The MNIST digits LeNet was trained on, wherever the command runs from: the checkout this
+/// binary was built from, else an installed copy beside the executable. (`data/mnist-5k`
+/// relative to the working folder failed anywhere but the repository's root.)
+fn default_train_data() -> Result<PathBuf> {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-5k");
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("../share/pareidolia/mnist-5k")));
+    let tried: Vec<PathBuf> = std::iter::once(built).chain(installed).collect();
+    if let Some(found) = tried
+        .iter()
+        .find(|d| d.join("train-labels-idx1-ubyte.gz").is_file())
+    {
+        return Ok(std::path::absolute(found).unwrap_or_else(|_| found.clone()));
+    }
+    bail!(
+        "no --train-data given, and the default MNIST digits are not at {}; give --train-data DIR (a folder of IDX files)",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    )
+}
+
 /// `pareidolia train`.
 pub fn train(args: TrainArgs) -> Result<()> {
     let mut base = Model::load(&ModelRef::parse(&args.model, &std::env::current_dir()?))
@@ -101,7 +126,25 @@ pub fn train(args: TrainArgs) -> Result<()> {
         }
         base.labels = labels;
     }
-    let data = TrainingData::open(&args.train_data)?;
+    {
+        // The one output check every command applies (a probabilities manifest on a logits
+        // model is refused here, not after an hour of training).
+        let mut prepared = pareidolia_eval::TractBackend
+            .prepare(&base)
+            .with_context(|| format!("cannot prepare the model {}", args.model))?;
+        pareidolia_eval::check_output(
+            &base,
+            pareidolia_eval::ViewSpec::identity(&base),
+            prepared.as_mut(),
+            1,
+            &args.model,
+        )?;
+    }
+    let train_data = match &args.train_data {
+        Some(dir) => dir.clone(),
+        None => default_train_data()?,
+    };
+    let data = TrainingData::open(&train_data)?;
     data.check_for(&base.manifest.input, &base.labels, base.name())?;
     let init = if args.keep_weights {
         Init::Keep
@@ -199,10 +242,10 @@ pub fn retrain(args: RetrainArgs) -> Result<()> {
             config,
             iterations: args.iterations.unwrap_or(1),
             images_per_iteration: args.images,
-            train_data: args
-                .train_data
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("data/mnist-5k")),
+            train_data: match &args.train_data {
+                Some(dir) => dir.clone(),
+                None => default_train_data()?,
+            },
             recipe: recipe_of(&args.recipe, Init::Xavier),
             // 0: every core, resolved once by the plan.
             threads: args.recipe.threads.unwrap_or(0),

@@ -23,6 +23,26 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
         }
         None => (RunConfig::builtin_default(), "mnist-direct".to_owned()),
     };
+    if let Some(manifest) = &args.model {
+        // Relative to the folder the command runs in, as every other path on the command line.
+        let here = std::env::current_dir().context("cannot read the current folder")?;
+        let path = if manifest.starts_with("builtin:") {
+            manifest.clone()
+        } else {
+            here.join(manifest).display().to_string()
+        };
+        match &mut config.model {
+            Some(m) => m.manifest = path,
+            None if config.models.is_empty() => {
+                let mut m = RunConfig::builtin_default()
+                    .model
+                    .expect("the default experiment has a [model]");
+                m.manifest = path;
+                config.model = Some(m);
+            }
+            None => config.models[0].manifest = path,
+        }
+    }
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
@@ -50,7 +70,27 @@ pub fn resolve_config(args: &ExperimentArgs) -> Result<(RunConfig, String)> {
     Ok((config, name))
 }
 
-fn prepare_out_dir(out: &Path) -> Result<()> {
+/// Removes what a failed start left in `out`: the folder itself where this command created it
+/// (with `created`), else only `config.toml`.
+fn undo_out_dir(out: &Path, created: bool) {
+    if created {
+        std::fs::remove_dir_all(out).ok();
+    } else {
+        std::fs::remove_file(out.join("config.toml")).ok();
+    }
+}
+
+/// Whether `out` holds a checkpoint a resume could continue from.
+fn has_checkpoint(out: &Path) -> bool {
+    std::fs::read_dir(out.join("checkpoints")).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("ckpt-")))
+    })
+}
+
+/// Makes `out` ready for a new run (absent, or an empty folder); returns whether this call
+/// created it.
+fn prepare_out_dir(out: &Path) -> Result<bool> {
+    let created = !out.exists();
     if out.exists() {
         let mut entries = std::fs::read_dir(out)
             .with_context(|| format!("cannot read run folder {}", out.display()))?;
@@ -67,7 +107,7 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
     std::fs::write(&probe, b"")
         .with_context(|| format!("run folder {} is not writable", out.display()))?;
     std::fs::remove_file(probe).ok();
-    Ok(())
+    Ok(created)
 }
 
 fn message(p: &Progress) -> String {
@@ -88,10 +128,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&name));
-    prepare_out_dir(&out)?;
-    std::fs::write(out.join("config.toml"), toml_of(&config)?)
-        .context("cannot write config.toml to the run folder")?;
-    let mut experiment = Experiment::setup(config).context("cannot set up the experiment")?;
+    let created = prepare_out_dir(&out)?;
+    // config.toml goes in once setup has worked: a start that fails leaves the folder as it
+    // was (removed, when this command made it), so the same command can be run again.
+    let mut experiment = match Experiment::setup(config.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            undo_out_dir(&out, created);
+            return Err(anyhow::Error::new(e).context("cannot set up the experiment"));
+        }
+    };
+    if let Err(e) = std::fs::write(out.join("config.toml"), toml_of(&config)?) {
+        undo_out_dir(&out, created);
+        return Err(anyhow::Error::new(e).context("cannot write config.toml to the run folder"));
+    }
     let generations = experiment.config().generations;
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -127,7 +177,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         let outcome = experiment.run_with(tx, options).await;
         watcher.abort();
         outcome
-    })?;
+    });
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            // Failed before its first checkpoint: nothing to resume, so nothing is kept.
+            if !has_checkpoint(&out) {
+                undo_out_dir(&out, created);
+            }
+            return Err(e.into());
+        }
+    };
     bar.finish();
     let summary = run_folder::write(
         &out,
