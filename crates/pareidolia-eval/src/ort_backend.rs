@@ -269,7 +269,7 @@ impl crate::Backend for OrtBackend {
 
 /// Picks the graph's input and output and checks them against the manifest, as the tract
 /// backend does: float32, the input `[N, C, H, W]` (or NHWC) with C, H, W as declared, the
-/// output `[N, classes]`. Dynamic dimensions (`-1`) match anything. The batch dimension must be
+/// output `[N, classes]` (or `[N, classes, 1, 1]`). Dynamic dimensions (`-1`) match anything. The batch dimension must be
 /// dynamic or 1; the third value returned says it is fixed at 1 (run one image at a time).
 fn check_io(model: &Model, session: &Session) -> Result<(String, String, bool), EvalError> {
     let spec = &model.manifest.input;
@@ -325,7 +325,7 @@ fn check_io(model: &Model, session: &Session) -> Result<(String, String, bool), 
     let (ty, shape) = tensor_of(output.dtype());
     let classes = model.classes() as i64;
     if ty != Some(TensorElementType::Float32)
-        || shape.len() != 2
+        || !(shape.len() == 2 || (shape.len() == 4 && shape[2..].iter().all(|&d| d == 1 || d < 0)))
         || (shape[1] >= 0 && shape[1] != classes)
     {
         return Err(mismatch(format!(

@@ -104,13 +104,17 @@ impl TractBackend {
                 ),
             })?;
         let out = typed.output_fact(0).map_err(not_onnx)?.shape.to_tvec();
-        let classes = out.last().and_then(|d| d.to_i64().ok()).unwrap_or(-1);
-        if out.len() != 2 || classes != model.classes() as i64 {
+        // [N, classes], or [N, classes, 1, 1] as a final 1x1 convolution or pool leaves it.
+        let dim = |i: usize| out.get(i).and_then(|d| d.to_i64().ok()).unwrap_or(-1);
+        let classes = dim(1);
+        let ones = out.len() == 4 && dim(2) == 1 && dim(3) == 1;
+        if !(out.len() == 2 || ones) || classes != model.classes() as i64 {
             return Err(EvalError::ShapeMismatch {
                 model: model.name().to_owned(),
                 message: format!(
-                    "the graph's output has shape {:?}, expected [N, {}] (one value per label in the labels file)",
+                    "the graph's output has shape {:?}, expected [N, {}] or [N, {}, 1, 1] (one value per label in the labels file)",
                     out,
+                    model.classes(),
                     model.classes()
                 ),
             });

@@ -52,6 +52,23 @@ impl Window {
     fn col_offset(&self, kx: usize) -> isize {
         (kx * self.dw) as isize - self.pl as isize
     }
+    /// Calls `f` with the index of each input pixel of output `(oy, ox)`'s window that lies
+    /// inside the input.
+    fn each_input(&self, oy: usize, ox: usize, mut f: impl FnMut(usize)) {
+        for ky in 0..self.kh {
+            let iy = (oy * self.sh) as isize + self.row_offset(ky);
+            if iy < 0 || iy >= self.h as isize {
+                continue;
+            }
+            for kx in 0..self.kw {
+                let ix = (ox * self.sw) as isize + self.col_offset(kx);
+                if ix >= 0 && ix < self.w as isize {
+                    f(iy as usize * self.w + ix as usize);
+                }
+            }
+        }
+    }
+
     /// Output pixels per plane.
     pub fn out_len(&self) -> usize {
         self.oh * self.ow
@@ -240,6 +257,41 @@ pub(crate) fn max_pool_backward<T: Real>(dout: &[T], arg: &[u32], dx: &mut [T]) 
     }
 }
 
+/// Average pooling of one plane, each window divided by the number of its pixels inside the
+/// input (ONNX `count_include_pad = 0`).
+pub(crate) fn avg_pool_forward<T: Real>(x: &[T], g: &Window, out: &mut [T]) {
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let (mut sum, mut count) = (T::ZERO, 0usize);
+            g.each_input(oy, ox, |i| {
+                sum += x[i];
+                count += 1;
+            });
+            out[oy * g.ow + ox] = if count == 0 {
+                T::ZERO
+            } else {
+                sum * T::from_f64(1.0 / count as f64)
+            };
+        }
+    }
+}
+
+/// The backward of [`avg_pool_forward`]: each output's gradient is shared equally by the
+/// input pixels of its window.
+pub(crate) fn avg_pool_backward<T: Real>(dout: &[T], g: &Window, dx: &mut [T]) {
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let mut count = 0usize;
+            g.each_input(oy, ox, |_| count += 1);
+            if count == 0 {
+                continue;
+            }
+            let d = dout[oy * g.ow + ox] * T::from_f64(1.0 / count as f64);
+            g.each_input(oy, ox, |i| dx[i] += d);
+        }
+    }
+}
+
 /// Local response normalisation across channels (ONNX `LRN`) for one image of `channels`
 /// planes of `hw` pixels: `y = x / (bias + alpha / size * sum_{window} x^2) ^ beta`, the window
 /// `c - floor((size - 1) / 2) ..= c + ceil((size - 1) / 2)`.
@@ -364,6 +416,33 @@ pub(crate) mod tests {
             pl,
             oh,
             ow,
+        }
+    }
+
+    #[test]
+    fn average_pool_gradients_match_finite_differences() {
+        for g in geometries().into_iter().filter(|g| g.dh == 1) {
+            let x = noise(7, g.h * g.w);
+            let v = noise(8, g.out_len());
+            let f = |x: &[f64]| {
+                let mut out = vec![0.0; g.out_len()];
+                avg_pool_forward(x, &g, &mut out);
+                out.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>()
+            };
+            let mut dx = vec![0.0; x.len()];
+            avg_pool_backward(&v, &g, &mut dx);
+            check_gradient(&f, &x, &dx, "average pool");
+            // A window inside the input is the plain mean.
+            let mut out = vec![0.0; g.out_len()];
+            avg_pool_forward(&x, &g, &mut out);
+            if g.pt == 0 && g.pl == 0 {
+                let mean = (0..g.kh)
+                    .flat_map(|r| (0..g.kw).map(move |c| (r, c)))
+                    .map(|(r, c)| x[r * g.w + c])
+                    .sum::<f64>()
+                    / (g.kh * g.kw) as f64;
+                assert!((out[0] - mean).abs() < 1e-12);
+            }
         }
     }
 

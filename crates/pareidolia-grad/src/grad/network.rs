@@ -109,12 +109,25 @@ pub(crate) enum Op {
         window: WindowSpec,
     },
     MaxPool(WindowSpec),
+    /// Average pooling, pads not counted (`count_include_pad = 0`).
+    AveragePool(WindowSpec),
     Relu,
     Clip {
         min: f64,
         max: f64,
     },
+    /// The sum of two or more values of one shape (`Add`, `Sum`).
     Add,
+    /// `x * scale + shift` with constants that broadcast to `x` without growing it
+    /// (inference BatchNormalization, `Mul` or `Add` by a constant).
+    Affine {
+        scale: Option<Operand>,
+        shift: Option<Operand>,
+    },
+    /// Along axis 1 (channels).
+    Concat,
+    /// A permutation of the axes that keeps the batch axis first.
+    Transpose(Vec<usize>),
     GlobalAveragePool,
     /// To `[batch, everything else]`.
     Flatten,
@@ -129,8 +142,115 @@ pub(crate) enum Op {
     },
     Lrn(Lrn),
     Identity,
-    /// Over the last axis of a `[batch, n]` value.
+    /// Over all of an image's values: `[batch, n]`, or `[batch, n, 1, 1]` (ONNX before opset 13
+    /// coerces to 2-D at axis 1).
     Softmax,
+}
+
+/// A constant operand of [`Op::Affine`].
+#[derive(Debug, Clone)]
+pub(crate) enum Operand {
+    /// One value per channel (axis 1), whatever the rank.
+    Channel(Vec<f64>),
+    /// Numpy broadcasting from the right.
+    Broadcast { shape: Vec<usize>, data: Vec<f64> },
+}
+
+impl Operand {
+    /// The operand expanded to one image of `shape` (batch first), or why it does not fit.
+    fn expand<T: Real>(&self, shape: &[usize]) -> Result<Vec<T>, String> {
+        let per: usize = shape[1..].iter().product();
+        match self {
+            Operand::Channel(v) => {
+                let c = shape.get(1).copied().unwrap_or(1);
+                if v.len() != c {
+                    return Err(format!(
+                        "{} per-channel values for shape {shape:?}",
+                        v.len()
+                    ));
+                }
+                let inner = per / c.max(1);
+                Ok(v.iter()
+                    .flat_map(|&a| std::iter::repeat_n(T::from_f64(a), inner))
+                    .collect())
+            }
+            Operand::Broadcast { shape: cs, data } => {
+                if cs.len() > shape.len() {
+                    return Err(format!("constant {cs:?} has more axes than {shape:?}"));
+                }
+                let off = shape.len() - cs.len();
+                for (i, &d) in cs.iter().enumerate() {
+                    let ok = if i + off == 0 {
+                        d == 1
+                    } else {
+                        d == 1 || d == shape[i + off]
+                    };
+                    if !ok {
+                        return Err(format!(
+                            "constant {cs:?} does not broadcast to {shape:?} without growing it"
+                        ));
+                    }
+                }
+                // Strides of the constant over the image's axes (0 where broadcast).
+                let mut strides = vec![0usize; shape.len()];
+                let mut acc = 1;
+                for i in (0..cs.len()).rev() {
+                    if cs[i] != 1 {
+                        strides[i + off] = acc;
+                    }
+                    acc *= cs[i];
+                }
+                let dims = &shape[1..];
+                let strides = &strides[1..];
+                let mut out = Vec::with_capacity(per);
+                let mut idx = vec![0usize; dims.len()];
+                for _ in 0..per {
+                    let at: usize = idx.iter().zip(strides).map(|(a, b)| a * b).sum();
+                    out.push(T::from_f64(data[at]));
+                    for k in (0..dims.len()).rev() {
+                        idx[k] += 1;
+                        if idx[k] < dims[k] {
+                            break;
+                        }
+                        idx[k] = 0;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Where each element of a tensor of `shape` goes when its axes are permuted by `perm`
+/// (`out.shape[i] = shape[perm[i]]`): returns the output shape and, per input element in
+/// row-major order, its output index.
+fn transpose_map(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let mut out_strides = vec![0usize; shape.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        out_strides[i] = acc;
+        acc *= out_shape[i];
+    }
+    // The output stride of each input axis.
+    let mut in_axis_stride = vec![0usize; shape.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        in_axis_stride[p] = out_strides[i];
+    }
+    let total: usize = shape.iter().product();
+    let mut map = Vec::with_capacity(total);
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..total {
+        map.push(idx.iter().zip(&in_axis_stride).map(|(a, b)| a * b).sum());
+        for k in (0..shape.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < shape[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    (out_shape, map)
 }
 
 /// One node of the graph as the evaluator runs it.
@@ -521,6 +641,90 @@ impl<T: Real> Network<T> {
                     data: out,
                 }
             }
+            Op::AveragePool(window) => {
+                let [c, h, w] = image4(x)?;
+                let Some(g) = window.resolve(h, w) else {
+                    return bad(format!("kernel larger than the padded {h}x{w} input"));
+                };
+                let (hw, ohw) = (h * w, g.out_len());
+                let mut out = vec![T::ZERO; n * c * ohw];
+                for p in 0..n * c {
+                    kernels::avg_pool_forward(
+                        &x.data[p * hw..(p + 1) * hw],
+                        &g,
+                        &mut out[p * ohw..(p + 1) * ohw],
+                    );
+                }
+                Tensor {
+                    shape: vec![n, c, g.oh, g.ow],
+                    data: out,
+                }
+            }
+            Op::Affine { scale, shift } => {
+                let per = x.data.len() / n;
+                let expand = |o: &Option<Operand>| -> Result<Option<Vec<T>>, EvalError> {
+                    o.as_ref()
+                        .map(|o| o.expand(&x.shape).map_err(|m| self.failed(step, m)))
+                        .transpose()
+                };
+                let (a, b) = (expand(scale)?, expand(shift)?);
+                let mut out = x.data.clone();
+                for img in out.chunks_exact_mut(per) {
+                    if let Some(a) = &a {
+                        for (v, &k) in img.iter_mut().zip(a) {
+                            *v *= k;
+                        }
+                    }
+                    if let Some(b) = &b {
+                        for (v, &k) in img.iter_mut().zip(b) {
+                            *v += k;
+                        }
+                    }
+                }
+                Tensor {
+                    shape: x.shape.clone(),
+                    data: out,
+                }
+            }
+            Op::Concat => {
+                let parts: Vec<&Tensor<T>> = step.inputs.iter().map(|&i| &values[i]).collect();
+                let mut shape = x.shape.clone();
+                if shape.len() < 2 {
+                    return bad(format!("concatenates shape {shape:?} along axis 1"));
+                }
+                shape[1] = 0;
+                for p in &parts {
+                    if p.shape.len() != x.shape.len()
+                        || p.shape[2..] != x.shape[2..]
+                        || p.shape[0] != n
+                    {
+                        return bad(format!(
+                            "concatenates shapes {:?} and {:?} along axis 1",
+                            x.shape, p.shape
+                        ));
+                    }
+                    shape[1] += p.shape[1];
+                }
+                let mut data = Vec::with_capacity(shape.iter().product());
+                for img in 0..n {
+                    for p in &parts {
+                        let per = p.data.len() / n;
+                        data.extend_from_slice(&p.data[img * per..(img + 1) * per]);
+                    }
+                }
+                Tensor { shape, data }
+            }
+            Op::Transpose(perm) => {
+                if perm.len() != x.shape.len() {
+                    return bad(format!("perm {perm:?} for shape {:?}", x.shape));
+                }
+                let (shape, to) = transpose_map(&x.shape, perm);
+                let mut data = vec![T::ZERO; x.data.len()];
+                for (&v, &j) in x.data.iter().zip(&to) {
+                    data[j] = v;
+                }
+                Tensor { shape, data }
+            }
             Op::Relu => map(x, |v| if v > T::ZERO { v } else { T::ZERO }),
             Op::Clip { min, max } => {
                 let (lo, hi) = (T::from_f64(*min), T::from_f64(*max));
@@ -535,16 +739,22 @@ impl<T: Real> Network<T> {
                 })
             }
             Op::Add => {
-                let y = &values[step.inputs[1]];
-                if x.shape != y.shape {
-                    return bad(format!(
-                        "adds shapes {:?} and {:?}; only equal shapes are supported",
-                        x.shape, y.shape
-                    ));
+                let mut data = x.data.clone();
+                for &i in &step.inputs[1..] {
+                    let y = &values[i];
+                    if x.shape != y.shape {
+                        return bad(format!(
+                            "adds shapes {:?} and {:?}; only equal shapes are supported",
+                            x.shape, y.shape
+                        ));
+                    }
+                    for (a, &b) in data.iter_mut().zip(&y.data) {
+                        *a += b;
+                    }
                 }
                 Tensor {
                     shape: x.shape.clone(),
-                    data: x.data.iter().zip(&y.data).map(|(&a, &b)| a + b).collect(),
+                    data,
                 }
             }
             Op::GlobalAveragePool => {
@@ -639,9 +849,9 @@ impl<T: Real> Network<T> {
             }
             Op::Identity => x.clone(),
             Op::Softmax => {
-                if x.shape.len() != 2 {
+                if x.shape.len() < 2 || x.shape[2..].iter().any(|&d| d != 1) {
                     return bad(format!(
-                        "softmax of shape {:?}; only [batch, n] is supported",
+                        "softmax of shape {:?}; only [batch, n] (or [batch, n, 1, 1]) is supported",
                         x.shape
                     ));
                 }
@@ -748,6 +958,53 @@ impl<T: Real> Network<T> {
                     }
                     add(step.inputs[0], dx, &mut grads);
                 }
+                Op::AveragePool(window) => {
+                    let [_, c, h, w] = x.shape[..] else {
+                        unreachable!("checked forward")
+                    };
+                    let g = window.resolve(h, w).expect("resolved forward");
+                    let (hw, ohw) = (h * w, g.out_len());
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    for p in 0..n * c {
+                        kernels::avg_pool_backward(
+                            &dy[p * ohw..(p + 1) * ohw],
+                            &g,
+                            &mut dx[p * hw..(p + 1) * hw],
+                        );
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Affine { scale, .. } => {
+                    let mut dx = dy;
+                    if let Some(scale) = scale {
+                        let a: Vec<T> = scale.expand(&x.shape).map_err(|m| self.failed(step, m))?;
+                        for img in dx.chunks_exact_mut(a.len()) {
+                            for (d, &k) in img.iter_mut().zip(&a) {
+                                *d *= k;
+                            }
+                        }
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Concat => {
+                    let mut offset = 0;
+                    let per_out = dy.len() / n;
+                    for &i in &step.inputs {
+                        let per = values[i].data.len() / n;
+                        let mut dx = Vec::with_capacity(per * n);
+                        for img in 0..n {
+                            let at = img * per_out + offset;
+                            dx.extend_from_slice(&dy[at..at + per]);
+                        }
+                        offset += per;
+                        add(i, dx, &mut grads);
+                    }
+                }
+                Op::Transpose(perm) => {
+                    let (_, to) = transpose_map(&x.shape, perm);
+                    let dx = to.iter().map(|&j| dy[j]).collect();
+                    add(step.inputs[0], dx, &mut grads);
+                }
                 Op::Relu => {
                     let dx = dy
                         .iter()
@@ -766,7 +1023,9 @@ impl<T: Real> Network<T> {
                     add(step.inputs[0], dx, &mut grads);
                 }
                 Op::Add => {
-                    add(step.inputs[1], dy.clone(), &mut grads);
+                    for &i in &step.inputs[1..] {
+                        add(i, dy.clone(), &mut grads);
+                    }
                     add(step.inputs[0], dy, &mut grads);
                 }
                 Op::GlobalAveragePool => {

@@ -10,13 +10,13 @@ use prost::Message;
 use tract_onnx::pb;
 
 use super::kernels::Lrn;
-use super::network::{Network, Op, Padding, Parameter, Step, WindowSpec};
+use super::network::{Network, Op, Operand, Padding, Parameter, Step, WindowSpec};
 use super::real::Real;
 use crate::onnx_read::{self, attr, attr_ints, node_name};
 use pareidolia_eval::{EvalError, Layout, Model};
 
 /// The ops the evaluator differentiates, for messages.
-pub(crate) const DIFFERENTIABLE: &str = "Add, Clip, Conv, Dropout, Flatten, Gemm, GlobalAveragePool, Identity, LRN, MaxPool, Relu, Reshape, Softmax";
+pub(crate) const DIFFERENTIABLE: &str = "Add, AveragePool, BatchNormalization (inference), Clip, Concat (axis 1), Conv, Dropout, Flatten, Gemm, GlobalAveragePool, Identity, LRN, MaxPool, Mul (by a constant), Relu, Reshape, Softmax, Sum, Transpose";
 /// The ops folded when all their inputs are constant.
 const FOLDABLE: &str = "Add, Cast, Constant, ConstantOfShape, Div, Identity, Mul, ReduceMean, Reshape, Slice, Sub, Tile, Unsqueeze";
 
@@ -523,6 +523,18 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
             }
             continue;
         }
+        // Commutative ops: the values computed from the image first, constants after.
+        let reordered;
+        let node = if matches!(node.op_type.as_str(), "Add" | "Mul" | "Sum")
+            && !slots.contains_key(&node.input[0])
+        {
+            let mut n = node.clone();
+            n.input.sort_by_key(|i| !slots.contains_key(i.as_str()));
+            reordered = n;
+            &reordered
+        } else {
+            node
+        };
         let slot = |name: &str| slots.get(name).copied();
         let x = slot(&node.input[0]).ok_or_else(|| {
             refuse(
@@ -657,11 +669,140 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
                 };
                 Op::Clip { min, max }
             }
-            "Add" => {
-                if node.input.len() != 2 || slot(&node.input[1]).is_none() {
-                    return Err(refuse(model, node, "only the sum of two values computed from the image is supported (not a constant)".into()));
+            "Add" | "Mul" if node.input.len() == 2 && slot(&node.input[1]).is_none() => {
+                let (_, c) =
+                    constant(1)?.ok_or_else(|| refuse(model, node, "no second input".into()))?;
+                let operand = Some(Operand::Broadcast {
+                    shape: c.shape.clone(),
+                    data: c.data.to_vec(),
+                });
+                if node.op_type == "Add" {
+                    Op::Affine {
+                        scale: None,
+                        shift: operand,
+                    }
+                } else {
+                    Op::Affine {
+                        scale: operand,
+                        shift: None,
+                    }
+                }
+            }
+            "Add" | "Sum" => {
+                if node.input.iter().any(|i| slot(i).is_none()) {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "a sum of values computed from the image and constants is not supported"
+                            .into(),
+                    ));
+                }
+                if node.op_type == "Add" && node.input.len() != 2 {
+                    return Err(refuse(model, node, format!("{} inputs", node.input.len())));
                 }
                 Op::Add
+            }
+            "Mul" => {
+                return Err(refuse(
+                    model,
+                    node,
+                    "only a product with a constant is supported, not of two values computed from the image".into(),
+                ));
+            }
+            "BatchNormalization" => {
+                if attr_int(node, "training_mode", 0) != 0 {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "training_mode = 1 is not supported; export the model in inference mode"
+                            .into(),
+                    ));
+                }
+                if node
+                    .output
+                    .iter()
+                    .skip(1)
+                    .any(|o| !o.is_empty() && uses.contains_key(o.as_str()))
+                {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "its running-statistics outputs are used (training mode)".into(),
+                    ));
+                }
+                let mut c = Vec::new();
+                for i in 1..5 {
+                    let (_, v) = constant(i)?
+                        .ok_or_else(|| refuse(model, node, format!("input {i} is missing")))?;
+                    c.push(v);
+                }
+                let len = c[0].data.len();
+                if c.iter().any(|v| v.data.len() != len) {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "scale, B, mean and var differ in length".into(),
+                    ));
+                }
+                let eps = f64::from(attr_float(node, "epsilon", 1e-5));
+                let scale: Vec<f64> = (0..len)
+                    .map(|k| c[0].data[k] / (c[3].data[k] + eps).sqrt())
+                    .collect();
+                let shift: Vec<f64> = (0..len)
+                    .map(|k| c[1].data[k] - c[2].data[k] * scale[k])
+                    .collect();
+                Op::Affine {
+                    scale: Some(Operand::Channel(scale)),
+                    shift: Some(Operand::Channel(shift)),
+                }
+            }
+            "AveragePool" => {
+                let window = window(attr_ints(node, "kernel_shape"), true)?;
+                if attr_int(node, "count_include_pad", 0) != 0
+                    && window.padding != Padding::Explicit([0; 4])
+                {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "count_include_pad = 1 with padding is not supported".into(),
+                    ));
+                }
+                Op::AveragePool(window)
+            }
+            "Concat" => {
+                if attr_int(node, "axis", 0) != 1 {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "only axis 1 (channels) is supported".into(),
+                    ));
+                }
+                if node.input.iter().any(|i| slot(i).is_none()) {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "a constant input is not supported".into(),
+                    ));
+                }
+                Op::Concat
+            }
+            "Transpose" => {
+                let perm =
+                    attr_ints(node, "perm").ok_or_else(|| refuse(model, node, "no perm".into()))?;
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if perm.first() != Some(&0)
+                    || sorted.iter().enumerate().any(|(i, &p)| p != i as i64)
+                {
+                    return Err(refuse(
+                        model,
+                        node,
+                        format!(
+                            "perm {perm:?}: only permutations that keep the batch axis first are supported"
+                        ),
+                    ));
+                }
+                Op::Transpose(perm.iter().map(|&p| p as usize).collect())
             }
             "GlobalAveragePool" => Op::GlobalAveragePool,
             "Flatten" => {
@@ -773,8 +914,10 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
             }
         };
         let mut inputs = vec![x];
-        if matches!(op, Op::Add) {
-            inputs.push(slot(&node.input[1]).expect("checked above"));
+        if matches!(op, Op::Add | Op::Concat) {
+            for i in &node.input[1..] {
+                inputs.push(slot(i).expect("checked above"));
+            }
         }
         let output = slots.len();
         let out_name = node.output.first().cloned().unwrap_or_default();
