@@ -413,7 +413,7 @@ mod forger {
     use std::net::SocketAddr;
     use std::time::{Duration, Instant};
 
-    use pareidolia_daemon::messages::{
+    use pareidolia_daemon::map_elites::messages::{
         EvaluatorMsg, NodeRole, RegistrarMsg, Results, ScoredChild, WorkerMsg, child_id, names,
     };
     use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -444,7 +444,7 @@ mod forger {
         }
     }
 
-    use pareidolia_daemon::messages::daemon_registrar as registrar;
+    use pareidolia_daemon::map_elites::messages::daemon_registrar as registrar;
 
     async fn answer(rx: &mut mpsc::UnboundedReceiver<WorkerMsg>, msg: RegistrarMsg) -> WorkerMsg {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -95,7 +95,7 @@ async fn repeated_failures_stop_the_run_with_a_clear_error() {
             actor, restarts, ..
         }) => {
             assert_eq!(actor, "mutator 1");
-            assert!(restarts > pareidolia_daemon::supervisor::MAX_RESTARTS);
+            assert!(restarts > pareidolia_daemon::map_elites::supervisor::MAX_RESTARTS);
         }
         other => panic!("expected TooManyFailures, got {other:?}"),
     }

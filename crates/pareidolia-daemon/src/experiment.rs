@@ -1,6 +1,6 @@
 //! The run: a [`Setup`] with its model prepared, and what runs it until the last generation
 //! is in (or a stop request, or an error): the MAP-Elites actor tree, or for
-//! `[search] kind = "gradient-ascent"` the ascent loop ([`crate::ascent_run`]) on a blocking
+//! `[search] kind = "gradient-ascent"` the ascent loop ([`crate::ascent`]) on a blocking
 //! thread, with the same progress, history, checkpoints and metrics.
 
 use std::path::PathBuf;
@@ -16,14 +16,14 @@ use pareidolia_grad::grad::{CpuGradient, DifferentiableModel, GradientBackend, O
 use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, watch};
 
-use crate::archive_actor::{ArchivePlan, CheckpointPlan};
-use crate::messages::{ArchiveMsg, BreedJob, EvaluatorRoute, Recipe, names};
+use crate::map_elites::archive_actor::{ArchivePlan, CheckpointPlan};
+use crate::map_elites::messages::{ArchiveMsg, BreedJob, EvaluatorRoute, Recipe, names};
+use crate::map_elites::mutator_actor::breed;
+use crate::map_elites::supervisor::{Supervisor, SupervisorArgs};
+use crate::metrics::actor::{MetricsActor, MetricsArgs};
 use crate::metrics::{CheckpointPolicy, Metrics};
-use crate::metrics_actor::{MetricsActor, MetricsArgs};
-use crate::mutator_actor::breed;
-use crate::outcome::{Progress, RunError, RunOutcome};
-use crate::setup::{ModelSetup, Setup, SetupError};
-use crate::supervisor::{Supervisor, SupervisorArgs};
+use crate::run::outcome::{Progress, RunError, RunOutcome};
+use crate::run::setup::{ModelSetup, Setup, SetupError};
 
 /// How a run is driven beyond its config.
 #[derive(Default)]
@@ -429,7 +429,7 @@ impl Experiment {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((run.clone(), stop.clone()));
-        let args = crate::ascent_run::AscentRun {
+        let args = crate::ascent::AscentRun {
             setup: self.setup.clone(),
             identity: self.identity.clone(),
             model,
@@ -442,7 +442,7 @@ impl Experiment {
             progress,
             stop,
         };
-        let outcome = tokio::task::spawn_blocking(move || crate::ascent_run::run(args))
+        let outcome = tokio::task::spawn_blocking(move || crate::ascent::run(args))
             .await
             .unwrap_or_else(|e| {
                 Err(RunError::ActorFailed {
@@ -460,7 +460,7 @@ impl Experiment {
 }
 
 type MetricsHandle = (
-    ActorRef<crate::messages::MetricsMsg>,
+    ActorRef<crate::map_elites::messages::MetricsMsg>,
     tokio::task::JoinHandle<()>,
 );
 
@@ -505,7 +505,7 @@ fn prepare_gradient(setup: &Setup) -> Result<Box<dyn DifferentiableModel>, Setup
     let mut rendered = vec![0u8; probe.len()];
     let renders = setup
         .encoding
-        .render(&crate::ascent_run::direct_genome(&probe), &mut rendered)
+        .render(&crate::ascent::direct_genome(&probe), &mut rendered)
         .is_ok()
         && rendered
             .iter()

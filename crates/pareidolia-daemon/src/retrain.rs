@@ -45,10 +45,10 @@ use pareidolia_grad::{LabelledImages, OnnxGraph, TrainingData};
 use serde::{Deserialize, Serialize};
 
 use crate::experiment::{Experiment, RunOptions, request_stop};
-use crate::history;
-use crate::outcome::{Progress, RunError};
-use crate::run_folder::{self, RunFolderError};
-use crate::setup::SetupError;
+use crate::run::folder::{self, RunFolderError};
+use crate::run::history;
+use crate::run::outcome::{Progress, RunError};
+use crate::run::setup::SetupError;
 
 /// The label of the extra class.
 pub const FOOLING_LABEL: &str = "fooling";
@@ -1175,7 +1175,7 @@ impl Retrain {
             return Ok(None);
         }
         let started = Instant::now();
-        let summary = run_folder::write(
+        let summary = folder::write(
             dir,
             &experiment.setup.encoding,
             &experiment.identity,

@@ -36,7 +36,7 @@ const BEFORE_FIRST_CHECKPOINT: [&str; 4] = [
     "lock",
     "config.toml",
     RUN_ID_FILE,
-    pareidolia_daemon::history::FILE_NAME,
+    pareidolia_daemon::run::history::FILE_NAME,
 ];
 
 /// What a run folder holds, as `daemon` sees it before it takes the lock.

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use pareidolia_core::RunIdentity;
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
-use pareidolia_daemon::{RunOutcome, Setup, run_folder};
+use pareidolia_daemon::run::folder;
+use pareidolia_daemon::{RunOutcome, Setup};
 
 use crate::cli::{ExportArgs, ExportGenomeArgs};
 
@@ -56,7 +57,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
         identity,
     } = open_run(&args.run_dir)?;
     let outcome = RunOutcome::from_checkpoint(&checkpoint, path.clone());
-    let summary = run_folder::write(
+    let summary = folder::write(
         &args.out,
         &setup.encoding,
         &identity,

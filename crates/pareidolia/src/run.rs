@@ -8,7 +8,8 @@ use std::io::Write as _;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use pareidolia_core::RunConfig;
-use pareidolia_daemon::{Experiment, Progress, RunOptions, run_folder};
+use pareidolia_daemon::run::folder;
+use pareidolia_daemon::{Experiment, Progress, RunOptions};
 
 use crate::cli::{ExperimentArgs, RunArgs};
 
@@ -189,7 +190,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     };
     bar.finish();
-    let summary = run_folder::write(
+    let summary = folder::write(
         &out,
         &experiment.setup.encoding,
         &experiment.identity,

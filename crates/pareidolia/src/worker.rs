@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use pareidolia_core::RunConfig;
 use pareidolia_daemon::cluster::{self, WorkerEnd, WorkerOptions};
-use pareidolia_daemon::messages::NodeRole;
+use pareidolia_daemon::map_elites::messages::NodeRole;
 
 use crate::cli::{WorkerArgs, WorkerRole};
 

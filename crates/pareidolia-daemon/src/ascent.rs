@@ -31,9 +31,9 @@ use pareidolia_eval::{EvalError, InputSpec, PreparedModel};
 use pareidolia_grad::grad::{DifferentiableModel, Objective};
 use tokio::sync::watch;
 
-use crate::history::History;
-use crate::outcome::{Progress, RunError, RunOutcome};
-use crate::setup::Setup;
+use crate::run::history::History;
+use crate::run::outcome::{Progress, RunError, RunOutcome};
+use crate::run::setup::Setup;
 
 /// The mean of the recipe's mean-subtracted space, in canvas pixel units (`0..=255`), one
 /// value per canvas value: the pixel whose normalised model input is 0 in each channel, plus

@@ -1,14 +1,14 @@
 //! MetricsActor: turns the archive's progress and the pipeline's timings into Prometheus
 //! metrics. The other actors cast plain-data observations to it by name and never wait for
-//! it ([`observe`](crate::messages::observe)); when no metrics actor runs (a plain
+//! it ([`observe`](crate::map_elites::messages::observe)); when no metrics actor runs (a plain
 //! `pareidolia run`), the casts go nowhere.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 
-use crate::messages::MetricsMsg;
+use crate::map_elites::messages::MetricsMsg;
 use crate::metrics::Metrics;
-use crate::outcome::Progress;
+use crate::run::outcome::Progress;
 
 /// The actor.
 #[derive(Debug, Default)]

@@ -5,7 +5,7 @@
 //!
 //! A run has one or more evaluators (`workers`), each with its own prepared models on a
 //! single-threaded backend, registered as `names::evaluator(run, i)` and joined to the group
-//! `names::evaluator_group(run)`. The archive's [`EvaluatorRoute`](crate::messages::EvaluatorRoute)
+//! `names::evaluator_group(run)`. The archive's [`EvaluatorRoute`](crate::map_elites::messages::EvaluatorRoute)
 //! sends each batch whole to one of them, so evaluator `i` only ever sees the children of its
 //! own batches and a batch's images, and so its scores, are the same with 1 or N evaluators.
 //!
@@ -22,12 +22,12 @@ use pareidolia_core::summary::StageTimes;
 use pareidolia_eval::PreparedModel;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::batcher::{Batch, Batcher};
-use crate::messages::{
+use crate::map_elites::batcher::{Batch, Batcher};
+use crate::map_elites::messages::{
     ArchiveMsg, BatchTimings, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
     RegistrarMsg, Results, ScoredChild, WorkTally, names, observe,
 };
-use crate::setup::ModelSetup;
+use crate::run::setup::ModelSetup;
 
 /// How long a partial batch may wait for more children before it runs anyway.
 const LINGER: Duration = Duration::from_millis(500);
@@ -115,10 +115,10 @@ fn send_to(sink: &Sink, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: S
         times,
     };
     let sent = match sink.kind {
-        ResultSink::Archive => crate::messages::find(&sink.archive)
+        ResultSink::Archive => crate::map_elites::messages::find(&sink.archive)
             .map(ActorRef::<ArchiveMsg>::from)
             .map(|a| a.cast(ArchiveMsg::Results(results)).is_ok()),
-        ResultSink::Registrar => crate::messages::daemon_registrar()
+        ResultSink::Registrar => crate::map_elites::messages::daemon_registrar()
             .map(|r| r.cast(RegistrarMsg::Results(results)).is_ok()),
     };
     match sent {

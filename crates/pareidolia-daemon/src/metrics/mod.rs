@@ -1,8 +1,10 @@
 //! The Prometheus registry of a run and every metric in it (catalogue: `docs/metrics.md`).
 //! Names follow Prometheus conventions: `pareidolia_` prefix, base units, `_total` for
 //! counters, `_info` for metadata; label values come from bounded sets (stages, queues,
-//! thresholds, the run's classes and plugins). The [`MetricsActor`](crate::metrics_actor)
+//! thresholds, the run's classes and plugins). The [`MetricsActor`](actor::MetricsActor)
 //! feeds it; the HTTP server only renders it.
+
+pub mod actor;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -13,8 +15,8 @@ use prometheus::{
 use pareidolia_core::RunIdentity;
 
 use crate::cluster::NodeStatus;
-use crate::messages::{BatchTimings, LossKind, NodeRole, ReissueCause, Rejection};
-use crate::outcome::Progress;
+use crate::map_elites::messages::{BatchTimings, LossKind, NodeRole, ReissueCause, Rejection};
+use crate::run::outcome::Progress;
 
 /// The causes of `pareidolia_cluster_refused_total`.
 pub const REFUSAL_CAUSES: [&str; 4] = ["unauthenticated", "version", "identity", "results"];

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use pareidolia_core::config::MAX_LAG;
 
-use crate::messages::{LostChild, Offspring, child_index};
+use crate::map_elites::messages::{LostChild, Offspring, child_index};
 
 /// A batch ready for inference: children in id order, each with its arrival time.
 #[derive(Debug, Default)]
@@ -119,7 +119,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::messages::{LossKind, child_id};
+    use crate::map_elites::messages::{LossKind, child_id};
 
     fn child(generation: u64, index: u32, size: u32) -> Result<Offspring, LostChild> {
         Ok(Offspring {

@@ -23,13 +23,13 @@ use pareidolia_core::{Archive, Evaluated, RunIdentity, StopConfig, StopReached};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
 
-use crate::generation::{Generation, Pipeline, Reissue};
-use crate::history::History;
-use crate::messages::{
+use crate::map_elites::generation::{Generation, Pipeline, Reissue};
+use crate::map_elites::messages::{
     ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, child_index, live_evaluators,
     names, observe, remote_nodes,
 };
-use crate::outcome::{Progress, RunError, RunOutcome};
+use crate::run::history::History;
+use crate::run::outcome::{Progress, RunError, RunOutcome};
 
 /// The actor.
 #[derive(Debug, Default)]

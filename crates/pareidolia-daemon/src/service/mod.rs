@@ -4,6 +4,10 @@
 //! folder written at the end. A final checkpoint that could not be written is an error,
 //! after the gallery and summary are written. The command line only chooses the folder and the config and
 //! calls [`serve`].
+//!
+//! [`http`] holds the endpoints; this module serves them beside the run.
+
+pub mod http;
 
 use std::fs::File;
 use std::io::Write as _;
@@ -15,13 +19,13 @@ use pareidolia_core::checkpoint::Checkpoint;
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::{AllowedChanges, IdentityMismatch};
 
+use self::http::{AppState, HostPolicy, router};
 use crate::cluster::{ClusterError, ClusterOptions, DaemonNode};
 use crate::experiment::{Experiment, RunOptions, request_stop};
-use crate::http::{AppState, HostPolicy, router};
 use crate::metrics::Metrics;
-use crate::outcome::{Progress, RunError, RunOutcome};
-use crate::run_folder::{self, RunFolderError};
-use crate::setup::{Setup, SetupError};
+use crate::run::folder::{self, RunFolderError};
+use crate::run::outcome::{Progress, RunError, RunOutcome};
+use crate::run::setup::{Setup, SetupError};
 
 /// How long a stop request may take (the generation in flight plus the final checkpoint)
 /// before the daemon gives up waiting and exits with an error.
@@ -433,7 +437,7 @@ fn remove_unstarted(run_dir: &Path) {
     for name in [
         "config.toml",
         pareidolia_core::resume::RUN_ID_FILE,
-        crate::history::FILE_NAME,
+        crate::run::history::FILE_NAME,
         "lock",
     ] {
         let _ = std::fs::remove_file(run_dir.join(name));
@@ -447,7 +451,7 @@ fn finish(
     experiment: &Experiment,
     outcome: &RunOutcome,
 ) -> Result<(), ServiceError> {
-    let summary = run_folder::write(
+    let summary = folder::write(
         run_dir,
         &experiment.setup.encoding,
         &experiment.identity,

@@ -18,10 +18,10 @@ use pareidolia_core::checkpoint::PlannedGeneration;
 use pareidolia_core::seeds::{self, HostRng, Stream};
 use pareidolia_core::summary::StageTimes;
 
-use crate::messages::{
+use crate::map_elites::messages::{
     BreedJob, EvaluatorRoute, LossKind, LostChild, Recipe, Results, ScoredChild, child_index,
 };
-use crate::outcome::RunError;
+use crate::run::outcome::RunError;
 
 /// How often one generation's outstanding children are re-issued before they count as lost.
 pub const MAX_REISSUES: u32 = 3;
@@ -499,7 +499,7 @@ mod tests {
     use pareidolia_core::Evaluated;
 
     use super::*;
-    use crate::messages::child_id;
+    use crate::map_elites::messages::child_id;
 
     fn scored(id: u64) -> ScoredChild {
         ScoredChild {

@@ -8,7 +8,7 @@ use pareidolia_core::image_io::Image;
 use pareidolia_core::summary::{ClassSummary, RunSummary};
 use pareidolia_core::{Champion, EncodingPlugin, RunIdentity, parallel};
 
-use crate::outcome::RunOutcome;
+use crate::run::outcome::RunOutcome;
 
 /// Writing the run folder failed.
 #[derive(Debug, thiserror::Error)]

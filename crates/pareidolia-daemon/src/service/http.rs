@@ -21,7 +21,7 @@ use pareidolia_core::{EncodingPlugin, ModelIdentity, RunIdentity};
 
 use crate::cluster::{ClusterView, NodeStatus};
 use crate::metrics::Metrics;
-use crate::outcome::Progress;
+use crate::run::outcome::Progress;
 
 /// The gallery page: static HTML and script that read `/status` (see the file for why).
 const GALLERY_HTML: &str = include_str!("gallery.html");

@@ -5,7 +5,7 @@
 //! The wire is ractor_cluster's (authenticated sessions with a shared cookie, process groups
 //! kept in step across nodes, remote actor references); this module adds no protocol of its
 //! own, only two small actors that talk over it with plain serde messages
-//! ([`RegistrarMsg`], [`WorkerMsg`] in [`crate::messages`]):
+//! ([`RegistrarMsg`], [`WorkerMsg`] in [`crate::map_elites::messages`]):
 //!
 //! 1. the worker connects and authenticates (a wrong cookie, or a port that is not a
 //!    cluster node, ends it here with a clear error);
@@ -17,7 +17,7 @@
 //!    versions, model sha256) and refuses a mismatch, logging it on both sides;
 //! 4. taken in, it starts an evaluator as evaluator `slot` (after the daemon's local ones)
 //!    and joins that evaluator's process group. From the next generation on, the archive's
-//!    [`EvaluatorRoute`](crate::messages::EvaluatorRoute) spreads batches over it too: a batch
+//!    [`EvaluatorRoute`](crate::map_elites::messages::EvaluatorRoute) spreads batches over it too: a batch
 //!    is formed by child index and scored whole by one evaluator, so the archive does not
 //!    depend on which evaluator, local or remote, scored it.
 //!
@@ -35,7 +35,7 @@
 //! What a worker can do to the run: results reach the archive only through the registrar,
 //! which takes them only from the evaluator slot of a node in the run, and the archive
 //! takes a child only if its generation routed it to that evaluator, with one finite score
-//! per class ([`Generation::accept_from`](crate::generation::Generation::accept_from)); the
+//! per class ([`Generation::accept_from`](crate::map_elites::generation::Generation::accept_from)); the
 //! archive itself is in no process group, so no node can send it anything else (a
 //! shutdown, a re-issue). A node holding the cookie is trusted to compute honestly: an
 //! evaluator could report false scores for the batches routed to it, a mutator could make
@@ -55,14 +55,14 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
-use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
 use crate::experiment::Experiment;
-use crate::messages::{
+use crate::map_elites::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
+use crate::map_elites::messages::{
     ArchiveMsg, EvaluatorMsg, NodeRole, NodeWork, RegistrarMsg, ReissueCause, Results, WorkTally,
     WorkerMsg, daemon_registrar, names,
 };
-use crate::mutator_actor::{MutatorActor, MutatorState};
-use crate::setup::{ModelSetup, Setup, SetupError};
+use crate::map_elites::mutator_actor::{MutatorActor, MutatorState};
+use crate::run::setup::{ModelSetup, Setup, SetupError};
 
 /// The cookie of a cluster on loopback started without `--cookie-file`: every process of
 /// this machine may join such a cluster, nothing beyond it can reach it.
@@ -955,7 +955,8 @@ impl Actor for Registrar {
             }
             RegistrarMsg::Results(results) => state.forward(results),
             RegistrarMsg::Relay { to, children } => {
-                match crate::messages::find(&names::evaluator(&state.run, to as usize)) {
+                match crate::map_elites::messages::find(&names::evaluator(&state.run, to as usize))
+                {
                     Some(cell) => {
                         let evaluator: ActorRef<EvaluatorMsg> = cell.into();
                         let _ = evaluator.cast(EvaluatorMsg::Children(children));

@@ -12,12 +12,12 @@ use pareidolia_eval::PreparedModel;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 
-use crate::archive_actor::{ArchiveActor, ArchiveArgs, ArchivePlan};
-use crate::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
-use crate::messages::{ArchiveMsg, ReissueCause, names};
-use crate::mutator_actor::{MutatorActor, MutatorState};
-use crate::outcome::{Progress, RunError, RunOutcome};
-use crate::setup::Setup;
+use crate::map_elites::archive_actor::{ArchiveActor, ArchiveArgs, ArchivePlan};
+use crate::map_elites::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
+use crate::map_elites::messages::{ArchiveMsg, ReissueCause, names};
+use crate::map_elites::mutator_actor::{MutatorActor, MutatorState};
+use crate::run::outcome::{Progress, RunError, RunOutcome};
+use crate::run::setup::Setup;
 
 /// Restarts allowed within [`RESTART_WINDOW`] before the run stops.
 pub const MAX_RESTARTS: usize = 5;
@@ -173,7 +173,7 @@ impl Actor for Supervisor {
         )
         .await?;
         // The archive joins no process group: no other node can reach it. Worker nodes'
-        // results come through the daemon's registrar (cluster.rs).
+        // results come through the daemon's registrar (`crate::cluster`).
         state.children.push((Role::Archive, archive.get_cell()));
         prepared.resize_with(state.args.evaluators.max(1), || None);
         for (i, models) in prepared.into_iter().enumerate() {

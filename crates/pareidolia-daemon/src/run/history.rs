@@ -20,7 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use crate::outcome::Progress;
+use crate::run::outcome::Progress;
 
 /// The CSV header.
 pub const HEADER: &str = "generation,evaluations,elapsed_s,median,min,mean,qd_score,filled,at_least_0.5,at_least_0.9,at_least_0.99,at_least_0.9999,replacements,lost";

@@ -18,9 +18,9 @@ use pareidolia_core::RunIdentity;
 use pareidolia_core::summary::StageTimes;
 use serde::{Deserialize, Serialize};
 
-pub use crate::generation::Rejection;
-pub use crate::outcome::LossKind;
-use crate::outcome::Progress;
+pub use crate::map_elites::generation::Rejection;
+pub use crate::run::outcome::LossKind;
+use crate::run::outcome::Progress;
 
 /// Opaque genome bytes of the encoding plugin.
 pub type Genome = Arc<[u8]>;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use pareidolia_core::EncodingPlugin;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::messages::{
+use crate::map_elites::messages::{
     BreedJob, EvaluatorMsg, EvaluatorRoute, LossKind, LostChild, MutatorMsg, Offspring, Recipe,
     RegistrarMsg, WorkTally, names,
 };
@@ -120,7 +120,7 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
 
 /// Sends children for evaluator `index` through the daemon's registrar.
 fn relay(index: usize, children: Vec<Result<Offspring, LostChild>>) {
-    let sent = crate::messages::daemon_registrar().is_some_and(|registrar| {
+    let sent = crate::map_elites::messages::daemon_registrar().is_some_and(|registrar| {
         registrar
             .cast(RegistrarMsg::Relay {
                 to: index as u32,
@@ -174,7 +174,7 @@ impl Actor for MutatorActor {
                     tracing::warn!(child = child.id, generation = child.generation, reason = %child.reason, "child lost");
                 }
                 for (index, children) in route(children, &to) {
-                    match crate::messages::find(&names::evaluator(&state.run, index)) {
+                    match crate::map_elites::messages::find(&names::evaluator(&state.run, index)) {
                         Some(cell) => {
                             let evaluator: ActorRef<EvaluatorMsg> = cell.into();
                             // A failed send means the evaluator is restarting; the supervisor
@@ -202,7 +202,7 @@ impl Actor for MutatorActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::child_id;
+    use crate::map_elites::messages::child_id;
 
     #[test]
     fn a_job_straddling_a_batch_boundary_goes_to_two_evaluators() {
