@@ -12,8 +12,15 @@
 //! - [`cluster`]: worker nodes over `ractor_cluster` (the daemon's registrar, `pareidolia
 //!   worker`);
 //! - [`service`]: the daemon as a service (lock, identity check, HTTP endpoints, signals,
-//!   drain);
-//! - [`transfer`] and [`retrain`]: the paper's transfer test and retraining experiment.
+//!   drain).
+//!
+//! Each room uses only rooms listed before it, with two exceptions not yet removed (issue 26
+//! item 4): [`metrics`] and [`service::http`] read the node status types of [`cluster`], and
+//! [`cluster`] waits on [`service::shutdown_signal`]; inside [`map_elites`], `messages`
+//! re-exports `generation::Rejection` while `generation` uses `messages`.
+//!
+//! The paper's experiments built on the searches (transfer, retraining) are in the
+//! `pareidolia-experiments` crate.
 #![deny(missing_docs)]
 
 pub mod ascent;
@@ -21,10 +28,8 @@ pub mod cluster;
 pub mod experiment;
 pub mod map_elites;
 pub mod metrics;
-pub mod retrain;
 pub mod run;
 pub mod service;
-pub mod transfer;
 
 pub use experiment::{Experiment, RunOptions, request_stop};
 pub use run::outcome::{Progress, RunError, RunOutcome};

@@ -1,6 +1,6 @@
 //! `pareidolia train` and `pareidolia retrain`: arguments to a [`TrainJob`] or a retrain
 //! [`Request`], a progress bar, SIGTERM/SIGINT to a stop flag; the work is in
-//! `pareidolia_daemon::retrain`.
+//! `pareidolia_experiments::retrain`.
 
 use std::io::Write as _;
 use std::ops::ControlFlow;
@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use pareidolia_core::RunConfig;
-use pareidolia_daemon::retrain::{
-    self, CSV_FILE, Event, Finish, LabelledBytes, PLAN_FILE, Request, Retrain, TrainJob,
-};
 use pareidolia_daemon::service;
 use pareidolia_eval::{Backend as _, Model, ModelRef};
+use pareidolia_experiments::retrain::{
+    self, CSV_FILE, Event, Finish, LabelledBytes, PLAN_FILE, Request, Retrain, TrainJob,
+};
 use pareidolia_grad::TrainingData;
 use pareidolia_grad::train::{Init, SgdRecipe};
 

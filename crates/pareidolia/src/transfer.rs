@@ -1,12 +1,12 @@
 //! `pareidolia transfer RUN_DIR --model M ...`: the run's champions from its newest
-//! checkpoint, scored by other models (`pareidolia_daemon::transfer`), written as
+//! checkpoint, scored by other models (`pareidolia_experiments::transfer`), written as
 //! `transfer.csv`, `transfer.md` (also printed) and `transfer.png`.
 
 use std::io::Write as _;
 
 use anyhow::{Context, Result};
 use pareidolia_core::image_io::write_png;
-use pareidolia_daemon::transfer::{self, TargetSpec};
+use pareidolia_experiments::transfer::{self, TargetSpec};
 
 use crate::cli::TransferArgs;
 use crate::export::{StoredRun, open_run};

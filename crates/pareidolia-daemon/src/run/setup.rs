@@ -302,7 +302,7 @@ pub fn backend_options(m: &ModelConfig, base_dir: &Path) -> BackendOptions {
 
 /// Refuses two models whose labels differ (count or text), naming both labels files and the
 /// first class where they differ.
-pub(crate) fn check_same_classes(first: &ModelSetup, other: &ModelSetup) -> Result<(), SetupError> {
+pub fn check_same_classes(first: &ModelSetup, other: &ModelSetup) -> Result<(), SetupError> {
     let (a, b) = (&first.model.labels, &other.model.labels);
     let Some(class) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) else {
         return Ok(());

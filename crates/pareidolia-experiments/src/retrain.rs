@@ -44,11 +44,11 @@ use pareidolia_grad::train::{self, SgdRecipe, TrainProgress, TrainReport, TrainS
 use pareidolia_grad::{LabelledImages, OnnxGraph, TrainingData};
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{Experiment, RunOptions, request_stop};
-use crate::run::folder::{self, RunFolderError};
-use crate::run::history;
-use crate::run::outcome::{Progress, RunError};
-use crate::run::setup::SetupError;
+use pareidolia_daemon::experiment::{Experiment, RunOptions, request_stop};
+use pareidolia_daemon::run::folder::{self, RunFolderError};
+use pareidolia_daemon::run::history;
+use pareidolia_daemon::run::outcome::{Progress, RunError};
+use pareidolia_daemon::run::setup::SetupError;
 
 /// The label of the extra class.
 pub const FOOLING_LABEL: &str = "fooling";

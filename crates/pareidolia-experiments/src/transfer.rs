@@ -17,7 +17,7 @@ use pareidolia_core::{Champion, EncodingPlugin, OutputKind, RunIdentity};
 use pareidolia_eval::{BackendChoice, EvalError, View};
 use pareidolia_plugin::softmax;
 
-use crate::run::setup::{ModelSetup, SetupError, check_same_classes};
+use pareidolia_daemon::run::setup::{ModelSetup, SetupError, check_same_classes};
 
 /// What one target model says of one champion.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,0 +1,14 @@
+//! The paper's experiments, built on the searches of `pareidolia-daemon` and used by the
+//! command line (`pareidolia transfer`, `train`, `retrain`); nothing here is part of the
+//! daemon.
+//!
+//! - [`transfer`]: a run's champions scored by other models (the paper's transfer test);
+//!   uses the daemon's `run::setup` only;
+//! - [`retrain`]: training a model folder, and the paper's retraining experiment, which
+//!   drives a MAP-Elites run ([`pareidolia_daemon::Experiment`]) per seed and iteration.
+//!
+//! The two modules do not use each other.
+#![deny(missing_docs)]
+
+pub mod retrain;
+pub mod transfer;
