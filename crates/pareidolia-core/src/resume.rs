@@ -8,7 +8,10 @@
 //! the run it is must be the same: `seed`, `offspring_per_generation`, `initial_population`,
 //! `batch_size` (0 keeps the run's), `lag`, the models (their manifests, views and canvases), the
 //! encoding and the fitness (plugin and params). A difference there is refused with every
-//! differing key named, never silently ignored.
+//! differing key named, never silently ignored. A manifest or plugin path is compared where it
+//! points, except that one relative path written alike in both configs is the same file when
+//! the config's folder moved (a run folder carried to another checkout or machine with its
+//! config): the model's sha256 and the plugins' versions are checked apart.
 //!
 //! Every checkpoint of a daemon run carries the run's id ([`new_run_id`], also in the run
 //! folder's [`RUN_ID_FILE`]), so a checkpoint of another run dropped into the folder is
@@ -123,6 +126,14 @@ fn manifest_value(m: &ModelConfig, base: &Path) -> String {
     }
 }
 
+/// Whether two configs name a file by the same relative path, written alike: the run folder
+/// and its config moved together (another checkout, another machine), so the path points to
+/// the same place in the tree. The model's sha256 and the plugins' versions are checked
+/// apart ([`crate::identity`]), so a different file there is still refused.
+fn moved_alike(was: &str, now: &str) -> bool {
+    was == now && !was.starts_with("builtin:") && Path::new(was).is_relative()
+}
+
 /// The config a resumed run goes on with, given the run's (the checkpoint's) and a new one;
 /// also returns what changes, in words, for the log. Refuses every difference in what a run
 /// cannot change, naming each key. `origin` names the new config in the message.
@@ -160,11 +171,13 @@ pub fn continue_with(
         ("encoding", &run.encoding, &new.encoding),
         ("fitness", &run.fitness, &new.fitness),
     ] {
-        differ(
-            &format!("{key}.plugin"),
-            format!("`{}`", plugin_value(was, &run.base_dir)),
-            format!("`{}`", plugin_value(now, &new.base_dir)),
-        );
+        if !moved_alike(&was.plugin, &now.plugin) {
+            differ(
+                &format!("{key}.plugin"),
+                format!("`{}`", plugin_value(was, &run.base_dir)),
+                format!("`{}`", plugin_value(now, &new.base_dir)),
+            );
+        }
         differ(
             &format!("{key}.params"),
             format!("`{}`", was.params_json()),
@@ -180,11 +193,13 @@ pub fn continue_with(
         );
     }
     for ((key, was), (_, now)) in was_models.iter().zip(&now_models) {
-        differ(
-            &format!("{key}.manifest"),
-            format!("`{}`", manifest_value(was, &run.base_dir)),
-            format!("`{}`", manifest_value(now, &new.base_dir)),
-        );
+        if !moved_alike(&was.manifest, &now.manifest) {
+            differ(
+                &format!("{key}.manifest"),
+                format!("`{}`", manifest_value(was, &run.base_dir)),
+                format!("`{}`", manifest_value(now, &new.base_dir)),
+            );
+        }
         differ(
             &format!("{key}.view"),
             was.view.to_string(),
@@ -230,6 +245,13 @@ pub fn continue_with(
         new.mutators.to_string(),
     );
     note("workers", run.workers.to_string(), new.workers.to_string());
+    if run.base_dir != new.base_dir {
+        note(
+            "relative paths",
+            format!("from {}", run.base_dir.display()),
+            format!("from {}", new.base_dir.display()),
+        );
+    }
     note(
         "plugin_dirs",
         format!("{:?}", run.plugin_dirs()),
@@ -402,6 +424,38 @@ mod tests {
         moved.base_dir = PathBuf::from("/runs");
         moved.model.as_mut().unwrap().manifest = "a/m/manifest.toml".into();
         assert!(continue_with(&run, &moved, "x").is_ok());
+        // A run folder and its config moved together (a fresh checkout elsewhere): the same
+        // relative path, written alike, from another folder is the same model and plugin.
+        let mut run = config();
+        run.model.as_mut().unwrap().manifest = "../models/m/manifest.toml".into();
+        run.encoding.plugin = "../plugins/libenc.so".into();
+        let mut checkout = run.clone();
+        checkout.base_dir = PathBuf::from("/home/me/pareidolia/configs");
+        let (_, applied) = continue_with(&run, &checkout, "x").unwrap();
+        assert!(
+            applied
+                .join("; ")
+                .contains("relative paths from /runs/a -> from /home/me/pareidolia/configs"),
+            "{applied:?}"
+        );
+        // An absolute path, or a relative one written otherwise, is still compared where it
+        // points.
+        let mut elsewhere = checkout.clone();
+        elsewhere.model.as_mut().unwrap().manifest = "../models/n/manifest.toml".into();
+        let e = continue_with(&run, &elsewhere, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`model.manifest` is `/runs/a/../models/m/manifest.toml`"),
+            "{e}"
+        );
+        let mut absolute = run.clone();
+        absolute.model.as_mut().unwrap().manifest = "/models/m/manifest.toml".into();
+        let mut absolute_moved = absolute.clone();
+        absolute_moved.base_dir = PathBuf::from("/elsewhere");
+        assert!(continue_with(&absolute, &absolute_moved, "x").is_ok());
+        absolute_moved.model.as_mut().unwrap().manifest = "/other/manifest.toml".into();
+        assert!(continue_with(&absolute, &absolute_moved, "x").is_err());
     }
 
     #[test]
