@@ -181,6 +181,119 @@ fn plugins_check_exercises_a_plugin_and_reports_failures() {
     );
 }
 
+/// Issue 30, item 10: `plugins check` runs a fitness on real model outputs (held-out digits and
+/// synthetic images, one or several models), prints the score table, and fails a fitness
+/// whose scores are non-finite, ignore the target class or depend on the rest of the batch.
+#[test]
+fn plugins_check_scores_a_fitness_on_real_model_outputs() {
+    let check = |lib: &str, params: &str, extra: &[&str]| {
+        let lib = library(lib);
+        let mut args = vec![
+            "plugins",
+            "check",
+            lib.to_str().unwrap(),
+            "--params",
+            params,
+        ];
+        args.extend_from_slice(extra);
+        pareidolia(&args)
+    };
+    let out = success(check("pareidolia-fitness-confidence", "{}", &[]));
+    for needle in [
+        "scored 17 images by 1 model(s) (builtin:lenet-mnist [logits]), 10 classes",
+        "held-out 7     7 99.97%",
+        "best target = the models' top class on 17 of 17 images",
+        "score alike",
+        "finite, target-dependent, deterministic and independent of the batch",
+        "plugin works",
+    ] {
+        assert!(out.contains(needle), "{needle}:\n{out}");
+    }
+    // The margin's worst target is the negative of the top class's probability.
+    let out = success(check("pareidolia-fitness-margin", "{}", &[]));
+    assert!(out.contains("-0.999700 .. 0.999436"), "{out}");
+    // Two models of one label space, the second from its manifest.
+    let seed2 = root().join("models/lenet-mnist-seed2/manifest.toml");
+    let out = success(check(
+        "pareidolia-fitness-ensemble",
+        r#"{"reduce":"min"}"#,
+        &[
+            "--model",
+            "builtin:lenet-mnist",
+            "--model",
+            seed2.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        out.contains("by 2 model(s)") && out.contains("plugin works"),
+        "{out}"
+    );
+    // Given images.
+    let three = root().join("models/lenet-mnist/samples/300_3.png");
+    let out = success(check(
+        "pareidolia-fitness-confidence",
+        "{}",
+        &["--image", three.to_str().unwrap()],
+    ));
+    assert!(
+        out.contains("scored 1 images") && out.contains(" 3 ("),
+        "{out}"
+    );
+    // Faults, each named.
+    clean_failure(
+        check("pareidolia-fixture-nan-fitness", r#"{"nan_every":2}"#, &[]),
+        &["non-finite", "image 1, class 0"],
+    );
+    clean_failure(
+        check(
+            "pareidolia-fixture-nan-fitness",
+            r#"{"nan_every":1000,"flat":true}"#,
+            &[],
+        ),
+        &["ignore the target"],
+    );
+    clean_failure(
+        check(
+            "pareidolia-fixture-nan-fitness",
+            r#"{"nan_every":1000,"batch_mean":true}"#,
+            &[],
+        ),
+        &["in a batch but", "alone"],
+    );
+    // Bad input: models of two label spaces, a missing model, an image of another size.
+    let lite0 = root().join("models/efficientnet-lite0/manifest.toml");
+    clean_failure(
+        check(
+            "pareidolia-fitness-confidence",
+            "{}",
+            &[
+                "--model",
+                "builtin:lenet-mnist",
+                "--model",
+                lite0.to_str().unwrap(),
+            ],
+        ),
+        &["has 1000 classes", "one label space"],
+    );
+    clean_failure(
+        check(
+            "pareidolia-fitness-confidence",
+            "{}",
+            &["--model", "/nonexistent/manifest.toml"],
+        ),
+        &["cannot load model /nonexistent/manifest.toml"],
+    );
+    let png = root().join("docs/images/ascent-imagenet-regularised.png");
+    clean_failure(
+        check(
+            "pareidolia-fitness-confidence",
+            "{}",
+            &["--image", png.to_str().unwrap()],
+        ),
+        &["pixels, but the first model takes 28x28"],
+    );
+}
+
 /// Issue 18, item 10: a config may name a plugin by the name it exports (the template's
 /// `stripes`, in `libpareidolia_encoding_template.so`), as the template's README says; a name
 /// nothing exports is refused naming both ways it was looked for.

@@ -301,6 +301,18 @@ pub enum PluginsCommand {
         /// Write the first images the rounds draw (up to 32) as PNG files into DIR.
         #[arg(long, value_name = "DIR")]
         png: Option<PathBuf>,
+        /// Fitness plugins: score the outputs of this model (`builtin:NAME` or a manifest;
+        /// repeat for several models, of one label space). Default: builtin:lenet-mnist.
+        #[arg(long = "model", value_name = "MANIFEST")]
+        models: Vec<String>,
+        /// Fitness plugins: score these PNG images (the first model's input size). Default:
+        /// a held-out digit per class (28x28 gray models, when the repository's data is
+        /// found), mid-grey, black, white, noise and stripes.
+        #[arg(long = "image", value_name = "PNG")]
+        images: Vec<PathBuf>,
+        /// Fitness plugins: the inference backend of the models.
+        #[arg(long, default_value = "tract", value_parser = choice::<BackendChoice>())]
+        backend: BackendChoice,
     },
 }
 

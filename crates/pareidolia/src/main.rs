@@ -7,6 +7,7 @@ mod classify;
 mod cli;
 mod daemon;
 mod export;
+mod fitness_check;
 mod montage;
 mod plugins;
 mod retrain;

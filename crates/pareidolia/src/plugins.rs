@@ -1,5 +1,6 @@
 //! `pareidolia plugins list` and `pareidolia plugins check PATH`: what is installed, and
-//! whether a plugin a user just built works, before a run depends on it.
+//! whether a plugin a user just built works, before a run depends on it (a fitness is run on
+//! real model outputs: [`crate::fitness_check`]).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,10 +8,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use pareidolia_core::plugin_host::{PluginLibrary, search_path, shared_libraries_in};
-use pareidolia_core::{EncodingPlugin, FitnessPlugin, PluginKind};
+use pareidolia_core::{EncodingPlugin, PluginKind};
 use pareidolia_plugin::abi::CanvasSpec;
 
 use crate::cli::PluginsCommand;
+use crate::fitness_check::{FitnessInputs, check_fitness};
 
 /// Runs the command.
 pub fn plugins(cmd: PluginsCommand) -> Result<()> {
@@ -23,6 +25,9 @@ pub fn plugins(cmd: PluginsCommand) -> Result<()> {
             rounds,
             seconds,
             png,
+            models,
+            images,
+            backend,
         } => check(
             &path,
             &params,
@@ -31,6 +36,11 @@ pub fn plugins(cmd: PluginsCommand) -> Result<()> {
                 rounds,
                 seconds,
                 png,
+            },
+            &FitnessInputs {
+                models,
+                images,
+                backend,
             },
         ),
     }
@@ -131,7 +141,13 @@ fn timed<T>(out: &mut impl std::io::Write, what: &str, f: impl FnOnce() -> Resul
     result
 }
 
-fn check(path: &Path, params: &str, canvas: &str, options: &Rounds) -> Result<()> {
+fn check(
+    path: &Path,
+    params: &str,
+    canvas: &str,
+    options: &Rounds,
+    fitness: &FitnessInputs,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let lib = PluginLibrary::open(path)?;
     let i = lib.info().clone();
@@ -191,19 +207,7 @@ fn check(path: &Path, params: &str, canvas: &str, options: &Rounds) -> Result<()
                 );
             }
         }
-        PluginKind::Fitness => {
-            let classes = 10;
-            let fit = timed(&mut out, "create", || {
-                Ok(FitnessPlugin::create(lib, params, classes, &[true])?)
-            })?;
-            let outputs: Vec<f32> = (0..4 * classes).map(|k| (k % 7) as f32 - 3.0).collect();
-            let scores = timed(&mut out, "score", || Ok(fit.score(&outputs, 4)?))?;
-            if let Some(bad) = scores.iter().find(|s| !s.is_finite()) {
-                bail!(
-                    "scores include a non-finite value ({bad}); the host would reject those children"
-                );
-            }
-        }
+        PluginKind::Fitness => check_fitness(&mut out, lib, params, fitness)?,
     }
     writeln!(out, "plugin works")?;
     Ok(())
