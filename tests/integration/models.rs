@@ -214,7 +214,8 @@ fn transfer_scores_the_champions_on_other_models() {
         assert!((value(2) - probs[class]).abs() < 1e-5, "source {row:?}");
     }
     let heat = pareidolia_core::image_io::read_png(&out.join("transfer.png")).unwrap();
-    assert_eq!(heat.height, 16 + 10 * 24);
+    // A 16-pixel header, ten rows of 24, the colour scale (32).
+    assert_eq!(heat.height, 16 + 10 * 24 + 32);
     assert!(read_text(&out.join("transfer.md")).contains("generation 5"));
     // `--view`: the run's own model under the ten-crop view (on a 28x28 canvas: the image and
     // its mirror, five times each) scores what `classify --view ten-crop` says of the PNGs,
@@ -280,8 +281,128 @@ fn transfer_scores_the_champions_on_other_models() {
             .output(),
         &[
             "cannot load the target models",
-            "same classes",
+            "has other classes than the run",
             "`0` against `tench`",
+            "--class-map FILE",
+            "--ignore-labels",
+        ],
+    );
+    transfer_to_another_label_space(&dir, &run);
+}
+
+/// Issue 30, item 5: a target with other labels (the second LeNet, its digits spelt out) is
+/// scored through `--ignore-labels` (class k as class k: the same numbers as with its own
+/// labels) or a class map (mapped classes only; several target classes summed); without
+/// either it is refused, saying what to give.
+fn transfer_to_another_label_space(dir: &Path, run: &Path) {
+    let seed2 = root().join("models/lenet-mnist-seed2");
+    let words = dir.join("words");
+    std::fs::create_dir_all(&words).unwrap();
+    let names = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    std::fs::write(words.join("labels.txt"), names.join("\n") + "\n").unwrap();
+    let mut manifest = read_toml(&seed2.join("manifest.toml"));
+    let onnx = manifest["onnx"].as_str().unwrap().to_owned();
+    manifest.insert("onnx".into(), path_value(&seed2.join(onnx)));
+    manifest.insert("labels".into(), "labels.txt".into());
+    write_toml(&words.join("manifest.toml"), &manifest);
+    let transfer = |out: &str, extra: &[&str]| {
+        Pareidolia::with_args(["transfer"])
+            .arg(run)
+            .arg("--model")
+            .arg(words.join("manifest.toml"))
+            .args(extra)
+            .arg("--out")
+            .arg(dir.join(out))
+            .output()
+    };
+    clean_failure(
+        transfer("refused", &[]),
+        &[
+            "has other classes than the run",
+            "`0` against `zero`",
+            "--class-map",
+        ],
+    );
+    let rows = |out: &str| -> Vec<Vec<String>> {
+        read_text(&dir.join(out).join("transfer.csv"))
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .collect()
+    };
+    success(transfer("by-index", &["--ignore-labels"]));
+    let by_index = rows("by-index");
+    success(
+        Pareidolia::with_args(["transfer"])
+            .arg(run)
+            .arg("--model")
+            .arg(seed2.join("manifest.toml"))
+            .arg("--out")
+            .arg(dir.join("own-labels"))
+            .output(),
+    );
+    let own = rows("own-labels");
+    for (a, b) in by_index.iter().zip(&own) {
+        assert_eq!(a[..5], b[..5], "the same scores and top class");
+        assert_eq!(
+            a[5],
+            names[a[4].parse::<usize>().unwrap()],
+            "named in its own labels"
+        );
+    }
+    // The 7 is the seven; the 1 is the one or the seven (summed); nothing else is scored.
+    let map = dir.join("map.csv");
+    std::fs::write(&map, "# run,target\n7,seven\n1,one\n1\t7\n").unwrap();
+    let stdout = success(transfer("mapped", &["--class-map", map.to_str().unwrap()]));
+    assert!(
+        stdout.contains("classes matched class map") && stdout.contains("2 of 10 classes"),
+        "{stdout}"
+    );
+    let mapped = rows("mapped");
+    for (class, row) in mapped.iter().enumerate() {
+        match class {
+            7 => assert_eq!(row[3], own[7][3]),
+            1 => {
+                let (sum, one) = (
+                    row[3].parse::<f64>().unwrap(),
+                    own[1][3].parse::<f64>().unwrap(),
+                );
+                assert!(
+                    sum >= one && sum <= 1.0,
+                    "p(one) + p(seven) = {sum}, p(one) = {one}"
+                );
+            }
+            _ => assert_eq!(row[3], "", "class {class} is not mapped: {row:?}"),
+        }
+    }
+    // Bad maps and flags.
+    std::fs::write(&map, "7,seven\n3,drei\n").unwrap();
+    clean_failure(
+        transfer("bad", &["--class-map", map.to_str().unwrap()]),
+        &[
+            "map.csv, line 2",
+            "`drei` is neither a label of the target model",
+        ],
+    );
+    clean_failure(
+        transfer(
+            "both",
+            &["--class-map", map.to_str().unwrap(), "--ignore-labels"],
+        ),
+        &["cannot be used with"],
+    );
+    clean_failure(
+        Pareidolia::with_args(["transfer"])
+            .arg(run)
+            .arg("--model")
+            .arg(root().join("models/efficientnet-lite0/manifest.toml"))
+            .arg("--ignore-labels")
+            .output(),
+        &[
+            "--ignore-labels scores class k as class k",
+            "1000 classes and the run 10",
         ],
     );
 }

@@ -200,12 +200,14 @@ fn draw_text(canvas: &mut Image, x0: u32, y0: u32, text: &str) {
 }
 
 /// A heatmap of values in [0, 1]: one row per `rows` entry, one column per `columns` entry,
-/// dark blue (0) through green to yellow (1), light grey where a value is missing. Column
-/// names head the columns; rows are labelled when they are tall enough for the 8-pixel font
-/// (up to about 80 rows), and cells shrink to a pixel row for runs of up to a few thousand
-/// classes.
+/// dark blue (0) through green to yellow (1), light grey where a value is missing, with a
+/// colour scale (0%, 50%, 100%) under the cells. Column names head the columns in full,
+/// wrapped over as many lines as the longest needs (at spaces where they have any); rows are
+/// labelled when they are tall enough for the 8-pixel font (up to about 80 rows), and cells
+/// shrink to a pixel row for runs of up to a few thousand classes.
 pub fn heatmap(rows: &[String], columns: &[String], values: &[Vec<Option<f32>>]) -> Image {
     const FONT: u32 = 8;
+    const LINE: u32 = FONT + 2;
     let row_h = (960 / rows.len().max(1) as u32).clamp(1, 24);
     let labelled = row_h >= FONT + 2;
     let label_w = if labelled {
@@ -218,26 +220,46 @@ pub fn heatmap(rows: &[String], columns: &[String], values: &[Vec<Option<f32>>])
     } else {
         0
     };
-    let col_w = FONT
-        * columns
-            .iter()
-            .map(|c| c.chars().count().clamp(6, 20))
-            .max()
-            .unwrap_or(6) as u32
-        + 8;
-    let header = FONT + 8;
-    let width = label_w + col_w * columns.len().max(1) as u32;
-    let height = header + row_h * rows.len() as u32;
+    let col_chars = columns
+        .iter()
+        .map(|c| c.chars().count().clamp(6, 20))
+        .max()
+        .unwrap_or(6);
+    let col_w = FONT * col_chars as u32 + 8;
+    let names: Vec<Vec<String>> = columns.iter().map(|c| wrap(c, col_chars)).collect();
+    let lines = names.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32;
+    let header = lines * LINE + 6;
+    let cells_w = col_w * columns.len().max(1) as u32;
+    // The scale: a bar at least 160 pixels wide, tick labels under it.
+    let (bar_w, bar_h) = (cells_w.max(160), 10);
+    let legend = 8 + bar_h + 2 + FONT + 4;
+    let width = label_w + cells_w.max(bar_w);
+    let grid_h = row_h * rows.len() as u32;
+    let height = header + grid_h + legend;
     let mut canvas = Image {
         width,
         height,
         channels: 3,
         pixels: vec![255; (width * height * 3) as usize],
     };
-    for (c, name) in columns.iter().enumerate() {
-        let text: String = name.chars().take(20).collect();
-        draw_text(&mut canvas, label_w + c as u32 * col_w + 4, 4, &text);
+    for (c, name) in names.iter().enumerate() {
+        for (l, line) in name.iter().enumerate() {
+            draw_text(
+                &mut canvas,
+                label_w + c as u32 * col_w + 4,
+                4 + l as u32 * LINE,
+                line,
+            );
+        }
     }
+    let fill = |canvas: &mut Image, x0: u32, y0: u32, w: u32, h: u32, rgb: [u8; 3]| {
+        for y in y0..y0 + h {
+            for x in x0..x0 + w {
+                let d = ((y * width + x) * 3) as usize;
+                canvas.pixels[d..d + 3].copy_from_slice(&rgb);
+            }
+        }
+    };
     for (r, name) in rows.iter().enumerate() {
         let y0 = header + r as u32 * row_h;
         if labelled {
@@ -250,15 +272,51 @@ pub fn heatmap(rows: &[String], columns: &[String], values: &[Vec<Option<f32>>])
             let x0 = label_w + c as u32 * col_w;
             // A one-pixel white seam between columns (and tall rows) keeps cells apart.
             let (w, h) = (col_w - 1, if row_h > 3 { row_h - 1 } else { row_h });
-            for y in y0..y0 + h {
-                for x in x0..x0 + w {
-                    let d = ((y * width + x) * 3) as usize;
-                    canvas.pixels[d..d + 3].copy_from_slice(&rgb);
-                }
-            }
+            fill(&mut canvas, x0, y0, w, h, rgb);
         }
     }
+    let bar_y = header + grid_h + 8;
+    for x in 0..bar_w {
+        let v = x as f32 / (bar_w - 1) as f32;
+        fill(&mut canvas, label_w + x, bar_y, 1, bar_h, ramp(v));
+    }
+    let ticks_y = bar_y + bar_h + 2;
+    draw_text(&mut canvas, label_w, ticks_y, "0%");
+    draw_text(
+        &mut canvas,
+        label_w + bar_w / 2 - FONT * 3 / 2,
+        ticks_y,
+        "50%",
+    );
+    draw_text(&mut canvas, label_w + bar_w - FONT * 4, ticks_y, "100%");
     canvas
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces where it has any and
+/// inside words longer than a line.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let mut word: Vec<char> = word.chars().collect();
+        let used = line.chars().count();
+        if used > 0 && used + 1 + word.len() <= width {
+            line.push(' ');
+            line.extend(&word);
+            continue;
+        }
+        if used > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        while word.len() > width {
+            lines.push(word.drain(..width).collect());
+        }
+        line = word.into_iter().collect();
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// Dark blue through teal and green to yellow (a viridis-like ramp) for `v` in [0, 1].
@@ -354,17 +412,40 @@ mod tests {
             let d = ((y * image.width + x) * 3) as usize;
             [image.pixels[d], image.pixels[d + 1], image.pixels[d + 2]]
         };
-        // Rows of 24 pixels under a 16-pixel header, labels 8 * 7 + 8 = 64 wide, columns 56.
-        assert_eq!((image.width, image.height), (64 + 2 * 56, 16 + 10 * 24));
+        // Rows of 24 pixels under a 16-pixel header, labels 8 * 7 + 8 = 64 wide, columns 56;
+        // the scale (8 + 10 + 2 + 8 + 4 = 32 pixels) is 160 wide, wider than the cells.
+        assert_eq!((image.width, image.height), (64 + 160, 16 + 10 * 24 + 32));
         assert_eq!(at(64 + 10, 16 + 10), ramp(1.0));
         assert_eq!(at(64 + 56 + 10, 16 + 10), ramp(0.0));
         assert_eq!(at(64 + 56 + 10, 16 + 3 * 24 + 10), [220, 220, 220]);
         assert_eq!(ramp(0.0), [68, 1, 84]);
         assert_eq!(ramp(1.0), [253, 231, 37]);
+        // The scale runs from 0 at its left end to 1 at its right end.
+        let bar = 16 + 10 * 24 + 8 + 5;
+        assert_eq!(at(64, bar), ramp(0.0));
+        assert_eq!(at(64 + 159, bar), ramp(1.0));
         let rows: Vec<String> = (0..1000).map(|c| c.to_string()).collect();
         let values = vec![vec![Some(0.5); 3]; 1000];
         let columns = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
         let big = heatmap(&rows, &columns, &values);
-        assert_eq!((big.width, big.height), (3 * 56, 16 + 1000));
+        assert_eq!((big.width, big.height), (3 * 56, 16 + 1000 + 32));
+    }
+
+    #[test]
+    fn heatmap_column_names_are_shown_in_full() {
+        let columns = vec![
+            "efficientnet-lite2 (ten-crop)#2".to_owned(),
+            "lenet".to_owned(),
+        ];
+        let image = heatmap(&["0".to_owned()], &columns, &[vec![Some(0.5), None]]);
+        // Two header lines of 10 pixels (+ 6): the long name wraps at its space.
+        assert_eq!(image.height, 26 + 24 + 32);
+        assert_eq!(
+            wrap("efficientnet-lite2 (ten-crop)#2", 20),
+            ["efficientnet-lite2", "(ten-crop)#2"]
+        );
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("a b  c", 3), ["a b", "c"]);
+        assert_eq!(wrap("", 5), [""]);
     }
 }

@@ -3,12 +3,14 @@
 //! daemon.
 //!
 //! - [`transfer`]: a run's champions scored by other models (the paper's transfer test);
-//!   uses the daemon's `run::setup` only;
+//!   uses the daemon's `run::setup` only, and [`class_map`] for targets of another label
+//!   space;
 //! - [`retrain`]: training a model folder, and the paper's retraining experiment, which
 //!   drives a MAP-Elites run ([`pareidolia_daemon::Experiment`]) per seed and iteration.
 //!
 //! The two modules do not use each other.
 #![deny(missing_docs)]
 
+pub mod class_map;
 pub mod retrain;
 pub mod transfer;

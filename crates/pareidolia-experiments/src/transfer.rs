@@ -5,6 +5,11 @@
 //! with the target's own top class, and writes it as CSV, as a markdown summary and as a
 //! heatmap. Scoring is blocking (model preparation and inference).
 //!
+//! A target must have the run's classes (the same labels, class for class) unless its
+//! [`TargetSpec::labels`] says how its classes answer for the run's: by index, or through a
+//! class map ([`crate::class_map`]), where a champion's confidence is the summed probability of
+//! the target classes its class maps to, and a class the map leaves out is not scored.
+//!
 //! A target whose input is larger than the run's canvas (EfficientNet-Lite2's 260x260 against
 //! a 256x256 ImageNet run) cannot take a crop of it: it sees the champion scaled up (bilinear,
 //! aspect kept) to the smallest canvas that holds its input, then through the run's view.
@@ -17,17 +22,22 @@ use pareidolia_core::{Champion, EncodingPlugin, OutputKind, RunIdentity};
 use pareidolia_eval::{BackendChoice, EvalError, View};
 use pareidolia_plugin::softmax;
 
-use pareidolia_daemon::run::setup::{ModelSetup, SetupError, check_same_classes};
+use pareidolia_daemon::run::setup::{ModelSetup, SetupError};
+
+use crate::class_map::{ClassMap, LabelMatch};
 
 /// What one target model says of one champion.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TargetScore {
-    /// Its probability of the champion's class.
+    /// Its probability of the champion's class (through a class map: the summed
+    /// probability of the target classes the champion's class maps to).
     pub confidence: f32,
-    /// Its most probable class.
+    /// Its most probable class (in the target's classes).
     pub top_class: usize,
     /// That class's probability.
     pub top_confidence: f32,
+    /// Whether that class is (one the map gives for) the champion's class.
+    pub on_class: bool,
 }
 
 /// One class of the table.
@@ -52,6 +62,12 @@ pub struct TransferTable {
     pub targets: Vec<String>,
     /// Class labels, by index.
     pub labels: Vec<String>,
+    /// Per target, its class labels (the run's, unless a class map or index matching is in
+    /// use), for naming its top class.
+    pub target_labels: Vec<Vec<String>>,
+    /// Per target, how its classes were matched, in words (`same labels`, `by class index`,
+    /// `class map FILE: N of M classes`).
+    pub matching: Vec<String>,
     /// One row per class.
     pub rows: Vec<TransferRow>,
 }
@@ -67,15 +83,83 @@ pub struct TargetSpec {
     /// own model under another view shows what the view does to the scores (the paper's
     /// ten-crop averaging against the centre crop).
     pub view: Option<View>,
+    /// How its classes answer for the run's where its labels differ.
+    pub labels: LabelMatch,
 }
 
-/// Loads the targets at the run's canvas and view and checks that they have the run's
-/// classes (same labels, like the models of a run) and channels.
+/// A loaded target and how its classes answer for the run's.
+pub struct Target {
+    /// The model at the canvas and view it is shown.
+    pub setup: ModelSetup,
+    /// Per run class, its classes.
+    pub map: ClassMap,
+    /// The matching, in words.
+    pub matching: String,
+}
+
+/// How `target` answers for the run's classes: the identity where the labels are the same;
+/// otherwise as `labels` says, and refused, saying what to give, when it says `Same`.
+fn match_classes(
+    spec: &TargetSpec,
+    run: &ModelSetup,
+    target: &ModelSetup,
+) -> Result<(ClassMap, String), SetupError> {
+    let (a, b) = (&run.model.labels, &target.model.labels);
+    if a == b {
+        return Ok((ClassMap::identity(a.len()), "same labels".into()));
+    }
+    let refuse = |why: String| -> SetupError { EvalError::BadInput(why).into() };
+    match &spec.labels {
+        LabelMatch::Same => {
+            let class = (0..a.len().max(b.len()))
+                .find(|&i| a.get(i) != b.get(i))
+                .unwrap_or(0);
+            let label = |l: &[String]| l.get(class).cloned().unwrap_or_else(|| "<none>".into());
+            Err(refuse(format!(
+                "target {} has other classes than the run: {} ({} classes) and {} ({} classes) differ at class {class},                  `{}` against `{}`; give --class-map FILE (one `RUN LABEL,TARGET LABEL` pair per line) to say which                  target classes answer for which, or --ignore-labels to score class k as class k",
+                spec.manifest,
+                run.labels_origin,
+                a.len(),
+                target.labels_origin,
+                b.len(),
+                label(a),
+                label(b)
+            )))
+        }
+        LabelMatch::ByIndex => {
+            if a.len() != b.len() {
+                return Err(refuse(format!(
+                    "--ignore-labels scores class k as class k, but target {} has {} classes and the run {};                      give --class-map FILE to map classes of different label spaces",
+                    spec.manifest,
+                    b.len(),
+                    a.len()
+                )));
+            }
+            Ok((
+                ClassMap::identity(a.len()),
+                "by class index (--ignore-labels)".into(),
+            ))
+        }
+        LabelMatch::Map(path) => {
+            let map = ClassMap::read(path, a, b).map_err(refuse)?;
+            let words = format!(
+                "class map {}: {} of {} classes",
+                path.display(),
+                map.mapped(),
+                a.len()
+            );
+            Ok((map, words))
+        }
+    }
+}
+
+/// Loads the targets at the run's canvas and view, checks their channels and matches their
+/// classes with the run's ([`TargetSpec::labels`]).
 pub fn load_targets(
     targets: &[TargetSpec],
     run: &ModelSetup,
     base_dir: &Path,
-) -> Result<Vec<ModelSetup>, SetupError> {
+) -> Result<Vec<Target>, SetupError> {
     let mut loaded = Vec::with_capacity(targets.len());
     for (i, t) in targets.iter().enumerate() {
         let mut config = ModelConfig {
@@ -102,7 +186,7 @@ pub fn load_targets(
             [input.width, input.height],
         ));
         let target = ModelSetup::load(&key, &config, base_dir)?;
-        check_same_classes(run, &target)?;
+        let (map, matching) = match_classes(t, run, &target)?;
         let (a, b) = (run.canvas(), target.canvas());
         if a.channels != b.channels {
             return Err(EvalError::BadInput(format!(
@@ -111,7 +195,11 @@ pub fn load_targets(
             ))
             .into());
         }
-        loaded.push(target);
+        loaded.push(Target {
+            setup: target,
+            map,
+            matching,
+        });
     }
     Ok(loaded)
 }
@@ -184,7 +272,7 @@ pub fn score(
     cells: &[Option<Champion>],
     encoding: &EncodingPlugin,
     identity: &RunIdentity,
-    targets: &[ModelSetup],
+    targets: &[Target],
     batch: usize,
 ) -> Result<TransferTable, SetupError> {
     let filled: Vec<(usize, &Champion)> = cells
@@ -210,7 +298,13 @@ pub fn score(
     let batch = batch.max(1);
     let canvas = encoding.canvas();
     let from = [canvas.width as usize, canvas.height as usize];
-    for (t, target) in targets.iter().enumerate() {
+    for (
+        t,
+        Target {
+            setup: target, map, ..
+        },
+    ) in targets.iter().enumerate()
+    {
         let mut prepared = target.prepare()?;
         target.check_output(prepared.as_mut(), 1)?;
         let kind = target.output();
@@ -234,18 +328,23 @@ pub fn score(
         {
             let outputs = prepared.infer(images, chunk.len())?;
             for ((class, _), row) in chunk.iter().zip(outputs.chunks_exact(classes)) {
+                let answers = &map.to[*class];
+                if answers.is_empty() {
+                    continue;
+                }
                 let p = probabilities(row, kind);
                 let (top_class, top_confidence) = top(&p);
                 rows[*class].targets[t] = Some(TargetScore {
-                    confidence: p[*class],
+                    confidence: answers.iter().map(|&k| p[k]).sum::<f32>().min(1.0),
                     top_class,
                     top_confidence,
+                    on_class: answers.contains(&top_class),
                 });
             }
         }
     }
     let mut names: Vec<String> = Vec::new();
-    for target in targets {
+    for Target { setup: target, .. } in targets {
         // A view other than the centre crop is part of the name: one model under two views
         // makes two columns.
         let name = match target.view.view {
@@ -271,6 +370,11 @@ pub fn score(
             .join("+"),
         targets: names,
         labels: identity.labels.clone(),
+        target_labels: targets
+            .iter()
+            .map(|t| t.setup.model.labels.clone())
+            .collect(),
+        matching: targets.iter().map(|t| t.matching.clone()).collect(),
         rows,
     })
 }
@@ -308,7 +412,14 @@ impl TransferTable {
             out += &format!(",{t},{t} top class,{t} top label");
         }
         out.push('\n');
-        let label = |c: usize| self.labels.get(c).cloned().unwrap_or_else(|| c.to_string());
+        let label = |t: usize, c: usize| {
+            self.target_labels
+                .get(t)
+                .unwrap_or(&self.labels)
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| c.to_string())
+        };
         for r in &self.rows {
             out += &format!(
                 "{},{},{}",
@@ -316,14 +427,14 @@ impl TransferTable {
                 csv_field(&r.label),
                 r.source.map(|s| s.to_string()).unwrap_or_default()
             );
-            for t in &r.targets {
-                match t {
+            for (t, score) in r.targets.iter().enumerate() {
+                match score {
                     Some(s) => {
                         out += &format!(
                             ",{},{},{}",
                             s.confidence,
                             s.top_class,
-                            csv_field(&label(s.top_class))
+                            csv_field(&label(t, s.top_class))
                         )
                     }
                     None => out += ",,,",
@@ -385,7 +496,7 @@ impl TransferTable {
                     let hits = self
                         .rows
                         .iter()
-                        .filter(|r| r.targets[t].is_some_and(|s| s.top_class == r.class))
+                        .filter(|r| r.targets[t].is_some_and(|s| s.on_class))
                         .count();
                     format!("{hits} of {n}")
                 }
@@ -399,6 +510,11 @@ impl TransferTable {
                 "| {name} | {n} | {med} | {} | {} | {} | {agree} |\n",
                 fractions[0], fractions[1], fractions[2]
             );
+        }
+        for (name, matching) in self.targets.iter().zip(&self.matching) {
+            if matching != "same labels" {
+                out += &format!("\n{name} classes matched {matching}.");
+            }
         }
         out
     }
@@ -455,23 +571,32 @@ mod tests {
     }
 
     fn table() -> TransferTable {
-        let s = |confidence, top_class| {
+        let s = |confidence, top_class, class| {
             Some(TargetScore {
                 confidence,
                 top_class,
                 top_confidence: confidence.max(0.5),
+                on_class: top_class == class,
             })
         };
         TransferTable {
             source: "a".into(),
             targets: vec!["b".into(), "c, d".into()],
             labels: vec!["zero".into(), "one".into(), "two".into()],
+            target_labels: vec![
+                vec!["zero".into(), "one".into(), "two".into()],
+                vec!["null".into(), "eins".into(), "zwei".into()],
+            ],
+            matching: vec![
+                "same labels".into(),
+                "class map m.csv: 3 of 3 classes".into(),
+            ],
             rows: vec![
                 TransferRow {
                     class: 0,
                     label: "zero".into(),
                     source: Some(0.99995),
-                    targets: vec![s(0.995, 0), s(0.25, 2)],
+                    targets: vec![s(0.995, 0, 0), s(0.25, 2, 0)],
                 },
                 TransferRow {
                     class: 1,
@@ -483,7 +608,7 @@ mod tests {
                     class: 2,
                     label: "two".into(),
                     source: Some(0.6),
-                    targets: vec![s(0.1, 0), s(0.75, 2)],
+                    targets: vec![s(0.1, 0, 2), s(0.75, 2, 2)],
                 },
             ],
         }
@@ -497,9 +622,10 @@ mod tests {
             lines[0],
             "class,label,source,b,b top class,b top label,\"c, d\",\"c, d\" top class,\"c, d\" top label"
         );
-        assert_eq!(lines[1], "0,zero,0.99995,0.995,0,zero,0.25,2,two");
+        // A target's top class is named in its own labels.
+        assert_eq!(lines[1], "0,zero,0.99995,0.995,0,zero,0.25,2,zwei");
         assert_eq!(lines[2], "1,one,,,,,,,");
-        assert_eq!(lines[3], "2,two,0.6,0.1,0,zero,0.75,2,two");
+        assert_eq!(lines[3], "2,two,0.6,0.1,0,zero,0.75,2,zwei");
     }
 
     #[test]
@@ -519,6 +645,11 @@ mod tests {
         );
         assert!(
             md.contains("| c, d | 2 | 50.0000% | 50.0% | 0.0% | 0.0% | 1 of 2 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("c, d classes matched class map m.csv: 3 of 3 classes.")
+                && !md.contains("b classes"),
             "{md}"
         );
     }

@@ -233,10 +233,20 @@ pub struct TransferArgs {
     /// The run folder.
     pub run_dir: PathBuf,
     /// A target model: a manifest.toml path or `builtin:NAME` (repeat for several). Each
-    /// must have the run's classes; it sees the champions at the run's canvas and view
-    /// (scaled up, bilinear, when its input is larger than the canvas).
+    /// must have the run's classes (the same labels) unless --class-map or --ignore-labels
+    /// says how its classes answer for the run's; it sees the champions at the run's canvas
+    /// and view (scaled up, bilinear, when its input is larger than the canvas).
     #[arg(long = "model", value_name = "MODEL", required = true)]
     pub models: Vec<String>,
+    /// For targets whose labels differ from the run's: a file of `RUN LABEL,TARGET LABEL`
+    /// pairs, one per line (labels or class indices; a run class listed with several target
+    /// classes scores their summed probability; unlisted run classes are not scored).
+    #[arg(long, value_name = "FILE", conflicts_with = "ignore_labels")]
+    pub class_map: Option<PathBuf>,
+    /// For targets whose labels differ from the run's: score run class k as target class k
+    /// (the same number of classes is required).
+    #[arg(long)]
+    pub ignore_labels: bool,
     /// Backend of the target models.
     #[arg(long, default_value = "tract", value_parser = choice::<BackendChoice>())]
     pub backend: BackendChoice,

@@ -6,6 +6,7 @@ use std::io::Write as _;
 
 use anyhow::{Context, Result};
 use pareidolia_core::image_io::write_png;
+use pareidolia_experiments::class_map::LabelMatch;
 use pareidolia_experiments::transfer::{self, TargetSpec};
 
 use crate::cli::TransferArgs;
@@ -26,6 +27,11 @@ pub fn transfer(args: TransferArgs) -> Result<()> {
             manifest: m.clone(),
             backend: args.backend,
             view: args.view,
+            labels: match (&args.class_map, args.ignore_labels) {
+                (Some(file), _) => LabelMatch::Map(file.clone()),
+                (None, true) => LabelMatch::ByIndex,
+                (None, false) => LabelMatch::Same,
+            },
         })
         .collect();
     let targets = transfer::load_targets(&specs, setup.model(), std::path::Path::new("."))
@@ -47,6 +53,7 @@ pub fn transfer(args: TransferArgs) -> Result<()> {
     let (width, height) = (setup.model().view.width, setup.model().view.height);
     let scaled: String = targets
         .iter()
+        .map(|t| &t.setup)
         .filter(|t| (t.view.width, t.view.height) != (width, height))
         .map(|t| {
             format!(
