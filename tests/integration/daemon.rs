@@ -726,6 +726,52 @@ fn a_stray_damaged_checkpoint_takes_no_keep_slot() {
     );
 }
 
+/// Issue 30, item 17: a *valid* older checkpoint copied to a higher name is not what a resume
+/// continues: the newest is chosen by the generation inside, the copy is skipped with the
+/// reason and moved aside by the next rotation.
+#[test]
+fn a_renamed_copy_of_an_old_checkpoint_is_not_resumed() {
+    let dir = temp_dir("renamed-checkpoint");
+    let cfg = config_edit(&dir, |t| {
+        t.set("generations", 10)
+            .set("mutators", 1)
+            .add("checkpoint.every_generations", 5)
+            .add("checkpoint.every_seconds", 0)
+            .add("checkpoint.keep", 2)
+            .add("http.listen", "127.0.0.1:0");
+    });
+    let out = dir.join("run");
+    run_to_end(
+        &Pareidolia::daemon().config(&cfg).out(&out),
+        &dir.join("a.log"),
+    );
+    let store = CheckpointStore::new(&out, 2);
+    let five = store.dir().join("ckpt-000000000005.pdck");
+    let copy = store.dir().join("ckpt-999999999999.pdck");
+    std::fs::copy(&five, &copy).unwrap();
+    let log = run_to_end(
+        &Pareidolia::resume(&out).generations(15),
+        &dir.join("b.log"),
+    );
+    assert!(
+        log.contains("generation=10")
+            && log.contains("holds generation 5 but is named ckpt-999999999999.pdck"),
+        "{log}"
+    );
+    let (c, _, skipped) = store.load_newest().unwrap();
+    assert_eq!(c.meta.generation, 15);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert!(store.dir().join("damaged/ckpt-999999999999.pdck").is_file());
+    // History continues from generation 10: no row is repeated.
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    let gens: Vec<&str> = history
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(gens.len(), 16, "{history}");
+}
+
 /// The names in a folder, sorted (folders with a trailing `/`), recursively.
 fn tree(dir: &Path) -> Vec<String> {
     let mut names = Vec::new();

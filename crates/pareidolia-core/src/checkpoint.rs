@@ -1068,10 +1068,7 @@ impl CheckpointStore {
             // since they would take a slot (or be what a resume picks).
             let newer = old.file_name() > written.file_name();
             if newer || valid < self.keep {
-                match std::fs::read(&old)
-                    .map_err(io(&old))
-                    .and_then(|b| decode(&b, &old).map(|_| ()))
-                {
+                match Self::read_checked(&old).map(|_| ()) {
                     Ok(()) if newer => {
                         // Verifies but is not of this run's line (a resume would have started
                         // from it): left in place, not counted.
@@ -1170,17 +1167,40 @@ impl CheckpointStore {
         Err(CheckpointError::None(self.dir.clone()))
     }
 
-    /// Loads the newest checkpoint that verifies. Damaged ones are skipped and returned with
-    /// their reasons (for a warning); a checkpoint of a newer format stops the search, since
-    /// falling back past it would silently lose that newer progress.
+    /// Reads and verifies one of the store's files. Its name must be the one the store gives
+    /// its generation ([`CheckpointStore::write`]): the newest checkpoint is chosen, and old
+    /// ones rotated, by name, so a copy renamed `ckpt-999999999999` that holds generation 5
+    /// would otherwise be taken for the newest (and make rotation remove the real one). Such
+    /// a file counts as damaged: skipped, and moved aside by rotation.
+    fn read_checked(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let checkpoint = std::fs::read(path)
+            .map_err(io(path))
+            .and_then(|b| decode(&b, path))?;
+        let named = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let expected = Self::file_name(checkpoint.meta.generation);
+        if named.as_deref() != Some(expected.as_str()) {
+            return Err(CheckpointError::Damaged {
+                path: path.to_owned(),
+                message: format!(
+                    "it holds generation {} but is named {}, not {expected}: a renamed or copied file, not one this run wrote",
+                    checkpoint.meta.generation,
+                    named.unwrap_or_default()
+                ),
+            });
+        }
+        Ok(checkpoint)
+    }
+
+    /// Loads the newest checkpoint that verifies. Damaged ones (and ones whose name is not
+    /// their generation's) are skipped and returned with their reasons (for a warning); a
+    /// checkpoint of a newer format stops the search, since falling back past it would
+    /// silently lose that newer progress.
     pub fn load_newest(&self) -> Result<Loaded, CheckpointError> {
         self.check_any()?;
         let files = self.list();
         let mut skipped = Vec::new();
         for path in files {
-            let loaded = std::fs::read(&path)
-                .map_err(io(&path))
-                .and_then(|b| decode(&b, &path));
+            let loaded = Self::read_checked(&path);
             match loaded {
                 Ok(c) => return Ok((c, path, skipped)),
                 Err(e @ CheckpointError::NewerVersion { .. }) => return Err(e),
@@ -1749,5 +1769,46 @@ mod tests {
         meta.cells.push(None);
         let e = decode(&encoded(&meta, &cells), Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("the archive has 3 cells"), "{e}");
+    }
+
+    /// Issue 30, item 17: a valid checkpoint copied to a higher name (`ckpt-999999999999`
+    /// holding generation 2) is not taken for the newest: resume picks the newest by the
+    /// generation inside, and rotation moves the misnamed copy aside instead of keeping it
+    /// in a slot.
+    #[test]
+    fn a_renamed_valid_checkpoint_is_not_the_newest() {
+        let dir = std::env::temp_dir().join(format!("pareidolia-renamed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::new(&dir, 2);
+        let (mut meta, cells) = sample();
+        let (_, _, distinct) = index_champions(&cells);
+        let mut written = Vec::new();
+        for g in 2..=3 {
+            at_generation(&mut meta, g);
+            written.push(store.write(g, &encode(&meta, &distinct)).unwrap());
+        }
+        let renamed = store.dir().join("ckpt-999999999999.pdck");
+        std::fs::copy(&written[0], &renamed).unwrap();
+        let (c, newest, skipped) = store.load_newest().unwrap();
+        assert_eq!((c.meta.generation, &newest), (3, &written[1]));
+        assert_eq!(skipped.len(), 1);
+        let why = skipped[0].1.to_string();
+        assert!(
+            why.contains(
+                "holds generation 2 but is named ckpt-999999999999.pdck, not ckpt-000000000002.pdck"
+            ),
+            "{why}"
+        );
+        at_generation(&mut meta, 4);
+        let four = store.write(4, &encode(&meta, &distinct)).unwrap();
+        assert_eq!(store.list(), vec![four, written[1].clone()]);
+        assert!(
+            store
+                .dir()
+                .join(DAMAGED_DIR)
+                .join("ckpt-999999999999.pdck")
+                .is_file()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -321,25 +321,27 @@ pub fn check_belongs(
         expected,
         why: why.to_owned(),
     };
-    if let (Some(found), Some(expected)) = (checkpoint_id, folder_id) {
-        if found != expected {
-            return Err(foreign(
-                found.to_owned(),
-                expected.to_owned(),
-                &format!("its {RUN_ID_FILE} file says so"),
-            ));
-        }
-        return Ok(());
+    if let (Some(found), Some(expected)) = (checkpoint_id, folder_id)
+        && found != expected
+    {
+        return Err(foreign(
+            found.to_owned(),
+            expected.to_owned(),
+            &format!("its {RUN_ID_FILE} file says so"),
+        ));
     }
+    // The folder's config.toml as well, even when the ids agree: a checkpoint edited to carry
+    // the folder's id (or one of an older run without ids) must still be of this run's seed
+    // and encoding, which a resume can never change.
     if let Some(folder) = folder_config {
         let what = |c: &RunConfig| format!("seed {}, encoding `{}`", c.seed, c.encoding.plugin);
         let (found, expected) = (what(checkpoint_config), what(folder));
         if found != expected || checkpoint_config.encoding.params != folder.encoding.params {
-            return Err(foreign(
-                format!("{found} (a checkpoint without a run id)"),
-                expected,
-                "its config.toml says so",
-            ));
+            let found = match checkpoint_id {
+                Some(id) => format!("{found} (run id {id})"),
+                None => format!("{found} (a checkpoint without a run id)"),
+            };
+            return Err(foreign(found, expected, "its config.toml says so"));
         }
     }
     Ok(())
@@ -492,6 +494,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("seed 9, encoding `direct`"), "{e}");
+        // The folder's id on a checkpoint of another seed (edited, or re-signed): config.toml
+        // still decides.
+        let e = check_belongs(p, Some("aa"), &other, dir, Some("aa"), Some(&c))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("seed 9, encoding `direct` (run id aa)")
+                && e.contains("config.toml says so"),
+            "{e}"
+        );
+        let mut cppn = c.clone();
+        cppn.encoding.plugin = "cppn".into();
+        assert!(check_belongs(p, Some("aa"), &cppn, dir, Some("aa"), Some(&c)).is_err());
     }
 
     #[test]
