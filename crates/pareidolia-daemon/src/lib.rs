@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod run;
 pub mod service;
 
-pub use experiment::{Experiment, RunOptions, request_stop};
+pub use experiment::{Experiment, RunOptions};
 pub use run::outcome::{Progress, RunError, RunOutcome};
 pub use run::setup::{ModelSetup, Setup, SetupError};
+pub use run::stop::StopHandle;

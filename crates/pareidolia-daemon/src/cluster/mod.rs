@@ -62,6 +62,7 @@ use crate::map_elites::messages::{
     WorkerMsg, daemon_registrar, names,
 };
 use crate::map_elites::mutator_actor::{MutatorActor, MutatorState};
+use crate::run::ledger::unix_now;
 use crate::run::setup::{ModelSetup, Setup, SetupError};
 
 /// The cookie of a cluster on loopback started without `--cookie-file`: every process of
@@ -977,12 +978,6 @@ impl Actor for Registrar {
         }
         Ok(())
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 // ---------------------------------------------------------------------------------------------
