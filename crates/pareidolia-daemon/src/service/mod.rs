@@ -5,9 +5,11 @@
 //! after the gallery and summary are written. The command line only chooses the folder and the config and
 //! calls [`serve`].
 //!
-//! [`http`] holds the endpoints; this module serves them beside the run.
+//! [`http`] holds the endpoints, [`signals`] the one shutdown future; this module serves
+//! the endpoints beside the run.
 
 pub mod http;
+pub mod signals;
 
 use std::fs::File;
 use std::io::Write as _;
@@ -20,6 +22,7 @@ use pareidolia_core::config::RunConfig;
 use pareidolia_core::{AllowedChanges, IdentityMismatch};
 
 use self::http::{AppState, HostPolicy, router};
+pub use self::signals::shutdown_signal;
 use crate::cluster::{ClusterError, ClusterOptions, DaemonNode};
 use crate::experiment::{Experiment, RunOptions};
 use crate::metrics::Metrics;
@@ -485,28 +488,6 @@ fn finish(
         });
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 #[cfg(test)]
