@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::choices::{BackendChoice, OutputKind};
-use crate::summary::PluginSummary;
 
 /// One model of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +68,15 @@ pub struct RunIdentity {
     /// `None` = every class. The others are scored but hold no champion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cells: Option<Vec<usize>>,
+}
+
+/// A plugin as the run used it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSummary {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
 }
 
 /// Which differences a resume accepts.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::ArchiveStats;
 use crate::ascent::{Recipe, Track};
 use crate::identity::ModelIdentity;
+pub use crate::identity::PluginSummary;
 use crate::stop::StopStatus;
 
 /// One class's champion in the summary.
@@ -42,15 +43,6 @@ impl std::ops::AddAssign for StageTimes {
         self.fitness_s += o.fitness_s;
         self.batches += o.batches;
     }
-}
-
-/// A plugin as the run used it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginSummary {
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
 }
 
 /// The whole summary.

@@ -3,13 +3,16 @@
 //! batched, in the same run folder layout as evolution.
 //!
 //! The run is a loop on one blocking thread (a step is CPU-heavy: forward and backward over
-//! every class): it owns the images, so it is the run's one archive owner. Around the
-//! recipe it does what the archive actor does for MAP-Elites: after each step it publishes a
-//! [`Progress`] (the step counts as the generation; the champions are the best images so far,
-//! as direct-encoding genomes, so the gallery, the live gallery, `/status`, the metrics and
-//! `export` show them like evolved ones), appends a line to `history.csv`, and checkpoints
-//! when due; a stop request ends it at the next step boundary with a final checkpoint, and a
-//! checkpoint resumes it exactly.
+//! every class): it owns the images, so it is the run's one archive owner. It keeps its run
+//! in the same [`Ledger`] as the MAP-Elites archive actor (a step counts as a generation), so
+//! counters, checkpoint cadence, stop conditions, `history.csv` and [`Progress`] behave alike
+//! by construction. The champions are the best images so far, as direct-encoding genomes, so
+//! the gallery, the live gallery, `/status`, the metrics and `export` show them like evolved
+//! ones; a step rebuilds only the champions it improved. A request on the run's
+//! [`StopHandle`] ends it at the next step boundary with a final checkpoint, and a
+//! checkpoint resumes it exactly. [`run`] reads as its steps: [`AscentLoop::start`] (fresh
+//! or from a checkpoint), then per step `step`, progress and history, a checkpoint when due;
+//! at the end a final checkpoint and the 8-bit images scored.
 //!
 //! The images are real-valued; the gallery holds them rounded to 8 bits. At the end every
 //! best image is rendered to bytes and scored by the run's inference backend and fitness
@@ -17,23 +20,23 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use pareidolia_core::ascent::{
     Ascent, GradientOracle, Sample, Shape, StepReport, THRESHOLDS, Track,
 };
-use pareidolia_core::checkpoint::{AscentState, Checkpoint, CheckpointStore, RunCounters};
-use pareidolia_core::stop::StopReached;
+use pareidolia_core::checkpoint::{AscentState, Checkpoint, CheckpointStore};
+use pareidolia_core::config::RunConfig;
 use pareidolia_core::summary::{AscentSummary, StageTimes};
 use pareidolia_core::{Archive, Champion, RunIdentity};
 use pareidolia_eval::{EvalError, InputSpec, PreparedModel};
 use pareidolia_grad::grad::{DifferentiableModel, Objective};
 use tokio::sync::watch;
 
-use crate::run::history::History;
+use crate::run::ledger::{Cadence, Ledger, unix_now};
 use crate::run::outcome::{Progress, RunError, RunOutcome};
 use crate::run::setup::Setup;
+use crate::run::stop::StopHandle;
 
 /// The mean of the recipe's mean-subtracted space, in canvas pixel units (`0..=255`), one
 /// value per canvas value: the pixel whose normalised model input is 0 in each channel, plus
@@ -141,15 +144,20 @@ pub fn direct_genome(pixels: &[f32]) -> Vec<u8> {
 pub fn champions(tracks: &[Track], classes: usize) -> Vec<Option<Champion>> {
     let mut cells = vec![None; classes];
     for t in tracks {
-        let Some((_, step)) = t.best else { continue };
-        cells[t.class] = Some(Champion {
-            id: t.class as u64,
-            generation: step,
-            genome: Arc::from(direct_genome(&t.best_pixels)),
-            scores: Arc::from(t.best_probabilities.clone()),
-        });
+        cells[t.class] = champion(t);
     }
     cells
+}
+
+/// A track's best image as a champion (`None` before its first step).
+fn champion(t: &Track) -> Option<Champion> {
+    let (_, step) = t.best?;
+    Some(Champion {
+        id: t.class as u64,
+        generation: step,
+        genome: Arc::from(direct_genome(&t.best_pixels)),
+        scores: Arc::from(t.best_probabilities.clone()),
+    })
 }
 
 /// What [`run`] needs.
@@ -168,38 +176,8 @@ pub struct AscentRun {
     pub resume: Option<Checkpoint>,
     /// Progress after every step.
     pub progress: watch::Sender<Progress>,
-    /// Set to stop at the next step boundary.
-    pub stop: Arc<AtomicBool>,
-}
-
-/// The newest checkpoint written (or resumed from), and the writes that failed.
-struct LastCheckpoint {
-    generation: Option<u64>,
-    /// When the last write was tried (for `every_seconds`).
-    at: Instant,
-    path: Option<PathBuf>,
-    unix_s: Option<f64>,
-    failures: u64,
-}
-
-impl LastCheckpoint {
-    /// Records a write of step `step`'s checkpoint and logs it; a failure keeps the previous
-    /// checkpoint as the newest (`failed` says which write failed, in the log).
-    fn record(&mut self, step: u64, result: Result<PathBuf, String>, failed: &str) {
-        self.at = Instant::now();
-        match result {
-            Ok(path) => {
-                tracing::info!(generation = step, path = %path.display(), "checkpoint written");
-                self.generation = Some(step);
-                self.path = Some(path);
-                self.unix_s = Some(unix_now());
-            }
-            Err(e) => {
-                self.failures += 1;
-                tracing::error!(generation = step, error = %e, "{failed}; the previous checkpoint is kept");
-            }
-        }
-    }
+    /// Ends the run at the next step boundary.
+    pub stop: StopHandle,
 }
 
 fn ascent_error(step: u64, reason: impl std::fmt::Display) -> RunError {
@@ -209,167 +187,191 @@ fn ascent_error(step: u64, reason: impl std::fmt::Display) -> RunError {
     }
 }
 
-/// Runs gradient ascent to its last step or a stop request. Blocking.
-pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
-    let config = r.setup.config.clone();
-    let model = r.setup.model();
-    let canvas = model.canvas();
-    let shape = Shape {
-        width: canvas.width as usize,
-        height: canvas.height as usize,
-        channels: canvas.channels as usize,
-    };
-    let classes = model.model.classes();
-    let recipe = config.search.recipe(config.generations);
-    let mean = pixel_mean(&model.model.manifest.input, canvas.width, canvas.height);
-    let pushed: Vec<usize> = r
-        .identity
-        .cells
-        .clone()
-        .unwrap_or_else(|| (0..classes).collect());
-    // The archive the images make: its cells are the classes pushed.
-    let cells_listed = r.identity.cells.clone();
-    let archive_of = |cells: Vec<Option<Champion>>, replacements: u64| {
-        let mut archive = Archive::restore(cells, replacements);
-        if let Some(listed) = &cells_listed {
-            archive
-                .restrict(listed)
-                .expect("the setup checked the cells, and only they hold images");
+/// Runs gradient ascent to its last step, a stop condition or a stop request. Blocking.
+pub fn run(r: AscentRun) -> Result<RunOutcome, RunError> {
+    let AscentRun {
+        setup,
+        identity,
+        model,
+        mut prepared,
+        run_dir,
+        resume,
+        progress,
+        stop,
+    } = r;
+    let mut search = AscentLoop::start(&setup, identity, model, run_dir, resume.as_ref())?;
+    let interrupted = loop {
+        if search.ascent.done() || search.ledger.ending() {
+            break false;
         }
-        archive
-    };
-    let (mut ascent, mut counters, mut replacements, resumed_from) = match &r.resume {
-        Some(c) => {
-            let state = c.ascent.clone().ok_or_else(|| {
-                ascent_error(
-                    c.meta.generation,
-                    "the checkpoint is of a MAP-Elites run, not a gradient-ascent one",
-                )
-            })?;
-            let mut a = Ascent::new(recipe.clone(), shape, mean.clone(), &[], config.seed);
-            a.step = state.step;
-            a.tracks = state.tracks;
-            (
-                a,
-                c.counters(),
-                c.meta.replacements,
-                Some(c.meta.generation),
-            )
+        if stop.is_requested() {
+            break true;
         }
-        None => (
-            Ascent::new(recipe.clone(), shape, mean.clone(), &pushed, config.seed),
-            RunCounters::default(),
-            0,
-            None,
-        ),
-    };
-    let mut history = match &r.run_dir {
-        Some(dir) => Some(
-            History::open(dir, resumed_from)
-                .map_err(|e| ascent_error(ascent.step, format!("cannot open history.csv: {e}")))?,
-        ),
-        None => None,
-    };
-    let store = r
-        .run_dir
-        .as_ref()
-        .map(|d| CheckpointStore::new(d, config.checkpoint.keep));
-    let mut oracle = ModelOracle {
-        model: r.model,
-        seconds: 0.0,
-        calls: 0,
-    };
-    let batch = config.batch_size as usize;
-    let started = Instant::now();
-    let base_elapsed = counters.elapsed_s;
-    let base_times = counters.stage_times;
-    let mut last_checkpoint = LastCheckpoint {
-        generation: resumed_from,
-        at: Instant::now(),
-        path: None,
-        unix_s: None,
-        failures: 0,
-    };
-    let mut zero_gradient_steps = 0;
-    let mut interrupted = false;
-    let mut evaluated = 0u64;
-    let mut stop_reached = r.resume.as_ref().and_then(|c| c.meta.stop_reached.clone());
-    let make_progress = |ascent: &Ascent,
-                         counters: &RunCounters,
-                         replacements: u64,
-                         last: &LastCheckpoint,
-                         stop_reached: &Option<StopReached>| {
-        let cells = champions(&ascent.tracks, classes);
-        let stats = archive_of(cells.clone(), replacements).stats();
-        Progress {
-            generation: ascent.step,
-            generations: ascent.recipe.steps,
-            evaluations: counters.evaluations,
-            lost: 0,
-            replacements,
-            stats,
-            elapsed_s: counters.elapsed_s,
-            times: counters.stage_times,
-            last_checkpoint_generation: last.generation,
-            last_checkpoint_unix_s: last.unix_s,
-            checkpoint_failures: last.failures,
-            stop: config.stop.status(stop_reached.clone()),
-            champions: Arc::new(cells),
+        search.step()?;
+        let p = search.ledger.progress(&search.archive);
+        search.ledger.append_history(&p);
+        progress.send_replace(p);
+        if !search.ledger.ending() && search.ledger.checkpoint_due() {
+            search.write_checkpoint();
+            progress.send_replace(search.ledger.progress(&search.archive));
         }
     };
-    let write_checkpoint = |ascent: &Ascent,
-                            counters: RunCounters,
-                            replacements: u64,
-                            stop_reached: Option<&StopReached>|
-     -> Option<Result<PathBuf, String>> {
-        let store = store.as_ref()?;
-        let cells = champions(&ascent.tracks, classes);
-        let archive = archive_of(cells, replacements);
-        let state = AscentState {
-            step: ascent.step,
-            tracks: ascent.tracks.clone(),
-        };
-        let bytes = Checkpoint::capture_ascent(
-            &archive,
-            &state,
-            counters,
-            &config,
-            &r.identity,
-            stop_reached,
-            unix_now(),
-        );
-        Some(store.write(ascent.step, &bytes).map_err(|e| e.to_string()))
-    };
-    tracing::info!(
-        classes = ascent.tracks.len(),
-        steps = recipe.steps,
-        from_step = ascent.step,
-        decay = recipe.decay,
-        blur_radius = recipe.blur_radius,
-        start = %recipe.start,
-        "gradient ascent starts"
+    search.ledger.flush_history();
+    search.write_checkpoint();
+    let last = search.ledger.progress(&search.archive);
+    progress.send_replace(last.clone());
+    let cells = search.archive.cells().to_vec();
+    let png = score_bytes(&setup, prepared.as_deref_mut(), &cells);
+    let oracle = &search.oracle;
+    let summary = AscentSummary::new(
+        &search.ascent.recipe,
+        search.ascent.step,
+        &search.ascent.tracks,
+        search.zero_gradient_steps,
+        (oracle.seconds > 0.0).then(|| search.evaluated as f64 / oracle.seconds),
+        &png,
     );
-    // A resumed run that meets a stop condition already takes no step.
-    if let Some(reached) = config.stop.reached(
-        &archive_of(champions(&ascent.tracks, classes), replacements),
-        ascent.step,
-        counters.elapsed_s,
-    ) && ascent.step > 0
-    {
-        tracing::warn!(condition = %reached.condition, "the resumed run meets a stop condition already; nothing to run (give a stricter --until, --until none, or a larger --max-seconds)");
-        stop_reached = stop_reached.or(Some(reached));
-    }
-    while !ascent.done() && stop_reached.is_none() {
-        if r.stop.load(Ordering::SeqCst) {
-            interrupted = true;
-            break;
+    Ok(RunOutcome {
+        cells,
+        progress: last,
+        interrupted,
+        checkpoint: search.ledger.last_checkpoint().path.clone(),
+        ascent: Some(summary),
+    })
+}
+
+/// A gradient-ascent run under way: the recipe's state, the archive its best images make
+/// (updated where a step improved an image, once per step) and the run's [`Ledger`].
+struct AscentLoop<'a> {
+    config: &'a RunConfig,
+    identity: RunIdentity,
+    ascent: Ascent,
+    /// The best image of each class pushed, as a champion (`None` elsewhere).
+    cells: Vec<Option<Champion>>,
+    /// Champions replaced (or cells filled) so far.
+    replacements: u64,
+    archive: Archive,
+    ledger: Ledger,
+    store: Option<CheckpointStore>,
+    oracle: ModelOracle,
+    zero_gradient_steps: u64,
+    /// Images evaluated in this session.
+    evaluated: u64,
+}
+
+impl<'a> AscentLoop<'a> {
+    /// A fresh ascent over the classes pushed (the run's cells), or the checkpoint's.
+    fn start(
+        setup: &'a Setup,
+        identity: RunIdentity,
+        model: Box<dyn DifferentiableModel>,
+        run_dir: Option<PathBuf>,
+        resume: Option<&Checkpoint>,
+    ) -> Result<Self, RunError> {
+        let config = &setup.config;
+        let m = setup.model();
+        let canvas = m.canvas();
+        let shape = Shape {
+            width: canvas.width as usize,
+            height: canvas.height as usize,
+            channels: canvas.channels as usize,
+        };
+        let classes = m.model.classes();
+        let recipe = config.search.recipe(config.generations);
+        let mean = pixel_mean(&m.model.manifest.input, canvas.width, canvas.height);
+        let (ascent, replacements) = match resume {
+            Some(c) => {
+                let state = c.ascent.clone().ok_or_else(|| {
+                    ascent_error(
+                        c.meta.generation,
+                        "the checkpoint is of a MAP-Elites run, not a gradient-ascent one",
+                    )
+                })?;
+                let mut a = Ascent::new(recipe, shape, mean, &[], config.seed);
+                a.step = state.step;
+                a.tracks = state.tracks;
+                (a, c.meta.replacements)
+            }
+            None => {
+                let pushed: Vec<usize> = identity
+                    .cells
+                    .clone()
+                    .unwrap_or_else(|| (0..classes).collect());
+                (Ascent::new(recipe, shape, mean, &pushed, config.seed), 0)
+            }
+        };
+        let cadence = run_dir.as_ref().map(|_| Cadence::of(&config.checkpoint));
+        let mut ledger = Ledger::new(ascent.recipe.steps, config.stop.clone(), cadence);
+        let cells = champions(&ascent.tracks, classes);
+        let archive = archive_of(&identity, cells.clone(), replacements);
+        if let Some(c) = resume {
+            ledger.resume(c, &archive);
         }
-        let before: Vec<Option<(f64, u64)>> = ascent.tracks.iter().map(|t| t.best).collect();
-        let report: StepReport = ascent
-            .step(&mut oracle, batch)
-            .map_err(|e| ascent_error(ascent.step, e))?;
-        if report.zero_gradients == ascent.tracks.len() {
-            zero_gradient_steps += 1;
+        if let Some(dir) = &run_dir {
+            ledger.open_history(dir);
+        }
+        let r = &ascent.recipe;
+        tracing::info!(
+            classes = ascent.tracks.len(),
+            steps = r.steps,
+            from_step = ascent.step,
+            decay = r.decay,
+            blur_radius = r.blur_radius,
+            start = %r.start,
+            "gradient ascent starts"
+        );
+        Ok(Self {
+            config,
+            identity,
+            store: run_dir.map(|d| CheckpointStore::new(&d, config.checkpoint.keep)),
+            ascent,
+            cells,
+            replacements,
+            archive,
+            ledger,
+            oracle: ModelOracle {
+                model,
+                seconds: 0.0,
+                calls: 0,
+            },
+            zero_gradient_steps: 0,
+            evaluated: 0,
+        })
+    }
+
+    /// One step of the recipe over every image, then the champions it improved, the
+    /// ledger's counters and the stop conditions.
+    fn step(&mut self) -> Result<(), RunError> {
+        let before: Vec<Option<(f64, u64)>> = self.ascent.tracks.iter().map(|t| t.best).collect();
+        let (seconds, calls) = (self.oracle.seconds, self.oracle.calls);
+        let report = self
+            .ascent
+            .step(&mut self.oracle, self.config.batch_size as usize)
+            .map_err(|e| ascent_error(self.ascent.step, e))?;
+        self.log(&report);
+        let images = self.ascent.tracks.len() as u64;
+        for (t, b) in self.ascent.tracks.iter().zip(&before) {
+            if t.best != *b {
+                self.replacements += 1;
+                self.cells[t.class] = champion(t);
+            }
+        }
+        self.evaluated += images;
+        let times = StageTimes {
+            inference_s: self.oracle.seconds - seconds,
+            batches: self.oracle.calls - calls,
+            ..StageTimes::default()
+        };
+        self.ledger.record(self.ascent.step, images, 0, times);
+        self.archive = archive_of(&self.identity, self.cells.clone(), self.replacements);
+        self.ledger.check_stop(&self.archive);
+        Ok(())
+    }
+
+    /// Logs what a step did beyond moving the images.
+    fn log(&mut self, report: &StepReport) {
+        if report.zero_gradients == self.ascent.tracks.len() {
+            self.zero_gradient_steps += 1;
             tracing::warn!(
                 step = report.step,
                 images = report.zero_gradients,
@@ -384,98 +386,56 @@ pub fn run(mut r: AscentRun) -> Result<RunOutcome, RunError> {
         }
         for (i, k) in &report.crossed {
             tracing::debug!(
-                class = ascent.tracks[*i].class,
+                class = self.ascent.tracks[*i].class,
                 step = report.step,
                 threshold = THRESHOLDS[*k],
                 "threshold reached"
             );
         }
-        replacements += ascent
-            .tracks
-            .iter()
-            .zip(&before)
-            .filter(|(t, b)| t.best != **b)
-            .count() as u64;
-        counters.generation = ascent.step;
-        counters.evaluations += ascent.tracks.len() as u64;
-        evaluated += ascent.tracks.len() as u64;
-        counters.elapsed_s = base_elapsed + started.elapsed().as_secs_f64();
-        counters.stage_times = StageTimes {
-            inference_s: base_times.inference_s + oracle.seconds,
-            batches: base_times.batches + oracle.calls,
-            ..base_times
+    }
+
+    /// Writes the checkpoint of the last step, when the run keeps checkpoints and it is not
+    /// written yet; the ledger records the write (or its failure).
+    fn write_checkpoint(&mut self) {
+        let Some(store) = &self.store else { return };
+        if !self.ledger.final_checkpoint_due() {
+            return;
+        }
+        let started = Instant::now();
+        let state = AscentState {
+            step: self.ascent.step,
+            tracks: self.ascent.tracks.clone(),
         };
-        if let Some(reached) = config.stop.reached(
-            &archive_of(champions(&ascent.tracks, classes), replacements),
-            ascent.step,
-            counters.elapsed_s,
-        ) {
-            tracing::info!(condition = %reached.condition, generation = ascent.step, "stop condition reached: ending the run");
-            stop_reached = Some(reached);
-        }
-        let c = &config.checkpoint;
-        let due = store.is_some()
-            && ((c.every_generations > 0 && ascent.step.is_multiple_of(c.every_generations))
-                || (c.every_seconds > 0.0
-                    && last_checkpoint.at.elapsed().as_secs_f64() >= c.every_seconds));
-        if due
-            && let Some(result) =
-                write_checkpoint(&ascent, counters, replacements, stop_reached.as_ref())
-        {
-            last_checkpoint.record(ascent.step, result, "checkpoint failed");
-        }
-        let progress = make_progress(
-            &ascent,
-            &counters,
-            replacements,
-            &last_checkpoint,
-            &stop_reached,
+        let bytes = Checkpoint::capture_ascent(
+            &self.archive,
+            &state,
+            self.ledger.counters(),
+            self.config,
+            &self.identity,
+            self.ledger.stop_reached(),
+            unix_now(),
         );
-        if let Some(h) = &mut history
-            && let Err(e) = h.append(&progress)
-        {
-            tracing::warn!(path = %h.path().display(), error = %e, "cannot append to the history; its lines are kept and written once there is room");
-        }
-        r.progress.send_replace(progress);
+        let written = store
+            .write(self.ascent.step, &bytes)
+            .map_err(|e| e.to_string());
+        self.ledger.record_checkpoint(
+            self.ascent.step,
+            written,
+            bytes.len(),
+            started.elapsed().as_secs_f64(),
+        );
     }
-    if let Some(h) = &mut history
-        && h.flush().is_err()
-    {
-        tracing::warn!(path = %h.path().display(), missing = h.pending(), "the history lacks the last steps: they could not be written");
+}
+
+/// The archive the images make: its cells are the classes pushed.
+fn archive_of(identity: &RunIdentity, cells: Vec<Option<Champion>>, replacements: u64) -> Archive {
+    let mut archive = Archive::restore(cells, replacements);
+    if let Some(listed) = &identity.cells {
+        archive
+            .restrict(listed)
+            .expect("the setup checked the cells, and only they hold images");
     }
-    // The final checkpoint (unless the last step's was just written).
-    if last_checkpoint.generation != Some(ascent.step)
-        && ascent.step > 0
-        && let Some(result) =
-            write_checkpoint(&ascent, counters, replacements, stop_reached.as_ref())
-    {
-        last_checkpoint.record(ascent.step, result, "the final checkpoint failed");
-    }
-    let progress = make_progress(
-        &ascent,
-        &counters,
-        replacements,
-        &last_checkpoint,
-        &stop_reached,
-    );
-    r.progress.send_replace(progress.clone());
-    let cells = champions(&ascent.tracks, classes);
-    let png = score_bytes(&r.setup, r.prepared.as_deref_mut(), &cells);
-    let summary = AscentSummary::new(
-        &ascent.recipe,
-        ascent.step,
-        &ascent.tracks,
-        zero_gradient_steps,
-        (oracle.seconds > 0.0).then(|| evaluated as f64 / oracle.seconds),
-        &png,
-    );
-    Ok(RunOutcome {
-        cells,
-        progress,
-        interrupted,
-        checkpoint: last_checkpoint.path,
-        ascent: Some(summary),
-    })
+    archive
 }
 
 /// Each champion rendered to bytes by the encoding and scored by the inference backend and
@@ -506,12 +466,6 @@ fn score_bytes(
         }
     }
     out
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! thread, with the same progress, history, checkpoints and metrics.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
@@ -22,8 +22,10 @@ use crate::map_elites::mutator_actor::breed;
 use crate::map_elites::supervisor::{Supervisor, SupervisorArgs};
 use crate::metrics::actor::{MetricsActor, MetricsArgs};
 use crate::metrics::{CheckpointPolicy, Metrics};
+use crate::run::ledger::Cadence;
 use crate::run::outcome::{Progress, RunError, RunOutcome};
 use crate::run::setup::{ModelSetup, Setup, SetupError};
+use crate::run::stop::StopHandle;
 
 /// How a run is driven beyond its config.
 #[derive(Default)]
@@ -34,23 +36,9 @@ pub struct RunOptions {
     pub resume: Option<Checkpoint>,
     /// Feed these Prometheus metrics (a metrics actor runs alongside the others).
     pub metrics: Option<Metrics>,
-}
-
-/// The stop flags of the gradient-ascent runs in this process, by run id.
-static ASCENT_STOPS: Mutex<Vec<(String, Arc<AtomicBool>)>> = Mutex::new(Vec::new());
-
-/// Asks a running experiment to finish its generation (or gradient-ascent step) in flight,
-/// checkpoint and end. Returns false when no such run is active.
-pub fn request_stop(run_id: &str) -> bool {
-    let stops = ASCENT_STOPS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, flag)) = stops.iter().find(|(id, _)| id == run_id) {
-        flag.store(true, Ordering::SeqCst);
-        return true;
-    }
-    drop(stops);
-    ractor::registry::where_is(names::archive(run_id))
-        .map(ActorRef::<ArchiveMsg>::from)
-        .is_some_and(|a| a.cast(ArchiveMsg::Shutdown).is_ok())
+    /// A request on it finishes the generation (or gradient-ascent step) in flight,
+    /// checkpoints and ends the run; whoever may stop the run keeps a clone.
+    pub stop: StopHandle,
 }
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -65,12 +53,24 @@ pub struct Experiment {
     pub run_id: String,
     /// How the run shares the machine's cores.
     pub cores: CoreSplit,
-    /// One set of prepared models per evaluator.
-    prepared: Vec<Vec<Box<dyn PreparedModel>>>,
-    /// A gradient-ascent run's differentiable model.
-    gradient: Option<Box<dyn DifferentiableModel>>,
+    /// What runs the search's models, until a run takes it.
+    engines: Engines,
     /// Evaluators of worker nodes to wait for before the first generation.
     wait_remote: u32,
+}
+
+/// What an experiment prepared to run its search's models.
+enum Engines {
+    /// MAP-Elites: one set of prepared models per evaluator.
+    Evaluators(Vec<Vec<Box<dyn PreparedModel>>>),
+    /// Gradient ascent: the differentiable model that takes the steps, and the first
+    /// evaluator's prepared model, which scores the 8-bit images at the end.
+    Ascent {
+        model: Box<dyn DifferentiableModel>,
+        scorer: Option<Box<dyn PreparedModel>>,
+    },
+    /// A run has taken them.
+    Taken,
 }
 
 /// How a run shares the machine's cores between breeding (mutators) and inference
@@ -319,8 +319,16 @@ impl Experiment {
                 RUN_COUNTER.fetch_add(1, Ordering::Relaxed)
             ),
             cores: split,
-            prepared,
-            gradient,
+            engines: match gradient {
+                None => Engines::Evaluators(prepared),
+                Some(model) => Engines::Ascent {
+                    model,
+                    scorer: prepared
+                        .into_iter()
+                        .next()
+                        .and_then(|set| set.into_iter().next()),
+                },
+            },
             wait_remote: 0,
         })
     }
@@ -358,9 +366,13 @@ impl Experiment {
         options: RunOptions,
     ) -> Result<RunOutcome, RunError> {
         let run = self.run_id.clone();
-        if let Some(model) = self.gradient.take() {
-            return self.run_ascent(model, progress, options).await;
-        }
+        let prepared = match std::mem::replace(&mut self.engines, Engines::Taken) {
+            Engines::Evaluators(prepared) => prepared,
+            Engines::Ascent { model, scorer } => {
+                return self.run_ascent(model, scorer, progress, options).await;
+            }
+            Engines::Taken => return Err(RunError::Spawn("the experiment has run already".into())),
+        };
         let progress_rx = progress.subscribe();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let c = self.config();
@@ -381,8 +393,7 @@ impl Experiment {
             history: options.run_dir.clone(),
             checkpoint: options.run_dir.as_ref().map(|dir| CheckpointPlan {
                 store: CheckpointStore::new(dir, c.checkpoint.keep),
-                every_generations: c.checkpoint.every_generations,
-                every_seconds: c.checkpoint.every_seconds,
+                cadence: Cadence::of(&c.checkpoint),
                 config: c.clone(),
                 identity: self.identity.clone(),
             }),
@@ -393,7 +404,7 @@ impl Experiment {
             mutators: self.cores.mutators,
             evaluators: self.cores.workers,
             setup: self.setup.clone(),
-            prepared: std::mem::take(&mut self.prepared),
+            prepared,
             plan,
             resume: options.resume,
             progress,
@@ -403,44 +414,47 @@ impl Experiment {
         let (supervisor, handle) = Actor::spawn(Some(names::supervisor(&run)), Supervisor, args)
             .await
             .map_err(|e| RunError::Spawn(e.to_string()))?;
+        // A stop request goes to the archive (spawned with the supervisor) as a shutdown.
+        let archive = names::archive(&run);
+        let stop = options.stop.clone();
+        let forward_stop = tokio::spawn(async move {
+            stop.requested().await;
+            if let Some(a) = ractor::registry::where_is(archive) {
+                let _ = ActorRef::<ArchiveMsg>::from(a).cast(ArchiveMsg::Shutdown);
+            }
+        });
         let outcome = done_rx.recv().await.unwrap_or_else(|| {
             Err(RunError::ActorFailed {
                 actor: "supervisor".into(),
                 reason: "stopped without an outcome".into(),
             })
         });
+        forward_stop.abort();
         supervisor.stop(Some("run over".into()));
         let _ = handle.await;
         drain_metrics(metrics_actor).await;
         outcome
     }
-    /// The gradient-ascent search: the ascent loop on a blocking thread, the metrics actor
-    /// beside it, a stop flag for [`request_stop`].
+    /// The gradient-ascent search: the ascent loop on a blocking thread (it checks the stop
+    /// handle before every step), the metrics actor beside it.
     async fn run_ascent(
         &mut self,
         model: Box<dyn DifferentiableModel>,
+        scorer: Option<Box<dyn PreparedModel>>,
         progress: watch::Sender<Progress>,
         options: RunOptions,
     ) -> Result<RunOutcome, RunError> {
         let run = self.run_id.clone();
         let metrics_actor = spawn_metrics(&run, options.metrics, progress.subscribe()).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        ASCENT_STOPS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((run.clone(), stop.clone()));
         let args = crate::ascent::AscentRun {
             setup: self.setup.clone(),
             identity: self.identity.clone(),
             model,
-            prepared: std::mem::take(&mut self.prepared)
-                .into_iter()
-                .next()
-                .and_then(|set| set.into_iter().next()),
+            prepared: scorer,
             run_dir: options.run_dir,
             resume: options.resume,
             progress,
-            stop,
+            stop: options.stop,
         };
         let outcome = tokio::task::spawn_blocking(move || crate::ascent::run(args))
             .await
@@ -450,10 +464,6 @@ impl Experiment {
                     reason: e.to_string(),
                 })
             });
-        ASCENT_STOPS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(id, _)| *id != run);
         drain_metrics(metrics_actor).await;
         outcome
     }

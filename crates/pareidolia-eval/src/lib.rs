@@ -14,6 +14,7 @@
 
 mod backend;
 mod builtin;
+mod choice;
 mod error;
 mod fixed_batch;
 mod manifest;
@@ -26,9 +27,8 @@ mod simd_state;
 mod tract_backend;
 mod views;
 
-pub use backend::{
-    Backend, BackendChoice, BackendOptions, PreparedModel, backend_for, backend_with,
-};
+pub use backend::{Backend, BackendChoice, PreparedModel};
+pub use choice::{BackendOptions, backend_for, backend_with};
 pub use error::{DatasetProblem, EditProblem, EvalError};
 pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, MeanImage, OutputKind, Provenance};
 pub use model::{Model, ModelRef, sha256_hex};

@@ -32,8 +32,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::image_io;
@@ -44,11 +43,12 @@ use pareidolia_grad::train::{self, SgdRecipe, TrainProgress, TrainReport, TrainS
 use pareidolia_grad::{LabelledImages, OnnxGraph, TrainingData};
 use serde::{Deserialize, Serialize};
 
-use pareidolia_daemon::experiment::{Experiment, RunOptions, request_stop};
+use pareidolia_daemon::experiment::{Experiment, RunOptions};
 use pareidolia_daemon::run::folder::{self, RunFolderError};
 use pareidolia_daemon::run::history;
 use pareidolia_daemon::run::outcome::{Progress, RunError};
 use pareidolia_daemon::run::setup::SetupError;
+use pareidolia_daemon::run::stop::StopHandle;
 
 /// The label of the extra class.
 pub const FOOLING_LABEL: &str = "fooling";
@@ -873,7 +873,7 @@ impl Retrain {
     pub fn run(
         &self,
         events: &mut dyn FnMut(Event<'_>),
-        stop: Arc<AtomicBool>,
+        stop: StopHandle,
     ) -> Result<Finish, RetrainError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -957,7 +957,7 @@ impl Retrain {
         i: u32,
         runtime: &tokio::runtime::Runtime,
         events: &mut dyn FnMut(Event<'_>),
-        stop: &Arc<AtomicBool>,
+        stop: &StopHandle,
     ) -> Result<Option<IterationResult>, RetrainError> {
         let model_dir = self.model_dir(i);
         let mut earlier = LabelledBytes::default();
@@ -999,7 +999,7 @@ impl Retrain {
                         iteration: i,
                         progress: p,
                     });
-                    if stop.load(Ordering::SeqCst) {
+                    if stop.is_requested() {
                         ControlFlow::Break(())
                     } else {
                         ControlFlow::Continue(())
@@ -1120,9 +1120,9 @@ impl Retrain {
         seed: u64,
         dir: &Path,
         runtime: &tokio::runtime::Runtime,
-        stop: &Arc<AtomicBool>,
+        stop: &StopHandle,
     ) -> Result<Option<RunSummary>, RetrainError> {
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_requested() {
             return Ok(None);
         }
         if dir.exists() {
@@ -1144,33 +1144,19 @@ impl Retrain {
             run: dir.to_owned(),
             source: Box::new(source),
         })?;
-        let run_id = experiment.run_id.clone();
         let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
-        let watch_stop = stop.clone();
-        let outcome = runtime.block_on(async {
-            let stopper = tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if watch_stop.load(Ordering::SeqCst) {
-                        request_stop(&run_id);
-                        break;
-                    }
-                }
-            });
-            let options = RunOptions {
-                run_dir: Some(dir.to_owned()),
-                resume: None,
-                metrics: None,
-            };
-            let outcome = experiment.run_with(tx, options).await;
-            stopper.abort();
-            outcome
-        });
+        let options = RunOptions {
+            run_dir: Some(dir.to_owned()),
+            resume: None,
+            metrics: None,
+            stop: stop.clone(),
+        };
+        let outcome = runtime.block_on(experiment.run_with(tx, options));
         let outcome = outcome.map_err(|source| RetrainError::Run {
             run: dir.to_owned(),
             source: Box::new(source),
         })?;
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_requested() {
             std::fs::remove_dir_all(dir).map_err(io("remove the stopped run", dir))?;
             return Ok(None);
         }

@@ -1,16 +1,15 @@
 //! `pareidolia train` and `pareidolia retrain`: arguments to a [`TrainJob`] or a retrain
-//! [`Request`], a progress bar, SIGTERM/SIGINT to a stop flag; the work is in
+//! [`Request`], a progress bar, SIGTERM/SIGINT to a stop handle; the work is in
 //! `pareidolia_experiments::retrain`.
 
 use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use pareidolia_core::RunConfig;
+use pareidolia_daemon::StopHandle;
 use pareidolia_daemon::service;
 use pareidolia_eval::{Backend as _, Model, ModelRef};
 use pareidolia_experiments::retrain::{
@@ -59,9 +58,9 @@ fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {
     bar
 }
 
-/// A flag that SIGTERM or SIGINT sets, watched by a thread of its own.
-fn stop_flag() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
+/// A stop handle that SIGTERM or SIGINT requests, watched by a thread of its own.
+fn stop_flag() -> Result<StopHandle> {
+    let stop = StopHandle::new();
     let flag = stop.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,7 +68,7 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
         .context("cannot start the signal watcher")?;
     std::thread::spawn(move || {
         runtime.block_on(service::shutdown_signal());
-        flag.store(true, Ordering::SeqCst);
+        flag.request();
         eprintln!(
             "stop requested: finishing the step in flight; run the same command again to continue"
         );
@@ -186,7 +185,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let record = retrain::train_model(&job, &args.out, &mut |p| {
         progress.set_position(p.iteration);
         progress.set_message(format!("loss {:.4}  lr {:.5}", p.loss, p.rate));
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_requested() {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())

@@ -174,6 +174,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             run_dir: Some(out.clone()),
             resume: None,
             metrics: None,
+            stop: Default::default(),
         };
         let outcome = experiment.run_with(tx, options).await;
         watcher.abort();

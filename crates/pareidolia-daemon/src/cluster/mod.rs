@@ -41,7 +41,7 @@
 //! evaluator could report false scores for the batches routed to it, a mutator could make
 //! any genome; as with any distributed evolution, give the cookie only to your machines.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,14 +55,23 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
+use self::keeper::{KeeperMsg, KeeperState, NodeKeeper};
+use self::table::{NodeCounters, NodeTable};
 use crate::experiment::Experiment;
 use crate::map_elites::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
 use crate::map_elites::messages::{
-    ArchiveMsg, EvaluatorMsg, NodeRole, NodeWork, RegistrarMsg, ReissueCause, Results, WorkTally,
-    WorkerMsg, daemon_registrar, names,
+    ArchiveMsg, EvaluatorMsg, NodeRole, RegistrarMsg, Results, WorkTally, WorkerMsg,
+    daemon_registrar, names,
 };
 use crate::map_elites::mutator_actor::{MutatorActor, MutatorState};
 use crate::run::setup::{ModelSetup, Setup, SetupError};
+use crate::service::signals::shutdown_signal;
+
+pub mod keeper;
+pub mod table;
+
+pub use keeper::ClusterView;
+pub use table::{HEARTBEAT_EVERY, NODE_TIMEOUT, NodeStatus};
 
 /// The cookie of a cluster on loopback started without `--cookie-file`: every process of
 /// this machine may join such a cluster, nothing beyond it can reach it.
@@ -318,261 +327,12 @@ async fn start_node(
 // ---------------------------------------------------------------------------------------------
 // The daemon's side.
 
-/// What the daemon counts about worker nodes.
-#[derive(Debug, Default)]
-pub struct NodeCounters {
-    /// Connections closed before they authenticated (a wrong cookie, a stray client).
-    pub unauthenticated: AtomicU64,
-    /// Workers the registrar refused for their version.
-    pub version: AtomicU64,
-    /// Workers the registrar refused for what they loaded (models, plugins, labels).
-    pub identity: AtomicU64,
-    /// Results from an evaluator slot no joined node holds (dropped).
-    pub results: AtomicU64,
-    /// Workers taken into the run.
-    pub joined: AtomicU64,
-}
-
-impl NodeCounters {
-    /// The refusals by cause, for `pareidolia_cluster_refused_total`.
-    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("unauthenticated", get(&self.unauthenticated)),
-            ("version", get(&self.version)),
-            ("identity", get(&self.identity)),
-            ("results", get(&self.results)),
-        ]
-    }
-}
-
-/// A worker node as `/status` and the metrics show it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct NodeStatus {
-    /// Its node name (`pareidolia-worker-PID-...`).
-    pub name: String,
-    /// What it does in the run (`evaluator`, `mutator`, `both`).
-    pub role: NodeRole,
-    /// Its address as the daemon sees it.
-    pub address: String,
-    /// Its evaluator index, for evaluator roles.
-    pub slot: Option<u32>,
-    /// Still connected and in the run.
-    pub connected: bool,
-    /// Seconds since it was last heard from (a heartbeat or results).
-    pub silent_s: f64,
-    /// What it reports having done.
-    pub work: NodeWork,
-    /// Children of its results the daemon forwarded to the archive.
-    pub scored: u64,
-    /// Unix time it joined.
-    pub joined_unix_s: f64,
-    /// Why it left, once it has.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub left: Option<String>,
-}
-
-/// One node the daemon has seen.
-#[derive(Debug)]
-struct NodeEntry {
-    address: String,
-    node_id: u64,
-    session: Option<ActorRef<ractor_cluster::NodeSessionMessage>>,
-    role: Option<NodeRole>,
-    slot: Option<u32>,
-    connected: bool,
-    last_seen: Instant,
-    work: NodeWork,
-    scored: u64,
-    joined_unix_s: f64,
-    left: Option<String>,
-}
-
-/// The daemon's table of worker nodes: plain data the node events, the registrar and the
-/// HTTP handlers share (behind a mutex). A node is *in the run* from its join until its
-/// session closes.
-#[derive(Debug, Default)]
-pub struct NodeTable {
-    nodes: BTreeMap<String, NodeEntry>,
-}
-
-/// What a closed session leaves to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeLeft {
-    /// Its ractor node id (its actors' `ActorId::node()`).
-    pub node_id: u64,
-    /// Its role, if it had joined the run.
-    pub role: Option<NodeRole>,
-}
-
-impl NodeTable {
-    /// A session authenticated.
-    fn opened(
-        &mut self,
-        name: &str,
-        address: &str,
-        node_id: u64,
-        session: Option<ActorRef<ractor_cluster::NodeSessionMessage>>,
-    ) {
-        self.nodes.insert(
-            name.to_owned(),
-            NodeEntry {
-                address: address.to_owned(),
-                node_id,
-                session,
-                role: None,
-                slot: None,
-                connected: true,
-                last_seen: Instant::now(),
-                work: NodeWork::default(),
-                scored: 0,
-                joined_unix_s: 0.0,
-                left: None,
-            },
-        );
-    }
-
-    /// A session closed (`why`); what the node was doing, if it was connected.
-    fn closed(&mut self, name: &str, why: &str) -> Option<NodeLeft> {
-        let node = self.nodes.get_mut(name).filter(|n| n.connected)?;
-        node.connected = false;
-        node.session = None;
-        node.left = Some(why.to_owned());
-        let left = NodeLeft {
-            node_id: node.node_id,
-            role: node.role,
-        };
-        // A node that never joined leaves no row.
-        if node.role.is_none() {
-            self.nodes.remove(name);
-        }
-        Some(left)
-    }
-
-    /// The node joined the run.
-    fn joined(&mut self, name: &str, role: NodeRole, slot: Option<u32>, unix_s: f64) -> bool {
-        let Some(node) = self.nodes.get_mut(name).filter(|n| n.connected) else {
-            return false;
-        };
-        node.role = Some(role);
-        node.slot = slot;
-        node.joined_unix_s = unix_s;
-        node.last_seen = Instant::now();
-        true
-    }
-
-    /// A heartbeat; false for a node not in the run.
-    fn heard(&mut self, name: &str, work: NodeWork) -> bool {
-        match self
-            .nodes
-            .get_mut(name)
-            .filter(|n| n.connected && n.role.is_some())
-        {
-            Some(node) => {
-                node.work = work;
-                node.last_seen = Instant::now();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The node in the run that holds evaluator `slot`; counts `children` scored for it.
-    fn results_from(&mut self, slot: u32, children: u64) -> Option<&str> {
-        let (name, node) = self
-            .nodes
-            .iter_mut()
-            .find(|(_, n)| n.connected && n.slot == Some(slot))?;
-        node.scored += children;
-        node.last_seen = Instant::now();
-        Some(name.as_str())
-    }
-
-    /// The evaluator slot of `name` if it has one, else the lowest slot from `first` that no
-    /// connected node holds and `free` accepts.
-    fn slot_for(&self, name: &str, first: u32, free: impl Fn(u32) -> bool) -> u32 {
-        if let Some(slot) = self.nodes.get(name).and_then(|n| n.slot) {
-            return slot;
-        }
-        (first..)
-            .find(|s| {
-                !self
-                    .nodes
-                    .values()
-                    .any(|n| n.connected && n.slot == Some(*s))
-                    && free(*s)
-            })
-            .expect("a free evaluator index")
-    }
-
-    /// Nodes in the run silent for longer than `timeout`: their sessions, to close.
-    fn silent(
-        &self,
-        timeout: Duration,
-    ) -> Vec<(String, ActorRef<ractor_cluster::NodeSessionMessage>)> {
-        self.nodes
-            .iter()
-            .filter(|(_, n)| n.connected && n.role.is_some() && n.last_seen.elapsed() > timeout)
-            .filter_map(|(name, n)| Some((name.clone(), n.session.clone()?)))
-            .collect()
-    }
-
-    /// Every node that joined the run, in name order.
-    pub fn statuses(&self) -> Vec<NodeStatus> {
-        self.nodes
-            .iter()
-            .filter_map(|(name, n)| {
-                Some(NodeStatus {
-                    name: name.clone(),
-                    role: n.role?,
-                    address: n.address.clone(),
-                    slot: n.slot,
-                    connected: n.connected,
-                    silent_s: if n.connected {
-                        n.last_seen.elapsed().as_secs_f64()
-                    } else {
-                        0.0
-                    },
-                    work: n.work,
-                    scored: n.scored,
-                    joined_unix_s: n.joined_unix_s,
-                    left: n.left.clone(),
-                })
-            })
-            .collect()
-    }
-}
-
-/// What the HTTP handlers see of the cluster: the node table and the refusal counts.
-#[derive(Debug, Clone)]
-pub struct ClusterView {
-    /// The nodes.
-    pub table: Arc<Mutex<NodeTable>>,
-    /// The counts.
-    pub counters: Arc<NodeCounters>,
-}
-
-impl ClusterView {
-    /// Every node that joined the run.
-    pub fn nodes(&self) -> Vec<NodeStatus> {
-        self.table.lock().map(|t| t.statuses()).unwrap_or_default()
-    }
-}
-
-/// How long a node in the run may be silent before the daemon closes its session and
-/// re-issues its work (heartbeats come every [`HEARTBEAT_EVERY`]).
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How often a worker reports (and the daemon checks for silent nodes).
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-
-/// Logs the daemon's node sessions, keeps the node table and counts the ones that never
-/// authenticated; a node that leaves the run with work in flight has the archive re-issue it.
+/// Logs the daemon's node sessions, tells the node table's keeper of them and counts the
+/// ones that never authenticated.
 struct DaemonEvents {
     counters: Arc<NodeCounters>,
-    table: Arc<Mutex<NodeTable>>,
+    keeper: ActorRef<KeeperMsg>,
     authenticated: Mutex<HashSet<u64>>,
-    run: String,
 }
 
 /// The peer's node name as the worker chose it (ractor_cluster appends `@HOST`).
@@ -588,34 +348,6 @@ fn peer_name(ses: &ractor_cluster::node::NodeServerSessionInformation) -> String
     )
 }
 
-/// After node `left` is gone from the run's process groups (ractor_cluster removes a closed
-/// session's remote actors shortly after the event), asks the archive to re-issue its work
-/// over the evaluators and mutators that remain.
-fn reissue_after(run: String, name: String, left: NodeLeft) {
-    let Some(role) = left.role else { return };
-    tokio::spawn(async move {
-        let groups = [names::evaluator_group(&run), names::mutator_group(&run)];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline
-            && groups.iter().any(|g| {
-                ractor::pg::get_members(g)
-                    .iter()
-                    .any(|m| !m.get_id().is_local() && m.get_id().node() == left.node_id)
-            })
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        match ractor::registry::where_is(names::archive(&run)) {
-            Some(cell) => {
-                tracing::warn!(node = %name, %role, "worker node left the run; its work in flight is re-issued to the others");
-                let archive: ActorRef<ArchiveMsg> = cell.into();
-                let _ = archive.cast(ArchiveMsg::Reissue(ReissueCause::NodeLost));
-            }
-            None => tracing::debug!(node = %name, "worker node left after the run"),
-        }
-    });
-}
-
 impl NodeEventSubscription for DaemonEvents {
     fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         tracing::debug!(peer = %ses.peer_addr, "cluster connection opened");
@@ -625,14 +357,12 @@ impl NodeEventSubscription for DaemonEvents {
         if let Ok(mut set) = self.authenticated.lock() {
             set.insert(ses.node_id);
         }
-        if let Ok(mut table) = self.table.lock() {
-            table.opened(
-                &peer_name(&ses),
-                &ses.peer_addr,
-                ses.node_id,
-                Some(ses.actor.clone()),
-            );
-        }
+        let _ = self.keeper.cast(KeeperMsg::Opened {
+            name: peer_name(&ses),
+            address: ses.peer_addr.clone(),
+            node_id: ses.node_id,
+            session: ses.actor.clone(),
+        });
         tracing::info!(node = %peer_name(&ses), peer = %ses.peer_addr, "worker node connected");
     }
 
@@ -645,14 +375,10 @@ impl NodeEventSubscription for DaemonEvents {
         if was {
             let name = peer_name(&ses);
             tracing::info!(node = %name, peer = %ses.peer_addr, "worker node disconnected");
-            let left = self
-                .table
-                .lock()
-                .ok()
-                .and_then(|mut t| t.closed(&name, "disconnected"));
-            if let Some(left) = left {
-                reissue_after(self.run.clone(), name, left);
-            }
+            let _ = self.keeper.cast(KeeperMsg::Closed {
+                name,
+                why: "disconnected".into(),
+            });
         } else {
             self.counters
                 .unauthenticated
@@ -670,7 +396,7 @@ impl NodeEventSubscription for DaemonEvents {
 pub struct DaemonNode {
     server: ActorRef<NodeServerMessage>,
     registrar: ActorRef<RegistrarMsg>,
-    watchdog: tokio::task::JoinHandle<()>,
+    keeper: ActorRef<KeeperMsg>,
     /// Where it listens.
     pub address: SocketAddr,
     /// What it counted, and its nodes.
@@ -685,12 +411,18 @@ impl DaemonNode {
         experiment: &mut Experiment,
     ) -> Result<Self, ClusterError> {
         let counters = Arc::new(NodeCounters::default());
-        let table = Arc::new(Mutex::new(NodeTable::default()));
+        let keeper_state = KeeperState {
+            run: experiment.run_id.clone(),
+            first_slot: experiment.cores.workers as u32,
+            table: NodeTable::default(),
+        };
+        let (keeper, _) = Actor::spawn(None, NodeKeeper, keeper_state)
+            .await
+            .map_err(|e| ClusterError::Node(e.to_string()))?;
         let events = DaemonEvents {
             counters: counters.clone(),
-            table: table.clone(),
+            keeper: keeper.clone(),
             authenticated: Mutex::new(HashSet::new()),
-            run: experiment.run_id.clone(),
         };
         let cookie = options
             .cookie
@@ -705,8 +437,7 @@ impl DaemonNode {
                 .map_err(|e| ClusterError::Node(format!("cannot serialise the config: {e}")))?,
             base_dir: config.base_dir.display().to_string(),
             identity: experiment.identity.clone(),
-            first_slot: experiment.cores.workers as u32,
-            table: table.clone(),
+            keeper: keeper.clone(),
             counters: counters.clone(),
             warned: HashSet::new(),
         };
@@ -717,7 +448,6 @@ impl DaemonNode {
             names::REGISTRAR_GROUP.to_owned(),
             vec![registrar.get_cell()],
         );
-        let watchdog = tokio::spawn(watch_silence(table.clone()));
         experiment.wait_for_workers(options.wait_workers);
         tracing::info!(
             address = %address,
@@ -728,16 +458,16 @@ impl DaemonNode {
         Ok(Self {
             server,
             registrar,
-            watchdog,
+            keeper: keeper.clone(),
             address,
-            view: ClusterView { table, counters },
+            view: ClusterView { keeper, counters },
         })
     }
 
     /// Stops the registrar and the node server (the workers' sessions close).
     pub fn stop(self) {
-        self.watchdog.abort();
         self.registrar.stop(Some("run over".into()));
+        self.keeper.stop(Some("run over".into()));
         self.server.stop(Some("run over".into()));
     }
 }
@@ -797,33 +527,11 @@ struct RegistrarState {
     config: String,
     base_dir: String,
     identity: RunIdentity,
-    /// The first evaluator index a worker gets (after the local evaluators).
-    first_slot: u32,
-    table: Arc<Mutex<NodeTable>>,
+    /// The node table's owner.
+    keeper: ActorRef<KeeperMsg>,
     counters: Arc<NodeCounters>,
     /// Evaluator slots whose stray results were logged already (once each).
     warned: HashSet<u32>,
-}
-
-/// Closes the sessions of nodes in the run that have been silent for [`NODE_TIMEOUT`] (their
-/// loss then re-issues their work), every [`HEARTBEAT_EVERY`]; until aborted.
-async fn watch_silence(table: Arc<Mutex<NodeTable>>) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    loop {
-        tick.tick().await;
-        let silent = table
-            .lock()
-            .map(|t| t.silent(NODE_TIMEOUT))
-            .unwrap_or_default();
-        for (name, session) in silent {
-            tracing::warn!(
-                node = %name,
-                "worker node silent for {} s: closing its session; its work is re-issued",
-                NODE_TIMEOUT.as_secs()
-            );
-            session.stop(Some("silent".into()));
-        }
-    }
 }
 
 impl RegistrarState {
@@ -847,29 +555,20 @@ impl RegistrarState {
         Self::reply(node, WorkerMsg::Refused { reason });
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, NodeTable> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The evaluator index of `node`: the one it had, else the lowest free one (no connected
-    /// node holds it and no actor of a departed node is still in its group).
-    fn slot(&self, node: &str) -> u32 {
-        let run = self.run.clone();
-        self.table().slot_for(node, self.first_slot, |s| {
-            ractor::pg::get_members(&names::evaluator(&run, s as usize)).is_empty()
-        })
-    }
-
     /// Forwards results of evaluator `slot` to the archive if a node in the run holds that
     /// slot; else drops them, counted and logged once per slot.
-    fn forward(&mut self, results: Results) {
+    async fn forward(&mut self, results: Results) {
         let slot = results.from;
         let children = (results.scored.len() + results.lost.len()) as u64;
-        let holder = self
-            .table()
-            .results_from(slot, results.scored.len() as u64)
-            .map(str::to_owned);
-        if holder.is_none() {
+        let scored = results.scored.len() as u64;
+        let held = keeper::ask(&self.keeper, |reply| KeeperMsg::Results {
+            slot,
+            children: scored,
+            reply,
+        })
+        .await
+        .unwrap_or(false);
+        if !held {
             self.counters.results.fetch_add(1, Ordering::Relaxed);
             if self.warned.insert(slot) {
                 tracing::warn!(
@@ -941,11 +640,17 @@ impl Actor for Registrar {
                     state.refuse(&node, &state.counters.identity, reason);
                     return Ok(());
                 }
-                let slot = role.evaluates().then(|| state.slot(&node));
-                if !state.table().joined(&node, role, slot, unix_now()) {
+                let joined = keeper::ask(&state.keeper, |reply| KeeperMsg::Join {
+                    name: node.clone(),
+                    role,
+                    reply,
+                })
+                .await
+                .flatten();
+                let Some(slot) = joined else {
                     tracing::debug!(node, "join from a node whose session is gone");
                     return Ok(());
-                }
+                };
                 state.counters.joined.fetch_add(1, Ordering::Relaxed);
                 match slot {
                     Some(slot) => tracing::info!(node, %role, slot, "worker node joined the run"),
@@ -953,7 +658,7 @@ impl Actor for Registrar {
                 }
                 RegistrarState::reply(&node, WorkerMsg::Welcome { slot });
             }
-            RegistrarMsg::Results(results) => state.forward(results),
+            RegistrarMsg::Results(results) => state.forward(results).await,
             RegistrarMsg::Relay { to, children } => {
                 match crate::map_elites::messages::find(&names::evaluator(&state.run, to as usize))
                 {
@@ -968,7 +673,14 @@ impl Actor for Registrar {
                 }
             }
             RegistrarMsg::Heartbeat { node, work } => {
-                if state.table().heard(&node, work) {
+                let heard = keeper::ask(&state.keeper, |reply| KeeperMsg::Heard {
+                    name: node.clone(),
+                    work,
+                    reply,
+                })
+                .await
+                .unwrap_or(false);
+                if heard {
                     RegistrarState::reply(&node, WorkerMsg::Ack);
                 } else {
                     tracing::debug!(node, "heartbeat from a node not in the run");
@@ -977,12 +689,6 @@ impl Actor for Registrar {
         }
         Ok(())
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1399,7 +1105,7 @@ async fn serve(
                     });
                 }
             }
-            _ = crate::service::shutdown_signal() => {
+            _ = shutdown_signal() => {
                 tracing::info!("stop requested; leaving the run");
                 return Ok(WorkerEnd::Signalled);
             }

@@ -13,13 +13,12 @@
 //! the run the same way, at that generation, and is recorded in the final checkpoint.
 
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore, RunCounters};
+use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::seeds::{self, HostRng};
-use pareidolia_core::summary::StageTimes;
-use pareidolia_core::{Archive, Evaluated, RunIdentity, StopConfig, StopReached};
+use pareidolia_core::{Archive, Evaluated, RunIdentity, StopConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
 
@@ -28,7 +27,7 @@ use crate::map_elites::messages::{
     ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, child_index, live_evaluators,
     names, observe, remote_nodes,
 };
-use crate::run::history::History;
+use crate::run::ledger::{Cadence, Ledger, unix_now};
 use crate::run::outcome::{Progress, RunError, RunOutcome};
 
 /// The actor.
@@ -43,10 +42,8 @@ const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 pub struct CheckpointPlan {
     /// The run folder's checkpoints.
     pub store: CheckpointStore,
-    /// Every this many generations (0 = never by count).
-    pub every_generations: u64,
-    /// Every this many seconds (0 = never by time).
-    pub every_seconds: f64,
+    /// When checkpoints are due.
+    pub cadence: Cadence,
     /// The resolved config.
     pub config: RunConfig,
     /// The run's identity.
@@ -100,15 +97,6 @@ pub struct ArchiveArgs {
     pub done: mpsc::UnboundedSender<Result<RunOutcome, RunError>>,
 }
 
-/// The newest checkpoint written (or resumed from).
-#[derive(Debug, Default)]
-struct LastCheckpoint {
-    generation: Option<u64>,
-    path: Option<PathBuf>,
-    unix_s: Option<f64>,
-    failures: u64,
-}
-
 /// The archive's state.
 pub struct ArchiveState {
     plan: ArchivePlan,
@@ -118,33 +106,17 @@ pub struct ArchiveState {
     pipeline: Pipeline,
     /// The next generation to plan.
     next: u64,
-    /// The last generation whose children are all inserted.
-    completed: Option<u64>,
-    evaluations: u64,
-    lost: u64,
-    started: Instant,
-    /// Evolution seconds of earlier sessions (resume).
-    elapsed_before: f64,
-    times: StageTimes,
-    last_checkpoint_at: Instant,
-    last_checkpoint: LastCheckpoint,
+    /// Counters, checkpoints, stop conditions, history and progress (the last generation
+    /// whose children are all inserted is its `completed`).
+    ledger: Ledger,
     stopping: bool,
     /// The first generation of this session no longer waits for evaluators.
     waited: bool,
     /// The wait for evaluators was logged.
     wait_logged: bool,
-    /// The stop condition that ended the run, once one held.
-    stop_reached: Option<StopReached>,
     finished: bool,
     progress: watch::Sender<Progress>,
     done: mpsc::UnboundedSender<Result<RunOutcome, RunError>>,
-    history: Option<History>,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The jobs grouped by the batch their first child is in, in order: the unit of dispatch,
@@ -224,7 +196,7 @@ impl ArchiveState {
     /// archive a generation breeds from is the same in every run of the config and across a
     /// resume.
     fn top_up(&mut self) {
-        while self.pipeline.wants(self.next, self.completed) {
+        while self.pipeline.wants(self.next, self.ledger.completed()) {
             let size = if self.next == 0 {
                 self.plan.initial
             } else {
@@ -259,25 +231,15 @@ impl ArchiveState {
         self.metrics(MetricsMsg::AwaitingResults(self.pipeline.outstanding()));
     }
 
-    fn counters(&self) -> RunCounters {
-        RunCounters {
-            generation: self.completed.unwrap_or(0),
-            evaluations: self.evaluations,
-            lost: self.lost,
-            elapsed_s: self.elapsed_before + self.started.elapsed().as_secs_f64(),
-            stage_times: self.times,
-        }
-    }
-
     /// Inserts a finished generation's children in id order, then plans what that allows.
     fn complete(&mut self, generation: Generation) -> Result<(), RunError> {
         let number = generation.number();
         // Counted here, once a generation is in: a checkpoint's counters then cover exactly
         // the generations it records as done.
-        self.lost += generation.lost().len() as u64;
-        self.times += generation.times();
+        let lost = generation.lost().len() as u64;
+        let times = generation.times();
         let scored = generation.finish()?;
-        self.evaluations += scored.len() as u64;
+        let evaluations = scored.len() as u64;
         let start = Instant::now();
         for child in scored {
             self.archive.insert(Evaluated {
@@ -288,133 +250,64 @@ impl ArchiveState {
             });
         }
         self.metrics(MetricsMsg::ArchiveInsert(start.elapsed().as_secs_f64()));
-        self.completed = Some(number);
+        self.ledger.record(number, evaluations, lost, times);
         self.top_up();
         Ok(())
     }
 
-    fn run_over(&self) -> bool {
-        self.completed.is_some_and(|c| c >= self.plan.generations)
-    }
-
-    /// Checks the stop conditions after the last completed generation; the first that holds
-    /// ends the run (and stays recorded).
-    fn check_stop(&mut self) {
-        let Some(done) = self.completed else { return };
-        if self.stop_reached.is_some() {
-            return;
-        }
-        let elapsed = self.counters().elapsed_s;
-        if let Some(reached) = self.plan.stop.reached(&self.archive, done, elapsed) {
-            tracing::info!(
-                condition = %reached.condition,
-                generation = done,
-                elapsed_s = elapsed,
-                "stop condition reached: ending the run"
-            );
-            self.stop_reached = Some(reached);
-        }
-    }
-
     fn ending(&self) -> bool {
-        self.run_over() || self.stopping || self.stop_reached.is_some()
+        self.ledger.ending() || self.stopping
     }
 
-    fn checkpoint_due(&self) -> bool {
-        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else {
-            return false;
-        };
-        if self.last_checkpoint.generation == Some(done) {
-            return false;
-        }
-        (plan.every_generations > 0 && done % plan.every_generations == 0)
-            || (plan.every_seconds > 0.0
-                && self.last_checkpoint_at.elapsed().as_secs_f64() >= plan.every_seconds)
-    }
-
-    /// Writes a checkpoint of the last completed generation, off the async executor. A failed
-    /// write (full disk, vanished folder) is logged and counted; the run goes on and the
-    /// previous checkpoint stays valid.
+    /// Writes a checkpoint of the last completed generation (unless it is written already),
+    /// off the async executor. A failed write (full disk, vanished folder) is logged and
+    /// counted; the run goes on and the previous checkpoint stays valid.
     async fn write_checkpoint(&mut self) -> Result<(), ActorProcessingErr> {
-        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.completed) else {
+        let (Some(plan), Some(done)) = (&self.plan.checkpoint, self.ledger.completed()) else {
             return Ok(());
         };
-        if self.last_checkpoint.generation == Some(done) {
+        if !self.ledger.final_checkpoint_due() {
             return Ok(());
         }
         let started = Instant::now();
         let bytes = Checkpoint::capture(
             &self.archive,
-            self.counters(),
+            self.ledger.counters(),
             &self.rng,
             &plan.config,
             &plan.identity,
-            self.stop_reached.as_ref(),
+            self.ledger.stop_reached(),
             &self.pipeline.planned(),
             unix_now(),
         );
         let store = plan.store.clone();
         let bytes_len = bytes.len();
         let written = tokio::task::spawn_blocking(move || store.write(done, &bytes)).await?;
-        self.last_checkpoint_at = Instant::now();
-        match written {
-            Ok(path) => {
-                tracing::info!(
-                    generation = done,
-                    path = %path.display(),
-                    bytes = bytes_len,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "checkpoint written"
-                );
-                self.last_checkpoint.generation = Some(done);
-                self.last_checkpoint.path = Some(path);
-                self.last_checkpoint.unix_s = Some(unix_now());
-            }
-            Err(e) => {
-                self.last_checkpoint.failures += 1;
-                tracing::error!(generation = done, error = %e, "checkpoint failed; the previous checkpoint is kept");
-            }
-        }
+        self.ledger.record_checkpoint(
+            done,
+            written.map_err(|e| e.to_string()),
+            bytes_len,
+            started.elapsed().as_secs_f64(),
+        );
         self.progress.send_replace(self.snapshot_progress());
         Ok(())
     }
 
     fn snapshot_progress(&self) -> Progress {
-        let c = self.counters();
-        Progress {
-            generation: c.generation,
-            generations: self.plan.generations,
-            evaluations: c.evaluations,
-            lost: c.lost,
-            replacements: self.archive.replacements(),
-            stats: self.archive.stats(),
-            elapsed_s: c.elapsed_s,
-            times: c.stage_times,
-            last_checkpoint_generation: self.last_checkpoint.generation,
-            last_checkpoint_unix_s: self.last_checkpoint.unix_s,
-            checkpoint_failures: self.last_checkpoint.failures,
-            stop: self.plan.stop.status(self.stop_reached.clone()),
-            // Champions share their genome and scores by `Arc`: this copies pointers only.
-            champions: std::sync::Arc::new(self.archive.cells().to_vec()),
-        }
+        self.ledger.progress(&self.archive)
     }
 
     /// Ends the run: a final checkpoint, then the outcome.
     async fn finish(&mut self) -> Result<(), ActorProcessingErr> {
-        if let Some(history) = &mut self.history
-            && history.flush().is_err()
-        {
-            tracing::warn!(path = %history.path().display(), missing = history.pending(),
-                "the history lacks the last generations: they could not be written");
-        }
+        self.ledger.flush_history();
         self.write_checkpoint().await?;
         self.finished = true;
         self.progress.send_replace(self.snapshot_progress());
         let outcome = RunOutcome {
             cells: self.archive.cells().to_vec(),
             progress: self.snapshot_progress(),
-            interrupted: !self.run_over() && self.stop_reached.is_none(),
-            checkpoint: self.last_checkpoint.path.clone(),
+            interrupted: !self.ledger.run_over() && self.ledger.stop_reached().is_none(),
+            checkpoint: self.ledger.last_checkpoint().path.clone(),
             ascent: None,
         };
         let _ = self.done.send(Ok(outcome));
@@ -431,27 +324,14 @@ impl ArchiveState {
         &mut self,
         myself: &ActorRef<ArchiveMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        self.check_stop();
+        self.ledger.check_stop(&self.archive);
         let progress = self.snapshot_progress();
-        if let Some(history) = &mut self.history {
-            let behind = history.pending();
-            match history.append(&progress) {
-                // Warned once per outage; the lines are kept and written once it can.
-                Err(e) if behind == 0 => {
-                    tracing::warn!(path = %history.path().display(), error = %e, "cannot append to the history; its lines are kept and written once there is room")
-                }
-                Err(_) => {}
-                Ok(()) if behind > 0 => {
-                    tracing::info!(path = %history.path().display(), lines = behind + 1, "history caught up")
-                }
-                Ok(()) => {}
-            }
-        }
+        self.ledger.append_history(&progress);
         self.progress.send_replace(progress);
         if self.ending() {
             return self.finish().await;
         }
-        if self.checkpoint_due() {
+        if self.ledger.checkpoint_due() {
             self.write_checkpoint().await?;
         }
         myself.cast(ArchiveMsg::Next)?;
@@ -492,31 +372,23 @@ impl Actor for ArchiveActor {
                 .restrict(cells)
                 .map_err(|e| format!("config key `archive.classes` {e}"))?;
         }
+        let cadence = args.plan.checkpoint.as_ref().map(|c| c.cadence);
+        let ledger = Ledger::new(args.plan.generations, args.plan.stop.clone(), cadence);
         let mut state = ArchiveState {
             archive,
             rng: seeds::selection_rng(args.plan.seed),
             pipeline: Pipeline::new(args.plan.lag),
             plan: args.plan,
             next: 0,
-            completed: None,
-            evaluations: 0,
-            lost: 0,
-            started: Instant::now(),
-            elapsed_before: 0.0,
-            times: StageTimes::default(),
-            last_checkpoint_at: Instant::now(),
-            last_checkpoint: LastCheckpoint::default(),
+            ledger,
             stopping: false,
             waited: false,
             wait_logged: false,
-            stop_reached: None,
             finished: false,
             progress: args.progress,
             done: args.done,
-            history: None,
         };
         if let Some(c) = args.resume {
-            let counters = c.counters();
             state.archive = c.archive();
             state.rng = c.meta.rng.clone();
             for planned in &c.planned {
@@ -524,29 +396,8 @@ impl Actor for ArchiveActor {
                     .pipeline
                     .push(Generation::from_parents(planned, state.plan.seed));
             }
-            state.next = counters.generation + 1 + c.planned.len() as u64;
-            state.completed = Some(counters.generation);
-            state.evaluations = counters.evaluations;
-            state.lost = counters.lost;
-            state.elapsed_before = counters.elapsed_s;
-            state.times = counters.stage_times;
-            state.last_checkpoint.generation = Some(counters.generation);
-            state.last_checkpoint.unix_s = Some(c.meta.created_unix_s);
-            // A condition that holds already ends the run before a new generation; the
-            // checkpoint's record of it, if it has one, keeps when it was first reached.
-            state.check_stop();
-            if let (Some(now), Some(then)) = (&state.stop_reached, &c.meta.stop_reached)
-                && now.condition == then.condition
-            {
-                state.stop_reached = Some(then.clone());
-            }
-            if let Some(r) = &state.stop_reached {
-                tracing::warn!(
-                    condition = %r.condition,
-                    generation = r.generation,
-                    "the resumed run meets a stop condition already; nothing to run (give a stricter --until, --until none, or a larger --max-seconds)"
-                );
-            }
+            state.next = c.meta.generation + 1 + c.planned.len() as u64;
+            state.ledger.resume(&c, &state.archive);
             // /status, /metrics and the gallery show the resumed archive at once, not an
             // empty one until the first new generation is in.
             state.progress.send_replace(state.snapshot_progress());
@@ -555,12 +406,7 @@ impl Actor for ArchiveActor {
         // nothing ahead, the generations after its own.
         state.top_up();
         if let Some(dir) = &state.plan.history {
-            match History::open(dir, state.completed) {
-                Ok(h) => state.history = Some(h),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot write history.csv; running without it")
-                }
-            }
+            state.ledger.open_history(dir);
         }
         Ok(state)
     }
@@ -651,7 +497,7 @@ impl Actor for ArchiveActor {
             }
             ArchiveMsg::Shutdown => {
                 tracing::info!(
-                    generation = state.completed.map_or(0, |c| c + 1),
+                    generation = state.ledger.completed().map_or(0, |c| c + 1),
                     "shutdown requested: finishing the generation in flight"
                 );
                 state.stopping = true;

@@ -19,7 +19,8 @@ use pareidolia_core::seeds::{self, HostRng, Stream};
 use pareidolia_core::summary::StageTimes;
 
 use crate::map_elites::messages::{
-    BreedJob, EvaluatorRoute, LossKind, LostChild, Recipe, Results, ScoredChild, child_index,
+    BreedJob, EvaluatorRoute, LossKind, LostChild, Recipe, Rejection, Results, ScoredChild,
+    child_index,
 };
 use crate::run::outcome::RunError;
 
@@ -40,37 +41,6 @@ pub struct Generation {
     reissues: u32,
     /// Stage times of its results.
     times: StageTimes,
-}
-
-/// Why a child in an evaluator's results was refused (it never reaches the archive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Rejection {
-    /// Not a child the archive handed out: a generation not started yet, or an index beyond
-    /// the generation's size.
-    Unrequested,
-    /// A child of this generation that no route sent to the evaluator that returned it.
-    Misrouted,
-    /// Its fields disagree: the id's generation is not the child's, the score count is not
-    /// the classes', or a score is not finite.
-    Malformed,
-}
-
-impl Rejection {
-    /// Every cause, in metric order.
-    pub const ALL: [Rejection; 3] = [
-        Rejection::Unrequested,
-        Rejection::Misrouted,
-        Rejection::Malformed,
-    ];
-
-    /// Its name in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rejection::Unrequested => "unrequested",
-            Rejection::Misrouted => "misrouted",
-            Rejection::Malformed => "malformed",
-        }
-    }
 }
 
 /// What [`Generation::accept_from`] did with a batch of results.

@@ -18,9 +18,39 @@ use pareidolia_core::RunIdentity;
 use pareidolia_core::summary::StageTimes;
 use serde::{Deserialize, Serialize};
 
-pub use crate::map_elites::generation::Rejection;
 pub use crate::run::outcome::LossKind;
 use crate::run::outcome::Progress;
+
+/// Why a child in an evaluator's results was refused (it never reaches the archive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    /// Not a child the archive handed out: a generation not started yet, or an index beyond
+    /// the generation's size.
+    Unrequested,
+    /// A child of this generation that no route sent to the evaluator that returned it.
+    Misrouted,
+    /// Its fields disagree: the id's generation is not the child's, the score count is not
+    /// the classes', or a score is not finite.
+    Malformed,
+}
+
+impl Rejection {
+    /// Every cause, in metric order.
+    pub const ALL: [Rejection; 3] = [
+        Rejection::Unrequested,
+        Rejection::Misrouted,
+        Rejection::Malformed,
+    ];
+
+    /// Its name in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Unrequested => "unrequested",
+            Rejection::Misrouted => "misrouted",
+            Rejection::Malformed => "malformed",
+        }
+    }
+}
 
 /// Opaque genome bytes of the encoding plugin.
 pub type Genome = Arc<[u8]>;

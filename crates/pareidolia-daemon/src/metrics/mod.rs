@@ -14,7 +14,7 @@ use prometheus::{
 
 use pareidolia_core::RunIdentity;
 
-use crate::cluster::NodeStatus;
+use crate::cluster::table::NodeStatus;
 use crate::map_elites::messages::{BatchTimings, LossKind, NodeRole, ReissueCause, Rejection};
 use crate::run::outcome::Progress;
 

@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use pareidolia_core::image_io::{Image, png_bytes};
 use pareidolia_core::{EncodingPlugin, ModelIdentity, RunIdentity};
 
-use crate::cluster::{ClusterView, NodeStatus};
+use crate::cluster::keeper::ClusterView;
+use crate::cluster::table::NodeStatus;
 use crate::metrics::Metrics;
 use crate::run::outcome::Progress;
 
@@ -242,6 +243,10 @@ struct Status<'a> {
 }
 
 async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let nodes = match &state.cluster {
+        Some(cluster) => Some(cluster.nodes().await),
+        None => None,
+    };
     let p = state.progress.borrow().clone();
     let id = &*state.identity;
     let model = id.primary();
@@ -292,7 +297,7 @@ async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         stop: p.stop.clone(),
         classes,
         skipped_classes: id.skipped_classes(),
-        nodes: state.cluster.as_ref().map(ClusterView::nodes),
+        nodes,
     };
     Json(serde_json::to_value(status).unwrap_or_default())
 }
@@ -301,7 +306,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(cluster) = &state.cluster {
         state
             .metrics
-            .observe_nodes(&cluster.nodes(), &cluster.counters.refusals());
+            .observe_nodes(&cluster.nodes().await, &cluster.counters.refusals());
     }
     match state.metrics.render() {
         Ok(text) => (

@@ -5,9 +5,11 @@
 //! after the gallery and summary are written. The command line only chooses the folder and the config and
 //! calls [`serve`].
 //!
-//! [`http`] holds the endpoints; this module serves them beside the run.
+//! [`http`] holds the endpoints, [`signals`] the one shutdown future; this module serves
+//! the endpoints beside the run.
 
 pub mod http;
+pub mod signals;
 
 use std::fs::File;
 use std::io::Write as _;
@@ -20,12 +22,14 @@ use pareidolia_core::config::RunConfig;
 use pareidolia_core::{AllowedChanges, IdentityMismatch};
 
 use self::http::{AppState, HostPolicy, router};
+pub use self::signals::shutdown_signal;
 use crate::cluster::{ClusterError, ClusterOptions, DaemonNode};
-use crate::experiment::{Experiment, RunOptions, request_stop};
+use crate::experiment::{Experiment, RunOptions};
 use crate::metrics::Metrics;
 use crate::run::folder::{self, RunFolderError};
 use crate::run::outcome::{Progress, RunError, RunOutcome};
 use crate::run::setup::{Setup, SetupError};
+use crate::run::stop::StopHandle;
 
 /// How long a stop request may take (the generation in flight plus the final checkpoint)
 /// before the daemon gives up waiting and exits with an error.
@@ -250,28 +254,28 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
             tokio::net::TcpListener::from_std(listener).map_err(io("cannot serve HTTP"))?;
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_http(listener, router(state), limits, http_stopped));
-        let run_id = experiment.run_id.clone();
-        // A permit stays stored until taken, so a signal is seen whenever it came.
-        let signalled = Arc::new(tokio::sync::Notify::new());
-        let signal_seen = signalled.clone();
+        // SIGTERM or SIGINT requests a stop; the handle remembers it, so it is seen whenever
+        // it came.
+        let stop = StopHandle::new();
+        let on_signal = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!(
                 "stop requested: finishing the generation in flight, then a final checkpoint"
             );
-            request_stop(&run_id);
-            signal_seen.notify_one();
+            on_signal.request();
         });
         let options = RunOptions {
             run_dir: Some(run_dir.clone()),
             resume,
             metrics: Some(metrics),
+            stop: stop.clone(),
         };
         let mut run = Box::pin(experiment.run_with(tx, options));
         let mut stop_requested = false;
         let outcome = tokio::select! {
             outcome = &mut run => outcome.map_err(ServiceError::from),
-            _ = signalled.notified() => {
+            _ = stop.requested() => {
                 stop_requested = true;
                 match tokio::time::timeout(DRAIN_TIMEOUT, &mut run).await {
                     Ok(outcome) => outcome.map_err(ServiceError::from),
@@ -292,7 +296,7 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
                 url = %format!("http://{addr}/gallery"),
                 "run over; still serving the gallery, /status and /metrics until SIGTERM or SIGINT"
             );
-            signalled.notified().await;
+            stop.requested().await;
         }
         let _ = http_stop.send(());
         let _ = server.await;
@@ -484,28 +488,6 @@ fn finish(
         });
     }
     Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 #[cfg(test)]
