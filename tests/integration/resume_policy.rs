@@ -295,3 +295,39 @@ fn champions_the_encoding_cannot_decode_fail_the_resume_once() {
     let bin = genomes.join(format!("genome-{class:03}.bin"));
     assert_eq!(std::fs::read(&bin).unwrap(), [1, 2, 3]);
 }
+
+/// Issue 30, item 16: a resume that changes the config but cannot start (here `--backend
+/// ort-cpu` with an ONNX Runtime library that does not load) leaves the folder's
+/// `config.toml` as it was; the same resume where it can start writes the new one.
+#[test]
+fn a_resume_that_cannot_start_leaves_the_config_as_it_was() {
+    let dir = temp_dir("resume-config-unchanged");
+    let first = config_in(&dir, "first", |_| {});
+    let out = dir.join("run");
+    run_to_end(
+        &Pareidolia::daemon().config(&first).out(&out),
+        &dir.join("a.log"),
+    );
+    let before = std::fs::read(out.join("config.toml")).unwrap();
+    let not_a_library = dir.join("libonnxruntime.so");
+    std::fs::write(&not_a_library, b"not a library").unwrap();
+    let failed = Pareidolia::resume(&out)
+        .generations(9)
+        .backend("ort-cpu")
+        .env("ORT_DYLIB_PATH", &not_a_library)
+        .output();
+    let (_, err) = text(&failed);
+    assert!(!failed.status.success(), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("config.toml")).unwrap(),
+        before,
+        "the failed resume rewrote config.toml:\n{err}"
+    );
+    run_to_end(
+        &Pareidolia::resume(&out).generations(9).backend("ort-cpu"),
+        &dir.join("b.log"),
+    );
+    let after = read_text(&out.join("config.toml"));
+    assert!(after.contains("backend = \"ort-cpu\""), "{after}");
+    assert!(after.contains("generations = 9"), "{after}");
+}

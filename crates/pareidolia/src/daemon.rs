@@ -191,6 +191,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 keep_serving: args.keep_serving,
                 run_id,
                 cluster,
+                on_started: None,
             };
             service::serve(Start::New(config), options)?;
             Ok(())
@@ -335,11 +336,14 @@ fn resume_run(
         config.generations,
         &asked.generations_source(),
     )?;
-    if !applied.is_empty() {
+    // The folder's config.toml changes only once the resumed run has started (`on_started`):
+    // a resume that cannot start (a backend this machine lacks) leaves it as it was.
+    let new_config = if applied.is_empty() {
+        None
+    } else {
         tracing::info!(changes = %applied.join("; "), from = %origin, "the resumed run goes on with these changes");
-        std::fs::write(run_dir.join("config.toml"), crate::run::toml_of(&config)?)
-            .with_context(|| format!("cannot write {}", run_dir.join("config.toml").display()))?;
-    }
+        Some(crate::run::toml_of(&config)?)
+    };
     // A run from before run ids gets one now; its later checkpoints carry it.
     let run_id = match (checkpoint.meta.identity.run_id.clone(), folder_id) {
         (Some(id), _) | (None, Some(id)) => id,
@@ -359,12 +363,16 @@ fn resume_run(
         config,
         allow,
     };
+    let config_file = run_dir.join("config.toml");
     let options = ServeOptions {
         run_dir,
         lock,
         keep_serving,
         run_id,
         cluster,
+        on_started: new_config.map(|text| -> service::OnStarted {
+            Box::new(move || std::fs::write(&config_file, text))
+        }),
     };
     service::serve(start, options)?;
     Ok(())

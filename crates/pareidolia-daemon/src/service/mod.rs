@@ -191,7 +191,15 @@ pub struct ServeOptions {
     pub run_id: String,
     /// Listen for worker nodes (`--cluster-listen`), if asked.
     pub cluster: Option<ClusterOptions>,
+    /// Called once the run is set up (models and plugins loaded, the HTTP and cluster
+    /// listeners bound), before its first generation; an error ends the service before the
+    /// run begins. A resume with a new config writes the folder's `config.toml` here, so a
+    /// resume that cannot start leaves the folder's config as it was.
+    pub on_started: Option<OnStarted>,
 }
+
+/// What [`ServeOptions::on_started`] runs.
+pub type OnStarted = Box<dyn FnOnce() -> std::io::Result<()> + Send>;
 
 /// Runs the experiment with its HTTP endpoints until it ends or is stopped. Blocking: it
 /// starts its own tokio runtime.
@@ -206,6 +214,7 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
         keep_serving,
         run_id,
         cluster,
+        on_started,
     } = options;
     let new_run = matches!(start, Start::New(_));
     let (listener, addr, mut experiment, resume) = match prepare(start, &run_dir) {
@@ -252,6 +261,9 @@ pub fn serve(start: Start, options: ServeOptions) -> Result<RunOutcome, ServiceE
         let limits = ConnectionLimits::of(&experiment.setup.config.http);
         let listener =
             tokio::net::TcpListener::from_std(listener).map_err(io("cannot serve HTTP"))?;
+        if let Some(started) = on_started {
+            started().map_err(io("cannot record the run's start in its folder"))?;
+        }
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_http(listener, router(state), limits, http_stopped));
         // SIGTERM or SIGINT requests a stop; the handle remembers it, so it is seen whenever
