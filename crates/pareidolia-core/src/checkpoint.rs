@@ -968,35 +968,6 @@ pub struct CheckpointStore {
     keep: usize,
 }
 
-/// Test-only fault injection. `PAREIDOLIA_FAULT_CHECKPOINT=slow:<ms>`: the writer pauses
-/// after the first half of a checkpoint, so a kill test can land inside a write.
-fn fault_pause() {
-    if let Ok(v) = std::env::var("PAREIDOLIA_FAULT_CHECKPOINT")
-        && let Some(ms) = v.strip_prefix("slow:").and_then(|m| m.parse().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
-}
-
-/// Test-only fault injection. `PAREIDOLIA_FAULT_CHECKPOINT=fail-from:<generation>`: writes of
-/// that generation and later ones fail as on a full disk, so a test can end a run with its
-/// final checkpoint unwritten but the gallery and summary in place.
-fn fault_fail(generation: u64) -> std::io::Result<()> {
-    match std::env::var("PAREIDOLIA_FAULT_CHECKPOINT") {
-        Ok(v)
-            if v.strip_prefix("fail-from:")
-                .and_then(|g| g.parse::<u64>().ok())
-                .is_some_and(|from| generation >= from) =>
-        {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                "no space left on device (injected by PAREIDOLIA_FAULT_CHECKPOINT)",
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
 impl CheckpointStore {
     /// The store of a run folder, keeping the newest `keep` checkpoints (at least 1).
     pub fn new(run_dir: &Path, keep: usize) -> Self {
@@ -1034,8 +1005,8 @@ impl CheckpointStore {
                 .map_err(io(&tmp))?;
             let half = bytes.len() / 2;
             f.write_all(&bytes[..half]).map_err(io(&tmp))?;
-            fault_pause();
-            fault_fail(generation).map_err(io(&tmp))?;
+            crate::faults::checkpoint_halfway();
+            crate::faults::checkpoint_write(generation).map_err(io(&tmp))?;
             f.write_all(&bytes[half..]).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
             drop(f);

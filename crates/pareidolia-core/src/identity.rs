@@ -79,6 +79,32 @@ pub struct PluginSummary {
     pub version: String,
 }
 
+/// One way two identities differ, as [`RunIdentity::differences`] lists them. Which of them
+/// matter, in which order, and how to say so, is the caller's: a resume
+/// ([`RunIdentity::check_resume`]) and the daemon taking a worker node in judge differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityDifference {
+    /// Another number of models (nothing more is compared).
+    ModelCount,
+    /// Model `i` has another number of classes.
+    Classes(usize),
+    /// Model `i`'s file has another sha256.
+    Sha256(usize),
+    /// Model `i` has another name.
+    ModelName(usize),
+    /// Model `i` gives another kind of output.
+    Output(usize),
+    /// The classes that are cells differ.
+    Cells,
+    /// The encoding plugin's name or version differs.
+    Encoding,
+    /// The fitness plugin's name or version differs.
+    Fitness,
+    /// The class labels differ.
+    Labels,
+}
+
 /// Which differences a resume accepts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AllowedChanges {
@@ -176,50 +202,73 @@ impl RunIdentity {
             .unwrap_or_else(|| class.to_string())
     }
 
+    /// Every way `other` differs from this identity, model by model (classes, sha256, name,
+    /// output), then cells, plugins and labels; backends, devices and the run id are not
+    /// compared. The one comparison of identities: each caller picks what it refuses.
+    pub fn differences(&self, other: &RunIdentity) -> Vec<IdentityDifference> {
+        use IdentityDifference as D;
+        if self.models.len() != other.models.len() {
+            return vec![D::ModelCount];
+        }
+        let mut out = Vec::new();
+        for (i, (a, b)) in self.models.iter().zip(&other.models).enumerate() {
+            let differs = [
+                (a.classes != b.classes, D::Classes(i)),
+                (a.sha256 != b.sha256, D::Sha256(i)),
+                (a.name != b.name, D::ModelName(i)),
+                (a.output != b.output, D::Output(i)),
+            ];
+            out.extend(differs.into_iter().filter(|(d, _)| *d).map(|(_, d)| d));
+        }
+        let rest = [
+            (self.cells != other.cells, D::Cells),
+            (self.encoding != other.encoding, D::Encoding),
+            (self.fitness != other.fitness, D::Fitness),
+            (self.labels != other.labels, D::Labels),
+        ];
+        out.extend(rest.into_iter().filter(|(d, _)| *d).map(|(_, d)| d));
+        out
+    }
+
     /// Checks that `now` (what is installed and configured) continues this run.
     pub fn check_resume(
         &self,
         now: &RunIdentity,
         allow: AllowedChanges,
     ) -> Result<(), IdentityMismatch> {
-        if self.models.len() != now.models.len() {
-            return Err(IdentityMismatch::ModelCount {
-                was: self.models.len(),
-                now: now.models.len(),
+        use IdentityDifference as D;
+        let plugin = |p: &PluginSummary| format!("{} {}", p.name, p.version);
+        let cells =
+            |c: &Option<Vec<usize>>| c.as_ref().map_or("all".to_owned(), |c| format!("{c:?}"));
+        for d in self.differences(now) {
+            return Err(match d {
+                D::ModelCount => IdentityMismatch::ModelCount {
+                    was: self.models.len(),
+                    now: now.models.len(),
+                },
+                D::Classes(i) => IdentityMismatch::Classes {
+                    was: self.models[i].classes,
+                    now: now.models[i].classes,
+                },
+                D::Sha256(i) if !allow.model => IdentityMismatch::Model {
+                    was: self.models[i].sha256.clone(),
+                    now: now.models[i].sha256.clone(),
+                },
+                D::Cells => IdentityMismatch::Cells {
+                    was: cells(&self.cells),
+                    now: cells(&now.cells),
+                },
+                D::Encoding if !allow.plugins => IdentityMismatch::Plugin {
+                    was: plugin(&self.encoding),
+                    now: plugin(&now.encoding),
+                },
+                D::Fitness if !allow.plugins => IdentityMismatch::Plugin {
+                    was: plugin(&self.fitness),
+                    now: plugin(&now.fitness),
+                },
+                // A model's name, its output kind, the labels, and what `allow` accepts.
+                _ => continue,
             });
-        }
-        for (was, now) in self.models.iter().zip(&now.models) {
-            if was.classes != now.classes {
-                return Err(IdentityMismatch::Classes {
-                    was: was.classes,
-                    now: now.classes,
-                });
-            }
-            if was.sha256 != now.sha256 && !allow.model {
-                return Err(IdentityMismatch::Model {
-                    was: was.sha256.clone(),
-                    now: now.sha256.clone(),
-                });
-            }
-        }
-        if self.cells != now.cells {
-            let text =
-                |c: &Option<Vec<usize>>| c.as_ref().map_or("all".to_owned(), |c| format!("{c:?}"));
-            return Err(IdentityMismatch::Cells {
-                was: text(&self.cells),
-                now: text(&now.cells),
-            });
-        }
-        for (was, now) in [
-            (&self.encoding, &now.encoding),
-            (&self.fitness, &now.fitness),
-        ] {
-            if was != now && !allow.plugins {
-                return Err(IdentityMismatch::Plugin {
-                    was: format!("{} {}", was.name, was.version),
-                    now: format!("{} {}", now.name, now.version),
-                });
-            }
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod ascent;
 pub mod checkpoint;
 pub mod choices;
 pub mod config;
+pub mod faults;
 pub mod gallery;
 pub mod identity;
 pub mod image_io;
@@ -30,7 +31,9 @@ pub use choices::{
 pub use config::{
     ArchiveConfig, CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig,
 };
-pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
+pub use identity::{
+    AllowedChanges, IdentityDifference, IdentityMismatch, ModelIdentity, RunIdentity,
+};
 pub use plugin_host::{
     EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,
 };

@@ -204,11 +204,7 @@ impl Experiment {
             SearchKind::MapElites => None,
             SearchKind::GradientAscent => Some(prepare_gradient(&setup)?),
         };
-        let first = setup
-            .models
-            .iter()
-            .map(ModelSetup::prepare)
-            .collect::<Result<Vec<_>, _>>()?;
+        let first = ModelSetup::prepare_all(&setup.models)?;
         let mut prepared = vec![first];
         let config = &mut setup.config;
         if config.batch_size == 0 {
@@ -256,11 +252,7 @@ impl Experiment {
             let handles: Vec<_> = (1..split.workers)
                 .map(|_| {
                     s.spawn(|| {
-                        let mut set = setup
-                            .models
-                            .iter()
-                            .map(ModelSetup::prepare)
-                            .collect::<Result<Vec<_>, _>>()?;
+                        let mut set = ModelSetup::prepare_all(&setup.models)?;
                         warm_up(&mut set)?;
                         Ok(set)
                     })
@@ -284,14 +276,8 @@ impl Experiment {
                 .unwrap_or_else(|| "not measured".into()),
             "cores shared out: inference workers (evaluators) and mutators"
         );
-        let mut identity = setup.identity();
-        for ((model, prepared), id) in setup
-            .models
-            .iter()
-            .zip(&prepared[0])
-            .zip(&mut identity.models)
-        {
-            *id = model.prepared_identity(prepared.as_ref());
+        let identity = setup.prepared_identity(&prepared[0]);
+        for (model, id) in setup.models.iter().zip(&identity.models) {
             tracing::info!(
                 model = %id.name,
                 key = %model.key,

@@ -341,15 +341,24 @@ pub struct DaemonArgs {
     /// The experiment.
     #[command(flatten)]
     pub experiment: ExperimentArgs,
-    /// Address for the HTTP endpoints (overrides `http.listen`).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
     /// If the run folder already holds checkpoints, continue from the newest instead of
     /// refusing (what a service manager restarting the daemon wants). The config and the
     /// flags given may change what `resume --config` may change; other differences from the
     /// run (seed, encoding, fitness, models) are refused.
     #[arg(long)]
     pub resume: bool,
+    /// Serving, logging, worker nodes.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// What `daemon` and `resume` share: where to serve, how to log, what to do after the run,
+/// and worker nodes.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address for the HTTP endpoints (overrides the config's `http.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -380,9 +389,6 @@ pub struct ResumeArgs {
     /// Inference backend of every model from now on (overrides the config).
     #[arg(long, value_parser = choice::<BackendChoice>())]
     pub backend: Option<BackendChoice>,
-    /// Address for the HTTP endpoints (overrides the config).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
     /// When to end the run early (replace the checkpoint's config).
     #[command(flatten)]
     pub stop: StopArgs,
@@ -392,16 +398,9 @@ pub struct ResumeArgs {
     /// Continue although a plugin's version differs from the one the run started with.
     #[arg(long)]
     pub allow_plugin_change: bool,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// After the run ends, keep serving the gallery, /status and /metrics until SIGTERM or
-    /// SIGINT.
-    #[arg(long)]
-    pub keep_serving: bool,
-    /// Worker nodes.
+    /// Serving, logging, worker nodes.
     #[command(flatten)]
-    pub cluster: ClusterArgs,
+    pub serve: ServeArgs,
 }
 
 /// `pareidolia status`.

@@ -110,7 +110,7 @@ fn inspect(run_dir: &Path, store: &CheckpointStore) -> Result<Folder> {
 /// `pareidolia daemon`.
 pub fn daemon(args: DaemonArgs) -> Result<()> {
     let (mut config, name) = resolve_config(&args.experiment)?;
-    if let Some(listen) = &args.listen {
+    if let Some(listen) = &args.serve.listen {
         config.http.listen = listen.clone();
     }
     config.validate("the command line")?;
@@ -120,7 +120,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_out(&name));
     let store = CheckpointStore::new(&run_dir, config.checkpoint.keep);
-    let cluster = cluster_options(&args.cluster)?;
+    let cluster = cluster_options(&args.serve.cluster)?;
     let existed = run_dir.exists();
     if let Some(pid) = RunLock::held_by_other(&run_dir) {
         return Err(service::ServiceError::Locked { run_dir, pid }.into());
@@ -140,14 +140,14 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 generations: e.generations,
                 mutators: e.mutators,
                 backend: e.backend,
-                listen: args.listen,
+                listen: args.serve.listen,
                 stop: e.stop,
             };
             return resume_run(
                 run_dir,
                 asked,
                 AllowedChanges::default(),
-                args.keep_serving,
+                args.serve.keep_serving,
                 cluster,
             );
         }
@@ -188,7 +188,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             let options = ServeOptions {
                 run_dir: run_dir.clone(),
                 lock,
-                keep_serving: args.keep_serving,
+                keep_serving: args.serve.keep_serving,
                 run_id,
                 cluster,
                 on_started: None,
@@ -263,15 +263,15 @@ pub fn resume(args: ResumeArgs) -> Result<()> {
         generations: args.generations,
         mutators: None,
         backend: args.backend,
-        listen: args.listen,
+        listen: args.serve.listen,
         stop: args.stop,
     };
     let allow = AllowedChanges {
         model: args.allow_model_change,
         plugins: args.allow_plugin_change,
     };
-    let cluster = cluster_options(&args.cluster)?;
-    resume_run(args.run_dir, asked, allow, args.keep_serving, cluster)
+    let cluster = cluster_options(&args.serve.cluster)?;
+    resume_run(args.run_dir, asked, allow, args.serve.keep_serving, cluster)
 }
 
 /// The cluster flags, checked before anything is set up: `None` without --cluster-listen.

@@ -23,8 +23,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match &cli.command {
-        cli::Command::Daemon(a) => daemon::init_logging(a.log_format),
-        cli::Command::Resume(a) => daemon::init_logging(a.log_format),
+        cli::Command::Daemon(a) => daemon::init_logging(a.serve.log_format),
+        cli::Command::Resume(a) => daemon::init_logging(a.serve.log_format),
         cli::Command::Worker(a) => daemon::init_logging(a.log_format),
         _ => init_logging(cli.verbose),
     }

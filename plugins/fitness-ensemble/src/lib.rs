@@ -23,81 +23,32 @@
 //! its fitness, and `pareidolia plugins check` (which creates fitness plugins for one model)
 //! works. Zero models or zero classes are refused.
 //!
-//! The `reduce` parser is repeated in `plugins/fitness-margin`: the two are separate cdylibs,
-//! and one cannot link the other, since both export the same descriptor symbol.
+//! The `reduce` parameter and the test helpers are `pareidolia-fitness-reduce`'s, shared with
+//! the other reducing fitness plugin.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::fmt;
-
+pub use pareidolia_fitness_reduce::Reduce;
 use pareidolia_plugin::prelude::*;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 
-/// How the models' probabilities of one class become one score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Reduce {
-    /// The smallest probability: high only if every model is fooled.
-    #[default]
-    Min,
-    /// The arithmetic mean.
-    Mean,
-    /// The geometric mean (0 if any model gives 0).
-    Geometric,
-}
-
-/// The `reduce` values as configs spell them.
-const REDUCE_VALUES: &str = r#""min", "mean", "geometric""#;
-
-impl Reduce {
-    /// The value named `name` in a config.
-    pub fn from_name(name: &str) -> Option<Reduce> {
-        match name {
-            "min" => Some(Reduce::Min),
-            "mean" => Some(Reduce::Mean),
-            "geometric" => Some(Reduce::Geometric),
-            _ => None,
-        }
-    }
-
-    /// Reduces one class's probabilities, one per model (at least one).
-    pub fn apply(self, probs: &[f32]) -> f32 {
-        let n = probs.len() as f64;
-        match probs {
-            [] => 0.0,
-            [p] => *p,
-            _ => match self {
-                Reduce::Min => probs.iter().copied().fold(f32::INFINITY, f32::min),
-                Reduce::Mean => (probs.iter().map(|&p| p as f64).sum::<f64>() / n) as f32,
-                Reduce::Geometric => {
-                    if probs.iter().any(|&p| p <= 0.0) {
-                        return 0.0;
-                    }
-                    let log_sum: f64 = probs.iter().map(|&p| (p as f64).ln()).sum();
-                    (log_sum / n).exp() as f32
+/// Reduces one class's probabilities, one per model (at least one).
+pub fn apply(reduce: Reduce, probs: &[f32]) -> f32 {
+    let n = probs.len() as f64;
+    match probs {
+        [] => 0.0,
+        [p] => *p,
+        _ => match reduce {
+            Reduce::Min => probs.iter().copied().fold(f32::INFINITY, f32::min),
+            Reduce::Mean => (probs.iter().map(|&p| p as f64).sum::<f64>() / n) as f32,
+            Reduce::Geometric => {
+                if probs.iter().any(|&p| p <= 0.0) {
+                    return 0.0;
                 }
-            },
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Reduce {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl Visitor<'_> for Name {
-            type Value = Reduce;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "`reduce` to be one of {REDUCE_VALUES}")
+                let log_sum: f64 = probs.iter().map(|&p| (p as f64).ln()).sum();
+                (log_sum / n).exp() as f32
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Reduce, E> {
-                Reduce::from_name(v).ok_or_else(|| {
-                    E::custom(format!(
-                        "`reduce` must be one of {REDUCE_VALUES}, got {v:?}"
-                    ))
-                })
-            }
-        }
-        deserializer.deserialize_str(Name)
+        },
     }
 }
 
@@ -151,7 +102,7 @@ impl Fitness for Ensemble {
                 for (model, c) in column.iter_mut().enumerate() {
                     *c = probs[model * classes + class];
                 }
-                *s = self.reduce.apply(&column);
+                *s = apply(self.reduce, &column);
             }
         }
         Ok(())
@@ -171,35 +122,22 @@ mod tests {
     const P: OutputKind = OutputKind::Probabilities;
     const L: OutputKind = OutputKind::Logits;
 
+    use pareidolia_fitness_reduce::testing;
+
     fn ensemble(params: &str, classes: usize, kinds: &[OutputKind]) -> Ensemble {
-        Ensemble::new(Params::new(params), classes, kinds).unwrap()
+        testing::fitness(params, classes, kinds)
     }
 
     fn refusal(params: &str, classes: usize, kinds: &[OutputKind]) -> String {
-        Ensemble::new(Params::new(params), classes, kinds)
-            .unwrap_err()
-            .message()
-            .to_owned()
+        testing::refusal::<Ensemble>(params, classes, kinds)
     }
 
-    /// Scores `batch` images; `data` is model-major as the host passes it.
     fn score(f: &Ensemble, kinds: &[OutputKind], data: &[f32], batch: usize) -> Vec<f32> {
-        let classes = data.len() / (kinds.len() * batch);
-        let outputs = ModelOutputs {
-            data,
-            batch,
-            classes,
-            kinds,
-        };
-        let mut scores = vec![f32::NAN; batch * classes];
-        f.score(&outputs, &mut scores).unwrap();
-        scores
+        testing::score(f, kinds, data, batch)
     }
 
     fn with(reduce: &str, kinds: &[OutputKind], data: &[f32], batch: usize) -> Vec<f32> {
-        let classes = data.len() / (kinds.len() * batch);
-        let f = ensemble(&format!(r#"{{"reduce":"{reduce}"}}"#), classes, kinds);
-        score(&f, kinds, data, batch)
+        testing::with::<Ensemble>(reduce, kinds, data, batch)
     }
 
     #[test]

@@ -26,84 +26,35 @@
 //! is a better champion for `k`). Refused: zero models, and fewer than two classes (there is
 //! no other class to compare with).
 //!
-//! The `reduce` parser is repeated from `plugins/fitness-ensemble`: the two are separate
-//! cdylibs, and one cannot link the other, since both export the same descriptor symbol.
+//! The `reduce` parameter and the test helpers are `pareidolia-fitness-reduce`'s, shared with
+//! the other reducing fitness plugin.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::fmt;
-
+pub use pareidolia_fitness_reduce::Reduce;
 use pareidolia_plugin::prelude::*;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 
-/// How the models' margins of one class become one score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Reduce {
-    /// The smallest margin: positive only if class `k` is every model's top-1.
-    #[default]
-    Min,
-    /// The arithmetic mean.
-    Mean,
-    /// The geometric mean of `(1 + g) / 2`, mapped back to −1..1.
-    Geometric,
-}
-
-/// The `reduce` values as configs spell them.
-const REDUCE_VALUES: &str = r#""min", "mean", "geometric""#;
-
-impl Reduce {
-    /// The value named `name` in a config.
-    pub fn from_name(name: &str) -> Option<Reduce> {
-        match name {
-            "min" => Some(Reduce::Min),
-            "mean" => Some(Reduce::Mean),
-            "geometric" => Some(Reduce::Geometric),
-            _ => None,
-        }
-    }
-
-    /// Reduces one class's margins, one per model (at least one).
-    pub fn apply(self, margins: &[f64]) -> f32 {
-        let n = margins.len() as f64;
-        let value = match margins {
-            [] => 0.0,
-            [g] => *g,
-            _ => match self {
-                Reduce::Min => margins.iter().copied().fold(f64::INFINITY, f64::min),
-                Reduce::Mean => margins.iter().sum::<f64>() / n,
-                Reduce::Geometric => {
-                    if margins.iter().any(|&g| g <= -1.0) {
-                        -1.0
-                    } else {
-                        let log_sum: f64 = margins.iter().map(|&g| ((1.0 + g) / 2.0).ln()).sum();
-                        2.0 * (log_sum / n).exp() - 1.0
-                    }
+/// Reduces one class's margins, one per model (at least one).
+pub fn apply(reduce: Reduce, margins: &[f64]) -> f32 {
+    let n = margins.len() as f64;
+    let value = match margins {
+        [] => 0.0,
+        [g] => *g,
+        _ => match reduce {
+            Reduce::Min => margins.iter().copied().fold(f64::INFINITY, f64::min),
+            Reduce::Mean => margins.iter().sum::<f64>() / n,
+            Reduce::Geometric => {
+                if margins.iter().any(|&g| g <= -1.0) {
+                    -1.0
+                } else {
+                    let log_sum: f64 = margins.iter().map(|&g| ((1.0 + g) / 2.0).ln()).sum();
+                    2.0 * (log_sum / n).exp() - 1.0
                 }
-            },
-        };
-        value as f32
-    }
-}
-
-impl<'de> Deserialize<'de> for Reduce {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl Visitor<'_> for Name {
-            type Value = Reduce;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "`reduce` to be one of {REDUCE_VALUES}")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Reduce, E> {
-                Reduce::from_name(v).ok_or_else(|| {
-                    E::custom(format!(
-                        "`reduce` must be one of {REDUCE_VALUES}, got {v:?}"
-                    ))
-                })
-            }
-        }
-        deserializer.deserialize_str(Name)
-    }
+        },
+    };
+    value as f32
 }
 
 /// The parameters; unknown keys are refused.
@@ -180,7 +131,7 @@ impl Fitness for Margin {
                 for (model, c) in column.iter_mut().enumerate() {
                     *c = gaps[model * classes + class];
                 }
-                *s = self.reduce.apply(&column);
+                *s = apply(self.reduce, &column);
             }
         }
         Ok(())
@@ -196,35 +147,22 @@ mod tests {
     const P: OutputKind = OutputKind::Probabilities;
     const L: OutputKind = OutputKind::Logits;
 
+    use pareidolia_fitness_reduce::testing;
+
     fn margin(params: &str, classes: usize, kinds: &[OutputKind]) -> Margin {
-        Margin::new(Params::new(params), classes, kinds).unwrap()
+        testing::fitness(params, classes, kinds)
     }
 
     fn refusal(params: &str, classes: usize, kinds: &[OutputKind]) -> String {
-        Margin::new(Params::new(params), classes, kinds)
-            .unwrap_err()
-            .message()
-            .to_owned()
+        testing::refusal::<Margin>(params, classes, kinds)
     }
 
-    /// Scores `batch` images; `data` is model-major as the host passes it.
     fn score(f: &Margin, kinds: &[OutputKind], data: &[f32], batch: usize) -> Vec<f32> {
-        let classes = data.len() / (kinds.len() * batch);
-        let outputs = ModelOutputs {
-            data,
-            batch,
-            classes,
-            kinds,
-        };
-        let mut scores = vec![f32::NAN; batch * classes];
-        f.score(&outputs, &mut scores).unwrap();
-        scores
+        testing::score(f, kinds, data, batch)
     }
 
     fn with(reduce: &str, kinds: &[OutputKind], data: &[f32], batch: usize) -> Vec<f32> {
-        let classes = data.len() / (kinds.len() * batch);
-        let f = margin(&format!(r#"{{"reduce":"{reduce}"}}"#), classes, kinds);
-        score(&f, kinds, data, batch)
+        testing::with::<Margin>(reduce, kinds, data, batch)
     }
 
     #[test]

@@ -49,7 +49,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pareidolia_core::config::RunConfig;
-use pareidolia_core::{BackendChoice, RunIdentity};
+use pareidolia_core::summary::PluginSummary;
+use pareidolia_core::{BackendChoice, IdentityDifference, RunIdentity};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
@@ -476,45 +477,49 @@ impl DaemonNode {
 /// worker loaded the same models (name, classes, output, sha256), plugins (name, version),
 /// labels and cells. Backends may differ (a worker may run on its own GPU).
 pub fn identity_difference(run: &RunIdentity, worker: &RunIdentity) -> Option<String> {
-    if run.models.len() != worker.models.len() {
-        return Some(format!(
+    use IdentityDifference as D;
+    // Model by model, its file before its shape; then plugins, labels, cells.
+    let rank = |d: &D| match *d {
+        D::ModelCount => (0, 0),
+        D::Sha256(i) | D::ModelName(i) => (1 + i, 0),
+        D::Classes(i) | D::Output(i) => (1 + i, 1),
+        D::Encoding => (usize::MAX, 0),
+        D::Fitness => (usize::MAX, 1),
+        D::Labels => (usize::MAX, 2),
+        _ => (usize::MAX, 3),
+    };
+    let first = run.differences(worker).into_iter().min_by_key(rank)?;
+    let plugin = |kind: &str, r: &PluginSummary, w: &PluginSummary| {
+        format!(
+            "{kind} plugin: the run uses {} {}, this worker loaded {} {}; install the run's plugin on the worker",
+            r.name, r.version, w.name, w.version
+        )
+    };
+    Some(match first {
+        D::ModelCount => format!(
             "the run scores with {} model(s), this worker loaded {}",
             run.models.len(),
             worker.models.len()
-        ));
-    }
-    for (i, (r, w)) in run.models.iter().zip(&worker.models).enumerate() {
-        if r.name != w.name || r.sha256 != w.sha256 {
-            return Some(format!(
+        ),
+        D::Sha256(i) | D::ModelName(i) => {
+            let (r, w) = (&run.models[i], &worker.models[i]);
+            format!(
                 "model {i}: the run's is `{}` (sha256 {}), this worker loaded `{}` (sha256 {}); install the run's model file on the worker",
                 r.name, r.sha256, w.name, w.sha256
-            ));
+            )
         }
-        if r.classes != w.classes || r.output != w.output {
-            return Some(format!(
+        D::Classes(i) | D::Output(i) => {
+            let (r, w) = (&run.models[i], &worker.models[i]);
+            format!(
                 "model {i} `{}`: {} classes ({:?}) in the run, {} ({:?}) on this worker; the model manifests differ",
                 r.name, r.classes, r.output, w.classes, w.output
-            ));
+            )
         }
-    }
-    for (kind, r, w) in [
-        ("encoding", &run.encoding, &worker.encoding),
-        ("fitness", &run.fitness, &worker.fitness),
-    ] {
-        if r != w {
-            return Some(format!(
-                "{kind} plugin: the run uses {} {}, this worker loaded {} {}; install the run's plugin on the worker",
-                r.name, r.version, w.name, w.version
-            ));
-        }
-    }
-    if run.labels != worker.labels {
-        return Some("the class labels differ (the models' labels files)".into());
-    }
-    if run.cells != worker.cells {
-        return Some("the archive's cells (archive.classes) differ".into());
-    }
-    None
+        D::Encoding => plugin("encoding", &run.encoding, &worker.encoding),
+        D::Fitness => plugin("fitness", &run.fitness, &worker.fitness),
+        D::Labels => "the class labels differ (the models' labels files)".into(),
+        _ => "the archive's cells (archive.classes) differ".into(),
+    })
 }
 
 /// The registrar: answers worker nodes, takes them into the run, keeps their heartbeats and
@@ -958,18 +963,13 @@ async fn take_part(
     );
     let (setup, prepared) = tokio::task::spawn_blocking(move || -> Result<_, SetupError> {
         let setup = Setup::load(config)?;
-        let prepared = setup
-            .models
-            .iter()
-            .map(ModelSetup::prepare)
-            .collect::<Result<Vec<_>, _>>()?;
+        let prepared = ModelSetup::prepare_all(&setup.models)?;
         Ok((setup, prepared))
     })
     .await
     .map_err(|e| ClusterError::Node(e.to_string()))??;
-    let mut identity = setup.identity();
-    for ((model, p), id) in setup.models.iter().zip(&prepared).zip(&mut identity.models) {
-        *id = model.prepared_identity(p.as_ref());
+    let identity = setup.prepared_identity(&prepared);
+    for id in &identity.models {
         tracing::info!(model = %id.name, sha256 = %id.sha256, runs_on = id.backend.as_deref().unwrap_or_default(), "model prepared");
     }
     if let Some(difference) = identity_difference(&run_identity, &identity) {

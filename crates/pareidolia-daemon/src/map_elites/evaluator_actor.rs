@@ -360,13 +360,7 @@ impl Actor for EvaluatorActor {
             Some(m) => m,
             None => {
                 let models = args.models.clone();
-                tokio::task::spawn_blocking(move || {
-                    models
-                        .iter()
-                        .map(ModelSetup::prepare)
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .await??
+                tokio::task::spawn_blocking(move || ModelSetup::prepare_all(&models)).await??
             }
         };
         Ok(EvaluatorState {

@@ -58,16 +58,6 @@ pub struct History<F: HistoryFile = File> {
     dropped: u64,
 }
 
-/// Test-only fault injection (`PAREIDOLIA_FAULT_HISTORY=slow:<ms>`): the trim pauses after
-/// half of the kept lines, so a kill test can land inside it.
-fn fault_pause() {
-    if let Ok(v) = std::env::var("PAREIDOLIA_FAULT_HISTORY")
-        && let Some(ms) = v.strip_prefix("slow:").and_then(|m| m.parse().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
-}
-
 /// The prefix of temporary files of the trim (`.history.csv.tmp-<pid>`).
 const TMP_PREFIX: &str = ".history.csv.tmp-";
 
@@ -110,7 +100,7 @@ impl History {
             for (i, line) in kept.iter().enumerate() {
                 if i == kept.len() / 2 {
                     out.flush()?;
-                    fault_pause();
+                    pareidolia_core::faults::history_halfway();
                 }
                 writeln!(out, "{line}")?;
             }

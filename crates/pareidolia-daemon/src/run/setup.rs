@@ -218,6 +218,11 @@ impl ModelSetup {
         )
     }
 
+    /// Prepares each of `models` on its backend, in order (blocking): one evaluator's set.
+    pub fn prepare_all(models: &[ModelSetup]) -> Result<Vec<Box<dyn PreparedModel>>, EvalError> {
+        models.iter().map(ModelSetup::prepare).collect()
+    }
+
     /// The canvas the encoding renders for this model.
     pub fn canvas(&self) -> CanvasSpec {
         CanvasSpec {
@@ -569,6 +574,17 @@ impl Setup {
     /// The first model (every run has one).
     pub fn model(&self) -> &ModelSetup {
         &self.models[0]
+    }
+
+    /// The run's identity with the backend that runs each model of `prepared`, a set made
+    /// by [`ModelSetup::prepare_all`] of [`Setup::models`]: what a run records, and what a
+    /// worker node sends the daemon.
+    pub fn prepared_identity(&self, prepared: &[Box<dyn PreparedModel>]) -> RunIdentity {
+        let mut identity = self.identity();
+        for ((model, p), id) in self.models.iter().zip(prepared).zip(&mut identity.models) {
+            *id = model.prepared_identity(p.as_ref());
+        }
+        identity
     }
 
     /// The run's identity as loaded (models not yet prepared: no backend recorded).
