@@ -499,3 +499,62 @@ fn trained_mnist_vit_matmul_layernorm_attention_and_gelu_gradients_match_finite_
     check_weight_gradients(&model, 1e-5, 1e-4);
 }
 
+/// `models/modern-zoo` (today's architectures exported from PyTorch with seeded random weights,
+/// `make.py`): probabilities within 1e-4 of tract and of ONNX Runtime on two pattern images,
+/// pixel gradients against central finite differences in f64 (a step of 1e-7 pixel levels,
+/// inputs with ties broken).
+fn check_modern_zoo(name: &str, target: usize) {
+    let model = load("modern-zoo", &format!("{name}.toml"));
+    let images = pattern_images(&model, 2);
+    assert_forward_agrees(&model, &images, 2);
+    let expected = crate::backends::probabilities(
+        &model,
+        &crate::backends::ort_cpu(&model).infer(&images, 2).unwrap(),
+    );
+    let mut grad = CpuGradient::default()
+        .prepare(&model, ViewSpec::identity(&model))
+        .unwrap();
+    let pixels: Vec<f32> = images.iter().map(|&b| f32::from(b)).collect();
+    let got = grad.probabilities(&pixels, 2).unwrap();
+    for (a, b) in expected.iter().flatten().zip(&got) {
+        assert!(
+            (f64::from(*a) - b).abs() < 1e-4,
+            "{name}: {a} on ONNX Runtime, {b} here"
+        );
+    }
+    let m = CpuModel::<f64>::new(&model, ViewSpec::identity(&model)).unwrap();
+    let one = &images[..model.image_len()];
+    let pixels: Vec<f64> = one
+        .iter()
+        .zip(noise(3, one.len()))
+        .map(|(&b, e)| f64::from(b) + 0.25 * e)
+        .collect();
+    let p = m
+        .evaluate(&pixels, &[target], Objective::Probability)
+        .unwrap();
+    let top = p.probabilities.iter().cloned().fold(0.0, f64::max);
+    assert!(top < 0.999, "{name}: top-1 probability {top}");
+    check_pixels_at(&m, &pixels, target, Objective::LogProbability, 2, 1e-7);
+    check_pixels_at(&m, &pixels, target, Objective::Logit, 1, 1e-7);
+}
+
+#[test]
+fn modern_resnet_with_batchnorm_and_max_pool_gradients_match_finite_differences() {
+    check_modern_zoo("resnet_bn", 3);
+}
+
+#[test]
+fn modern_mobilenetv3_hardswish_hardsigmoid_squeeze_excitation_gradients_match_finite_differences()
+{
+    check_modern_zoo("mobilenetv3_small", 5);
+}
+
+#[test]
+fn modern_convnext_channels_last_layernorm_gelu_layer_scale_gradients_match_finite_differences() {
+    check_modern_zoo("convnext", 7);
+}
+
+#[test]
+fn modern_vit_attention_class_token_gradients_match_finite_differences() {
+    check_modern_zoo("vit", 2);
+}
