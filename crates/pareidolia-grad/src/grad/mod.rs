@@ -693,6 +693,17 @@ mod tests {
         ] {
             assert!(err.contains(needle), "{needle} missing from: {err}");
         }
+        // A supported op used in a way whose shapes would depend on the batch size: a Squeeze
+        // without axes (which would drop the batch axis of a batch of one).
+        let model = tiny_model(tiny_onnx("Squeeze", 0.0));
+        let err = CpuGradient::default()
+            .prepare(&model, identity_view(&model))
+            .err()
+            .expect("refused")
+            .to_string();
+        for needle in ["`the_middle`", "(Squeeze)", "no axes", "batch size"] {
+            assert!(err.contains(needle), "{needle} missing from: {err}");
+        }
     }
 
     #[test]
