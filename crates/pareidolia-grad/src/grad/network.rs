@@ -380,38 +380,6 @@ impl Operand {
     }
 }
 
-/// Where each element of a tensor of `shape` goes when its axes are permuted by `perm`
-/// (`out.shape[i] = shape[perm[i]]`): returns the output shape and, per input element in
-/// row-major order, its output index.
-fn transpose_map(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
-    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let mut out_strides = vec![0usize; shape.len()];
-    let mut acc = 1;
-    for i in (0..shape.len()).rev() {
-        out_strides[i] = acc;
-        acc *= out_shape[i];
-    }
-    // The output stride of each input axis.
-    let mut in_axis_stride = vec![0usize; shape.len()];
-    for (i, &p) in perm.iter().enumerate() {
-        in_axis_stride[p] = out_strides[i];
-    }
-    let total: usize = shape.iter().product();
-    let mut map = Vec::with_capacity(total);
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..total {
-        map.push(idx.iter().zip(&in_axis_stride).map(|(a, b)| a * b).sum());
-        for k in (0..shape.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < shape[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
-    (out_shape, map)
-}
-
 /// One node of the graph as the evaluator runs it.
 #[derive(Debug, Clone)]
 pub(crate) struct Step {
@@ -977,11 +945,7 @@ impl<T: Real> Network<T> {
                 if perm.len() != x.shape.len() {
                     return bad(format!("perm {perm:?} for shape {:?}", x.shape));
                 }
-                let (shape, to) = transpose_map(&x.shape, perm);
-                let mut data = vec![T::ZERO; x.data.len()];
-                for (&v, &j) in x.data.iter().zip(&to) {
-                    data[j] = v;
-                }
+                let (shape, data) = shaped::transpose(&x.shape, perm, &x.data);
                 Tensor { shape, data }
             }
             Op::Relu => map(x, |v| if v > T::ZERO { v } else { T::ZERO }),
@@ -1459,8 +1423,13 @@ impl<T: Real> Network<T> {
                     add(step.inputs[0], dx, &mut grads);
                 }
                 Op::Transpose(perm) => {
-                    let (_, to) = transpose_map(&x.shape, perm);
-                    let dx = to.iter().map(|&j| dy[j]).collect();
+                    // The adjoint of a permutation is the inverse permutation.
+                    let y_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+                    let mut inverse = vec![0; perm.len()];
+                    for (i, &p) in perm.iter().enumerate() {
+                        inverse[p] = i;
+                    }
+                    let (_, dx) = shaped::transpose(&y_shape, &inverse, &dy);
                     add(step.inputs[0], dx, &mut grads);
                 }
                 Op::Relu => {
@@ -1750,7 +1719,7 @@ pub(crate) fn conv_backward<T: Real>(
                 db[oc] += plane.iter().copied().sum::<T>();
             }
         }
-        if cg == 1 && og == 1 && par > 1 {
+        if cg == 1 && og == 1 && par > 1 && cin * hw >= SPLIT_MIN {
             // One output channel per input channel: planes are independent.
             let threads = par.min(cout);
             let per = cout.div_ceil(threads);
@@ -1845,6 +1814,11 @@ pub(crate) fn conv_backward<T: Real>(
     }
 }
 
+/// Outputs below which a layer of one image is not split across threads: spawning and joining
+/// scoped threads costs more than the work (measured on LeNet, the MNIST ResNet and
+/// MobileNetV3 at batch 1, BENCHMARKS.md).
+const SPLIT_MIN: usize = 1 << 14;
+
 /// Runs `f(first_row, rows)` on `par` consecutive blocks of whole rows of `data` (rows of
 /// `row_len`), in scoped threads when `par > 1`.
 fn split_rows<T: Real>(
@@ -1854,7 +1828,7 @@ fn split_rows<T: Real>(
     f: &(dyn Fn(usize, &mut [T]) + Sync),
 ) {
     let rows = data.len() / row_len.max(1);
-    if par <= 1 || rows < 2 {
+    if par <= 1 || rows < 2 || data.len() < SPLIT_MIN {
         f(0, data);
         return;
     }

@@ -106,6 +106,38 @@ pub(crate) fn runs<const K: usize>(
     }
 }
 
+/// `x` of `shape` with its axes permuted (`out.shape[i] = shape[perm[i]]`): the output shape
+/// and values, read in output order through permuted strides.
+pub(crate) fn transpose<T: Real>(shape: &[usize], perm: &[usize], x: &[T]) -> (Vec<usize>, Vec<T>) {
+    let own = strides(shape);
+    let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let read: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
+    let mut y = vec![T::ZERO; x.len()];
+    runs(&out, [&read], |o, [i], len, [d]| {
+        for (j, v) in y[o..o + len].iter_mut().enumerate() {
+            *v = x[i + j * d];
+        }
+    });
+    (out, y)
+}
+
+/// Adds `f(out_index, a_index, b_index)` into `target` at the index of operand `which` (0 for
+/// `a`, 1 for `b`), over an output of `shape` read through the operands' broadcast strides.
+fn accumulate<T: Real>(
+    shape: &[usize],
+    strides: [&[usize]; 2],
+    which: usize,
+    target: &mut [T],
+    f: impl Fn(usize, usize, usize) -> T,
+) {
+    runs(shape, strides, |o, [ia, ib], len, [ja, jb]| {
+        for j in 0..len {
+            let (p, q) = (ia + j * ja, ib + j * jb);
+            target[if which == 0 { p } else { q }] += f(o + j, p, q);
+        }
+    });
+}
+
 /// An elementwise op of two tensors, numpy-broadcast (ONNX `Add`, `Sub`, `Mul`, `Div`, `Pow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Binary {
@@ -163,43 +195,35 @@ impl Binary {
         b: (&[usize], &[T]),
         y: (&[usize], &[T]),
         dy: &[T],
-        mut da: Option<&mut [T]>,
-        mut db: Option<&mut [T]>,
+        da: Option<&mut [T]>,
+        db: Option<&mut [T]>,
     ) {
         let shape = y.0;
         let (sa, sb) = (broadcast_strides(a.0, shape), broadcast_strides(b.0, shape));
+        let st = [&sa[..], &sb[..]];
         let (av, bv, yv) = (a.1, b.1, y.1);
-        runs(shape, [&sa, &sb], |o, [ia, ib], len, [ja, jb]| {
-            for j in 0..len {
-                let (i, p, q) = (o + j, ia + j * ja, ib + j * jb);
-                let d = dy[i];
-                let (ga, gb) = match self {
-                    Binary::Add => (d, d),
-                    Binary::Sub => (d, -d),
-                    Binary::Mul => (d * bv[q], d * av[p]),
-                    Binary::Div => (d / bv[q], -d * av[p] / (bv[q] * bv[q])),
-                    Binary::Pow => {
-                        let ga = if da.is_some() {
-                            d * bv[q] * av[p].powf(bv[q] - T::ONE)
-                        } else {
-                            T::ZERO
-                        };
-                        let gb = if db.is_some() {
-                            d * yv[i] * av[p].ln()
-                        } else {
-                            T::ZERO
-                        };
-                        (ga, gb)
-                    }
-                };
-                if let Some(da) = da.as_deref_mut() {
-                    da[p] += ga;
-                }
-                if let Some(db) = db.as_deref_mut() {
-                    db[q] += gb;
-                }
+        // One pass per operand, each with its own monomorphic loop.
+        if let Some(da) = da {
+            match self {
+                Binary::Add | Binary::Sub => accumulate(shape, st, 0, da, |i, _, _| dy[i]),
+                Binary::Mul => accumulate(shape, st, 0, da, |i, _, q| dy[i] * bv[q]),
+                Binary::Div => accumulate(shape, st, 0, da, |i, _, q| dy[i] / bv[q]),
+                Binary::Pow => accumulate(shape, st, 0, da, |i, p, q| {
+                    dy[i] * bv[q] * av[p].powf(bv[q] - T::ONE)
+                }),
             }
-        });
+        }
+        if let Some(db) = db {
+            match self {
+                Binary::Add => accumulate(shape, st, 1, db, |i, _, _| dy[i]),
+                Binary::Sub => accumulate(shape, st, 1, db, |i, _, _| -dy[i]),
+                Binary::Mul => accumulate(shape, st, 1, db, |i, p, _| dy[i] * av[p]),
+                Binary::Div => {
+                    accumulate(shape, st, 1, db, |i, p, q| -dy[i] * av[p] / (bv[q] * bv[q]))
+                }
+                Binary::Pow => accumulate(shape, st, 1, db, |i, p, _| dy[i] * yv[i] * av[p].ln()),
+            }
+        }
     }
 }
 
@@ -797,6 +821,21 @@ mod tests {
             plan.backward(&a, &b, &w, Some(&mut da), Some(&mut db));
             check_gradient(&|x| dot(&plan.forward(x, &b), &w), &a, &da, "matmul a");
             check_gradient(&|x| dot(&plan.forward(&a, x), &w), &b, &db, "matmul b");
+        }
+    }
+
+    #[test]
+    fn transpose_moves_every_element_to_its_permuted_place() {
+        let shape = [2, 3, 4, 5];
+        let x = noise(12, 120);
+        let perm = [2, 0, 3, 1];
+        let (out, y) = transpose(&shape, &perm, &x);
+        assert_eq!(out, vec![4, 2, 5, 3]);
+        let (si, so) = (strides(&shape), strides(&out));
+        for (i, &v) in x.iter().enumerate() {
+            let idx: Vec<usize> = (0..4).map(|d| i / si[d] % shape[d]).collect();
+            let at: usize = perm.iter().zip(&so).map(|(&p, s)| idx[p] * s).sum();
+            assert_eq!(y[at], v);
         }
     }
 
