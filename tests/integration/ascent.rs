@@ -260,3 +260,40 @@ fn until_ends_gradient_ascent_once_every_digit_is_fooled() {
     assert!(last + 1 < 500, "{last}");
     assert!(summary["stats"]["min"].as_f64().unwrap() >= 0.9999);
 }
+
+/// Issue 25: gradient ascent runs against the trained modern MNIST models (a ResNet with
+/// BatchNormalization, a ViT with attention, LayerNorm and GELU), a short budget each: every
+/// digit's confidence rises, and the run records the model it ran on.
+#[test]
+fn gradient_ascent_runs_on_the_trained_resnet_and_vit() {
+    for name in ["mnist-resnet-bn", "mnist-vit"] {
+        let dir = temp_dir(&format!("ascent-{name}"));
+        let manifest = root().join("models").join(name).join("manifest.toml");
+        let cfg = mnist_config(&dir, |t| {
+            t.set("model.manifest", manifest.to_str().unwrap());
+        });
+        let out = dir.join("run");
+        let stdout = success(
+            Pareidolia::run()
+                .config(&cfg)
+                .generations(40)
+                .out(&out)
+                .quiet()
+                .output(),
+        );
+        assert!(stdout.contains("40 generations"), "{name}: {stdout}");
+        let summary = json(&out.join("summary.json"));
+        assert_eq!(summary["ascent"]["steps"], 40, "{name}");
+        let history = read_text(&out.join("history.csv"));
+        let lines: Vec<&str> = history.lines().collect();
+        assert_eq!(lines.len(), 41, "{name}: {history}");
+        let median = |l: &str| -> f64 { l.split(',').nth(3).unwrap().parse().unwrap() };
+        let (first, last) = (median(lines[1]), median(lines[40]));
+        eprintln!("{name}: median confidence {first} after step 1, {last} after step 40");
+        assert!(last > first && last > 0.5, "{name}: {first} -> {last}");
+        let classes = summary["ascent"]["classes"].as_array().unwrap();
+        assert_eq!(classes.len(), 10, "{name}");
+        let text = serde_json::to_string(&summary).unwrap();
+        assert!(text.contains(name), "{name} not named in {text}");
+    }
+}

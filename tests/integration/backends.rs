@@ -105,7 +105,7 @@ fn assert_agree(model: &Model, what: &str, reference: &[f32], other: &[f32]) -> 
     worst
 }
 
-fn ort_cpu(model: &Model) -> Box<dyn PreparedModel> {
+pub(crate) fn ort_cpu(model: &Model) -> Box<dyn PreparedModel> {
     OrtBackend::cpu(OrtOptions::default())
         .prepare(model)
         .unwrap_or_else(|e| panic!("ONNX Runtime on the CPU: {e}"))

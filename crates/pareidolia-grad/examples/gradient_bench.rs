@@ -2,8 +2,9 @@
 //! ONNX Runtime (CPU), per image, at batch 1 and 32, on the same machine in one run.
 //!
 //! `cargo run --release -p pareidolia-grad --example gradient_bench [MANIFEST...]`
-//! (default: LeNet and EfficientNet-Lite0; ONNX Runtime through `ORT_DYLIB_PATH`, skipped
-//! when it cannot load). Prints a Markdown table; times are medians.
+//! (default: LeNet, EfficientNet-Lite0 and the light zoo's ResNet-50, issue 25's three; ONNX
+//! Runtime through `ORT_DYLIB_PATH`, skipped when it cannot load). Prints a Markdown table;
+//! times are medians.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,6 +38,7 @@ fn main() {
         manifests = [
             "models/lenet-mnist/manifest.toml",
             "models/efficientnet-lite0/manifest.toml",
+            "models/light-zoo/resnet50.toml",
         ]
         .iter()
         .map(|m| root.join(m))

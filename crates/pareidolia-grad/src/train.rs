@@ -3,7 +3,8 @@
 //! cross-entropy on the logits, averaged over the batch (Caffe's `SoftmaxWithLoss`); momentum
 //! SGD with L2 weight decay on every parameter and a per-role learning-rate multiplier
 //! (biases ×2 in Caffe's LeNet); the `inv` learning-rate policy; Caffe's `xavier` filler
-//! (`U(±sqrt(3 / fan_in))`, zero biases) for a model trained from scratch.
+//! (`U(±sqrt(3 / fan_in))`, zero biases, unit scales: LayerNorm's, a `Mul` by a weight) for a
+//! model trained from scratch.
 //!
 //! The data are the model's input tensors (already preprocessed, [`encode_images`]), so
 //! training sees exactly what inference sees. Batches are drawn as Caffe's data layer reads a
@@ -180,7 +181,7 @@ fn cross_entropy(logits: &[f32], label: usize, scale: f32, d: Option<&mut [f32]>
     sum.ln() - f64::from(logits[label] - max)
 }
 
-/// Draws Caffe's `xavier` weights and zero biases into `network`.
+/// Draws Caffe's `xavier` weights, zero biases and unit scales into `network`.
 pub fn xavier(network: &mut Network<f32>, seed: u64) {
     let roles = network.parameter_roles();
     let mut rng = HostRng::seed_from_u64(seeds::derive(seed, Stream::TrainInit, 0, 0));
@@ -193,6 +194,7 @@ pub fn xavier(network: &mut Network<f32>, seed: u64) {
                 }
             }
             ParameterRole::Bias => p.values.iter_mut().for_each(|v| *v = 0.0),
+            ParameterRole::Scale => p.values.iter_mut().for_each(|v| *v = 1.0),
         }
     }
 }
@@ -346,7 +348,7 @@ pub fn train(
         {
             let lr = (rate
                 * match role {
-                    ParameterRole::Weight { .. } => 1.0,
+                    ParameterRole::Weight { .. } | ParameterRole::Scale => 1.0,
                     ParameterRole::Bias => recipe.bias_lr_mult,
                 }) as f32;
             let (wd, m) = (recipe.weight_decay as f32, recipe.momentum as f32);

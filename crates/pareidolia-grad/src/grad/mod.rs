@@ -7,9 +7,11 @@
 //! evaluator of its own over the ONNX graph, read with `tract_onnx::pb`. Constant subgraphs
 //! are folded at load; every other node must be one of the differentiable ops
 //! ([`Network`]), or loading fails naming the op and the node. Kernels are plain loops
-//! (depthwise convolution, pooling, LRN) and `matrixmultiply`'s packed products (im2col
-//! convolution, Gemm), generic over `f32` and `f64` ([`Real`]) so that finite-difference
-//! checks can run in double precision. Batches are split across threads.
+//! (depthwise convolution, pooling, LRN; `kernels`), whole-tensor kernels of any rank with the
+//! batch axis wherever the graph puts it (broadcasting elementwise ops, LayerNorm, softmax over
+//! an axis, slicing, gathering; `shaped`) and `matrixmultiply`'s packed products (im2col
+//! convolution, Gemm, batched MatMul), generic over `f32` and `f64` ([`Real`]) so that
+//! finite-difference checks can run in double precision. Batches are split across threads.
 //!
 //! The seam for other implementations (a GPU one) is [`GradientBackend`], which prepares a
 //! [`Model`] behind a [`ViewSpec`] into a [`DifferentiableModel`]; [`CpuGradient`] is the
@@ -36,6 +38,7 @@ mod kernels;
 mod network;
 mod onnx;
 mod real;
+mod shaped;
 
 pub use network::{Network, Parameter, ParameterRole, Pass, Seed};
 pub use pareidolia_core::Objective;
@@ -672,7 +675,7 @@ mod tests {
 
     #[test]
     fn a_graph_with_an_op_without_a_backward_is_refused_at_setup_naming_op_and_node() {
-        let model = tiny_model(tiny_onnx("Sigmoid", 0.0));
+        let model = tiny_model(tiny_onnx("Floor", 0.0));
         // tract runs it: the graph is fine, only not differentiable here.
         let mut tract = pareidolia_eval::Backend::prepare(&TractBackend, &model).unwrap();
         assert_eq!(tract.infer(&[0, 64, 128, 255], 1).unwrap().len(), 3);
@@ -684,10 +687,21 @@ mod tests {
         for needle in [
             "tiny",
             "`the_middle`",
-            "(Sigmoid)",
+            "(Floor)",
             "cannot be differentiated",
             "supported: Add",
         ] {
+            assert!(err.contains(needle), "{needle} missing from: {err}");
+        }
+        // A supported op used in a way whose shapes would depend on the batch size: a Squeeze
+        // without axes (which would drop the batch axis of a batch of one).
+        let model = tiny_model(tiny_onnx("Squeeze", 0.0));
+        let err = CpuGradient::default()
+            .prepare(&model, identity_view(&model))
+            .err()
+            .expect("refused")
+            .to_string();
+        for needle in ["`the_middle`", "(Squeeze)", "no axes", "batch size"] {
             assert!(err.contains(needle), "{needle} missing from: {err}");
         }
     }

@@ -1,9 +1,14 @@
 //! The evaluator proper: a straight-line program of differentiable steps over value slots,
 //! run forward with every value kept (the tape), then backward in reverse order. Batches are
 //! split across threads, each chunk with its own tape; parameter gradients are summed.
+//!
+//! Values are whole tensors with the batch axis included. Convolutions, pooling and the other
+//! NCHW ops need it first; the shape ops (`shaped`) take it wherever the graph moved it, so
+//! that a transformer's `[3, N, heads, tokens, dim]` runs as exported.
 
 use super::kernels::{self, Lrn, Window};
 use super::real::Real;
+use super::shaped::{self, Binary, MatMulPlan, SliceAxis};
 use crate::EvalError;
 
 /// A constant of the graph (a weight, a bias), in the evaluator's element type.
@@ -28,8 +33,11 @@ pub enum ParameterRole {
         /// Inputs per output.
         fan_in: usize,
     },
-    /// A convolution's or Gemm's bias.
+    /// A convolution's or Gemm's bias, an added weight (`Add` after a `MatMul`), a
+    /// LayerNormalization's bias.
     Bias,
+    /// A multiplier: LayerNormalization's scale, a `Mul` by a weight (layer scale).
+    Scale,
 }
 
 /// Explicit padding or ONNX `auto_pad`.
@@ -116,23 +124,61 @@ pub(crate) enum Op {
         min: f64,
         max: f64,
     },
-    /// The sum of two or more values of one shape (`Add`, `Sum`).
+    /// An elementwise function of one value.
+    Unary(Unary),
+    /// The sum of two or more values of one shape (`Sum`).
     Add,
-    /// `x * scale + shift` with constants that broadcast to `x` without growing it
-    /// (inference BatchNormalization, `Mul` or `Add` by a constant).
+    /// `a op b`, numpy-broadcast, each operand a value, a parameter or a constant (`Add`,
+    /// `Sub`, `Mul`, `Div`, `Pow`).
+    Binary {
+        op: Binary,
+        a: Arg,
+        b: Arg,
+    },
+    /// `a @ b` (numpy `matmul`).
+    MatMul {
+        a: Arg,
+        b: Arg,
+    },
+    /// Normalisation over the axes from `axis` on, then `* scale + bias`.
+    LayerNorm {
+        axis: i64,
+        epsilon: f64,
+        scale: Arg,
+        bias: Option<Arg>,
+    },
+    /// `x * scale + shift`, per channel (axis 1): inference BatchNormalization.
     Affine {
         scale: Option<Operand>,
         shift: Option<Operand>,
     },
-    /// Along axis 1 (channels).
-    Concat,
-    /// A permutation of the axes that keeps the batch axis first.
+    /// Along an axis (negative from the end); every input computed from the image.
+    Concat(i64),
+    /// Any permutation of the axes.
     Transpose(Vec<usize>),
     GlobalAveragePool,
-    /// To `[batch, everything else]`.
-    Flatten,
-    /// To `[batch, dims...]` (the per-image dimensions of the target shape).
-    Reshape(Vec<usize>),
+    /// A new shape for the same values.
+    Reshape(Reshape),
+    /// Constant ranges along some axes.
+    Slice(Vec<SliceAxis>),
+    /// Part `index` of `parts` equal parts along `axis` (`Split` without sizes).
+    SplitPart {
+        axis: i64,
+        index: usize,
+        parts: usize,
+    },
+    /// Constant indices along an axis.
+    Gather {
+        axis: i64,
+        indices: Vec<i64>,
+        shape: Vec<usize>,
+    },
+    /// `ReduceSum` or `ReduceMean` over `axes` (all when `None`).
+    Reduce {
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        mean: bool,
+    },
     Gemm {
         weight: usize,
         bias: Option<usize>,
@@ -142,18 +188,174 @@ pub(crate) enum Op {
     },
     Lrn(Lrn),
     Identity,
-    /// Over all of an image's values: `[batch, n]`, or `[batch, n, 1, 1]` (ONNX before opset 13
-    /// coerces to 2-D at axis 1).
-    Softmax,
+    /// Along `axis`; before opset 13 (`legacy`), over everything from `axis` on.
+    Softmax {
+        axis: i64,
+        legacy: bool,
+    },
 }
 
-/// A constant operand of [`Op::Affine`].
+/// An operand of an op that may read constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arg {
+    /// A value computed from the image: its slot.
+    Value(usize),
+    /// A trainable parameter (an initializer of the graph): its index.
+    Param(usize),
+    /// A fixed constant (folded from constant nodes): its index.
+    Const(usize),
+}
+
+/// How [`Op::Reshape`] finds the new shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reshape {
+    /// ONNX `Reshape` (0 copies a dimension, one -1 is inferred).
+    To(Vec<i64>),
+    /// `[everything before axis, everything from axis on]`.
+    Flatten(i64),
+    /// Removes these axes of length 1.
+    Squeeze(Vec<i64>),
+    /// Inserts axes of length 1 at these positions of the output.
+    Unsqueeze(Vec<i64>),
+}
+
+/// An axis counted from the end when negative, checked against `rank`.
+pub(crate) fn shaped_axis(a: i64, rank: usize) -> Result<usize, String> {
+    let r = rank as i64;
+    let v = if a < 0 { a + r } else { a };
+    if (0..r).contains(&v) {
+        Ok(v as usize)
+    } else {
+        Err(format!("axis {a} for rank {rank}"))
+    }
+}
+
+impl Reshape {
+    fn shape(&self, shape: &[usize]) -> Result<Vec<usize>, String> {
+        match self {
+            Reshape::To(target) => super::onnx::reshape(shape, target),
+            Reshape::Flatten(a) => {
+                let a = if *a == shape.len() as i64 {
+                    shape.len()
+                } else {
+                    shaped_axis(*a, shape.len())?
+                };
+                Ok(vec![
+                    shape[..a].iter().product(),
+                    shape[a..].iter().product(),
+                ])
+            }
+            Reshape::Squeeze(axes) => {
+                let axes = axes
+                    .iter()
+                    .map(|&a| shaped_axis(a, shape.len()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(&a) = axes.iter().find(|&&a| shape[a] != 1) {
+                    return Err(format!("squeezes axis {a} of shape {shape:?}"));
+                }
+                Ok(shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(d, _)| !axes.contains(d))
+                    .map(|(_, &n)| n)
+                    .collect())
+            }
+            Reshape::Unsqueeze(axes) => {
+                let rank = shape.len() + axes.len();
+                let mut axes = axes
+                    .iter()
+                    .map(|&a| shaped_axis(a, rank))
+                    .collect::<Result<Vec<_>, _>>()?;
+                axes.sort_unstable();
+                let mut out = shape.to_vec();
+                for a in axes {
+                    out.insert(a.min(out.len()), 1);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// An elementwise function of one value, with its derivative.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Unary {
+    Erf,
+    Sqrt,
+    Exp,
+    Neg,
+    Sigmoid,
+    Tanh,
+    /// `max(0, min(1, alpha * x + beta))`.
+    HardSigmoid {
+        alpha: f64,
+        beta: f64,
+    },
+    /// `x * max(0, min(1, x / 6 + 1 / 2))`.
+    HardSwish,
+}
+
+impl Unary {
+    fn forward<T: Real>(self, x: T) -> T {
+        let clamp01 = |v: T| {
+            if v < T::ZERO {
+                T::ZERO
+            } else if v > T::ONE {
+                T::ONE
+            } else {
+                v
+            }
+        };
+        match self {
+            Unary::Erf => x.erf(),
+            Unary::Sqrt => x.sqrt(),
+            Unary::Exp => x.exp(),
+            Unary::Neg => -x,
+            Unary::Sigmoid => T::ONE / (T::ONE + (-x).exp()),
+            Unary::Tanh => x.tanh(),
+            Unary::HardSigmoid { alpha, beta } => {
+                clamp01(T::from_f64(alpha) * x + T::from_f64(beta))
+            }
+            Unary::HardSwish => x * clamp01(x * T::from_f64(1.0 / 6.0) + T::from_f64(0.5)),
+        }
+    }
+
+    /// dy/dx at `x`, where `y` is the output.
+    fn derivative<T: Real>(self, x: T, y: T) -> T {
+        match self {
+            // 2 / sqrt(pi) * exp(-x^2)
+            Unary::Erf => T::from_f64(std::f64::consts::FRAC_2_SQRT_PI) * (-(x * x)).exp(),
+            Unary::Sqrt => T::from_f64(0.5) / y,
+            Unary::Exp => y,
+            Unary::Neg => -T::ONE,
+            Unary::Sigmoid => y * (T::ONE - y),
+            Unary::Tanh => T::ONE - y * y,
+            Unary::HardSigmoid { alpha, beta } => {
+                let v = T::from_f64(alpha) * x + T::from_f64(beta);
+                if v > T::ZERO && v < T::ONE {
+                    T::from_f64(alpha)
+                } else {
+                    T::ZERO
+                }
+            }
+            Unary::HardSwish => {
+                let three = T::from_f64(3.0);
+                if x < -three {
+                    T::ZERO
+                } else if x > three {
+                    T::ONE
+                } else {
+                    x * T::from_f64(1.0 / 3.0) + T::from_f64(0.5)
+                }
+            }
+        }
+    }
+}
+
+/// A constant operand of [`Op::Affine`]: one value per channel (axis 1), whatever the rank.
 #[derive(Debug, Clone)]
 pub(crate) enum Operand {
-    /// One value per channel (axis 1), whatever the rank.
     Channel(Vec<f64>),
-    /// Numpy broadcasting from the right.
-    Broadcast { shape: Vec<usize>, data: Vec<f64> },
 }
 
 impl Operand {
@@ -174,83 +376,8 @@ impl Operand {
                     .flat_map(|&a| std::iter::repeat_n(T::from_f64(a), inner))
                     .collect())
             }
-            Operand::Broadcast { shape: cs, data } => {
-                if cs.len() > shape.len() {
-                    return Err(format!("constant {cs:?} has more axes than {shape:?}"));
-                }
-                let off = shape.len() - cs.len();
-                for (i, &d) in cs.iter().enumerate() {
-                    let ok = if i + off == 0 {
-                        d == 1
-                    } else {
-                        d == 1 || d == shape[i + off]
-                    };
-                    if !ok {
-                        return Err(format!(
-                            "constant {cs:?} does not broadcast to {shape:?} without growing it"
-                        ));
-                    }
-                }
-                // Strides of the constant over the image's axes (0 where broadcast).
-                let mut strides = vec![0usize; shape.len()];
-                let mut acc = 1;
-                for i in (0..cs.len()).rev() {
-                    if cs[i] != 1 {
-                        strides[i + off] = acc;
-                    }
-                    acc *= cs[i];
-                }
-                let dims = &shape[1..];
-                let strides = &strides[1..];
-                let mut out = Vec::with_capacity(per);
-                let mut idx = vec![0usize; dims.len()];
-                for _ in 0..per {
-                    let at: usize = idx.iter().zip(strides).map(|(a, b)| a * b).sum();
-                    out.push(T::from_f64(data[at]));
-                    for k in (0..dims.len()).rev() {
-                        idx[k] += 1;
-                        if idx[k] < dims[k] {
-                            break;
-                        }
-                        idx[k] = 0;
-                    }
-                }
-                Ok(out)
-            }
         }
     }
-}
-
-/// Where each element of a tensor of `shape` goes when its axes are permuted by `perm`
-/// (`out.shape[i] = shape[perm[i]]`): returns the output shape and, per input element in
-/// row-major order, its output index.
-fn transpose_map(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
-    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let mut out_strides = vec![0usize; shape.len()];
-    let mut acc = 1;
-    for i in (0..shape.len()).rev() {
-        out_strides[i] = acc;
-        acc *= out_shape[i];
-    }
-    // The output stride of each input axis.
-    let mut in_axis_stride = vec![0usize; shape.len()];
-    for (i, &p) in perm.iter().enumerate() {
-        in_axis_stride[p] = out_strides[i];
-    }
-    let total: usize = shape.iter().product();
-    let mut map = Vec::with_capacity(total);
-    let mut idx = vec![0usize; shape.len()];
-    for _ in 0..total {
-        map.push(idx.iter().zip(&in_axis_stride).map(|(a, b)| a * b).sum());
-        for k in (0..shape.len()).rev() {
-            idx[k] += 1;
-            if idx[k] < shape[k] {
-                break;
-            }
-            idx[k] = 0;
-        }
-    }
-    (out_shape, map)
 }
 
 /// One node of the graph as the evaluator runs it.
@@ -278,6 +405,8 @@ pub struct Network<T> {
     pub(crate) model: String,
     pub(crate) steps: Vec<Step>,
     pub(crate) params: Vec<Parameter<T>>,
+    /// Constants the ops read that training leaves alone (see [`Arg::Const`]).
+    pub(crate) consts: Vec<Tensor<T>>,
     pub(crate) slots: usize,
     /// Per-image input shape `[channels, height, width]`.
     pub(crate) input: [usize; 3],
@@ -330,6 +459,46 @@ impl<T: Real> Network<T> {
     pub fn parameter_roles(&self) -> Vec<ParameterRole> {
         let mut roles = vec![ParameterRole::Bias; self.params.len()];
         for step in &self.steps {
+            let param = |a: &Arg| match a {
+                Arg::Param(p) => Some(*p),
+                _ => None,
+            };
+            match &step.op {
+                Op::MatMul { a, b } => {
+                    // y = x @ W sums over W's rows; y = W @ x over W's columns.
+                    if let Some(p) = param(b) {
+                        let s = &self.params[p].shape;
+                        let fan_in = if s.len() >= 2 { s[s.len() - 2] } else { s[0] };
+                        roles[p] = ParameterRole::Weight {
+                            fan_in: fan_in.max(1),
+                        };
+                    }
+                    if let Some(p) = param(a) {
+                        let fan_in = self.params[p].shape.last().copied().unwrap_or(1);
+                        roles[p] = ParameterRole::Weight {
+                            fan_in: fan_in.max(1),
+                        };
+                    }
+                    continue;
+                }
+                Op::LayerNorm { scale, .. } => {
+                    if let Some(p) = param(scale) {
+                        roles[p] = ParameterRole::Scale;
+                    }
+                    continue;
+                }
+                Op::Binary {
+                    op: Binary::Mul,
+                    a,
+                    b,
+                } => {
+                    for p in [param(a), param(b)].into_iter().flatten() {
+                        roles[p] = ParameterRole::Scale;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             let (weight, bias, fan_in) = match &step.op {
                 Op::Conv { weight, bias, .. } => {
                     let shape = &self.params[*weight].shape;
@@ -686,43 +855,97 @@ impl<T: Real> Network<T> {
                     data: out,
                 }
             }
-            Op::Concat => {
-                let parts: Vec<&Tensor<T>> = step.inputs.iter().map(|&i| &values[i]).collect();
-                let mut shape = x.shape.clone();
-                if shape.len() < 2 {
-                    return bad(format!("concatenates shape {shape:?} along axis 1"));
+            Op::Concat(a) => {
+                let parts: Vec<(&[usize], &[T])> = step
+                    .inputs
+                    .iter()
+                    .map(|&i| (&values[i].shape[..], &values[i].data[..]))
+                    .collect();
+                let a = shaped_axis(*a, x.shape.len()).map_err(|m| self.failed(step, m))?;
+                let (shape, data) =
+                    shaped::concat_forward(&parts, a).map_err(|m| self.failed(step, m))?;
+                Tensor { shape, data }
+            }
+            Op::Unary(f) => map(x, |v| f.forward(v)),
+            Op::Binary { op, a, b } => {
+                let (shape, data) = op
+                    .forward(self.arg(values, *a), self.arg(values, *b))
+                    .map_err(|m| self.failed(step, m))?;
+                Tensor { shape, data }
+            }
+            Op::MatMul { a, b } => {
+                let (a, b) = (self.arg(values, *a), self.arg(values, *b));
+                let plan = MatMulPlan::new(a.0, b.0).map_err(|m| self.failed(step, m))?;
+                Tensor {
+                    data: plan.forward(a.1, b.1),
+                    shape: plan.out,
                 }
-                shape[1] = 0;
-                for p in &parts {
-                    if p.shape.len() != x.shape.len()
-                        || p.shape[2..] != x.shape[2..]
-                        || p.shape[0] != n
-                    {
-                        return bad(format!(
-                            "concatenates shapes {:?} and {:?} along axis 1",
-                            x.shape, p.shape
-                        ));
-                    }
-                    shape[1] += p.shape[1];
+            }
+            Op::LayerNorm {
+                axis,
+                epsilon,
+                scale,
+                bias,
+            } => {
+                let inner = self.norm_inner(step, &x.shape, *axis, *scale, *bias)?;
+                let scale = self.arg(values, *scale).1;
+                let bias = bias.map(|b| self.arg(values, b).1);
+                Tensor {
+                    shape: x.shape.clone(),
+                    data: shaped::layer_norm_forward(&x.data, inner, scale, bias, *epsilon),
                 }
-                let mut data = Vec::with_capacity(shape.iter().product());
-                for img in 0..n {
-                    for p in &parts {
-                        let per = p.data.len() / n;
-                        data.extend_from_slice(&p.data[img * per..(img + 1) * per]);
-                    }
+            }
+            Op::Slice(axes) => {
+                let plan = shaped::slice_plan(&x.shape, axes).map_err(|m| self.failed(step, m))?;
+                Tensor {
+                    data: shaped::slice_forward(&x.data, &plan),
+                    shape: plan.0,
                 }
+            }
+            Op::SplitPart { axis, index, parts } => {
+                let plan = self.split_plan(step, &x.shape, *axis, *index, *parts)?;
+                Tensor {
+                    data: shaped::slice_forward(&x.data, &plan),
+                    shape: plan.0,
+                }
+            }
+            Op::Gather {
+                axis,
+                indices,
+                shape,
+            } => {
+                let a = shaped_axis(*axis, x.shape.len()).map_err(|m| self.failed(step, m))?;
+                let out = shaped::gather_shape(&x.shape, a, indices, shape)
+                    .map_err(|m| self.failed(step, m))?;
+                let mut data = vec![T::ZERO; out.iter().product()];
+                shaped::gather(&x.shape, a, indices, &x.data, &mut data, true);
+                Tensor { shape: out, data }
+            }
+            Op::Reduce {
+                axes,
+                keepdims,
+                mean,
+            } => {
+                let (kept, scale) = self.reduction(step, &x.shape, axes, *mean)?;
+                let data = shaped::reduce_forward(&x.data, &x.shape, &kept, scale);
+                let shape = if *keepdims {
+                    kept
+                } else {
+                    let axes = self.reduced_axes(step, &x.shape, axes)?;
+                    x.shape
+                        .iter()
+                        .enumerate()
+                        .filter(|(d, _)| !axes.contains(d))
+                        .map(|(_, &n)| n)
+                        .collect()
+                };
                 Tensor { shape, data }
             }
             Op::Transpose(perm) => {
                 if perm.len() != x.shape.len() {
                     return bad(format!("perm {perm:?} for shape {:?}", x.shape));
                 }
-                let (shape, to) = transpose_map(&x.shape, perm);
-                let mut data = vec![T::ZERO; x.data.len()];
-                for (&v, &j) in x.data.iter().zip(&to) {
-                    data[j] = v;
-                }
+                let (shape, data) = shaped::transpose(&x.shape, perm, &x.data);
                 Tensor { shape, data }
             }
             Op::Relu => map(x, |v| if v > T::ZERO { v } else { T::ZERO }),
@@ -770,25 +993,10 @@ impl<T: Real> Network<T> {
                         .collect(),
                 }
             }
-            Op::Flatten => Tensor {
-                shape: vec![n, x.data.len() / n],
+            Op::Reshape(r) => Tensor {
+                shape: r.shape(&x.shape).map_err(|m| self.failed(step, m))?,
                 data: x.data.clone(),
             },
-            Op::Reshape(dims) => {
-                let per: usize = dims.iter().product();
-                if per * n != x.data.len() {
-                    return bad(format!(
-                        "cannot reshape {:?} to {n} images of {dims:?}",
-                        x.shape
-                    ));
-                }
-                let mut shape = vec![n];
-                shape.extend(dims);
-                Tensor {
-                    shape,
-                    data: x.data.clone(),
-                }
-            }
             Op::Gemm {
                 weight,
                 bias,
@@ -848,24 +1056,129 @@ impl<T: Real> Network<T> {
                 }
             }
             Op::Identity => x.clone(),
-            Op::Softmax => {
-                if x.shape.len() < 2 || x.shape[2..].iter().any(|&d| d != 1) {
-                    return bad(format!(
-                        "softmax of shape {:?}; only [batch, n] (or [batch, n, 1, 1]) is supported",
-                        x.shape
-                    ));
-                }
-                let m = x.shape[1];
+            Op::Softmax { axis, legacy } => {
+                let (len, inner) = self.softmax_axis(step, &x.shape, *axis, *legacy)?;
                 let mut out = x.data.clone();
-                for row in out.chunks_exact_mut(m) {
-                    softmax_in_place(row);
-                }
+                shaped::softmax_forward(&mut out, len, inner);
                 Tensor {
                     shape: x.shape.clone(),
                     data: out,
                 }
             }
         })
+    }
+
+    /// An operand's shape and values.
+    fn arg<'a>(&'a self, values: &'a [Tensor<T>], a: Arg) -> (&'a [usize], &'a [T]) {
+        match a {
+            Arg::Value(s) => (&values[s].shape, &values[s].data),
+            Arg::Param(p) => (&self.params[p].shape, &self.params[p].values),
+            Arg::Const(c) => (&self.consts[c].shape, &self.consts[c].data),
+        }
+    }
+
+    /// The values per normalised row of a LayerNormalization, checking its scale and bias.
+    fn norm_inner(
+        &self,
+        step: &Step,
+        shape: &[usize],
+        axis: i64,
+        scale: Arg,
+        bias: Option<Arg>,
+    ) -> Result<usize, EvalError> {
+        let a = shaped_axis(axis, shape.len()).map_err(|m| self.failed(step, m))?;
+        let inner: usize = shape[a..].iter().product();
+        let len = |a: Arg| match a {
+            Arg::Param(p) => self.params[p].values.len(),
+            Arg::Const(c) => self.consts[c].data.len(),
+            Arg::Value(_) => 0,
+        };
+        for arg in std::iter::once(scale).chain(bias) {
+            let l = len(arg);
+            if l != inner && l != 1 {
+                return Err(self.failed(
+                    step,
+                    format!("{l} scale or bias values for rows of {inner} (shape {shape:?})"),
+                ));
+            }
+        }
+        Ok(inner)
+    }
+
+    /// The `(len, inner)` of a softmax over `axis` of `shape`.
+    fn softmax_axis(
+        &self,
+        step: &Step,
+        shape: &[usize],
+        axis: i64,
+        legacy: bool,
+    ) -> Result<(usize, usize), EvalError> {
+        let a = shaped_axis(axis, shape.len()).map_err(|m| self.failed(step, m))?;
+        Ok(if legacy {
+            (shape[a..].iter().product(), 1)
+        } else {
+            (shape[a], shape[a + 1..].iter().product())
+        })
+    }
+
+    /// The slice that is part `index` of `parts` equal parts along `axis`.
+    fn split_plan(
+        &self,
+        step: &Step,
+        shape: &[usize],
+        axis: i64,
+        index: usize,
+        parts: usize,
+    ) -> Result<(Vec<usize>, usize, Vec<usize>), EvalError> {
+        let a = shaped_axis(axis, shape.len()).map_err(|m| self.failed(step, m))?;
+        // ONNX: parts of ceil(len / parts), the last one smaller.
+        let size = shape[a].div_ceil(parts) as i64;
+        let start = size * index as i64;
+        shaped::slice_plan(
+            shape,
+            &[SliceAxis {
+                axis: a as i64,
+                start,
+                end: start + size,
+                step: 1,
+            }],
+        )
+        .map_err(|m| self.failed(step, m))
+    }
+
+    fn reduced_axes(
+        &self,
+        step: &Step,
+        shape: &[usize],
+        axes: &Option<Vec<i64>>,
+    ) -> Result<Vec<usize>, EvalError> {
+        match axes {
+            None => Ok((0..shape.len()).collect()),
+            Some(axes) => axes
+                .iter()
+                .map(|&a| shaped_axis(a, shape.len()))
+                .collect::<Result<_, _>>()
+                .map_err(|m| self.failed(step, m)),
+        }
+    }
+
+    /// The kept shape of a reduction and its scale (1, or 1 / count for a mean).
+    fn reduction(
+        &self,
+        step: &Step,
+        shape: &[usize],
+        axes: &Option<Vec<i64>>,
+        mean: bool,
+    ) -> Result<(Vec<usize>, T), EvalError> {
+        let axes = self.reduced_axes(step, shape, axes)?;
+        let kept = shaped::reduced_shape(shape, &axes);
+        let count = shape.iter().product::<usize>() / kept.iter().product::<usize>().max(1);
+        let scale = if mean {
+            T::from_f64(1.0 / count.max(1) as f64)
+        } else {
+            T::ONE
+        };
+        Ok((kept, scale))
     }
 
     /// Backward through the tape from `d_output`; returns the input gradient and, when asked,
@@ -903,6 +1216,29 @@ impl<T: Real> Network<T> {
                     }
                     none => *none = Some(g),
                 };
+            // Whether an operand needs its gradient; where it goes.
+            let wants = |a: Arg, dparams: &Option<Vec<Vec<T>>>| match a {
+                Arg::Value(_) => true,
+                Arg::Param(_) => dparams.is_some(),
+                Arg::Const(_) => false,
+            };
+            let give = |a: Arg,
+                        g: Option<Vec<T>>,
+                        grads: &mut Vec<Option<Vec<T>>>,
+                        dparams: &mut Option<Vec<Vec<T>>>| {
+                let Some(g) = g else { return };
+                match a {
+                    Arg::Value(s) => add(s, g, grads),
+                    Arg::Param(p) => {
+                        if let Some(dp) = dparams.as_mut() {
+                            for (s, v) in dp[p].iter_mut().zip(g) {
+                                *s += v;
+                            }
+                        }
+                    }
+                    Arg::Const(_) => {}
+                }
+            };
             match &step.op {
                 Op::Conv {
                     weight,
@@ -986,23 +1322,114 @@ impl<T: Real> Network<T> {
                     }
                     add(step.inputs[0], dx, &mut grads);
                 }
-                Op::Concat => {
-                    let mut offset = 0;
-                    let per_out = dy.len() / n;
-                    for &i in &step.inputs {
-                        let per = values[i].data.len() / n;
-                        let mut dx = Vec::with_capacity(per * n);
-                        for img in 0..n {
-                            let at = img * per_out + offset;
-                            dx.extend_from_slice(&dy[at..at + per]);
-                        }
-                        offset += per;
+                Op::Concat(a) => {
+                    let a = shaped_axis(*a, x.shape.len()).expect("checked forward");
+                    let shapes: Vec<&[usize]> =
+                        step.inputs.iter().map(|&i| &values[i].shape[..]).collect();
+                    for (&i, dx) in step
+                        .inputs
+                        .iter()
+                        .zip(shaped::concat_backward(&dy, &shapes, a))
+                    {
                         add(i, dx, &mut grads);
                     }
                 }
+                Op::Unary(f) => {
+                    let dx = dy
+                        .iter()
+                        .zip(&x.data)
+                        .zip(&y.data)
+                        .map(|((&d, &v), &o)| d * f.derivative(v, o))
+                        .collect();
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Binary { op, a, b } => {
+                    let (va, vb) = (self.arg(&values, *a), self.arg(&values, *b));
+                    let zeros = |v: (&[usize], &[T])| vec![T::ZERO; v.1.len()];
+                    let mut da = wants(*a, &dparams).then(|| zeros(va));
+                    let mut db = wants(*b, &dparams).then(|| zeros(vb));
+                    op.backward(
+                        va,
+                        vb,
+                        (&y.shape, &y.data),
+                        &dy,
+                        da.as_deref_mut(),
+                        db.as_deref_mut(),
+                    );
+                    give(*a, da, &mut grads, &mut dparams);
+                    give(*b, db, &mut grads, &mut dparams);
+                }
+                Op::MatMul { a, b } => {
+                    let (va, vb) = (self.arg(&values, *a), self.arg(&values, *b));
+                    let plan = MatMulPlan::new(va.0, vb.0).expect("checked forward");
+                    let zeros = |v: (&[usize], &[T])| vec![T::ZERO; v.1.len()];
+                    let mut da = wants(*a, &dparams).then(|| zeros(va));
+                    let mut db = wants(*b, &dparams).then(|| zeros(vb));
+                    plan.backward(va.1, vb.1, &dy, da.as_deref_mut(), db.as_deref_mut());
+                    give(*a, da, &mut grads, &mut dparams);
+                    give(*b, db, &mut grads, &mut dparams);
+                }
+                Op::LayerNorm {
+                    axis,
+                    epsilon,
+                    scale,
+                    bias,
+                } => {
+                    let inner = self.norm_inner(step, &x.shape, *axis, *scale, *bias)?;
+                    let vs = self.arg(&values, *scale).1;
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    let mut ds = wants(*scale, &dparams).then(|| vec![T::ZERO; vs.len()]);
+                    let mut db = bias
+                        .filter(|b| wants(*b, &dparams))
+                        .map(|b| vec![T::ZERO; self.arg(&values, b).1.len()]);
+                    shaped::layer_norm_backward(
+                        &x.data,
+                        inner,
+                        vs,
+                        *epsilon,
+                        &dy,
+                        Some(&mut dx),
+                        ds.as_deref_mut(),
+                        db.as_deref_mut(),
+                    );
+                    give(*scale, ds, &mut grads, &mut dparams);
+                    if let Some(b) = bias {
+                        give(*b, db, &mut grads, &mut dparams);
+                    }
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Slice(axes) => {
+                    let plan = shaped::slice_plan(&x.shape, axes).expect("checked forward");
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    shaped::slice_backward(&dy, &plan, &mut dx);
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::SplitPart { axis, index, parts } => {
+                    let plan = self.split_plan(step, &x.shape, *axis, *index, *parts)?;
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    shaped::slice_backward(&dy, &plan, &mut dx);
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Gather { axis, indices, .. } => {
+                    let a = shaped_axis(*axis, x.shape.len()).expect("checked forward");
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    shaped::gather(&x.shape, a, indices, &dy, &mut dx, false);
+                    add(step.inputs[0], dx, &mut grads);
+                }
+                Op::Reduce { axes, mean, .. } => {
+                    let (kept, scale) = self.reduction(step, &x.shape, axes, *mean)?;
+                    let mut dx = vec![T::ZERO; x.data.len()];
+                    shaped::reduce_backward(&dy, &x.shape, &kept, scale, &mut dx);
+                    add(step.inputs[0], dx, &mut grads);
+                }
                 Op::Transpose(perm) => {
-                    let (_, to) = transpose_map(&x.shape, perm);
-                    let dx = to.iter().map(|&j| dy[j]).collect();
+                    // The adjoint of a permutation is the inverse permutation.
+                    let y_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+                    let mut inverse = vec![0; perm.len()];
+                    for (i, &p) in perm.iter().enumerate() {
+                        inverse[p] = i;
+                    }
+                    let (_, dx) = shaped::transpose(&y_shape, &inverse, &dy);
                     add(step.inputs[0], dx, &mut grads);
                 }
                 Op::Relu => {
@@ -1037,7 +1464,7 @@ impl<T: Real> Network<T> {
                     }
                     add(step.inputs[0], dx, &mut grads);
                 }
-                Op::Flatten | Op::Reshape(_) | Op::Identity => add(step.inputs[0], dy, &mut grads),
+                Op::Reshape(_) | Op::Identity => add(step.inputs[0], dy, &mut grads),
                 Op::Gemm {
                     weight,
                     bias,
@@ -1105,20 +1532,10 @@ impl<T: Real> Network<T> {
                     }
                     add(step.inputs[0], dx, &mut grads);
                 }
-                Op::Softmax => {
-                    let m = y.shape[1];
+                Op::Softmax { axis, legacy } => {
+                    let (len, inner) = self.softmax_axis(step, &x.shape, *axis, *legacy)?;
                     let mut dx = vec![T::ZERO; dy.len()];
-                    for ((p, d), o) in y
-                        .data
-                        .chunks_exact(m)
-                        .zip(dy.chunks_exact(m))
-                        .zip(dx.chunks_exact_mut(m))
-                    {
-                        let dot: T = p.iter().zip(d).map(|(&a, &b)| a * b).sum();
-                        for ((o, &p), &d) in o.iter_mut().zip(p).zip(d) {
-                            *o = p * (d - dot);
-                        }
-                    }
+                    shaped::softmax_backward(&y.data, &dy, len, inner, &mut dx);
                     add(step.inputs[0], dx, &mut grads);
                 }
             }
@@ -1302,7 +1719,7 @@ pub(crate) fn conv_backward<T: Real>(
                 db[oc] += plane.iter().copied().sum::<T>();
             }
         }
-        if cg == 1 && og == 1 && par > 1 {
+        if cg == 1 && og == 1 && par > 1 && cin * hw >= SPLIT_MIN {
             // One output channel per input channel: planes are independent.
             let threads = par.min(cout);
             let per = cout.div_ceil(threads);
@@ -1397,6 +1814,11 @@ pub(crate) fn conv_backward<T: Real>(
     }
 }
 
+/// Outputs below which a layer of one image is not split across threads: spawning and joining
+/// scoped threads costs more than the work (measured on LeNet, the MNIST ResNet and
+/// MobileNetV3 at batch 1, BENCHMARKS.md).
+const SPLIT_MIN: usize = 1 << 14;
+
 /// Runs `f(first_row, rows)` on `par` consecutive blocks of whole rows of `data` (rows of
 /// `row_len`), in scoped threads when `par > 1`.
 fn split_rows<T: Real>(
@@ -1406,7 +1828,7 @@ fn split_rows<T: Real>(
     f: &(dyn Fn(usize, &mut [T]) + Sync),
 ) {
     let rows = data.len() / row_len.max(1);
-    if par <= 1 || rows < 2 {
+    if par <= 1 || rows < 2 || data.len() < SPLIT_MIN {
         f(0, data);
         return;
     }

@@ -3,20 +3,23 @@
 //! translated into differentiable steps. A node the evaluator cannot differentiate is refused
 //! here, naming its op and node, so no gradient is ever silently cut.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use prost::Message;
 use tract_onnx::pb;
 
 use super::kernels::Lrn;
-use super::network::{Network, Op, Operand, Padding, Parameter, Step, WindowSpec};
+use super::network::{
+    Arg, Network, Op, Operand, Padding, Parameter, Reshape, Step, Tensor, Unary, WindowSpec,
+};
 use super::real::Real;
+use super::shaped::{Binary, SliceAxis};
 use crate::onnx_read::{self, attr, attr_ints, node_name};
 use pareidolia_eval::{EvalError, Layout, Model};
 
 /// The ops the evaluator differentiates, for messages.
-pub(crate) const DIFFERENTIABLE: &str = "Add, AveragePool, BatchNormalization (inference), Clip, Concat (axis 1), Conv, Dropout, Flatten, Gemm, GlobalAveragePool, Identity, LRN, MaxPool, Mul (by a constant), Relu, Reshape, Softmax, Sum, Transpose";
+pub(crate) const DIFFERENTIABLE: &str = "Add, AveragePool, BatchNormalization (inference), Clip, Concat, Conv, Div, Dropout, Erf, Exp, Flatten, Gather (constant indices), Gemm, GlobalAveragePool, HardSigmoid, HardSwish, Identity, LayerNormalization, LRN, MatMul, MaxPool, Mul, Neg, Pow, ReduceMean, ReduceSum, Relu, Reshape, Sigmoid, Slice, Softmax, Split, Sqrt, Squeeze, Sub, Sum, Tanh, Transpose, Unsqueeze";
 /// The ops folded when all their inputs are constant.
 const FOLDABLE: &str = "Add, Cast, Constant, ConstantOfShape, Div, Identity, Mul, ReduceMean, Reshape, Slice, Sub, Tile, Unsqueeze";
 
@@ -368,7 +371,7 @@ fn fold(node: &pb::NodeProto, inputs: &[Option<Const>], opset: i64) -> Result<Ve
 }
 
 /// ONNX Reshape's shape rule (0 copies a dimension, one -1 is inferred).
-fn reshape(shape: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
+pub(crate) fn reshape(shape: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
     let total: usize = shape.iter().product();
     let mut out: Vec<usize> = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -472,6 +475,9 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
             params.len() - 1
         })
     };
+    let initializers: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let mut fixed: Vec<Tensor<T>> = Vec::new();
+    let mut fixed_index: HashMap<String, usize> = HashMap::new();
     for node in &graph.node {
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(refuse(
@@ -523,26 +529,102 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
             }
             continue;
         }
-        // Commutative ops: the values computed from the image first, constants after.
-        let reordered;
-        let node = if matches!(node.op_type.as_str(), "Add" | "Mul" | "Sum")
-            && !slots.contains_key(&node.input[0])
-        {
-            let mut n = node.clone();
-            n.input.sort_by_key(|i| !slots.contains_key(i.as_str()));
-            reordered = n;
-            &reordered
-        } else {
-            node
-        };
         let slot = |name: &str| slots.get(name).copied();
-        let x = slot(&node.input[0]).ok_or_else(|| {
-            refuse(
-                model,
-                node,
-                "its first input is a constant and a later one depends on the image; only the first input may".into(),
-            )
-        })?;
+        let x = || {
+            slot(&node.input[0]).ok_or_else(|| {
+                refuse(
+                    model,
+                    node,
+                    "its first input is a constant and a later one depends on the image; only the first input may".into(),
+                )
+            })
+        };
+        // Operand `i` of an op that may read constants; an initializer is a parameter where
+        // `trainable`.
+        let mut arg = |i: usize, trainable: bool, params: &mut Vec<Parameter<T>>| {
+            let name = node
+                .input
+                .get(i)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| refuse(model, node, format!("input {i} is missing")))?;
+            if let Some(s) = slot(name) {
+                return Ok(Arg::Value(s));
+            }
+            let c = consts.get(name).ok_or_else(|| {
+                refuse(
+                    model,
+                    node,
+                    format!("input `{name}` is neither computed before nor a constant"),
+                )
+            })?;
+            Ok::<Arg, EvalError>(if trainable && initializers.contains(name) {
+                Arg::Param(param(name, c, params))
+            } else {
+                Arg::Const(*fixed_index.entry(name.clone()).or_insert_with(|| {
+                    fixed.push(Tensor {
+                        shape: c.shape.clone(),
+                        data: c.data.iter().map(|&v| T::from_f64(v)).collect(),
+                    });
+                    fixed.len() - 1
+                }))
+            })
+        };
+        // Integers from a constant input (`None` when the input is absent).
+        let ints_input = |i: usize| -> Result<Option<Vec<i64>>, EvalError> {
+            let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) else {
+                return Ok(None);
+            };
+            match consts.get(name) {
+                Some(c) => Ok(Some(c.data.iter().map(|&v| v as i64).collect())),
+                None => Err(refuse(
+                    model,
+                    node,
+                    format!("input {i} (`{name}`) must be a constant"),
+                )),
+            }
+        };
+        if node.op_type == "Split" {
+            let input = x()?;
+            let axis = attr_int(node, "axis", 0);
+            let sizes = if opset < 13 {
+                attr_ints(node, "split")
+            } else {
+                ints_input(1)?
+            };
+            let parts = node.output.len();
+            let mut start = 0;
+            for (index, out) in node.output.iter().enumerate() {
+                let op = match &sizes {
+                    Some(sizes) => {
+                        let size = *sizes.get(index).ok_or_else(|| {
+                            refuse(
+                                model,
+                                node,
+                                format!("{} sizes for {parts} outputs", sizes.len()),
+                            )
+                        })?;
+                        start += size;
+                        Op::Slice(vec![SliceAxis {
+                            axis,
+                            start: start - size,
+                            end: start,
+                            step: 1,
+                        }])
+                    }
+                    None => Op::SplitPart { axis, index, parts },
+                };
+                let output = slots.len();
+                slots.insert(out.clone(), output);
+                steps.push(Step {
+                    op,
+                    inputs: vec![input],
+                    output,
+                    node: node_name(node),
+                    op_type: node.op_type.clone(),
+                });
+            }
+            continue;
+        }
         let constant = |i: usize| -> Result<Option<(String, Const)>, EvalError> {
             let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) else {
                 return Ok(None);
@@ -669,26 +751,22 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
                 };
                 Op::Clip { min, max }
             }
-            "Add" | "Mul" if node.input.len() == 2 && slot(&node.input[1]).is_none() => {
-                let (_, c) =
-                    constant(1)?.ok_or_else(|| refuse(model, node, "no second input".into()))?;
-                let operand = Some(Operand::Broadcast {
-                    shape: c.shape.clone(),
-                    data: c.data.to_vec(),
-                });
-                if node.op_type == "Add" {
-                    Op::Affine {
-                        scale: None,
-                        shift: operand,
-                    }
-                } else {
-                    Op::Affine {
-                        scale: operand,
-                        shift: None,
-                    }
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" => {
+                if node.input.len() != 2 {
+                    return Err(refuse(model, node, format!("{} inputs", node.input.len())));
                 }
+                let (op, trainable) = match node.op_type.as_str() {
+                    "Add" => (Binary::Add, true),
+                    "Sub" => (Binary::Sub, true),
+                    "Mul" => (Binary::Mul, true),
+                    "Div" => (Binary::Div, false),
+                    _ => (Binary::Pow, false),
+                };
+                let a = arg(0, trainable, &mut params)?;
+                let b = arg(1, trainable, &mut params)?;
+                Op::Binary { op, a, b }
             }
-            "Add" | "Sum" => {
+            "Sum" => {
                 if node.input.iter().any(|i| slot(i).is_none()) {
                     return Err(refuse(
                         model,
@@ -697,17 +775,159 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
                             .into(),
                     ));
                 }
-                if node.op_type == "Add" && node.input.len() != 2 {
-                    return Err(refuse(model, node, format!("{} inputs", node.input.len())));
-                }
                 Op::Add
             }
-            "Mul" => {
-                return Err(refuse(
-                    model,
-                    node,
-                    "only a product with a constant is supported, not of two values computed from the image".into(),
-                ));
+            "MatMul" => {
+                let a = arg(0, true, &mut params)?;
+                let b = arg(1, true, &mut params)?;
+                Op::MatMul { a, b }
+            }
+            "LayerNormalization" => {
+                if node
+                    .output
+                    .iter()
+                    .skip(1)
+                    .any(|o| !o.is_empty() && uses.contains_key(o.as_str()))
+                {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "its Mean and InvStdDev outputs are used".into(),
+                    ));
+                }
+                let scale = arg(1, true, &mut params)?;
+                let bias = if node.input.get(2).is_some_and(|n| !n.is_empty()) {
+                    Some(arg(2, true, &mut params)?)
+                } else {
+                    None
+                };
+                if matches!(scale, Arg::Value(_)) || matches!(bias, Some(Arg::Value(_))) {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "a scale or bias computed from the image is not supported".into(),
+                    ));
+                }
+                Op::LayerNorm {
+                    axis: attr_int(node, "axis", -1),
+                    epsilon: f64::from(attr_float(node, "epsilon", 1e-5)),
+                    scale,
+                    bias,
+                }
+            }
+            "Erf" => Op::Unary(Unary::Erf),
+            "Sqrt" => Op::Unary(Unary::Sqrt),
+            "Exp" => Op::Unary(Unary::Exp),
+            "Neg" => Op::Unary(Unary::Neg),
+            "Sigmoid" => Op::Unary(Unary::Sigmoid),
+            "Tanh" => Op::Unary(Unary::Tanh),
+            "HardSigmoid" => Op::Unary(Unary::HardSigmoid {
+                alpha: f64::from(attr_float(node, "alpha", 0.2)),
+                beta: f64::from(attr_float(node, "beta", 0.5)),
+            }),
+            "HardSwish" => Op::Unary(Unary::HardSwish),
+            "Slice" => {
+                let (starts, ends, axes, steps) = if opset < 10 {
+                    let starts = attr_ints(node, "starts");
+                    let ends = attr_ints(node, "ends");
+                    (starts, ends, attr_ints(node, "axes"), None)
+                } else {
+                    (
+                        ints_input(1)?,
+                        ints_input(2)?,
+                        ints_input(3)?,
+                        ints_input(4)?,
+                    )
+                };
+                let (Some(starts), Some(ends)) = (starts, ends) else {
+                    return Err(refuse(model, node, "no starts or ends".into()));
+                };
+                let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+                if axes.len() != starts.len()
+                    || ends.len() != starts.len()
+                    || steps.len() != starts.len()
+                {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "starts, ends, axes and steps differ in length".into(),
+                    ));
+                }
+                if let Some(s) = steps.iter().find(|&&s| s <= 0) {
+                    return Err(refuse(
+                        model,
+                        node,
+                        format!("step {s}: only positive steps are supported"),
+                    ));
+                }
+                Op::Slice(
+                    (0..starts.len())
+                        .map(|i| SliceAxis {
+                            axis: axes[i],
+                            start: starts[i],
+                            end: ends[i],
+                            step: steps[i],
+                        })
+                        .collect(),
+                )
+            }
+            "Gather" => {
+                let name = node.input.get(1).cloned().unwrap_or_default();
+                let indices = consts.get(&name).ok_or_else(|| {
+                    refuse(
+                        model,
+                        node,
+                        "only constant indices are supported (gathering from a constant by computed indices has no gradient)".into(),
+                    )
+                })?;
+                Op::Gather {
+                    axis: attr_int(node, "axis", 0),
+                    indices: indices.data.iter().map(|&v| v as i64).collect(),
+                    shape: indices.shape.clone(),
+                }
+            }
+            "ReduceMean" | "ReduceSum" => {
+                let from_input = if node.op_type == "ReduceMean" {
+                    opset >= 18
+                } else {
+                    opset >= 13
+                };
+                let axes = if from_input {
+                    ints_input(1)?
+                } else {
+                    attr_ints(node, "axes")
+                };
+                if axes.as_ref().is_none_or(|a| a.is_empty())
+                    && attr_int(node, "noop_with_empty_axes", 0) == 1
+                {
+                    Op::Identity
+                } else {
+                    Op::Reduce {
+                        axes: axes.filter(|a| !a.is_empty()),
+                        keepdims: attr_int(node, "keepdims", 1) != 0,
+                        mean: node.op_type == "ReduceMean",
+                    }
+                }
+            }
+            "Squeeze" | "Unsqueeze" => {
+                let axes = if opset < 13 {
+                    attr_ints(node, "axes")
+                } else {
+                    ints_input(1)?
+                };
+                let Some(axes) = axes else {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "no axes: which axes have length 1 would depend on the batch size".into(),
+                    ));
+                };
+                Op::Reshape(if node.op_type == "Squeeze" {
+                    Reshape::Squeeze(axes)
+                } else {
+                    Reshape::Unsqueeze(axes)
+                })
             }
             "BatchNormalization" => {
                 if attr_int(node, "training_mode", 0) != 0 {
@@ -770,13 +990,6 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
                 Op::AveragePool(window)
             }
             "Concat" => {
-                if attr_int(node, "axis", 0) != 1 {
-                    return Err(refuse(
-                        model,
-                        node,
-                        "only axis 1 (channels) is supported".into(),
-                    ));
-                }
                 if node.input.iter().any(|i| slot(i).is_none()) {
                     return Err(refuse(
                         model,
@@ -784,53 +997,37 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
                         "a constant input is not supported".into(),
                     ));
                 }
-                Op::Concat
+                Op::Concat(attr_int(node, "axis", 1))
             }
             "Transpose" => {
                 let perm =
                     attr_ints(node, "perm").ok_or_else(|| refuse(model, node, "no perm".into()))?;
                 let mut sorted = perm.clone();
                 sorted.sort_unstable();
-                if perm.first() != Some(&0)
-                    || sorted.iter().enumerate().any(|(i, &p)| p != i as i64)
-                {
+                if sorted.iter().enumerate().any(|(i, &p)| p != i as i64) {
                     return Err(refuse(
                         model,
                         node,
-                        format!(
-                            "perm {perm:?}: only permutations that keep the batch axis first are supported"
-                        ),
+                        format!("perm {perm:?} is not a permutation"),
                     ));
                 }
                 Op::Transpose(perm.iter().map(|&p| p as usize).collect())
             }
             "GlobalAveragePool" => Op::GlobalAveragePool,
-            "Flatten" => {
-                if attr_int(node, "axis", 1) != 1 {
-                    return Err(refuse(model, node, "only axis 1 is supported".into()));
-                }
-                Op::Flatten
-            }
+            "Flatten" => Op::Reshape(Reshape::Flatten(attr_int(node, "axis", 1))),
             "Reshape" => {
-                let (_, shape) =
-                    constant(1)?.ok_or_else(|| refuse(model, node, "no shape".into()))?;
-                let target: Vec<i64> = shape.data.iter().map(|&v| v as i64).collect();
-                match target.split_first() {
-                    Some((&first, rest))
-                        if (first == -1 || first == 0) && rest.iter().all(|&d| d > 0) =>
-                    {
-                        Op::Reshape(rest.iter().map(|&d| d as usize).collect())
-                    }
-                    _ => {
-                        return Err(refuse(
-                            model,
-                            node,
-                            format!(
-                                "target shape {target:?}: only [-1 or 0, fixed dims...] (keeping the batch) is supported"
-                            ),
-                        ));
-                    }
+                let target =
+                    ints_input(1)?.ok_or_else(|| refuse(model, node, "no shape".into()))?;
+                if attr_int(node, "allowzero", 0) != 0 && target.contains(&0) {
+                    return Err(refuse(
+                        model,
+                        node,
+                        "allowzero = 1 with a 0 in the target shape is not supported".into(),
+                    ));
                 }
+                // A fixed batch would break on any other batch size (micro-batches): the
+                // batch must come from -1 or 0.
+                Op::Reshape(Reshape::To(target))
             }
             "Gemm" => {
                 if attr_int(node, "transA", 0) != 0 {
@@ -890,19 +1087,10 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
                 }
                 Op::Identity
             }
-            "Softmax" => {
-                let axis = attr_int(node, "axis", if opset < 13 { 1 } else { -1 });
-                if axis != -1 && axis != 1 {
-                    return Err(refuse(
-                        model,
-                        node,
-                        format!(
-                            "axis {axis}; only the class axis of [batch, classes] is supported"
-                        ),
-                    ));
-                }
-                Op::Softmax
-            }
+            "Softmax" => Op::Softmax {
+                axis: attr_int(node, "axis", if opset < 13 { 1 } else { -1 }),
+                legacy: opset < 13,
+            },
             other => {
                 return Err(refuse(
                     model,
@@ -913,12 +1101,21 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
                 ));
             }
         };
-        let mut inputs = vec![x];
-        if matches!(op, Op::Add | Op::Concat) {
-            for i in &node.input[1..] {
-                inputs.push(slot(i).expect("checked above"));
-            }
-        }
+        let inputs: Vec<usize> = match &op {
+            Op::Add | Op::Concat(_) => node
+                .input
+                .iter()
+                .map(|i| slot(i).expect("checked above"))
+                .collect(),
+            Op::Binary { a, b, .. } | Op::MatMul { a, b } => [a, b]
+                .into_iter()
+                .filter_map(|a| match a {
+                    Arg::Value(s) => Some(*s),
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![x()?],
+        };
         let output = slots.len();
         let out_name = node.output.first().cloned().unwrap_or_default();
         slots.insert(out_name, output);
@@ -948,7 +1145,7 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
     // A final Softmax is evaluated outside the network, so that logits are available.
     let mut softmax_removed = false;
     if let Some(last) = steps.iter().position(|s| s.output == output)
-        && matches!(steps[last].op, Op::Softmax)
+        && matches!(steps[last].op, Op::Softmax { axis: 1 | -1, .. })
         && !steps.iter().any(|s| s.inputs.contains(&output))
     {
         output = steps[last].inputs[0];
@@ -972,6 +1169,7 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
         model: model.name().to_owned(),
         steps: kept,
         params,
+        consts: fixed,
         slots: slots.len(),
         input: [
             spec.channels as usize,

@@ -36,6 +36,16 @@ pub trait Real:
     fn to_f64(self) -> f64;
     /// `self ^ e`.
     fn powf(self, e: Self) -> Self;
+    /// The square root.
+    fn sqrt(self) -> Self;
+    /// `e ^ self`.
+    fn exp(self) -> Self;
+    /// The natural logarithm.
+    fn ln(self) -> Self;
+    /// The hyperbolic tangent.
+    fn tanh(self) -> Self;
+    /// The error function (`libm`'s, a port of musl's, accurate to about an ulp).
+    fn erf(self) -> Self;
     /// Whether neither infinite nor NaN.
     fn is_finite(self) -> bool;
     /// Whether NaN.
@@ -66,7 +76,7 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 }
 
 macro_rules! real {
-    ($t:ty, $gemm:ident) => {
+    ($t:ty, $gemm:ident, $erf:ident) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -79,6 +89,21 @@ macro_rules! real {
             }
             fn powf(self, e: Self) -> Self {
                 <$t>::powf(self, e)
+            }
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            fn erf(self) -> Self {
+                libm::$erf(self)
             }
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
@@ -127,8 +152,8 @@ macro_rules! real {
     };
 }
 
-real!(f32, sgemm);
-real!(f64, dgemm);
+real!(f32, sgemm, erff);
+real!(f64, dgemm, erf);
 
 #[cfg(test)]
 mod tests {
