@@ -392,15 +392,6 @@ impl Audit {
         for r in &request.references {
             let m = Model::load(&ModelRef::parse(&r.manifest, &base))
                 .map_err(|e| refused(format!("cannot load --reference {}: {e}", r.manifest)))?;
-            if m.manifest.input.channels != input.channels {
-                return Err(refused(format!(
-                    "--reference {} reads {} channel(s), but {} reads {}; give a reference with the same channels",
-                    r.manifest,
-                    m.manifest.input.channels,
-                    model.name(),
-                    input.channels
-                )));
-            }
             let map = match &r.class_map {
                 Some(path) => read_class_map(&base.join(path), &model, &m).map_err(refused)?,
                 None if m.labels == model.labels => (0..classes).map(Some).collect(),
@@ -428,6 +419,15 @@ impl Audit {
                     )));
                 }
             };
+            if m.manifest.input.channels != input.channels {
+                return Err(refused(format!(
+                    "--reference {} reads {} channel(s), but {} reads {}; give a reference with the same channels",
+                    r.manifest,
+                    m.manifest.input.channels,
+                    model.name(),
+                    input.channels
+                )));
+            }
             references.push(LoadedReference {
                 manifest: r.manifest.clone(),
                 origin: "--reference".into(),
