@@ -55,10 +55,18 @@ const CPPN_CONFIG: &str = include_str!("../../../../configs/mnist-cppn.toml");
 const ASCENT_CONFIG: &str = include_str!("../../../../configs/ascent/mnist-unregularised.toml");
 
 /// CPPN genomes grow as they evolve (nodes and connections are added), so a generation late
-/// in a run costs more than the calibration's first two: on LeNet, 2 cores, a 140-generation
+/// in a run costs more than the calibration's first ones: on LeNet, 2 cores, a 140-generation
 /// part ran 1.5 times as long as its calibration predicted. The plan counts CPPN evaluations
 /// at this many times their measured cost.
 const CPPN_GROWTH: f64 = 1.5;
+
+/// Seconds each method's calibration run searches (after its setup): long enough that a
+/// load spike on a shared machine does not decide the plan, short beside a minute's budget.
+const CALIBRATION_S: f64 = 1.0;
+
+/// Generations of a calibration run: more than [`CALIBRATION_S`] allows on any model, so
+/// the wall-clock stop ends it (checked after every generation).
+const CALIBRATION_GENERATIONS: u64 = 1_000_000;
 
 /// The plan file in an audit folder.
 pub const PLAN_FILE: &str = "audit-plan.json";
@@ -617,15 +625,17 @@ impl Audit {
         Ok(c)
     }
 
-    /// A short in-memory run of `method`: its setup time and time per evaluation (step).
+    /// A short in-memory run of `method` ([`CALIBRATION_S`] of search, at least one
+    /// generation): its setup time and time per evaluation (step).
     /// `Ok(Err(reason))` when gradient ascent cannot be set up on this model.
     fn calibrate(
         &self,
         method: Method,
         runtime: &tokio::runtime::Runtime,
     ) -> Result<Result<Cost, String>, AuditError> {
-        let generations = if method == Method::Ascent { 3 } else { 2 };
-        let config = self.config(method, 1, generations)?;
+        let mut config = self.config(method, 1, CALIBRATION_GENERATIONS)?;
+        config.stop.until.clear();
+        config.stop.max_seconds = CALIBRATION_S;
         let (initial, offspring) = (
             u64::from(config.initial_population()),
             u64::from(config.offspring_per_generation),
@@ -1232,6 +1242,36 @@ mod tests {
         };
         let d = a.difference(&b).unwrap();
         assert!(d.starts_with("--seeds"), "{d}");
+    }
+
+    #[test]
+    fn class_maps_read_indices_and_labels_and_name_a_bad_line() {
+        let manifest =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet-mnist/manifest.toml");
+        let lenet = Model::load(&ModelRef::Path(manifest)).unwrap();
+        let dir = std::env::temp_dir().join(format!("pareidolia-audit-map-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let map = dir.join("map.csv");
+        std::fs::write(&map, "# source,reference\n0,9\n 3 , 3 # same\n").unwrap();
+        let m = read_class_map(&map, &lenet, &lenet).unwrap();
+        assert_eq!(m.len(), 10);
+        assert_eq!((m[0], m[3], m[1]), (Some(9), Some(3), None));
+        std::fs::write(&map, "0,1\n5\n").unwrap();
+        let e = read_class_map(&map, &lenet, &lenet).unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("SOURCE,REFERENCE"),
+            "{e}"
+        );
+        std::fs::write(&map, "12,1\n").unwrap();
+        let e = read_class_map(&map, &lenet, &lenet).unwrap_err();
+        assert!(e.contains("`12` is no class of lenet-mnist"), "{e}");
+        std::fs::write(&map, "# nothing\n").unwrap();
+        assert!(
+            read_class_map(&map, &lenet, &lenet)
+                .unwrap_err()
+                .contains("maps no class")
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

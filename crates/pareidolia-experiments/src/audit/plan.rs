@@ -2,7 +2,7 @@
 //! budget and the measured cost of each method. Plain data and arithmetic; nothing here runs.
 //!
 //! How the budget becomes generations: every method is first run briefly in memory (a
-//! calibration run of 2 generations, or 3 gradient steps, with no run folder), which
+//! calibration run of about a second of search, with no run folder), which
 //! measures its setup time (loading and compiling the model, the core split) and its time per
 //! evaluation (MAP-Elites) or per step (gradient ascent). The budget is shared equally
 //! between the parts; a part's share less its setup time, divided by the time of one
