@@ -16,7 +16,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Runs headless Chromium with the flags the lab's machines need (no sandbox as root, no GPU,
 /// nothing fetched from the network) and a fresh, empty profile; returns stdout.
-fn chromium(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn chromium(dir: &Path, args: &[&str]) -> String {
     assert!(
         Path::new(CHROMIUM).is_file(),
         "{CHROMIUM} is missing: install Debian's `chromium` package (.ci/run does)"

@@ -6,6 +6,9 @@ mod util;
 
 /// The gradient-ascent search through the binary.
 mod ascent;
+/// `pareidolia audit` on LeNet: report in Chromium, audit.json against the run folders,
+/// resumed equals uninterrupted, bad input refused first.
+mod audit;
 /// tract and ONNX Runtime agree; `cuda` and `auto` through the binary.
 mod backends;
 /// Bad configs, models and plugins: clear message, non-zero exit, no panic.

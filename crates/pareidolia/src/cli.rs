@@ -65,6 +65,11 @@ pub enum Command {
     /// Join a daemon's run from another process or machine and score batches for it (the
     /// daemon listens with --cluster-listen).
     Worker(WorkerArgs),
+    /// How foolable is this classifier? MAP-Elites (direct, CPPN) and gradient ascent
+    /// against it within a budget, each part a resumable run folder; then confidence and
+    /// evaluations per class, PNG rescoring, transfer, OOD detectors; writes report.html,
+    /// audit.json and a fooling set. The same command continues an interrupted audit.
+    Audit(AuditArgs),
 }
 
 /// How a daemon listens for worker nodes (`daemon`, `resume`).
@@ -605,4 +610,37 @@ pub struct ClassifyArgs {
     /// Images per inference batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+}
+
+/// `pareidolia audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The model to audit: a manifest.toml path or `builtin:NAME`.
+    #[arg(long, value_name = "MANIFEST")]
+    pub model: String,
+    /// Labelled held-out images for the OOD detectors: an IDX pair (t10k-*, else train-*) or
+    /// one folder of PNG files per class.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Time for the searches, shared equally by the parts: 90s, 2m, 1h (default 60s: an
+    /// MNIST-size model on 2 cores).
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub budget: String,
+    /// Only these classes (indices, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Option<Vec<usize>>,
+    /// Seeds per method.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub seeds: u64,
+    /// A model to transfer the champions to: MANIFEST, or MANIFEST@CLASS_MAP for other
+    /// labels (lines SOURCE,REFERENCE, class indices or labels). Repeat for several. Shipped
+    /// models with the same labels are added.
+    #[arg(long = "reference", value_name = "MANIFEST[@MAP]")]
+    pub references: Vec<String>,
+    /// The audit folder: created, or continued where it holds an audit.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

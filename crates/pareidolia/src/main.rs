@@ -2,6 +2,7 @@
 //! config, wires the library crates together and maps every error to a message and a
 //! non-zero exit code, in this one place.
 
+mod audit;
 mod bench;
 mod classify;
 mod cli;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::Retrain(args) => retrain::retrain(args),
         cli::Command::Plugins(cmd) => plugins::plugins(cmd),
         cli::Command::Worker(args) => worker::worker(args),
+        cli::Command::Audit(args) => audit::audit(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
