@@ -33,11 +33,12 @@ use pareidolia_core::gallery::{GalleryEntry, montage};
 use pareidolia_core::image_io::{Image, png_bytes};
 use pareidolia_core::summary::RunSummary;
 use pareidolia_core::{AllowedChanges, OutputKind};
-use pareidolia_daemon::experiment::{Experiment, RunOptions, request_stop};
+use pareidolia_daemon::experiment::{Experiment, RunOptions};
 use pareidolia_daemon::run::folder;
 use pareidolia_daemon::run::history;
 use pareidolia_daemon::run::outcome::{Progress, RunOutcome};
 use pareidolia_daemon::run::setup::Setup;
+use pareidolia_daemon::run::stop::StopHandle;
 use pareidolia_eval::{Model, ModelRef};
 use serde::{Deserialize, Serialize};
 
@@ -768,7 +769,8 @@ impl Audit {
             let experiment = Experiment::setup(config).map_err(|e| fail(e.to_string()))?;
             (experiment, None)
         };
-        let run_id = experiment.run_id.clone();
+        let handle = StopHandle::new();
+        let request = handle.clone();
         let (tx, mut rx) = tokio::sync::watch::channel(Progress::default());
         let watch_stop = stop.clone();
         let outcome: Result<RunOutcome, _> = runtime.block_on(async {
@@ -776,7 +778,7 @@ impl Audit {
                 loop {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     if watch_stop.load(Ordering::SeqCst) {
-                        request_stop(&run_id);
+                        request.request();
                         break;
                     }
                 }
@@ -785,6 +787,7 @@ impl Audit {
                 run_dir: Some(dir.to_owned()),
                 resume,
                 metrics: None,
+                stop: handle,
             };
             let mut run = Box::pin(experiment.run_with(tx, options));
             let outcome = loop {
