@@ -32,6 +32,7 @@ pub use config::{
 };
 pub use identity::{AllowedChanges, IdentityMismatch, ModelIdentity, RunIdentity};
 pub use plugin_host::{
-    EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,
+    EncodingPlugin, FitnessPlugin, OptionalCallError, OptionalOperation, PluginCallError,
+    PluginError, PluginInfo, PluginKind,
 };
 pub use stop::{StopCondition, StopConfig, StopReached, StopStatus};
