@@ -167,7 +167,7 @@ fn a_plugin_built_against_another_abi_is_refused_naming_both_versions() {
     let config = use_encoding(&dir, &old);
     clean_failure(
         run_one_generation(&config, &dir.join("out")),
-        &["plugin ABI 0.9", "this host speaks ABI 1.0", "rebuild"],
+        &["plugin ABI 0.9", "this host speaks ABI 1.1", "rebuild"],
     );
 }
 

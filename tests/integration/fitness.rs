@@ -33,7 +33,7 @@ fn both_describe_themselves_as_fitness_plugins() {
         let info = lib.info();
         assert_eq!(
             (info.name.as_str(), info.kind, info.abi.as_str()),
-            (name, PluginKind::Fitness, "1.0")
+            (name, PluginKind::Fitness, "1.1")
         );
         assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     }

@@ -51,6 +51,8 @@ mod monitoring;
 /// Issue 30: a researcher's own model: output check in every command, `classify --data`,
 /// `run --model`, a failed start leaving nothing.
 mod own_model;
+/// Plugin ABI 1.1's optional encoding operations; a plugin of the ABI 1.0 SDK, refused them.
+mod plugin_abi;
 /// The plugin loader and the real plugins through the C ABI.
 mod plugins;
 /// What a resume may change and what it refuses; checkpoints of another run.

@@ -19,7 +19,7 @@ fn the_real_plugins_describe_themselves() {
     let info = direct.info();
     assert_eq!(
         (info.name.as_str(), info.kind, info.abi.as_str()),
-        ("direct", PluginKind::Encoding, "1.0")
+        ("direct", PluginKind::Encoding, "1.1")
     );
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     let confidence = PluginLibrary::open(&library("pareidolia-fitness-confidence")).unwrap();
@@ -99,7 +99,7 @@ fn plugins_list_shows_what_is_installed_and_refuses_old_abis() {
             .to_owned()
     };
     assert!(
-        line("direct").starts_with("encoding") && line("direct").contains(" 1.0 "),
+        line("direct").starts_with("encoding") && line("direct").contains(" 1.1 "),
         "{out}"
     );
     assert!(line("confidence").starts_with("fitness"), "{out}");

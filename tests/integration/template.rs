@@ -5,7 +5,8 @@ use std::process::Command;
 
 use crate::util::*;
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+/// Copies a folder tree.
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -49,6 +50,29 @@ fn the_template_copied_renamed_and_built_is_a_working_plugin() {
     assert!(status.success(), "the copied template does not build");
     let built = target.join("release/libmy_encoding.so");
     assert!(built.is_file());
+
+    // Built against today's SDK (ABI 1.1) without the optional operations: the entries
+    // exist, and the plugin answers that it does not implement them.
+    let lib = pareidolia_core::plugin_host::PluginLibrary::open(&built).unwrap();
+    assert_eq!(lib.info().abi, "1.1");
+    let canvas = pareidolia_plugin::abi::CanvasSpec {
+        width: 28,
+        height: 28,
+        channels: 1,
+    };
+    let enc = pareidolia_core::EncodingPlugin::create(lib, "{}", canvas).unwrap();
+    for op in pareidolia_core::OptionalOperation::ALL {
+        assert!(enc.offers(op), "{op}");
+        let e = enc.check_offers(op).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            e.is_not_offered()
+                && text.contains("encoding plugin `my-stripes`")
+                && text.contains("does not implement `Encoding::"),
+            "{text}"
+        );
+    }
+    drop(enc);
 
     let check = success(pareidolia(&[
         "plugins",

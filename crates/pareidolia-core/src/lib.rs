@@ -35,6 +35,7 @@ pub use identity::{
     AllowedChanges, IdentityDifference, IdentityMismatch, ModelIdentity, RunIdentity,
 };
 pub use plugin_host::{
-    EncodingPlugin, FitnessPlugin, PluginCallError, PluginError, PluginInfo, PluginKind,
+    EncodingPlugin, FitnessPlugin, OptionalCallError, OptionalOperation, PluginCallError,
+    PluginError, PluginInfo, PluginKind,
 };
 pub use stop::{StopCondition, StopConfig, StopReached, StopStatus};

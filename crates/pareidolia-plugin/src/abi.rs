@@ -7,6 +7,13 @@
 //! descriptor records the table's size, so an older host can still read a newer plugin's
 //! prefix), and the descriptor starts with a magic value and the ABI version so the host can
 //! check them before it calls anything.
+//!
+//! **Versions.** ABI 1.0 is the table up to `describe`. ABI 1.1 appends three optional
+//! encoding operations (`genome_from_pixels`, `pullback`, `apply_step`); a host reads them
+//! only when the descriptor's `vtable_size` reaches them ([`ENCODING_VTABLE_SIZE_1_0`] is the
+//! size of a 1.0 table) and the pointer is not null, so a 1.0 plugin loads in a 1.1 host and
+//! simply lacks them. A plugin built with this SDK always fills them; when its
+//! [`crate::Encoding`] keeps a method's default, the call answers [`STATUS_UNSUPPORTED`].
 
 use std::ffi::c_void;
 
@@ -14,8 +21,9 @@ use std::ffi::c_void;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PAREIDOL");
 /// Incompatible changes bump the major version; the host refuses any other major.
 pub const ABI_MAJOR: u32 = 1;
-/// Compatible additions (new table entries at the end) bump the minor version.
-pub const ABI_MINOR: u32 = 0;
+/// Compatible additions (new table entries at the end) bump the minor version. 1: the optional
+/// encoding operations `genome_from_pixels`, `pullback` and `apply_step`.
+pub const ABI_MINOR: u32 = 1;
 /// Name of the one symbol every plugin exports: `extern "C" fn() -> *const PluginDescriptor`.
 pub const DESCRIPTOR_SYMBOL: &str = "pareidolia_plugin_descriptor";
 
@@ -27,6 +35,9 @@ pub const STATUS_OK: Status = 0;
 pub const STATUS_ERROR: Status = 1;
 /// The plugin panicked; the panic was caught and its message went to the error sink.
 pub const STATUS_PANIC: Status = 2;
+/// (ABI 1.1) The plugin does not implement this optional operation (its trait method kept the
+/// SDK's default); a message went to the error sink. Only the optional operations return it.
+pub const STATUS_UNSUPPORTED: Status = 3;
 
 /// `kind` value of an encoding plugin.
 pub const KIND_ENCODING: u32 = 1;
@@ -170,7 +181,51 @@ pub struct EncodingVTable {
         out: ByteSink,
         err: ByteSink,
     ) -> Status,
+    // ABI 1.1 from here on. A host reads these fields only when `vtable_size` covers them
+    // (see ENCODING_VTABLE_SIZE_1_0); `None` (null) means the operation is absent.
+    /// (ABI 1.1, optional) Writes the genome whose render is the image `pixels`:
+    /// `pixels_len == width * height * channels` real values in canvas units (`0.0..=255.0`,
+    /// the render layout), which the encoding may clamp or quantise as its format needs.
+    pub genome_from_pixels: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            pixels: *const f32,
+            pixels_len: usize,
+            out: ByteSink,
+            err: ByteSink,
+        ) -> Status,
+    >,
+    /// (ABI 1.1, optional) The vector-Jacobian product of `render` at `genome`: given
+    /// `gradient` = dL/dpixel (`gradient_len == width * height * channels`, render layout, per
+    /// canvas unit), writes dL/dθ for the genome's parameter vector θ (the one `apply_step`
+    /// moves) as `f32` values in native byte order, 4 bytes each, through `out`.
+    pub pullback: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            genome: BytesRef,
+            gradient: *const f32,
+            gradient_len: usize,
+            out: ByteSink,
+            err: ByteSink,
+        ) -> Status,
+    >,
+    /// (ABI 1.1, optional) Writes the genome with parameters θ + `step` (`step_len` equal to
+    /// the length `pullback` gives for this genome), kept in the encoding's value ranges.
+    pub apply_step: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            genome: BytesRef,
+            step: *const f32,
+            step_len: usize,
+            out: ByteSink,
+            err: ByteSink,
+        ) -> Status,
+    >,
 }
+
+/// `vtable_size` of an ABI 1.0 encoding table: everything up to and including `describe`.
+pub const ENCODING_VTABLE_SIZE_1_0: usize =
+    std::mem::offset_of!(EncodingVTable, genome_from_pixels);
 
 /// The function table of a fitness plugin.
 #[repr(C)]

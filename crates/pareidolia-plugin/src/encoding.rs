@@ -77,4 +77,48 @@ pub trait Encoding: Send + Sync + Sized + 'static {
         let _ = genome;
         "{}".to_owned()
     }
+
+    /// (ABI 1.1, optional) The genome whose render is `pixels`: `canvas.len()` real values in
+    /// canvas units (`0.0..=255.0`, the layout of [`Encoding::render`]; the SDK checks the
+    /// length and that every value is finite). Encodings that can hold any image (the direct
+    /// one) offer it, so the host never writes their genome format. Keep the default
+    /// ("not supported") otherwise. Must be a pure function of `pixels` and the parameters.
+    fn genome_from_pixels(&self, pixels: &[f32]) -> Result<Self::Genome, PluginError> {
+        let _ = pixels;
+        Err(PluginError::unsupported(
+            "this encoding does not implement `Encoding::genome_from_pixels`",
+        ))
+    }
+
+    /// (ABI 1.1, optional) The pull-back of a pixel gradient to the genome: the
+    /// vector-Jacobian product of [`Encoding::render`] at `genome`. `pixel_gradient` holds
+    /// dL/dpixel for each of the canvas's `canvas.len()` values (render layout, per canvas
+    /// unit: pixel values run 0 to 255; the SDK checks the length and finiteness); the result
+    /// is dL/dθ, one value per parameter of the genome's parameter vector θ, the vector
+    /// [`Encoding::apply_step`] moves, in the same order and units. Its length may depend on
+    /// the genome (a CPPN's edge count). Rendering quantises to bytes, so this is the product
+    /// for the encoding's real-valued image before quantisation; document what it gives at
+    /// the points where that image is not differentiable. Must be a pure function of its
+    /// inputs. Keep the default ("not supported") if the encoding is not differentiable.
+    fn pullback(
+        &self,
+        genome: &Self::Genome,
+        pixel_gradient: &[f32],
+    ) -> Result<Vec<f32>, PluginError> {
+        let _ = (genome, pixel_gradient);
+        Err(PluginError::unsupported(
+            "this encoding does not implement `Encoding::pullback`",
+        ))
+    }
+
+    /// (ABI 1.1, optional) The genome with parameters θ + `step`, `step` being as long as
+    /// [`Encoding::pullback`]'s result for this genome (an error otherwise), the values kept
+    /// in the encoding's ranges (clamped, say); topology and everything that is not in θ stay.
+    /// Offered together with `pullback`. Must be a pure function of its inputs.
+    fn apply_step(&self, genome: &Self::Genome, step: &[f32]) -> Result<Self::Genome, PluginError> {
+        let _ = (genome, step);
+        Err(PluginError::unsupported(
+            "this encoding does not implement `Encoding::apply_step`",
+        ))
+    }
 }

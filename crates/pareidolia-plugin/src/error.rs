@@ -7,6 +7,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginError {
     message: String,
+    unsupported: bool,
 }
 
 impl PluginError {
@@ -14,7 +15,24 @@ impl PluginError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            unsupported: false,
         }
+    }
+
+    /// The error of an optional operation the plugin does not offer (what the [`crate::Encoding`]
+    /// defaults return); the host reports it as "not offered", not as a failed call. A plugin
+    /// that offers an operation only for some parameters (say, one colour space) returns it
+    /// for the others, with a message saying why.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unsupported: true,
+        }
+    }
+
+    /// Whether this is an [`PluginError::unsupported`] error.
+    pub fn is_unsupported(&self) -> bool {
+        self.unsupported
     }
 
     /// The message.
@@ -33,7 +51,7 @@ impl std::error::Error for PluginError {}
 
 impl From<String> for PluginError {
     fn from(message: String) -> Self {
-        Self { message }
+        Self::new(message)
     }
 }
 

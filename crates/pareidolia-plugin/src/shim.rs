@@ -11,7 +11,7 @@ use rand::SeedableRng;
 
 use crate::abi::{
     ByteSink, BytesRef, CanvasSpec, EncodingVTable, FitnessSpec, FitnessVTable, OUTPUT_LOGITS,
-    STATUS_ERROR, STATUS_OK, STATUS_PANIC, Status, StrRef,
+    STATUS_ERROR, STATUS_OK, STATUS_PANIC, STATUS_UNSUPPORTED, Status, StrRef,
 };
 use crate::{
     Canvas, Encoding, Fitness, ModelOutputs, Mutation, OutputKind, Params, PluginError, Rng,
@@ -27,6 +27,9 @@ pub const fn encoding_vtable<E: Encoding>() -> EncodingVTable {
         crossover: encoding_crossover::<E>,
         render: encoding_render::<E>,
         describe: encoding_describe::<E>,
+        genome_from_pixels: Some(encoding_genome_from_pixels::<E>),
+        pullback: Some(encoding_pullback::<E>),
+        apply_step: Some(encoding_apply_step::<E>),
     }
 }
 
@@ -64,7 +67,11 @@ fn guarded(err: ByteSink, f: impl FnOnce() -> Result<(), PluginError>) -> Status
         Ok(Ok(())) => STATUS_OK,
         Ok(Err(e)) => {
             write(err, e.message().as_bytes());
-            STATUS_ERROR
+            if e.is_unsupported() {
+                STATUS_UNSUPPORTED
+            } else {
+                STATUS_ERROR
+            }
         }
         Err(payload) => {
             write(
@@ -242,6 +249,111 @@ unsafe extern "C" fn encoding_describe<E: Encoding>(
     })
 }
 
+/// # Safety
+/// `ptr` must point at `len` readable `f32`s that stay valid for `'a` (or `len` be 0).
+unsafe fn floats_arg<'a>(
+    ptr: *const f32,
+    len: usize,
+    what: &str,
+    canvas: Canvas,
+) -> Result<&'a [f32], PluginError> {
+    if len != canvas.len() || (ptr.is_null() && len > 0) {
+        return Err(PluginError::new(format!(
+            "{what} holds {len} values, the canvas {}x{}x{} needs {}",
+            canvas.width,
+            canvas.height,
+            canvas.channels,
+            canvas.len()
+        )));
+    }
+    // SAFETY: per the contract above, checked non-null.
+    let values = unsafe { std::slice::from_raw_parts(ptr, len) };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(PluginError::new(format!(
+            "{what} value {i} is {}, not a finite number",
+            values[i]
+        )));
+    }
+    Ok(values)
+}
+
+/// Writes `values` as native-endian `f32` bytes.
+fn write_floats(sink: ByteSink, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    write(sink, &bytes);
+}
+
+unsafe extern "C" fn encoding_genome_from_pixels<E: Encoding>(
+    inst: *mut c_void,
+    pixels: *const f32,
+    pixels_len: usize,
+    out: ByteSink,
+    err: ByteSink,
+) -> Status {
+    guarded(err, || {
+        // SAFETY: the host passes a live instance of this plugin.
+        let inst = unsafe { instance::<EncodingInstance<E>>(inst) };
+        // SAFETY: the host owns `pixels_len` readable values at `pixels` for the whole call.
+        let pixels = unsafe { floats_arg(pixels, pixels_len, "the image", inst.canvas) }?;
+        let genome = inst.encoding.genome_from_pixels(pixels)?;
+        write(out, &inst.encoding.encode(&genome));
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn encoding_pullback<E: Encoding>(
+    inst: *mut c_void,
+    genome: BytesRef,
+    gradient: *const f32,
+    gradient_len: usize,
+    out: ByteSink,
+    err: ByteSink,
+) -> Status {
+    guarded(err, || {
+        // SAFETY: the host passes a live instance and a genome it owns during the call.
+        let (inst, bytes) = unsafe { (instance::<EncodingInstance<E>>(inst), bytes_arg(genome)) };
+        // SAFETY: the host owns `gradient_len` readable values at `gradient` for the call.
+        let gradient =
+            unsafe { floats_arg(gradient, gradient_len, "the pixel gradient", inst.canvas) }?;
+        let genome = inst.encoding.decode(bytes)?;
+        let pulled = inst.encoding.pullback(&genome, gradient)?;
+        write_floats(out, &pulled);
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn encoding_apply_step<E: Encoding>(
+    inst: *mut c_void,
+    genome: BytesRef,
+    step: *const f32,
+    step_len: usize,
+    out: ByteSink,
+    err: ByteSink,
+) -> Status {
+    guarded(err, || {
+        // SAFETY: the host passes a live instance and a genome it owns during the call.
+        let (inst, bytes) = unsafe { (instance::<EncodingInstance<E>>(inst), bytes_arg(genome)) };
+        let step = if step_len == 0 {
+            &[][..]
+        } else if step.is_null() {
+            return Err(PluginError::new("the step is a null pointer"));
+        } else {
+            // SAFETY: the host owns `step_len` readable values at `step` for the whole call.
+            unsafe { std::slice::from_raw_parts(step, step_len) }
+        };
+        if let Some(i) = step.iter().position(|v| !v.is_finite()) {
+            return Err(PluginError::new(format!(
+                "step value {i} is {}, not a finite number",
+                step[i]
+            )));
+        }
+        let genome = inst.encoding.decode(bytes)?;
+        let moved = inst.encoding.apply_step(&genome, step)?;
+        write(out, &inst.encoding.encode(&moved));
+        Ok(())
+    })
+}
+
 unsafe extern "C" fn fitness_create<F: Fitness>(
     params: StrRef,
     spec: FitnessSpec,
@@ -321,4 +433,248 @@ unsafe extern "C" fn fitness_score<F: Fitness>(
         };
         inst.fitness.score(&outputs, out)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ABI 1.1 shims driven through the function table, as a host calls them.
+
+    use super::*;
+    use crate::abi::{ENCODING_VTABLE_SIZE_1_0, PluginDescriptor};
+
+    /// A gray encoding whose genome is the image divided by 255, offering the ABI 1.1
+    /// operations; `pullback` panics on a genome whose first value is exactly 0.25.
+    struct Scaled;
+
+    impl Encoding for Scaled {
+        type Genome = Vec<f32>;
+        fn new(_: Params<'_>, _: Canvas) -> Result<Self, PluginError> {
+            Ok(Scaled)
+        }
+        fn random(&self, _: &mut Rng) -> Vec<f32> {
+            vec![0.5; 4]
+        }
+        fn mutate(&self, _: &mut Vec<f32>, _: Mutation, _: &mut Rng) {}
+        fn render(&self, g: &Vec<f32>, pixels: &mut [u8]) -> Result<(), PluginError> {
+            for (p, v) in pixels.iter_mut().zip(g) {
+                *p = (v * 255.0) as u8;
+            }
+            Ok(())
+        }
+        fn encode(&self, g: &Vec<f32>) -> Vec<u8> {
+            g.iter().flat_map(|v| v.to_le_bytes()).collect()
+        }
+        fn decode(&self, b: &[u8]) -> Result<Vec<f32>, PluginError> {
+            Ok(b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        }
+        fn genome_from_pixels(&self, pixels: &[f32]) -> Result<Vec<f32>, PluginError> {
+            Ok(pixels.iter().map(|p| p / 255.0).collect())
+        }
+        fn pullback(&self, g: &Vec<f32>, grad: &[f32]) -> Result<Vec<f32>, PluginError> {
+            assert!(g[0] != 0.25, "pullback exploded");
+            Ok(grad.iter().map(|d| d * 255.0).collect())
+        }
+        fn apply_step(&self, g: &Vec<f32>, step: &[f32]) -> Result<Vec<f32>, PluginError> {
+            if step.len() != g.len() {
+                return Err(PluginError::new("wrong step length"));
+            }
+            Ok(g.iter().zip(step).map(|(a, b)| a + b).collect())
+        }
+    }
+
+    /// The same encoding keeping the SDK's defaults for the optional operations.
+    struct Plain;
+
+    impl Encoding for Plain {
+        type Genome = Vec<f32>;
+        fn new(_: Params<'_>, _: Canvas) -> Result<Self, PluginError> {
+            Ok(Plain)
+        }
+        fn random(&self, rng: &mut Rng) -> Vec<f32> {
+            Scaled.random(rng)
+        }
+        fn mutate(&self, _: &mut Vec<f32>, _: Mutation, _: &mut Rng) {}
+        fn render(&self, g: &Vec<f32>, pixels: &mut [u8]) -> Result<(), PluginError> {
+            Scaled.render(g, pixels)
+        }
+        fn encode(&self, g: &Vec<f32>) -> Vec<u8> {
+            Scaled.encode(g)
+        }
+        fn decode(&self, b: &[u8]) -> Result<Vec<f32>, PluginError> {
+            Scaled.decode(b)
+        }
+    }
+
+    extern "C" fn collect(ctx: *mut c_void, data: *const u8, len: usize) {
+        // SAFETY: `ctx` is the Vec lent by `sink` for one call; `data` has `len` bytes.
+        unsafe {
+            (*(ctx as *mut Vec<u8>)).extend_from_slice(std::slice::from_raw_parts(data, len))
+        };
+    }
+
+    fn sink(buf: &mut Vec<u8>) -> ByteSink {
+        ByteSink {
+            ctx: buf as *mut Vec<u8> as *mut c_void,
+            write: collect,
+        }
+    }
+
+    const CANVAS: CanvasSpec = CanvasSpec {
+        width: 2,
+        height: 2,
+        channels: 1,
+    };
+
+    fn create(table: &EncodingVTable) -> *mut c_void {
+        let mut inst = std::ptr::null_mut();
+        let mut err = Vec::new();
+        // SAFETY: the parameter text and out-pointer live through the call.
+        let status =
+            unsafe { (table.create)(StrRef::new("{}"), CANVAS, &mut inst, sink(&mut err)) };
+        assert_eq!(status, STATUS_OK);
+        inst
+    }
+
+    fn from_pixels(
+        table: &EncodingVTable,
+        inst: *mut c_void,
+        px: &[f32],
+    ) -> (Status, Vec<u8>, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        // SAFETY: live instance; buffers live through the call.
+        let status = unsafe {
+            (table.genome_from_pixels.unwrap())(
+                inst,
+                px.as_ptr(),
+                px.len(),
+                sink(&mut out),
+                sink(&mut err),
+            )
+        };
+        (status, out, String::from_utf8(err).unwrap())
+    }
+
+    fn pullback(
+        table: &EncodingVTable,
+        inst: *mut c_void,
+        genome: &[u8],
+        grad: &[f32],
+    ) -> (Status, Vec<f32>, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        // SAFETY: live instance; buffers live through the call.
+        let status = unsafe {
+            (table.pullback.unwrap())(
+                inst,
+                BytesRef::new(genome),
+                grad.as_ptr(),
+                grad.len(),
+                sink(&mut out),
+                sink(&mut err),
+            )
+        };
+        let values = out
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        (status, values, String::from_utf8(err).unwrap())
+    }
+
+    fn step(
+        table: &EncodingVTable,
+        inst: *mut c_void,
+        genome: &[u8],
+        step: &[f32],
+    ) -> (Status, Vec<u8>, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        // SAFETY: live instance; buffers live through the call.
+        let status = unsafe {
+            (table.apply_step.unwrap())(
+                inst,
+                BytesRef::new(genome),
+                step.as_ptr(),
+                step.len(),
+                sink(&mut out),
+                sink(&mut err),
+            )
+        };
+        (status, out, String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn the_optional_operations_cross_the_table() {
+        let table = encoding_vtable::<Scaled>();
+        let inst = create(&table);
+        let (status, genome, _) = from_pixels(&table, inst, &[0.0, 51.0, 127.5, 255.0]);
+        assert_eq!(status, STATUS_OK);
+        assert_eq!(Scaled.decode(&genome).unwrap(), [0.0, 0.2, 0.5, 1.0]);
+        let (status, grad, _) = pullback(&table, inst, &genome, &[1.0, -2.0, 0.0, 0.5]);
+        assert_eq!(status, STATUS_OK);
+        assert_eq!(grad, [255.0, -510.0, 0.0, 127.5]);
+        let (status, moved, _) = step(&table, inst, &genome, &[0.5, 0.0, 0.0, -0.5]);
+        assert_eq!(status, STATUS_OK);
+        assert_eq!(Scaled.decode(&moved).unwrap(), [0.5, 0.2, 0.5, 0.5]);
+        // SAFETY: made by `create`, destroyed once.
+        unsafe { (table.destroy)(inst) };
+    }
+
+    #[test]
+    fn bad_inputs_errors_and_panics_come_back_as_statuses() {
+        let table = encoding_vtable::<Scaled>();
+        let inst = create(&table);
+        let (status, out, err) = from_pixels(&table, inst, &[0.0; 3]);
+        assert_eq!((status, out.len()), (STATUS_ERROR, 0));
+        assert!(
+            err.contains("holds 3 values") && err.contains("needs 4"),
+            "{err}"
+        );
+        let (status, _, err) = from_pixels(&table, inst, &[0.0, f32::NAN, 0.0, 0.0]);
+        assert_eq!(status, STATUS_ERROR);
+        assert!(err.contains("value 1 is NaN"), "{err}");
+        let genome = Scaled.encode(&vec![0.5; 4]);
+        let (status, _, err) = pullback(&table, inst, &genome, &[0.0; 5]);
+        assert_eq!(status, STATUS_ERROR, "{err}");
+        let (status, _, err) = step(&table, inst, &genome, &[0.0, f32::INFINITY, 0.0, 0.0]);
+        assert_eq!(status, STATUS_ERROR);
+        assert!(err.contains("value 1 is inf"), "{err}");
+        let (status, _, err) = step(&table, inst, &genome, &[0.0; 2]);
+        assert_eq!((status, err.as_str()), (STATUS_ERROR, "wrong step length"));
+        let exploding = Scaled.encode(&vec![0.25; 4]);
+        let (status, _, err) = pullback(&table, inst, &exploding, &[0.0; 4]);
+        assert_eq!(status, STATUS_PANIC);
+        assert!(err.contains("pullback exploded"), "{err}");
+        // SAFETY: made by `create`, destroyed once.
+        unsafe { (table.destroy)(inst) };
+    }
+
+    #[test]
+    fn the_defaults_answer_unsupported_with_the_method_name() {
+        let table = encoding_vtable::<Plain>();
+        let inst = create(&table);
+        let genome = Plain.encode(&vec![0.5; 4]);
+        let (status, out, err) = from_pixels(&table, inst, &[0.0; 4]);
+        assert_eq!((status, out.len()), (STATUS_UNSUPPORTED, 0));
+        assert!(err.contains("Encoding::genome_from_pixels"), "{err}");
+        let (status, _, err) = pullback(&table, inst, &genome, &[0.0; 4]);
+        assert_eq!(status, STATUS_UNSUPPORTED);
+        assert!(err.contains("Encoding::pullback"), "{err}");
+        let (status, _, err) = step(&table, inst, &genome, &[0.0; 4]);
+        assert_eq!(status, STATUS_UNSUPPORTED);
+        assert!(err.contains("Encoding::apply_step"), "{err}");
+        // SAFETY: made by `create`, destroyed once.
+        unsafe { (table.destroy)(inst) };
+    }
+
+    #[test]
+    fn the_table_grows_at_its_end_and_the_descriptor_says_so() {
+        static TABLE: EncodingVTable = encoding_vtable::<Plain>();
+        let d = PluginDescriptor::encoding("plain", "0", &TABLE);
+        assert_eq!((d.abi_major, d.abi_minor), (1, 1));
+        let word = std::mem::size_of::<usize>();
+        // Seven function pointers in ABI 1.0, three optional ones (null-able, no wider) in 1.1.
+        assert_eq!(ENCODING_VTABLE_SIZE_1_0, 7 * word);
+        assert_eq!(d.vtable_size, 10 * word);
+        assert_eq!(std::mem::offset_of!(EncodingVTable, describe), 6 * word);
+    }
 }

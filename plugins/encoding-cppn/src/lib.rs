@@ -39,12 +39,18 @@
 //! runs the exact synchronous steps over whole tiles; see `plan` for the argument. Both paths
 //! use the same `f32` operations in the same order, so they give identical bytes.
 //!
+//! Plugin ABI 1.1: `pullback` and `apply_step` on gray canvases and with `color_space =
+//! "rgb"`, for the edge genes with the topology fixed (see `gradient` for the parameter
+//! vector, what is differentiated and the non-differentiable points); `genome_from_pixels`
+//! is not offered (a CPPN cannot hold an arbitrary image).
+//!
 //! Modules: `params` (configuration), `activation` (the functions and their vectorisable
 //! kernels), `genome` (the network and its graph queries), `mutation` (random genomes and
 //! the six operators), `format` (the versioned bytes), `inputs` (x, y, d, bias per pixel),
 //! `reference` (the literal evaluator), `plan` (what a render computes, and whether
 //! feed-forward order is exact), `render` (the fast evaluator), `colour` (a memo in front
-//! of the SDK's colour conversion), `describe` (JSON and DOT).
+//! of the SDK's colour conversion), `describe` (JSON and DOT), `gradient` (the pull-back and
+//! the parameter step).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -53,6 +59,7 @@ mod colour;
 mod describe;
 mod format;
 mod genome;
+mod gradient;
 mod inputs;
 mod mutation;
 mod params;
@@ -92,6 +99,23 @@ impl Cppn {
             )));
         }
         Ok(())
+    }
+
+    /// The real-valued image `render` truncates to bytes (`255 |v|` per output value), whose
+    /// vector-Jacobian product [`Encoding::pullback`] computes; gray canvases and
+    /// `color_space = "rgb"` only.
+    pub fn relaxed_image(&self, genome: &Genome) -> Result<Vec<f64>, PluginError> {
+        gradient::check_colour(
+            self.canvas.channels,
+            self.params.color_space,
+            "relaxed_image",
+        )?;
+        self.check_outputs(genome)?;
+        Ok(gradient::relaxed_image(
+            genome,
+            self.canvas,
+            self.params.coordinates,
+        ))
     }
 
     /// Renders with [`evaluate_reference`], pixel by pixel: the yardstick for
@@ -176,6 +200,30 @@ impl Encoding for Cppn {
 
     fn describe(&self, genome: &Genome) -> String {
         describe::describe(genome, self.params.color_space)
+    }
+
+    fn pullback(&self, genome: &Genome, pixel_gradient: &[f32]) -> Result<Vec<f32>, PluginError> {
+        gradient::check_colour(self.canvas.channels, self.params.color_space, "pullback")?;
+        self.check_outputs(genome)?;
+        if pixel_gradient.len() != self.canvas.len() {
+            return Err(PluginError::new(format!(
+                "the pixel gradient has {} values, the canvas {}",
+                pixel_gradient.len(),
+                self.canvas.len()
+            )));
+        }
+        Ok(gradient::pullback(
+            genome,
+            self.canvas,
+            self.params.coordinates,
+            pixel_gradient,
+        ))
+    }
+
+    fn apply_step(&self, genome: &Genome, step: &[f32]) -> Result<Genome, PluginError> {
+        gradient::check_colour(self.canvas.channels, self.params.color_space, "apply_step")?;
+        self.check_outputs(genome)?;
+        gradient::apply_step(genome, step)
     }
 }
 

@@ -12,6 +12,16 @@
 //! 0.5, as Deb's SBX does; `sbx = "released"` is exactly the released code's
 //! `evo_float_image` SBX, which recombines every differing pair and leaves genes that are equal
 //! in both parents at sferes' default of 0.5.
+//!
+//! The optional operations of plugin ABI 1.1, on gray canvases and with `color_space = "rgb"`
+//! (where a gene is one pixel value; the `hsv` and `hls-opencv` conversions work on 8-bit
+//! values and are not inverted or differentiated here, so they answer "not supported"):
+//! `genome_from_pixels` stores gene `clamp(p / 255, 0, 1)` for pixel value p, which renders
+//! back to `trunc(p)` for p in 0..=255 (exactly p for whole values); the parameter vector is
+//! the genes in genome order, and `pullback` is the product with the Jacobian of the
+//! real-valued image `255 g` (rendering then truncates it to bytes): dL/dg = 255 dL/dp,
+//! gene by gene; `apply_step` adds the step and clamps each gene to [0, 1] (a gene at a bound
+//! stays there under a step that pushes it out).
 #![deny(unsafe_code)]
 
 mod genome;
@@ -95,6 +105,35 @@ impl DirectParams {
 pub struct Direct {
     params: DirectParams,
     canvas: Canvas,
+}
+
+impl Direct {
+    /// Whether a gene is a pixel value, so the ABI 1.1 operations apply (see the crate doc).
+    fn genes_are_pixels(&self, operation: &str) -> Result<(), PluginError> {
+        if self.canvas.channels == 1 || self.params.color_space == ColorSpace::Rgb {
+            Ok(())
+        } else {
+            Err(PluginError::unsupported(format!(
+                "the direct encoding offers `{operation}` on gray canvases and with color_space = \"rgb\" only: \
+                 with `{}` its genes are a colour space whose 8-bit conversion it does not invert or differentiate",
+                serde_json::to_value(self.params.color_space)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )))
+        }
+    }
+
+    fn check_genes(&self, genome: &Genome) -> Result<(), PluginError> {
+        if genome.genes().len() != self.canvas.len() {
+            return Err(PluginError::new(format!(
+                "genome has {} genes, the canvas needs {}: it was made for another canvas",
+                genome.genes().len(),
+                self.canvas.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Encoding for Direct {
@@ -182,6 +221,39 @@ impl Encoding for Direct {
             "color_space": self.params.color_space,
         })
         .to_string()
+    }
+
+    fn genome_from_pixels(&self, pixels: &[f32]) -> Result<Genome, PluginError> {
+        self.genes_are_pixels("genome_from_pixels")?;
+        Ok(Genome::new(
+            pixels.iter().map(|p| (p / 255.0).clamp(0.0, 1.0)).collect(),
+        ))
+    }
+
+    fn pullback(&self, genome: &Genome, pixel_gradient: &[f32]) -> Result<Vec<f32>, PluginError> {
+        self.genes_are_pixels("pullback")?;
+        self.check_genes(genome)?;
+        Ok(pixel_gradient.iter().map(|d| 255.0 * d).collect())
+    }
+
+    fn apply_step(&self, genome: &Genome, step: &[f32]) -> Result<Genome, PluginError> {
+        self.genes_are_pixels("apply_step")?;
+        self.check_genes(genome)?;
+        if step.len() != genome.genes().len() {
+            return Err(PluginError::new(format!(
+                "the step has {} values, the genome {} genes",
+                step.len(),
+                genome.genes().len()
+            )));
+        }
+        Ok(Genome::new(
+            genome
+                .genes()
+                .iter()
+                .zip(step)
+                .map(|(g, s)| (g + s).clamp(0.0, 1.0))
+                .collect(),
+        ))
     }
 }
 
@@ -317,6 +389,87 @@ mod tests {
         assert!(ca.genes().iter().chain(cb.genes()).all(|&g| g == 0.5));
         let e = Direct::new(Params::new(r#"{"sbx": "nope"}"#), canvas).unwrap_err();
         assert!(e.message().contains("nope"), "{e}");
+    }
+
+    fn colour(space: &str) -> Direct {
+        Direct::new(
+            Params::new(&format!(r#"{{"color_space": "{space}"}}"#)),
+            Canvas {
+                width: 3,
+                height: 2,
+                channels: 3,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_genome_from_pixels_renders_back_to_them() {
+        // Every byte value, gray and RGB: exactly the same bytes.
+        let d = gray(16, 16);
+        let pixels: Vec<f32> = (0..256).map(|p| p as f32).collect();
+        let g = d.genome_from_pixels(&pixels).unwrap();
+        let mut out = [0u8; 256];
+        d.render(&g, &mut out).unwrap();
+        assert!(out.iter().enumerate().all(|(i, &p)| p as usize == i));
+        let rgb = colour("rgb");
+        let pixels: Vec<f32> = (0..18).map(|i| (i * 15) as f32).collect();
+        let mut out = [0u8; 18];
+        rgb.render(&rgb.genome_from_pixels(&pixels).unwrap(), &mut out)
+            .unwrap();
+        assert_eq!(out.map(f32::from).as_slice(), pixels.as_slice());
+        // Real values truncate, out-of-range ones clamp, as the renderer reads genes.
+        let g = gray(2, 2)
+            .genome_from_pixels(&[12.7, -3.0, 300.0, 254.999])
+            .unwrap();
+        let mut out = [0u8; 4];
+        gray(2, 2).render(&g, &mut out).unwrap();
+        assert_eq!(out, [12, 0, 255, 254]);
+        assert_eq!(g.genes()[0], 12.7 / 255.0);
+    }
+
+    #[test]
+    fn the_pullback_scales_by_255_and_the_step_clamps() {
+        let d = gray(2, 2);
+        let g = Genome::new(vec![0.0, 0.5, 0.99, 1.0]);
+        let pulled = d.pullback(&g, &[1.0, -2.0, 0.5, 0.0]).unwrap();
+        assert_eq!(pulled, [255.0, -510.0, 127.5, 0.0]);
+        let moved = d.apply_step(&g, &[-0.1, 0.25, 0.1, -0.5]).unwrap();
+        assert_eq!(moved.genes(), [0.0, 0.75, 1.0, 0.5]);
+        let e = d.apply_step(&g, &[0.0; 3]).unwrap_err();
+        assert!(
+            e.message().contains("3 values") && !e.is_unsupported(),
+            "{e}"
+        );
+        let other = Genome::new(vec![0.5; 9]);
+        assert!(d.pullback(&other, &[0.0; 4]).is_err());
+        // The relaxed image 255 g: a step along the pull-back of dL/dp = 1 on one pixel
+        // raises that pixel by 255 times the step, as the chain rule says.
+        let step: Vec<f32> = pulled.iter().map(|v| v * 1e-4).collect();
+        let moved = d.apply_step(&g, &step).unwrap();
+        let rise = 255.0 * (moved.genes()[1] - g.genes()[1]);
+        assert!((rise - 255.0 * -510.0 * 1e-4).abs() < 1e-3, "{rise}");
+    }
+
+    #[test]
+    fn colour_spaces_other_than_rgb_answer_unsupported() {
+        for space in ["hsv", "hls-opencv"] {
+            let d = colour(space);
+            let g = d.random(&mut Rng::seed_from_u64(1));
+            let errors = [
+                d.genome_from_pixels(&[0.0; 18]).map(drop).unwrap_err(),
+                d.pullback(&g, &[0.0; 18]).map(drop).unwrap_err(),
+                d.apply_step(&g, &[0.0; 18]).map(drop).unwrap_err(),
+            ];
+            for e in errors {
+                assert!(
+                    e.is_unsupported()
+                        && e.message().contains(space)
+                        && e.message().contains("rgb"),
+                    "{e}"
+                );
+            }
+        }
     }
 
     #[test]

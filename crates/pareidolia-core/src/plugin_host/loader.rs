@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pareidolia_plugin::abi::{
-    ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL, EncodingVTable, FitnessVTable, KIND_ENCODING,
-    KIND_FITNESS, MAGIC, PluginDescriptor, StrRef,
+    ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL, ENCODING_VTABLE_SIZE_1_0, FitnessVTable,
+    KIND_ENCODING, KIND_FITNESS, MAGIC, PluginDescriptor, StrRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +52,8 @@ pub struct PluginInfo {
 pub struct PluginLibrary {
     descriptor: *const PluginDescriptor,
     info: PluginInfo,
+    /// The descriptor's `vtable_size`, checked to cover at least the ABI 1.0 table.
+    vtable_size: usize,
     // Dropped last: the descriptor and tables point into it.
     _library: libloading::Library,
 }
@@ -150,8 +152,10 @@ impl PluginLibrary {
         }
         // SAFETY: same major version, so the layout is this crate's `PluginDescriptor`.
         let d = unsafe { &*descriptor };
+        // The ABI 1.0 table is the least a plugin of major 1 has; the optional ABI 1.1 encoding
+        // operations beyond it are read only where `vtable_size` covers them.
         let (kind, needed) = match d.kind {
-            KIND_ENCODING => (PluginKind::Encoding, std::mem::size_of::<EncodingVTable>()),
+            KIND_ENCODING => (PluginKind::Encoding, ENCODING_VTABLE_SIZE_1_0),
             KIND_FITNESS => (PluginKind::Fitness, std::mem::size_of::<FitnessVTable>()),
             other => return Err(bad(&format!("unknown plugin kind {other}"))),
         };
@@ -177,6 +181,7 @@ impl PluginLibrary {
         Ok(Arc::new(Self {
             descriptor,
             info,
+            vtable_size: d.vtable_size,
             _library: library,
         }))
     }
@@ -198,6 +203,12 @@ impl PluginLibrary {
                 found: self.info.kind,
             })
         }
+    }
+
+    /// The descriptor's `vtable_size`: how much of the function table the plugin has (at
+    /// least its kind's ABI 1.0 table).
+    pub(super) fn vtable_size(&self) -> usize {
+        self.vtable_size
     }
 
     /// The function table; its type follows from the checked kind.

@@ -1,6 +1,8 @@
 //! The host side of the plugin boundary: finding plugin libraries, loading them with
 //! libloading, checking their descriptor (magic, ABI version, kind, table size) before any
-//! plugin code runs, and safe wrappers that call their function tables.
+//! plugin code runs, and safe wrappers that call their function tables. Plugins of ABI 1.0
+//! and 1.1 both load: the optional encoding operations of 1.1 are called only where the
+//! plugin's table has them, and refused otherwise with an [`OptionalCallError`].
 //!
 //! All `unsafe` of the host lives in this module. Every call goes through a host-owned
 //! [`sink::VecSink`], so plugins never hand the host memory to free, and every status code
@@ -11,7 +13,7 @@ mod fitness;
 mod loader;
 mod sink;
 
-pub use encoding::EncodingPlugin;
+pub use encoding::{EncodingPlugin, OptionalCallError, OptionalOperation};
 pub use fitness::FitnessPlugin;
 pub use loader::{
     PluginInfo, PluginKind, PluginLibrary, find_plugin, library_file_name, search_path,
