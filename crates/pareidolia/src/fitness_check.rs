@@ -165,13 +165,13 @@ struct Loaded {
 }
 
 /// The images a check runs on when none are given: the first held-out digit of each class
-/// (for a 28x28 gray input, where the repository's `data/mnist-5k` is found), then mid-grey,
+/// (for a 28x28 gray input, where `data/mnist-5k` is found as `train` finds it), then mid-grey,
 /// black, white, three noise images and vertical stripes.
 fn default_images(width: u32, height: u32, channels: u32) -> Vec<(String, Vec<u8>)> {
     let len = (width * height * channels) as usize;
     let mut images = Vec::new();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-5k");
     if (width, height, channels) == (28, 28, 1)
+        && let Ok(data) = crate::retrain::default_train_data()
         && let Ok(set) = LabelledImages::read(
             &data.join("t10k-images-idx3-ubyte.gz"),
             &data.join("t10k-labels-idx1-ubyte.gz"),

@@ -79,7 +79,7 @@ fn stop_flag() -> Result<StopHandle> {
 /// The MNIST digits LeNet was trained on, wherever the command runs from: the checkout this
 /// binary was built from, else an installed copy beside the executable. (`data/mnist-5k`
 /// relative to the working folder failed anywhere but the repository's root.)
-fn default_train_data() -> Result<PathBuf> {
+pub(crate) fn default_train_data() -> Result<PathBuf> {
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-5k");
     let installed = std::env::current_exe()
         .ok()
