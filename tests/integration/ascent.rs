@@ -207,7 +207,7 @@ fn gradient_ascent_configs_it_cannot_run_are_refused_clearly() {
                 t.set("encoding.plugin", "cppn");
                 t.take("encoding.params");
             }),
-            vec!["direct-encoding genomes", "color_space = \"rgb\""],
+            vec!["genome_from_pixels", "color_space = \"rgb\""],
         ),
         (
             "unknown preset",

@@ -345,5 +345,28 @@ fn a_plugin_built_against_the_abi_1_0_sdk_loads_runs_and_is_refused_the_new_oper
     success(Pareidolia::run().quiet().config(&config).out(&out).output());
     let summary = json(&out.join("summary.json"));
     assert_eq!(summary["encoding"]["name"], "stripes");
+    // Gradient ascent stores its images through `genome_from_pixels`: the old plugin is
+    // refused before the run starts, by name, and the run folder stays empty.
+    let mut ascent = read_toml(&root().join("configs/ascent/mnist-unregularised.toml"));
+    ascent.set("encoding.plugin", built.to_str().unwrap());
+    ascent.take("encoding.params");
+    let ascent_config = dir.join("ascent.toml");
+    write_toml(&ascent_config, &ascent);
+    let refused = dir.join("ascent-run");
+    clean_failure(
+        Pareidolia::run()
+            .config(&ascent_config)
+            .generations(2)
+            .out(&refused)
+            .output(),
+        &[
+            "gradient ascent",
+            "encoding plugin `stripes`",
+            "plugin ABI 1.0",
+            "`genome_from_pixels`",
+            "plugin = \"direct\"",
+        ],
+    );
+    assert!(!refused.join("config.toml").exists());
     std::fs::remove_dir_all(&outside).ok();
 }

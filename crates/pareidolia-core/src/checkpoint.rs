@@ -100,7 +100,7 @@ pub struct CheckpointMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reached: Option<StopReached>,
     /// A gradient-ascent run's images and records (absent for MAP-Elites). The champions
-    /// above are its best images, as direct-encoding genomes.
+    /// above are its best images, as genomes of the run's encoding (its `genome_from_pixels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ascent: Option<AscentMeta>,
     /// The generations after `generation` whose parents were drawn already (absent in older

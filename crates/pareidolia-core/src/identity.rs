@@ -172,6 +172,36 @@ pub enum IdentityMismatch {
 }
 
 impl RunIdentity {
+    /// A one-model identity for tests and examples, one class per label: model `m`
+    /// (sha256 `ab`, logits, on tract on the CPU, requested `auto`), encoding `direct` and
+    /// fitness `confidence` at 0.1.0, no run id, every class pushed. Tests change the fields
+    /// they are about.
+    pub fn sample(labels: &[&str]) -> RunIdentity {
+        RunIdentity {
+            models: vec![ModelIdentity {
+                name: "m".into(),
+                sha256: "ab".into(),
+                classes: labels.len(),
+                output: Some(OutputKind::Logits),
+                requested_backend: BackendChoice::Auto,
+                backend: Some("tract".into()),
+                device: Some("cpu".into()),
+                backend_selection: None,
+            }],
+            encoding: PluginSummary {
+                name: "direct".into(),
+                version: "0.1.0".into(),
+            },
+            fitness: PluginSummary {
+                name: "confidence".into(),
+                version: "0.1.0".into(),
+            },
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            run_id: None,
+            cells: None,
+        }
+    }
+
     /// The first model (every run has one).
     pub fn primary(&self) -> &ModelIdentity {
         &self.models[0]
@@ -291,31 +321,8 @@ impl RunIdentity {
 pub(crate) mod tests {
     use super::*;
 
-    /// A one-model identity for tests.
     pub(crate) fn sample() -> RunIdentity {
-        RunIdentity {
-            models: vec![ModelIdentity {
-                name: "m".into(),
-                sha256: "00".into(),
-                classes: 2,
-                output: Some(OutputKind::Logits),
-                requested_backend: BackendChoice::Auto,
-                backend: Some("tract".into()),
-                device: Some("cpu".into()),
-                backend_selection: None,
-            }],
-            encoding: PluginSummary {
-                name: "direct".into(),
-                version: "0.1.0".into(),
-            },
-            fitness: PluginSummary {
-                name: "confidence".into(),
-                version: "0.1.0".into(),
-            },
-            labels: vec!["zero".into(), "one".into()],
-            run_id: None,
-            cells: None,
-        }
+        RunIdentity::sample(&["zero", "one"])
     }
 
     #[test]
@@ -327,7 +334,7 @@ pub(crate) mod tests {
         let e = was
             .check_resume(&model, AllowedChanges::default())
             .unwrap_err();
-        assert!(e.to_string().contains("sha256 00 then, 11 now"), "{e}");
+        assert!(e.to_string().contains("sha256 ab then, 11 now"), "{e}");
         let allow_model = AllowedChanges {
             model: true,
             plugins: false,

@@ -6,7 +6,8 @@
 //! every class): it owns the images, so it is the run's one archive owner. It keeps its run
 //! in the same [`Ledger`] as the MAP-Elites archive actor (a step counts as a generation), so
 //! counters, checkpoint cadence, stop conditions, `history.csv` and [`Progress`] behave alike
-//! by construction. The champions are the best images so far, as direct-encoding genomes, so
+//! by construction. The champions are the best images so far, as genomes of the run's encoding
+//! (its `genome_from_pixels`, plugin ABI 1.1: the host never writes a genome format), so
 //! the gallery, the live gallery, `/status`, the metrics and `export` show them like evolved
 //! ones; a step rebuilds only the champions it improved. A request on the run's
 //! [`StopHandle`] ends it at the next step boundary with a final checkpoint, and a
@@ -28,7 +29,7 @@ use pareidolia_core::ascent::{
 use pareidolia_core::checkpoint::{AscentState, Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::summary::{AscentSummary, StageTimes};
-use pareidolia_core::{Archive, Champion, RunIdentity};
+use pareidolia_core::{Archive, Champion, EncodingPlugin, OptionalCallError, RunIdentity};
 use pareidolia_eval::{EvalError, InputSpec, PreparedModel};
 use pareidolia_grad::grad::{DifferentiableModel, Objective};
 use tokio::sync::watch;
@@ -127,37 +128,31 @@ impl GradientOracle for ModelOracle {
     }
 }
 
-/// Encodes pixels (`0..=255`) as a direct-encoding genome (format 1: a version byte, a
-/// little-endian `u32` gene count, then the genes `pixel / 255` as little-endian `f32`),
-/// which the direct plugin renders back to the pixels rounded to bytes.
-pub fn direct_genome(pixels: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + 4 * pixels.len());
-    out.push(1);
-    out.extend_from_slice(&(pixels.len() as u32).to_le_bytes());
-    for p in pixels {
-        out.extend_from_slice(&(p / 255.0).clamp(0.0, 1.0).to_le_bytes());
-    }
-    out
-}
-
-/// The archive a gradient-ascent state shows: one champion per class pushed, its best image.
-pub fn champions(tracks: &[Track], classes: usize) -> Vec<Option<Champion>> {
+/// The archive a gradient-ascent state shows: one champion per class pushed, its best image
+/// as a genome of the run's encoding (`genome_from_pixels`; the host never writes a genome).
+pub fn champions(
+    tracks: &[Track],
+    classes: usize,
+    encoding: &EncodingPlugin,
+) -> Result<Vec<Option<Champion>>, OptionalCallError> {
     let mut cells = vec![None; classes];
     for t in tracks {
-        cells[t.class] = champion(t);
+        cells[t.class] = champion(t, encoding)?;
     }
-    cells
+    Ok(cells)
 }
 
 /// A track's best image as a champion (`None` before its first step).
-fn champion(t: &Track) -> Option<Champion> {
-    let (_, step) = t.best?;
-    Some(Champion {
+fn champion(t: &Track, encoding: &EncodingPlugin) -> Result<Option<Champion>, OptionalCallError> {
+    let Some((_, step)) = t.best else {
+        return Ok(None);
+    };
+    Ok(Some(Champion {
         id: t.class as u64,
         generation: step,
-        genome: Arc::from(direct_genome(&t.best_pixels)),
+        genome: Arc::from(encoding.genome_from_pixels(&t.best_pixels)?),
         scores: Arc::from(t.best_probabilities.clone()),
-    })
+    }))
 }
 
 /// What [`run`] needs.
@@ -248,6 +243,8 @@ struct AscentLoop<'a> {
     ascent: Ascent,
     /// The best image of each class pushed, as a champion (`None` elsewhere).
     cells: Vec<Option<Champion>>,
+    /// The run's encoding, which turns the best images into genomes.
+    encoding: Arc<EncodingPlugin>,
     /// Champions replaced (or cells filled) so far.
     replacements: u64,
     archive: Archive,
@@ -302,7 +299,8 @@ impl<'a> AscentLoop<'a> {
         };
         let cadence = run_dir.as_ref().map(|_| Cadence::of(&config.checkpoint));
         let mut ledger = Ledger::new(ascent.recipe.steps, config.stop.clone(), cadence);
-        let cells = champions(&ascent.tracks, classes);
+        let cells = champions(&ascent.tracks, classes, &setup.encoding)
+            .map_err(|e| ascent_error(ascent.step, e))?;
         let archive = archive_of(&identity, cells.clone(), replacements);
         if let Some(c) = resume {
             ledger.resume(c, &archive);
@@ -326,6 +324,7 @@ impl<'a> AscentLoop<'a> {
             store: run_dir.map(|d| CheckpointStore::new(&d, config.checkpoint.keep)),
             ascent,
             cells,
+            encoding: Arc::clone(&setup.encoding),
             replacements,
             archive,
             ledger,
@@ -353,7 +352,8 @@ impl<'a> AscentLoop<'a> {
         for (t, b) in self.ascent.tracks.iter().zip(&before) {
             if t.best != *b {
                 self.replacements += 1;
-                self.cells[t.class] = champion(t);
+                self.cells[t.class] =
+                    champion(t, &self.encoding).map_err(|e| ascent_error(self.ascent.step, e))?;
             }
         }
         self.evaluated += images;
@@ -472,18 +472,6 @@ fn score_bytes(
 mod tests {
     use super::*;
     use pareidolia_eval::{Manifest, MeanImage};
-
-    #[test]
-    fn a_direct_genome_of_pixels_is_format_one_with_genes_in_unit_range() {
-        let g = direct_genome(&[0.0, 255.0, 127.5, 300.0]);
-        assert_eq!(g[0], 1);
-        assert_eq!(u32::from_le_bytes(g[1..5].try_into().unwrap()), 4);
-        let genes: Vec<f32> = g[5..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        assert_eq!(genes, [0.0, 1.0, 0.5, 1.0]);
-    }
 
     #[test]
     fn the_pixel_mean_is_where_the_normalised_input_is_zero() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
-use pareidolia_core::{EncodingPlugin, RunIdentity, SearchKind};
+use pareidolia_core::{EncodingPlugin, OptionalOperation, RunIdentity, SearchKind};
 use pareidolia_eval::PreparedModel;
 use pareidolia_grad::grad::{CpuGradient, DifferentiableModel, GradientBackend, Objective};
 use ractor::{Actor, ActorRef};
@@ -489,28 +489,39 @@ async fn drain_metrics(actor: Option<MetricsHandle>) {
 }
 
 /// The differentiable model of a gradient-ascent run, after checking what the search needs:
-/// one model whose graph can be differentiated, and the direct encoding in a
-/// colour space that stores pixels as they are (the best images are direct genomes).
+/// one model whose graph can be differentiated, and an encoding that stores pixels as they
+/// are (the best images become genomes through the encoding's `genome_from_pixels`, plugin
+/// ABI 1.1, and must render back to those pixels).
 fn prepare_gradient(setup: &Setup) -> Result<Box<dyn DifferentiableModel>, SetupError> {
     let m = setup.model();
     let search = |message: String| SetupError::Search { message };
-    // The encoding must render a direct genome of pixels back to those pixels (rounded down).
+    let encoding = &setup.config.encoding.plugin;
+    let advice = "use [encoding] plugin = \"direct\" with [encoding.params] color_space = \"rgb\"";
+    setup
+        .encoding
+        .check_offers(OptionalOperation::GenomeFromPixels)
+        .map_err(|e| {
+            search(format!(
+                "gradient ascent keeps its best images as genomes of the run's encoding, made from pixels: {e}; {advice}"
+            ))
+        })?;
+    // The encoding must render a genome made from pixels back to those pixels (rounded down).
     let probe: Vec<f32> = (0..setup.encoding.image_len())
         .map(|i| ((i * 37) % 256) as f32)
         .collect();
     let mut rendered = vec![0u8; probe.len()];
     let renders = setup
         .encoding
-        .render(&crate::ascent::direct_genome(&probe), &mut rendered)
-        .is_ok()
+        .genome_from_pixels(&probe)
+        .ok()
+        .is_some_and(|genome| setup.encoding.render(&genome, &mut rendered).is_ok())
         && rendered
             .iter()
             .zip(&probe)
             .all(|(r, p)| (f32::from(*r) - p).abs() <= 1.0);
     if !renders {
         return Err(search(format!(
-            "gradient ascent keeps its images as direct-encoding genomes, but the encoding `{}` does not render them back as pixels; use [encoding] plugin = \"direct\" with [encoding.params] color_space = \"rgb\"",
-            setup.config.encoding.plugin
+            "gradient ascent keeps its best images as genomes of the run's encoding, but the encoding `{encoding}` does not render a genome made from pixels back as those pixels; {advice}"
         )));
     }
     let model = CpuGradient::default().prepare(&m.model, m.view)?;

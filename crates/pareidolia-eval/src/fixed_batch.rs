@@ -80,7 +80,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::{Manifest, Model};
+    use crate::{Model, OutputKind};
 
     /// Accepts only batches of one 2-byte image; answers `[first byte, second byte]`.
     struct OnlyOne {
@@ -109,30 +109,7 @@ mod tests {
     }
 
     fn model() -> Model {
-        let manifest = r#"
-            name = "tiny"
-            onnx = "tiny.onnx"
-            sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
-            labels = "labels.txt"
-            output = "logits"
-            [input]
-            name = "x"
-            layout = "NCHW"
-            channels = 1
-            height = 1
-            width = 2
-            color = "gray"
-            range = [0.0, 255.0]
-            mean = [0.0]
-            std = [1.0]
-        "#;
-        Model {
-            manifest: Manifest::parse(manifest, "tiny/manifest.toml".as_ref()).unwrap(),
-            onnx: Arc::from(&[][..]),
-            onnx_path: "tiny/tiny.onnx".into(),
-            sha256: "0".repeat(64),
-            labels: vec!["a".into(), "b".into()],
-        }
+        Model::tiny(Vec::new(), (2, 1), 255.0, OutputKind::Logits, &["a", "b"])
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::{EvalError, Manifest, builtin};
+use crate::{EvalError, Manifest, OutputKind, builtin};
 
 /// Where a model comes from: a manifest on disk, or one built into the binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,46 @@ impl Model {
                 let labels = String::from_utf8_lossy(&labels).into_owned();
                 Self::assemble(manifest, onnx, onnx_path, &labels)
             }
+        }
+    }
+
+    /// A small one-channel model held in memory, for tests and examples: `onnx` reads an
+    /// input `x` (`NCHW`, gray, `width` x `height`, pixels scaled to `0..=range_max`, mean 0,
+    /// std 1) and gives `output` over one class per label; no file is read and the sha256 is
+    /// the bytes' own.
+    pub fn tiny(
+        onnx: Vec<u8>,
+        (width, height): (u32, u32),
+        range_max: f32,
+        output: OutputKind,
+        labels: &[&str],
+    ) -> Model {
+        let output = output.as_str();
+        let manifest = format!(
+            r#"
+            name = "tiny"
+            onnx = "tiny.onnx"
+            labels = "labels.txt"
+            output = "{output}"
+            [input]
+            name = "x"
+            layout = "NCHW"
+            channels = 1
+            height = {height}
+            width = {width}
+            color = "gray"
+            range = [0.0, {range_max:?}]
+            mean = [0.0]
+            std = [1.0]
+            "#
+        );
+        Model {
+            manifest: Manifest::parse(&manifest, "tiny/manifest.toml".as_ref())
+                .expect("the tiny manifest is valid"),
+            sha256: sha256_hex(&onnx),
+            onnx: onnx.into(),
+            onnx_path: "tiny/tiny.onnx".into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
         }
     }
 

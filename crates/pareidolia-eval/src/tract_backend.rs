@@ -344,7 +344,7 @@ impl TractModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Backend, Manifest};
+    use crate::{Backend, OutputKind};
 
     /// Protobuf wire format, just enough to write a tiny ONNX model.
     fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -432,30 +432,13 @@ mod tests {
     }
 
     fn tiny_model(onnx: Vec<u8>) -> Model {
-        let manifest = r#"
-            name = "tiny"
-            onnx = "tiny.onnx"
-            sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
-            labels = "labels.txt"
-            output = "probabilities"
-            [input]
-            name = "x"
-            layout = "NCHW"
-            channels = 1
-            height = 2
-            width = 2
-            color = "gray"
-            range = [0.0, 255.0]
-            mean = [0.0]
-            std = [1.0]
-        "#;
-        Model {
-            manifest: Manifest::parse(manifest, "tiny/manifest.toml".as_ref()).unwrap(),
-            sha256: crate::sha256_hex(&onnx),
-            onnx: onnx.into(),
-            onnx_path: "tiny/tiny.onnx".into(),
-            labels: ["a", "b", "c", "d"].map(String::from).to_vec(),
-        }
+        Model::tiny(
+            onnx,
+            (2, 2),
+            255.0,
+            OutputKind::Probabilities,
+            &["a", "b", "c", "d"],
+        )
     }
 
     #[test]

@@ -1116,33 +1116,12 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pareidolia_core::summary::PluginSummary;
-    use pareidolia_core::{ModelIdentity, OutputKind};
 
     fn identity() -> RunIdentity {
-        RunIdentity {
-            models: vec![ModelIdentity {
-                name: "lenet".into(),
-                sha256: "aa".into(),
-                classes: 10,
-                output: Some(OutputKind::Probabilities),
-                requested_backend: BackendChoice::Tract,
-                backend: Some("tract".into()),
-                device: Some("cpu".into()),
-                backend_selection: None,
-            }],
-            encoding: PluginSummary {
-                name: "direct".into(),
-                version: "0.1.0".into(),
-            },
-            fitness: PluginSummary {
-                name: "confidence".into(),
-                version: "0.1.0".into(),
-            },
-            labels: vec!["0".into(); 10],
-            run_id: Some("r".into()),
-            cells: None,
-        }
+        let mut identity = RunIdentity::sample(&["0"; 10]);
+        identity.models[0].requested_backend = BackendChoice::Tract;
+        identity.run_id = Some("r".into());
+        identity
     }
 
     #[test]
@@ -1156,7 +1135,7 @@ mod tests {
         let mut model = run.clone();
         model.models[0].sha256 = "bb".into();
         let e = identity_difference(&run, &model).unwrap();
-        assert!(e.contains("sha256 aa") && e.contains("sha256 bb"), "{e}");
+        assert!(e.contains("sha256 ab") && e.contains("sha256 bb"), "{e}");
         let mut plugin = run.clone();
         plugin.fitness.version = "0.2.0".into();
         let e = identity_difference(&run, &plugin).unwrap();

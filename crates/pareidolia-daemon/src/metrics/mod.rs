@@ -568,31 +568,7 @@ mod tests {
     use super::*;
 
     fn identity() -> RunIdentity {
-        use pareidolia_core::summary::PluginSummary;
-        use pareidolia_core::{BackendChoice, ModelIdentity, OutputKind};
-        RunIdentity {
-            models: vec![ModelIdentity {
-                name: "m".into(),
-                sha256: "ab".into(),
-                classes: 2,
-                output: Some(OutputKind::Logits),
-                requested_backend: BackendChoice::Auto,
-                backend: Some("tract".into()),
-                device: Some("cpu".into()),
-                backend_selection: None,
-            }],
-            encoding: PluginSummary {
-                name: "direct".into(),
-                version: "1.0.0".into(),
-            },
-            fitness: PluginSummary {
-                name: "confidence".into(),
-                version: "1.0.0".into(),
-            },
-            labels: vec!["zero".into(), "one".into()],
-            run_id: None,
-            cells: None,
-        }
+        RunIdentity::sample(&["zero", "one"])
     }
 
     fn policy() -> CheckpointPolicy {

@@ -408,8 +408,7 @@ async fn champion_png(
 mod tests {
     use axum::body::{Body, to_bytes};
     use axum::http::{Method, Request};
-    use pareidolia_core::summary::PluginSummary;
-    use pareidolia_core::{BackendChoice, Champion, ModelIdentity, OutputKind};
+    use pareidolia_core::Champion;
     use tower::ServiceExt as _;
 
     use super::*;
@@ -433,29 +432,11 @@ mod tests {
     }
 
     fn identity(classes: usize) -> RunIdentity {
-        RunIdentity {
-            models: vec![ModelIdentity {
-                name: "m".into(),
-                sha256: "ab".into(),
-                classes,
-                output: Some(OutputKind::Logits),
-                requested_backend: BackendChoice::Auto,
-                backend: Some("tract".into()),
-                device: Some("cpu".into()),
-                backend_selection: Some("cuda refused".into()),
-            }],
-            encoding: PluginSummary {
-                name: "direct".into(),
-                version: "0.1.0".into(),
-            },
-            fitness: PluginSummary {
-                name: "confidence".into(),
-                version: "0.1.0".into(),
-            },
-            labels: (0..classes).map(|c| format!("label{c}")).collect(),
-            run_id: None,
-            cells: None,
-        }
+        let labels: Vec<String> = (0..classes).map(|c| format!("label{c}")).collect();
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let mut identity = RunIdentity::sample(&labels);
+        identity.models[0].backend_selection = Some("cuda refused".into());
+        identity
     }
 
     fn champion(id: u64, genome: &[u8], scores: &[f32]) -> Option<Champion> {

@@ -551,7 +551,7 @@ impl DifferentiableModel for CpuModel<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pareidolia_eval::{Manifest, TractBackend};
+    use pareidolia_eval::{OutputKind, TractBackend};
     use prost::Message;
     use tract_onnx::pb;
 
@@ -644,29 +644,7 @@ mod tests {
     }
 
     fn tiny_model(onnx: Vec<u8>) -> Model {
-        let manifest = r#"
-            name = "tiny"
-            onnx = "tiny.onnx"
-            labels = "labels.txt"
-            output = "logits"
-            [input]
-            name = "x"
-            layout = "NCHW"
-            channels = 1
-            height = 2
-            width = 2
-            color = "gray"
-            range = [0.0, 1.0]
-            mean = [0.0]
-            std = [1.0]
-        "#;
-        Model {
-            manifest: Manifest::parse(manifest, "tiny/manifest.toml".as_ref()).unwrap(),
-            sha256: pareidolia_eval::sha256_hex(&onnx),
-            onnx: onnx.into(),
-            onnx_path: "tiny/tiny.onnx".into(),
-            labels: ["a", "b", "c"].map(String::from).to_vec(),
-        }
+        Model::tiny(onnx, (2, 2), 1.0, OutputKind::Logits, &["a", "b", "c"])
     }
 
     fn identity_view(model: &Model) -> ViewSpec {
