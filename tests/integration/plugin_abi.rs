@@ -4,13 +4,11 @@
 //! 1.0 SDK (tests/fixtures/pareidolia-plugin-abi-1.0), which loads, runs and is refused the
 //! new operations with a message naming it and what it lacks.
 
-use std::process::Command;
-
 use pareidolia_core::plugin_host::{OptionalOperation, PluginLibrary};
 use pareidolia_core::{EncodingPlugin, OptionalCallError};
 use pareidolia_plugin::abi::CanvasSpec;
 
-use crate::template::copy_dir;
+use crate::template::build_outside;
 use crate::util::*;
 
 fn encoding(
@@ -255,38 +253,14 @@ fn a_plugin_built_against_the_abi_1_0_sdk_loads_runs_and_is_refused_the_new_oper
     if outside.exists() {
         std::fs::remove_dir_all(&outside).unwrap();
     }
-    copy_dir(
+    let built = build_outside(
+        &outside,
         &root().join("tests/fixtures/pareidolia-plugin-abi-1.0"),
-        &outside.join("pareidolia-plugin"),
+        "template-encoding",
+        "old-stripes",
+        &[],
+        "abi10-template-target",
     );
-    let crate_dir = outside.join("old-stripes");
-    copy_dir(&root().join("plugins/template-encoding"), &crate_dir);
-    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml"))
-        .unwrap()
-        .replace(
-            "name = \"pareidolia-encoding-template\"",
-            "name = \"old-stripes\"",
-        )
-        .replace(
-            "path = \"../../crates/pareidolia-plugin\"",
-            "path = \"../pareidolia-plugin\"",
-        );
-    assert!(manifest.contains("path = \"../pareidolia-plugin\""));
-    std::fs::write(crate_dir.join("Cargo.toml"), manifest).unwrap();
-    std::fs::copy(root().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
-    let target = artifacts().join("test-tmp").join("abi10-template-target");
-    let output = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--offline", "--quiet"])
-        .current_dir(&crate_dir)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the template does not build against the ABI 1.0 SDK:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let built = target.join("release/libold_stripes.so");
 
     let lib = PluginLibrary::open(&built).unwrap();
     assert_eq!(

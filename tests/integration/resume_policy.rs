@@ -331,3 +331,85 @@ fn a_resume_that_cannot_start_leaves_the_config_as_it_was() {
     assert!(after.contains("backend = \"ort-cpu\""), "{after}");
     assert!(after.contains("generations = 9"), "{after}");
 }
+
+/// A run folder carried to another checkout with its config: the paths the run's own config
+/// names (relative to where it ran) no longer resolve, so `export` and `transfer` say so and
+/// how to go on; with `--config` (the run's config at its new place) they work, and a config
+/// of another run is refused, naming what differs.
+#[test]
+fn export_and_transfer_of_a_moved_run_take_its_config_at_the_new_place() {
+    let dir = temp_dir("moved-run");
+    let checkout = |name: &str| {
+        let tree = dir.join(name);
+        crate::template::copy_dir(
+            &root().join("models/lenet-mnist"),
+            &tree.join("models/lenet-mnist"),
+        );
+        let config = config_in(&tree, "configs", |t| {
+            t.set("generations", 2)
+                .set("model.manifest", "../models/lenet-mnist/manifest.toml");
+        });
+        (tree, config)
+    };
+    let (first, _) = checkout("first");
+    let config_first = first.join("configs/config.toml");
+    let run = first.join("run");
+    success(
+        Pareidolia::run()
+            .quiet()
+            .config(&config_first)
+            .out(&run)
+            .output(),
+    );
+    // Carried to a second checkout; the first is gone.
+    let (second, config_second) = checkout("second");
+    let moved = second.join("run");
+    std::fs::rename(&run, &moved).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+
+    let export = |extra: &[&str], out: &str| {
+        let out = dir.join(out);
+        let mut args = vec![
+            "export",
+            moved.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (pareidolia(&args), out)
+    };
+    let (refused, _) = export(&[], "export-refused");
+    clean_failure(
+        refused,
+        &["cannot load the run's model", "moved", "--config FILE"],
+    );
+    let (ok, out) = export(&["--config", config_second.to_str().unwrap()], "export");
+    success(ok);
+    let exported = json(&out.join("summary.json"));
+    assert_eq!(exported["generations"], 2);
+    assert_eq!(
+        exported["classes"],
+        json(&moved.join("summary.json"))["classes"]
+    );
+    let transfer = dir.join("transfer");
+    let stdout = success(pareidolia(&[
+        "transfer",
+        moved.to_str().unwrap(),
+        "--config",
+        config_second.to_str().unwrap(),
+        "--model",
+        "builtin:lenet-mnist",
+        "--out",
+        transfer.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("lenet-mnist"), "{stdout}");
+    assert!(transfer.join("transfer.csv").is_file());
+    // Another run's config (another seed) is refused, by key.
+    let other = config_in(&second, "other", |t| {
+        t.set("generations", 2)
+            .set("seed", 7)
+            .set("model.manifest", "../models/lenet-mnist/manifest.toml");
+    });
+    let (refused, _) = export(&["--config", other.to_str().unwrap()], "export-other");
+    clean_failure(refused, &["is not the config of the run", "`seed`"]);
+}

@@ -19,6 +19,67 @@ pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Builds a template plugin as a user outside this repository would: the SDK (`sdk`, a folder
+/// with `Cargo.toml` and `src/`) copied to `outside/pareidolia-plugin`, the template
+/// (`plugins/TEMPLATE`) to `outside/CRATE` with its package renamed and its SDK path pointed at
+/// the copy, `edits` applied to its `src/lib.rs`, the workspace's lock file beside it; built
+/// offline into a target folder kept between test runs (`test-tmp/TARGET`). Returns the
+/// library.
+pub(crate) fn build_outside(
+    outside: &std::path::Path,
+    sdk: &std::path::Path,
+    template: &str,
+    crate_name: &str,
+    edits: &[(&str, &str)],
+    target: &str,
+) -> std::path::PathBuf {
+    let sdk_copy = outside.join("pareidolia-plugin");
+    copy_dir(&sdk.join("src"), &sdk_copy.join("src"));
+    std::fs::copy(sdk.join("Cargo.toml"), sdk_copy.join("Cargo.toml")).unwrap();
+    let crate_dir = outside.join(crate_name);
+    copy_dir(&root().join("plugins").join(template), &crate_dir);
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    let package = format!("name = \"pareidolia-{}\"", template_package(template));
+    assert!(manifest.contains(&package), "{template}: no {package}");
+    let manifest = manifest
+        .replace(&package, &format!("name = \"{crate_name}\""))
+        .replace(
+            "path = \"../../crates/pareidolia-plugin\"",
+            "path = \"../pareidolia-plugin\"",
+        );
+    assert!(manifest.contains("path = \"../pareidolia-plugin\""));
+    std::fs::write(crate_dir.join("Cargo.toml"), manifest).unwrap();
+    let mut lib = std::fs::read_to_string(crate_dir.join("src/lib.rs")).unwrap();
+    for (from, to) in edits {
+        assert!(lib.contains(from), "{template}: no {from} in src/lib.rs");
+        lib = lib.replace(from, to);
+    }
+    std::fs::write(crate_dir.join("src/lib.rs"), lib).unwrap();
+    std::fs::copy(root().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let target = artifacts().join("test-tmp").join(target);
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--offline", "--quiet"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{template} does not build outside the repository against {}:\n{}",
+        sdk.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target
+        .join("release")
+        .join(format!("lib{}.so", crate_name.replace('-', "_")))
+}
+
+/// `template-encoding` is the package `pareidolia-encoding-template`, and so on.
+fn template_package(template: &str) -> String {
+    let kind = template.trim_start_matches("template-");
+    format!("{kind}-template")
+}
+
 #[test]
 fn the_template_copied_renamed_and_built_is_a_working_plugin() {
     let dir = temp_dir("template");
@@ -113,48 +174,14 @@ fn the_fitness_template_and_the_sdk_copied_outside_the_repository_build_and_run(
     if outside.exists() {
         std::fs::remove_dir_all(&outside).unwrap();
     }
-    let sdk = outside.join("pareidolia-plugin");
-    copy_dir(
-        &root().join("crates/pareidolia-plugin/src"),
-        &sdk.join("src"),
+    let built = build_outside(
+        &outside,
+        &root().join("crates/pareidolia-plugin"),
+        "template-fitness",
+        "my-fitness",
+        &[("name = \"tempered\"", "name = \"my-tempered\"")],
+        "fitness-template-target",
     );
-    std::fs::copy(
-        root().join("crates/pareidolia-plugin/Cargo.toml"),
-        sdk.join("Cargo.toml"),
-    )
-    .unwrap();
-    let crate_dir = outside.join("my-fitness");
-    copy_dir(&root().join("plugins/template-fitness"), &crate_dir);
-    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml"))
-        .unwrap()
-        .replace(
-            "name = \"pareidolia-fitness-template\"",
-            "name = \"my-fitness\"",
-        )
-        .replace(
-            "path = \"../../crates/pareidolia-plugin\"",
-            "path = \"../pareidolia-plugin\"",
-        );
-    assert!(manifest.contains("path = \"../pareidolia-plugin\""));
-    std::fs::write(crate_dir.join("Cargo.toml"), manifest).unwrap();
-    let lib = std::fs::read_to_string(crate_dir.join("src/lib.rs"))
-        .unwrap()
-        .replace("name = \"tempered\"", "name = \"my-tempered\"");
-    std::fs::write(crate_dir.join("src/lib.rs"), lib).unwrap();
-    std::fs::copy(root().join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
-    let target = artifacts().join("test-tmp").join("fitness-template-target");
-    let output = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--offline", "--quiet"])
-        .current_dir(&crate_dir)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the copied fitness template does not build outside the repository:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let built = target.join("release/libmy_fitness.so");
     let check = success(pareidolia(&[
         "plugins",
         "check",

@@ -21,7 +21,7 @@
 //! [`service::signals`] (which uses nothing of this crate). No module of the crate uses one
 //! that uses it back.
 //!
-//! The paper's experiments built on the searches (transfer, retraining) are in the
+//! The paper's experiments built on the searches (transfer, retraining, audit) are in the
 //! `pareidolia-experiments` crate.
 #![deny(missing_docs)]
 

@@ -18,7 +18,7 @@ use pareidolia_eval::{
     Model, ModelRef, OutputKind, PreparedModel, View, ViewSpec, backend_for, check_output,
     prepare_viewed,
 };
-use pareidolia_grad::LabelledImages;
+use pareidolia_grad::read_held_out;
 use pareidolia_plugin::softmax;
 
 use crate::cli::ClassifyArgs;
@@ -213,162 +213,9 @@ pub fn classify(args: ClassifyArgs) -> Result<()> {
     Ok(())
 }
 
-/// Labelled images: pixels back to back (the model's input size and channels) and one class
-/// per image.
-struct Labelled {
-    what: String,
-    pixels: Vec<u8>,
-    labels: Vec<usize>,
-}
-
-/// The IDX pair of `split` (`t10k` or `train`) in `dir`, if both files are there.
-fn idx_pair(dir: &Path, split: &str) -> Option<(PathBuf, PathBuf)> {
-    let find = |kind: &str, ranks: &[&str]| {
-        ranks.iter().find_map(|rank| {
-            [".gz", ""].iter().find_map(|ext| {
-                let p = dir.join(format!("{split}-{kind}-{rank}-ubyte{ext}"));
-                p.is_file().then_some(p)
-            })
-        })
-    };
-    Some((
-        find("images", &["idx3", "idx4"])?,
-        find("labels", &["idx1"])?,
-    ))
-}
-
-/// Reads `dir`: an IDX set (its `t10k-*` pair, else its `train-*` pair) or one folder of PNG
-/// files per class, named by class index or by label.
-fn read_labelled(dir: &Path, model: &Model) -> Result<Labelled> {
-    let input = &model.manifest.input;
-    let classes = model.classes();
-    if !dir.is_dir() {
-        bail!(
-            "--data {} is not a folder; give a folder with an IDX pair (t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], or train-*) or one folder of PNG files per class",
-            dir.display()
-        );
-    }
-    if let Some((images, labels)) = idx_pair(dir, "t10k").or_else(|| idx_pair(dir, "train")) {
-        let set = LabelledImages::read(&images, &labels)?;
-        if (set.width, set.height, set.channels) != (input.width, input.height, input.channels) {
-            bail!(
-                "{} holds {} images, but model {} takes {}x{}x{}; give images of the model's input size",
-                images.display(),
-                set.shape_text(),
-                model.name(),
-                input.width,
-                input.height,
-                input.channels
-            );
-        }
-        let labels: Vec<usize> = set.labels().iter().map(|&l| usize::from(l)).collect();
-        if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
-            bail!(
-                "{}: image {i} has label {l}, but model {} has {classes} classes (0 to {})",
-                labels_display(&set),
-                model.name(),
-                classes - 1
-            );
-        }
-        return Ok(Labelled {
-            what: format!("{} ({} images)", images.display(), set.len()),
-            pixels: set.pixels().to_vec(),
-            labels,
-        });
-    }
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read --data folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    folders.sort();
-    if folders.is_empty() {
-        bail!(
-            "--data {} holds neither an IDX pair (t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], or train-*) nor class folders of PNG files",
-            dir.display()
-        );
-    }
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
-    for folder in &folders {
-        let name = folder
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let class = match name.parse::<usize>() {
-            Ok(c) if c < classes => c,
-            _ => match model.labels.iter().position(|l| *l == name) {
-                Some(c) => c,
-                None => bail!(
-                    "--data folder {} is neither a class index below {classes} nor a label of model {} (labels: {}); name each class folder by index or label",
-                    folder.display(),
-                    model.name(),
-                    abbreviated(&model.labels)
-                ),
-            },
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
-            .with_context(|| format!("cannot read {}", folder.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-            .collect();
-        files.sort();
-        for file in files {
-            let image = read_png(&file)?.to_channels(input.channels);
-            if (image.width, image.height) != (input.width, input.height) {
-                bail!(
-                    "{} is {}x{} pixels, but model {} takes {}x{}; give images of the model's input size",
-                    file.display(),
-                    image.width,
-                    image.height,
-                    model.name(),
-                    input.width,
-                    input.height
-                );
-            }
-            pixels.extend_from_slice(&image.pixels);
-            labels.push(class);
-        }
-    }
-    if labels.is_empty() {
-        bail!(
-            "--data {}: its class folders hold no PNG files",
-            dir.display()
-        );
-    }
-    Ok(Labelled {
-        what: format!(
-            "{} ({} images in {} class folders)",
-            dir.display(),
-            labels.len(),
-            folders.len()
-        ),
-        pixels,
-        labels,
-    })
-}
-
-fn labels_display(set: &LabelledImages) -> String {
-    set.labels_path.display().to_string()
-}
-
-fn abbreviated(labels: &[String]) -> String {
-    let mut text = labels
-        .iter()
-        .take(10)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if labels.len() > 10 {
-        text.push_str(&format!(", ... ({} in all)", labels.len()));
-    }
-    text
-}
-
-/// `classify --data`: top-1 and top-5 accuracy, overall and per class.
 fn accuracy(args: &ClassifyArgs, chosen: &Chosen, dir: &Path) -> Result<()> {
     let model = &chosen.model;
-    let set = read_labelled(dir, model)?;
+    let set = read_held_out(dir, model).map_err(anyhow::Error::msg)?;
     let view = ViewSpec::identity(model);
     let view = ViewSpec {
         view: chosen.view,

@@ -237,6 +237,12 @@ pub struct MontageArgs {
 pub struct TransferArgs {
     /// The run folder.
     pub run_dir: PathBuf,
+    /// The run's config at its new place, when the run folder was moved from where it ran
+    /// (another checkout or machine) and the paths its own config names no longer resolve;
+    /// it must be the same run (seed, models, encoding, fitness: what `resume --config`
+    /// checks).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// A target model: a manifest.toml path or `builtin:NAME` (repeat for several). Each
     /// must have the run's classes (the same labels) unless --class-map or --ignore-labels
     /// says how its classes answer for the run's; it sees the champions at the run's canvas
@@ -423,6 +429,12 @@ pub struct StatusArgs {
 pub struct ExportArgs {
     /// The run folder.
     pub run_dir: PathBuf,
+    /// The run's config at its new place, when the run folder was moved from where it ran
+    /// (another checkout or machine) and the paths its own config names no longer resolve;
+    /// it must be the same run (seed, models, encoding, fitness: what `resume --config`
+    /// checks).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where to write the export (created; must be empty).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use pareidolia_core::RunIdentity;
 use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
+use pareidolia_core::{RunConfig, RunIdentity, resume};
 use pareidolia_daemon::run::folder;
 use pareidolia_daemon::{RunOutcome, Setup};
 
@@ -24,14 +24,42 @@ pub(crate) struct StoredRun {
 }
 
 /// Opens a run folder's newest valid checkpoint (warning about damaged newer ones) and
-/// loads what it names.
-pub(crate) fn open_run(run_dir: &Path) -> Result<StoredRun> {
+/// loads what it names: as the run's own config names it, or, with `config` (`--config`),
+/// as that file names it, after checking that it is the same run (what `resume --config`
+/// checks: a run folder moved to another checkout, whose relative model paths no longer
+/// resolve from where the run was started).
+pub(crate) fn open_run(run_dir: &Path, config: Option<&Path>) -> Result<StoredRun> {
     let (checkpoint, path, skipped) = CheckpointStore::new(run_dir, 1).load_newest()?;
     for (bad, why) in &skipped {
         tracing::warn!(checkpoint = %bad.display(), reason = %why, "skipping a damaged checkpoint");
     }
-    let setup =
-        Setup::load(checkpoint.config()).context("cannot load the run's model and plugins")?;
+    let run_config = checkpoint.config();
+    let setup = match config {
+        Some(file) => {
+            let new = RunConfig::from_file(file)?;
+            let (config, _) =
+                resume::continue_with(&run_config, &new, &file.display().to_string())
+                    .with_context(|| {
+                        format!(
+                            "--config {} is not the config of the run in {}",
+                            file.display(),
+                            run_dir.display()
+                        )
+                    })?;
+            Setup::load(config).with_context(|| {
+                format!(
+                    "cannot load the run's model and plugins as {} names them",
+                    file.display()
+                )
+            })?
+        }
+        None => Setup::load(run_config).with_context(|| {
+            format!(
+                "cannot load the run's model and plugins (its config names them relative to {}); if the run folder was moved from where it ran, give the run's config at its new place with --config FILE (e.g. the configs/ file it was started with)",
+                checkpoint.config().base_dir.display()
+            )
+        })?,
+    };
     let mut identity = checkpoint.meta.identity.clone();
     identity.fill_unrecorded(&setup.identity());
     Ok(StoredRun {
@@ -55,7 +83,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
         path,
         setup,
         identity,
-    } = open_run(&args.run_dir)?;
+    } = open_run(&args.run_dir, args.config.as_deref())?;
     let outcome = RunOutcome::from_checkpoint(&checkpoint, path.clone());
     let summary = folder::write(
         &args.out,

@@ -19,7 +19,7 @@ pub fn transfer(args: TransferArgs) -> Result<()> {
         path,
         setup,
         identity,
-    } = open_run(&args.run_dir)?;
+    } = open_run(&args.run_dir, args.config.as_deref())?;
     let specs: Vec<TargetSpec> = args
         .models
         .iter()

@@ -13,14 +13,14 @@
 //! Also here: [`Scorer`], a model prepared on tract at its own input size, which the audit
 //! uses for every score it takes from PNG files (held-out data, rescored champions, transfer).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pareidolia_core::image_io::read_png;
 use pareidolia_eval::{
     BackendChoice, Model, ModelRef, OutputKind, PreparedModel, ViewSpec, backend_for, check_output,
     prepare_viewed,
 };
-use pareidolia_grad::LabelledImages;
+use pareidolia_grad::{HeldOut, HeldOutLayout, read_held_out};
 use pareidolia_plugin::softmax;
 use serde::{Deserialize, Serialize};
 
@@ -125,151 +125,28 @@ pub fn to_probabilities(raw: &[f32], classes: usize, kind: OutputKind) -> Vec<f3
 }
 
 /// Labelled images read from `--data`.
-#[derive(Debug, Clone)]
-pub struct Labelled {
-    /// What was read, for the report.
-    pub what: String,
-    /// Images back to back at the model's input size and channels.
-    pub pixels: Vec<u8>,
-    /// One class per image.
-    pub labels: Vec<usize>,
-}
+pub type Labelled = HeldOut;
 
-/// The IDX pair of `split` in `dir`, if both files are there.
-fn idx_pair(dir: &Path, split: &str) -> Option<(PathBuf, PathBuf)> {
-    let find = |kind: &str, ranks: &[&str]| {
-        ranks.iter().find_map(|rank| {
-            [".gz", ""].iter().find_map(|ext| {
-                let p = dir.join(format!("{split}-{kind}-{rank}-ubyte{ext}"));
-                p.is_file().then_some(p)
-            })
-        })
-    };
-    Some((
-        find("images", &["idx3", "idx4"])?,
-        find("labels", &["idx1"])?,
-    ))
-}
-
-/// Reads `--data`: its held-out IDX pair (`t10k-*`, else `train-*`) or one folder of PNG
-/// files per class (named by index or label). Refuses data whose images are not the model's
-/// input size, and data whose label count differs from the model's classes.
+/// Reads `--data` as `classify --data` does ([`read_held_out`]: the held-out IDX pair or one
+/// PNG folder per class, at the model's input size, labels among its classes), and refuses
+/// data that does not cover the model's classes exactly: the detectors' thresholds are for
+/// the model's whole label space.
 pub fn read_data(dir: &Path, model: &Model) -> Result<Labelled, String> {
-    let input = &model.manifest.input;
-    let classes = model.classes();
-    let name = model.name();
-    if !dir.is_dir() {
-        return Err(format!(
-            "--data {} is not a folder; give a folder with an IDX pair (t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], or train-*) or one folder of PNG files per class",
+    let data = read_held_out(dir, model)?;
+    let (name, classes) = (model.name(), model.classes());
+    match data.layout {
+        HeldOutLayout::Idx if data.label_span() != classes => Err(format!(
+            "--data {}: its labels run from 0 to {} ({} classes), but model {name} has {classes} labels; audit a model with the data's classes, or give data labelled with the model's",
+            data.what,
+            data.label_span().saturating_sub(1),
+            data.label_span()
+        )),
+        HeldOutLayout::Folders(n) if n != classes => Err(format!(
+            "--data {} has {n} class folders, but model {name} has {classes} labels; give one folder per class of the model",
             dir.display()
-        ));
+        )),
+        _ => Ok(data),
     }
-    if let Some((images, labels)) = idx_pair(dir, "t10k").or_else(|| idx_pair(dir, "train")) {
-        let set = LabelledImages::read(&images, &labels).map_err(|e| e.to_string())?;
-        if (set.width, set.height, set.channels) != (input.width, input.height, input.channels) {
-            return Err(format!(
-                "--data {} holds {} images, but model {name} takes {}x{}x{}; give images of the model's input size",
-                images.display(),
-                set.shape_text(),
-                input.width,
-                input.height,
-                input.channels
-            ));
-        }
-        let labels: Vec<usize> = set.labels().iter().map(|&l| usize::from(l)).collect();
-        let count = labels.iter().max().map_or(0, |m| m + 1);
-        if count != classes {
-            return Err(format!(
-                "--data {}: its labels run from 0 to {} ({count} classes), but model {name} has {classes} labels; audit a model with the data's classes, or give data labelled with the model's",
-                set.labels_path.display(),
-                count.saturating_sub(1)
-            ));
-        }
-        return Ok(Labelled {
-            what: format!("{} ({} images)", images.display(), set.len()),
-            pixels: set.pixels().to_vec(),
-            labels,
-        });
-    }
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read --data folder {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    folders.sort();
-    if folders.is_empty() {
-        return Err(format!(
-            "--data {} holds neither an IDX pair (t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], or train-*) nor class folders of PNG files",
-            dir.display()
-        ));
-    }
-    if folders.len() != classes {
-        return Err(format!(
-            "--data {} has {} class folders, but model {name} has {classes} labels; give one folder per class of the model",
-            dir.display(),
-            folders.len()
-        ));
-    }
-    let mut pixels = Vec::new();
-    let mut labels = Vec::new();
-    for folder in &folders {
-        let folder_name = folder
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let class = match folder_name.parse::<usize>() {
-            Ok(c) if c < classes => c,
-            _ => model
-                .labels
-                .iter()
-                .position(|l| *l == folder_name)
-                .ok_or_else(|| {
-                    format!(
-                        "--data folder {} is neither a class index below {classes} nor a label of model {name}; name each class folder by index or label",
-                        folder.display()
-                    )
-                })?,
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
-            .map_err(|e| format!("cannot read {}: {e}", folder.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-            .collect();
-        files.sort();
-        for file in files {
-            let image = read_png(&file)
-                .map_err(|e| format!("{}: {e}", file.display()))?
-                .to_channels(input.channels);
-            if (image.width, image.height) != (input.width, input.height) {
-                return Err(format!(
-                    "--data image {} is {}x{} pixels, but model {name} takes {}x{}; give images of the model's input size",
-                    file.display(),
-                    image.width,
-                    image.height,
-                    input.width,
-                    input.height
-                ));
-            }
-            pixels.extend_from_slice(&image.pixels);
-            labels.push(class);
-        }
-    }
-    if labels.is_empty() {
-        return Err(format!(
-            "--data {}: its class folders hold no PNG files",
-            dir.display()
-        ));
-    }
-    Ok(Labelled {
-        what: format!(
-            "{} ({} images in {} class folders)",
-            dir.display(),
-            labels.len(),
-            folders.len()
-        ),
-        pixels,
-        labels,
-    })
 }
 
 /// The detectors' scores of one raw output row: max-softmax, max-logit, energy (the last two
@@ -456,6 +333,7 @@ mod tests {
             what: "test".into(),
             pixels: Vec::new(),
             labels: vec![0, 1, 1, 0],
+            layout: HeldOutLayout::Folders(2),
         };
         // Two classes, logits: three right, one wrong.
         let data_raw = [5.0, 0.0, 0.0, 5.0, 0.0, 4.0, 1.0, 0.0];

@@ -389,7 +389,7 @@ impl<T: Real> CpuModel<T> {
     fn row_probabilities(&self, row: &[T]) -> Vec<f64> {
         let mut p: Vec<f64> = row.iter().map(|v| v.to_f64()).collect();
         if self.logits {
-            network::softmax_in_place(&mut p);
+            shaped::softmax_in_place(&mut p);
         }
         p
     }

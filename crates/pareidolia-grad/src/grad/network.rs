@@ -233,7 +233,7 @@ pub(crate) fn shaped_axis(a: i64, rank: usize) -> Result<usize, String> {
 impl Reshape {
     fn shape(&self, shape: &[usize]) -> Result<Vec<usize>, String> {
         match self {
-            Reshape::To(target) => super::onnx::reshape(shape, target),
+            Reshape::To(target) => shaped::reshape(shape, target),
             Reshape::Flatten(a) => {
                 let a = if *a == shape.len() as i64 {
                     shape.len()
@@ -1567,30 +1567,6 @@ fn map<T: Real>(x: &Tensor<T>, f: impl Fn(T) -> T) -> Tensor<T> {
     Tensor {
         shape: x.shape.clone(),
         data: x.data.iter().map(|&v| f(v)).collect(),
-    }
-}
-
-/// A numerically stable softmax, in place.
-pub(crate) fn softmax_in_place<T: Real>(row: &mut [T]) {
-    let max = row
-        .iter()
-        .copied()
-        .fold(None, |m: Option<T>, v| {
-            Some(if m.is_none_or(|m| v > m) {
-                v
-            } else {
-                m.unwrap_or(v)
-            })
-        })
-        .unwrap_or(T::ZERO);
-    let mut sum = 0.0f64;
-    for v in row.iter_mut() {
-        let e = (*v - max).to_f64().exp();
-        sum += e;
-        *v = T::from_f64(e);
-    }
-    for v in row.iter_mut() {
-        *v = T::from_f64(v.to_f64() / sum);
     }
 }
 

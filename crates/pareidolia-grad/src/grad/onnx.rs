@@ -14,7 +14,7 @@ use super::network::{
     Arg, Network, Op, Operand, Padding, Parameter, Reshape, Step, Tensor, Unary, WindowSpec,
 };
 use super::real::Real;
-use super::shaped::{Binary, SliceAxis};
+use super::shaped::{Binary, SliceAxis, reshape};
 use crate::onnx_read::{self, attr, attr_ints, node_name};
 use pareidolia_eval::{EvalError, Layout, Model};
 
@@ -368,35 +368,6 @@ fn fold(node: &pb::NodeProto, inputs: &[Option<Const>], opset: i64) -> Result<Ve
             "`{other}` on constants is not supported (foldable: {FOLDABLE})"
         )),
     }
-}
-
-/// ONNX Reshape's shape rule (0 copies a dimension, one -1 is inferred).
-pub(crate) fn reshape(shape: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
-    let total: usize = shape.iter().product();
-    let mut out: Vec<usize> = Vec::with_capacity(target.len());
-    let mut infer = None;
-    for (i, &t) in target.iter().enumerate() {
-        match t {
-            -1 if infer.is_none() => {
-                infer = Some(i);
-                out.push(1);
-            }
-            0 => out.push(*shape.get(i).ok_or("0 beyond the input's rank")?),
-            t if t > 0 => out.push(t as usize),
-            t => return Err(format!("bad target dimension {t}")),
-        }
-    }
-    let known: usize = out.iter().product();
-    if let Some(i) = infer {
-        if known == 0 || !total.is_multiple_of(known) {
-            return Err(format!("cannot reshape {shape:?} to {target:?}"));
-        }
-        out[i] = total / known;
-    }
-    if out.iter().product::<usize>() != total {
-        return Err(format!("cannot reshape {shape:?} to {target:?}"));
-    }
-    Ok(out)
 }
 
 /// Loads `model`'s graph for the evaluator in element type `T`.

@@ -8,6 +8,59 @@
 
 use super::real::Real;
 
+/// ONNX Reshape's shape rule (0 copies a dimension, one -1 is inferred).
+pub(crate) fn reshape(shape: &[usize], target: &[i64]) -> Result<Vec<usize>, String> {
+    let total: usize = shape.iter().product();
+    let mut out: Vec<usize> = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &t) in target.iter().enumerate() {
+        match t {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 => out.push(*shape.get(i).ok_or("0 beyond the input's rank")?),
+            t if t > 0 => out.push(t as usize),
+            t => return Err(format!("bad target dimension {t}")),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || !total.is_multiple_of(known) {
+            return Err(format!("cannot reshape {shape:?} to {target:?}"));
+        }
+        out[i] = total / known;
+    }
+    if out.iter().product::<usize>() != total {
+        return Err(format!("cannot reshape {shape:?} to {target:?}"));
+    }
+    Ok(out)
+}
+
+/// A numerically stable softmax, in place.
+pub(crate) fn softmax_in_place<T: Real>(row: &mut [T]) {
+    let max = row
+        .iter()
+        .copied()
+        .fold(None, |m: Option<T>, v| {
+            Some(if m.is_none_or(|m| v > m) {
+                v
+            } else {
+                m.unwrap_or(v)
+            })
+        })
+        .unwrap_or(T::ZERO);
+    let mut sum = 0.0f64;
+    for v in row.iter_mut() {
+        let e = (*v - max).to_f64().exp();
+        sum += e;
+        *v = T::from_f64(e);
+    }
+    for v in row.iter_mut() {
+        *v = T::from_f64(v.to_f64() / sum);
+    }
+}
+
 /// Row-major strides of `shape`.
 pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -447,7 +500,7 @@ pub(crate) fn layer_norm_backward<T: Real>(
 pub(crate) fn softmax_forward<T: Real>(x: &mut [T], len: usize, inner: usize) {
     if inner == 1 {
         for row in x.chunks_exact_mut(len) {
-            super::network::softmax_in_place(row);
+            softmax_in_place(row);
         }
         return;
     }
@@ -457,7 +510,7 @@ pub(crate) fn softmax_forward<T: Real>(x: &mut [T], len: usize, inner: usize) {
             for (j, r) in row.iter_mut().enumerate() {
                 *r = block[j * inner + i];
             }
-            super::network::softmax_in_place(&mut row);
+            softmax_in_place(&mut row);
             for (j, &r) in row.iter().enumerate() {
                 block[j * inner + i] = r;
             }
