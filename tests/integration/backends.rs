@@ -428,6 +428,23 @@ fn auto_reports_its_choice_and_the_refusals_in_the_summary() {
             "the reason is given: {selection}"
         );
     }
+    // The built-in default (no --config) is on auto: it records the choice the same way.
+    let builtin = dir.join("builtin");
+    success(
+        Pareidolia::run()
+            .quiet()
+            .generations(1)
+            .out(&builtin)
+            .output(),
+    );
+    let summary = json(&builtin.join("summary.json"));
+    assert_eq!(summary["models"][0]["requested_backend"], "auto");
+    assert!(
+        summary["backend_selection"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("auto chose ")),
+        "{summary}"
+    );
     let named = default_config(&dir);
     success(run_one_generation(&named, &dir.join("named")));
     assert!(

@@ -52,7 +52,7 @@ fn shipped_configs_parse() {
 }
 
 /// The retraining experiment's configs are the MNIST experiments (direct: the built-in
-/// default; CPPN: configs/mnist-cppn.toml) on `auto`.
+/// default; CPPN: configs/mnist-cppn.toml), on `auto` as they are.
 #[test]
 fn the_retrain_configs_are_the_mnist_experiments_on_auto() {
     for (file, base) in [
@@ -69,9 +69,6 @@ fn the_retrain_configs_are_the_mnist_experiments_on_auto() {
             Some(pareidolia_core::BackendChoice::Auto),
             "{file}"
         );
-        for m in retrain.model_configs_mut() {
-            m.backend = pareidolia_core::BackendChoice::Tract;
-        }
         retrain.base_dir = base.base_dir.clone();
         assert_eq!(
             toml::to_string(&retrain).unwrap(),

@@ -28,14 +28,19 @@ fn refusal(crate_name: &str, params: &str, classes: usize, logits: &[bool]) -> S
 
 #[test]
 fn both_describe_themselves_as_fitness_plugins() {
-    for (crate_name, name) in [(ENSEMBLE, "ensemble"), (MARGIN, "margin")] {
+    // margin 0.2 added `form` (issue 30 item 9).
+    let versions = [
+        (ENSEMBLE, "ensemble", env!("CARGO_PKG_VERSION")),
+        (MARGIN, "margin", "0.2.0"),
+    ];
+    for (crate_name, name, version) in versions {
         let lib = PluginLibrary::open(&library(crate_name)).unwrap();
         let info = lib.info();
         assert_eq!(
             (info.name.as_str(), info.kind, info.abi.as_str()),
             (name, PluginKind::Fitness, "1.1")
         );
-        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(info.version, version);
     }
 }
 
@@ -66,22 +71,35 @@ fn the_ensemble_reduces_two_models_through_the_c_abi() {
 
 #[test]
 fn the_margin_reduces_two_models_through_the_c_abi() {
-    // Model 0 (probabilities) [0.75, 0.25] -> margins [0.5, -0.5]; model 1 (logits)
+    // Model 0 (probabilities) [0.75, 0.25] -> differences [0.5, -0.5]; model 1 (logits)
     // [0, 10] -> class 1 far ahead.
     let outputs = [0.75, 0.25, 0.0, 10.0];
     let kinds = [false, true];
-    let one = create(MARGIN, "{}", 2, &[false]);
+    let difference = r#"{"form":"difference"}"#;
+    let one = create(MARGIN, difference, 2, &[false]);
     assert_eq!(one.score(&outputs[..2], 1).unwrap(), [0.5, -0.5]);
-    let min = create(MARGIN, "{}", 2, &kinds);
+    let min = create(MARGIN, difference, 2, &kinds);
     let p1 = 1.0 / (1.0 + (-10.0f64).exp()); // model 1's probability of class 1
     let gap = 2.0 * p1 - 1.0;
     let got = min.score(&outputs, 1).unwrap();
     assert!((got[0] as f64 + gap).abs() < 1e-6, "{got:?}");
     assert_eq!(got[1], -0.5);
-    let mean = create(MARGIN, r#"{"reduce":"mean"}"#, 2, &kinds);
+    let mean = create(
+        MARGIN,
+        r#"{"form":"difference","reduce":"mean"}"#,
+        2,
+        &kinds,
+    );
     let got = mean.score(&outputs, 1).unwrap();
     assert!((got[0] as f64 - (0.5 - gap) / 2.0).abs() < 1e-6, "{got:?}");
     assert!((got[1] as f64 - (-0.5 + gap) / 2.0).abs() < 1e-6, "{got:?}");
+    // The default form, pairwise: each class's share against its rival, [0.75, 0.25] for
+    // model 0 and [1 - p1, p1] for model 1; min over the two.
+    let one = create(MARGIN, "{}", 2, &[false]);
+    assert_eq!(one.score(&outputs[..2], 1).unwrap(), [0.75, 0.25]);
+    let got = create(MARGIN, "{}", 2, &kinds).score(&outputs, 1).unwrap();
+    assert!((got[0] as f64 - (1.0 - p1)).abs() < 1e-9, "{got:?}");
+    assert_eq!(got[1], 0.25);
 }
 
 #[test]

@@ -209,8 +209,12 @@ fn plugins_check_scores_a_fitness_on_real_model_outputs() {
     ] {
         assert!(out.contains(needle), "{needle}:\n{out}");
     }
-    // The margin's worst target is the negative of the top class's probability.
-    let out = success(check("pareidolia-fitness-margin", "{}", &[]));
+    // The difference margin's worst target is the negative of the top class's probability.
+    let out = success(check(
+        "pareidolia-fitness-margin",
+        r#"{"form":"difference"}"#,
+        &[],
+    ));
     assert!(out.contains("-0.999700 .. 0.999436"), "{out}");
     // Two models of one label space, the second from its manifest.
     let seed2 = root().join("models/lenet-mnist-seed2/manifest.toml");

@@ -102,7 +102,9 @@ choice! {
     #[derive(Default)]
     BackendChoice, "backend (model.backend, --backend)" {
         /// The first that works here of `cuda`, `ort-cpu` and `tract`; the log says which was
-        /// chosen, on which device, and why the ones before it were refused.
+        /// chosen, on which device, and why the ones before it were refused. The default: the
+        /// fastest correct path on the machine.
+        #[default]
         Auto = "auto",
         /// ONNX Runtime's CUDA execution provider; fails (never falls back) when CUDA cannot
         /// be used.
@@ -110,7 +112,6 @@ choice! {
         /// ONNX Runtime on the CPU.
         OrtCpu = "ort-cpu",
         /// tract: pure Rust, on CPU, always available, bit-reproducible.
-        #[default]
         Tract = "tract",
     }
 }

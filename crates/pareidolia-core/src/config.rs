@@ -782,8 +782,8 @@ mod tests {
         ];
         for (line, key) in bad {
             let text = DEFAULT_CONFIG.replace(
-                "backend = \"tract\"\n",
-                &format!("backend = \"tract\"\n{line}\n"),
+                "backend = \"auto\"\n",
+                &format!("backend = \"auto\"\n{line}\n"),
             );
             let e = RunConfig::parse(&text, "x.toml", PathBuf::new())
                 .expect_err(line)
@@ -791,8 +791,8 @@ mod tests {
             assert!(e.contains(key), "{line}: {e}");
         }
         let text = DEFAULT_CONFIG.replace(
-            "backend = \"tract\"\n",
-            "backend = \"tract\"\nview = \"ten-crop\"\ncanvas = [32, 32]\n[model.cuda]\ntf32 = false\n",
+            "backend = \"auto\"\n",
+            "backend = \"auto\"\nview = \"ten-crop\"\ncanvas = [32, 32]\n[model.cuda]\ntf32 = false\n",
         );
         let c = RunConfig::parse(&text, "x.toml", PathBuf::new()).unwrap();
         let m = c.primary_model().unwrap();
@@ -812,9 +812,9 @@ mod tests {
         assert_eq!(
             backends,
             [
-                BackendChoice::Tract,
+                BackendChoice::Auto,
                 BackendChoice::OrtCpu,
-                BackendChoice::Tract
+                BackendChoice::Auto
             ]
         );
         // Written back, it reads the same.

@@ -383,7 +383,7 @@ mod tests {
         for needle in [
             "generations 200 -> 300",
             "mutators",
-            "model.backend tract -> ort-cpu",
+            "model.backend auto -> ort-cpu",
             "checkpoint every 50 generations",
             "http.listen 127.0.0.1:9464 -> 127.0.0.1:0",
         ] {

@@ -1,7 +1,8 @@
-//! Choosing a backend by name through [`BackendChoice`]: `tract` (the default), `ort-cpu`
-//! and `cuda` (ONNX Runtime), or `auto`, which takes the first of CUDA, ONNX Runtime on the
-//! CPU and tract that works here and logs why it passed over the others. Unlike tract's own
-//! `gpu-or-cpu`, the reason for every refusal is logged.
+//! Choosing a backend by name through [`BackendChoice`]: `tract`, `ort-cpu` and `cuda` (ONNX
+//! Runtime), or `auto` (the default), which takes the first of CUDA, ONNX Runtime on the CPU
+//! and tract that works here and logs why it passed over the others. Unlike tract's own
+//! `gpu-or-cpu`, the reason for every refusal is logged and kept with the prepared model
+//! ([`PreparedModel::selection`]: a run's summary, `/status` and checkpoints record it).
 
 use crate::{
     Backend, BackendChoice, EvalError, Model, OrtBackend, OrtOptions, PreparedModel, TractBackend,
@@ -55,7 +56,10 @@ impl Backend for AutoBackend {
             match backend_with(choice, &self.options).prepare(model) {
                 Ok(prepared) => return Ok(chosen(model, prepared, &refused)),
                 Err(e) => {
-                    tracing::warn!(
+                    // Info, not a warning: `auto` is the default, and on most machines CUDA
+                    // (or ONNX Runtime) is missing by design; the reason is also kept in the
+                    // selection note the run records.
+                    tracing::info!(
                         model = model.name(),
                         refused = %choice,
                         reason = %e,
@@ -159,7 +163,7 @@ mod tests {
                 toml::from_str(&toml).unwrap();
             assert_eq!(back["b"], choice);
         }
-        assert_eq!(BackendChoice::default(), BackendChoice::Tract);
+        assert_eq!(BackendChoice::default(), BackendChoice::Auto);
         assert_eq!(
             "ort-cpu".parse::<BackendChoice>().unwrap(),
             BackendChoice::OrtCpu

@@ -1,30 +1,41 @@
-//! Margin fitness: how far each class's probability stands above the best *other* class,
-//! `p[k] − max_{j≠k} p[j]`, the confidence gap. A class scores above 0 only where it is the
-//! model's top-1, and near 1 only where nothing else is left; unlike the paper's confidence, a
-//! margin cannot be high while a second class is close behind. With several models the
-//! per-model margins are reduced into one score per class.
+//! Margin fitness: how far each class stands above the best *other* class. A class scores
+//! high only where it is the model's top-1 with nothing close behind; unlike the paper's
+//! confidence, a margin cannot be high while a second class is close behind. With several
+//! models the per-model margins are reduced into one score per class.
 //!
 //! Parameters (JSON, from `[fitness.params]`):
 //!
 //! | key | values | default |
 //! |---|---|---|
+//! | `form` | `"pairwise"` or `"difference"` | `"pairwise"` |
 //! | `reduce` | `"min"`, `"mean"` or `"geometric"` | `"min"` |
 //!
-//! With `p[m][k]` the probability model `m` of `M` gives class `k` (the softmax of its
-//! logits where the model outputs logits), `g[m][k] = p[m][k] − max_{j≠k} p[m][j]`, and the
-//! score of class `k` is
+//! With `p[m][k]` the probability model `m` of `M` gives class `k` and `r = argmax_{j≠k}
+//! p[m][j]` its strongest rival, the per-model margin `g[m][k]` is
 //!
-//! - `min`: `min_m g[m][k]`: positive only where class `k` is top-1 for every model;
+//! - `pairwise` (the default): `p[m][k] / (p[m][k] + p[m][r])`, the probability of `k` in a
+//!   two-way contest with its rival, i.e. the logistic function of the log-probability gap
+//!   `z[k] − z[r]` (`z` the logits, or the logs of given probabilities). Computed from the gap,
+//!   not from the probabilities, so it moves however small `p[m][k]` is: an image on which
+//!   class `k` has 1e-12 and its rival 0.25 still scores better when `k` reaches 1e-9. In
+//!   0..1; 0.5 where `k` ties its rival, 0.9999 where `k` is 9999 times as likely.
+//! - `difference`: `p[m][k] − p[m][r]`, the probability gap (plugin version 0.1's only form).
+//!   In −1..1. It has almost no signal for a class the model gives ~0: measured on MNIST
+//!   (docs/results.md, "A margin fitness"), 6 of 10 classes stall near −0.25 on one image that
+//!   spreads the probability over four other classes, where `pairwise` fools every class.
+//!
+//! The score of class `k` reduces `g[m][k]` over the models:
+//!
+//! - `min`: `min_m g[m][k]`: high only where class `k` leads its rival for every model;
 //! - `mean`: `(1/M) Σ_m g[m][k]`;
-//! - `geometric`: margins range over −1..1, so the geometric mean is taken of `(1 + g) / 2`
-//!   (in 0..1) and mapped back: `2 · (Π_m (1 + g[m][k]) / 2)^(1/M) − 1`, in log space; a
-//!   margin of −1 in any model gives −1. It lies between `min` and `mean`.
+//! - `geometric`: the geometric mean, in log space; for `difference`, whose margins range over
+//!   −1..1, of `(1 + g) / 2` mapped back, `2 · (Π_m (1 + g[m][k]) / 2)^(1/M) − 1`. A margin
+//!   at the bottom of its range (0, or −1) in any model gives that bottom. It lies between
+//!   `min` and `mean`.
 //!
 //! With one model every reduction is the identity and the score is that model's margin.
-//! Scores range over −1..1; MAP-Elites keeps the highest score per class, so negative
-//! margins compare like any others (an image whose class-`k` margin rises from −0.9 to −0.2
-//! is a better champion for `k`). Refused: zero models, and fewer than two classes (there is
-//! no other class to compare with).
+//! MAP-Elites keeps the highest score per class, so low margins compare like any others.
+//! Refused: zero models, and fewer than two classes (there is no other class to compare with).
 //!
 //! The `reduce` parameter and the test helpers are `pareidolia-fitness-reduce`'s, shared with
 //! the other reducing fitness plugin.
@@ -35,8 +46,29 @@ pub use pareidolia_fitness_reduce::Reduce;
 use pareidolia_plugin::prelude::*;
 use serde::Deserialize;
 
-/// Reduces one class's margins, one per model (at least one).
-pub fn apply(reduce: Reduce, margins: &[f64]) -> f32 {
+/// How a class's standing against its strongest rival becomes a margin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Form {
+    /// `p_k / (p_k + p_rival)`, the logistic function of the log-probability gap: 0..1.
+    #[default]
+    Pairwise,
+    /// `p_k − p_rival`: −1..1.
+    Difference,
+}
+
+impl Form {
+    /// The bottom of the form's range: what a margin there makes of a geometric mean.
+    fn bottom(self) -> f64 {
+        match self {
+            Form::Pairwise => 0.0,
+            Form::Difference => -1.0,
+        }
+    }
+}
+
+/// Reduces one class's margins, one per model (at least one), of the given form.
+pub fn apply(form: Form, reduce: Reduce, margins: &[f64]) -> f32 {
     let n = margins.len() as f64;
     let value = match margins {
         [] => 0.0,
@@ -44,14 +76,17 @@ pub fn apply(reduce: Reduce, margins: &[f64]) -> f32 {
         _ => match reduce {
             Reduce::Min => margins.iter().copied().fold(f64::INFINITY, f64::min),
             Reduce::Mean => margins.iter().sum::<f64>() / n,
-            Reduce::Geometric => {
-                if margins.iter().any(|&g| g <= -1.0) {
-                    -1.0
-                } else {
+            Reduce::Geometric if margins.iter().any(|&g| g <= form.bottom()) => form.bottom(),
+            Reduce::Geometric => match form {
+                Form::Pairwise => {
+                    let log_sum: f64 = margins.iter().map(|g| g.ln()).sum();
+                    (log_sum / n).exp()
+                }
+                Form::Difference => {
                     let log_sum: f64 = margins.iter().map(|&g| ((1.0 + g) / 2.0).ln()).sum();
                     2.0 * (log_sum / n).exp() - 1.0
                 }
-            }
+            },
         },
     };
     value as f32
@@ -61,27 +96,55 @@ pub fn apply(reduce: Reduce, margins: &[f64]) -> f32 {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct MarginParams {
+    form: Form,
     reduce: Reduce,
+}
+
+/// The index of the largest value and the largest value at any other index.
+fn top_two<T: Copy + PartialOrd>(values: &[T], lowest: T) -> (usize, T, T) {
+    let (mut first, mut best) = (0, lowest);
+    for (k, &v) in values.iter().enumerate() {
+        if v > best {
+            (first, best) = (k, v);
+        }
+    }
+    let second = values
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| k != first)
+        .map(|(_, &v)| v)
+        .fold(lowest, |a, b| if b > a { b } else { a });
+    (first, best, second)
 }
 
 /// Writes `p[k] − max_{j≠k} p[j]` for every class `k` of one probability vector (at least
 /// two classes). Ties at the top give both tied classes a margin of 0.
 pub fn margins(probs: &[f32], out: &mut [f64]) {
-    let (mut first, mut best) = (0, f32::NEG_INFINITY);
-    for (k, &p) in probs.iter().enumerate() {
-        if p > best {
-            (first, best) = (k, p);
-        }
-    }
-    let second = probs
-        .iter()
-        .enumerate()
-        .filter(|&(k, _)| k != first)
-        .map(|(_, &p)| p)
-        .fold(f32::NEG_INFINITY, f32::max);
+    let (first, best, second) = top_two(probs, f32::NEG_INFINITY);
     for (k, (o, &p)) in out.iter_mut().zip(probs).enumerate() {
         let other = if k == first { second } else { best };
         *o = p as f64 - other as f64;
+    }
+}
+
+/// The logistic function, without overflow for either sign.
+fn logistic(d: f64) -> f64 {
+    if d >= 0.0 {
+        1.0 / (1.0 + (-d).exp())
+    } else {
+        let e = d.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Writes `σ(z[k] − max_{j≠k} z[j])` for every class `k` of one vector of log-probabilities
+/// (or logits: the softmax's shift cancels): `p[k] / (p[k] + p[rival])`. Ties at the top give
+/// both tied classes 0.5.
+pub fn pairwise_margins(log_probs: &[f64], out: &mut [f64]) {
+    let (first, best, second) = top_two(log_probs, f64::NEG_INFINITY);
+    for (k, (o, &z)) in out.iter_mut().zip(log_probs).enumerate() {
+        let other = if k == first { second } else { best };
+        *o = logistic(z - other);
     }
 }
 
@@ -89,6 +152,7 @@ pub fn margins(probs: &[f32], out: &mut [f64]) {
 #[derive(Debug)]
 pub struct Margin {
     classes: usize,
+    form: Form,
     reduce: Reduce,
 }
 
@@ -97,11 +161,16 @@ impl Margin {
     pub fn reduce(&self) -> Reduce {
         self.reduce
     }
+
+    /// The form of its margins.
+    pub fn form(&self) -> Form {
+        self.form
+    }
 }
 
 impl Fitness for Margin {
     fn new(params: Params<'_>, classes: usize, kinds: &[OutputKind]) -> Result<Self, PluginError> {
-        let MarginParams { reduce } = params.parse()?;
+        let MarginParams { form, reduce } = params.parse()?;
         if kinds.is_empty() {
             return Err(PluginError::new(
                 "margin needs at least one model (it was given none); list the models in the run config",
@@ -112,26 +181,48 @@ impl Fitness for Margin {
                 "margin needs at least two classes (p_k minus the best other class), the models have {classes}"
             )));
         }
-        Ok(Self { classes, reduce })
+        Ok(Self {
+            classes,
+            form,
+            reduce,
+        })
     }
 
     fn score(&self, outputs: &ModelOutputs<'_>, scores: &mut [f32]) -> Result<(), PluginError> {
         let classes = self.classes;
         let models = outputs.kinds.len();
         let mut probs = vec![0.0f32; classes];
+        let mut logs = vec![0.0f64; classes];
         // gaps[m * classes + k]: model m's margin of class k, for the current image.
         let mut gaps = vec![0.0f64; models * classes];
         let mut column = vec![0.0f64; models];
         for (image, row_out) in scores.chunks_exact_mut(classes).enumerate() {
             for model in 0..models {
+                // Checks the row (non-finite outputs are refused, naming model and image).
                 outputs.probabilities(model, image, &mut probs)?;
-                margins(&probs, &mut gaps[model * classes..(model + 1) * classes]);
+                let gap = &mut gaps[model * classes..(model + 1) * classes];
+                match self.form {
+                    Form::Difference => margins(&probs, gap),
+                    Form::Pairwise => {
+                        let row = outputs.row(model, image);
+                        for (l, &v) in logs.iter_mut().zip(row) {
+                            *l = match outputs.kinds[model] {
+                                OutputKind::Logits => f64::from(v),
+                                // ln 0 would be -inf: the smallest positive f64 instead.
+                                OutputKind::Probabilities => {
+                                    f64::from(v).max(f64::MIN_POSITIVE).ln()
+                                }
+                            };
+                        }
+                        pairwise_margins(&logs, gap);
+                    }
+                }
             }
             for (class, s) in row_out.iter_mut().enumerate() {
                 for (model, c) in column.iter_mut().enumerate() {
                     *c = gaps[model * classes + class];
                 }
-                *s = apply(self.reduce, &column);
+                *s = apply(self.form, self.reduce, &column);
             }
         }
         Ok(())
@@ -161,8 +252,91 @@ mod tests {
         testing::score(f, kinds, data, batch)
     }
 
+    /// Scores with `form = "difference"` and `reduce`.
     fn with(reduce: &str, kinds: &[OutputKind], data: &[f32], batch: usize) -> Vec<f32> {
+        let classes = data.len() / (kinds.len() * batch);
+        let params = format!(r#"{{"form":"difference","reduce":"{reduce}"}}"#);
+        score(&margin(&params, classes, kinds), kinds, data, batch)
+    }
+
+    /// Scores with the default form (pairwise) and `reduce`.
+    fn pairwise(reduce: &str, kinds: &[OutputKind], data: &[f32], batch: usize) -> Vec<f32> {
         testing::with::<Margin>(reduce, kinds, data, batch)
+    }
+
+    fn close(got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                // The inputs are f32: their logs carry relative errors of about 1e-7.
+                (f64::from(*g) - w).abs() <= 1e-5 * w.abs().max(1e-30),
+                "{got:?} vs {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pairwise_is_the_share_of_each_class_against_its_strongest_rival() {
+        // k / (k + rival): 0.125 / 0.75, 0.625 / 0.875, 0.25 / 0.875.
+        let want = [1.0 / 6.0, 0.625 / 0.875, 0.25 / 0.875];
+        close(&pairwise("min", &[P], &[0.125, 0.625, 0.25], 1), &want);
+        // The same probabilities as logits (softmax of ln p), and shifted: the same margins.
+        let logits = [0.125f32.ln(), 0.625f32.ln(), 0.25f32.ln()];
+        close(&pairwise("min", &[L], &logits, 1), &want);
+        let shifted = logits.map(|l| l + 40.0);
+        close(&pairwise("min", &[L], &shifted, 1), &want);
+        // A tie at the top: 0.5 each.
+        close(
+            &pairwise("min", &[P], &[0.375, 0.375, 0.25], 1),
+            &[0.5, 0.5, 0.4],
+        );
+        let f = margin("{}", 2, &[P]);
+        assert_eq!((f.form(), f.reduce()), (Form::Pairwise, Reduce::Min));
+    }
+
+    /// Issue 30 item 9: the image that stalls `difference` (four classes at 25%, the rest ~0)
+    /// still ranks a child that raises an absent class from 1e-12 to 1e-9 higher, by a
+    /// thousand times; `difference` sees -0.25 for both.
+    #[test]
+    fn pairwise_has_signal_where_the_class_is_all_but_absent() {
+        let image = |absent: f32| {
+            let mut logits = vec![-40.0f32; 10];
+            logits[..4].fill(0.0);
+            // p(4) = e^absent / (4 + ...) : ln(4e-12) and ln(4e-9) relative to the four.
+            logits[4] = absent;
+            logits
+        };
+        let (before, after) = (image((4e-12f32).ln()), image((4e-9f32).ln()));
+        let (b, a) = (
+            pairwise("min", &[L], &before, 1)[4],
+            pairwise("min", &[L], &after, 1)[4],
+        );
+        assert!(a > b && (a / b - 1000.0).abs() < 1.0, "{b} -> {a}");
+        let (db, da) = (
+            with("min", &[L], &before, 1)[4],
+            with("min", &[L], &after, 1)[4],
+        );
+        assert_eq!(
+            (db, da),
+            (-0.25, -0.25),
+            "difference cannot tell them apart"
+        );
+    }
+
+    #[test]
+    fn pairwise_margins_reduce_over_models() {
+        // Model 0 [0.75, 0.25] -> [0.75, 0.25]; model 1 [0.5, 0.5] -> [0.5, 0.5].
+        let kinds = [P, L];
+        let data = [0.75, 0.25, 0.0, 0.0];
+        close(&pairwise("min", &kinds, &data, 1), &[0.5, 0.25]);
+        close(&pairwise("mean", &kinds, &data, 1), &[0.625, 0.375]);
+        close(
+            &pairwise("geometric", &kinds, &data, 1),
+            &[0.375f64.sqrt(), 0.125f64.sqrt()],
+        );
+        // A probability of 0 in one model gives 0 (a share below what f32 holds).
+        let g = pairwise("geometric", &[P, P], &[1.0, 0.0, 0.5, 0.5], 1);
+        assert!(g[1] == 0.0 && g[0] > 0.7, "{g:?}");
     }
 
     #[test]
@@ -228,8 +402,8 @@ mod tests {
 
     #[test]
     fn min_is_the_default_and_means_top1_everywhere() {
-        let f = margin("{}", 2, &[P, P, P]);
-        assert_eq!(f.reduce(), Reduce::Min);
+        let f = margin(r#"{"form":"difference"}"#, 2, &[P, P, P]);
+        assert_eq!((f.form(), f.reduce()), (Form::Difference, Reduce::Min));
         // 3 models x 2 images x 2 classes. Image 0: class 0 is top-1 for every model.
         // Image 1: models disagree, so no class has a positive min margin.
         let data = [
