@@ -151,3 +151,52 @@ fn plugins_check_passes_and_reports_bad_params() {
         );
     }
 }
+
+/// Issue 30 item 9: on the default MNIST run (LeNet, direct encoding, seed 1, 200
+/// generations), the `difference` margin leaves most digits on an image that spreads the
+/// probability over other classes, while the default `pairwise` margin brings nearly every
+/// digit past 0.99; its champions are what LeNet calls their digit (checked on the PNGs).
+#[test]
+fn the_pairwise_margin_fools_the_digits_the_difference_margin_stalls_on() {
+    let dir = temp_dir("margin-forms");
+    let mut at_99 = Vec::new();
+    for form in ["pairwise", "difference"] {
+        let sub = dir.join(form);
+        std::fs::create_dir_all(&sub).unwrap();
+        let config = config_edit(&sub, |t| {
+            t.set("fitness.plugin", "margin")
+                .add("fitness.params.form", form);
+        });
+        let out = sub.join("run");
+        success(Pareidolia::run().quiet().config(&config).out(&out).output());
+        let summary = json(&out.join("summary.json"));
+        at_99.push(summary["stats"]["at_least"][2].as_u64().unwrap());
+        if form == "pairwise" {
+            let pngs: Vec<_> = summary["classes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["confidence"].as_f64().unwrap() >= 0.99)
+                .map(|c| {
+                    (
+                        c["class"].as_u64().unwrap(),
+                        out.join(c["image"].as_str().unwrap()),
+                    )
+                })
+                .collect();
+            let paths: Vec<_> = pngs.iter().map(|(_, p)| p.clone()).collect();
+            for ((class, png), (top, p, _)) in
+                pngs.iter().zip(classify(&paths, "builtin:lenet-mnist"))
+            {
+                assert_eq!(*class as usize, top, "{}", png.display());
+                assert!(p > 0.9, "{}: {p}", png.display());
+            }
+        }
+    }
+    eprintln!(
+        "classes at 0.99 or more: pairwise {}, difference {}",
+        at_99[0], at_99[1]
+    );
+    assert!(at_99[0] >= 9, "pairwise: {at_99:?}");
+    assert!(at_99[1] <= 5, "difference: {at_99:?}");
+}
