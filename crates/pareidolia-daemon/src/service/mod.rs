@@ -334,19 +334,38 @@ impl ConnectionLimits {
     }
 }
 
+/// How long a connection beyond `max_connections` waits for a place (idle kept-alive
+/// connections are asked to close when it arrives) before it is answered 503.
+const OVERFLOW_WAIT: Duration = Duration::from_secs(2);
+
+/// What a connection that found no place within [`OVERFLOW_WAIT`] is answered.
+fn busy_response() -> String {
+    let body = "busy: every HTTP connection is in use (http.max_connections)\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Serves `app` on `listener` until `stop` fires, then lets the connections finish their
 /// request in flight. Instead of `axum::serve`, which has neither, each connection gets
 /// hyper's header-read timeout (which also runs while a kept-alive connection waits for its
 /// next request, so idle and half-sent connections are closed), and at most
-/// `max_connections` are served at once: one more is closed as soon as it is accepted.
+/// `max_connections` are served at once. A connection beyond them asks the kept-alive ones to
+/// close when idle (a request in flight is answered first) and waits up to
+/// [`OVERFLOW_WAIT`] for a place: so a liveness probe or a Prometheus scrape gets in even
+/// while clients hold every place open, and one that finds none is answered 503 with
+/// `Retry-After`, never reset. At most `max_connections` more wait at once; beyond those a
+/// connection is closed at once.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: ConnectionLimits,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let waiting = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let evict = Arc::new(tokio::sync::Notify::new());
     let (closing, closing_seen) = tokio::sync::watch::channel(false);
     loop {
         let (stream, peer) = tokio::select! {
@@ -361,40 +380,89 @@ async fn serve_http(
             },
             _ = &mut stop => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let served = Served {
+            app: app.clone(),
+            limits,
+            closing: closing_seen.clone(),
+            evict: evict.clone(),
+        };
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            tokio::spawn(served.serve(stream, permit));
+            continue;
+        }
+        let Ok(wait) = waiting.clone().try_acquire_owned() else {
             tracing::debug!(
                 %peer,
-                "HTTP connection closed: {} connections are open (http.max_connections)",
+                "HTTP connection closed: {} connections are open and as many wait (http.max_connections)",
                 limits.max_connections
             );
             drop(stream);
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut closing_seen = closing_seen.clone();
+        evict.notify_waiters();
+        let permits = permits.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = closing_seen.wait_for(|closing| *closing) => {}
+            let _wait = wait;
+            match tokio::time::timeout(OVERFLOW_WAIT, permits.acquire_owned()).await {
+                Ok(Ok(permit)) => served.serve(stream, permit).await,
+                _ => {
+                    tracing::debug!(%peer, "HTTP connection answered 503: no place freed in time");
+                    let mut stream = stream;
+                    use tokio::io::AsyncWriteExt as _;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        let _ = stream.write_all(busy_response().as_bytes()).await;
+                        let _ = stream.shutdown().await;
+                    })
+                    .await;
+                }
             }
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
         });
     }
     drop(listener);
     let _ = closing.send(true);
     // Idle connections close at once, a request in flight is answered; a client that does not
-    // read its answer is not waited for past the bound.
+    // read its answer, or sends half a request, is not waited for past the bound (at most
+    // 15 s, whatever the header timeout: a stop is not held up by a stalled client).
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let bound = limits.header_timeout + Duration::from_secs(5);
+    let bound = limits.header_timeout.min(Duration::from_secs(10)) + Duration::from_secs(5);
     let _ = tokio::time::timeout(bound, permits.acquire_many(all)).await;
+}
+
+/// What one HTTP connection is served with.
+struct Served {
+    app: axum::Router,
+    limits: ConnectionLimits,
+    /// Fires when the server stops: finish the request in flight, then close.
+    closing: tokio::sync::watch::Receiver<bool>,
+    /// Fires when a connection waits for a place: close when idle.
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Served {
+    /// Serves `stream` while it holds `permit`, until the client closes it, the header
+    /// timeout, an eviction (once idle) or the server's stop.
+    async fn serve(
+        mut self,
+        stream: tokio::net::TcpStream,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        let _permit = permit;
+        let service = hyper_util::service::TowerToHyperService::new(self.app);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = self.closing.wait_for(|closing| *closing) => {}
+            _ = self.evict.notified() => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
+    }
 }
 
 /// A listener bound to the run's address, the experiment set up (for a resume: after the
