@@ -412,7 +412,10 @@ fn bad_audit_input_is_refused_before_anything_runs() {
             "--reference",
             &format!("{}@{}", reference.display(), map.display()),
         ],
-        &["map.csv line 2", "`eleven` is no class"],
+        &[
+            "map.csv, line 2",
+            "`eleven` is neither a label of the target model",
+        ],
     );
     // Classes out of range, and a budget too small for one generation of every part.
     refused(
@@ -424,4 +427,33 @@ fn bad_audit_input_is_refused_before_anything_runs() {
         &["--budget", "200ms", "--seeds", "1"],
         &["too small for one generation", "--budget"],
     );
+    // The same reference with a class map (transfer's format): digits 0 and 1 map to their
+    // words, 2 to both `two` and `seven` (their probabilities summed); the rest are not scored.
+    std::fs::write(&map, "0,zero\n1,one\n# a comment\n2,two\n2,seven\n").unwrap();
+    success(
+        Pareidolia::with_args(["audit", "--model", &lenet(), "--quiet", "--out"])
+            .arg(&out)
+            .args([
+                "--classes",
+                "0,1,2,3",
+                "--seeds",
+                "1",
+                "--budget",
+                "4s",
+                "--reference",
+                &format!("{}@{}", reference.display(), map.display()),
+            ])
+            .output(),
+    );
+    let audit = json(&out.join("audit.json"));
+    let mapped = audit["transfer"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["class_map"].as_str().is_some())
+        .expect("the class-mapped reference is reported");
+    for m in mapped["by_method"].as_array().unwrap() {
+        // One champion per seed and method for classes 0, 1 and 2; class 3 is not mapped.
+        assert_eq!(m["images"], 3, "{m}");
+    }
 }

@@ -645,8 +645,8 @@ pub struct AuditArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub seeds: u64,
     /// A model to transfer the champions to: MANIFEST, or MANIFEST@CLASS_MAP for other
-    /// labels (lines SOURCE,REFERENCE, class indices or labels). Repeat for several. Shipped
-    /// models with the same labels are added.
+    /// labels (lines SOURCE,REFERENCE, labels or class indices, as transfer --class-map reads
+    /// them). Repeat for several. Shipped models with the same labels are added.
     #[arg(long = "reference", value_name = "MANIFEST[@MAP]")]
     pub references: Vec<String>,
     /// The audit folder: created, or continued where it holds an audit.

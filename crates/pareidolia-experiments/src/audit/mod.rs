@@ -42,6 +42,7 @@ use pareidolia_daemon::run::stop::StopHandle;
 use pareidolia_eval::{Model, ModelRef};
 use serde::{Deserialize, Serialize};
 
+use crate::class_map::ClassMap;
 use measure::THRESHOLDS;
 use ood::{Labelled, Scorer};
 use plan::{Cost, Method, Part, PlanError, Skipped};
@@ -115,8 +116,9 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 pub struct Reference {
     /// Its manifest (`builtin:NAME` or a path).
     pub manifest: String,
-    /// A class map: lines `SOURCE,REFERENCE` (class indices or labels; `#` comments), for a
-    /// reference with other labels.
+    /// A class map for a reference with other labels, in `transfer --class-map`'s format
+    /// ([`ClassMap`]: lines `SOURCE,REFERENCE`, labels or class indices, `#` comments; a
+    /// source class listed with several reference classes scores their summed probability).
     pub class_map: Option<PathBuf>,
 }
 
@@ -223,8 +225,9 @@ struct LoadedReference {
     manifest: String,
     origin: String,
     class_map: Option<String>,
-    /// Per class of the audited model, the reference's class.
-    map: Vec<Option<usize>>,
+    /// Per class of the audited model, the reference's classes whose probabilities make its
+    /// confidence there (as `transfer --class-map` reads and scores them).
+    map: ClassMap,
     model: Model,
 }
 
@@ -296,58 +299,6 @@ fn absolute_manifest(manifest: &str, base: &Path) -> String {
     std::path::absolute(&p).unwrap_or(p).display().to_string()
 }
 
-/// Reads a class map: `SOURCE,REFERENCE` per line (indices or labels).
-fn read_class_map(
-    path: &Path,
-    source: &Model,
-    target: &Model,
-) -> Result<Vec<Option<usize>>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read class map {}: {e}", path.display()))?;
-    let mut map = vec![None; source.classes()];
-    let find = |model: &Model, s: &str| -> Option<usize> {
-        match s.parse::<usize>() {
-            Ok(i) if i < model.classes() => Some(i),
-            _ => model.labels.iter().position(|l| l == s),
-        }
-    };
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let Some((a, b)) = line.split_once(',') else {
-            return Err(format!(
-                "class map {} line {}: `{line}` is not SOURCE,REFERENCE",
-                path.display(),
-                n + 1
-            ));
-        };
-        let (a, b) = (a.trim(), b.trim());
-        let s = find(source, a).ok_or_else(|| {
-            format!(
-                "class map {} line {}: `{a}` is no class of {}",
-                path.display(),
-                n + 1,
-                source.name()
-            )
-        })?;
-        let t = find(target, b).ok_or_else(|| {
-            format!(
-                "class map {} line {}: `{b}` is no class of {}",
-                path.display(),
-                n + 1,
-                target.name()
-            )
-        })?;
-        map[s] = Some(t);
-    }
-    if map.iter().all(Option::is_none) {
-        return Err(format!("class map {} maps no class", path.display()));
-    }
-    Ok(map)
-}
-
 impl Audit {
     /// Checks the request (model, classes, data, references: each bad input refused here,
     /// before anything runs), then reads the folder's plan or, for a new audit, measures each
@@ -402,8 +353,9 @@ impl Audit {
             let m = Model::load(&ModelRef::parse(&r.manifest, &base))
                 .map_err(|e| refused(format!("cannot load --reference {}: {e}", r.manifest)))?;
             let map = match &r.class_map {
-                Some(path) => read_class_map(&base.join(path), &model, &m).map_err(refused)?,
-                None if m.labels == model.labels => (0..classes).map(Some).collect(),
+                Some(path) => ClassMap::read(&base.join(path), &model.labels, &m.labels)
+                    .map_err(|e| refused(format!("--reference {}: {e}", r.manifest)))?,
+                None if m.labels == model.labels => ClassMap::identity(classes),
                 None => {
                     return Err(refused(format!(
                         "--reference {} has other labels than {} ({} classes: {}…, against {}: {}…); give a class map, --reference {}@MAP.csv with lines SOURCE,REFERENCE",
@@ -488,7 +440,7 @@ impl Audit {
                     manifest: manifest.display().to_string(),
                     origin: "shipped, same labels".into(),
                     class_map: None,
-                    map: (0..classes).map(Some).collect(),
+                    map: ClassMap::identity(classes),
                     model: m,
                 });
             }
@@ -961,7 +913,10 @@ impl Audit {
             let mut pixels = Vec::new();
             let mut which = Vec::new();
             for (pi, class, image) in &images {
-                let Some(t) = r.map[*class] else { continue };
+                let targets = &r.map.to[*class];
+                if targets.is_empty() {
+                    continue;
+                }
                 if [tw as usize, th as usize] == from {
                     pixels.extend_from_slice(image);
                 } else {
@@ -972,14 +927,14 @@ impl Audit {
                         [tw as usize, th as usize],
                     ));
                 }
-                which.push((parts[*pi].part.method, t));
+                which.push((parts[*pi].part.method, targets));
             }
             let probs = target.probabilities(&pixels).map_err(refused)?;
             let tclasses = r.model.classes();
             let scored: Vec<(Method, f64)> = which
                 .iter()
                 .zip(probs.chunks_exact(tclasses))
-                .map(|(&(m, t), row)| (m, f64::from(row[t])))
+                .map(|(&(m, t), row)| (m, t.iter().map(|&k| f64::from(row[k])).sum()))
                 .collect();
             let by_method = methods
                 .iter()
@@ -1245,36 +1200,6 @@ mod tests {
         };
         let d = a.difference(&b).unwrap();
         assert!(d.starts_with("--seeds"), "{d}");
-    }
-
-    #[test]
-    fn class_maps_read_indices_and_labels_and_name_a_bad_line() {
-        let manifest =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/lenet-mnist/manifest.toml");
-        let lenet = Model::load(&ModelRef::Path(manifest)).unwrap();
-        let dir = std::env::temp_dir().join(format!("pareidolia-audit-map-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let map = dir.join("map.csv");
-        std::fs::write(&map, "# source,reference\n0,9\n 3 , 3 # same\n").unwrap();
-        let m = read_class_map(&map, &lenet, &lenet).unwrap();
-        assert_eq!(m.len(), 10);
-        assert_eq!((m[0], m[3], m[1]), (Some(9), Some(3), None));
-        std::fs::write(&map, "0,1\n5\n").unwrap();
-        let e = read_class_map(&map, &lenet, &lenet).unwrap_err();
-        assert!(
-            e.contains("line 2") && e.contains("SOURCE,REFERENCE"),
-            "{e}"
-        );
-        std::fs::write(&map, "12,1\n").unwrap();
-        let e = read_class_map(&map, &lenet, &lenet).unwrap_err();
-        assert!(e.contains("`12` is no class of lenet-mnist"), "{e}");
-        std::fs::write(&map, "# nothing\n").unwrap();
-        assert!(
-            read_class_map(&map, &lenet, &lenet)
-                .unwrap_err()
-                .contains("maps no class")
-        );
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
