@@ -617,3 +617,122 @@ fn forged_results_are_refused_and_never_reach_the_archive() {
     assert_eq!(a.0["evaluations"], b.0["evaluations"]);
     assert_eq!(a.1, b.1, "the galleries differ");
 }
+
+/// Opens `n` TCP connections to `address` from a child process (its own descriptors, so this
+/// test process and the tests beside it keep theirs), holds them, and reports how many the
+/// server closed within `seconds`: `opened N failed F` and `closed C` lines.
+const FLOOD: &str = r#"
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+n, seconds = int(sys.argv[2]), float(sys.argv[3])
+socks, failed = [], 0
+for _ in range(n):
+    try:
+        socks.append(socket.create_connection((host, int(port)), timeout=5))
+    except OSError:
+        failed += 1
+print("opened", len(socks), "failed", failed, flush=True)
+closed, deadline = set(), time.time() + seconds
+while time.time() < deadline and len(closed) < len(socks):
+    for i, s in enumerate(socks):
+        if i in closed:
+            continue
+        s.setblocking(False)
+        try:
+            if s.recv(1) == b"":
+                closed.add(i)
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed.add(i)
+    time.sleep(0.2)
+print("closed", len(closed), flush=True)
+"#;
+
+/// Issue 30 item 12: 1,100 idle TCP connections to the cluster port of a daemon limited to
+/// 1,024 open files (systemd's default). Connections beyond the port's 256 places are closed
+/// at once and the rest once the handshake deadline (10 s) passes; meanwhile the run goes on
+/// writing checkpoints and HTTP answers; the refusals take a few log lines, not millions.
+#[test]
+fn idle_connections_to_the_cluster_port_are_bounded_closed_and_logged_sparingly() {
+    let dir = temp_dir("cluster-flood");
+    let config = daemon_config(&dir, 100_000, 5);
+    let inner = Pareidolia::daemon()
+        .config(&config)
+        .out(&dir.join("run"))
+        .mutators(1)
+        .workers(1)
+        .backend("tract")
+        .args(["--cluster-listen", "127.0.0.1:0"])
+        .command();
+    let mut limited = std::process::Command::new("sh");
+    limited
+        .arg("-c")
+        .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_remove("RUST_LOG");
+    let mut daemon = Daemon::spawn(limited, &dir.join("daemon.log"));
+    let address = cluster_address(&mut daemon);
+    let url = daemon.url();
+    daemon.wait_for("checkpoint written", Duration::from_secs(60));
+    let flood = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 4096; exec python3 -c "$0" "$@""#)
+        .arg(FLOOD)
+        .args([address.as_str(), "1100", "25"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the connections are held: HTTP answers and checkpoints keep being written.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(get(&format!("{url}/livez")).0, 200);
+    let written = |d: &Daemon| d.log().matches("checkpoint written").count();
+    let before = written(&daemon);
+    daemon.poll(
+        "a checkpoint during the flood",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |d| {
+            if written(d) > before {
+                Ok(())
+            } else {
+                Err("no new checkpoint".to_owned())
+            }
+        },
+    );
+    let report = flood.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    let number = |key: &str| -> usize {
+        report
+            .split_whitespace()
+            .skip_while(|w| *w != key)
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {report:?}"))
+    };
+    assert!(number("opened") >= 1000, "{report}");
+    assert_eq!(number("closed"), number("opened"), "{report}");
+    assert_eq!(get(&format!("{url}/livez")).0, 200);
+    let log = daemon.log();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("refused a cluster connection"))
+        .count();
+    assert!(
+        (1..=12).contains(&refusals),
+        "{refusals} refusal lines for 1,100 connections"
+    );
+    assert!(
+        !log.contains("Too many open files"),
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("Too many open files"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    daemon.signal("TERM");
+    let (status, log) = daemon.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{log}");
+}

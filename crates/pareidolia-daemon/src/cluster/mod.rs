@@ -56,6 +56,7 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
+use self::gate::{HANDSHAKE_DEADLINE, LOG_EVERY, OpenConnections, Throttle};
 use self::keeper::{KeeperMsg, KeeperState, NodeKeeper};
 use self::table::{NodeCounters, NodeTable};
 use crate::experiment::Experiment;
@@ -68,6 +69,7 @@ use crate::map_elites::mutator_actor::{MutatorActor, MutatorState};
 use crate::run::setup::{ModelSetup, Setup, SetupError};
 use crate::service::signals::shutdown_signal;
 
+pub mod gate;
 pub mod keeper;
 pub mod table;
 
@@ -325,6 +327,30 @@ async fn start_node(
     Ok((server, addr))
 }
 
+/// Starts the daemon's node: its cluster port on `addr` (port 0 resolved here) served by
+/// [`gate::serve`], which hands each connection it admits to a node server listening on
+/// loopback only.
+async fn start_daemon_node(
+    addr: SocketAddr,
+    cookie: String,
+    name: String,
+    subscription: Box<dyn NodeEventSubscription>,
+    open: Arc<OpenConnections>,
+) -> Result<(ActorRef<NodeServerMessage>, SocketAddr), ClusterError> {
+    let listen_err = |cause| ClusterError::Listen {
+        address: addr.to_string(),
+        cause,
+    };
+    let public = std::net::TcpListener::bind(addr).map_err(listen_err)?;
+    let address = public.local_addr().map_err(listen_err)?;
+    public.set_nonblocking(true).map_err(listen_err)?;
+    let public = tokio::net::TcpListener::from_std(public).map_err(listen_err)?;
+    let inner: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, 0).into();
+    let (server, _) = start_node(inner, cookie, name, subscription).await?;
+    tokio::spawn(gate::serve(public, server.clone(), open));
+    Ok((server, address))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The daemon's side.
 
@@ -333,7 +359,11 @@ async fn start_node(
 struct DaemonEvents {
     counters: Arc<NodeCounters>,
     keeper: ActorRef<KeeperMsg>,
-    authenticated: Mutex<HashSet<u64>>,
+    authenticated: Arc<Mutex<HashSet<u64>>>,
+    /// The cluster port's places (freed when a session closes).
+    open: Arc<OpenConnections>,
+    /// Sessions closed before they authenticated are logged at most once per period.
+    refusals: Mutex<Throttle>,
 }
 
 /// The peer's node name as the worker chose it (ractor_cluster appends `@HOST`).
@@ -352,6 +382,25 @@ fn peer_name(ses: &ractor_cluster::node::NodeServerSessionInformation) -> String
 impl NodeEventSubscription for DaemonEvents {
     fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         tracing::debug!(peer = %ses.peer_addr, "cluster connection opened");
+        if !ses.is_server {
+            return;
+        }
+        // A session that has not authenticated by the deadline is closed, so idle or stray
+        // clients do not hold the port's places (or file descriptors) for good.
+        let authenticated = self.authenticated.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDSHAKE_DEADLINE).await;
+            let done = authenticated
+                .lock()
+                .map(|set| set.contains(&ses.node_id))
+                .unwrap_or(true);
+            if !done {
+                ses.actor.stop(Some(format!(
+                    "no cluster handshake within {} s",
+                    HANDSHAKE_DEADLINE.as_secs()
+                )));
+            }
+        });
     }
 
     fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
@@ -368,6 +417,9 @@ impl NodeEventSubscription for DaemonEvents {
     }
 
     fn node_session_disconnected(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
+        if ses.is_server {
+            self.open.closed();
+        }
         let was = self
             .authenticated
             .lock()
@@ -384,11 +436,17 @@ impl NodeEventSubscription for DaemonEvents {
             self.counters
                 .unauthenticated
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                peer = %ses.peer_addr,
-                node = %peer_name(&ses),
-                "refused a cluster connection: it did not authenticate (a wrong cookie, or not a pareidolia worker)"
-            );
+            if let Ok(mut throttle) = self.refusals.lock() {
+                throttle.event(Instant::now(), |held| {
+                    tracing::warn!(
+                        peer = %ses.peer_addr,
+                        node = %peer_name(&ses),
+                        held_back = held,
+                        "refused a cluster connection: it did not authenticate (a wrong cookie, no handshake within {} s, or not a pareidolia worker)",
+                        HANDSHAKE_DEADLINE.as_secs()
+                    );
+                });
+            }
         }
     }
 }
@@ -420,17 +478,21 @@ impl DaemonNode {
         let (keeper, _) = Actor::spawn(None, NodeKeeper, keeper_state)
             .await
             .map_err(|e| ClusterError::Node(e.to_string()))?;
+        let open = Arc::new(OpenConnections::default());
         let events = DaemonEvents {
             counters: counters.clone(),
             keeper: keeper.clone(),
-            authenticated: Mutex::new(HashSet::new()),
+            authenticated: Arc::new(Mutex::new(HashSet::new())),
+            open: open.clone(),
+            refusals: Mutex::new(Throttle::new(LOG_EVERY)),
         };
         let cookie = options
             .cookie
             .clone()
             .unwrap_or_else(|| LOOPBACK_COOKIE.to_owned());
         let name = format!("pareidolia-daemon-{}", std::process::id());
-        let (server, address) = start_node(options.listen, cookie, name, Box::new(events)).await?;
+        let (server, address) =
+            start_daemon_node(options.listen, cookie, name, Box::new(events), open).await?;
         let config = experiment.config();
         let args = RegistrarState {
             run: experiment.run_id.clone(),
