@@ -139,6 +139,15 @@ fn a_stopped_gradient_ascent_resumes_exactly() {
     assert!(log.contains("resuming"), "{log}");
     assert_eq!(ascent_result(&whole), ascent_result(&split));
     assert_eq!(history_without_time(&whole), history_without_time(&split));
+    // Issue 30 item 18: resumed with no step left, the summary keeps the run's rate (from
+    // the checkpoint's stage times) instead of null.
+    let (status, log) = Pareidolia::resume(&split)
+        .generations(400)
+        .start(&dir.join("split-again.log"))
+        .wait(Duration::from_secs(120));
+    assert!(status.success(), "{status}\n{log}");
+    let rate = json(&split.join("summary.json"))["ascent"]["images_steps_per_s"].as_f64();
+    assert!(rate.is_some_and(|r| r > 0.0), "{rate:?}\n{log}");
 
     // SIGTERM while the daemon runs: it stops at a step boundary with a checkpoint, exit 0.
     let term = dir.join("term");

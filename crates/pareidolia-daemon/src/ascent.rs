@@ -155,6 +155,18 @@ fn champion(t: &Track, encoding: &EncodingPlugin) -> Result<Option<Champion>, Op
     }))
 }
 
+/// Images x steps per second of gradient computation: this session's where it took steps,
+/// else the whole run's from the checkpoint's stage times (a resume with no step left keeps
+/// the figure of the sessions before it); `None` where neither measured any.
+fn images_steps_per_s(search: &AscentLoop<'_>, session_seconds: f64) -> Option<f64> {
+    if session_seconds > 0.0 {
+        return Some(search.evaluated as f64 / session_seconds);
+    }
+    let whole = search.ledger.counters().stage_times.inference_s;
+    let images_steps = search.ascent.step as f64 * search.ascent.tracks.len() as f64;
+    (whole > 0.0 && images_steps > 0.0).then(|| images_steps / whole)
+}
+
 /// What [`run`] needs.
 pub struct AscentRun {
     /// The setup (config, model, plugins).
@@ -223,7 +235,7 @@ pub fn run(r: AscentRun) -> Result<RunOutcome, RunError> {
         search.ascent.step,
         &search.ascent.tracks,
         search.zero_gradient_steps,
-        (oracle.seconds > 0.0).then(|| search.evaluated as f64 / oracle.seconds),
+        images_steps_per_s(&search, oracle.seconds),
         &png,
     );
     Ok(RunOutcome {
