@@ -100,6 +100,21 @@ pub enum ServiceError {
     /// The gallery or summary could not be written.
     #[error(transparent)]
     RunFolder(#[from] RunFolderError),
+    /// The run ended, but its gallery or summary could not be written (a full disk): says
+    /// where a resume continues, since the run itself is in its checkpoints.
+    #[error(
+        "{cause}; the run ended at generation {generation} and {newest}: free space in {run_dir} or fix it, then `pareidolia resume {run_dir}` (or `pareidolia export {run_dir} --out DIR` for the gallery)"
+    )]
+    Finish {
+        /// Why the gallery or summary could not be written.
+        cause: RunFolderError,
+        /// The run folder.
+        run_dir: PathBuf,
+        /// The generation the run ended at.
+        generation: u64,
+        /// The newest checkpoint, in words.
+        newest: String,
+    },
     /// The cluster node (`--cluster-listen`) could not start.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -535,13 +550,24 @@ fn finish(
     experiment: &Experiment,
     outcome: &RunOutcome,
 ) -> Result<(), ServiceError> {
+    let p = &outcome.progress;
+    let newest = match p.last_checkpoint_generation {
+        Some(g) => format!("the newest checkpoint is of generation {g}, where a resume continues"),
+        None => "there is no checkpoint to resume from".to_owned(),
+    };
     let summary = folder::write(
         run_dir,
         &experiment.setup.encoding,
         &experiment.identity,
         experiment.config().seed,
         outcome,
-    )?;
+    )
+    .map_err(|cause| ServiceError::Finish {
+        cause,
+        run_dir: run_dir.to_owned(),
+        generation: p.generation,
+        newest: newest.clone(),
+    })?;
     tracing::info!(
         generation = summary.generations,
         evaluations = summary.evaluations,
@@ -553,17 +579,11 @@ fn finish(
     );
     // A missing final checkpoint without a failed write means no generation was completed,
     // so there was nothing to checkpoint.
-    let p = &outcome.progress;
     if p.checkpoint_failures > 0 && p.last_checkpoint_generation != Some(p.generation) {
         return Err(ServiceError::FinalCheckpoint {
             run_dir: run_dir.to_owned(),
             generation: p.generation,
-            newest: match p.last_checkpoint_generation {
-                Some(g) => {
-                    format!("the newest checkpoint is of generation {g}, where a resume continues")
-                }
-                None => "there is no checkpoint to resume from".to_owned(),
-            },
+            newest,
             failures: p.checkpoint_failures,
         });
     }
