@@ -396,3 +396,37 @@ fn a_retrain_needs_a_last_layer_it_can_widen_and_a_held_out_set() {
     );
     assert_eq!(read_text(&other.join("notes.txt")), "mine");
 }
+
+/// Issue 30 item 4: a fresh retrain that fails before its first generation (here, a fitness
+/// plugin that refuses its parameters when the first run sets up) leaves no folder, so the
+/// same command, fixed, simply runs; the error says so.
+#[test]
+fn a_retrain_that_fails_before_its_first_generation_leaves_nothing() {
+    let dir = temp_dir("retrain-failed-start");
+    let config = config_edit(&dir, |t| {
+        t.set("fitness.plugin", "margin")
+            .add("fitness.params.reduce", "max");
+    });
+    let out = dir.join("out");
+    let retrain = |config: &Path| {
+        Pareidolia::with_args(["retrain", "--quiet", "--images", "10"])
+            .args(["--train-iterations", "2", "--config"])
+            .arg(config)
+            .arg("--out")
+            .arg(&out)
+            .output()
+    };
+    clean_failure(
+        retrain(&config),
+        &["before its first generation", "was removed", "`reduce`"],
+    );
+    assert!(!out.exists(), "the failed start left {}", out.display());
+    // Fixed, the same command starts (and is stopped here by its own end: one iteration).
+    let fixed = config_edit(&dir, |t| {
+        t.set("fitness.plugin", "margin")
+            .add("fitness.params.reduce", "min")
+            .set("generations", 2);
+    });
+    success(retrain(&fixed));
+    assert!(out.join("retrain.json").is_file());
+}

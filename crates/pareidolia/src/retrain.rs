@@ -220,6 +220,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
 /// `pareidolia retrain`.
 pub fn retrain(args: RetrainArgs) -> Result<()> {
     let continuing = args.out.join(PLAN_FILE).exists();
+    // A fresh retrain into a new folder that fails before any run has scored a generation
+    // leaves nothing behind, so the same command can simply be run again.
+    let created = !args.out.exists();
     let session = if continuing
         && args.config.is_none()
         && args.images.is_none()
@@ -333,8 +336,24 @@ pub fn retrain(args: RetrainArgs) -> Result<()> {
             }
         },
         stop,
-    )?;
+    );
     progress.finish_and_clear();
+    let finish = match finish {
+        Ok(finish) => finish,
+        Err(e) if created && !continuing && !any_history(&args.out) => {
+            let removed = std::fs::remove_dir_all(&args.out).is_ok();
+            let e = anyhow::Error::from(e);
+            return Err(if removed {
+                e.context(format!(
+                    "the retrain failed before its first generation; {} was removed, so fix the cause and run the same command again",
+                    args.out.display()
+                ))
+            } else {
+                e
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     printed?;
     match finish {
         Finish::Done => writeln!(out, "done: {}", args.out.join(CSV_FILE).display())?,
@@ -345,4 +364,19 @@ pub fn retrain(args: RetrainArgs) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Whether any run under `dir` has scored a generation (a `history.csv` exists).
+fn any_history(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            any_history(&path)
+        } else {
+            path.file_name().is_some_and(|n| n == "history.csv")
+        }
+    })
 }
