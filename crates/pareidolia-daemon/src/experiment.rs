@@ -127,6 +127,18 @@ pub fn split_cores(
     }
 }
 
+/// `batch_size = 0`: the backend's preferred batch, made smaller on a CPU with many cores so
+/// that a generation of `children` has at least two batches per core (a 400-child generation
+/// in batches of 32 is 13 batches, which would leave most of a 64-core server idle: there it
+/// becomes batches of 4, 100 of them). On a GPU the preferred batch stands (one worker).
+pub fn auto_batch(preferred: usize, children: usize, cores: usize, gpu: bool) -> usize {
+    let preferred = preferred.max(1);
+    if gpu {
+        return preferred;
+    }
+    preferred.min(children.div_ceil(2 * cores.max(1))).max(1)
+}
+
 /// Seconds of breeding per child (crossover, mutation, rendering) and of inference per image
 /// (every model, one set, after warm-up), measured on the run's own plugin library and
 /// models before the clock starts: what [`split_cores`] divides the cores by. The breeding
@@ -208,12 +220,21 @@ impl Experiment {
         let mut prepared = vec![first];
         let config = &mut setup.config;
         if config.batch_size == 0 {
-            let chosen = prepared[0].iter().map(|p| p.preferred_batch()).min();
-            config.batch_size = chosen.unwrap_or(1).max(1) as u32;
+            let preferred = prepared[0].iter().map(|p| p.preferred_batch()).min();
+            let gpu = prepared[0].iter().any(|p| p.device() != "cpu");
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            config.batch_size = auto_batch(
+                preferred.unwrap_or(1),
+                config.offspring_per_generation as usize,
+                cores,
+                gpu,
+            ) as u32;
             tracing::info!(
                 batch_size = config.batch_size,
+                preferred = preferred.unwrap_or(1),
+                cores,
                 backend = prepared[0][0].backend(),
-                "batch size chosen by the backend"
+                "batch size chosen by the backend and the core count"
             );
         }
         let batch = config.batch_size as usize;
@@ -533,6 +554,19 @@ fn prepare_gradient(setup: &Setup) -> Result<Box<dyn DifferentiableModel>, Setup
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_automatic_batch_gives_every_core_two_batches_on_a_cpu() {
+        // 2 cores: ONNX Runtime's 32 stands (400 children: 13 batches).
+        assert_eq!(auto_batch(32, 400, 2, false), 32);
+        // 64 cores: 400 children in batches of 4, 100 batches for 64 workers.
+        assert_eq!(auto_batch(32, 400, 64, false), 4);
+        // More cores than children: batches of one.
+        assert_eq!(auto_batch(32, 200, 256, false), 1);
+        // tract's preferred 1 is never raised; a GPU keeps its preferred batch.
+        assert_eq!(auto_batch(1, 400, 2, false), 1);
+        assert_eq!(auto_batch(256, 400, 64, true), 256);
+    }
 
     fn split(
         cores: usize,
