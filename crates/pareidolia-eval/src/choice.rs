@@ -65,7 +65,15 @@ impl Backend for AutoBackend {
                         reason = %e,
                         "backend auto: {choice} refused"
                     );
-                    refused.push((choice.as_str(), e.to_string()));
+                    // The reason without the advice meant for someone who asked for `cuda`
+                    // by name (to choose `auto`, which is what is running).
+                    let why = match &e {
+                        EvalError::CudaUnavailable { reason, tried, .. } => {
+                            format!("{reason}; tried {tried}")
+                        }
+                        other => other.to_string(),
+                    };
+                    refused.push((choice.as_str(), why));
                 }
             }
         }
