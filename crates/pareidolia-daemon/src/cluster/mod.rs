@@ -8,7 +8,9 @@
 //! ([`RegistrarMsg`], [`WorkerMsg`] in [`crate::map_elites::messages`]):
 //!
 //! 1. the worker connects and authenticates (a wrong cookie, or a port that is not a
-//!    cluster node, ends it here with a clear error);
+//!    cluster node, ends it here with a clear error); the daemon's port is [`gate`]'s, which
+//!    bounds the connections, closes those that do not authenticate in time and hands the
+//!    rest to a node server on loopback;
 //! 2. it asks the daemon's registrar (process group [`names::REGISTRAR_GROUP`]) for the run:
 //!    the daemon's version is checked, and the answer is the run's resolved config and
 //!    identity;
