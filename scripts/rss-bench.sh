@@ -2,6 +2,8 @@
 # Bounded-memory benchmark (issue 4): runs the MNIST default as a daemon and records its
 # resident set size when it passes 10^4, 10^5 and 10^6 evaluations. Not a test.
 # Usage: scripts/rss-bench.sh [run-folder]   (needs curl; builds nothing: run cargo build first)
+# BACKEND=tract (or ort-cpu, ...) overrides the config's backend; MAX=N adds a fourth sample
+# at N evaluations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-$(mktemp -d)/rss-run}
@@ -9,11 +11,11 @@ cfg=$(mktemp --suffix=.toml)
 sed 's/^generations = 200/generations = 100000/' configs/mnist-direct.toml > "$cfg"
 printf '\n[http]\nlisten = "127.0.0.1:0"\n' >> "$cfg"
 log=$(mktemp)
-./target/release/pareidolia daemon --config "$cfg" --out "$out" 2> "$log" &
+./target/release/pareidolia daemon --config "$cfg" --out "$out" ${BACKEND:+--backend "$BACKEND"} 2> "$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until url=$(grep -o 'http://[0-9.:]*' "$log" | head -1) && [ -n "$url" ]; do sleep 0.2; done
-for target in 10000 100000 1000000; do
+for target in 10000 100000 1000000 ${MAX:-}; do
   while :; do
     evals=$(curl -s "$url/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["evaluations"])' 2>/dev/null || echo 0)
     [ "$evals" -ge "$target" ] && break
