@@ -33,6 +33,8 @@ mod device_check;
 mod fitness;
 /// The live gallery page in headless Chromium.
 mod gallery;
+/// Gradient-informed MAP-Elites (`[search.gradient]`): counted, exact, ahead, refusals.
+mod gradient_operator;
 /// The differentiable evaluator against tract and finite differences on the shipped models.
 mod gradients;
 /// The HTTP server's guards on real sockets: Host check, header-read timeout, connection limit.

@@ -138,6 +138,8 @@ fn the_dashboard_is_grafana_json_on_the_provisioned_datasource() {
         "pareidolia_champion_confidence_min",
         "pareidolia_classes_at_or_above_confidence",
         "pareidolia_evaluations_total",
+        "pareidolia_gradient_steps_total",
+        "pareidolia_forward_equivalents_total",
         "pareidolia_stage_duration_seconds_bucket",
         "pareidolia_batch_size_bucket",
         "pareidolia_queue_depth",

@@ -342,5 +342,28 @@ fn a_plugin_built_against_the_abi_1_0_sdk_loads_runs_and_is_refused_the_new_oper
         ],
     );
     assert!(!refused.join("config.toml").exists());
+    // The gradient operator of MAP-Elites pulls gradients back through `pullback`: refused
+    // the same way, and an evolution run of the old plugin without it still works (above).
+    let steered_config = config_edit(&subdir(&dir, "steered-cfg"), |t| {
+        t.take("encoding.params");
+        t.set("generations", 2)
+            .set("encoding.plugin", built.to_str().unwrap());
+        t.add("search.gradient.share", 0.5);
+    });
+    let steered = dir.join("steered-run");
+    clean_failure(
+        Pareidolia::run()
+            .config(&steered_config)
+            .out(&steered)
+            .output(),
+        &[
+            "[search.gradient]",
+            "encoding plugin `stripes`",
+            "plugin ABI 1.0",
+            "`pullback`",
+            "remove [search.gradient]",
+        ],
+    );
+    assert!(!steered.exists());
     std::fs::remove_dir_all(&outside).ok();
 }

@@ -65,6 +65,13 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The folder `parent/name`, created (with `parent`) if missing.
+pub fn subdir(parent: &Path, name: &str) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command line.
 

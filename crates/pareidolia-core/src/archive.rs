@@ -210,12 +210,22 @@ impl Archive {
 
     /// A parent drawn uniformly over occupied cells; `None` while the archive is empty.
     pub fn pick_parent(&self, rng: &mut HostRng) -> Option<&Champion> {
+        self.pick_parent_cell(rng).map(|(_, c)| c)
+    }
+
+    /// [`Archive::pick_parent`] with the class of the cell it was drawn from (the same draw:
+    /// the same `rng` gives the same parent either way).
+    pub fn pick_parent_cell(&self, rng: &mut HostRng) -> Option<(usize, &Champion)> {
         let filled = self.cells.iter().filter(|c| c.is_some()).count();
         if filled == 0 {
             return None;
         }
         let k = rng.random_range(0..filled);
-        self.cells.iter().flatten().nth(k)
+        self.cells
+            .iter()
+            .enumerate()
+            .filter_map(|(class, c)| c.as_ref().map(|c| (class, c)))
+            .nth(k)
     }
 
     /// Convergence statistics over the cells (skipped classes do not count).

@@ -134,6 +134,10 @@ pub struct PlannedMeta {
     /// Per pair of children, the blob indices of the two parents' genomes (a champion's
     /// genome blob where the parent is still a champion); `None` = random genomes.
     pub parents: Vec<Option<(u32, u32)>>,
+    /// Per pair, the classes the two parents were drawn for (runs whose gradient operator
+    /// steers toward the parent's class; absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_classes: Vec<Option<(u32, u32)>>,
 }
 
 /// The two parents of a pair of children, as genomes.
@@ -150,6 +154,9 @@ pub struct PlannedGeneration {
     pub size: u32,
     /// The parents of each pair.
     pub parents: Vec<Option<ParentPair>>,
+    /// Per pair, the classes whose cells the two parents were drawn from, recorded where the
+    /// run's gradient operator steers children toward their parent's class; empty otherwise.
+    pub parent_classes: Vec<Option<(u32, u32)>>,
 }
 
 /// A gradient-ascent run's state beyond its champions: the step, and per image the current
@@ -272,6 +279,7 @@ impl Checkpoint {
                     .iter()
                     .map(|pair| pair.as_ref().map(|(a, b)| (blob(a), blob(b))))
                     .collect(),
+                parent_classes: p.parent_classes.clone(),
             })
             .collect();
         encode_with(&meta, &distinct, &extra)
@@ -812,6 +820,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
                         Some((a, b)) => Ok(Some((genome(*a)?, genome(*b)?))),
                     })
                     .collect::<Result<Vec<_>, CheckpointError>>()?,
+                parent_classes: p.parent_classes.clone(),
             })
         })
         .collect::<Result<Vec<_>, CheckpointError>>()?;
@@ -907,6 +916,14 @@ fn check_consistent(meta: &CheckpointMeta, champions: &[Champion]) -> Result<(),
                 p.size,
                 p.parents.len(),
                 config.offspring_per_generation
+            ));
+        }
+        if !p.parent_classes.is_empty() && p.parent_classes.len() != p.parents.len() {
+            return Err(format!(
+                "planned generation {} records parent classes for {} pairs, but it has {} pairs",
+                p.generation,
+                p.parent_classes.len(),
+                p.parents.len()
             ));
         }
     }
@@ -1507,8 +1524,16 @@ mod tests {
                     _ => Some((stale.clone(), stale.clone())),
                 })
                 .collect(),
+            parent_classes: Vec::new(),
         };
-        let planned = [generation(5), generation(6)];
+        // A run that steers children toward their parents' classes records those classes.
+        let steered = |number| PlannedGeneration {
+            parent_classes: (0..100u32)
+                .map(|k| (k != 99).then_some((k % 10, 3)))
+                .collect(),
+            ..generation(number)
+        };
+        let planned = [generation(5), steered(6)];
         let capture = |planned: &[PlannedGeneration]| {
             Checkpoint::capture(
                 &archive,
@@ -1548,6 +1573,13 @@ mod tests {
                     ..generation(5)
                 }],
                 "planned generation 5 has 7 children in 100 pairs",
+            ),
+            (
+                vec![PlannedGeneration {
+                    parent_classes: vec![None; 3],
+                    ..generation(5)
+                }],
+                "planned generation 5 records parent classes for 3 pairs, but it has 100 pairs",
             ),
         ] {
             let e = decode(&capture(&bad), Path::new("x"))

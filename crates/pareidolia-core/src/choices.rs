@@ -188,6 +188,20 @@ choice! {
 }
 
 choice! {
+    /// Which class a child's gradient steps push toward (`search.gradient.target`), in
+    /// gradient-informed MAP-Elites.
+    #[derive(Default)]
+    SteerTarget, "gradient target (search.gradient.target)" {
+        /// The class whose cell the child's parent was drawn from (each child of a pair has
+        /// its own parent): the child improves on a champion where it already leads.
+        #[default]
+        Parent = "parent",
+        /// A class drawn uniformly from the archive's classes, from the child's own seed.
+        Uniform = "uniform",
+    }
+}
+
+choice! {
     /// How gradient-ascent images start (`search.start`).
     #[derive(Default)]
     AscentStart, "gradient-ascent start (search.start)" {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ascent::Recipe;
-use crate::choices::{AscentPreset, AscentStart, BackendChoice, ConvSearch, SearchKind, View};
+use crate::choices::{
+    AscentPreset, AscentStart, BackendChoice, ConvSearch, Objective, SearchKind, SteerTarget, View,
+};
 use crate::stop::StopConfig;
 
 /// A config file that could not be used.
@@ -240,6 +242,84 @@ pub struct SearchConfig {
     /// `zero`, `randu` or `mean_plus`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start: Option<AscentStart>,
+    /// MAP-Elites only: the gradient operator (`[search.gradient]`); absent, the paper's loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gradient: Option<GradientOperator>,
+}
+
+/// `[search.gradient]`: gradient-informed MAP-Elites. After crossover and mutation, a share of
+/// each generation's children take `steps` gradient steps on their genome toward a target
+/// class (the encoding pulls the pixel gradient back to its genome and applies the step), with
+/// the released ascent code's "progress" learning rate; then each competes for every class as
+/// any child does. Which children, and toward which class, is drawn from the run's seed, so a
+/// run stays a pure function of seed, config and backend. Costs: a step is one forward and one
+/// backward pass of the model (three forward-pass equivalents), counted apart from evaluations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GradientOperator {
+    /// Share of the children that take gradient steps (0 < share <= 1).
+    pub share: f64,
+    /// Gradient steps per chosen child (1 to 100).
+    pub steps: u32,
+    /// `parent` (the class the child's parent was drawn for) or `uniform`.
+    pub target: SteerTarget,
+    /// What the steps maximise: `probability` (the released ascent code's), `log-probability`
+    /// or `logit`.
+    pub objective: Objective,
+    /// Upper bound of the learning rate.
+    pub max_lr: f64,
+    /// The desired progress of the objective per step, early on.
+    pub early_prog: f64,
+    /// Late on, the desired progress is `late_prog_mult * (1 - p)`, `p` the target class's
+    /// probability.
+    pub late_prog_mult: f64,
+}
+
+impl Default for GradientOperator {
+    fn default() -> Self {
+        let released = Recipe::default();
+        Self {
+            share: 0.5,
+            steps: 1,
+            target: SteerTarget::Parent,
+            objective: Objective::Probability,
+            max_lr: released.max_lr,
+            early_prog: released.early_prog,
+            late_prog_mult: released.late_prog_mult,
+        }
+    }
+}
+
+impl GradientOperator {
+    /// The step's learning-rate policy as the ascent recipe computes it (the released "progress"
+    /// policy; decay, blur and pruning play no part here).
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            steps: u64::from(self.steps),
+            decay: 0.0,
+            max_lr: self.max_lr,
+            early_prog: self.early_prog,
+            late_prog_mult: self.late_prog_mult,
+            ..Recipe::default()
+        }
+    }
+
+    /// Checks the values: the problem as `(key, what is allowed)`.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(self.share > 0.0 && self.share <= 1.0) {
+            return Err((
+                "share",
+                format!(
+                    "must be in (0, 1], the share of children that take gradient steps (got {})",
+                    self.share
+                ),
+            ));
+        }
+        if !(1..=100).contains(&self.steps) {
+            return Err(("steps", format!("must be 1 to 100 (got {})", self.steps)));
+        }
+        self.recipe().check()
+    }
 }
 
 impl SearchConfig {
@@ -279,6 +359,7 @@ impl SearchConfig {
     fn has_ascent_keys(&self) -> bool {
         let plain = SearchConfig {
             kind: self.kind,
+            gradient: self.gradient.clone(),
             ..SearchConfig::default()
         };
         *self != plain
@@ -626,7 +707,25 @@ impl RunConfig {
                     "sets gradient-ascent keys, but `search.kind` is `map-elites`; set kind = \"gradient-ascent\" or remove them",
                 );
             }
-            SearchKind::MapElites => {}
+            SearchKind::MapElites => {
+                if let Some(op) = &self.search.gradient {
+                    if let Err((key, message)) = op.check() {
+                        return err(&format!("search.gradient.{key}"), &message);
+                    }
+                    if self.model_keys().len() > 1 {
+                        return err(
+                            "search.gradient",
+                            "the gradient operator steps toward one model's class; name one [model], or remove [search.gradient] for a run on several models",
+                        );
+                    }
+                }
+            }
+            SearchKind::GradientAscent if self.search.gradient.is_some() => {
+                return err(
+                    "search.gradient",
+                    "is the gradient operator of a MAP-Elites run; gradient ascent takes its recipe from the [search] keys themselves. Remove [search.gradient] or set kind = \"map-elites\"",
+                );
+            }
             SearchKind::GradientAscent => {
                 if let Err((key, message)) = self.search.recipe(self.generations).check() {
                     let key = if key == "steps" { "generations" } else { key };

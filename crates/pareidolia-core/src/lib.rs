@@ -26,10 +26,11 @@ pub mod summary;
 pub use archive::{Archive, ArchiveStats, CellsError, Champion, Evaluated};
 pub use choices::{
     AscentPreset, AscentStart, BackendChoice, Choice, ConvSearch, Objective, OutputKind,
-    SearchKind, UnknownChoice, View,
+    SearchKind, SteerTarget, UnknownChoice, View,
 };
 pub use config::{
-    ArchiveConfig, CheckpointConfig, ConfigError, HttpConfig, PluginConfig, RunConfig,
+    ArchiveConfig, CheckpointConfig, ConfigError, GradientOperator, HttpConfig, PluginConfig,
+    RunConfig,
 };
 pub use identity::{
     AllowedChanges, IdentityDifference, IdentityMismatch, ModelIdentity, RunIdentity,

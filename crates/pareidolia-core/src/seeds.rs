@@ -26,6 +26,9 @@ pub enum Stream {
     TrainInit = 6,
     /// The order a training run reads its data in.
     TrainOrder = 7,
+    /// Whether a child takes gradient steps, and toward which class (gradient-informed
+    /// MAP-Elites; index: the child).
+    Steer = 8,
 }
 
 fn mix(mut z: u64) -> u64 {

@@ -34,6 +34,33 @@ pub struct StageTimes {
     pub fitness_s: f64,
     /// Inference batches run.
     pub batches: u64,
+    /// Gradient steps taken on children (gradient-informed MAP-Elites; each is a forward and
+    /// a backward pass of one image, three forward-pass equivalents); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub gradient_steps: u64,
+    /// Seconds of those steps (forward, backward, pull-back, step and render again).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub gradient_s: f64,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+/// Forward-pass equivalents of a backward pass (the field's convention: a backward pass costs
+/// about two forward passes), so a gradient step of one image costs `1 + this`.
+pub const BACKWARD_COST: u64 = 2;
+
+impl StageTimes {
+    /// Forward-pass equivalents spent: one per evaluation plus `1 + BACKWARD_COST` per gradient
+    /// step.
+    pub fn forward_equivalents(&self, evaluations: u64) -> u64 {
+        evaluations + (1 + BACKWARD_COST) * self.gradient_steps
+    }
 }
 
 impl std::ops::AddAssign for StageTimes {
@@ -42,6 +69,8 @@ impl std::ops::AddAssign for StageTimes {
         self.inference_s += o.inference_s;
         self.fitness_s += o.fitness_s;
         self.batches += o.batches;
+        self.gradient_steps += o.gradient_steps;
+        self.gradient_s += o.gradient_s;
     }
 }
 

@@ -318,7 +318,7 @@ impl<'a> AscentLoop<'a> {
             ledger.resume(c, &archive);
         }
         if let Some(dir) = &run_dir {
-            ledger.open_history(dir);
+            ledger.open_history(dir, false);
         }
         let r = &ascent.recipe;
         tracing::info!(

@@ -17,8 +17,10 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, watch};
 
 use crate::map_elites::archive_actor::{ArchivePlan, CheckpointPlan};
+use crate::map_elites::generation::SteerPlan;
 use crate::map_elites::messages::{ArchiveMsg, BreedJob, EvaluatorRoute, Recipe, names};
 use crate::map_elites::mutator_actor::breed;
+use crate::map_elites::steer::Steering;
 use crate::map_elites::supervisor::{Supervisor, SupervisorArgs};
 use crate::metrics::actor::{MetricsActor, MetricsArgs};
 use crate::metrics::{CheckpointPolicy, Metrics};
@@ -57,6 +59,8 @@ pub struct Experiment {
     engines: Engines,
     /// Evaluators of worker nodes to wait for before the first generation.
     wait_remote: u32,
+    /// The gradient operator, for a MAP-Elites run with `[search.gradient]`.
+    steering: Option<Steering>,
 }
 
 /// What an experiment prepared to run its search's models.
@@ -165,6 +169,7 @@ fn measure_breed_share(
         recipe,
         crossover_seed: k,
         child_seeds: vec![2 * k + 1, 2 * k + 2],
+        steer: Vec::new(),
     };
     let parents: Vec<_> = breed(encoding, &job(Recipe::Random, 0))
         .into_iter()
@@ -216,6 +221,7 @@ impl Experiment {
             SearchKind::MapElites => None,
             SearchKind::GradientAscent => Some(prepare_gradient(&setup)?),
         };
+        let steering = Steering::of(&setup)?;
         let first = ModelSetup::prepare_all(&setup.models)?;
         let mut prepared = vec![first];
         let config = &mut setup.config;
@@ -337,6 +343,7 @@ impl Experiment {
                 },
             },
             wait_remote: 0,
+            steering,
         })
     }
 
@@ -396,6 +403,14 @@ impl Experiment {
                 evaluators: self.cores.workers as u32,
             },
             wait_nodes: self.wait_remote,
+            steer: c.search.gradient.as_ref().map(|op| SteerPlan {
+                share: op.share,
+                target: op.target,
+                classes: match &self.identity.cells {
+                    Some(cells) => cells.iter().map(|&c| c as u32).collect(),
+                    None => (0..self.identity.classes() as u32).collect(),
+                },
+            }),
             cells: self.identity.cells.clone(),
             history: options.run_dir.clone(),
             checkpoint: options.run_dir.as_ref().map(|dir| CheckpointPlan {
@@ -412,6 +427,7 @@ impl Experiment {
             evaluators: self.cores.workers,
             setup: self.setup.clone(),
             prepared,
+            steering: self.steering.clone(),
             plan,
             resume: options.resume,
             progress,

@@ -68,6 +68,7 @@ use crate::map_elites::messages::{
     daemon_registrar, names,
 };
 use crate::map_elites::mutator_actor::{MutatorActor, MutatorState};
+use crate::map_elites::steer::Steering;
 use crate::run::setup::{ModelSetup, Setup, SetupError};
 use crate::service::signals::shutdown_signal;
 
@@ -1025,13 +1026,16 @@ async fn take_part(
         models = run_identity.models.len(),
         "loading the run's models and plugins"
     );
-    let (setup, prepared) = tokio::task::spawn_blocking(move || -> Result<_, SetupError> {
-        let setup = Setup::load(config)?;
-        let prepared = ModelSetup::prepare_all(&setup.models)?;
-        Ok((setup, prepared))
-    })
-    .await
-    .map_err(|e| ClusterError::Node(e.to_string()))??;
+    let (setup, prepared, steering) =
+        tokio::task::spawn_blocking(move || -> Result<_, SetupError> {
+            let setup = Setup::load(config)?;
+            let prepared = ModelSetup::prepare_all(&setup.models)?;
+            // A run with the gradient operator: this node's evaluator steps its children too.
+            let steering = Steering::of(&setup)?;
+            Ok((setup, prepared, steering))
+        })
+        .await
+        .map_err(|e| ClusterError::Node(e.to_string()))??;
     let identity = setup.prepared_identity(&prepared);
     for id in &identity.models {
         tracing::info!(model = %id.name, sha256 = %id.sha256, runs_on = id.backend.as_deref().unwrap_or_default(), "model prepared");
@@ -1066,6 +1070,7 @@ async fn take_part(
             batch_size: setup.config.batch_size.max(1) as usize,
             sink: ResultSink::Registrar,
             tally: Some(tally.clone()),
+            steering,
         };
         // Registered here under the evaluator's name, so this node's own mutator (role
         // `both`) finds it without a network hop.

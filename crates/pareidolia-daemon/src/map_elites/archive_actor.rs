@@ -22,7 +22,7 @@ use pareidolia_core::{Archive, Evaluated, RunIdentity, StopConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, watch};
 
-use crate::map_elites::generation::{Generation, Pipeline, Reissue};
+use crate::map_elites::generation::{Generation, Pipeline, Reissue, SteerPlan};
 use crate::map_elites::messages::{
     ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, child_index, live_evaluators,
     names, observe, remote_nodes,
@@ -75,6 +75,8 @@ pub struct ArchivePlan {
     /// Worker nodes (any role) to wait for before the first generation of this session
     /// starts (`daemon --wait-workers`); 0 = none.
     pub wait_nodes: u32,
+    /// Which children take gradient steps (`[search.gradient]`); `None` = the paper's loop.
+    pub steer: Option<SteerPlan>,
     /// The classes that are cells (`archive.classes`); `None` = every class.
     pub cells: Option<Vec<usize>>,
     /// Run folder to keep `history.csv` in, if any.
@@ -208,6 +210,7 @@ impl ArchiveState {
                 self.plan.seed,
                 &self.archive,
                 &mut self.rng,
+                self.plan.steer.as_ref(),
             );
             self.pipeline.push(generation);
             self.next += 1;
@@ -392,9 +395,11 @@ impl Actor for ArchiveActor {
             state.archive = c.archive();
             state.rng = c.meta.rng.clone();
             for planned in &c.planned {
-                state
-                    .pipeline
-                    .push(Generation::from_parents(planned, state.plan.seed));
+                state.pipeline.push(Generation::from_parents(
+                    planned,
+                    state.plan.seed,
+                    state.plan.steer.as_ref(),
+                ));
             }
             state.next = c.meta.generation + 1 + c.planned.len() as u64;
             state.ledger.resume(&c, &state.archive);
@@ -406,7 +411,7 @@ impl Actor for ArchiveActor {
         // nothing ahead, the generations after its own.
         state.top_up();
         if let Some(dir) = &state.plan.history {
-            state.ledger.open_history(dir);
+            state.ledger.open_history(dir, state.plan.steer.is_some());
         }
         Ok(state)
     }

@@ -129,6 +129,7 @@ mod tests {
             genome: Arc::from(&[index as u8][..]),
             pixels: vec![index as u8],
             breed_s: 0.0,
+            steer: None,
         })
     }
 

@@ -27,6 +27,7 @@ use crate::map_elites::messages::{
     ArchiveMsg, BatchTimings, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
     RegistrarMsg, Results, ScoredChild, WorkTally, names, observe,
 };
+use crate::map_elites::steer::{SteerJob, SteerReport, Steerer, Steering};
 use crate::run::setup::ModelSetup;
 
 /// How long a partial batch may wait for more children before it runs anyway.
@@ -55,6 +56,9 @@ pub struct EvaluatorArgs {
     pub sink: ResultSink,
     /// Counts of batches and scored children (a worker node's heartbeat reports them).
     pub tally: Option<Arc<WorkTally>>,
+    /// The gradient operator (`[search.gradient]`), if the run has it: steered children take
+    /// their gradient steps here, before the batch is scored.
+    pub steering: Option<Steering>,
 }
 
 /// Where an evaluator sends its results.
@@ -91,12 +95,13 @@ pub struct EvaluatorState {
 }
 
 /// A batch's scores (or the stage that failed and why), its times, the inference seconds of
-/// each model, and when inference began.
+/// each model, when inference began, and what steering its marked children did.
 type BatchResult = (
     Result<Vec<f32>, (LossKind, String)>,
     StageTimes,
     Vec<f64>,
     Instant,
+    SteerReport,
 );
 
 /// Batches handed to the inference thread and not yet answered.
@@ -189,11 +194,19 @@ fn split_results(
 fn infer_and_score(
     models: &mut [Box<dyn PreparedModel>],
     fitness: &FitnessPlugin,
-    pixels: &[u8],
+    steerer: Option<&mut Steerer>,
+    pixels: &mut [u8],
     n: usize,
+    steer: Vec<SteerJob>,
 ) -> BatchResult {
+    let report = match steerer {
+        Some(s) if !steer.is_empty() => s.steer(pixels, steer),
+        _ => SteerReport::default(),
+    };
     let mut times = StageTimes {
         batches: 1,
+        gradient_steps: report.steps,
+        gradient_s: report.seconds,
         ..StageTimes::default()
     };
     let began = Instant::now();
@@ -220,7 +233,7 @@ fn infer_and_score(
             .map_err(|e| (LossKind::Score, e.to_string()))
     });
     times.fitness_s = start.elapsed().as_secs_f64();
-    (result, times, per_model, began)
+    (result, times, per_model, began, report)
 }
 
 /// A dedicated OS thread that owns the prepared models. They stay on one thread (warm
@@ -233,6 +246,7 @@ struct InferenceWorker {
 struct WorkerJob {
     pixels: Vec<u8>,
     n: usize,
+    steer: Vec<SteerJob>,
     reply: tokio::sync::oneshot::Sender<BatchResult>,
 }
 
@@ -241,28 +255,43 @@ impl InferenceWorker {
         index: usize,
         mut models: Vec<Box<dyn PreparedModel>>,
         fitness: Arc<FitnessPlugin>,
+        mut steerer: Option<Steerer>,
     ) -> std::io::Result<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<WorkerJob>();
         std::thread::Builder::new()
             .name(format!("pareidolia-inference-{index}"))
             .spawn(move || {
-                for job in rx {
-                    let result = infer_and_score(&mut models, &fitness, &job.pixels, job.n);
+                for mut job in rx {
+                    let result = infer_and_score(
+                        &mut models,
+                        &fitness,
+                        steerer.as_mut(),
+                        &mut job.pixels,
+                        job.n,
+                        job.steer,
+                    );
                     let _ = job.reply.send(result);
                 }
             })?;
         Ok(Self { jobs })
     }
 
-    /// Queues a batch; the answer arrives on the returned channel.
+    /// Queues a batch (with the children to steer first); the answer arrives on the returned
+    /// channel.
     fn submit(
         &self,
         pixels: Vec<u8>,
         n: usize,
+        steer: Vec<SteerJob>,
     ) -> Result<tokio::sync::oneshot::Receiver<BatchResult>, ActorProcessingErr> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(WorkerJob { pixels, n, reply })
+            .send(WorkerJob {
+                pixels,
+                n,
+                steer,
+                reply,
+            })
             .map_err(|_| "inference thread ended")?;
         Ok(answer)
     }
@@ -291,22 +320,41 @@ impl EvaluatorState {
         for child in &batch {
             pixels.extend_from_slice(&child.pixels);
         }
-        let answer = self.worker.submit(pixels, n)?;
+        let steer: Vec<SteerJob> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(index, c)| {
+                c.steer.map(|target| SteerJob {
+                    index,
+                    genome: c.genome.to_vec(),
+                    target,
+                })
+            })
+            .collect();
+        let answer = self.worker.submit(pixels, n, steer)?;
         let mut earlier_losses = self.batcher.take_lost();
         let (sink, fitness) = (self.sink.clone(), self.fitness_name.clone());
         let (metrics, in_flight) = (self.metrics.clone(), self.in_flight.clone());
         let batch_filling = self.batcher.waiting();
         tokio::spawn(async move {
-            let (result, mut times, model_inference_s, began) = match answer.await {
+            let (result, mut times, model_inference_s, began, steered) = match answer.await {
                 Ok(r) => r,
                 Err(_) => (
                     Err((LossKind::Inference, "the inference thread ended".to_owned())),
                     StageTimes::default(),
                     Vec::new(),
                     Instant::now(),
+                    SteerReport::default(),
                 ),
             };
             drop(permit);
+            if let Some(problem) = steered.problems.first() {
+                tracing::warn!(problems = steered.problems.len(), first = %problem, "gradient steps not taken");
+            }
+            let mut batch = batch;
+            for (index, genome) in steered.moved {
+                batch[index].genome = genome.into();
+            }
             times.breed_s = batch.iter().map(|c| c.breed_s).sum();
             observe(
                 &metrics,
@@ -363,6 +411,10 @@ impl Actor for EvaluatorActor {
                 tokio::task::spawn_blocking(move || ModelSetup::prepare_all(&models)).await??
             }
         };
+        let steerer = match args.steering {
+            Some(steering) => Some(tokio::task::spawn_blocking(move || steering.prepare()).await??),
+            None => None,
+        };
         Ok(EvaluatorState {
             sink: Sink {
                 kind: args.sink,
@@ -373,7 +425,7 @@ impl Actor for EvaluatorActor {
             metrics: names::metrics(&args.run),
             in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             fitness_name: args.fitness.name().to_owned(),
-            worker: InferenceWorker::spawn(args.index, models, args.fitness)?,
+            worker: InferenceWorker::spawn(args.index, models, args.fitness, steerer)?,
             batcher: Batcher::new(args.batch_size),
             linger_token: 0,
             index: args.index,

@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use pareidolia_core::Archive;
 use pareidolia_core::checkpoint::PlannedGeneration;
 use pareidolia_core::seeds::{self, HostRng, Stream};
 use pareidolia_core::summary::StageTimes;
+use pareidolia_core::{Archive, SteerTarget};
 
 use crate::map_elites::messages::{
     BreedJob, EvaluatorRoute, LossKind, LostChild, Recipe, Rejection, Results, ScoredChild,
@@ -27,12 +27,50 @@ use crate::run::outcome::RunError;
 /// How often one generation's outstanding children are re-issued before they count as lost.
 pub const MAX_REISSUES: u32 = 3;
 
+/// Which children of a generation take gradient steps and toward which class (the gradient
+/// operator of `[search.gradient]`): plain data the archive plans generations with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteerPlan {
+    /// Share of the bred children that are steered.
+    pub share: f64,
+    /// How a steered child's target class is chosen.
+    pub target: SteerTarget,
+    /// The archive's classes (its cells), for `uniform` targets.
+    pub classes: Vec<u32>,
+}
+
+impl SteerPlan {
+    /// The target class of bred child `index` of generation `number` whose parent was drawn
+    /// for class `parent_class`, or `None` when it is not steered: a pure function of
+    /// (seed, generation, child), drawn from its own stream so the rest of the run's draws
+    /// are those of a run without the operator.
+    pub fn target_of(&self, seed: u64, number: u64, index: u32, parent_class: u32) -> Option<u32> {
+        let draw = seeds::derive(seed, Stream::Steer, number, u64::from(index));
+        // The top 53 bits as a uniform number in [0, 1).
+        let u = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        if u >= self.share {
+            return None;
+        }
+        match self.target {
+            SteerTarget::Parent => Some(parent_class),
+            SteerTarget::Uniform => {
+                // A second draw, scaled to the classes (Lemire's multiply-shift).
+                let pick = seeds::derive(draw, Stream::Steer, 0, 0);
+                let k = (u128::from(pick) * self.classes.len() as u128) >> 64;
+                self.classes.get(k as usize).copied()
+            }
+        }
+    }
+}
+
 /// One generation in flight.
 #[derive(Debug, Clone)]
 pub struct Generation {
     number: u64,
     size: u32,
     jobs: Vec<BreedJob>,
+    /// Per pair, the classes its parents were drawn for (recorded for a steered run).
+    parent_classes: Vec<Option<(u32, u32)>>,
     /// Every route its jobs went out with (the first dispatch and each re-issue).
     routes: Vec<EvaluatorRoute>,
     pending: BTreeSet<u64>,
@@ -67,31 +105,61 @@ impl Generation {
     /// Plans generation `number` of `size` children. Generation 0 (and any generation of an
     /// archive left empty) makes random genomes; later ones breed parents drawn from
     /// `archive` with `rng`.
-    pub fn plan(number: u64, size: u32, seed: u64, archive: &Archive, rng: &mut HostRng) -> Self {
-        let parents = (0..size.div_ceil(2))
+    ///
+    /// With a [`SteerPlan`], a share of the bred children are marked for gradient steps; the
+    /// parents are drawn exactly as without one (the same draws of `rng`).
+    pub fn plan(
+        number: u64,
+        size: u32,
+        seed: u64,
+        archive: &Archive,
+        rng: &mut HostRng,
+        steer: Option<&SteerPlan>,
+    ) -> Self {
+        let pairs: Vec<Option<((u32, _), (u32, _))>> = (0..size.div_ceil(2))
             .map(|_| {
                 if number == 0 {
                     return None;
                 }
-                let a = archive.pick_parent(rng).map(|c| c.genome.clone());
-                let b = archive.pick_parent(rng).map(|c| c.genome.clone());
+                let mut pick = || {
+                    archive
+                        .pick_parent_cell(rng)
+                        .map(|(class, c)| (class as u32, c.genome.clone()))
+                };
+                let a = pick();
+                let b = pick();
                 // An empty archive (every initial child lost) restarts from random genomes.
                 a.zip(b)
             })
+            .collect();
+        let record = steer.is_some_and(|s| s.target == SteerTarget::Parent);
+        let parent_classes = if record {
+            pairs
+                .iter()
+                .map(|p| p.as_ref().map(|((ca, _), (cb, _))| (*ca, *cb)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let parents = pairs
+            .into_iter()
+            .map(|p| p.map(|((_, a), (_, b))| (a, b)))
             .collect();
         Self::from_parents(
             &PlannedGeneration {
                 generation: number,
                 size,
                 parents,
+                parent_classes,
             },
             seed,
+            steer,
         )
     }
 
     /// The generation with these parents (drawn by [`Generation::plan`], or read back from a
     /// checkpoint): every other part of its jobs is keyed by (seed, generation, child).
-    pub fn from_parents(planned: &PlannedGeneration, seed: u64) -> Self {
+    pub fn from_parents(planned: &PlannedGeneration, seed: u64, steer: Option<&SteerPlan>) -> Self {
         let (number, size) = (planned.generation, planned.size);
         let jobs: Vec<BreedJob> = planned
             .parents
@@ -110,6 +178,20 @@ impl Generation {
                     ),
                     None => (Stream::Initial, Recipe::Random),
                 };
+                let steer = match (steer, pair) {
+                    (Some(plan), Some(_)) => {
+                        let classes = planned.parent_classes.get(k).copied().flatten();
+                        (first..first + children)
+                            .map(|i| {
+                                // Each child of the pair has its own parent's class.
+                                let parent =
+                                    classes.map_or(0, |(a, b)| if i == first { a } else { b });
+                                plan.target_of(seed, number, i, parent)
+                            })
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
                 BreedJob {
                     generation: number,
                     generation_size: size,
@@ -120,6 +202,7 @@ impl Generation {
                     child_seeds: (first..first + children)
                         .map(|i| seeds::derive(seed, stream, number, i as u64))
                         .collect(),
+                    steer,
                 }
             })
             .collect();
@@ -128,6 +211,7 @@ impl Generation {
             number,
             size,
             jobs,
+            parent_classes: planned.parent_classes.clone(),
             routes: Vec::new(),
             pending,
             scored: Vec::new(),
@@ -150,6 +234,7 @@ impl Generation {
                     Recipe::Random => None,
                 })
                 .collect(),
+            parent_classes: self.parent_classes.clone(),
         }
     }
 
@@ -507,7 +592,7 @@ mod tests {
     fn plans_pairs_with_seeds_keyed_by_child_and_the_same_parents_for_the_same_rng() {
         let archive = filled_archive();
         let mut rng = seeds::selection_rng(1);
-        let g = Generation::plan(3, 5, 1, &archive, &mut rng);
+        let g = Generation::plan(3, 5, 1, &archive, &mut rng, None);
         assert_eq!(g.number(), 3);
         assert_eq!(
             g.jobs().iter().map(|j| j.children).collect::<Vec<_>>(),
@@ -521,13 +606,13 @@ mod tests {
         );
         let mut again = seeds::selection_rng(1);
         assert_eq!(
-            Generation::plan(3, 5, 1, &archive, &mut again).jobs(),
+            Generation::plan(3, 5, 1, &archive, &mut again, None).jobs(),
             g.jobs()
         );
         // Generation 0, and an empty archive, make random genomes.
-        let zero = Generation::plan(0, 3, 1, &archive, &mut rng);
+        let zero = Generation::plan(0, 3, 1, &archive, &mut rng, None);
         assert!(zero.jobs().iter().all(|j| j.recipe == Recipe::Random));
-        let empty = Generation::plan(4, 2, 1, &Archive::new(2), &mut rng);
+        let empty = Generation::plan(4, 2, 1, &Archive::new(2), &mut rng, None);
         assert_eq!(empty.jobs()[0].recipe, Recipe::Random);
         assert_eq!(
             empty.jobs()[0].child_seeds[0],
@@ -538,7 +623,7 @@ mod tests {
     #[test]
     fn duplicates_and_strangers_count_once_and_results_come_back_in_id_order() {
         let mut rng = seeds::selection_rng(1);
-        let mut g = Generation::plan(2, 4, 1, &filled_archive(), &mut rng);
+        let mut g = Generation::plan(2, 4, 1, &filled_archive(), &mut rng, None);
         let ids: Vec<u64> = (0..4).map(|i| child_id(2, i)).collect();
         assert!(
             g.accept(vec![scored(ids[3]), scored(ids[1])], Vec::new())
@@ -568,7 +653,7 @@ mod tests {
     #[test]
     fn results_are_taken_only_for_children_routed_to_their_evaluator() {
         let mut rng = seeds::selection_rng(1);
-        let mut g = Generation::plan(3, 8, 1, &filled_archive(), &mut rng);
+        let mut g = Generation::plan(3, 8, 1, &filled_archive(), &mut rng, None);
         // Batches of 2 over 2 evaluators: generation 3's batch k goes to (3 + k) % 2.
         g.routed(EvaluatorRoute {
             batch_size: 2,
@@ -629,7 +714,7 @@ mod tests {
     #[test]
     fn reissue_sends_open_jobs_then_writes_children_off() {
         let mut rng = seeds::selection_rng(1);
-        let mut g = Generation::plan(1, 5, 1, &filled_archive(), &mut rng);
+        let mut g = Generation::plan(1, 5, 1, &filled_archive(), &mut rng, None);
         g.accept(
             vec![scored(child_id(1, 0)), scored(child_id(1, 1))],
             vec![lost(child_id(1, 2), LossKind::Render)],
@@ -659,7 +744,7 @@ mod tests {
     #[test]
     fn a_generation_without_one_scored_child_is_an_error_naming_the_first_loss() {
         let mut rng = seeds::selection_rng(1);
-        let mut g = Generation::plan(0, 2, 1, &Archive::new(2), &mut rng);
+        let mut g = Generation::plan(0, 2, 1, &Archive::new(2), &mut rng, None);
         g.accept(
             Vec::new(),
             vec![
@@ -692,17 +777,78 @@ mod tests {
     #[test]
     fn a_planned_generation_is_rebuilt_from_its_parents_job_for_job() {
         let mut rng = seeds::selection_rng(4);
-        let g = Generation::plan(6, 7, 4, &filled_archive(), &mut rng);
+        let g = Generation::plan(6, 7, 4, &filled_archive(), &mut rng, None);
         let planned = g.planned();
         assert_eq!(planned.parents.len(), 4);
         assert!(planned.parents.iter().all(Option::is_some));
-        assert_eq!(Generation::from_parents(&planned, 4).jobs(), g.jobs());
-        let zero = Generation::plan(0, 3, 4, &filled_archive(), &mut rng);
+        assert_eq!(Generation::from_parents(&planned, 4, None).jobs(), g.jobs());
+        let zero = Generation::plan(0, 3, 4, &filled_archive(), &mut rng, None);
         assert!(zero.planned().parents.iter().all(Option::is_none));
         assert_eq!(
-            Generation::from_parents(&zero.planned(), 4).jobs(),
+            Generation::from_parents(&zero.planned(), 4, None).jobs(),
             zero.jobs()
         );
+    }
+
+    #[test]
+    fn steering_marks_a_share_of_bred_children_without_changing_the_parents() {
+        let archive = filled_archive();
+        let plain = Generation::plan(5, 400, 3, &archive, &mut seeds::selection_rng(3), None);
+        for target in [SteerTarget::Parent, SteerTarget::Uniform] {
+            let plan = SteerPlan {
+                share: 0.25,
+                target,
+                classes: vec![0, 1],
+            };
+            let mut rng = seeds::selection_rng(3);
+            let g = Generation::plan(5, 400, 3, &archive, &mut rng, Some(&plan));
+            // The same parents, seeds and crossovers as without the operator.
+            for (a, b) in g.jobs().iter().zip(plain.jobs()) {
+                assert_eq!((&a.recipe, &a.child_seeds), (&b.recipe, &b.child_seeds));
+                assert!(b.steer.is_empty());
+                assert_eq!(a.steer.len(), a.children as usize);
+            }
+            let planned = g.planned();
+            assert_eq!(
+                planned.parent_classes.is_empty(),
+                target == SteerTarget::Uniform
+            );
+            // Rebuilt from a checkpoint's plan: the same marks.
+            assert_eq!(
+                Generation::from_parents(&planned, 3, Some(&plan)).jobs(),
+                g.jobs()
+            );
+            let marks: Vec<Option<u32>> = g.jobs().iter().flat_map(|j| j.steer.clone()).collect();
+            let steered = marks.iter().flatten().count();
+            assert!((60..140).contains(&steered), "{target:?}: {steered} of 400");
+            if target == SteerTarget::Parent {
+                // Each steered child targets the class its own parent was drawn for; the
+                // archive's champion 1 holds cell 0, champion 2 cell 1.
+                for (k, job) in g.jobs().iter().enumerate() {
+                    let (ca, cb) = planned.parent_classes[k].unwrap();
+                    let Recipe::Breed { a, b } = &job.recipe else {
+                        panic!("bred")
+                    };
+                    assert_eq!((a[0] as u32 - 1, b[0] as u32 - 1), (ca, cb));
+                    for (i, t) in job.steer.iter().enumerate() {
+                        if let Some(t) = t {
+                            assert_eq!(*t, if i == 0 { ca } else { cb });
+                        }
+                    }
+                }
+            } else {
+                assert!(marks.iter().flatten().any(|&t| t == 0));
+                assert!(marks.iter().flatten().any(|&t| t == 1));
+            }
+        }
+        // The initial population is random genomes: nothing to steer.
+        let plan = SteerPlan {
+            share: 1.0,
+            target: SteerTarget::Uniform,
+            classes: vec![0, 1],
+        };
+        let zero = Generation::plan(0, 4, 3, &archive, &mut seeds::selection_rng(3), Some(&plan));
+        assert!(zero.jobs().iter().all(|j| j.steer.is_empty()));
     }
 
     #[test]
@@ -726,7 +872,7 @@ mod tests {
         let mut rng = seeds::selection_rng(1);
         let mut p = Pipeline::new(1);
         for number in numbers {
-            p.push(Generation::plan(number, 4, 1, &archive, &mut rng));
+            p.push(Generation::plan(number, 4, 1, &archive, &mut rng, None));
         }
         for g in p.undispatched(out) {
             g.routed(route(evaluators));

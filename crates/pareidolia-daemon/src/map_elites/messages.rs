@@ -119,6 +119,10 @@ pub struct BreedJob {
     pub crossover_seed: u64,
     /// Seed per child (random genome or mutation).
     pub child_seeds: Vec<u64>,
+    /// Per child, the class its gradient steps push toward (`[search.gradient]`), or `None`;
+    /// empty when no child of the job is steered.
+    #[serde(default)]
+    pub steer: Vec<Option<u32>>,
 }
 
 impl BreedJob {
@@ -161,6 +165,9 @@ pub struct Offspring {
     pub pixels: Vec<u8>,
     /// Seconds the mutator spent making this child (its share of the job).
     pub breed_s: f64,
+    /// The class the evaluator steps this child toward before scoring it, if any.
+    #[serde(default)]
+    pub steer: Option<u32>,
 }
 
 /// A child that will never be scored, and why.
@@ -608,6 +615,7 @@ mod tests {
                 },
                 crossover_seed: 7,
                 child_seeds: vec![8, 9],
+                steer: vec![Some(3), None],
             }],
             EvaluatorRoute {
                 batch_size: 20,
@@ -622,6 +630,7 @@ mod tests {
                 genome: genome.clone(),
                 pixels: vec![0, 255, 7],
                 breed_s: 1e-5,
+                steer: Some(3),
             }),
             Err(LostChild {
                 id: child_id(4, 7),
@@ -638,6 +647,7 @@ mod tests {
             genome: Arc::from(vec![7u8; 1000]),
             pixels: vec![255u8; 28 * 28],
             breed_s: 0.0,
+            steer: None,
         };
         // Bytes travel as byte strings: a 784-pixel image and a 1000-byte genome take little
         // more than their 1784 bytes (a sequence of numbers would take up to twice that).
@@ -662,6 +672,8 @@ mod tests {
                 inference_s: 2.0,
                 fitness_s: 3.0,
                 batches: 4,
+                gradient_steps: 5,
+                gradient_s: 6.0,
             },
         }));
         over_the_wire(RegistrarMsg::Heartbeat {
@@ -715,6 +727,7 @@ mod tests {
             recipe: Recipe::Random,
             crossover_seed: 0,
             child_seeds: vec![1, 2],
+            steer: Vec::new(),
         };
         assert_eq!(
             job.child_ids().collect::<Vec<_>>(),

@@ -10,7 +10,8 @@
 //! - [`messages`]: the protocol — every actor message (the cluster's and the metrics'
 //!   observations included), its payloads, the actors' names;
 //! - [`generation`] and [`batcher`]: a generation's bookkeeping and the batch former, plain
-//!   data, unit-tested without actors;
+//!   data, unit-tested without actors; [`steer`]: the gradient operator of `[search.gradient]`
+//!   (gradient steps on marked children before scoring), plain code run by the evaluators;
 //! - the actors: [`archive_actor`] (the one owner of the archive), [`mutator_actor`],
 //!   [`evaluator_actor`], and [`supervisor`], which spawns them linked to itself.
 //!
@@ -28,4 +29,5 @@ pub mod evaluator_actor;
 pub mod generation;
 pub mod messages;
 pub mod mutator_actor;
+pub mod steer;
 pub mod supervisor;

@@ -95,7 +95,8 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
     };
     let mut children: Vec<Result<Offspring, LostChild>> = ids
         .zip(genomes)
-        .map(|(id, genome)| {
+        .enumerate()
+        .map(|(k, (id, genome))| {
             let genome = genome.map_err(|e| lost(id, e))?;
             let mut pixels = vec![0u8; encoding.image_len()];
             encoding
@@ -108,6 +109,7 @@ pub fn breed(encoding: &EncodingPlugin, job: &BreedJob) -> Vec<Result<Offspring,
                 genome: genome.into(),
                 pixels,
                 breed_s: 0.0,
+                steer: job.steer.get(k).copied().flatten(),
             })
         })
         .collect();
@@ -214,6 +216,7 @@ mod tests {
                 genome: std::sync::Arc::from(&[0u8][..]),
                 pixels: vec![0],
                 breed_s: 0.0,
+                steer: None,
             })
         };
         let lost = LostChild {

@@ -16,6 +16,7 @@ use crate::map_elites::archive_actor::{ArchiveActor, ArchiveArgs, ArchivePlan};
 use crate::map_elites::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
 use crate::map_elites::messages::{ArchiveMsg, ReissueCause, names};
 use crate::map_elites::mutator_actor::{MutatorActor, MutatorState};
+use crate::map_elites::steer::Steering;
 use crate::run::outcome::{Progress, RunError, RunOutcome};
 use crate::run::setup::Setup;
 
@@ -41,6 +42,8 @@ pub struct SupervisorArgs {
     /// The models prepared by the experiment, one set per evaluator, used by their first
     /// start (an evaluator without a set prepares its own).
     pub prepared: Vec<Vec<Box<dyn PreparedModel>>>,
+    /// The gradient operator every evaluator runs, if the run has one.
+    pub steering: Option<Steering>,
     /// The archive's plan.
     pub plan: ArchivePlan,
     /// The checkpoint to resume from.
@@ -84,6 +87,7 @@ impl SupervisorState {
             batch_size: a.setup.config.batch_size as usize,
             sink: ResultSink::Archive,
             tally: None,
+            steering: a.steering.clone(),
         };
         let (actor, _) = Actor::spawn_linked(
             Some(names::evaluator(&a.run, index)),

@@ -61,6 +61,8 @@ pub struct Metrics {
     registry: Registry,
     facts: std::sync::Arc<Facts>,
     evaluations: IntCounter,
+    gradient_steps: IntCounter,
+    forward_equivalents: IntCounter,
     lost: IntCounter,
     replacements: IntCounter,
     checkpoint_failures: IntCounter,
@@ -318,6 +320,14 @@ impl Metrics {
                 "pareidolia_evaluations_total",
                 "Children scored by the classifier.",
             ),
+            gradient_steps: counter(
+                "pareidolia_gradient_steps_total",
+                "Gradient steps the gradient operator ([search.gradient]) took on children before they were scored: one forward and one backward pass of one image each (0 without the operator).",
+            ),
+            forward_equivalents: counter(
+                "pareidolia_forward_equivalents_total",
+                "Forward-pass equivalents spent: evaluations plus three per gradient step (a backward pass counted as two forward passes); equals the evaluations without the gradient operator.",
+            ),
             lost: counter(
                 "pareidolia_offspring_lost_total",
                 "Children lost to plugin, backend or actor errors.",
@@ -407,6 +417,11 @@ impl Metrics {
     pub fn observe_progress(&self, p: &Progress) {
         let bump = |c: &IntCounter, to: u64| c.inc_by(to.saturating_sub(c.get()));
         bump(&self.evaluations, p.evaluations);
+        bump(&self.gradient_steps, p.times.gradient_steps);
+        bump(
+            &self.forward_equivalents,
+            p.times.forward_equivalents(p.evaluations),
+        );
         bump(&self.lost, p.lost);
         bump(&self.replacements, p.replacements);
         bump(&self.checkpoint_failures, p.checkpoint_failures);

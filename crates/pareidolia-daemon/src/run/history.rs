@@ -25,6 +25,11 @@ use crate::run::outcome::Progress;
 /// The CSV header.
 pub const HEADER: &str = "generation,evaluations,elapsed_s,median,min,mean,qd_score,filled,at_least_0.5,at_least_0.9,at_least_0.99,at_least_0.9999,replacements,lost";
 
+/// The columns a run with the gradient operator (`[search.gradient]`) adds after [`HEADER`]:
+/// gradient steps taken so far, and the forward-pass equivalents spent (evaluations plus
+/// three per gradient step: a forward and a backward pass, the backward counted as two).
+pub const GRADIENT_COLUMNS: &str = "gradient_steps,forward_equivalents";
+
 /// The file name in a run folder.
 pub const FILE_NAME: &str = "history.csv";
 
@@ -56,6 +61,8 @@ pub struct History<F: HistoryFile = File> {
     pending: VecDeque<String>,
     /// Lines dropped because too many were pending.
     dropped: u64,
+    /// The run has the gradient operator: lines carry [`GRADIENT_COLUMNS`].
+    gradient: bool,
 }
 
 /// The prefix of temporary files of the trim (`.history.csv.tmp-<pid>`).
@@ -64,10 +71,12 @@ const TMP_PREFIX: &str = ".history.csv.tmp-";
 impl History {
     /// Opens `dir/history.csv` for appending. With `resumed_from`, keeps the lines of that
     /// generation and earlier ones; without it, starts a new file. Either way the file is
-    /// replaced atomically.
-    pub fn open(dir: &Path, resumed_from: Option<u64>) -> std::io::Result<Self> {
+    /// replaced atomically. `gradient`: the run has the gradient operator (its lines carry
+    /// [`GRADIENT_COLUMNS`]).
+    pub fn open(dir: &Path, resumed_from: Option<u64>, gradient: bool) -> std::io::Result<Self> {
         let path = dir.join(FILE_NAME);
-        let fields = HEADER.split(',').count();
+        let header = header(gradient);
+        let fields = header.split(',').count();
         let kept: Vec<String> = match resumed_from {
             Some(generation) if path.exists() => BufReader::new(File::open(&path)?)
                 .lines()
@@ -96,7 +105,7 @@ impl History {
         let tmp = dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
         let replaced = (|| {
             let mut out = std::io::BufWriter::new(File::create(&tmp)?);
-            writeln!(out, "{HEADER}")?;
+            writeln!(out, "{header}")?;
             for (i, line) in kept.iter().enumerate() {
                 if i == kept.len() / 2 {
                     out.flush()?;
@@ -114,7 +123,18 @@ impl History {
         }
         let file = OpenOptions::new().append(true).open(&path)?;
         let written = file.metadata()?.len();
-        Ok(Self::with_file(path, file, written))
+        let mut history = Self::with_file(path, file, written);
+        history.gradient = gradient;
+        Ok(history)
+    }
+}
+
+/// The header of a run's history (with the gradient columns or without).
+pub fn header(gradient: bool) -> String {
+    if gradient {
+        format!("{HEADER},{GRADIENT_COLUMNS}")
+    } else {
+        HEADER.to_owned()
     }
 }
 
@@ -128,6 +148,7 @@ impl<F: HistoryFile> History<F> {
             dirty: false,
             pending: VecDeque::new(),
             dropped: 0,
+            gradient: false,
         }
     }
 
@@ -135,8 +156,17 @@ impl<F: HistoryFile> History<F> {
     /// lines are kept for the next append.
     pub fn append(&mut self, p: &Progress) -> std::io::Result<()> {
         let s = &p.stats;
+        let gradient = if self.gradient {
+            format!(
+                ",{},{}",
+                p.times.gradient_steps,
+                p.times.forward_equivalents(p.evaluations)
+            )
+        } else {
+            String::new()
+        };
         self.pending.push_back(format!(
-            "{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{}{gradient}\n",
             p.generation,
             p.evaluations,
             p.elapsed_s,
@@ -221,17 +251,43 @@ mod tests {
     }
 
     #[test]
+    fn a_run_with_the_gradient_operator_counts_its_steps_and_forward_equivalents() {
+        let dir = std::env::temp_dir().join(format!("pareidolia-history-g-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut h = History::open(&dir, None, true).unwrap();
+        for g in 0..=3 {
+            let mut p = progress(g);
+            p.times.gradient_steps = 4 * g;
+            h.append(&p).unwrap();
+        }
+        drop(h);
+        // Resumed at generation 2: its lines have the extra columns and are kept.
+        History::open(&dir, Some(2), true).unwrap();
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("{HEADER},gradient_steps,forward_equivalents")
+        );
+        assert_eq!(lines.len(), 4, "{text}");
+        // Generation 2: 30 evaluations and 8 steps, 30 + 3 * 8 forward-pass equivalents.
+        assert!(lines[3].starts_with("2,30,"), "{}", lines[3]);
+        assert!(lines[3].ends_with(",8,54"), "{}", lines[3]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn resuming_drops_the_generations_after_the_checkpoint() {
         let dir = std::env::temp_dir().join(format!("pareidolia-history-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut h = History::open(&dir, None).unwrap();
+        let mut h = History::open(&dir, None, false).unwrap();
         for g in 0..=7 {
             h.append(&progress(g)).unwrap();
         }
         drop(h);
         assert_eq!(generations(&dir), (0..=7).collect::<Vec<_>>());
         // Crashed after generation 7, resumed from the checkpoint of generation 5.
-        let mut h = History::open(&dir, Some(5)).unwrap();
+        let mut h = History::open(&dir, Some(5), false).unwrap();
         for g in 6..=9 {
             h.append(&progress(g)).unwrap();
         }
@@ -244,7 +300,7 @@ mod tests {
             "{text}"
         );
         // A new run starts over.
-        History::open(&dir, None).unwrap();
+        History::open(&dir, None, false).unwrap();
         assert!(generations(&dir).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -327,13 +383,13 @@ mod tests {
             std::env::temp_dir().join(format!("pareidolia-history-tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut h = History::open(&dir, None).unwrap();
+        let mut h = History::open(&dir, None, false).unwrap();
         for g in 0..=4 {
             h.append(&progress(g)).unwrap();
         }
         drop(h);
         std::fs::write(dir.join(format!("{TMP_PREFIX}1")), "stale").unwrap();
-        History::open(&dir, Some(2)).unwrap();
+        History::open(&dir, Some(2), false).unwrap();
         assert_eq!(generations(&dir), [0, 1, 2]);
         let names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()

@@ -134,10 +134,11 @@ impl Ledger {
         }
     }
 
-    /// Keeps `history.csv` in `dir` from now on (trimmed to the generations done). A folder
-    /// where it cannot be written is logged, and the run goes on without it.
-    pub fn open_history(&mut self, dir: &Path) {
-        match History::open(dir, self.completed) {
+    /// Keeps `history.csv` in `dir` from now on (trimmed to the generations done; with the
+    /// gradient operator's columns where `gradient`). A folder where it cannot be written is
+    /// logged, and the run goes on without it.
+    pub fn open_history(&mut self, dir: &Path, gradient: bool) {
+        match History::open(dir, self.completed, gradient) {
             Ok(h) => self.history = Some(h),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot write history.csv; running without it")
@@ -456,7 +457,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let a = archive(0.5);
         let mut l = Ledger::new(10, StopConfig::default(), None);
-        l.open_history(&dir);
+        l.open_history(&dir, false);
         for g in 0..4 {
             l.record(g, 2, 0, StageTimes::default());
             let p = l.progress(&a);
@@ -475,7 +476,7 @@ mod tests {
         // Resumed at generation 1: the later lines go.
         let mut r = Ledger::new(10, StopConfig::default(), None);
         r.completed = Some(1);
-        r.open_history(&dir);
+        r.open_history(&dir, false);
         assert_eq!(lines(&dir), ["0", "1"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
