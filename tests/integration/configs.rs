@@ -36,6 +36,13 @@ fn shipped_configs_parse() {
         "until",
         "max_seconds",
         "max_memory",
+        // [search.gradient], documented commented out (the example runs the paper's loop).
+        "share",
+        "steps",
+        "target",
+        "objective",
+        "early_prog",
+        "late_prog_mult",
     ];
     for key in keys {
         assert!(
