@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use pareidolia_daemon::service;
-use pareidolia_experiments::audit::{Audit, Event, Finish, Reference, Request, plan};
+use pareidolia_experiments::audit::{Audit, Budget, Event, Finish, Reference, Request, plan};
 
 use crate::cli::AuditArgs;
 
@@ -45,8 +45,13 @@ fn shipped_models() -> Option<std::path::PathBuf> {
 
 /// Runs the command.
 pub fn audit(args: AuditArgs) -> Result<()> {
-    let budget_s =
-        plan::parse_budget(&args.budget).map_err(|e| anyhow::anyhow!("--budget: {e}"))?;
+    let budget = match &args.budget {
+        Some(text) => Some(Budget {
+            seconds: plan::parse_budget(text).map_err(|e| anyhow::anyhow!("--budget: {e}"))?,
+            text: text.clone(),
+        }),
+        None => None,
+    };
     let references = args
         .references
         .iter()
@@ -58,8 +63,7 @@ pub fn audit(args: AuditArgs) -> Result<()> {
     let request = Request {
         model: args.model.clone(),
         data: args.data.clone(),
-        budget_s,
-        budget_text: args.budget.clone(),
+        budget,
         classes: args.classes.clone(),
         seeds: args.seeds,
         references,

@@ -148,10 +148,9 @@ pub struct Request {
     pub model: String,
     /// Labelled held-out data, for the OOD detectors.
     pub data: Option<PathBuf>,
-    /// The budget in seconds, and as given.
-    pub budget_s: f64,
-    /// The budget as given.
-    pub budget_text: String,
+    /// `--budget`: seconds, and as given; `None` for the default, which follows the model's
+    /// input size ([`plan::default_budget_s`]).
+    pub budget: Option<Budget>,
     /// Classes to audit (default: all).
     pub classes: Option<Vec<usize>>,
     /// Seeds per method.
@@ -167,6 +166,15 @@ pub struct Request {
     pub command: Vec<String>,
     /// Relative paths are relative to this folder.
     pub base_dir: PathBuf,
+}
+
+/// A budget in seconds and as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Seconds.
+    pub seconds: f64,
+    /// As given (or as the default was chosen), for messages.
+    pub text: String,
 }
 
 /// What identifies an audit's request: a resumed audit must ask for the same.
@@ -280,6 +288,8 @@ pub enum Finish {
 /// An audit, checked and planned, ready to run.
 pub struct Audit {
     request: Request,
+    /// The budget: `--budget`, or the default for the model's input size.
+    budget: Budget,
     model: Model,
     manifest: String,
     data: Option<Labelled>,
@@ -348,6 +358,21 @@ impl Audit {
             None => None,
         };
         let input = &model.manifest.input;
+        let budget = request.budget.clone().unwrap_or_else(|| {
+            let values =
+                u64::from(input.width) * u64::from(input.height) * u64::from(input.channels);
+            let seconds = plan::default_budget_s(values);
+            Budget {
+                seconds,
+                text: format!(
+                    "{} (the default for a {}x{}x{} input)",
+                    plan::format_seconds(seconds),
+                    input.width,
+                    input.height,
+                    input.channels
+                ),
+            }
+        });
         let mut references = Vec::new();
         for r in &request.references {
             let m = Model::load(&ModelRef::parse(&r.manifest, &base))
@@ -449,7 +474,7 @@ impl Audit {
             model_sha256: model.sha256.clone(),
             classes: request.classes.clone(),
             seeds: request.seeds,
-            budget_s: request.budget_s,
+            budget_s: budget.seconds,
             data: request.data.as_ref().map(|d| d.display().to_string()),
             references: request
                 .references
@@ -465,6 +490,7 @@ impl Audit {
         let manifest = absolute_manifest(&request.model, &base);
         let mut audit = Self {
             request: request.clone(),
+            budget: budget.clone(),
             model,
             manifest,
             data,
@@ -522,8 +548,8 @@ impl Audit {
         audit.plan.parts = plan::plan_parts(
             &audit.plan.calibration,
             request.seeds,
-            request.budget_s,
-            &request.budget_text,
+            budget.seconds,
+            &budget.text,
         )?;
         std::fs::create_dir_all(out).map_err(io("create", out))?;
         write_atomic(
@@ -1015,7 +1041,7 @@ impl Audit {
                 },
                 input: format!("{}x{}x{}", input.width, input.height, input.channels),
             },
-            budget_s: self.request.budget_s,
+            budget_s: self.budget.seconds,
             seeds: self.request.seeds,
             cells: self.cells.clone(),
             calibration: self.plan.calibration.clone(),
