@@ -532,6 +532,7 @@ mod forger {
                 generation,
                 genome: child.genome.clone(),
                 scores,
+                probabilities: Vec::new(),
             };
             let g = child.generation;
             // The default experiment: batches of 20, two evaluators, so the child 20 further

@@ -200,3 +200,67 @@ fn the_pairwise_margin_fools_the_digits_the_difference_margin_stalls_on() {
     assert!(at_99[0] >= 9, "pairwise: {at_99:?}");
     assert!(at_99[1] <= 5, "difference: {at_99:?}");
 }
+
+/// Issue 30, item 8: with a fitness that is not the probability (the margin), the summary,
+/// the gallery and the run's last line say "confidence" only of the models' probability (what
+/// `classify` reads off the champion's PNG), show the fitness beside it, and a stop condition
+/// says which of the two it compares.
+#[test]
+fn a_fitness_other_than_the_probability_is_reported_apart_from_it() {
+    let dir = temp_dir("fitness-vs-probability");
+    let config = config_edit(&dir, |t| {
+        t.set("fitness.plugin", "margin")
+            .add("fitness.params.form", "difference");
+    });
+    let out = dir.join("run");
+    let stdout = success(
+        Pareidolia::run()
+            .quiet()
+            .config(&config)
+            .generations(30)
+            .args(["--until", "probability:min>=0.9999999"])
+            .out(&out)
+            .output(),
+    );
+    assert!(
+        stdout.contains("the champions' probabilities; fitness `margin`"),
+        "{stdout}"
+    );
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(
+        summary["stop"]["until"],
+        serde_json::json!(["probability:min>=0.9999999"])
+    );
+    assert_ne!(summary["confidence_stats"], summary["stats"]);
+    assert!(summary["confidence_stats"].is_object(), "{summary}");
+    let classes = summary["classes"].as_array().unwrap();
+    let images: Vec<_> = classes
+        .iter()
+        .map(|c| out.join(c["image"].as_str().unwrap()))
+        .collect();
+    let read = success(
+        Pareidolia::with_args(["classify", "--json", "--backend", "tract"])
+            .args(&images)
+            .output(),
+    );
+    let mut apart = 0;
+    for ((class, c), line) in classes.iter().enumerate().zip(read.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let on_disk = v["probabilities"][class].as_f64().unwrap();
+        let confidence = c["confidence"].as_f64().unwrap();
+        let fitness = c["fitness"].as_f64().unwrap();
+        assert!(
+            (on_disk - confidence).abs() < 1e-4,
+            "class {class}: the PNG scores {on_disk}, the summary says {confidence}"
+        );
+        // The file name carries the probability too.
+        let name = c["image"].as_str().unwrap();
+        assert!(name.ends_with(&format!("_{confidence:.6}.png")), "{name}");
+        if (fitness - confidence).abs() > 1e-3 {
+            apart += 1;
+        }
+    }
+    assert!(apart > 0, "the margin differs from the probability somewhere");
+    let index = read_text(&out.join("gallery/index.html"));
+    assert!(index.contains(", fitness "), "{index}");
+}

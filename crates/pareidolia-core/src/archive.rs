@@ -29,6 +29,9 @@ pub struct Evaluated {
     pub genome: Vec<u8>,
     /// One score per class.
     pub scores: Vec<f32>,
+    /// The models' probability of every class for this image (their mean with several
+    /// models), which a fitness other than `confidence` need not equal; empty where unknown.
+    pub probabilities: Vec<f32>,
 }
 
 /// The holder of one or more cells.
@@ -42,12 +45,27 @@ pub struct Champion {
     pub genome: Arc<[u8]>,
     /// Its scores for every class.
     pub scores: Arc<[f32]>,
+    /// The models' probability of every class (see [`Evaluated::probabilities`]); empty where
+    /// unknown (a checkpoint from before they were recorded).
+    pub probabilities: Arc<[f32]>,
 }
 
 impl Champion {
     /// Its score in one class.
     pub fn score(&self, class: usize) -> f32 {
         self.scores[class]
+    }
+
+    /// The models' probability of one class, if recorded.
+    pub fn probability(&self, class: usize) -> Option<f32> {
+        self.probabilities.get(class).copied()
+    }
+
+    /// Its confidence in one class, as the word is used in summaries and galleries: the
+    /// probability where recorded, else the score (the two are one with the `confidence`
+    /// fitness).
+    pub fn confidence(&self, class: usize) -> f32 {
+        self.probability(class).unwrap_or(self.scores[class])
     }
 }
 
@@ -200,6 +218,7 @@ impl Archive {
             generation: child.generation,
             genome: child.genome.into(),
             scores: child.scores.into(),
+            probabilities: child.probabilities.into(),
         };
         for &class in &wins {
             self.cells[class] = Some(champion.clone());
@@ -228,15 +247,25 @@ impl Archive {
             .nth(k)
     }
 
-    /// Convergence statistics over the cells (skipped classes do not count).
+    /// Convergence statistics of the fitness over the cells (skipped classes do not count).
     pub fn stats(&self) -> ArchiveStats {
+        self.stats_of(|class, c| c.score(class))
+    }
+
+    /// The same statistics of the champions' probabilities ([`Champion::confidence`]), which
+    /// equal [`Archive::stats`] with the `confidence` fitness.
+    pub fn confidence_stats(&self) -> ArchiveStats {
+        self.stats_of(|class, c| c.confidence(class))
+    }
+
+    fn stats_of(&self, value: impl Fn(usize, &Champion) -> f32) -> ArchiveStats {
         let thresholds = [0.5, 0.9, 0.99, 0.9999];
         let mut scores: Vec<f32> = self
             .cells
             .iter()
             .enumerate()
             .filter(|(class, _)| self.open[*class])
-            .map(|(class, c)| c.as_ref().map_or(0.0, |c| c.score(class)))
+            .map(|(class, c)| c.as_ref().map_or(0.0, |c| value(class, c)))
             .collect();
         if scores.is_empty() {
             return ArchiveStats {
@@ -276,7 +305,29 @@ mod tests {
             generation: 0,
             genome: vec![id as u8],
             scores: scores.to_vec(),
+            probabilities: Vec::new(),
         }
+    }
+
+    #[test]
+    fn confidence_is_the_probability_where_recorded_and_the_fitness_otherwise() {
+        let mut a = Archive::new(2);
+        // A margin-like fitness: negative scores, probabilities beside them.
+        a.insert(Evaluated {
+            probabilities: vec![0.25, 0.75],
+            ..child(1, &[-0.5, 0.5])
+        });
+        let c = a.cells()[0].as_ref().unwrap();
+        assert_eq!((c.score(0), c.probability(0), c.confidence(0)), (-0.5, Some(0.25), 0.25));
+        assert_eq!(a.stats().min, -0.5);
+        assert_eq!(a.confidence_stats().min, 0.25);
+        assert_eq!(a.confidence_stats().at_least, [1, 0, 0, 0]);
+        // Without recorded probabilities, the fitness.
+        let mut b = Archive::new(1);
+        b.insert(child(2, &[0.9]));
+        let c = b.cells()[0].as_ref().unwrap();
+        assert_eq!((c.probability(0), c.confidence(0)), (None, 0.9));
+        assert_eq!(b.confidence_stats(), b.stats());
     }
 
     #[test]

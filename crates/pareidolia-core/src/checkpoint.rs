@@ -63,6 +63,10 @@ pub struct ChampionMeta {
     pub genome_blob: u32,
     /// Blob index of its scores (f32 little-endian).
     pub scores_blob: u32,
+    /// Blob index of the models' probabilities for it (f32 little-endian; see
+    /// [`Champion::probabilities`]); absent where not recorded (older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probabilities_blob: Option<u32>,
 }
 
 /// The checkpoint's metadata.
@@ -544,6 +548,21 @@ pub fn encode(meta: &CheckpointMeta, champions: &[Champion]) -> Vec<u8> {
 
 /// Serialises a checkpoint whose metadata refers to `extra` blobs after the champions'.
 pub fn encode_with(meta: &CheckpointMeta, champions: &[Champion], extra: &[Vec<u8>]) -> Vec<u8> {
+    // The champions' probabilities go after every other blob, one per champion that has
+    // them, and the metadata names each champion's.
+    let mut meta = meta.clone();
+    let mut next = (2 * champions.len() + extra.len()) as u32;
+    let mut with_probabilities = Vec::new();
+    for (c, m) in champions.iter().zip(meta.champions.iter_mut()) {
+        m.probabilities_blob = (!c.probabilities.is_empty()).then(|| {
+            next += 1;
+            next - 1
+        });
+        if !c.probabilities.is_empty() {
+            with_probabilities.push(&c.probabilities);
+        }
+    }
+    let meta = &meta;
     let json = serde_json::to_vec(meta).expect("checkpoint metadata serialises");
     let mut out = Vec::with_capacity(
         64 + json.len()
@@ -559,7 +578,7 @@ pub fn encode_with(meta: &CheckpointMeta, champions: &[Champion], extra: &[Vec<u
     out.extend_from_slice(&check);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    out.extend_from_slice(&((2 * champions.len() + extra.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&next.to_le_bytes());
     for c in champions {
         out.extend_from_slice(&(c.genome.len() as u64).to_le_bytes());
         out.extend_from_slice(&c.genome);
@@ -571,6 +590,12 @@ pub fn encode_with(meta: &CheckpointMeta, champions: &[Champion], extra: &[Vec<u
     for b in extra {
         out.extend_from_slice(&(b.len() as u64).to_le_bytes());
         out.extend_from_slice(b);
+    }
+    for p in with_probabilities {
+        out.extend_from_slice(&((4 * p.len()) as u64).to_le_bytes());
+        for v in p.iter() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
@@ -604,6 +629,7 @@ pub fn index_champions(
             generation: c.generation,
             genome_blob: 2 * i as u32,
             scores_blob: 2 * i as u32 + 1,
+            probabilities_blob: None,
         })
         .collect();
     (metas, map, distinct)
@@ -703,22 +729,28 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
         .champions
         .iter()
         .map(|c| {
-            let scores = blob(c.scores_blob)?;
-            if scores.len() % 4 != 0 {
-                return Err(damaged(format!(
-                    "score blob {} has {} bytes",
-                    c.scores_blob,
-                    scores.len()
-                )));
-            }
+            let floats = |index: u32, what: &str| {
+                let bytes = blob(index)?;
+                if bytes.len() % 4 != 0 {
+                    return Err(damaged(format!(
+                        "{what} blob {index} has {} bytes",
+                        bytes.len()
+                    )));
+                }
+                Ok(bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .collect::<Arc<[f32]>>())
+            };
             Ok(Champion {
                 id: c.id,
                 generation: c.generation,
                 genome: Arc::from(blob(c.genome_blob)?),
-                scores: scores
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                    .collect(),
+                scores: floats(c.scores_blob, "score")?,
+                probabilities: match c.probabilities_blob {
+                    Some(i) => floats(i, "probability")?,
+                    None => Arc::from(&[][..]),
+                },
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -865,6 +897,13 @@ fn check_consistent(meta: &CheckpointMeta, champions: &[Champion]) -> Result<(),
                 "champion {:x} has {} scores for {classes} classes",
                 c.id,
                 c.scores.len()
+            ));
+        }
+        if !c.probabilities.is_empty() && c.probabilities.len() != classes {
+            return Err(format!(
+                "champion {:x} has {} probabilities for {classes} classes",
+                c.id,
+                c.probabilities.len()
             ));
         }
         if let Some(class) = c.scores.iter().position(|s| !s.is_finite()) {
@@ -1217,12 +1256,16 @@ mod tests {
             generation: 3,
             genome: Arc::from(&[1u8, 2, 3][..]),
             scores: Arc::from(&[0.5f32, 0.25][..]),
+            // A champion with the models' probabilities beside its scores, and one without (a
+            // champion restored from an older checkpoint).
+            probabilities: Arc::from(&[0.625f32, 0.375][..]),
         };
         let b = Champion {
             id: 9,
             generation: 4,
             genome: Arc::from(&[4u8][..]),
             scores: Arc::from(&[0.1f32, 0.75][..]),
+            probabilities: Arc::from(&[][..]),
         };
         let cells = vec![Some(a), Some(b)];
         let (champions, map, _) = index_champions(&cells);
@@ -1348,7 +1391,11 @@ mod tests {
         let (_, _, distinct) = index_champions(&cells);
         let bytes = encode(&meta, &distinct);
         let back = decode(&bytes, Path::new("x")).unwrap();
-        assert_eq!(back.meta, meta);
+        // The encoder names the blob of the one champion with probabilities (after the
+        // genomes and scores).
+        let mut expected = meta.clone();
+        expected.champions[0].probabilities_blob = Some(4);
+        assert_eq!(back.meta, expected);
         assert_eq!(back.cells, cells);
         for cut in [0, 5, 11, 12, 40, bytes.len() - 1] {
             assert!(
@@ -1549,10 +1596,15 @@ mod tests {
         let bytes = capture(&planned);
         let c = decode(&bytes, Path::new("x")).unwrap();
         assert_eq!(c.planned, planned);
-        // Two champions (genome and scores) and the stale genome once.
+        // Two champions (genome and scores), the stale genome once, and the one champion's
+        // probabilities last.
         let json_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
         let blobs = u32::from_le_bytes(bytes[24 + json_len..28 + json_len].try_into().unwrap());
-        assert_eq!(blobs, 5);
+        assert_eq!(blobs, 6);
+        assert_eq!(c.meta.champions[0].probabilities_blob, Some(5));
+        assert_eq!(c.meta.champions[1].probabilities_blob, None);
+        assert_eq!(&*c.cells[0].as_ref().unwrap().probabilities, &[0.625, 0.375]);
+        assert!(c.cells[1].as_ref().unwrap().probabilities.is_empty());
         assert_eq!(c.meta.planned[1].parents[1], Some((4, 0)));
         assert_eq!(c.meta.planned[1].parents[99], None);
         let first = c.planned[0].parents[0].as_ref().unwrap();
@@ -1699,6 +1751,7 @@ mod tests {
                 generation,
                 genome: Arc::from(&[5u8][..]),
                 scores: Arc::from(scores),
+                probabilities: Arc::from(&[][..]),
             }
         }
         type Case = (
@@ -1713,6 +1766,14 @@ mod tests {
             (
                 "has 1 scores for 2 classes",
                 Box::new(|_, c| c[1] = Some(champion(&[0.1], 1))),
+            ),
+            (
+                "has 3 probabilities for 2 classes",
+                Box::new(|_, c| {
+                    let mut bad = champion(&[0.1, 0.2], 1);
+                    bad.probabilities = Arc::from(&[0.1f32, 0.2, 0.7][..]);
+                    c[1] = Some(bad);
+                }),
             ),
             (
                 "scores NaN in class 1",

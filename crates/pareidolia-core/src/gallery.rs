@@ -1,5 +1,6 @@
 //! The gallery of a run: one PNG per class champion (named with class index, label and
-//! confidence), a labelled montage of all of them, and an HTML index.
+//! confidence: the models' probability of the class), a labelled montage of all of them, and
+//! an HTML index (which shows the fitness too where it is not that probability).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,11 @@ pub struct GalleryEntry {
     pub class: usize,
     /// Class label.
     pub label: String,
-    /// The champion's score in its class.
-    pub score: f32,
+    /// The champion's confidence in its class: the models' probability of it.
+    pub confidence: f32,
+    /// Its fitness in the class, where that is not the probability (another fitness plugin);
+    /// `None` where they are one.
+    pub fitness: Option<f32>,
     /// Generation it was found in.
     pub generation: u64,
     /// The rendered image, exactly as scored.
@@ -46,7 +50,7 @@ pub fn file_name(entry: &GalleryEntry) -> String {
         "{:03}_{}_{:.6}.png",
         entry.class,
         slug(&entry.label),
-        entry.score
+        entry.confidence
     )
 }
 
@@ -92,10 +96,13 @@ fn index_html(entries: &[GalleryEntry]) -> String {
         let label = e.label.replace('&', "&amp;").replace('<', "&lt;");
         let _ = writeln!(
             html,
-            "<figure><img src=\"{}\" alt=\"{label}\"><figcaption>{} {label}<br>{:.4}% (gen {})</figcaption></figure>",
+            "<figure><img src=\"{}\" alt=\"{label}\"><figcaption>{} {label}<br>{:.4}%{} (gen {})</figcaption></figure>",
             file_name(e),
             e.class,
-            e.score * 100.0,
+            e.confidence * 100.0,
+            e.fitness
+                .map(|f| format!(", fitness {f:.4}"))
+                .unwrap_or_default(),
             e.generation
         );
     }
@@ -142,7 +149,7 @@ pub fn montage(entries: &[GalleryEntry]) -> Image {
             &mut canvas,
             x0,
             y0 + img_h + 11,
-            &format!("{:.2}%", e.score * 100.0),
+            &format!("{:.2}%", e.confidence * 100.0),
         );
     }
     canvas
@@ -349,7 +356,8 @@ mod tests {
             .map(|c| GalleryEntry {
                 class: c,
                 label: c.to_string(),
-                score: 0.5,
+                confidence: 0.5,
+                fitness: None,
                 generation: 1,
                 image: Image {
                     width: 28,
@@ -379,7 +387,8 @@ mod tests {
         let entry = GalleryEntry {
             class: 0,
             label: "checks".into(),
-            score: 0.9,
+            confidence: 0.9,
+            fitness: None,
             generation: 3,
             image: Image {
                 width: 256,

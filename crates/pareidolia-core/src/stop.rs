@@ -1,5 +1,5 @@
 //! Stop conditions: when a run ends before its last generation. A condition is a small
-//! expression over the archive's per-class champion confidences ("until fooled"), checked
+//! expression over the archive's per-class champion scores ("until fooled"), checked
 //! after every generation; a wall-clock budget (`max_seconds`) ends a run at the first
 //! generation boundary past it. Plain data and pure functions: the archive actor asks
 //! [`StopConfig::reached`] after each generation, the command line and the config parse
@@ -14,9 +14,13 @@
 //! classes>=C:N    at least N classes at C or more (N a count, or a percentage like 95%)
 //! ```
 //!
-//! `C` is a confidence from 0 to 1 (`0.9999`) or a percentage (`99.99%`). Empty cells count
-//! as confidence 0, as in every statistic of the archive. Confidences only rise during a run
-//! (a champion is replaced only by a better child), so a condition that holds stays true.
+//! `C` is a number from 0 to 1 (`0.9999`) or a percentage (`99.99%`). A condition compares
+//! the champions' fitness, the score MAP-Elites keeps (the model's probability with the
+//! `confidence` fitness); prefixed with `probability:` (`probability:min>=0.9999`) it compares
+//! the models' probability of each champion's class instead, whatever the fitness. Empty cells
+//! count as 0, as in every statistic of the archive. Fitness only rises during a run (a
+//! champion is replaced only by a better child), so a fitness condition that holds stays true;
+//! a probability condition may not, with a fitness other than `confidence`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,10 +30,12 @@ use serde::{Deserialize, Serialize};
 use crate::archive::Archive;
 
 /// The grammar, as errors quote it.
-pub const GRAMMAR: &str = "a stop condition is one of `min>=C` (every class at confidence C or more), \
+pub const GRAMMAR: &str = "a stop condition is one of `min>=C` (every class's champion scoring C or more), \
      `median>=C`, `mean>=C`, or `classes>=C:N` (at least N classes at C or more; N a count or a \
-     percentage such as 95%), where C is a confidence from 0 to 1 (0.9999) or a percentage \
-     (99.99%); for example --until \"min>=0.9999\" or --until \"classes>=0.99:950\"";
+     percentage such as 95%), where C is a number from 0 to 1 (0.9999) or a percentage \
+     (99.99%); it compares the fitness (the probability with the confidence fitness), or with \
+     the prefix `probability:` the models' probability; for example --until \"min>=0.9999\", \
+     --until \"classes>=0.99:950\" or --until \"probability:min>=0.99\"";
 
 /// How many classes a `classes>=` condition asks for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,9 +58,28 @@ impl ClassCount {
     }
 }
 
-/// One condition on the archive's per-class confidences.
+/// What a condition compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Measure {
+    /// The champions' fitness scores (the default).
+    #[default]
+    Fitness,
+    /// The models' probability of each champion's class ([`crate::Champion::confidence`]).
+    Probability,
+}
+
+/// One condition on the archive's per-class champions.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StopCondition {
+pub struct StopCondition {
+    /// What it compares.
+    pub measure: Measure,
+    /// The test on the per-class values.
+    pub test: Test,
+}
+
+/// A test on per-class values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Test {
     /// Every class at or above this confidence.
     Min(f32),
     /// The median class at or above it.
@@ -125,6 +150,24 @@ impl FromStr for StopCondition {
             input: input.to_owned(),
             problem,
         };
+        let trimmed = input.trim();
+        let (measure, rest) = match trimmed.split_once(':') {
+            Some((m, rest)) if m.trim().eq_ignore_ascii_case("probability") => {
+                (Measure::Probability, rest)
+            }
+            Some((m, rest)) if m.trim().eq_ignore_ascii_case("fitness") => {
+                (Measure::Fitness, rest)
+            }
+            _ => (Measure::Fitness, trimmed),
+        };
+        let test = parse_test(rest).map_err(fail)?;
+        Ok(StopCondition { measure, test })
+    }
+}
+
+fn parse_test(input: &str) -> Result<Test, String> {
+    let fail = |problem: String| problem;
+    {
         let Some((stat, value)) = input.split_once(">=") else {
             return Err(fail("there is no `>=`".into()));
         };
@@ -138,9 +181,9 @@ impl FromStr for StopCondition {
                 }
                 let c = confidence(value).map_err(fail)?;
                 Ok(match stat.as_str() {
-                    "min" => StopCondition::Min(c),
-                    "median" => StopCondition::Median(c),
-                    _ => StopCondition::Mean(c),
+                    "min" => Test::Min(c),
+                    "median" => Test::Median(c),
+                    _ => Test::Mean(c),
                 })
             }
             "classes" => {
@@ -150,7 +193,7 @@ impl FromStr for StopCondition {
                             .into(),
                     ));
                 };
-                Ok(StopCondition::Classes {
+                Ok(Test::Classes {
                     confidence: confidence(c).map_err(fail)?,
                     count: class_count(n).map_err(fail)?,
                 })
@@ -163,15 +206,24 @@ impl FromStr for StopCondition {
 
 impl fmt::Display for StopCondition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.measure == Measure::Probability {
+            write!(f, "probability:")?;
+        }
+        write!(f, "{}", self.test)
+    }
+}
+
+impl fmt::Display for Test {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StopCondition::Min(c) => write!(f, "min>={c}"),
-            StopCondition::Median(c) => write!(f, "median>={c}"),
-            StopCondition::Mean(c) => write!(f, "mean>={c}"),
-            StopCondition::Classes {
+            Test::Min(c) => write!(f, "min>={c}"),
+            Test::Median(c) => write!(f, "median>={c}"),
+            Test::Mean(c) => write!(f, "mean>={c}"),
+            Test::Classes {
                 confidence,
                 count: ClassCount::Count(n),
             } => write!(f, "classes>={confidence}:{n}"),
-            StopCondition::Classes {
+            Test::Classes {
                 confidence,
                 count: ClassCount::Percent(p),
             } => write!(f, "classes>={confidence}:{p}%"),
@@ -192,28 +244,47 @@ impl<'de> Deserialize<'de> for StopCondition {
     }
 }
 
-/// Per cell: the champion's confidence in its class, 0 for an empty cell (classes a run
-/// skips, `archive.classes`, are not cells and do not count).
-fn confidences(archive: &Archive) -> Vec<f32> {
+/// Per cell: the champion's fitness (or probability) in its class, 0 for an empty cell
+/// (classes a run skips, `archive.classes`, are not cells and do not count).
+fn values(archive: &Archive, measure: Measure) -> Vec<f32> {
     archive
         .cells()
         .iter()
         .enumerate()
         .filter(|(class, _)| archive.is_cell(*class))
-        .map(|(class, c)| c.as_ref().map_or(0.0, |c| c.score(class)))
+        .map(|(class, c)| {
+            c.as_ref().map_or(0.0, |c| match measure {
+                Measure::Fitness => c.score(class),
+                Measure::Probability => c.confidence(class),
+            })
+        })
         .collect()
 }
 
 impl StopCondition {
-    /// Whether per-class confidences `scores` (one per class, 0 for an empty cell) meet it.
+    /// Whether the archive meets it.
+    pub fn holds_on(&self, archive: &Archive) -> bool {
+        self.test.holds(&values(archive, self.measure))
+    }
+
+    /// Why it can never hold in a run of `classes` classes, if so (a class count above it).
+    pub fn impossible_for(&self, classes: usize) -> Option<String> {
+        self.test
+            .impossible_for(classes)
+            .map(|why| format!("`{self}` {why}"))
+    }
+}
+
+impl Test {
+    /// Whether per-class values `scores` (one per class, 0 for an empty cell) meet it.
     /// A run without classes meets nothing.
     pub fn holds(&self, scores: &[f32]) -> bool {
         if scores.is_empty() {
             return false;
         }
         match *self {
-            StopCondition::Min(c) => scores.iter().all(|&s| s >= c),
-            StopCondition::Median(c) => {
+            Test::Min(c) => scores.iter().all(|&s| s >= c),
+            Test::Median(c) => {
                 let mut sorted = scores.to_vec();
                 sorted.sort_by(f32::total_cmp);
                 let n = sorted.len();
@@ -224,24 +295,24 @@ impl StopCondition {
                 };
                 median >= c
             }
-            StopCondition::Mean(c) => {
+            Test::Mean(c) => {
                 let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64;
                 mean as f32 >= c
             }
-            StopCondition::Classes { confidence, count } => {
+            Test::Classes { confidence, count } => {
                 scores.iter().filter(|&&s| s >= confidence).count() >= count.of(scores.len())
             }
         }
     }
 
     /// Why it can never hold in a run of `classes` classes, if so (a class count above it).
-    pub fn impossible_for(&self, classes: usize) -> Option<String> {
+    fn impossible_for(&self, classes: usize) -> Option<String> {
         match *self {
-            StopCondition::Classes {
+            Test::Classes {
                 count: ClassCount::Count(n),
                 ..
             } if n > classes => Some(format!(
-                "`{self}` asks for {n} classes, but the run's model has {classes}; \
+                "asks for {n} classes, but the run's model has {classes}; \
                  lower the count or give a percentage (`:95%`)"
             )),
             _ => None,
@@ -328,8 +399,7 @@ impl StopConfig {
             elapsed_s,
         };
         if !self.until.is_empty() {
-            let scores = confidences(archive);
-            if let Some(c) = self.until.iter().find(|c| c.holds(&scores)) {
+            if let Some(c) = self.until.iter().find(|c| c.holds_on(archive)) {
                 return Some(at(c.to_string()));
             }
         }
@@ -361,21 +431,33 @@ mod tests {
 
     #[test]
     fn conditions_parse_and_print_back() {
-        assert_eq!(parse("min>=0.9999"), StopCondition::Min(0.9999));
-        assert_eq!(parse(" Median >= 99% "), StopCondition::Median(0.99));
-        assert_eq!(parse("mean>=0.5"), StopCondition::Mean(0.5));
+        let fitness = |test| StopCondition {
+            measure: Measure::Fitness,
+            test,
+        };
+        assert_eq!(parse("min>=0.9999"), fitness(Test::Min(0.9999)));
+        assert_eq!(parse(" Median >= 99% "), fitness(Test::Median(0.99)));
+        assert_eq!(parse("mean>=0.5"), fitness(Test::Mean(0.5)));
         assert_eq!(
             parse("classes>=0.99:950"),
-            StopCondition::Classes {
+            fitness(Test::Classes {
                 confidence: 0.99,
                 count: ClassCount::Count(950)
-            }
+            })
         );
         assert_eq!(
             parse("classes >= 99.99% : 95%"),
-            StopCondition::Classes {
+            fitness(Test::Classes {
                 confidence: 0.9999,
                 count: ClassCount::Percent(95.0)
+            })
+        );
+        assert_eq!(parse("fitness:min>=0.5"), parse("min>=0.5"));
+        assert_eq!(
+            parse("Probability: min>=0.99"),
+            StopCondition {
+                measure: Measure::Probability,
+                test: Test::Min(0.99)
             }
         );
         for text in [
@@ -383,10 +465,35 @@ mod tests {
             "median>=0.99",
             "classes>=0.99:950",
             "classes>=0.5:95%",
+            "probability:min>=0.99",
+            "probability:classes>=0.5:95%",
         ] {
             assert_eq!(parse(text).to_string(), text);
             assert_eq!(parse(&parse(text).to_string()), parse(text));
         }
+    }
+
+    /// Issue 30, item 8: with a fitness other than the probability, a condition says which it
+    /// compares.
+    #[test]
+    fn a_condition_compares_the_fitness_or_the_probability_as_it_says() {
+        let mut archive = Archive::new(2);
+        archive.insert(Evaluated {
+            id: 1,
+            generation: 1,
+            genome: vec![1],
+            scores: vec![-0.2, 0.1],
+            probabilities: vec![0.995, 0.999],
+        });
+        assert!(!parse("min>=0.99").holds_on(&archive));
+        assert!(parse("probability:min>=0.99").holds_on(&archive));
+        assert!(!parse("probability:min>=0.999").holds_on(&archive));
+        let config = StopConfig {
+            until: vec![parse("min>=0.5"), parse("probability:mean>=0.99")],
+            max_seconds: 0.0,
+        };
+        let r = config.reached(&archive, 1, 1.0).unwrap();
+        assert_eq!(r.condition, "probability:mean>=0.99");
     }
 
     #[test]
@@ -422,18 +529,18 @@ mod tests {
     #[test]
     fn conditions_hold_on_the_confidences_they_name() {
         let scores = [0.999, 0.5, 0.99, 0.2];
-        assert!(parse("min>=0.2").holds(&scores));
-        assert!(!parse("min>=0.21").holds(&scores));
+        assert!(parse("min>=0.2").test.holds(&scores));
+        assert!(!parse("min>=0.21").test.holds(&scores));
         // median of 0.2, 0.5, 0.99, 0.999 = 0.745
-        assert!(parse("median>=0.745").holds(&scores));
-        assert!(!parse("median>=0.75").holds(&scores));
-        assert!(parse("mean>=0.67").holds(&scores));
-        assert!(!parse("mean>=0.68").holds(&scores));
-        assert!(parse("classes>=0.99:2").holds(&scores));
-        assert!(!parse("classes>=0.99:3").holds(&scores));
-        assert!(parse("classes>=0.5:75%").holds(&scores));
-        assert!(!parse("classes>=0.5:76%").holds(&scores));
-        assert!(!parse("min>=0").holds(&[]));
+        assert!(parse("median>=0.745").test.holds(&scores));
+        assert!(!parse("median>=0.75").test.holds(&scores));
+        assert!(parse("mean>=0.67").test.holds(&scores));
+        assert!(!parse("mean>=0.68").test.holds(&scores));
+        assert!(parse("classes>=0.99:2").test.holds(&scores));
+        assert!(!parse("classes>=0.99:3").test.holds(&scores));
+        assert!(parse("classes>=0.5:75%").test.holds(&scores));
+        assert!(!parse("classes>=0.5:76%").test.holds(&scores));
+        assert!(!parse("min>=0").test.holds(&[]));
         assert_eq!(ClassCount::Percent(95.0).of(1000), 950);
         assert_eq!(ClassCount::Percent(95.0).of(10), 10);
         assert_eq!(ClassCount::Percent(50.0).of(10), 5);
@@ -452,6 +559,7 @@ mod tests {
             generation: 3,
             genome: vec![1],
             scores: vec![0.6, 0.7],
+            probabilities: Vec::new(),
         });
         let r = config.reached(&archive, 3, 2.5).unwrap();
         assert_eq!(
@@ -480,6 +588,7 @@ mod tests {
             generation: 1,
             genome: vec![1],
             scores: vec![0.6, 0.7, 0.9],
+            probabilities: Vec::new(),
         });
         let config = StopConfig {
             until: vec![parse("min>=0.5")],

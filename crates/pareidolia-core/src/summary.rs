@@ -15,8 +15,13 @@ pub struct ClassSummary {
     pub class: usize,
     /// Label.
     pub label: String,
-    /// Champion's confidence (score) for this class; absent for an empty cell.
+    /// Champion's confidence in this class: the models' probability of it (its fitness where
+    /// the probability was not recorded); absent for an empty cell.
     pub confidence: Option<f32>,
+    /// Champion's fitness in this class, the score MAP-Elites compares (the probability with
+    /// the `confidence` fitness); absent for an empty cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fitness: Option<f32>,
     /// Generation the champion was found in.
     pub generation: Option<u64>,
     /// Gallery file, relative to the run folder.
@@ -111,8 +116,13 @@ pub struct RunSummary {
     /// `backend` above repeat the first, for readers of single-model summaries).
     #[serde(default)]
     pub models: Vec<ModelIdentity>,
-    /// Convergence statistics.
+    /// Convergence statistics of the fitness (the probability with the `confidence`
+    /// fitness).
     pub stats: ArchiveStats,
+    /// The same statistics of the champions' probabilities, where a fitness other than
+    /// `confidence` makes them differ; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence_stats: Option<ArchiveStats>,
     /// Time per stage.
     pub stage_times: StageTimes,
     /// The run's stop conditions (`[stop]`, `--until`, `--max-seconds`) and the one that

@@ -151,7 +151,9 @@ fn champion(t: &Track, encoding: &EncodingPlugin) -> Result<Option<Champion>, Op
         id: t.class as u64,
         generation: step,
         genome: Arc::from(encoding.genome_from_pixels(&t.best_pixels)?),
+        // The scores are the probabilities themselves: none recorded apart.
         scores: Arc::from(t.best_probabilities.clone()),
+        probabilities: Arc::from(&[][..]),
     }))
 }
 

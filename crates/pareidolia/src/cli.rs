@@ -536,9 +536,12 @@ fn seconds(text: &str) -> Result<f64, String> {
 #[derive(Debug, Clone, Default, Args)]
 pub struct StopArgs {
     /// End the run after the first generation at which the archive meets CONDITION:
-    /// `min>=C`, `median>=C`, `mean>=C` (C a confidence, 0.9999 or 99.99%) or
-    /// `classes>=C:N` (N classes, or N% of them, at C or more). Repeat it for several (the
-    /// first met ends the run); replaces the config's `stop.until`; `none` clears it.
+    /// `min>=C`, `median>=C`, `mean>=C` (C a score, 0.9999 or 99.99%) or
+    /// `classes>=C:N` (N classes, or N% of them, at C or more). It compares the champions'
+    /// fitness (the probability with the `confidence` fitness); prefixed `probability:`
+    /// (`probability:min>=0.99`) the models' probability, whatever the fitness. Repeat it for
+    /// several (the first met ends the run); replaces the config's `stop.until`; `none`
+    /// clears it.
     #[arg(long, value_name = "CONDITION", value_parser = until)]
     pub until: Vec<Until>,
     /// Wall-clock budget of the evolution in seconds, summed over resumed sessions (like

@@ -54,7 +54,8 @@ pub fn montage(args: MontageArgs) -> Result<()> {
         entries.push(GalleryEntry {
             class: c.class,
             label: c.label.clone(),
-            score: c.confidence.unwrap_or_default(),
+            confidence: c.confidence.unwrap_or_default(),
+            fitness: None,
             generation: c.generation.unwrap_or_default(),
             image: read_png(&file)?,
         });

@@ -113,11 +113,17 @@ fn prepare_out_dir(out: &Path) -> Result<bool> {
 
 fn message(p: &Progress) -> String {
     let rate = p.evaluations as f64 / p.elapsed_s.max(1e-9);
+    // The champions' probabilities; the fitness beside them where it is another number.
+    let shown = p.confidence_stats.as_ref().unwrap_or(&p.stats);
+    let fitness = match &p.confidence_stats {
+        Some(_) => format!("  fitness median {:.4}", p.stats.median),
+        None => String::new(),
+    };
     format!(
-        "{:>7.0} evals/s  median {:.4}%  min {:.4}%",
+        "{:>7.0} evals/s  median {:.4}%  min {:.4}%{fitness}",
         rate,
-        p.stats.median * 100.0,
-        p.stats.min * 100.0
+        shown.median * 100.0,
+        shown.min * 100.0
     )
 }
 
@@ -198,11 +204,18 @@ pub fn run(args: RunArgs) -> Result<()> {
         experiment.config().seed,
         &outcome,
     )?;
-    let s = &summary.stats;
+    let s = summary.confidence_stats.as_ref().unwrap_or(&summary.stats);
+    let fitness = match &summary.confidence_stats {
+        Some(_) => format!(
+            " (the champions' probabilities; fitness `{}`: median {:.4}, min {:.4})",
+            summary.fitness.name, summary.stats.median, summary.stats.min
+        ),
+        None => String::new(),
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "{} generations, {} evaluations in {:.1} s ({:.0}/s); median {:.4}%, min {:.4}%, {} of {} classes >= 99.99%",
+        "{} generations, {} evaluations in {:.1} s ({:.0}/s); median {:.4}%, min {:.4}%, {} of {} classes >= 99.99%{fitness}",
         summary.generations,
         summary.evaluations,
         summary.wall_time_s,

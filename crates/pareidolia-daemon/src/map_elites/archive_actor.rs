@@ -250,6 +250,7 @@ impl ArchiveState {
                 generation: child.generation,
                 genome: child.genome.to_vec(),
                 scores: child.scores,
+                probabilities: child.probabilities,
             });
         }
         self.metrics(MetricsMsg::ArchiveInsert(start.elapsed().as_secs_f64()));

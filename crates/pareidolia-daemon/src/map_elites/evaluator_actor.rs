@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use pareidolia_core::FitnessPlugin;
 use pareidolia_core::summary::StageTimes;
-use pareidolia_eval::PreparedModel;
+use pareidolia_eval::{OutputKind, PreparedModel};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::map_elites::batcher::{Batch, Batcher};
@@ -94,10 +94,11 @@ pub struct EvaluatorState {
     children: u64,
 }
 
-/// A batch's scores (or the stage that failed and why), its times, the inference seconds of
-/// each model, when inference began, and what steering its marked children did.
+/// A batch's scores and the models' mean probabilities (or the stage that failed and why), its
+/// times, the inference seconds of each model, when inference began, and what steering its
+/// marked children did.
 type BatchResult = (
-    Result<Vec<f32>, (LossKind, String)>,
+    Result<(Vec<f32>, Vec<f32>), (LossKind, String)>,
     StageTimes,
     Vec<f64>,
     Instant,
@@ -137,16 +138,21 @@ fn send_to(sink: &Sink, scored: Vec<ScoredChild>, lost: Vec<LostChild>, times: S
 /// child; a non-finite score loses only its child.
 fn split_results(
     batch: Vec<Offspring>,
-    result: Result<Vec<f32>, (LossKind, String)>,
+    result: Result<(Vec<f32>, Vec<f32>), (LossKind, String)>,
     fitness: &str,
 ) -> (Vec<ScoredChild>, Vec<LostChild>) {
     let n = batch.len();
     match result {
-        Ok(scores) => {
+        Ok((scores, probabilities)) => {
             let classes = scores.len() / n.max(1);
             let mut scored = Vec::with_capacity(n);
             let mut rejected = Vec::new();
-            for (c, s) in batch.into_iter().zip(scores.chunks_exact(classes.max(1))) {
+            let probabilities = probabilities.chunks_exact(classes.max(1));
+            for ((c, s), p) in batch
+                .into_iter()
+                .zip(scores.chunks_exact(classes.max(1)))
+                .zip(probabilities)
+            {
                 if let Some(bad) = s.iter().find(|v| !v.is_finite()) {
                     rejected.push(LostChild {
                         id: c.id,
@@ -163,6 +169,7 @@ fn split_results(
                         generation: c.generation,
                         genome: c.genome,
                         scores: s.to_vec(),
+                        probabilities: p.to_vec(),
                     });
                 }
             }
@@ -188,11 +195,42 @@ fn split_results(
     }
 }
 
+/// Per image, the models' mean probability of every class, from their outputs (model-major,
+/// `kinds[m]` saying whether model `m` gives logits or probabilities): what the word
+/// "confidence" means in summaries and galleries, whatever the fitness makes of the outputs.
+fn mean_probabilities(outputs: &[f32], kinds: &[OutputKind], batch: usize) -> Vec<f32> {
+    let models = kinds.len().max(1);
+    let classes = outputs.len() / (models * batch).max(1);
+    let mut mean = vec![0f64; batch * classes];
+    for (m, kind) in kinds.iter().enumerate() {
+        for i in 0..batch {
+            let row = &outputs[(m * batch + i) * classes..][..classes];
+            let out = &mut mean[i * classes..][..classes];
+            match kind {
+                OutputKind::Probabilities => {
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o += f64::from(v);
+                    }
+                }
+                OutputKind::Logits => {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o += f64::from(v - max).exp() / sum;
+                    }
+                }
+            }
+        }
+    }
+    mean.iter().map(|&v| (v / models as f64) as f32).collect()
+}
+
 /// Runs every model on the batch, one after the other on this thread (their costs add up;
 /// nothing else waits), and hands all outputs to the fitness plugin, model-major as the
 /// plugin ABI wants them.
 fn infer_and_score(
     models: &mut [Box<dyn PreparedModel>],
+    kinds: &[OutputKind],
     fitness: &FitnessPlugin,
     steerer: Option<&mut Steerer>,
     pixels: &mut [u8],
@@ -228,9 +266,10 @@ fn infer_and_score(
     times.inference_s = began.elapsed().as_secs_f64();
     let start = Instant::now();
     let result = outputs.and_then(|outputs| {
-        fitness
+        let scores = fitness
             .score(&outputs, n)
-            .map_err(|e| (LossKind::Score, e.to_string()))
+            .map_err(|e| (LossKind::Score, e.to_string()))?;
+        Ok((scores, mean_probabilities(&outputs, kinds, n)))
     });
     times.fitness_s = start.elapsed().as_secs_f64();
     (result, times, per_model, began, report)
@@ -254,6 +293,7 @@ impl InferenceWorker {
     fn spawn(
         index: usize,
         mut models: Vec<Box<dyn PreparedModel>>,
+        kinds: Vec<OutputKind>,
         fitness: Arc<FitnessPlugin>,
         mut steerer: Option<Steerer>,
     ) -> std::io::Result<Self> {
@@ -264,6 +304,7 @@ impl InferenceWorker {
                 for mut job in rx {
                     let result = infer_and_score(
                         &mut models,
+                        &kinds,
                         &fitness,
                         steerer.as_mut(),
                         &mut job.pixels,
@@ -425,7 +466,13 @@ impl Actor for EvaluatorActor {
             metrics: names::metrics(&args.run),
             in_flight: Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
             fitness_name: args.fitness.name().to_owned(),
-            worker: InferenceWorker::spawn(args.index, models, args.fitness, steerer)?,
+            worker: InferenceWorker::spawn(
+                args.index,
+                models,
+                args.models.iter().map(ModelSetup::output).collect(),
+                args.fitness,
+                steerer,
+            )?,
             batcher: Batcher::new(args.batch_size),
             linger_token: 0,
             index: args.index,

@@ -562,6 +562,7 @@ mod tests {
             generation: id >> 32,
             genome: Arc::from(&[id as u8][..]),
             scores: vec![0.5, 0.5],
+            probabilities: vec![0.5, 0.5],
         }
     }
 
@@ -583,6 +584,7 @@ mod tests {
                 generation: 0,
                 genome: vec![id as u8],
                 scores,
+                probabilities: Vec::new(),
             });
         }
         archive

@@ -197,6 +197,9 @@ pub struct ScoredChild {
     pub genome: Genome,
     /// One score per class.
     pub scores: Vec<f32>,
+    /// The models' (mean) probability of every class.
+    #[serde(default)]
+    pub probabilities: Vec<f32>,
 }
 
 /// Timings of one inference batch.
@@ -665,6 +668,7 @@ mod tests {
                 generation: 0,
                 genome,
                 scores: vec![0.25, f32::MIN_POSITIVE],
+                probabilities: vec![0.5, 0.5],
             }],
             lost: Vec::new(),
             times: StageTimes {

@@ -641,6 +641,7 @@ mod tests {
             generation: 0,
             genome: std::sync::Arc::from(&[][..]),
             scores: std::sync::Arc::from(&[0.0, 0.75][..]),
+            probabilities: std::sync::Arc::from(&[][..]),
         };
         let p = Progress {
             champions: std::sync::Arc::new(vec![None, Some(champion)]),

@@ -73,7 +73,11 @@ pub fn write(
         Ok(GalleryEntry {
             class,
             label: identity.label(class),
-            score: champion.score(class),
+            confidence: champion.confidence(class),
+            fitness: champion
+                .probability(class)
+                .is_some_and(|p| p != champion.score(class))
+                .then(|| champion.score(class)),
             generation: champion.generation,
             image: Image {
                 width: canvas.width,
@@ -105,7 +109,8 @@ pub fn write(
             ClassSummary {
                 class,
                 label: identity.label(class),
-                confidence: entry.map(|e| e.score),
+                confidence: entry.map(|e| e.confidence),
+                fitness: outcome.cells[class].as_ref().map(|c| c.score(class)),
                 generation: entry.map(|e| e.generation),
                 image: entry.map(|e| format!("gallery/{}", gallery::file_name(e))),
             }
@@ -129,6 +134,7 @@ pub fn write(
         fitness: identity.fitness.clone(),
         models: identity.models.clone(),
         stats: p.stats.clone(),
+        confidence_stats: p.confidence_stats.clone(),
         stage_times: p.times,
         stop: p.stop.clone(),
         classes,

@@ -273,6 +273,7 @@ impl Ledger {
             lost: c.lost,
             replacements: archive.replacements(),
             stats: archive.stats(),
+            confidence_stats: crate::run::outcome::confidence_stats(archive),
             elapsed_s: c.elapsed_s,
             times: c.stage_times,
             last_checkpoint_generation: self.last.generation,
@@ -329,6 +330,7 @@ mod tests {
                 generation: 0,
                 genome: vec![class as u8],
                 scores,
+                probabilities: Vec::new(),
             });
         }
         a

@@ -148,8 +148,12 @@ pub struct Progress {
     pub lost: u64,
     /// Champion replacements.
     pub replacements: u64,
-    /// Archive statistics.
+    /// Archive statistics (of the fitness).
     pub stats: ArchiveStats,
+    /// The same statistics of the champions' probabilities, where they differ from the
+    /// fitness's (a fitness other than `confidence`); `None` where they are the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence_stats: Option<ArchiveStats>,
     /// Seconds since the run started.
     pub elapsed_s: f64,
     /// Time per stage.
@@ -194,6 +198,12 @@ pub struct RunOutcome {
     pub ascent: Option<AscentSummary>,
 }
 
+/// The archive's probability statistics where they differ from its fitness statistics.
+pub fn confidence_stats(archive: &pareidolia_core::Archive) -> Option<ArchiveStats> {
+    let confidence = archive.confidence_stats();
+    (confidence != archive.stats()).then_some(confidence)
+}
+
 impl RunOutcome {
     /// The outcome a checkpoint records (for exports of a run that may still be going).
     pub fn from_checkpoint(c: &Checkpoint, path: PathBuf) -> Self {
@@ -207,6 +217,7 @@ impl RunOutcome {
                 lost: m.lost,
                 replacements: m.replacements,
                 stats: archive.stats(),
+                confidence_stats: confidence_stats(&archive),
                 elapsed_s: m.elapsed_s,
                 times: m.stage_times,
                 last_checkpoint_generation: Some(m.generation),

@@ -445,6 +445,7 @@ mod tests {
             generation: 3,
             genome: Arc::from(genome),
             scores: Arc::from(scores),
+            probabilities: Arc::from(&[][..]),
         })
     }
 

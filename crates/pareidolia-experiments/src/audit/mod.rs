@@ -1077,7 +1077,8 @@ impl Audit {
                     entries.push(GalleryEntry {
                         class,
                         label: model.label(class),
-                        score: score as f32,
+                        confidence: score as f32,
+                        fitness: None,
                         generation,
                         image: Image {
                             width: input.width,
