@@ -260,7 +260,10 @@ fn a_fitness_other_than_the_probability_is_reported_apart_from_it() {
             apart += 1;
         }
     }
-    assert!(apart > 0, "the margin differs from the probability somewhere");
+    assert!(
+        apart > 0,
+        "the margin differs from the probability somewhere"
+    );
     let index = read_text(&out.join("gallery/index.html"));
     assert!(index.contains(", fitness "), "{index}");
 }

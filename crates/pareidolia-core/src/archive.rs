@@ -318,7 +318,10 @@ mod tests {
             ..child(1, &[-0.5, 0.5])
         });
         let c = a.cells()[0].as_ref().unwrap();
-        assert_eq!((c.score(0), c.probability(0), c.confidence(0)), (-0.5, Some(0.25), 0.25));
+        assert_eq!(
+            (c.score(0), c.probability(0), c.confidence(0)),
+            (-0.5, Some(0.25), 0.25)
+        );
         assert_eq!(a.stats().min, -0.5);
         assert_eq!(a.confidence_stats().min, 0.25);
         assert_eq!(a.confidence_stats().at_least, [1, 0, 0, 0]);

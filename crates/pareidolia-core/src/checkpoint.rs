@@ -1603,7 +1603,10 @@ mod tests {
         assert_eq!(blobs, 6);
         assert_eq!(c.meta.champions[0].probabilities_blob, Some(5));
         assert_eq!(c.meta.champions[1].probabilities_blob, None);
-        assert_eq!(&*c.cells[0].as_ref().unwrap().probabilities, &[0.625, 0.375]);
+        assert_eq!(
+            &*c.cells[0].as_ref().unwrap().probabilities,
+            &[0.625, 0.375]
+        );
         assert!(c.cells[1].as_ref().unwrap().probabilities.is_empty());
         assert_eq!(c.meta.planned[1].parents[1], Some((4, 0)));
         assert_eq!(c.meta.planned[1].parents[99], None);

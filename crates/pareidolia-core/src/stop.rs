@@ -155,9 +155,7 @@ impl FromStr for StopCondition {
             Some((m, rest)) if m.trim().eq_ignore_ascii_case("probability") => {
                 (Measure::Probability, rest)
             }
-            Some((m, rest)) if m.trim().eq_ignore_ascii_case("fitness") => {
-                (Measure::Fitness, rest)
-            }
+            Some((m, rest)) if m.trim().eq_ignore_ascii_case("fitness") => (Measure::Fitness, rest),
             _ => (Measure::Fitness, trimmed),
         };
         let test = parse_test(rest).map_err(fail)?;
