@@ -446,11 +446,18 @@ fn ensemble_min_scores_the_smaller_of_two_networks() {
     let a = classify(&pngs, "builtin:lenet-mnist");
     let b = classify(&pngs, seed2.to_str().unwrap());
     for (class, c) in classes.iter().enumerate() {
-        let score = c["confidence"].as_f64().unwrap();
+        // The fitness is the smaller probability; the confidence the summary reports is the
+        // two models' mean probability.
+        let score = c["fitness"].as_f64().unwrap();
+        let confidence = c["confidence"].as_f64().unwrap();
         let (pa, pb) = (a[class].2[class], b[class].2[class]);
         assert!(
             (score - pa.min(pb)).abs() < 1e-5,
             "class {class}: score {score}, lenet-mnist {pa}, seed2 {pb}"
+        );
+        assert!(
+            (confidence - (pa + pb) / 2.0).abs() < 1e-5,
+            "class {class}: confidence {confidence}, lenet-mnist {pa}, seed2 {pb}"
         );
     }
 }

@@ -198,31 +198,39 @@ fn split_results(
 /// Per image, the models' mean probability of every class, from their outputs (model-major,
 /// `kinds[m]` saying whether model `m` gives logits or probabilities): what the word
 /// "confidence" means in summaries and galleries, whatever the fitness makes of the outputs.
+/// Computed exactly as the `confidence` fitness plugin computes its scores (the SDK's softmax,
+/// the mean in `f32` in model order), so with that fitness the two are the same numbers.
 fn mean_probabilities(outputs: &[f32], kinds: &[OutputKind], batch: usize) -> Vec<f32> {
-    let models = kinds.len().max(1);
+    use pareidolia_plugin::{ModelOutputs, OutputKind as Kind};
+    let kinds: Vec<Kind> = kinds
+        .iter()
+        .map(|k| match k {
+            OutputKind::Logits => Kind::Logits,
+            OutputKind::Probabilities => Kind::Probabilities,
+        })
+        .collect();
+    let models = kinds.len();
     let classes = outputs.len() / (models * batch).max(1);
-    let mut mean = vec![0f64; batch * classes];
-    for (m, kind) in kinds.iter().enumerate() {
-        for i in 0..batch {
-            let row = &outputs[(m * batch + i) * classes..][..classes];
-            let out = &mut mean[i * classes..][..classes];
-            match kind {
-                OutputKind::Probabilities => {
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o += f64::from(v);
-                    }
-                }
-                OutputKind::Logits => {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o += f64::from(v - max).exp() / sum;
-                    }
-                }
+    let view = ModelOutputs {
+        data: outputs,
+        batch,
+        classes,
+        kinds: &kinds,
+    };
+    let mut mean = vec![0f32; batch * classes];
+    let mut probs = vec![0f32; classes];
+    for (image, row) in mean.chunks_exact_mut(classes.max(1)).enumerate() {
+        for model in 0..models {
+            // A non-finite output is the fitness plugin's to refuse; it shows as 0 here.
+            if view.probabilities(model, image, &mut probs).is_err() {
+                probs.fill(0.0);
+            }
+            for (s, p) in row.iter_mut().zip(&probs) {
+                *s += p / models as f32;
             }
         }
     }
-    mean.iter().map(|&v| (v / models as f64) as f32).collect()
+    mean
 }
 
 /// Runs every model on the batch, one after the other on this thread (their costs add up;
@@ -526,5 +534,25 @@ impl Actor for EvaluatorActor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mean_probability_averages_softmaxed_logits_and_given_probabilities() {
+        // Two images, two classes; model 0 gives logits, model 1 probabilities.
+        let outputs = [0.0, 0.0, 2.0f32.ln(), 0.0, 0.5, 0.5, 0.9, 0.1];
+        let p = mean_probabilities(
+            &outputs,
+            &[OutputKind::Logits, OutputKind::Probabilities],
+            2,
+        );
+        let expect = [0.5, 0.5, (2.0 / 3.0 + 0.9) / 2.0, (1.0 / 3.0 + 0.1) / 2.0];
+        for (a, b) in p.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-6, "{p:?}");
+        }
     }
 }
