@@ -396,10 +396,8 @@ impl StopConfig {
             generation,
             elapsed_s,
         };
-        if !self.until.is_empty() {
-            if let Some(c) = self.until.iter().find(|c| c.holds_on(archive)) {
-                return Some(at(c.to_string()));
-            }
+        if let Some(c) = self.until.iter().find(|c| c.holds_on(archive)) {
+            return Some(at(c.to_string()));
         }
         (self.max_seconds > 0.0 && elapsed_s >= self.max_seconds)
             .then(|| at(format!("max_seconds={}", self.max_seconds)))
