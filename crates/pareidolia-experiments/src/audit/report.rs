@@ -272,23 +272,51 @@ pub fn verdict(r: &AuditReport) -> String {
         }
         None => s.push_str(" Without --data, no OOD detector was measured."),
     }
-    if !r.transfer.is_empty() {
-        let best = r
-            .transfer
-            .iter()
-            .flat_map(|t| t.by_method.iter().map(move |m| (t, m)))
-            .max_by(|a, b| a.1.share_at[1].total_cmp(&b.1.share_at[1]));
-        if let Some((t, m)) = best {
-            let _ = write!(
-                s,
-                " Transfer: the champions that carry over best are {}'s: {} of them stay at ≥ 99% on {}.",
-                m.method.name(),
-                pct(m.share_at[1]),
-                t.model
-            );
-        }
+    if let Some(sentence) = transfer_sentence(&r.transfer) {
+        s.push(' ');
+        s.push_str(&sentence);
     }
     s
+}
+
+/// The verdict's sentence on transfer: the method whose champions stay at >= 99% on a
+/// reference most often; where none does, the most at >= 50%; where none reaches even that,
+/// says so (it never names a "best" method at 0%).
+fn transfer_sentence(transfer: &[TransferResult]) -> Option<String> {
+    let pairs = || {
+        transfer
+            .iter()
+            .flat_map(|t| t.by_method.iter().map(move |m| (t, m)))
+    };
+    let best_at = |k: usize| {
+        pairs()
+            .filter(|(_, m)| m.share_at.get(k).is_some_and(|&v| v > 0.0))
+            .max_by(|a, b| a.1.share_at[k].total_cmp(&b.1.share_at[k]))
+    };
+    if transfer.is_empty() {
+        return None;
+    }
+    Some(if let Some((t, m)) = best_at(1) {
+        format!(
+            "Transfer: the champions that carry over best are {}'s: {} of them stay at ≥ 99% on {}.",
+            m.method.name(),
+            pct(m.share_at[1]),
+            t.model
+        )
+    } else if let Some((t, m)) = best_at(0) {
+        format!(
+            "Transfer: no champion stays at ≥ 99% on another model; the most at ≥ 50% are {}'s: {} on {}.",
+            m.method.name(),
+            pct(m.share_at[0]),
+            t.model
+        )
+    } else {
+        let models: Vec<&str> = transfer.iter().map(|t| t.model.as_str()).collect();
+        format!(
+            "Transfer: no champion reaches 50% on {}.",
+            models.join(", ")
+        )
+    })
 }
 
 /// Base64 (standard alphabet, padded).
@@ -670,6 +698,39 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn the_transfer_sentence_names_a_best_method_only_above_zero() {
+        let row = |model: &str, shares: [[f64; 3]; 2]| TransferResult {
+            model: model.into(),
+            manifest: String::new(),
+            origin: String::new(),
+            class_map: None,
+            by_method: [Method::Direct, Method::Cppn]
+                .into_iter()
+                .zip(shares)
+                .map(|(method, share)| TransferMethod {
+                    method,
+                    images: 10,
+                    share_at: share.to_vec(),
+                    median: None,
+                })
+                .collect(),
+        };
+        assert_eq!(transfer_sentence(&[]), None);
+        let some = transfer_sentence(&[row("b", [[0.5, 0.2, 0.0], [0.9, 0.4, 0.1]])]).unwrap();
+        assert!(
+            some.contains("cppn's: 40.0% of them stay at ≥ 99% on b"),
+            "{some}"
+        );
+        let half = transfer_sentence(&[row("b", [[0.0; 3], [0.023, 0.0, 0.0]])]).unwrap();
+        assert!(
+            half.contains("no champion stays at ≥ 99%") && half.contains("cppn's: 2.3% on b"),
+            "{half}"
+        );
+        let none = transfer_sentence(&[row("b", [[0.0; 3]; 2]), row("c", [[0.0; 3]; 2])]).unwrap();
+        assert_eq!(none, "Transfer: no champion reaches 50% on b, c.");
     }
 
     #[test]
