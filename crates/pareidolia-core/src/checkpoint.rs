@@ -554,11 +554,10 @@ pub fn encode_with(meta: &CheckpointMeta, champions: &[Champion], extra: &[Vec<u
     let mut next = (2 * champions.len() + extra.len()) as u32;
     let mut with_probabilities = Vec::new();
     for (c, m) in champions.iter().zip(meta.champions.iter_mut()) {
-        m.probabilities_blob = (!c.probabilities.is_empty()).then(|| {
-            next += 1;
-            next - 1
-        });
+        m.probabilities_blob = None;
         if !c.probabilities.is_empty() {
+            m.probabilities_blob = Some(next);
+            next += 1;
             with_probabilities.push(&c.probabilities);
         }
     }

@@ -266,14 +266,15 @@ impl Ledger {
     /// The run's progress with `archive` as it is now (its champions are shared, not copied).
     pub fn progress(&self, archive: &Archive) -> Progress {
         let c = self.counters();
+        let stats = archive.stats();
         Progress {
             generation: c.generation,
             generations: self.generations,
             evaluations: c.evaluations,
             lost: c.lost,
             replacements: archive.replacements(),
-            stats: archive.stats(),
-            confidence_stats: crate::run::outcome::confidence_stats(archive),
+            confidence_stats: crate::run::outcome::confidence_stats(archive, &stats),
+            stats,
             elapsed_s: c.elapsed_s,
             times: c.stage_times,
             last_checkpoint_generation: self.last.generation,

@@ -198,10 +198,14 @@ pub struct RunOutcome {
     pub ascent: Option<AscentSummary>,
 }
 
-/// The archive's probability statistics where they differ from its fitness statistics.
-pub fn confidence_stats(archive: &pareidolia_core::Archive) -> Option<ArchiveStats> {
+/// The archive's probability statistics where they differ from its fitness statistics
+/// `stats` (`archive.stats()`, computed once by the caller).
+pub fn confidence_stats(
+    archive: &pareidolia_core::Archive,
+    stats: &ArchiveStats,
+) -> Option<ArchiveStats> {
     let confidence = archive.confidence_stats();
-    (confidence != archive.stats()).then_some(confidence)
+    (confidence != *stats).then_some(confidence)
 }
 
 impl RunOutcome {
@@ -209,6 +213,7 @@ impl RunOutcome {
     pub fn from_checkpoint(c: &Checkpoint, path: PathBuf) -> Self {
         let m = &c.meta;
         let archive = c.archive();
+        let stats = archive.stats();
         RunOutcome {
             progress: Progress {
                 generation: m.generation,
@@ -216,8 +221,8 @@ impl RunOutcome {
                 evaluations: m.evaluations,
                 lost: m.lost,
                 replacements: m.replacements,
-                stats: archive.stats(),
-                confidence_stats: confidence_stats(&archive),
+                confidence_stats: confidence_stats(&archive, &stats),
+                stats,
                 elapsed_s: m.elapsed_s,
                 times: m.stage_times,
                 last_checkpoint_generation: Some(m.generation),
