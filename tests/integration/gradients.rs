@@ -11,7 +11,7 @@ use pareidolia_plugin::softmax;
 use crate::backends::pattern_images;
 use crate::util::*;
 
-fn load(dir: &str, manifest: &str) -> Model {
+pub(crate) fn load(dir: &str, manifest: &str) -> Model {
     Model::load(&ModelRef::Path(
         root().join("models").join(dir).join(manifest),
     ))
@@ -19,7 +19,7 @@ fn load(dir: &str, manifest: &str) -> Model {
 }
 
 /// Pseudo-random values in [-1, 1) (xorshift, fixed seed).
-fn noise(seed: u64, n: usize) -> Vec<f64> {
+pub(crate) fn noise(seed: u64, n: usize) -> Vec<f64> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
@@ -149,7 +149,7 @@ fn check_pixels_at(
 
 /// A digit with a little noise (no exact max-pool ties), placed at (x0, y0) on a mid-gray
 /// noisy canvas of `w x h`.
-fn noisy_digit(file: &str, w: usize, h: usize, x0: usize, y0: usize) -> Vec<f64> {
+pub(crate) fn noisy_digit(file: &str, w: usize, h: usize, x0: usize, y0: usize) -> Vec<f64> {
     let digit = sample("lenet-mnist", file);
     let mut canvas: Vec<f64> = noise(5, w * h).iter().map(|v| 128.0 + 60.0 * v).collect();
     let jitter = noise(6, digit.len());

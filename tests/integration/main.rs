@@ -33,6 +33,8 @@ mod device_check;
 mod fitness;
 /// The live gallery page in headless Chromium.
 mod gallery;
+/// The backward pass as an ONNX graph on ONNX Runtime, against the reference evaluator.
+mod gradient_graph;
 /// Gradient-informed MAP-Elites (`[search.gradient]`): counted, exact, ahead, refusals.
 mod gradient_operator;
 /// The differentiable evaluator against tract and finite differences on the shipped models.

@@ -245,6 +245,11 @@ pub struct SearchConfig {
     /// MAP-Elites only: the gradient operator (`[search.gradient]`); absent, the paper's loop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gradient: Option<GradientOperator>,
+    /// Where gradient ascent's gradients run: `tract` (the built-in evaluator), `ort-cpu` or
+    /// `cuda` (the backward pass as an ONNX graph on ONNX Runtime) or `auto`; absent, the
+    /// model's `backend`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendChoice>,
 }
 
 /// `[search.gradient]`: gradient-informed MAP-Elites. After crossover and mutation, a share of
@@ -365,6 +370,7 @@ impl SearchConfig {
         let plain = SearchConfig {
             kind: self.kind,
             gradient: self.gradient.clone(),
+            backend: self.backend,
             ..SearchConfig::default()
         };
         *self != plain
@@ -710,6 +716,14 @@ impl RunConfig {
                 return err(
                     "search",
                     "sets gradient-ascent keys, but `search.kind` is `map-elites`; set kind = \"gradient-ascent\" or remove them",
+                );
+            }
+            SearchKind::MapElites
+                if self.search.backend.is_some() && self.search.gradient.is_none() =>
+            {
+                return err(
+                    "search.backend",
+                    "chooses where gradients run, but this MAP-Elites run takes none; set kind = \"gradient-ascent\", add [search.gradient], or remove it (the evolution's inference backend is [model] backend)",
                 );
             }
             SearchKind::MapElites => {

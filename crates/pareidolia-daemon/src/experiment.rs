@@ -12,7 +12,7 @@ use pareidolia_core::checkpoint::{Checkpoint, CheckpointStore};
 use pareidolia_core::config::RunConfig;
 use pareidolia_core::{EncodingPlugin, OptionalOperation, RunIdentity, SearchKind};
 use pareidolia_eval::PreparedModel;
-use pareidolia_grad::grad::{CpuGradient, DifferentiableModel, GradientBackend, Objective};
+use pareidolia_grad::grad::{self, DifferentiableModel, Objective};
 use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, watch};
 
@@ -561,10 +561,18 @@ fn prepare_gradient(setup: &Setup) -> Result<Box<dyn DifferentiableModel>, Setup
             "gradient ascent keeps its best images as genomes of the run's encoding, but the encoding `{encoding}` does not render a genome made from pixels back as those pixels; {advice}"
         )));
     }
-    let model = CpuGradient::default().prepare(&m.model, m.view)?;
-    model.check_objective(Objective::Probability)?;
-    tracing::info!(model = %m.model.name(), backend = model.backend(), device = %model.device(), "differentiable model prepared");
-    Ok(model)
+    let choice = setup.config.search.backend.unwrap_or(m.backend);
+    let chosen = grad::prepare_gradient(choice, &m.options.ort, 0, &m.model, m.view)?;
+    chosen.model.check_objective(Objective::Probability)?;
+    tracing::info!(
+        model = %m.model.name(),
+        requested = %choice,
+        backend = chosen.model.backend(),
+        device = %chosen.model.device(),
+        selection = %chosen.describe(),
+        "differentiable model prepared"
+    );
+    Ok(chosen.model)
 }
 
 #[cfg(test)]

@@ -32,7 +32,9 @@ pub use choice::{BackendOptions, backend_for, backend_with};
 pub use error::{DatasetProblem, EditProblem, EvalError};
 pub use manifest::{ColorOrder, InputSpec, Layout, Manifest, MeanImage, OutputKind, Provenance};
 pub use model::{Model, ModelRef, sha256_hex};
-pub use ort_backend::{ConvSearch, CudaTuning, OrtBackend, OrtDevice, OrtOptions};
+pub use ort_backend::{
+    ConvSearch, CudaTuning, GraphTensor, OrtBackend, OrtDevice, OrtGraph, OrtOptions,
+};
 pub use output_check::check_output;
 pub use preprocess::Preprocessor;
 pub use tract_backend::TractBackend;

@@ -140,9 +140,9 @@ impl OrtBackend {
 
     /// A builder with the library loaded and, for CUDA, the provider registered; errors for
     /// CUDA are already [`EvalError::CudaUnavailable`].
-    fn builder(&self, model: &Model) -> Result<(Arc<Runtime>, SessionBuilder), EvalError> {
+    fn builder(&self, model: &str) -> Result<(Arc<Runtime>, SessionBuilder), EvalError> {
         let cuda_refused = |tried: String, reason: String| EvalError::CudaUnavailable {
-            model: model.name().to_owned(),
+            model: model.to_owned(),
             tried,
             reason,
         };
@@ -211,7 +211,7 @@ impl crate::Backend for OrtBackend {
 
     fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>, EvalError> {
         let backend = crate::Backend::name(self);
-        let (rt, mut builder) = self.builder(model)?;
+        let (rt, mut builder) = self.builder(model.name())?;
         let session = builder
             .commit_from_memory(&model.onnx)
             .map_err(|e| match self.device {
@@ -264,6 +264,123 @@ impl crate::Backend for OrtBackend {
         } else {
             prepared
         })
+    }
+}
+
+impl OrtBackend {
+    /// A session on any ONNX graph (not a classifier: several named inputs and outputs), on
+    /// this backend's device and settings, for graphs the host builds itself (the gradient
+    /// graphs of `pareidolia-grad`). `model` names the model the graph was made from, for
+    /// errors; a graph ONNX Runtime refuses is [`EvalError::Inference`] (on CUDA,
+    /// [`EvalError::CudaUnavailable`], as for a model).
+    pub fn graph(&self, model: &str, onnx: &[u8]) -> Result<OrtGraph, EvalError> {
+        let backend = crate::Backend::name(self);
+        let (rt, mut builder) = self.builder(model)?;
+        let session = builder
+            .commit_from_memory(onnx)
+            .map_err(|e| match self.device {
+                OrtDevice::Cpu => EvalError::Inference {
+                    backend,
+                    model: model.to_owned(),
+                    message: format!("ONNX Runtime refused the gradient graph: {e}"),
+                },
+                OrtDevice::Cuda(id) => EvalError::CudaUnavailable {
+                    model: model.to_owned(),
+                    tried: format!(
+                        "a session on the CUDA execution provider, device {id}, of {}",
+                        rt.describe()
+                    ),
+                    reason: format!("session creation failed: {e}"),
+                },
+            })?;
+        let device = match self.device {
+            OrtDevice::Cpu => format!("cpu ({} threads)", self.options.intra_threads),
+            OrtDevice::Cuda(id) => format!("cuda:{id}"),
+        };
+        Ok(OrtGraph {
+            model: model.to_owned(),
+            backend,
+            device,
+            session,
+        })
+    }
+}
+
+/// A session on a host-built graph ([`OrtBackend::graph`]): `f32` tensors in, `f32` tensors
+/// out, by name.
+pub struct OrtGraph {
+    model: String,
+    backend: &'static str,
+    device: String,
+    session: Session,
+}
+
+impl std::fmt::Debug for OrtGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrtGraph")
+            .field("model", &self.model)
+            .field("backend", &self.backend)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tensor handed to or returned by [`OrtGraph::run`]: its shape and row-major values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphTensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<f32>,
+}
+
+impl OrtGraph {
+    /// `ort-cpu` or `cuda`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Where it runs, for logs (`cpu (2 threads)`, `cuda:0`).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Runs the graph on `inputs` (name, shape, values; borrowed, not copied) and returns
+    /// `outputs` in the order asked.
+    pub fn run(
+        &mut self,
+        inputs: &[(&str, &[usize], &[f32])],
+        outputs: &[&str],
+    ) -> Result<Vec<GraphTensor>, EvalError> {
+        let failed = |message: String| EvalError::Inference {
+            backend: self.backend,
+            model: self.model.clone(),
+            message,
+        };
+        let mut feed = Vec::with_capacity(inputs.len());
+        for &(name, shape, values) in inputs {
+            let tensor = TensorRef::from_array_view((shape.to_vec(), values))
+                .map_err(|e| failed(format!("input `{name}`: {e}")))?;
+            feed.push((
+                name.to_owned(),
+                ort::session::SessionInputValue::from(tensor),
+            ));
+        }
+        let result = self.session.run(feed).map_err(|e| failed(e.to_string()))?;
+        outputs
+            .iter()
+            .map(|&name| {
+                let (shape, values) = result
+                    .get(name)
+                    .ok_or_else(|| failed(format!("the graph has no output `{name}`")))?
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| failed(format!("output `{name}`: {e}")))?;
+                Ok(GraphTensor {
+                    shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                    values: values.to_vec(),
+                })
+            })
+            .collect()
     }
 }
 

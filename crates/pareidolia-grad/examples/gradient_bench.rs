@@ -1,16 +1,19 @@
-//! Forward + backward time of the differentiable evaluator against forward-only tract and
-//! ONNX Runtime (CPU), per image, at batch 1 and 32, on the same machine in one run.
+//! Forward + backward time of the gradient backends — the CPU evaluator (`cpu`) and the
+//! backward pass as an ONNX graph on ONNX Runtime's CPU provider (`ort-cpu`) — against
+//! forward-only tract and ONNX Runtime, per image, at batch 1 and 32, on the same machine in
+//! one run, every backend on the same number of threads (tract: one, it has no intra-op
+//! threads).
 //!
-//! `cargo run --release -p pareidolia-grad --example gradient_bench [MANIFEST...]`
-//! (default: LeNet, EfficientNet-Lite0 and the light zoo's ResNet-50, issue 25's three; ONNX
-//! Runtime through `ORT_DYLIB_PATH`, skipped when it cannot load). Prints a Markdown table;
-//! times are medians.
+//! `cargo run --release -p pareidolia-grad --example gradient_bench [--threads N] [MANIFEST...]`
+//! (default: 2 threads; LeNet, EfficientNet-Lite0 and the light zoo's ResNet-50, issue 25's
+//! three; ONNX Runtime through `ORT_DYLIB_PATH`, its columns `-` when it cannot load). Prints
+//! a Markdown table; times are medians.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use pareidolia_eval::{Backend, Model, ModelRef, OrtBackend, OrtOptions, TractBackend, ViewSpec};
-use pareidolia_grad::grad::{CpuGradient, GradientBackend, Objective};
+use pareidolia_grad::grad::{CpuGradient, GradientBackend, Objective, OrtGradient};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -33,7 +36,16 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut manifests: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut threads = 2;
+    if let Some(i) = args.iter().position(|a| a == "--threads") {
+        threads = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .expect("--threads N");
+        args.drain(i..i + 2);
+    }
+    let mut manifests: Vec<PathBuf> = args.into_iter().map(PathBuf::from).collect();
     if manifests.is_empty() {
         manifests = [
             "models/lenet-mnist/manifest.toml",
@@ -44,25 +56,37 @@ fn main() {
         .map(|m| root.join(m))
         .collect();
     }
+    println!("Threads: {threads}.\n");
     println!(
-        "| model | batch | tract forward | ONNX Runtime forward | gradient forward + backward | gradient / ORT |"
+        "| model | batch | tract forward | ONNX Runtime forward | cpu gradient | cpu / ORT forward | ort-cpu gradient | ort-cpu / ORT forward |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
+    let options = OrtOptions {
+        intra_threads: threads,
+        ..OrtOptions::default()
+    };
     for path in manifests {
         let model = Model::load(&ModelRef::Path(path)).expect("model");
         let len = model.image_len();
         let big = len > 64 * 64 * 3;
         let mut tract = TractBackend.prepare(&model).expect("tract");
-        let mut ort = match OrtBackend::cpu(OrtOptions::default()).prepare(&model) {
+        let mut ort = match OrtBackend::cpu(options.clone()).prepare(&model) {
             Ok(o) => Some(o),
             Err(e) => {
                 eprintln!("ONNX Runtime skipped: {e}");
                 None
             }
         };
-        let mut grad = CpuGradient::default()
+        let mut grad = CpuGradient { threads }
             .prepare(&model, ViewSpec::identity(&model))
             .expect("gradient");
+        let mut graph = ort.as_ref().map(|_| {
+            OrtGradient {
+                backend: OrtBackend::cpu(options.clone()),
+            }
+            .prepare(&model, ViewSpec::identity(&model))
+            .expect("gradient graph")
+        });
         for batch in [1usize, 32] {
             let reps = match (big, batch) {
                 (false, 1) => 200,
@@ -86,13 +110,25 @@ fn main() {
                 grad.gradient(&pixels, &targets, Objective::Probability)
                     .expect("gradient");
             }));
+            let og = graph.as_mut().map(|graph| {
+                per(time(reps, || {
+                    graph
+                        .gradient(&pixels, &targets, Objective::Probability)
+                        .expect("gradient graph");
+                }))
+            });
             let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3} ms"));
+            let ratio = |a: Option<f64>| match (a, o) {
+                (Some(a), Some(o)) => format!("{:.1}x", a / o),
+                _ => "-".into(),
+            };
             println!(
-                "| {} | {batch} | {:.3} ms | {} | {g:.3} ms | {} |",
+                "| {} | {batch} | {t:.3} ms | {} | {g:.3} ms | {} | {} | {} |",
                 model.name(),
-                t,
                 fmt(o),
-                o.map_or("-".into(), |o| format!("{:.1}x", g / o))
+                ratio(Some(g)),
+                fmt(og),
+                ratio(og),
             );
         }
     }

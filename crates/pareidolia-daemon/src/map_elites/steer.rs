@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pareidolia_core::ascent::Recipe;
-use pareidolia_core::{EncodingPlugin, GradientOperator, Objective, OptionalOperation};
+use pareidolia_core::{
+    BackendChoice, EncodingPlugin, GradientOperator, Objective, OptionalOperation,
+};
 use pareidolia_eval::EvalError;
-use pareidolia_grad::grad::{CpuGradient, DifferentiableModel, GradientBackend};
+use pareidolia_grad::grad::{DifferentiableModel, prepare_gradient};
 
 use crate::run::setup::{ModelSetup, Setup, SetupError};
 
@@ -34,6 +36,8 @@ pub struct Steering {
     pub encoding: Arc<EncodingPlugin>,
     /// `[search.gradient]`.
     pub operator: GradientOperator,
+    /// Where the gradients run (`[search] backend`, else the model's backend).
+    pub backend: BackendChoice,
 }
 
 impl std::fmt::Debug for Steering {
@@ -66,6 +70,7 @@ impl Steering {
             model: setup.model().clone(),
             encoding: setup.encoding.clone(),
             operator,
+            backend: setup.config.search.backend.unwrap_or(setup.model().backend),
         };
         let model = steering.prepare_model()?;
         tracing::info!(
@@ -79,12 +84,19 @@ impl Steering {
         Ok(Some(steering))
     }
 
-    /// The differentiable model, on one thread (an evaluator is one thread of work; this keeps
-    /// its gradients the same whatever the machine).
+    /// The differentiable model on the run's gradient backend (`[search] backend`, else the
+    /// model's), on one thread (an evaluator is one thread of work; this keeps its gradients
+    /// the same whatever the machine).
     fn prepare_model(&self) -> Result<Box<dyn DifferentiableModel>, EvalError> {
-        let model = CpuGradient { threads: 1 }.prepare(&self.model.model, self.model.view)?;
-        model.check_objective(self.operator.objective)?;
-        Ok(model)
+        let chosen = prepare_gradient(
+            self.backend,
+            &self.model.options.ort,
+            1,
+            &self.model.model,
+            self.model.view,
+        )?;
+        chosen.model.check_objective(self.operator.objective)?;
+        Ok(chosen.model)
     }
 
     /// A steerer for one evaluator.

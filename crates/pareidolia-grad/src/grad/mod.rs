@@ -34,13 +34,18 @@
 //! score it) and the log-probability its logarithm; a logit has no such mean, so `logit` is
 //! refused there, and for a model whose graph outputs probabilities without a final Softmax.
 
+mod choice;
+mod graph;
 mod kernels;
 mod network;
 mod onnx;
+mod ort;
 mod real;
 mod shaped;
 
+pub use choice::{ChosenGradient, prepare_gradient};
 pub use network::{Network, Parameter, ParameterRole, Pass, Seed};
+pub use ort::{GraphModel, OrtGradient};
 pub use pareidolia_core::Objective;
 pub use real::Real;
 
@@ -402,14 +407,13 @@ impl<T: Real> CpuModel<T> {
         Ok(self.probabilities_of(&out))
     }
 
-    /// The objective, probabilities and gradients for `targets` (one per canvas), in `T`;
-    /// no check for zero gradients (see [`DifferentiableModel::gradient`]).
-    pub fn evaluate(
+    /// Checks a gradient call's canvases and targets; returns the batch.
+    fn check_call(
         &self,
         pixels: &[T],
         targets: &[usize],
         objective: Objective,
-    ) -> Result<Gradients<T>, EvalError> {
+    ) -> Result<usize, EvalError> {
         self.check(objective)?;
         let batch = self.batch_of(pixels)?;
         if targets.len() != batch {
@@ -427,6 +431,39 @@ impl<T: Real> CpuModel<T> {
                 self.classes - 1
             )));
         }
+        Ok(batch)
+    }
+
+    /// The objective of target `t` from one canvas's outputs (its crops' rows), in f64.
+    fn objective_of(&self, outputs: &[T], t: usize, objective: Objective) -> f64 {
+        let (k, m) = (self.crops.len(), self.classes);
+        let mean_t = outputs
+            .chunks_exact(m)
+            .map(|r| self.row_probabilities(r)[t])
+            .sum::<f64>()
+            / k as f64;
+        match objective {
+            Objective::Probability => mean_t,
+            Objective::LogProbability if self.logits && k == 1 => {
+                // z_t - logsumexp(z), exactly.
+                let z: Vec<f64> = outputs.iter().map(|v| v.to_f64()).collect();
+                let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                z[t] - max - z.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+            }
+            Objective::LogProbability => mean_t.ln(),
+            Objective::Logit => outputs[t].to_f64(),
+        }
+    }
+
+    /// The objective, probabilities and gradients for `targets` (one per canvas), in `T`;
+    /// no check for zero gradients (see [`DifferentiableModel::gradient`]).
+    pub fn evaluate(
+        &self,
+        pixels: &[T],
+        targets: &[usize],
+        objective: Objective,
+    ) -> Result<Gradients<T>, EvalError> {
+        let batch = self.check_call(pixels, targets, objective)?;
         let input = self.to_input(pixels, batch);
         let (k, m) = (self.crops.len(), self.classes);
         let objectives = std::sync::Mutex::new(vec![0.0; batch]);
@@ -437,18 +474,8 @@ impl<T: Real> CpuModel<T> {
                 .map(|r| self.row_probabilities(r))
                 .collect();
             let mean_t = rows.iter().map(|p| p[t]).sum::<f64>() / k as f64;
-            let value = match objective {
-                Objective::Probability => mean_t,
-                Objective::LogProbability if self.logits && k == 1 => {
-                    // z_t - logsumexp(z), exactly.
-                    let z: Vec<f64> = outputs.iter().map(|v| v.to_f64()).collect();
-                    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    z[t] - max - z.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
-                }
-                Objective::LogProbability => mean_t.ln(),
-                Objective::Logit => outputs[t].to_f64(),
-            };
-            objectives.lock().expect("not poisoned")[image] = value;
+            objectives.lock().expect("not poisoned")[image] =
+                self.objective_of(outputs, t, objective);
             for (p, dr) in rows.iter().zip(d.chunks_exact_mut(m)) {
                 // d value / d p_t for this crop, then through the softmax where there is one.
                 let scale = match objective {
@@ -480,6 +507,34 @@ impl<T: Real> CpuModel<T> {
             input: pass.input_gradient,
         })
     }
+}
+
+/// A gradient as [`DifferentiableModel::gradient`] returns it: an error when it is not finite
+/// or zero for the whole batch.
+fn checked(
+    g: Gradients<f32>,
+    model: &str,
+    objective: Objective,
+) -> Result<Gradients<f32>, EvalError> {
+    if g.pixels.iter().any(|v| !v.is_finite()) {
+        return Err(EvalError::Inference {
+            backend: "gradient",
+            model: model.to_owned(),
+            message: format!(
+                "the {objective} gradient is not finite (objective values {:?}); the inputs may be far outside the pixel range",
+                g.objective
+            ),
+        });
+    }
+    if g.zero_images().len() == g.batch {
+        return Err(EvalError::ZeroGradient {
+            model: model.to_owned(),
+            batch: g.batch,
+            objective,
+            values: g.objective.clone(),
+        });
+    }
+    Ok(g)
 }
 
 impl DifferentiableModel for CpuModel<f32> {
@@ -526,25 +581,7 @@ impl DifferentiableModel for CpuModel<f32> {
         objective: Objective,
     ) -> Result<Gradients<f32>, EvalError> {
         let g = self.evaluate(pixels, targets, objective)?;
-        if g.pixels.iter().any(|v| !v.is_finite()) {
-            return Err(EvalError::Inference {
-                backend: "gradient",
-                model: self.model.clone(),
-                message: format!(
-                    "the {objective} gradient is not finite (objective values {:?}); the inputs may be far outside the pixel range",
-                    g.objective
-                ),
-            });
-        }
-        if g.zero_images().len() == g.batch {
-            return Err(EvalError::ZeroGradient {
-                model: self.model.clone(),
-                batch: g.batch,
-                objective,
-                values: g.objective.clone(),
-            });
-        }
-        Ok(g)
+        checked(g, &self.model, objective)
     }
 }
 

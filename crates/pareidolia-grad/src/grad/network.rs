@@ -60,7 +60,7 @@ pub(crate) struct WindowSpec {
 }
 
 impl WindowSpec {
-    fn resolve(&self, h: usize, w: usize) -> Option<Window> {
+    pub(crate) fn resolve(&self, h: usize, w: usize) -> Option<Window> {
         let span = |i: usize| self.dilations[i] * (self.kernel[i] - 1) + 1;
         let pads = match self.padding {
             Padding::Explicit(p) => p,
@@ -692,6 +692,14 @@ impl<T: Real> Network<T> {
                 c
             })
             .collect()
+    }
+
+    /// Each value slot's shape when the network runs on `batch` images (mid-grey inputs);
+    /// empty for a slot no step writes.
+    pub(crate) fn slot_shapes(&self, batch: usize) -> Result<Vec<Vec<usize>>, EvalError> {
+        let input = vec![T::from_f64(0.5); batch * self.image_len()];
+        let tape = self.run(&input, batch, true, 1)?;
+        Ok(tape.values.into_iter().map(|t| t.shape).collect())
     }
 
     fn take_output(&self, mut tape: Tape<T>) -> Vec<T> {
