@@ -80,6 +80,22 @@ fn main() {
         let mut grad = CpuGradient { threads }
             .prepare(&model, ViewSpec::identity(&model))
             .expect("gradient");
+        if let Some(dir) = std::env::var_os("DUMP_GRAPH") {
+            // The gradient graph itself, to profile or read (`DUMP_GRAPH=DIR`).
+            let g = pareidolia_grad::grad::GraphModel::new(
+                &model,
+                ViewSpec::identity(&model),
+                OrtBackend::cpu(options.clone()),
+            )
+            .expect("gradient graph");
+            let path = PathBuf::from(dir).join(format!("{}-gradient.onnx", model.name()));
+            std::fs::write(
+                &path,
+                g.gradient_onnx(Objective::Probability).expect("graph"),
+            )
+            .expect("write the graph");
+            eprintln!("wrote {}", path.display());
+        }
         let mut graph = ort.as_ref().map(|_| {
             OrtGradient {
                 backend: OrtBackend::cpu(options.clone()),

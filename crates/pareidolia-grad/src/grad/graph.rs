@@ -873,6 +873,43 @@ impl Emit<'_> {
                 let (h, w) = (xshape[2], xshape[3]);
                 let (pads, out_pad) = transpose_pads(window, h, w)
                     .ok_or_else(|| self.refuse(i, "window larger than the input"))?;
+                let span = |a: usize| (window.dilations[a] * (window.kernel[a] - 1)) as i64;
+                let flipped_pads: Vec<i64> = (0..4).map(|k| span(k % 2) - pads[k]).collect();
+                // ONNX Runtime's convolutions are fast in its blocked layout (NCHWc), which
+                // needs channel counts that are multiples of 8; its ConvTranspose is im2col +
+                // col2im per group. Measured: the flipped convolution is 1.3x faster on
+                // ResNet-50 and 1.7x on EfficientNet-Lite0's depthwise layers, ConvTranspose
+                // 2.3x faster on LeNet's 20 and 50 channels.
+                let cin = xshape[1];
+                let cout = yshape[1];
+                let blocked = cin.is_multiple_of(8) && cout.is_multiple_of(8);
+                if window.strides == [1, 1]
+                    && (blocked || *group > 1)
+                    && out_pad == [0, 0]
+                    && flipped_pads.iter().all(|&p| p >= 0)
+                {
+                    // Stride 1: the adjoint is a plain convolution of the gradient with the
+                    // weights flipped in space and transposed within each group.
+                    let wt = self.flipped_weight(*weight, *group);
+                    let g = self.node(
+                        "Conv",
+                        &[&gy, &wt],
+                        vec![
+                            attr_ints(
+                                "kernel_shape",
+                                &[window.kernel[0] as i64, window.kernel[1] as i64],
+                            ),
+                            attr_ints(
+                                "dilations",
+                                &[window.dilations[0] as i64, window.dilations[1] as i64],
+                            ),
+                            attr_ints("pads", &flipped_pads),
+                            attr_i("group", *group as i64),
+                        ],
+                    );
+                    give(grads, xs, g);
+                    return Ok(());
+                }
                 let wt = self.arg(Arg::Param(*weight), cache);
                 let g = self.node(
                     "ConvTranspose",
@@ -952,19 +989,34 @@ impl Emit<'_> {
                 give(grads, xs, g);
             }
             Op::Relu => {
+                // gy * (y > 0), y > 0 exactly where x > 0; reading y, not x, lets ONNX
+                // Runtime fuse the activation into the convolution before it. A comparison
+                // cast to 0/1 is its fastest mask (a Where, a Sign or a saturated Clip took
+                // 1.1 to 1.7x as long, measured).
                 let zero = self.scalar(0.0);
-                let on = self.node("Greater", &[&x, &zero], vec![]);
-                let g = self.node("Where", &[&on, &gy, &zero], vec![]);
+                let on = self.node("Greater", &[&y, &zero], vec![]);
+                let g = self.masked(&gy, &on);
                 give(grads, xs, g);
             }
             Op::Clip { min, max } => {
-                let lo = self.scalar(*min as f32);
-                let hi = self.scalar(*max as f32);
-                let above = self.node("Greater", &[&x, &lo], vec![]);
-                let below = self.node("Less", &[&x, &hi], vec![]);
-                let on = self.node("And", &[&above, &below], vec![]);
-                let zero = self.scalar(0.0);
-                let g = self.node("Where", &[&on, &gy, &zero], vec![]);
+                // y = clip(x) is strictly inside (min, max) exactly where x is (see Relu).
+                let mut on = None;
+                if min.is_finite() {
+                    let lo = self.scalar(*min as f32);
+                    on = Some(self.node("Greater", &[&y, &lo], vec![]));
+                }
+                if max.is_finite() {
+                    let hi = self.scalar(*max as f32);
+                    let below = self.node("Less", &[&y, &hi], vec![]);
+                    on = Some(match on {
+                        Some(above) => self.node("And", &[&above, &below], vec![]),
+                        None => below,
+                    });
+                }
+                let g = match on {
+                    Some(on) => self.masked(&gy, &on),
+                    None => gy,
+                };
                 give(grads, xs, g);
             }
             Op::Unary(f) => {
@@ -1387,6 +1439,37 @@ impl Emit<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `g` where the boolean `on` holds, else 0.
+    fn masked(&mut self, g: &str, on: &str) -> String {
+        let m = self.node("Cast", &[on], vec![attr_i("to", 1)]);
+        self.node("Mul", &[g, &m], vec![])
+    }
+
+    /// A convolution weight `[M, C / g, kh, kw]` as the weight of its stride-1 adjoint, a
+    /// convolution from M to C channels in `g` groups: `[C, M / g, kh, kw]`, flipped in space.
+    fn flipped_weight(&mut self, weight: usize, group: usize) -> String {
+        let p = &self.net.params[weight];
+        let [m, cg, kh, kw] = p.shape[..] else {
+            unreachable!("a 2-D convolution weight")
+        };
+        let (g, mg) = (group.max(1), m / group.max(1));
+        let c = cg * g;
+        let mut out = vec![0f32; p.values.len()];
+        for oc in 0..m {
+            let gi = oc / mg;
+            for ic in 0..cg {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        let v = p.values[((oc * cg + ic) * kh + y) * kw + x];
+                        let (nc, nm) = (gi * cg + ic, oc % mg);
+                        out[((nc * mg + nm) * kh + (kh - 1 - y)) * kw + (kw - 1 - x)] = v;
+                    }
+                }
+            }
+        }
+        self.f32s(&[c, mg, kh, kw], out)
     }
 
     /// Places `g` (of shape `cur`, `count` elements along axis `a`) at positions `start,
