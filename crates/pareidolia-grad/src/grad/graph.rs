@@ -3,8 +3,9 @@
 //! From a loaded [`Network`] (the evaluator's own program: constant subgraphs folded, every
 //! op one the evaluator differentiates) this writes a new ONNX model, opset 17, that computes
 //! the network's outputs *and* the gradient of an [`Objective`] with respect to its input,
-//! from standard ops only: a convolution's adjoint is a `ConvTranspose` with the same weights,
-//! max-pooling's is a `ScatterElements` (`reduction = "add"`) of the gradient to the indices
+//! from standard ops only: a convolution's adjoint is a `ConvTranspose` with the same weights
+//! (or, at stride 1 where ONNX Runtime's blocked layout applies, a `Conv` with the weights
+//! flipped and transposed within groups), max-pooling's is a `ScatterElements` (`reduction = "add"`) of the gradient to the indices
 //! `MaxPool` returns, average pooling's a depthwise `ConvTranspose` of ones after dividing by
 //! the counts, and the rest closed forms (softmax, LayerNorm, LRN, broadcasting's sums). Any
 //! runtime that runs ONNX runs it — ONNX Runtime on the CPU or on CUDA, with its own kernels
@@ -29,8 +30,8 @@ use super::shaped::Binary;
 use crate::EvalError;
 use pareidolia_core::Objective;
 
-/// The opset the graphs are written in (LayerNormalization-free; `ScatterElements` with
-/// `reduction` needs 16, `HardSwish` 14, axes as inputs 13).
+/// The opset the graphs are written in (`ScatterElements` with `reduction` needs 16,
+/// `HardSwish` 14, axes as inputs 13; LayerNorm is written out, not the opset-17 op).
 const OPSET: i64 = 17;
 
 /// What the graph's tail computes from the network's outputs.
@@ -1152,15 +1153,11 @@ impl Emit<'_> {
                 }
             }
             Op::LayerNorm {
-                axis,
-                epsilon,
-                scale,
-                bias,
+                axis, scale, bias, ..
             } => {
                 let rank = xshape.len();
                 let a = shaped_axis(*axis, rank).map_err(|m| self.refuse(i, m))?;
                 let axes: Vec<i64> = (a as i64..rank as i64).collect();
-                let _ = epsilon;
                 let (xhat, inv, sn) = self.norms[i].clone().expect("written forward");
                 // g' = gy * scale; dx = inv * (g' - mean(g') - xhat * mean(g' * xhat)).
                 let gs = self.node("Mul", &[&gy, &sn], vec![]);

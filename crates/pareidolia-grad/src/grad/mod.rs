@@ -376,6 +376,19 @@ impl<T: Real> CpuModel<T> {
         Ok(pixels.len() / n)
     }
 
+    /// Checks that `pixels` holds exactly `batch` canvases.
+    fn check_batch(&self, pixels: &[T], batch: usize) -> Result<(), EvalError> {
+        if self.batch_of(pixels)? != batch {
+            return Err(EvalError::BadInput(format!(
+                "model {}: {} pixel values for {batch} canvases of {}",
+                self.model,
+                pixels.len(),
+                self.canvas_len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Each canvas's probability vector from its crops' outputs (f64).
     fn probabilities_of(&self, outputs: &[T]) -> Vec<f64> {
         let (k, m) = (self.crops.len(), self.classes);
@@ -563,14 +576,7 @@ impl DifferentiableModel for CpuModel<f32> {
     }
 
     fn probabilities(&mut self, pixels: &[f32], batch: usize) -> Result<Vec<f64>, EvalError> {
-        if self.batch_of(pixels)? != batch {
-            return Err(EvalError::BadInput(format!(
-                "model {}: {} pixel values for {batch} canvases of {}",
-                self.model,
-                pixels.len(),
-                self.canvas_len()
-            )));
-        }
+        self.check_batch(pixels, batch)?;
         CpuModel::probabilities(self, pixels)
     }
 

@@ -30,11 +30,11 @@ impl GradientBackend for OrtGradient {
         model: &Model,
         view: ViewSpec,
     ) -> Result<Box<dyn DifferentiableModel>, EvalError> {
-        Ok(Box::new(GraphModel::new(
-            model,
-            view,
-            self.backend.clone(),
-        )?))
+        let mut m = GraphModel::new(model, view, self.backend.clone())?;
+        // The probability objective's session now, so that a graph ONNX Runtime refuses (or a
+        // device that cannot run it) fails at setup, not at a search's first step.
+        m.warm(Objective::Probability)?;
+        Ok(Box::new(m))
     }
 }
 
@@ -162,14 +162,7 @@ impl DifferentiableModel for GraphModel {
     }
 
     fn probabilities(&mut self, pixels: &[f32], batch: usize) -> Result<Vec<f64>, EvalError> {
-        if self.chain.batch_of(pixels)? != batch {
-            return Err(EvalError::BadInput(format!(
-                "model {}: {} pixel values for {batch} canvases of {}",
-                self.chain.model,
-                pixels.len(),
-                self.chain.canvas_len()
-            )));
-        }
+        self.chain.check_batch(pixels, batch)?;
         let input = self.chain.to_input(pixels, batch);
         let [c, h, w] = self.chain.network.input_shape();
         let rows = batch * self.chain.crops.len();
