@@ -12,8 +12,12 @@
 //!
 //! Where the paper's summary leaves a detail open the released code's reading is followed and
 //! said here: the pruning steps zero pixels in mean-subtracted space (that is, set them to the
-//! mean), the benefit of a pixel is `Σ_c x_c·g_c` (the first-order loss of the objective if the
-//! pixel were zeroed), and the blur is scipy's `gaussian_filter` (σ = `blur_radius`, truncated
+//! mean), the benefit of a pixel is `Σ_c g_c·(−x_c)` (the released `pred_0_benefit = grad *
+//! -X`: the first-order change of the objective if the pixel were zeroed), and
+//! `px_benefit_percentile` zeroes the pixels whose benefit is below the percentile, as the
+//! released code does — those whose zeroing would cost the objective most, i.e. the pixels
+//! that contribute most (`px_abs_benefit_percentile` zeroes the smallest `|Σ_c x_c·g_c|`); the
+//! blur is scipy's `gaussian_filter` (σ = `blur_radius`, truncated
 //! at 4σ, mirrored edges) on each channel of `x`.
 
 use serde::{Deserialize, Serialize};
@@ -436,7 +440,7 @@ impl Ascent {
                 );
             }
             if self.recipe.px_benefit_percentile > 0.0 {
-                let benefit = pixel_values(&t.x, Some(&e.gradient), self.shape, false);
+                let benefit = zeroing_benefit(&t.x, &e.gradient, self.shape);
                 zero_below(
                     &mut t.x,
                     &benefit,
@@ -459,8 +463,8 @@ impl Ascent {
     }
 }
 
-/// Per pixel: the norm of `x` over channels (no gradient), or the benefit `Σ_c x_c·g_c`
-/// (absolute if `abs`).
+/// Per pixel: the norm of `x` over channels (no gradient), or the contribution `Σ_c x_c·g_c`
+/// (absolute if `abs`; the released code's benefit of zeroing is its negative).
 fn pixel_values(x: &[f32], grad: Option<&[f32]>, shape: Shape, abs: bool) -> Vec<f64> {
     let c = shape.channels;
     (0..shape.pixels())
@@ -478,6 +482,15 @@ fn pixel_values(x: &[f32], grad: Option<&[f32]>, shape: Shape, abs: bool) -> Vec
                 }
             }
         })
+        .collect()
+}
+
+/// Per pixel, the released code's `pred_0_benefit` summed over channels: `Σ_c g_c·(−x_c)`, the
+/// first-order change of the objective if the pixel were zeroed.
+fn zeroing_benefit(x: &[f32], grad: &[f32], shape: Shape) -> Vec<f64> {
+    pixel_values(x, Some(grad), shape, false)
+        .into_iter()
+        .map(|b| -b)
         .collect()
 }
 
@@ -559,6 +572,23 @@ pub fn blur(x: &mut [f32], shape: Shape, sigma: f64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn benefit_pruning_zeroes_the_pixels_that_contribute_most_as_the_released_code_does() {
+        // Released: pred_0_benefit = grad * -X; zero where it is below the percentile.
+        let shape = Shape {
+            width: 4,
+            height: 1,
+            channels: 1,
+        };
+        let mut x = vec![1.0f32; 4];
+        let g = [4.0f32, 3.0, 2.0, 1.0];
+        let benefit = zeroing_benefit(&x, &g, shape);
+        // numpy.percentile([-4, -3, -2, -1], 30) = -3.1: only the first pixel is below.
+        zero_below(&mut x, &benefit, 30.0, shape);
+        assert_eq!(x, vec![0.0, 1.0, 1.0, 1.0]);
+    }
+
     use super::*;
 
     /// A softmax over linear scores `s_k = w_k · (pixels / 255)`, with its exact gradient.
