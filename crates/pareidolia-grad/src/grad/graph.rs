@@ -250,12 +250,12 @@ impl<'n> Emit<'n> {
         }
     }
 
-    /// An operand's shape for a batch of 2, and its batch axis.
-    fn arg_shape(&self, a: Arg) -> (Vec<usize>, Option<usize>) {
+    /// An operand's shape (for a batch of 2).
+    fn arg_shape(&self, a: Arg) -> Vec<usize> {
         match a {
-            Arg::Value(s) => (self.shapes.two[s].clone(), self.shapes.batch_axis[s]),
-            Arg::Param(p) => (self.net.params[p].shape.clone(), None),
-            Arg::Const(c) => (self.net.consts[c].shape.clone(), None),
+            Arg::Value(s) => self.shapes.two[s].clone(),
+            Arg::Param(p) => self.net.params[p].shape.clone(),
+            Arg::Const(c) => self.net.consts[c].shape.clone(),
         }
     }
 
@@ -274,15 +274,8 @@ impl<'n> Emit<'n> {
     }
 
     /// `g` (the gradient of a broadcast result of shape `out`) summed down to an operand of
-    /// shape `(shape, batch_axis)`.
-    fn unbroadcast(
-        &mut self,
-        g: &str,
-        out: &[usize],
-        operand: (&[usize], Option<usize>),
-        like: &str,
-    ) -> String {
-        let (shape, _) = operand;
+    /// shape `shape` (`like` names the operand, whose run-time shape the sum takes).
+    fn unbroadcast(&mut self, g: &str, out: &[usize], shape: &[usize], like: &str) -> String {
         let lead = out.len() - shape.len();
         let mut axes: Vec<i64> = (0..lead as i64).collect();
         for (i, &d) in shape.iter().enumerate() {
@@ -583,7 +576,7 @@ impl Emit<'_> {
             }
             Op::MatMul { a, b } => {
                 for arg in [*a, *b] {
-                    if self.arg_shape(arg).0.len() < 2 {
+                    if self.arg_shape(arg).len() < 2 {
                         return Err(self.refuse(i, "a matrix product with a vector operand"));
                     }
                 }
@@ -769,7 +762,7 @@ impl Emit<'_> {
     /// A LayerNorm scale or bias (`name`, flat per row or shaped like the normalised axes)
     /// shaped to broadcast against the normalised axes `axis..` of a value of shape `xshape`.
     fn norm_operand(&mut self, name: &str, a: Arg, xshape: &[usize], axis: usize) -> String {
-        let (shape, _) = self.arg_shape(a);
+        let shape = self.arg_shape(a);
         let len: usize = shape.iter().product();
         let trailing = &xshape[axis..];
         if matches!(a, Arg::Value(_)) || len == 1 || shape == trailing {
@@ -1076,8 +1069,8 @@ impl Emit<'_> {
             }
             Op::Binary { op, a, b } => {
                 let (an, bn) = (self.arg(*a, cache), self.arg(*b, cache));
-                let (ashape, aaxis) = self.arg_shape(*a);
-                let (bshape, baxis) = self.arg_shape(*b);
+                let ashape = self.arg_shape(*a);
+                let bshape = self.arg_shape(*b);
                 let da = match (op, *a) {
                     (_, Arg::Param(_) | Arg::Const(_)) => None,
                     (Binary::Add | Binary::Sub, _) => Some(gy.clone()),
@@ -1111,18 +1104,18 @@ impl Emit<'_> {
                     }
                 };
                 if let (Some(d), Arg::Value(s)) = (da, *a) {
-                    let g = self.unbroadcast(&d, &yshape, (&ashape, aaxis), &an);
+                    let g = self.unbroadcast(&d, &yshape, &ashape, &an);
                     grads[s].push(g);
                 }
                 if let (Some(d), Arg::Value(s)) = (db, *b) {
-                    let g = self.unbroadcast(&d, &yshape, (&bshape, baxis), &bn);
+                    let g = self.unbroadcast(&d, &yshape, &bshape, &bn);
                     grads[s].push(g);
                 }
             }
             Op::MatMul { a, b } => {
                 let (an, bn) = (self.arg(*a, cache), self.arg(*b, cache));
-                let (ashape, aaxis) = self.arg_shape(*a);
-                let (bshape, baxis) = self.arg_shape(*b);
+                let ashape = self.arg_shape(*a);
+                let bshape = self.arg_shape(*b);
                 let swap = |r: usize| -> Vec<i64> {
                     let mut p: Vec<i64> = (0..r as i64).collect();
                     p.swap(r - 2, r - 1);
@@ -1137,7 +1130,7 @@ impl Emit<'_> {
                     let d = self.node("MatMul", &[&gy, &bt], vec![]);
                     // The product's batch axes, summed down to a's.
                     let dshape = broadcast_batch(&yshape, &ashape);
-                    let g = self.unbroadcast(&d, &dshape, (&ashape, aaxis), &an);
+                    let g = self.unbroadcast(&d, &dshape, &ashape, &an);
                     grads[s].push(g);
                 }
                 if let Arg::Value(s) = *b {
@@ -1148,7 +1141,7 @@ impl Emit<'_> {
                     );
                     let d = self.node("MatMul", &[&at, &gy], vec![]);
                     let dshape = broadcast_batch(&yshape, &bshape);
-                    let g = self.unbroadcast(&d, &dshape, (&bshape, baxis), &bn);
+                    let g = self.unbroadcast(&d, &dshape, &bshape, &bn);
                     grads[s].push(g);
                 }
             }
@@ -1172,15 +1165,15 @@ impl Emit<'_> {
                 let g = self.node("Mul", &[&v, &inv], vec![]);
                 give(grads, xs, g);
                 if let Arg::Value(s) = *scale {
-                    let (sshape, saxis) = self.arg_shape(*scale);
+                    let sshape = self.arg_shape(*scale);
                     let d = self.node("Mul", &[&gy, &xhat], vec![]);
-                    let g = self.unbroadcast(&d, &yshape, (&sshape, saxis), &value(s));
+                    let g = self.unbroadcast(&d, &yshape, &sshape, &value(s));
                     grads[s].push(g);
                 }
                 if let Some(Arg::Value(s)) = *bias {
-                    let (bshape, baxis) = self.arg_shape(Arg::Value(s));
+                    let bshape = self.arg_shape(Arg::Value(s));
                     let bn = value(s);
-                    let g = self.unbroadcast(&gy, &yshape, (&bshape, baxis), &bn);
+                    let g = self.unbroadcast(&gy, &yshape, &bshape, &bn);
                     grads[s].push(g);
                 }
             }
