@@ -10,7 +10,10 @@
 #   3. the MNIST default run and --imagenet-generations (50) of configs/imagenet-cppn.toml
 #      with --backend cuda (evaluations/s and stage times from their summary.json);
 #   4. PyTorch eager on the same EfficientNet-Lite0 weights (the ONNX file's initialisers run
-#      by torch.nn.functional, checked against ONNX Runtime first), host input and output.
+#      by torch.nn.functional, checked against ONNX Runtime first), host input and output;
+#   5. gradients: gradient ascent's first step with its gradients on the backend under test
+#      against the reference, on LeNet and (20 classes) EfficientNet-Lite0, then images x
+#      steps per second (200 and 20 steps).
 #
 # It writes OUT/device-check.json and OUT/device-check.md. Exit status: 0 all checks passed,
 # 1 a parity check failed, 2 bad arguments, 3 the backend under test cannot run here (the
@@ -94,8 +97,10 @@ fi
 if [[ "$backend" == cuda ]]; then reference=ort-cpu; else reference=tract; fi
 if [[ $quick == 1 ]]; then
   batches=1,32; bench_seconds=0.3; mnist_generations=3; imagenet_generations=0; torch_batches=1,8
+  ascent_steps=5; imagenet_ascent_steps=0
 else
   batches=1,32,256,1024; mnist_generations=200; torch_batches=1,32,256,1024
+  ascent_steps=200; imagenet_ascent_steps=20
 fi
 
 binary=$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")
@@ -166,6 +171,7 @@ else:
     for f in sorted(glob.glob(os.path.join(work, "parity-*.json"))):
         parity.append(json.load(open(f)))
     result["parity"] = parity
+    result["gradients"] = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(work, "gradient-*.json")))]
     bench = {}
     for name, s in steps.items():
         if name.startswith("bench-"):
@@ -191,7 +197,7 @@ else:
     if failed:
         result["status"] = "step failed"
         result["failed_steps"] = {n: steps[n]["log_tail"] for n in failed}
-    elif any(not p["passed"] for p in parity):
+    elif any(not p["passed"] for p in parity + result["gradients"]):
         result["status"] = "parity failed"
 
 json.dump(result, open(os.path.join(out, "device-check.json"), "w"), indent=2)
@@ -208,6 +214,10 @@ else:
     md += ["## Parity", "", "| model | images | largest difference | same top class | passed |", "|---|---|---|---|---|"]
     for p in result["parity"]:
         md.append(f"| {p['model']} | {p['images']} | {p['max_abs_diff']:.2e} | {p['same_argmax']}/{p['images']} | {'yes' if p['passed'] else '**no**'} |")
+    md += ["", "## Gradients (gradient ascent: step 1 against the reference, then images x steps/s)", "",
+           "| model | steps | largest difference after step 1 | images x steps / s | passed |", "|---|---|---|---|---|"]
+    for g in result["gradients"]:
+        md.append(f"| {g['model']} | {g['steps']} | {g['max_abs_diff_step1']:.2e} | {g['images_steps_per_s']:,.1f} | {'yes' if g['passed'] else '**no**'} |")
     md += ["", "## bench (images/s)", ""]
     for model, rows in result["bench"].items():
         md.append(f"- {model}: " + ", ".join(f"batch {r['batch']}: {r['images_per_s']:,.0f}" for r in rows))
@@ -366,5 +376,34 @@ json.dump({"torch": torch.__version__, "device": torch.cuda.get_device_name() if
            "tf32": True, "max_abs_diff_vs_onnxruntime": diff, "rows": rows},
           open(os.path.join(os.environ["WORK"], "torch.json"), "w"), indent=2)
 PY
+
+# 5. Gradients (issue 25): gradient ascent's first step with its gradients on the backend
+#    under test against the reference (the ascent's gradients follow the model's backend:
+#    on `cuda` the backward pass as an ONNX graph on the GPU, against the same graph on
+#    ONNX Runtime's CPU; with `--backend ort-cpu`, the graph against the built-in evaluator):
+#    the median, minimum and mean class probability after step 1 within --tolerance; then
+#    images x steps per second from the run under test.
+ascent_parity() {
+  local name=$1 config=$2 steps=$3
+  bounded "$binary" run --quiet --config "$config" --backend "$reference" --generations 1 \
+    --out "$work/ascent-$name-reference" &&
+  bounded "$binary" run --quiet --config "$config" --backend "$backend" --generations "$steps" \
+    --out "$work/ascent-$name-test" &&
+  TOL=$tolerance NAME=$name python3 - "$work/ascent-$name-reference" "$work/ascent-$name-test" \
+    >"$work/gradient-$name.json" <<'PY'
+import csv, json, os, sys
+first = lambda run: next(r for r in csv.DictReader(open(os.path.join(run, "history.csv"))) if r["generation"] == "1")
+ref, got = first(sys.argv[1]), first(sys.argv[2])
+diff = max(abs(float(ref[k]) - float(got[k])) for k in ["median", "min", "mean"])
+summary = json.load(open(os.path.join(sys.argv[2], "summary.json")))
+print(json.dumps({"model": os.environ["NAME"], "steps": summary["ascent"]["steps"],
+                  "images_steps_per_s": summary["ascent"]["images_steps_per_s"],
+                  "max_abs_diff_step1": diff, "passed": diff <= float(os.environ["TOL"])}))
+PY
+}
+step gradient-lenet 180 ascent_parity lenet configs/ascent/mnist-unregularised.toml "$ascent_steps"
+if [[ "$imagenet_ascent_steps" -gt 0 ]]; then
+  step gradient-efficientnet-lite0 300 ascent_parity efficientnet-lite0 configs/ascent/imagenet-unregularised.toml "$imagenet_ascent_steps"
+fi
 
 finish

@@ -161,6 +161,20 @@ fn device_check_on_the_cpu_fills_both_files() {
                 .all(|b| b["images_per_s"].as_f64().unwrap() > 0.0)
         );
     }
+    // Gradients: the ONNX graph on ONNX Runtime's CPU against the built-in evaluator, one
+    // ascent step on LeNet, then 5 steps timed.
+    let gradients = r["gradients"].as_array().unwrap();
+    assert_eq!(gradients.len(), 1, "{r}");
+    let g = &gradients[0];
+    assert_eq!(
+        (g["model"].as_str(), g["steps"].as_u64()),
+        (Some("lenet"), Some(5))
+    );
+    assert!(g["passed"].as_bool().unwrap(), "{g}");
+    assert!(g["max_abs_diff_step1"].as_f64().unwrap() <= 1e-3, "{g}");
+    assert!(g["images_steps_per_s"].as_f64().unwrap() > 0.0, "{g}");
+    let md = std::fs::read_to_string(out.join("device-check.md")).unwrap();
+    assert!(md.contains("## Gradients"), "{md}");
     let mnist = &r["runs"]["mnist"];
     assert_eq!(
         (mnist["generations"].as_u64(), mnist["evaluations"].as_u64()),
