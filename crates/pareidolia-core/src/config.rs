@@ -245,9 +245,9 @@ pub struct SearchConfig {
     /// MAP-Elites only: the gradient operator (`[search.gradient]`); absent, the paper's loop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gradient: Option<GradientOperator>,
-    /// Where gradient ascent's gradients run: `tract` (the built-in evaluator), `ort-cpu` or
-    /// `cuda` (the backward pass as an ONNX graph on ONNX Runtime) or `auto`; absent, the
-    /// model's `backend`.
+    /// Where gradients run (gradient ascent, the gradient operator): `tract` (the built-in
+    /// evaluator), `ort-cpu` or `cuda` (the backward pass as an ONNX graph on ONNX Runtime)
+    /// or `auto`; absent, the model's `backend`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendChoice>,
 }
@@ -962,6 +962,32 @@ mod tests {
         assert_eq!(c.encoding.plugin, "direct");
         assert!(!c.encoding.params.is_empty());
         assert_eq!(c.primary_model().unwrap().manifest, "fashion/manifest.toml");
+    }
+
+    #[test]
+    fn a_gradient_backend_is_taken_where_gradients_run_and_refused_where_none_do() {
+        let parse = |extra: &str| {
+            RunConfig::parse(
+                &format!("{DEFAULT_CONFIG}\n{extra}"),
+                "x.toml",
+                PathBuf::new(),
+            )
+        };
+        let c = parse("[search]\nkind = \"gradient-ascent\"\nbackend = \"ort-cpu\"\n").unwrap();
+        assert_eq!(c.search.backend, Some(BackendChoice::OrtCpu));
+        let c = parse("[search]\nbackend = \"cuda\"\n[search.gradient]\n").unwrap();
+        assert_eq!(c.search.backend, Some(BackendChoice::Cuda));
+        let e = parse("[search]\nbackend = \"tract\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("search.backend") && e.contains("takes none"),
+            "{e}"
+        );
+        let e = parse("[search]\nkind = \"gradient-ascent\"\nbackend = \"gpu\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gpu"), "{e}");
     }
 
     #[test]
