@@ -51,6 +51,10 @@ fn gradient_ascent_fools_lenet_on_every_digit() {
     assert_eq!(ascent["recipe"]["decay"], 0.0);
     assert_eq!(ascent["recipe"]["early_prog"], 0.02);
     assert!(ascent["images_steps_per_s"].as_f64().unwrap() > 0.0);
+    // `auto` with ONNX Runtime installed (as the tests require) and no CUDA: the gradient
+    // graph on ONNX Runtime's CPU provider.
+    let backend = ascent["gradient_backend"].as_str().unwrap();
+    assert!(backend.starts_with("ort-cpu on cpu"), "{backend}");
     let classes = ascent["classes"].as_array().unwrap();
     assert_eq!(classes.len(), 10);
     for (digit, c) in classes.iter().enumerate() {

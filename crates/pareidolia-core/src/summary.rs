@@ -198,6 +198,10 @@ pub struct AscentSummary {
     pub images_steps_per_s: Option<f64>,
     /// Steps at which every image's gradient was exactly zero.
     pub zero_gradient_steps: u64,
+    /// Where the gradients ran (`[search] backend` resolved: `ort-cpu on cpu (2 threads)`,
+    /// `cpu on cpu (2 threads)` for the built-in evaluator); absent in older summaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_backend: Option<String>,
     /// Per class pushed, in the order pushed.
     pub classes: Vec<AscentClass>,
 }
@@ -217,6 +221,7 @@ impl AscentSummary {
             steps,
             images_steps_per_s,
             zero_gradient_steps,
+            gradient_backend: None,
             classes: tracks
                 .iter()
                 .map(|t| AscentClass {

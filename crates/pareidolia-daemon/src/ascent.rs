@@ -232,7 +232,7 @@ pub fn run(r: AscentRun) -> Result<RunOutcome, RunError> {
     let cells = search.archive.cells().to_vec();
     let png = score_bytes(&setup, prepared.as_deref_mut(), &cells);
     let oracle = &search.oracle;
-    let summary = AscentSummary::new(
+    let mut summary = AscentSummary::new(
         &search.ascent.recipe,
         search.ascent.step,
         &search.ascent.tracks,
@@ -240,6 +240,11 @@ pub fn run(r: AscentRun) -> Result<RunOutcome, RunError> {
         images_steps_per_s(&search, oracle.seconds),
         &png,
     );
+    summary.gradient_backend = Some(format!(
+        "{} on {}",
+        oracle.model.backend(),
+        oracle.model.device()
+    ));
     Ok(RunOutcome {
         cells,
         progress: last,

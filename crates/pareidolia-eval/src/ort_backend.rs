@@ -294,7 +294,10 @@ impl OrtBackend {
                 },
             })?;
         let device = match self.device {
-            OrtDevice::Cpu => format!("cpu ({} threads)", self.options.intra_threads),
+            OrtDevice::Cpu => match self.options.intra_threads {
+                0 => "cpu (ONNX Runtime's thread count)".to_owned(),
+                n => format!("cpu ({n} threads)"),
+            },
             OrtDevice::Cuda(id) => format!("cuda:{id}"),
         };
         Ok(OrtGraph {
