@@ -92,6 +92,11 @@ fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     }
 }
 
+/// A 2-D window attribute (`kernel_shape`, `strides`, `dilations`).
+fn attr_pair(name: &str, v: [usize; 2]) -> pb::AttributeProto {
+    attr_ints(name, &[v[0] as i64, v[1] as i64])
+}
+
 fn attr_s(name: &str, v: &str) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
@@ -326,8 +331,8 @@ fn sym_of(shape: &[usize], batch_axis: Option<usize>) -> Vec<i64> {
 
 fn window_attrs(w: &WindowSpec, ceil: bool) -> Vec<pb::AttributeProto> {
     let mut a = vec![
-        attr_ints("kernel_shape", &[w.kernel[0] as i64, w.kernel[1] as i64]),
-        attr_ints("strides", &[w.strides[0] as i64, w.strides[1] as i64]),
+        attr_pair("kernel_shape", w.kernel),
+        attr_pair("strides", w.strides),
     ];
     match w.padding {
         Padding::Explicit(p) => a.push(attr_ints("pads", &p.map(|v| v as i64))),
@@ -500,19 +505,13 @@ impl Emit<'_> {
                 }
                 let mut attrs = window_attrs(window, false);
                 attrs.push(attr_i("group", *group as i64));
-                attrs.push(attr_ints(
-                    "dilations",
-                    &[window.dilations[0] as i64, window.dilations[1] as i64],
-                ));
+                attrs.push(attr_pair("dilations", window.dilations));
                 let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
                 self.node_to(&y, "Conv", &ins, attrs);
             }
             Op::MaxPool(window) => {
                 let mut attrs = window_attrs(window, true);
-                attrs.push(attr_ints(
-                    "dilations",
-                    &[window.dilations[0] as i64, window.dilations[1] as i64],
-                ));
+                attrs.push(attr_pair("dilations", window.dilations));
                 if self.backward {
                     let idx = self.fresh("argmax");
                     self.nodes.push(pb::NodeProto {
@@ -889,14 +888,8 @@ impl Emit<'_> {
                         "Conv",
                         &[&gy, &wt],
                         vec![
-                            attr_ints(
-                                "kernel_shape",
-                                &[window.kernel[0] as i64, window.kernel[1] as i64],
-                            ),
-                            attr_ints(
-                                "dilations",
-                                &[window.dilations[0] as i64, window.dilations[1] as i64],
-                            ),
+                            attr_pair("kernel_shape", window.kernel),
+                            attr_pair("dilations", window.dilations),
                             attr_ints("pads", &flipped_pads),
                             attr_i("group", *group as i64),
                         ],
@@ -909,18 +902,9 @@ impl Emit<'_> {
                     "ConvTranspose",
                     &[&gy, &wt],
                     vec![
-                        attr_ints(
-                            "kernel_shape",
-                            &[window.kernel[0] as i64, window.kernel[1] as i64],
-                        ),
-                        attr_ints(
-                            "strides",
-                            &[window.strides[0] as i64, window.strides[1] as i64],
-                        ),
-                        attr_ints(
-                            "dilations",
-                            &[window.dilations[0] as i64, window.dilations[1] as i64],
-                        ),
+                        attr_pair("kernel_shape", window.kernel),
+                        attr_pair("strides", window.strides),
+                        attr_pair("dilations", window.dilations),
                         attr_ints("pads", &pads),
                         attr_ints("output_padding", &out_pad),
                         attr_i("group", *group as i64),
