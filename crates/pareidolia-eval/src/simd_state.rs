@@ -51,6 +51,30 @@ pub(crate) fn upper_state_in_use() -> Option<bool> {
     None
 }
 
+/// Whether XINUSE reports the upper state in use right after a 256-bit AVX instruction (and
+/// clean after `vzeroupper`) on this thread.
+#[cfg(test)]
+fn xinuse_tracks_avx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: only called where `upper_state_in_use` answered, i.e. the CPU has AVX.
+        unsafe { touch_upper() };
+        let dirty = upper_state_in_use() == Some(true);
+        clear_upper_state();
+        dirty && upper_state_in_use() == Some(false)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+#[target_feature(enable = "avx")]
+fn touch_upper() {
+    use std::arch::x86_64::{_mm256_add_ps, _mm256_set1_ps};
+    let a = _mm256_set1_ps(std::hint::black_box(1.5));
+    std::hint::black_box(_mm256_add_ps(a, a));
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 #[target_feature(enable = "xsave")]
 fn xinuse() -> u64 {
@@ -84,6 +108,12 @@ mod tests {
         })
         .join()
         .unwrap();
+        if !dirty_inside && !xinuse_tracks_avx() {
+            // Some CPUs (seen on an AMD EPYC VM) never report the YMM state in use, even right
+            // after an AVX instruction: there the state cannot be observed, only cleared.
+            eprintln!("this CPU does not report YMM use in XINUSE; nothing to check");
+            return;
+        }
         assert!(
             dirty_inside,
             "tract's kernels no longer leave the upper state in use: the clearing may go"

@@ -39,7 +39,9 @@ use pareidolia_core::image_io;
 use pareidolia_core::summary::RunSummary;
 use pareidolia_eval::{EvalError, Model, ModelRef, Preprocessor, sha256_hex};
 use pareidolia_grad::grad::Network;
-use pareidolia_grad::train::{self, SgdRecipe, TrainProgress, TrainReport, TrainSet};
+use pareidolia_grad::train::{
+    self, BatchNormMode, Init, SgdRecipe, TrainProgress, TrainReport, TrainSet,
+};
 use pareidolia_grad::{LabelledImages, OnnxGraph, TrainingData};
 use serde::{Deserialize, Serialize};
 
@@ -358,7 +360,10 @@ pub fn train_model(
     if report.stopped {
         return Ok(None);
     }
-    train::write_parameters(&mut graph, &network)?;
+    // The running statistics change with batch statistics or a fresh start.
+    let running = network.has_batch_norm()
+        && (job.recipe.batch_norm == BatchNormMode::Train || job.recipe.init == Init::Xavier);
+    train::write_parameters(&mut graph, &network, running)?;
     let (held_out_accuracy, held_out_count) = match job.held_out {
         Some(h) => {
             let x = inputs_of(&model, h)?;
@@ -384,7 +389,7 @@ pub fn train_model(
     p.other.insert(
         "training".into(),
         format!(
-            "Caffe SGDSolver: base_lr {}, momentum {}, weight decay {} (biases too), bias lr x{}, lr_policy inv gamma {} power {}, batch {}, {} iterations, init {:?}, seed {}, softmax cross-entropy, {} threads, {:.0} s",
+            "Caffe SGDSolver: base_lr {}, momentum {}, weight decay {} (biases too), bias lr x{}, lr_policy inv gamma {} power {}, batch {}, {} iterations, init {:?}, seed {}, softmax cross-entropy, BatchNormalization {}, {} threads, {:.0} s",
             recipe.base_lr,
             recipe.momentum,
             recipe.weight_decay,
@@ -395,6 +400,14 @@ pub fn train_model(
             report.iterations,
             recipe.init,
             recipe.seed,
+            if network.has_batch_norm() {
+                match recipe.batch_norm {
+                    BatchNormMode::Train => "with batch statistics (train)",
+                    BatchNormMode::Frozen => "frozen",
+                }
+            } else {
+                "none"
+            },
             report.threads,
             report.seconds
         )

@@ -35,6 +35,21 @@ pub enum Init {
     Keep,
 }
 
+/// What training does with a BatchNormalization's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchNormMode {
+    /// PyTorch's `train()`: each batch is normalised with its own mean and (biased) variance,
+    /// gradients flow through them, and the running statistics move towards the batch's by
+    /// the layer's momentum (unbiased variance), as `torch.nn.BatchNorm2d` does. Inference
+    /// afterwards uses the running statistics.
+    #[default]
+    Train,
+    /// The running statistics stay as they are and normalise every batch (PyTorch's `eval()`
+    /// for the BatchNorm layers while training); the scale and bias are still trained.
+    Frozen,
+}
+
 /// Caffe's `SGDSolver` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +74,9 @@ pub struct SgdRecipe {
     pub seed: u64,
     /// How the weights start.
     pub init: Init,
+    /// BatchNormalization's statistics while training (graphs without one ignore it).
+    #[serde(default)]
+    pub batch_norm: BatchNormMode,
 }
 
 impl SgdRecipe {
@@ -76,6 +94,7 @@ impl SgdRecipe {
             iterations: 10_000,
             seed,
             init: Init::Xavier,
+            batch_norm: BatchNormMode::Train,
         }
     }
 
@@ -181,8 +200,10 @@ fn cross_entropy(logits: &[f32], label: usize, scale: f32, d: Option<&mut [f32]>
     sum.ln() - f64::from(logits[label] - max)
 }
 
-/// Draws Caffe's `xavier` weights, zero biases and unit scales into `network`.
+/// Draws Caffe's `xavier` weights, zero biases and unit scales into `network`; a
+/// BatchNormalization's running statistics start as PyTorch's (mean 0, variance 1).
 pub fn xavier(network: &mut Network<f32>, seed: u64) {
+    network.reset_running_statistics();
     let roles = network.parameter_roles();
     let mut rng = HostRng::seed_from_u64(seeds::derive(seed, Stream::TrainInit, 0, 0));
     for (p, role) in network.parameters_mut().iter_mut().zip(roles) {
@@ -287,6 +308,23 @@ pub fn train(
     if recipe.init == Init::Xavier {
         xavier(network, recipe.seed);
     }
+    let batch_statistics = recipe.batch_norm == BatchNormMode::Train && network.has_batch_norm();
+    network.set_batch_statistics(batch_statistics);
+    let result = sgd(network, set, recipe, classes, report_every, progress);
+    // Inference (held-out accuracy, the written model) uses the running statistics.
+    network.set_batch_statistics(false);
+    result
+}
+
+/// The SGD loop of [`train`].
+fn sgd(
+    network: &mut Network<f32>,
+    set: &TrainSet<'_>,
+    recipe: &SgdRecipe,
+    classes: usize,
+    report_every: u64,
+    progress: &mut dyn FnMut(&TrainProgress) -> ControlFlow<()>,
+) -> Result<TrainReport, EvalError> {
     let per: usize = network.input_shape().iter().product();
     let roles = network.parameter_roles();
     let mut history: Vec<Vec<f32>> = network
@@ -333,6 +371,9 @@ pub fn train(
                 "model {}: the training loss became {loss} at iteration {it}; lower `base_lr`",
                 network.model()
             )));
+        }
+        if network.batch_statistics() {
+            network.update_running_statistics(&pass.batch_statistics)?;
         }
         let grads = pass
             .parameter_gradients
@@ -430,26 +471,28 @@ pub fn accuracy(network: &Network<f32>, set: &TrainSet<'_>) -> Result<f64, EvalE
 }
 
 /// Writes `network`'s parameters into `graph` (the graph it was loaded from, or one of the
-/// same shapes), by initializer name.
-pub fn write_parameters(graph: &mut OnnxGraph, network: &Network<f32>) -> Result<(), EvalError> {
+/// same shapes), by initializer name, and with `running` its BatchNormalizations' running
+/// statistics (what [`BatchNormMode::Train`] or a xavier start changes).
+pub fn write_parameters(
+    graph: &mut OnnxGraph,
+    network: &Network<f32>,
+    running: bool,
+) -> Result<(), EvalError> {
     let names: Vec<(String, Vec<i64>)> = graph.float_initializers();
-    if let Some(p) = network
-        .parameters()
-        .iter()
-        .find(|p| !names.iter().any(|(n, _)| *n == p.name))
-    {
+    let stats: &[_] = if running {
+        network.running_statistics()
+    } else {
+        &[]
+    };
+    let written = || network.parameters().iter().chain(stats);
+    if let Some(p) = written().find(|p| !names.iter().any(|(n, _)| *n == p.name)) {
         return Err(EvalError::BadInput(format!(
             "model {}: the trained parameter `{}` is not an initializer of the ONNX graph (it is computed from constants when the graph loads), so the trained weights cannot be written back; export the model with its weights as initializers",
             network.model(),
             p.name
         )));
     }
-    graph.replace_initializers(
-        network
-            .parameters()
-            .iter()
-            .map(|p| (p.name.as_str(), &p.values[..])),
-    )
+    graph.replace_initializers(written().map(|p| (p.name.as_str(), &p.values[..])))
 }
 
 #[cfg(test)]

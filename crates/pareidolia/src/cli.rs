@@ -138,6 +138,10 @@ pub struct RecipeArgs {
     /// Seeds the initial weights and the order the data are read in (default 1).
     #[arg(long = "train-seed", id = "train_seed", value_name = "SEED")]
     pub seed: Option<u64>,
+    /// The base learning rate (Caffe's `base_lr`, default 0.01, then the `inv` policy); a
+    /// model trained elsewhere is often fine-tuned with a smaller one.
+    #[arg(long = "train-lr", id = "train_lr", value_name = "RATE")]
+    pub lr: Option<f64>,
     /// Images per SGD iteration (default 64).
     #[arg(long = "train-batch", id = "train_batch", value_name = "N")]
     pub batch: Option<usize>,
@@ -145,6 +149,25 @@ pub struct RecipeArgs {
     /// number (the order in which per-thread gradient sums are added), not on the load.
     #[arg(long = "train-threads", id = "train_threads", value_name = "N")]
     pub threads: Option<usize>,
+    /// BatchNormalization while training (models without one ignore it): `train` normalises
+    /// each batch with its own statistics and updates the running ones as PyTorch's `train()`
+    /// does (default); `frozen` keeps the running statistics and trains only the scale and bias.
+    #[arg(
+        long = "batch-norm",
+        id = "batch_norm",
+        value_enum,
+        value_name = "MODE"
+    )]
+    pub batch_norm: Option<BatchNormArg>,
+}
+
+/// `--batch-norm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchNormArg {
+    /// Batch statistics, running statistics updated (PyTorch's `train()`).
+    Train,
+    /// Running statistics kept (PyTorch's `eval()` for the BatchNorm layers).
+    Frozen,
 }
 
 /// `pareidolia train`.

@@ -16,16 +16,21 @@ use pareidolia_experiments::retrain::{
     self, CSV_FILE, Event, Finish, LabelledBytes, PLAN_FILE, Request, Retrain, TrainJob,
 };
 use pareidolia_grad::TrainingData;
-use pareidolia_grad::train::{Init, SgdRecipe};
+use pareidolia_grad::train::{BatchNormMode, Init, SgdRecipe};
 
-use crate::cli::{RecipeArgs, RetrainArgs, TrainArgs};
+use crate::cli::{BatchNormArg, RecipeArgs, RetrainArgs, TrainArgs};
 
 fn recipe_of(args: &RecipeArgs, init: Init) -> SgdRecipe {
     let caffe = SgdRecipe::caffe_lenet(args.seed.unwrap_or(1));
     SgdRecipe {
         iterations: args.iterations.unwrap_or(caffe.iterations),
         batch: args.batch.unwrap_or(caffe.batch),
+        base_lr: args.lr.unwrap_or(caffe.base_lr),
         init,
+        batch_norm: match args.batch_norm {
+            Some(BatchNormArg::Frozen) => BatchNormMode::Frozen,
+            Some(BatchNormArg::Train) | None => BatchNormMode::Train,
+        },
         ..caffe
     }
 }
@@ -42,6 +47,8 @@ fn recipe_given(args: &RecipeArgs) -> bool {
         || args.seed.is_some()
         || args.batch.is_some()
         || args.threads.is_some()
+        || args.batch_norm.is_some()
+        || args.lr.is_some()
 }
 
 fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {

@@ -202,6 +202,13 @@ impl<'n> Emit<'n> {
         name
     }
 
+    /// Per-channel values as a constant that broadcasts over a rank-`rank` value's axis 1.
+    fn channel_constant(&mut self, v: &[f64], rank: usize) -> String {
+        let mut dims = vec![v.len()];
+        dims.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
+        self.f32s(&dims, v.iter().map(|&a| a as f32).collect())
+    }
+
     fn scalar(&mut self, v: f32) -> String {
         self.f32s(&[], vec![v])
     }
@@ -607,16 +614,14 @@ impl Emit<'_> {
                     None => self.node_to(&y, "Identity", &[&scaled], vec![]),
                 }
             }
-            Op::Affine { scale, shift } => {
+            Op::BatchNorm(bn) => {
+                // Inference mode: the affine map of the running statistics.
                 let rank = self.shapes.two[step.inputs[0]].len();
+                let (scale, shift) = self.net.batch_norm_affine(bn);
                 let mut cur = x;
-                for (operand, op) in [(scale, "Mul"), (shift, "Add")] {
-                    if let Some(super::network::Operand::Channel(v)) = operand {
-                        let mut dims = vec![v.len()];
-                        dims.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
-                        let c = self.f32s(&dims, v.iter().map(|&a| a as f32).collect());
-                        cur = self.node(op, &[&cur, &c], vec![]);
-                    }
+                for (v, op) in [(scale, "Mul"), (shift, "Add")] {
+                    let c = self.channel_constant(&v, rank);
+                    cur = self.node(op, &[&cur, &c], vec![]);
                 }
                 self.node_to(&y, "Identity", &[&cur], vec![]);
             }
@@ -1161,16 +1166,10 @@ impl Emit<'_> {
                     grads[s].push(g);
                 }
             }
-            Op::Affine { scale, .. } => {
-                let g = match scale {
-                    Some(super::network::Operand::Channel(v)) => {
-                        let mut dims = vec![v.len()];
-                        dims.extend(std::iter::repeat_n(1, xshape.len().saturating_sub(2)));
-                        let c = self.f32s(&dims, v.iter().map(|&a| a as f32).collect());
-                        self.node("Mul", &[&gy, &c], vec![])
-                    }
-                    None => gy,
-                };
+            Op::BatchNorm(bn) => {
+                let (scale, _) = self.net.batch_norm_affine(bn);
+                let c = self.channel_constant(&scale, xshape.len());
+                let g = self.node("Mul", &[&gy, &c], vec![]);
                 give(grads, xs, g);
             }
             Op::Concat(axis) => {

@@ -797,4 +797,214 @@ mod tests {
             }
         }
     }
+
+    /// `x [N, 1, 2, 2] -> Conv 1x1 (2 channels: x and 0.25 - x / 2) -> BatchNormalization
+    /// (epsilon 1e-3, momentum 0.9) -> Flatten -> y [N, 8]`, opset 15.
+    fn batch_norm_onnx() -> Vec<u8> {
+        let attr = |name: &str, f: f32| pb::AttributeProto {
+            name: name.into(),
+            f,
+            r#type: pb::attribute_proto::AttributeType::Float as i32,
+            ..Default::default()
+        };
+        let graph = pb::GraphProto {
+            name: "tiny".into(),
+            node: vec![
+                node("Conv", "conv", &["x", "w", "b"], "c"),
+                pb::NodeProto {
+                    attribute: vec![attr("epsilon", 1e-3), attr("momentum", 0.9)],
+                    ..node("BatchNormalization", "bn", &["c", "s", "sb", "m", "v"], "n")
+                },
+                node("Flatten", "flat", &["n"], "y"),
+            ],
+            initializer: vec![
+                tensor("w", &[2, 1, 1, 1], &[1.0, -0.5]),
+                tensor("b", &[2], &[0.0, 0.25]),
+                tensor("s", &[2], &[1.5, 0.5]),
+                tensor("sb", &[2], &[0.1, -0.3]),
+                tensor("m", &[2], &[0.2, 0.4]),
+                tensor("v", &[2], &[0.8, 1.3]),
+            ],
+            input: vec![value_info("x", &[-1, 1, 2, 2])],
+            output: vec![value_info("y", &[-1, 8])],
+            ..Default::default()
+        };
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 15,
+            }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn batch_norm_model() -> Model {
+        Model::tiny(
+            batch_norm_onnx(),
+            (2, 2),
+            1.0,
+            OutputKind::Logits,
+            &["0", "1", "2", "3", "4", "5", "6", "7"],
+        )
+    }
+
+    /// The batch-norm graph's expected output for NCHW inputs `x` ([N, 1, 2, 2]) normalised
+    /// with per-channel `mean` and `var`.
+    fn batch_norm_expected(x: &[f64], mean: &[f64; 2], var: &[f64; 2]) -> Vec<f64> {
+        // The graph holds f32 values.
+        let f = |v: f64| f64::from(v as f32);
+        let (scale, bias, eps) = ([f(1.5), f(0.5)], [f(0.1), f(-0.3)], f(1e-3));
+        let mut y = Vec::new();
+        for img in x.chunks(4) {
+            for k in 0..2 {
+                for &v in img {
+                    let c = if k == 0 { v } else { 0.25 - 0.5 * v };
+                    y.push((c - mean[k]) / (var[k] + eps).sqrt() * scale[k] + bias[k]);
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn batch_norm_runs_on_running_statistics_and_on_batch_statistics() {
+        let model = batch_norm_model();
+        let x = [
+            0.1, 0.9, 0.4, 0.7, 0.2, 0.3, 0.8, 0.05, 0.6, 0.5, 0.95, 0.15,
+        ];
+        let mut net = Network::<f64>::load(&model).unwrap();
+        assert!(net.has_batch_norm() && !net.batch_statistics());
+        let names: Vec<&str> = net.parameters().iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["w", "b", "s", "sb"]);
+        let roles = net.parameter_roles();
+        assert_eq!(roles[2], ParameterRole::Scale);
+        assert_eq!(roles[3], ParameterRole::Bias);
+        let running: Vec<&str> = net
+            .running_statistics()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(running, ["m", "v"]);
+        // Inference: the running statistics, as tract computes it.
+        let eval = net.forward(&x, 3).unwrap();
+        let f = |v: f64| f64::from(v as f32);
+        let running = batch_norm_expected(&x, &[f(0.2), f(0.4)], &[f(0.8), f(1.3)]);
+        for (a, b) in eval.iter().zip(running) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        let bytes: Vec<u8> = x.iter().map(|&v| (v * 255.0).round() as u8).collect();
+        let mut tract = pareidolia_eval::Backend::prepare(&TractBackend, &model).unwrap();
+        let t = tract.infer(&bytes, 3).unwrap();
+        let here = net
+            .forward(
+                &bytes
+                    .iter()
+                    .map(|&b| f64::from(b) / 255.0)
+                    .collect::<Vec<_>>(),
+                3,
+            )
+            .unwrap();
+        for (a, b) in t.iter().zip(&here) {
+            assert!((f64::from(*a) - b).abs() < 1e-5, "tract {a} vs {b}");
+        }
+        // Batch statistics: each channel over the 3 images x 4 pixels, biased variance.
+        net.set_batch_statistics(true);
+        let moments = |k: usize| {
+            let c: Vec<f64> = x
+                .iter()
+                .map(|&v| if k == 0 { v } else { 0.25 - 0.5 * v })
+                .collect();
+            let m = c.iter().sum::<f64>() / 12.0;
+            (m, c.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 12.0)
+        };
+        let ((m0, v0), (m1, v1)) = (moments(0), moments(1));
+        let train = net.forward(&x, 3).unwrap();
+        for (a, b) in train
+            .iter()
+            .zip(batch_norm_expected(&x, &[m0, m1], &[v0, v1]))
+        {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        // An image's outputs depend on the others in the batch.
+        assert_ne!(net.forward(&x[..8], 2).unwrap()[..8], train[..8]);
+        // The pass reports the statistics; the running ones move as PyTorch's do.
+        let pass = net
+            .gradient(&x, 3, 1, true, &|_, _, d: &mut [f64]| d.fill(1.0))
+            .unwrap();
+        assert_eq!(pass.batch_statistics.len(), 1);
+        assert_eq!(pass.batch_statistics[0].count, 12);
+        net.update_running_statistics(&pass.batch_statistics)
+            .unwrap();
+        let r = net.running_statistics();
+        let unbiased = 12.0 / 11.0;
+        // ONNX's momentum 0.9 (an f32 attribute) keeps 0.9 of the running value.
+        let (keep, take) = (f(0.9), 1.0 - f(0.9));
+        let want_mean = [keep * f(0.2) + take * m0, keep * f(0.4) + take * m1];
+        let want_var = [
+            keep * f(0.8) + take * v0 * unbiased,
+            keep * f(1.3) + take * v1 * unbiased,
+        ];
+        for k in 0..2 {
+            assert!((r[0].values[k] - want_mean[k]).abs() < 1e-12);
+            assert!((r[1].values[k] - want_var[k]).abs() < 1e-12);
+        }
+        // Without batch statistics a pass reports none.
+        net.set_batch_statistics(false);
+        let pass = net
+            .gradient(&x, 3, 1, true, &|_, _, d: &mut [f64]| d.fill(1.0))
+            .unwrap();
+        assert!(pass.batch_statistics.is_empty());
+        net.reset_running_statistics();
+        assert_eq!(net.running_statistics()[0].values, [0.0, 0.0]);
+        assert_eq!(net.running_statistics()[1].values, [1.0, 1.0]);
+    }
+
+    #[test]
+    fn batch_norm_gradients_match_finite_differences_with_either_statistics() {
+        let model = batch_norm_model();
+        let x = vec![
+            0.1, 0.9, 0.4, 0.7, 0.2, 0.3, 0.8, 0.05, 0.6, 0.5, 0.95, 0.15,
+        ];
+        let r = kernels::tests::noise(9, 24);
+        for batch_statistics in [true, false] {
+            let mut net = Network::<f64>::load(&model).unwrap();
+            net.set_threads(2);
+            net.set_batch_statistics(batch_statistics);
+            // The objective: a fixed random linear function of every output of the batch.
+            let loss = |net: &Network<f64>, x: &[f64]| -> f64 {
+                let y = net.forward(x, 3).unwrap();
+                y.iter().zip(&r).map(|(a, b)| a * b).sum()
+            };
+            let seed = |i: usize, _: &[f64], d: &mut [f64]| {
+                d.copy_from_slice(&r[i * 8..(i + 1) * 8]);
+            };
+            let pass = net.gradient(&x, 3, 1, true, &seed).unwrap();
+            let what = format!("batch statistics {batch_statistics}");
+            kernels::tests::check_gradient(
+                &|v| loss(&net, v),
+                &x,
+                &pass.input_gradient,
+                &format!("{what}: input"),
+            );
+            let grads = pass.parameter_gradients.unwrap();
+            for (k, g) in grads.iter().enumerate() {
+                let name = net.parameters()[k].name.clone();
+                if batch_statistics && name == "b" {
+                    // A bias before a batch-normalised layer is subtracted out with the mean.
+                    assert!(g.iter().all(|v| v.abs() < 1e-12), "{what}: {g:?}");
+                    continue;
+                }
+                let f = |v: &[f64]| {
+                    let mut moved = net.clone();
+                    moved.parameters_mut()[k].values = v.to_vec();
+                    loss(&moved, &x)
+                };
+                let at = net.parameters()[k].values.clone();
+                kernels::tests::check_gradient(&f, &at, g, &format!("{what}: {name}"));
+            }
+        }
+    }
 }

@@ -147,11 +147,8 @@ pub(crate) enum Op {
         scale: Arg,
         bias: Option<Arg>,
     },
-    /// `x * scale + shift`, per channel (axis 1): inference BatchNormalization.
-    Affine {
-        scale: Option<Operand>,
-        shift: Option<Operand>,
-    },
+    /// BatchNormalization over axis 1.
+    BatchNorm(BatchNorm),
     /// Along an axis (negative from the end); every input computed from the image.
     Concat(i64),
     /// Any permutation of the axes.
@@ -352,32 +349,32 @@ impl Unary {
     }
 }
 
-/// A constant operand of [`Op::Affine`]: one value per channel (axis 1), whatever the rank.
-#[derive(Debug, Clone)]
-pub(crate) enum Operand {
-    Channel(Vec<f64>),
+/// BatchNormalization: `(x - mean) / sqrt(var + epsilon) * scale + bias`, per channel (axis
+/// 1, whatever the rank). With the running statistics (inference, PyTorch's `eval()`) it is a
+/// per-channel affine map; with batch statistics ([`Network::set_batch_statistics`],
+/// PyTorch's `train()`) `mean` and `var` are the batch's own, over every axis but 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BatchNorm {
+    /// Per-channel scale and bias: parameters where they are initializers.
+    pub scale: Arg,
+    pub bias: Arg,
+    /// The running mean and variance: indices into [`Network::running_statistics`].
+    pub mean: usize,
+    pub var: usize,
+    pub epsilon: f64,
+    /// ONNX's `momentum`: `running = running * momentum + batch * (1 - momentum)` (PyTorch's
+    /// default 0.1 is exported as 0.9).
+    pub momentum: f64,
 }
 
-impl Operand {
-    /// The operand expanded to one image of `shape` (batch first), or why it does not fit.
-    fn expand<T: Real>(&self, shape: &[usize]) -> Result<Vec<T>, String> {
-        let per: usize = shape[1..].iter().product();
-        match self {
-            Operand::Channel(v) => {
-                let c = shape.get(1).copied().unwrap_or(1);
-                if v.len() != c {
-                    return Err(format!(
-                        "{} per-channel values for shape {shape:?}",
-                        v.len()
-                    ));
-                }
-                let inner = per / c.max(1);
-                Ok(v.iter()
-                    .flat_map(|&a| std::iter::repeat_n(T::from_f64(a), inner))
-                    .collect())
-            }
-        }
-    }
+/// One batch normalisation's statistics over a batch (see [`Pass::batch_statistics`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStatistics<T> {
+    /// Per channel: the mean and the (biased) variance the batch was normalised with.
+    pub mean: Vec<T>,
+    pub variance: Vec<T>,
+    /// Values per channel they were taken over (images x the axes after the channel).
+    pub count: usize,
 }
 
 /// One node of the graph as the evaluator runs it.
@@ -414,6 +411,10 @@ pub struct Network<T> {
     /// Whether a final Softmax was dropped, so the output is its input (the logits).
     pub(crate) softmax_removed: bool,
     pub(crate) threads: usize,
+    /// The BatchNormalizations' running means and variances, named by their initializers.
+    pub(crate) running: Vec<Parameter<T>>,
+    /// Whether BatchNormalization uses the batch's statistics (PyTorch's `train()` mode).
+    pub(crate) batch_statistics: bool,
 }
 
 /// The objective's gradient with respect to the outputs of a group of images:
@@ -430,12 +431,19 @@ pub struct Pass<T> {
     /// The gradient with respect to each parameter ([`Network::parameters`] order), summed over
     /// the batch; `None` unless asked for.
     pub parameter_gradients: Option<Vec<Vec<T>>>,
+    /// With batch statistics on ([`Network::set_batch_statistics`]), each BatchNormalization's
+    /// statistics over this batch, in graph order, for
+    /// [`Network::update_running_statistics`]; empty otherwise.
+    pub batch_statistics: Vec<BatchStatistics<T>>,
 }
 
 struct Tape<T> {
     values: Vec<Tensor<T>>,
     /// Per step: max-pooling's argmax indices, image-major.
     aux: Vec<Vec<u32>>,
+    /// Per step: a BatchNormalization's batch mean, variance and `1 / sqrt(var + epsilon)`,
+    /// channel after channel, when it normalised with batch statistics; empty otherwise.
+    stats: Vec<Vec<T>>,
 }
 
 impl<T: Real> Network<T> {
@@ -481,7 +489,7 @@ impl<T: Real> Network<T> {
                     }
                     continue;
                 }
-                Op::LayerNorm { scale, .. } => {
+                Op::LayerNorm { scale, .. } | Op::BatchNorm(BatchNorm { scale, .. }) => {
                     if let Some(p) = param(scale) {
                         roles[p] = ParameterRole::Scale;
                     }
@@ -543,6 +551,112 @@ impl<T: Real> Network<T> {
     /// How many threads a batch is split over (at least 1).
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads.max(1);
+    }
+
+    /// The BatchNormalizations' running means and variances (PyTorch's buffers), named by
+    /// their initializers: mean then variance, layer after layer.
+    pub fn running_statistics(&self) -> &[Parameter<T>] {
+        &self.running
+    }
+
+    /// Sets every running mean to 0 and variance to 1 (a fresh `torch.nn.BatchNorm2d`).
+    pub fn reset_running_statistics(&mut self) {
+        for step in &self.steps {
+            if let Op::BatchNorm(bn) = step.op {
+                self.running[bn.mean].values.fill(T::ZERO);
+                self.running[bn.var].values.fill(T::ONE);
+            }
+        }
+    }
+
+    /// Whether the graph has a BatchNormalization.
+    pub fn has_batch_norm(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s.op, Op::BatchNorm(_)))
+    }
+
+    /// Whether BatchNormalization normalises with each batch's own statistics (PyTorch's
+    /// `train()`; on, every pass runs the batch as one chunk, its convolutions split over the
+    /// threads, so that the statistics are the whole batch's) or with the running statistics
+    /// (`eval()`, the default).
+    pub fn set_batch_statistics(&mut self, on: bool) {
+        self.batch_statistics = on;
+    }
+
+    /// Whether BatchNormalization uses batch statistics (see [`Network::set_batch_statistics`]).
+    pub fn batch_statistics(&self) -> bool {
+        self.batch_statistics
+    }
+
+    /// Moves the running statistics towards a batch's, as PyTorch's `BatchNorm` does in
+    /// `train()`: `running = running * momentum + batch * (1 - momentum)` with ONNX's
+    /// `momentum` (PyTorch's 0.1 exports as 0.9), the variance unbiased (`count / (count - 1)`).
+    /// `batch` is [`Pass::batch_statistics`] of a pass of this network.
+    pub fn update_running_statistics(
+        &mut self,
+        batch: &[BatchStatistics<T>],
+    ) -> Result<(), EvalError> {
+        let norms: Vec<BatchNorm> = self
+            .steps
+            .iter()
+            .filter_map(|s| match s.op {
+                Op::BatchNorm(bn) => Some(bn),
+                _ => None,
+            })
+            .collect();
+        if norms.len() != batch.len() {
+            return Err(EvalError::BadInput(format!(
+                "model {}: {} batch statistics for {} BatchNormalizations",
+                self.model,
+                batch.len(),
+                norms.len()
+            )));
+        }
+        for (bn, b) in norms.iter().zip(batch) {
+            let m = T::from_f64(bn.momentum);
+            let keep = T::ONE - m;
+            let unbias = T::from_f64(b.count as f64 / (b.count.max(2) - 1) as f64);
+            for (r, &v) in self.running[bn.mean].values.iter_mut().zip(&b.mean) {
+                *r = *r * m + v * keep;
+            }
+            for (r, &v) in self.running[bn.var].values.iter_mut().zip(&b.variance) {
+                *r = *r * m + v * unbias * keep;
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-channel values of a BatchNormalization's scale or bias.
+    fn channel_values(&self, a: Arg) -> &[T] {
+        match a {
+            Arg::Param(p) => &self.params[p].values,
+            Arg::Const(c) => &self.consts[c].data,
+            Arg::Value(_) => unreachable!("refused when the graph loads"),
+        }
+    }
+
+    /// A BatchNormalization with its running statistics as the affine map `x * scale +
+    /// shift` per channel.
+    pub(crate) fn batch_norm_affine(&self, bn: &BatchNorm) -> (Vec<f64>, Vec<f64>) {
+        let gamma = self.channel_values(bn.scale);
+        let beta = self.channel_values(bn.bias);
+        let (mean, var) = (&self.running[bn.mean].values, &self.running[bn.var].values);
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(var)
+            .map(|(&g, &v)| g.to_f64() / (v.to_f64() + bn.epsilon).sqrt())
+            .collect();
+        let shift = beta
+            .iter()
+            .zip(mean)
+            .zip(&scale)
+            .map(|((&b, &m), &a)| b.to_f64() - m.to_f64() * a)
+            .collect();
+        (scale, shift)
+    }
+
+    /// Whether a pass runs the batch as one chunk (batch statistics need the whole batch).
+    fn whole_batch(&self) -> bool {
+        self.batch_statistics && self.has_batch_norm()
     }
 
     fn image_len(&self) -> usize {
@@ -612,22 +726,32 @@ impl<T: Real> Network<T> {
             .collect();
         let par = (self.threads / chunks.len()).max(1);
         let per = self.image_len();
-        type Part<T> = (Vec<T>, Vec<T>, Option<Vec<Vec<T>>>);
+        let whole = self.whole_batch();
+        type Part<T> = (Vec<T>, Vec<T>, Option<Vec<Vec<T>>>, Vec<BatchStatistics<T>>);
         let results: Vec<Result<Part<T>, EvalError>> = std::thread::scope(|s| {
             let handles: Vec<_> = chunks
                 .iter()
                 .map(|&(start, n)| {
                     let x = &input[start * per..(start + n) * per];
                     s.spawn(move || {
-                        // Micro-batches keep the tape small (cache, page faults).
-                        let micro = (self.micro_batch() / group).max(1) * group;
+                        // Micro-batches keep the tape small (cache, page faults); batch
+                        // statistics need the whole batch at once.
+                        let micro = if whole {
+                            n
+                        } else {
+                            (self.micro_batch() / group).max(1) * group
+                        };
                         let (mut outputs, mut dx) = (Vec::new(), Vec::new());
                         let mut dp: Option<Vec<Vec<T>>> = None;
+                        let mut stats = Vec::new();
                         let mut done = 0;
                         while done < n {
                             let m = micro.min(n - done);
                             let xm = &x[done * per..(done + m) * per];
                             let tape = self.run(xm, m, true, par)?;
+                            if whole {
+                                stats = self.batch_statistics_of(&tape);
+                            }
                             let out = &tape.values[self.output];
                             let row = out.data.len() / m * group;
                             let mut d = vec![T::ZERO; out.data.len()];
@@ -649,7 +773,7 @@ impl<T: Real> Network<T> {
                             }
                             done += m;
                         }
-                        Ok((outputs, dx, dp))
+                        Ok((outputs, dx, dp, stats))
                     })
                 })
                 .collect();
@@ -659,9 +783,11 @@ impl<T: Real> Network<T> {
             outputs: Vec::with_capacity(batch),
             input_gradient: Vec::with_capacity(input.len()),
             parameter_gradients: None,
+            batch_statistics: Vec::new(),
         };
         for r in results {
-            let (o, dx, dp) = r?;
+            let (o, dx, dp, stats) = r?;
+            pass.batch_statistics.extend(stats);
             pass.outputs.extend(o);
             pass.input_gradient.extend(dx);
             match (&mut pass.parameter_gradients, dp) {
@@ -673,15 +799,38 @@ impl<T: Real> Network<T> {
         Ok(pass)
     }
 
+    /// The batch statistics each BatchNormalization of a tape normalised with.
+    fn batch_statistics_of(&self, tape: &Tape<T>) -> Vec<BatchStatistics<T>> {
+        self.steps
+            .iter()
+            .zip(&tape.stats)
+            .filter(|(s, _)| matches!(s.op, Op::BatchNorm(_)))
+            .map(|(s, st)| {
+                let x = &tape.values[s.inputs[0]];
+                let c = st.len() / 3;
+                BatchStatistics {
+                    mean: st[..c].to_vec(),
+                    variance: st[c..2 * c].to_vec(),
+                    count: x.data.len() / c.max(1),
+                }
+            })
+            .collect()
+    }
+
     /// Images a thread runs through forward and backward at once: about 64 Ki input values
     /// (all of a LeNet batch, one ImageNet image), so the tape stays small.
     fn micro_batch(&self) -> usize {
         ((1 << 16) / self.image_len()).max(1)
     }
 
-    /// Splits a batch over at most `threads` chunks of at least one image.
+    /// Splits a batch over at most `threads` chunks of at least one image (one chunk with
+    /// batch statistics on).
     fn chunks(&self, batch: usize) -> Vec<(usize, usize)> {
-        let k = self.threads.min(batch).max(1);
+        let k = if self.whole_batch() {
+            1
+        } else {
+            self.threads.min(batch).max(1)
+        };
         let (q, r) = (batch / k, batch % k);
         let mut start = 0;
         (0..k)
@@ -724,6 +873,7 @@ impl<T: Real> Network<T> {
             data: input.to_vec(),
         };
         let mut aux = vec![Vec::new(); self.steps.len()];
+        let mut stats = vec![Vec::new(); self.steps.len()];
         // Without a tape, a value is dropped after its last reader.
         let mut last_use = vec![0usize; self.slots];
         if !keep {
@@ -734,7 +884,7 @@ impl<T: Real> Network<T> {
             }
         }
         for (i, step) in self.steps.iter().enumerate() {
-            let out = self.step_forward(step, &values, n, &mut aux[i], par)?;
+            let out = self.step_forward(step, &values, n, &mut aux[i], &mut stats[i], par)?;
             values[step.output] = out;
             if !keep {
                 for &s in &step.inputs {
@@ -751,7 +901,7 @@ impl<T: Real> Network<T> {
                 message: format!("the output has shape {:?} for {n} images", out.shape),
             });
         }
-        Ok(Tape { values, aux })
+        Ok(Tape { values, aux, stats })
     }
 
     fn step_forward(
@@ -760,6 +910,7 @@ impl<T: Real> Network<T> {
         values: &[Tensor<T>],
         n: usize,
         aux: &mut Vec<u32>,
+        stats: &mut Vec<T>,
         par: usize,
     ) -> Result<Tensor<T>, EvalError> {
         let x = &values[step.inputs[0]];
@@ -837,24 +988,51 @@ impl<T: Real> Network<T> {
                     data: out,
                 }
             }
-            Op::Affine { scale, shift } => {
-                let per = x.data.len() / n;
-                let expand = |o: &Option<Operand>| -> Result<Option<Vec<T>>, EvalError> {
-                    o.as_ref()
-                        .map(|o| o.expand(&x.shape).map_err(|m| self.failed(step, m)))
-                        .transpose()
+            Op::BatchNorm(bn) => {
+                let (c, inner) = match x.shape[..] {
+                    [_, c, ..] if c > 0 => (c, x.shape[2..].iter().product::<usize>()),
+                    _ => return bad(format!("expects a channel axis, got shape {:?}", x.shape)),
                 };
-                let (a, b) = (expand(scale)?, expand(shift)?);
+                if inner == 0 {
+                    return bad(format!("an empty input of shape {:?}", x.shape));
+                }
+                let gamma = self.channel_values(bn.scale);
+                let beta = self.channel_values(bn.bias);
+                let (rm, rv) = (&self.running[bn.mean].values, &self.running[bn.var].values);
+                if [gamma.len(), beta.len(), rm.len(), rv.len()]
+                    .iter()
+                    .any(|&l| l != c)
+                {
+                    return bad(format!(
+                        "{} scales, {} biases, {} means and {} variances for {c} channels",
+                        gamma.len(),
+                        beta.len(),
+                        rm.len(),
+                        rv.len()
+                    ));
+                }
+                let eps = T::from_f64(bn.epsilon);
+                let (mean, inv): (Vec<T>, Vec<T>) = if self.batch_statistics {
+                    let (mean, var) = channel_moments(&x.data, n, c, inner);
+                    let inv: Vec<T> = var.iter().map(|&v| T::ONE / (v + eps).sqrt()).collect();
+                    stats.clear();
+                    stats.extend_from_slice(&mean);
+                    stats.extend_from_slice(&var);
+                    stats.extend_from_slice(&inv);
+                    (mean, inv)
+                } else {
+                    (
+                        rm.clone(),
+                        rv.iter().map(|&v| T::ONE / (v + eps).sqrt()).collect(),
+                    )
+                };
                 let mut out = x.data.clone();
-                for img in out.chunks_exact_mut(per) {
-                    if let Some(a) = &a {
-                        for (v, &k) in img.iter_mut().zip(a) {
-                            *v *= k;
-                        }
-                    }
-                    if let Some(b) = &b {
-                        for (v, &k) in img.iter_mut().zip(b) {
-                            *v += k;
+                for img in out.chunks_exact_mut(c * inner) {
+                    for (k, plane) in img.chunks_exact_mut(inner.max(1)).enumerate() {
+                        let a = gamma[k] * inv[k];
+                        let b = beta[k] - mean[k] * a;
+                        for v in plane {
+                            *v = *v * a + b;
                         }
                     }
                 }
@@ -1199,7 +1377,7 @@ impl<T: Real> Network<T> {
         parameters: bool,
         par: usize,
     ) -> Result<(Vec<T>, Option<Vec<Vec<T>>>), EvalError> {
-        let Tape { values, aux } = tape;
+        let Tape { values, aux, stats } = tape;
         let n = values[0].shape[0];
         let mut grads: Vec<Option<Vec<T>>> = vec![None; self.slots];
         grads[self.output] = Some(d_output);
@@ -1318,17 +1496,70 @@ impl<T: Real> Network<T> {
                     }
                     add(step.inputs[0], dx, &mut grads);
                 }
-                Op::Affine { scale, .. } => {
+                Op::BatchNorm(bn) => {
+                    let c = x.shape[1];
+                    let inner = x.data.len() / (n * c).max(1);
+                    let gamma = self.channel_values(bn.scale);
+                    let eps = T::from_f64(bn.epsilon);
+                    let batch = !stats[i].is_empty();
+                    let (mean, inv): (Vec<T>, Vec<T>) = if batch {
+                        (stats[i][..c].to_vec(), stats[i][2 * c..].to_vec())
+                    } else {
+                        let r = &self.running;
+                        (
+                            r[bn.mean].values.clone(),
+                            r[bn.var]
+                                .values
+                                .iter()
+                                .map(|&v| T::ONE / (v + eps).sqrt())
+                                .collect(),
+                        )
+                    };
+                    // Per channel: sum of dy and of dy * xhat (in f64).
+                    let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
+                    for (xi, di) in x
+                        .data
+                        .chunks_exact(c * inner)
+                        .zip(dy.chunks_exact(c * inner))
+                    {
+                        for k in 0..c {
+                            let plane = k * inner..(k + 1) * inner;
+                            let (u, s) = (mean[k].to_f64(), inv[k].to_f64());
+                            for (&xv, &d) in xi[plane.clone()].iter().zip(&di[plane]) {
+                                s1[k] += d.to_f64();
+                                s2[k] += d.to_f64() * (xv.to_f64() - u) * s;
+                            }
+                        }
+                    }
+                    let sdy: Vec<T> = s1.into_iter().map(T::from_f64).collect();
+                    let sdyx: Vec<T> = s2.into_iter().map(T::from_f64).collect();
+                    let count = T::from_f64((x.data.len() / c.max(1)) as f64);
                     let mut dx = dy;
-                    if let Some(scale) = scale {
-                        let a: Vec<T> = scale.expand(&x.shape).map_err(|m| self.failed(step, m))?;
-                        for img in dx.chunks_exact_mut(a.len()) {
-                            for (d, &k) in img.iter_mut().zip(&a) {
-                                *d *= k;
+                    for (xi, di) in x
+                        .data
+                        .chunks_exact(c * inner)
+                        .zip(dx.chunks_exact_mut(c * inner))
+                    {
+                        for k in 0..c {
+                            let a = gamma[k] * inv[k];
+                            let plane = k * inner..(k + 1) * inner;
+                            for (&xv, d) in xi[plane.clone()].iter().zip(&mut di[plane]) {
+                                *d = if batch {
+                                    let xhat = (xv - mean[k]) * inv[k];
+                                    a * (*d - sdy[k] / count - xhat * sdyx[k] / count)
+                                } else {
+                                    a * *d
+                                };
                             }
                         }
                     }
                     add(step.inputs[0], dx, &mut grads);
+                    if wants(bn.scale, &dparams) {
+                        give(bn.scale, Some(sdyx), &mut grads, &mut dparams);
+                    }
+                    if wants(bn.bias, &dparams) {
+                        give(bn.bias, Some(sdy), &mut grads, &mut dparams);
+                    }
                 }
                 Op::Concat(a) => {
                     let a = shaped_axis(*a, x.shape.len()).expect("checked forward");
@@ -1802,6 +2033,33 @@ pub(crate) fn conv_backward<T: Real>(
 /// scoped threads costs more than the work (measured on LeNet, the MNIST ResNet and
 /// MobileNetV3 at batch 1, BENCHMARKS.md).
 const SPLIT_MIN: usize = 1 << 14;
+
+/// Per channel of `n` images of `c` planes of `inner` values: the mean and the biased variance
+/// (two passes, accumulated in f64).
+fn channel_moments<T: Real>(x: &[T], n: usize, c: usize, inner: usize) -> (Vec<T>, Vec<T>) {
+    let m = (n * inner).max(1) as f64;
+    let planes = || {
+        x.chunks_exact(c * inner)
+            .take(n)
+            .flat_map(|img| img.chunks_exact(inner).enumerate())
+    };
+    let mut mean = vec![0.0f64; c];
+    for (k, plane) in planes() {
+        mean[k] += plane.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    mean.iter_mut().for_each(|u| *u /= m);
+    let mut var = vec![0.0f64; c];
+    for (k, plane) in planes() {
+        var[k] += plane
+            .iter()
+            .map(|v| (v.to_f64() - mean[k]).powi(2))
+            .sum::<f64>();
+    }
+    (
+        mean.into_iter().map(T::from_f64).collect(),
+        var.into_iter().map(|v| T::from_f64(v / m)).collect(),
+    )
+}
 
 /// Runs `f(first_row, rows)` on `par` consecutive blocks of whole rows of `data` (rows of
 /// `row_len`), in scoped threads when `par > 1`.

@@ -11,7 +11,7 @@ use tract_onnx::pb;
 
 use super::kernels::Lrn;
 use super::network::{
-    Arg, Network, Op, Operand, Padding, Parameter, Reshape, Step, Tensor, Unary, WindowSpec,
+    Arg, BatchNorm, Network, Op, Padding, Parameter, Reshape, Step, Tensor, Unary, WindowSpec,
 };
 use super::real::Real;
 use super::shaped::{Binary, SliceAxis, reshape};
@@ -19,7 +19,7 @@ use crate::onnx_read::{self, attr, attr_ints, node_name};
 use pareidolia_eval::{EvalError, Layout, Model};
 
 /// The ops the evaluator differentiates, for messages.
-pub(crate) const DIFFERENTIABLE: &str = "Add, AveragePool, BatchNormalization (inference), Clip, Concat, Conv, Div, Dropout, Erf, Exp, Flatten, Gather (constant indices), Gemm, GlobalAveragePool, HardSigmoid, HardSwish, Identity, LayerNormalization, LRN, MatMul, MaxPool, Mul, Neg, Pow, ReduceMean, ReduceSum, Relu, Reshape, Sigmoid, Slice, Softmax, Split, Sqrt, Squeeze, Sub, Sum, Tanh, Transpose, Unsqueeze";
+pub(crate) const DIFFERENTIABLE: &str = "Add, AveragePool, BatchNormalization, Clip, Concat, Conv, Div, Dropout, Erf, Exp, Flatten, Gather (constant indices), Gemm, GlobalAveragePool, HardSigmoid, HardSwish, Identity, LayerNormalization, LRN, MatMul, MaxPool, Mul, Neg, Pow, ReduceMean, ReduceSum, Relu, Reshape, Sigmoid, Slice, Softmax, Split, Sqrt, Squeeze, Sub, Sum, Tanh, Transpose, Unsqueeze";
 /// The ops folded when all their inputs are constant.
 const FOLDABLE: &str = "Add, Cast, Constant, ConstantOfShape, Div, Identity, Mul, ReduceMean, Reshape, Slice, Sub, Tile, Unsqueeze";
 
@@ -435,6 +435,7 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
     let mut slots: HashMap<String, usize> = HashMap::from([(spec.name.clone(), 0)]);
     let mut steps: Vec<Step> = Vec::new();
     let mut params: Vec<Parameter<T>> = Vec::new();
+    let mut running: Vec<Parameter<T>> = Vec::new();
     let mut param_index: HashMap<String, usize> = HashMap::new();
     let mut param = |name: &str, c: &Const, params: &mut Vec<Parameter<T>>| -> usize {
         *param_index.entry(name.to_owned()).or_insert_with(|| {
@@ -921,31 +922,48 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
                         "its running-statistics outputs are used (training mode)".into(),
                     ));
                 }
-                let mut c = Vec::new();
-                for i in 1..5 {
-                    let (_, v) = constant(i)?
-                        .ok_or_else(|| refuse(model, node, format!("input {i} is missing")))?;
-                    c.push(v);
-                }
-                let len = c[0].data.len();
-                if c.iter().any(|v| v.data.len() != len) {
+                let scale = arg(1, true, &mut params)?;
+                let bias = arg(2, true, &mut params)?;
+                if matches!(scale, Arg::Value(_)) || matches!(bias, Arg::Value(_)) {
                     return Err(refuse(
                         model,
                         node,
-                        "scale, B, mean and var differ in length".into(),
+                        "a scale or bias computed from the image is not supported".into(),
                     ));
                 }
-                let eps = f64::from(attr_float(node, "epsilon", 1e-5));
-                let scale: Vec<f64> = (0..len)
-                    .map(|k| c[0].data[k] / (c[3].data[k] + eps).sqrt())
-                    .collect();
-                let shift: Vec<f64> = (0..len)
-                    .map(|k| c[1].data[k] - c[2].data[k] * scale[k])
-                    .collect();
-                Op::Affine {
-                    scale: Some(Operand::Channel(scale)),
-                    shift: Some(Operand::Channel(shift)),
-                }
+                let stat = |i: usize, running: &mut Vec<Parameter<T>>| {
+                    let what = if i == 3 { "mean" } else { "variance" };
+                    let name = node.input.get(i).filter(|n| !n.is_empty()).ok_or_else(|| {
+                        refuse(
+                            model,
+                            node,
+                            format!("input {i} (the running {what}) is missing"),
+                        )
+                    })?;
+                    let v = consts.get(name).ok_or_else(|| {
+                        refuse(
+                            model,
+                            node,
+                            format!("input {i} (`{name}`, the running {what}) must be a constant"),
+                        )
+                    })?;
+                    running.push(Parameter {
+                        name: name.clone(),
+                        shape: v.shape.clone(),
+                        values: v.data.iter().map(|&a| T::from_f64(a)).collect(),
+                    });
+                    Ok::<usize, EvalError>(running.len() - 1)
+                };
+                let mean = stat(3, &mut running)?;
+                let var = stat(4, &mut running)?;
+                Op::BatchNorm(BatchNorm {
+                    scale,
+                    bias,
+                    mean,
+                    var,
+                    epsilon: f64::from(attr_float(node, "epsilon", 1e-5)),
+                    momentum: f64::from(attr_float(node, "momentum", 0.9)),
+                })
             }
             "AveragePool" => {
                 let window = window(attr_ints(node, "kernel_shape"), true)?;
@@ -1150,6 +1168,8 @@ pub(crate) fn load<T: Real>(model: &Model) -> Result<Network<T>, EvalError> {
         output,
         softmax_removed,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        running,
+        batch_statistics: false,
     })
 }
 
