@@ -501,3 +501,76 @@ fn a_retrain_that_fails_before_its_first_generation_leaves_nothing() {
     success(retrain(&fixed));
     assert!(out.join("retrain.json").is_file());
 }
+
+/// Issue 25 item 4: `retrain`'s training step (the head widened by a class, then SGD) on every
+/// architecture that ends in a Gemm or MatMul + Add: today's four (`models/modern-zoo`: a
+/// ResNet with BatchNorm, MobileNetV3, ConvNeXt, a ViT) and the trained MNIST ResNet and ViT,
+/// with batch statistics where there is BatchNorm. Each writes a model of 11 classes, the last
+/// `fooling`, whose ONNX loads and runs in tract, with new weights and a finite loss.
+#[test]
+fn every_modern_architecture_is_widened_and_trained() {
+    use pareidolia_experiments::retrain::{LabelledBytes, TrainJob, train_model};
+    use pareidolia_grad::train::SgdRecipe;
+    let dir = temp_dir("retrain-modern");
+    for manifest in [
+        "models/modern-zoo/resnet_bn.toml",
+        "models/modern-zoo/mobilenetv3_small.toml",
+        "models/modern-zoo/convnext.toml",
+        "models/modern-zoo/vit.toml",
+        "models/mnist-resnet-bn/manifest.toml",
+        "models/mnist-vit/manifest.toml",
+    ] {
+        let base = Model::load(&ModelRef::Path(root().join(manifest))).unwrap();
+        // Two images per class of the widened model (11 classes), seeded noise.
+        let image_len = base.image_len();
+        let labels: Vec<u32> = (0..22).map(|i| i % 11).collect();
+        let pixels: Vec<u8> = (0..22 * image_len)
+            .map(|i| ((i as u64 * 2_654_435_761) >> 13) as u8)
+            .collect();
+        let set = LabelledBytes {
+            image_len,
+            pixels,
+            labels,
+        };
+        let recipe = SgdRecipe {
+            iterations: 3,
+            batch: 8,
+            base_lr: 0.001,
+            init: pareidolia_grad::train::Init::Keep,
+            ..SgdRecipe::caffe_lenet(1)
+        };
+        let out = dir.join(base.name());
+        let job = TrainJob {
+            base: &base,
+            widen: true,
+            name: format!("{}-wide", base.name()),
+            train: &set,
+            held_out: None,
+            recipe,
+            threads: 2,
+            data_provenance: "seeded noise".into(),
+        };
+        let record = train_model(&job, &out, &mut |_| std::ops::ControlFlow::Continue(()))
+            .unwrap_or_else(|e| panic!("{manifest}: {e}"))
+            .expect("not stopped");
+        assert_eq!(record.classes, 11, "{manifest}");
+        assert_eq!(record.report.iterations, 3, "{manifest}");
+        assert!(
+            record.report.loss_curve.iter().all(|(_, l)| l.is_finite()),
+            "{manifest}: {:?}",
+            record.report.loss_curve
+        );
+        let trained = load(&out);
+        assert_eq!(trained.classes(), 11);
+        assert_eq!(trained.labels.last().map(String::as_str), Some("fooling"));
+        let mut tract = pareidolia_eval::Backend::prepare(&pareidolia_eval::TractBackend, &trained)
+            .unwrap_or_else(|e| panic!("{manifest}: {e}"));
+        let out = tract.infer(&set.pixels[..2 * image_len], 2).unwrap();
+        assert_eq!(out.len(), 22, "{manifest}");
+        assert!(out.iter().all(|v| v.is_finite()), "{manifest}");
+        assert_ne!(
+            trained.sha256, base.sha256,
+            "{manifest}: nothing was trained"
+        );
+    }
+}
