@@ -5,7 +5,7 @@
 
 use pareidolia_core::image_io::read_png;
 use pareidolia_eval::{Backend, Model, ModelRef, OutputKind, TractBackend, View, ViewSpec};
-use pareidolia_grad::grad::{CpuGradient, CpuModel, GradientBackend, Objective};
+use pareidolia_grad::grad::{CpuGradient, CpuModel, GradientBackend, Objective, Wrt};
 use pareidolia_plugin::softmax;
 
 use crate::backends::pattern_images;
@@ -286,7 +286,11 @@ fn splitting_the_work_across_threads_changes_no_gradient() {
         let mut passes = Vec::new();
         for threads in [1, 3] {
             m.network_mut().set_threads(threads);
-            passes.push(m.network().gradient(&input, batch, 1, true, &seed).unwrap());
+            passes.push(
+                m.network()
+                    .gradient(&input, batch, 1, Wrt::Both, &seed)
+                    .unwrap(),
+            );
         }
         let (a, b) = (&passes[0], &passes[1]);
         assert_eq!(a.outputs, b.outputs);
@@ -402,7 +406,10 @@ fn check_weight_gradients(model: &Model, eps: f64, tolerance: f64) {
             })
             .sum()
     };
-    let pass = m.network().gradient(&input, 2, 1, true, &seed).unwrap();
+    let pass = m
+        .network()
+        .gradient(&input, 2, 1, Wrt::Both, &seed)
+        .unwrap();
     let loss0 = loss(&m);
     let grads = pass.parameter_gradients.unwrap();
     assert_eq!(grads.len(), m.network().parameters().len());
@@ -513,7 +520,7 @@ fn batch_statistics_match_pytorch_train_mode_on_the_mnist_resnet() {
             *g = (p - f64::from(u8::from(k == labels[i]))) / n as f64;
         }
     };
-    let pass = net.gradient(&x, n, 1, true, &seed).unwrap();
+    let pass = net.gradient(&x, n, 1, Wrt::Both, &seed).unwrap();
     let loss: f64 = pass
         .outputs
         .chunks(10)

@@ -10,11 +10,13 @@
 mod dataset;
 pub mod grad;
 mod held_out;
+mod memory;
 mod onnx_edit;
 mod onnx_read;
 pub mod train;
 
 pub use dataset::{LabelledImages, TrainingData};
 pub use held_out::{HeldOut, HeldOutLayout, read_held_out};
+pub use memory::keep_freed_memory;
 pub use onnx_edit::{ClassifierHead, FloatTensor, HeadKind, OnnxGraph, Widened};
 pub use pareidolia_eval::{DatasetProblem, EditProblem, EvalError};

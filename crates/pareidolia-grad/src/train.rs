@@ -22,7 +22,7 @@ use rand::{RngExt as _, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::OnnxGraph;
-use crate::grad::{Network, ParameterRole};
+use crate::grad::{Network, ParameterRole, Wrt};
 use pareidolia_eval::{EvalError, Preprocessor};
 
 /// How the weights start.
@@ -358,7 +358,7 @@ fn sgd(
         let seed = move |i: usize, out: &[f32], d: &mut [f32]| {
             cross_entropy(out, labels[i], scale, Some(d));
         };
-        let pass = network.gradient(&x, recipe.batch, 1, true, &seed)?;
+        let pass = network.gradient(&x, recipe.batch, 1, Wrt::Parameters, &seed)?;
         let loss: f64 = pass
             .outputs
             .chunks_exact(classes)

@@ -110,6 +110,7 @@ pub(crate) fn default_train_data() -> Result<PathBuf> {
 
 /// `pareidolia train`.
 pub fn train(args: TrainArgs) -> Result<()> {
+    pareidolia_grad::keep_freed_memory();
     let mut base = Model::load(&ModelRef::parse(&args.model, &std::env::current_dir()?))
         .with_context(|| format!("cannot load the model {}", args.model))?;
     if let Some(path) = &args.labels {
@@ -226,6 +227,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
 
 /// `pareidolia retrain`.
 pub fn retrain(args: RetrainArgs) -> Result<()> {
+    pareidolia_grad::keep_freed_memory();
     let continuing = args.out.join(PLAN_FILE).exists();
     // A fresh retrain into a new folder that fails before any run has scored a generation
     // leaves nothing behind, so the same command can simply be run again.

@@ -220,34 +220,83 @@ pub(crate) fn depthwise_backward<T: Real>(
     }
 }
 
-/// One max-pooling plane (padding never wins); `arg[o]` is the input index of each output's
-/// maximum (the first, where several tie).
+/// Max pooling of whole planes (`x` holds any number of `h x w` planes, `out` and `arg` as
+/// many `oh x ow` ones); padding never wins. `arg[o]` is the index within its plane of each
+/// output's maximum (the first, where several tie).
 pub(crate) fn max_pool_forward<T: Real>(x: &[T], g: &Window, out: &mut [T], arg: &mut [u32]) {
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let mut best: Option<(T, usize)> = None;
-            for ky in 0..g.kh {
-                let iy = (oy * g.sh) as isize + g.row_offset(ky);
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
-                }
-                for kx in 0..g.kw {
-                    let ix = (ox * g.sw) as isize + g.col_offset(kx);
-                    if ix < 0 || ix >= g.w as isize {
-                        continue;
-                    }
-                    let i = iy as usize * g.w + ix as usize;
-                    // NaN wins, so it propagates as in the other backends.
-                    if best.is_none_or(|(b, _)| x[i] > b || x[i].is_nan()) {
-                        best = Some((x[i], i));
+    // The window's bounds once per call, not per plane (their divisions cost more than a
+    // small plane's pooling); then tap by tap over whole output rows, keeping the best so far.
+    let (hw, ohw) = (g.h * g.w, g.out_len());
+    let rows: Vec<(usize, usize)> = (0..g.oh)
+        .map(|oy| inside(oy * g.sh, g.pt, g.dh, g.kh, g.h))
+        .collect();
+    let cols: Vec<(usize, usize)> = (0..g.ow)
+        .map(|ox| inside(ox * g.sw, g.pl, g.dw, g.kw, g.w))
+        .collect();
+    let taps: Vec<(isize, usize, usize)> = (0..g.kw)
+        .map(|kx| {
+            let off = g.col_offset(kx);
+            let (lo, hi) = valid(off, g.sw, g.w, g.ow);
+            (off, lo, hi)
+        })
+        .collect();
+    for ((xp, op), ap) in x
+        .chunks_exact(hw)
+        .zip(out.chunks_exact_mut(ohw))
+        .zip(arg.chunks_exact_mut(ohw))
+    {
+        for (oy, &(ky0, ky1)) in rows.iter().enumerate() {
+            let o = &mut op[oy * g.ow..(oy + 1) * g.ow];
+            let a = &mut ap[oy * g.ow..(oy + 1) * g.ow];
+            if ky0 >= ky1 {
+                o.fill(T::ZERO);
+                a.fill(0);
+                continue;
+            }
+            // Each output starts at its window's first pixel inside the input.
+            let row0 = (oy * g.sh + ky0 * g.dh - g.pt) * g.w;
+            for (ox, &(kx0, kx1)) in cols.iter().enumerate() {
+                let (v, i) = if kx0 < kx1 {
+                    let i = row0 + ox * g.sw + kx0 * g.dw - g.pl;
+                    (xp[i], i as u32)
+                } else {
+                    (T::ZERO, 0)
+                };
+                o[ox] = v;
+                a[ox] = i;
+            }
+            for ky in ky0..ky1 {
+                let row = ((oy * g.sh + ky * g.dh - g.pt) * g.w) as isize;
+                for &(off, lo, hi) in &taps {
+                    for ox in lo..hi {
+                        let i = (row + (ox * g.sw) as isize + off) as usize;
+                        let v = xp[i];
+                        // NaN wins, so it propagates as in the other backends; a tie keeps
+                        // the first. Selected by masks: as a branch, a comparison of noise
+                        // mispredicts half the time.
+                        let better = (v > o[ox]) | v.is_nan();
+                        let m = (better as u32).wrapping_neg();
+                        a[ox] = (a[ox] & !m) | (i as u32 & m);
+                        o[ox] = xp[a[ox] as usize];
                     }
                 }
             }
-            let (v, i) = best.unwrap_or((T::ZERO, 0));
-            out[oy * g.ow + ox] = v;
-            arg[oy * g.ow + ox] = i as u32;
         }
     }
+}
+
+/// The kernel taps `k0..k1` of a window starting at `start - pad` (taps `dilation` apart)
+/// whose input index lies in `0..len`; empty where none does.
+fn inside(start: usize, pad: usize, dilation: usize, taps: usize, len: usize) -> (usize, usize) {
+    // start + k * dilation >= pad  and  start + k * dilation < len + pad
+    let k0 = pad.saturating_sub(start).div_ceil(dilation);
+    let k1 = if len + pad <= start {
+        0
+    } else {
+        (len + pad - start - 1) / dilation + 1
+    };
+    let k1 = k1.min(taps);
+    (k0.min(k1), k1)
 }
 
 /// The backward of [`max_pool_forward`]: each output's gradient goes to its maximum.
@@ -479,6 +528,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn inside_is_exactly_the_taps_within_the_input() {
+        for start in 0..8 {
+            for pad in 0..4 {
+                for dilation in 1..4 {
+                    for len in 1..7 {
+                        let taps = 4;
+                        let (k0, k1) = inside(start, pad, dilation, taps, len);
+                        for k in 0..taps {
+                            let i = (start + k * dilation) as isize - pad as isize;
+                            assert_eq!(
+                                (0..len as isize).contains(&i),
+                                (k0..k1).contains(&k),
+                                "{start} {pad} {dilation} {len} {k}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn im2col_convolution_and_depthwise_agree_with_the_definition_and_fd() {
         for g in geometries() {
             let x = noise(1, g.h * g.w);
@@ -541,6 +612,51 @@ pub(crate) mod tests {
             let lhs: f64 = col.iter().zip(&c).map(|(a, b)| a * b).sum();
             let rhs: f64 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-10, "{g:?}: {lhs} vs {rhs}");
+        }
+    }
+
+    #[test]
+    fn max_pool_picks_the_first_maximum_inside_the_input_and_lets_nan_win() {
+        // The definition, by the window's bounds-tested walk.
+        let reference = |x: &[f64], g: &Window| -> (Vec<f64>, Vec<u32>) {
+            let (mut out, mut arg) = (vec![0.0; g.out_len()], vec![0; g.out_len()]);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut best: Option<(f64, usize)> = None;
+                    g.each_input(oy, ox, |i| {
+                        if best.is_none_or(|(b, _)| x[i] > b || x[i].is_nan()) {
+                            best = Some((x[i], i));
+                        }
+                    });
+                    let (v, i) = best.unwrap_or((0.0, 0));
+                    out[oy * g.ow + ox] = v;
+                    arg[oy * g.ow + ox] = i as u32;
+                }
+            }
+            (out, arg)
+        };
+        let mut geometries = geometries();
+        // Ties (a plateau of equal values) and a window that overhangs by more than a tap.
+        geometries.push(window(6, 6, 2, 2, [0, 0, 0, 0], 1));
+        geometries.push(window(5, 5, 3, 3, [2, 2, 2, 2], 1));
+        for g in geometries {
+            let mut x = noise(9, g.h * g.w);
+            for v in x.iter_mut().step_by(5) {
+                *v = 0.25; // equal values: the first one must win
+            }
+            for nan in [false, true] {
+                if nan {
+                    x[g.w + 1] = f64::NAN;
+                    x[g.h * g.w - 1] = f64::NAN;
+                }
+                let (mut out, mut arg) = (vec![0.0; g.out_len()], vec![0; g.out_len()]);
+                max_pool_forward(&x, &g, &mut out, &mut arg);
+                let (want, want_arg) = reference(&x, &g);
+                assert_eq!(arg, want_arg, "{g:?}");
+                for (a, b) in out.iter().zip(&want) {
+                    assert!(a == b || (a.is_nan() && b.is_nan()), "{g:?}: {a} vs {b}");
+                }
+            }
         }
     }
 

@@ -44,7 +44,7 @@ mod real;
 mod shaped;
 
 pub use choice::{ChosenGradient, prepare_gradient};
-pub use network::{Network, Parameter, ParameterRole, Pass, Seed};
+pub use network::{Network, Parameter, ParameterRole, Pass, Seed, Wrt};
 pub use ort::{GraphModel, OrtGradient};
 pub use pareidolia_core::Objective;
 pub use real::Real;
@@ -509,7 +509,9 @@ impl<T: Real> CpuModel<T> {
                 }
             }
         };
-        let pass = self.network.gradient(&input, batch * k, k, false, &seed)?;
+        let pass = self
+            .network
+            .gradient(&input, batch * k, k, Wrt::Input, &seed)?;
         let pixels = self.to_pixels(&pass.input_gradient, batch);
         Ok(Gradients {
             batch,
@@ -932,7 +934,7 @@ mod tests {
         assert_ne!(net.forward(&x[..8], 2).unwrap()[..8], train[..8]);
         // The pass reports the statistics; the running ones move as PyTorch's do.
         let pass = net
-            .gradient(&x, 3, 1, true, &|_, _, d: &mut [f64]| d.fill(1.0))
+            .gradient(&x, 3, 1, Wrt::Both, &|_, _, d: &mut [f64]| d.fill(1.0))
             .unwrap();
         assert_eq!(pass.batch_statistics.len(), 1);
         assert_eq!(pass.batch_statistics[0].count, 12);
@@ -954,7 +956,7 @@ mod tests {
         // Without batch statistics a pass reports none.
         net.set_batch_statistics(false);
         let pass = net
-            .gradient(&x, 3, 1, true, &|_, _, d: &mut [f64]| d.fill(1.0))
+            .gradient(&x, 3, 1, Wrt::Both, &|_, _, d: &mut [f64]| d.fill(1.0))
             .unwrap();
         assert!(pass.batch_statistics.is_empty());
         net.reset_running_statistics();
@@ -981,7 +983,7 @@ mod tests {
             let seed = |i: usize, _: &[f64], d: &mut [f64]| {
                 d.copy_from_slice(&r[i * 8..(i + 1) * 8]);
             };
-            let pass = net.gradient(&x, 3, 1, true, &seed).unwrap();
+            let pass = net.gradient(&x, 3, 1, Wrt::Both, &seed).unwrap();
             let what = format!("batch statistics {batch_statistics}");
             kernels::tests::check_gradient(
                 &|v| loss(&net, v),

@@ -421,15 +421,37 @@ pub struct Network<T> {
 /// `seed(group, outputs, d_outputs)` (see [`Network::gradient`]).
 pub type Seed<'a, T> = dyn Fn(usize, &[T], &mut [T]) + Sync + 'a;
 
+/// The gradients a backward pass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrt {
+    /// The input's only (gradient ascent).
+    Input,
+    /// The parameters' only (training: the images are data, and the first layer skips the
+    /// input gradient; [`Pass::input_gradient`] is empty).
+    Parameters,
+    /// Both.
+    Both,
+}
+
+impl Wrt {
+    fn parameters(self) -> bool {
+        self != Wrt::Input
+    }
+    fn input(self) -> bool {
+        self != Wrt::Parameters
+    }
+}
+
 /// What one backward pass computed for a batch.
 #[derive(Debug, Clone)]
 pub struct Pass<T> {
     /// The network's outputs, `batch * outputs` (the logits where a final Softmax was removed).
     pub outputs: Vec<T>,
-    /// The gradient with respect to the network's input tensor, in its NCHW layout.
+    /// The gradient with respect to the network's input tensor, in its NCHW layout; empty
+    /// unless asked for ([`Wrt`]).
     pub input_gradient: Vec<T>,
     /// The gradient with respect to each parameter ([`Network::parameters`] order), summed over
-    /// the batch; `None` unless asked for.
+    /// the batch; `None` unless asked for ([`Wrt`]).
     pub parameter_gradients: Option<Vec<Vec<T>>>,
     /// With batch statistics on ([`Network::set_batch_statistics`]), each BatchNormalization's
     /// statistics over this batch, in graph order, for
@@ -701,14 +723,14 @@ impl<T: Real> Network<T> {
     /// Runs the network forward and backward on `batch` NCHW images, in groups of `group`
     /// consecutive images (the crops of one canvas; `batch` must be a multiple). `seed(group,
     /// outputs, d_outputs)` is called once per group with the outputs of its images and fills
-    /// the gradient of the objective with respect to them (zeroed beforehand). Parameter
-    /// gradients are computed only when `parameters` is true.
+    /// the gradient of the objective with respect to them (zeroed beforehand). `wrt` says
+    /// which gradients to compute.
     pub fn gradient(
         &self,
         input: &[T],
         batch: usize,
         group: usize,
-        parameters: bool,
+        wrt: Wrt,
         seed: &Seed<'_, T>,
     ) -> Result<Pass<T>, EvalError> {
         self.check_input(input, batch)?;
@@ -764,7 +786,7 @@ impl<T: Real> Network<T> {
                                 seed((start + done) / group + i, o, g);
                             }
                             outputs.extend_from_slice(&out.data);
-                            let (dxm, dpm) = self.backward(tape, d, parameters, par)?;
+                            let (dxm, dpm) = self.backward(tape, d, wrt, par)?;
                             dx.extend(dxm);
                             match (&mut dp, dpm) {
                                 (None, p) => dp = p,
@@ -953,17 +975,10 @@ impl<T: Real> Network<T> {
                 let Some(g) = window.resolve(h, w) else {
                     return bad(format!("kernel larger than the padded {h}x{w} input"));
                 };
-                let (hw, ohw) = (h * w, g.out_len());
+                let ohw = g.out_len();
                 let mut out = vec![T::ZERO; n * c * ohw];
                 aux.resize(n * c * ohw, 0);
-                for p in 0..n * c {
-                    kernels::max_pool_forward(
-                        &x.data[p * hw..(p + 1) * hw],
-                        &g,
-                        &mut out[p * ohw..(p + 1) * ohw],
-                        &mut aux[p * ohw..(p + 1) * ohw],
-                    );
-                }
+                kernels::max_pool_forward(&x.data, &g, &mut out, aux);
                 Tensor {
                     shape: vec![n, c, g.oh, g.ow],
                     data: out,
@@ -1367,21 +1382,22 @@ impl<T: Real> Network<T> {
         Ok((kept, scale))
     }
 
-    /// Backward through the tape from `d_output`; returns the input gradient and, when asked,
-    /// the parameter gradients.
+    /// Backward through the tape from `d_output`; returns the input gradient (empty unless
+    /// asked for) and, when asked, the parameter gradients.
     #[allow(clippy::type_complexity)]
     fn backward(
         &self,
         tape: Tape<T>,
         d_output: Vec<T>,
-        parameters: bool,
+        wrt: Wrt,
         par: usize,
     ) -> Result<(Vec<T>, Option<Vec<Vec<T>>>), EvalError> {
         let Tape { values, aux, stats } = tape;
         let n = values[0].shape[0];
+        let needed = self.gradients_needed(wrt);
         let mut grads: Vec<Option<Vec<T>>> = vec![None; self.slots];
         grads[self.output] = Some(d_output);
-        let mut dparams: Option<Vec<Vec<T>>> = parameters.then(|| {
+        let mut dparams: Option<Vec<Vec<T>>> = wrt.parameters().then(|| {
             self.params
                 .iter()
                 .map(|p| vec![T::ZERO; p.values.len()])
@@ -1438,7 +1454,7 @@ impl<T: Real> Network<T> {
                     let wt = &self.params[*weight];
                     let cout = wt.shape[0];
                     let g = window.resolve(h, w).expect("resolved forward");
-                    let mut dx = vec![T::ZERO; x.data.len()];
+                    let mut dx = needed[step.inputs[0]].then(|| vec![T::ZERO; x.data.len()]);
                     let (mut dw, mut db) = (None, None);
                     if let Some(dp) = dparams.as_mut() {
                         dw = Some(std::mem::take(&mut dp[*weight]));
@@ -1452,7 +1468,7 @@ impl<T: Real> Network<T> {
                         cout,
                         *group,
                         &g,
-                        &mut dx,
+                        dx.as_deref_mut(),
                         dw.as_deref_mut(),
                         db.as_deref_mut(),
                         par,
@@ -1463,7 +1479,9 @@ impl<T: Real> Network<T> {
                             dp[*b] = db;
                         }
                     }
-                    add(step.inputs[0], dx, &mut grads);
+                    if let Some(dx) = dx {
+                        add(step.inputs[0], dx, &mut grads);
+                    }
                 }
                 Op::MaxPool(_) => {
                     let [_, c, h, w] = x.shape[..] else {
@@ -1779,10 +1797,38 @@ impl<T: Real> Network<T> {
                 }
             }
         }
-        let dx = grads[0]
-            .take()
-            .unwrap_or_else(|| vec![T::ZERO; values[0].data.len()]);
+        let dx = match grads[0].take() {
+            Some(dx) if wrt.input() => dx,
+            _ if wrt.input() => vec![T::ZERO; values[0].data.len()],
+            _ => Vec::new(),
+        };
         Ok((dx, dparams))
+    }
+
+    /// Per value slot, whether its gradient is needed: a slot computed from the input when
+    /// the input's gradient is asked for, and one computed from a parameter when theirs are.
+    fn gradients_needed(&self, wrt: Wrt) -> Vec<bool> {
+        let mut needed = vec![false; self.slots];
+        needed[0] = wrt.input();
+        for step in &self.steps {
+            needed[step.output] = (wrt.parameters() && step.op.reads_parameters())
+                || step.inputs.iter().any(|&i| needed[i]);
+        }
+        needed
+    }
+}
+
+impl Op {
+    /// Whether the op reads a trainable parameter.
+    fn reads_parameters(&self) -> bool {
+        let param = |a: &Arg| matches!(a, Arg::Param(_));
+        match self {
+            Op::Conv { .. } | Op::Gemm { .. } => true,
+            Op::Binary { a, b, .. } | Op::MatMul { a, b } => param(a) || param(b),
+            Op::LayerNorm { scale, bias, .. } => param(scale) || bias.as_ref().is_some_and(param),
+            Op::BatchNorm(bn) => param(&bn.scale) || param(&bn.bias),
+            _ => false,
+        }
     }
 }
 
@@ -1822,8 +1868,10 @@ fn pointwise(g: &Window) -> bool {
         && g.ow == g.w
 }
 
-/// A batch of convolutions: depthwise (one input channel per group) as a direct loop, the
-/// rest as im2col and a matrix product per image and group.
+/// A batch of convolutions: depthwise (one input and one output channel per group) as a direct
+/// loop, the rest as im2col and a matrix product per image and group (a first layer's one input
+/// channel with many outputs, LeNet's, is a product too: the direct loop would read its plane
+/// once per output channel).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_forward<T: Real>(
     x: &[T],
@@ -1840,7 +1888,8 @@ pub(crate) fn conv_forward<T: Real>(
     let (cg, og) = (cin / group, cout / group);
     let kk = g.kh * g.kw;
     let k = cg * kk;
-    let mut col = if cg == 1 || pointwise(g) {
+    let depthwise = cg == 1 && og == 1;
+    let mut col = if depthwise || pointwise(g) {
         Vec::new()
     } else {
         vec![T::ZERO; k * ohw]
@@ -1849,7 +1898,7 @@ pub(crate) fn conv_forward<T: Real>(
         .chunks_exact(cin * hw)
         .zip(out.chunks_exact_mut(cout * ohw))
     {
-        if cg == 1 {
+        if depthwise {
             split_rows(oi, ohw, par, &|oc0, planes: &mut [T]| {
                 for (j, plane) in planes.chunks_exact_mut(ohw).enumerate() {
                     let oc = oc0 + j;
@@ -1894,7 +1943,8 @@ pub(crate) fn conv_forward<T: Real>(
     }
 }
 
-/// The backward of [`conv_forward`]: adds into `dx`, and into `dw` and `db` when given.
+/// The backward of [`conv_forward`]: adds into `dx` when given (a network's input needs no
+/// gradient when only the parameters are trained), and into `dw` and `db` when given.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_backward<T: Real>(
     x: &[T],
@@ -1904,7 +1954,7 @@ pub(crate) fn conv_backward<T: Real>(
     cout: usize,
     group: usize,
     g: &Window,
-    dx: &mut [T],
+    mut dx: Option<&mut [T]>,
     mut dw: Option<&mut [T]>,
     mut db: Option<&mut [T]>,
     par: usize,
@@ -1914,27 +1964,44 @@ pub(crate) fn conv_backward<T: Real>(
     let kk = g.kh * g.kw;
     let k = cg * kk;
     let direct = pointwise(g);
-    let mut dcol = if cg == 1 {
+    let depthwise = cg == 1 && og == 1;
+    let mut dcol = if depthwise || dx.is_none() {
         Vec::new()
     } else {
         vec![T::ZERO; k * ohw]
     };
-    let mut col = if cg == 1 || direct || dw.is_none() {
+    let mut col = if depthwise || direct || dw.is_none() {
         Vec::new()
     } else {
         vec![T::ZERO; k * ohw]
     };
-    for ((xi, di), dxi) in x
+    // Without an input gradient the depthwise loop still wants a plane to write into.
+    let mut scratch = if dx.is_none() && depthwise {
+        vec![T::ZERO; x.len()]
+    } else {
+        Vec::new()
+    };
+    let dx: &mut [T] = match dx.as_deref_mut() {
+        Some(dx) => dx,
+        None => &mut scratch,
+    };
+    let want_dx = !dx.is_empty();
+    for (n, (xi, di)) in x
         .chunks_exact(cin * hw)
         .zip(dout.chunks_exact(cout * ohw))
-        .zip(dx.chunks_exact_mut(cin * hw))
+        .enumerate()
     {
+        let dxi: &mut [T] = if want_dx {
+            &mut dx[n * cin * hw..(n + 1) * cin * hw]
+        } else {
+            &mut []
+        };
         if let Some(db) = db.as_deref_mut() {
             for (oc, plane) in di.chunks_exact(ohw).enumerate() {
                 db[oc] += plane.iter().copied().sum::<T>();
             }
         }
-        if cg == 1 && og == 1 && par > 1 && cin * hw >= SPLIT_MIN {
+        if depthwise && par > 1 && cin * hw >= SPLIT_MIN {
             // One output channel per input channel: planes are independent.
             let threads = par.min(cout);
             let per = cout.div_ceil(threads);
@@ -1962,7 +2029,7 @@ pub(crate) fn conv_backward<T: Real>(
             });
             continue;
         }
-        if cg == 1 {
+        if depthwise {
             for oc in 0..cout {
                 let ic = oc / og;
                 kernels::depthwise_backward(
@@ -1995,7 +2062,9 @@ pub(crate) fn conv_backward<T: Real>(
                     )
                 }
             };
-            if direct {
+            if !want_dx {
+                // the parameters' gradients only
+            } else if direct {
                 split_rows(
                     &mut dxi[gi * cg * hw..(gi + 1) * cg * hw],
                     ohw,
