@@ -110,6 +110,11 @@ mod tests {
             assert!(e.message().contains(&format!("gene {bad}")), "{e}");
         }
         let short = &Genome::new(vec![0.5; 3]).encode()[..12];
-        assert!(Genome::decode(short).unwrap_err().message().contains("3 genes"));
+        assert!(
+            Genome::decode(short)
+                .unwrap_err()
+                .message()
+                .contains("3 genes")
+        );
     }
 }

@@ -1954,7 +1954,7 @@ pub(crate) fn conv_backward<T: Real>(
     cout: usize,
     group: usize,
     g: &Window,
-    mut dx: Option<&mut [T]>,
+    dx: Option<&mut [T]>,
     mut dw: Option<&mut [T]>,
     mut db: Option<&mut [T]>,
     par: usize,
@@ -1981,7 +1981,7 @@ pub(crate) fn conv_backward<T: Real>(
     } else {
         Vec::new()
     };
-    let dx: &mut [T] = match dx.as_deref_mut() {
+    let dx: &mut [T] = match dx {
         Some(dx) => dx,
         None => &mut scratch,
     };
