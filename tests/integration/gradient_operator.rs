@@ -130,7 +130,13 @@ fn a_steered_run_is_the_same_with_any_workers_and_resumes_exactly() {
     assert_eq!(run_result(&one), run_result(&two));
     assert_eq!(history_without_time(&one), history_without_time(&two));
     let part = run("part", 2, 5);
-    success(Pareidolia::resume(&part).generations(12).output());
+    // `resume` serves HTTP; any free port, not the default one (another daemon may hold it).
+    success(
+        Pareidolia::resume(&part)
+            .generations(12)
+            .listen("127.0.0.1:0")
+            .output(),
+    );
     assert_eq!(run_result(&part), run_result(&one));
     assert_eq!(history_without_time(&part), history_without_time(&one));
 }
