@@ -985,6 +985,13 @@ mod tests {
             };
             let pass = net.gradient(&x, 3, 1, Wrt::Both, &seed).unwrap();
             let what = format!("batch statistics {batch_statistics}");
+            // Asking for one kind of gradient gives exactly that part of both.
+            let only = net.gradient(&x, 3, 1, Wrt::Parameters, &seed).unwrap();
+            assert!(only.input_gradient.is_empty(), "{what}");
+            assert_eq!(only.parameter_gradients, pass.parameter_gradients, "{what}");
+            let only = net.gradient(&x, 3, 1, Wrt::Input, &seed).unwrap();
+            assert!(only.parameter_gradients.is_none(), "{what}");
+            assert_eq!(only.input_gradient, pass.input_gradient, "{what}");
             kernels::tests::check_gradient(
                 &|v| loss(&net, v),
                 &x,
