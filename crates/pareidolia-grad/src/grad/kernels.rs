@@ -73,27 +73,43 @@ impl Window {
     pub fn out_len(&self) -> usize {
         self.oh * self.ow
     }
+
+    /// Per kernel row, the output rows whose input row lies inside the input (computed once
+    /// per call of a kernel rather than per channel: the divisions cost more than a small
+    /// plane's copy).
+    fn tap_rows(&self) -> Vec<(usize, usize)> {
+        (0..self.kh)
+            .map(|ky| valid(self.row_offset(ky), self.sh, self.h, self.oh))
+            .collect()
+    }
+
+    /// Per kernel column, its input offset and the output columns it reaches inside the input.
+    fn tap_cols(&self) -> Vec<(isize, usize, usize)> {
+        (0..self.kw)
+            .map(|kx| {
+                let off = self.col_offset(kx);
+                let (lo, hi) = valid(off, self.sw, self.w, self.ow);
+                (off, lo, hi)
+            })
+            .collect()
+    }
 }
 
 /// `col[(c * kh + ky) * kw + kx][oy * ow + ox] = x[c][iy][ix]` (zero in the padding), for
 /// `channels` planes of `x`.
 pub(crate) fn im2col<T: Real>(x: &[T], channels: usize, g: &Window, col: &mut [T]) {
     let (hw, ohw) = (g.h * g.w, g.out_len());
+    let (rows, cols) = (g.tap_rows(), g.tap_cols());
     for c in 0..channels {
         let plane = &x[c * hw..(c + 1) * hw];
-        for ky in 0..g.kh {
-            let (ylo, yhi) = valid(g.row_offset(ky), g.sh, g.h, g.oh);
-            for kx in 0..g.kw {
+        for (ky, &(ylo, yhi)) in rows.iter().enumerate() {
+            for (kx, &(off, xlo, xhi)) in cols.iter().enumerate() {
                 let row = (c * g.kh + ky) * g.kw + kx;
                 let dst = &mut col[row * ohw..(row + 1) * ohw];
-                let off = g.col_offset(kx);
-                let (xlo, xhi) = valid(off, g.sw, g.w, g.ow);
-                for oy in 0..g.oh {
+                dst[..ylo * g.ow].fill(T::ZERO);
+                dst[yhi.max(ylo) * g.ow..].fill(T::ZERO);
+                for oy in ylo..yhi {
                     let out = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-                    if oy < ylo || oy >= yhi {
-                        out.fill(T::ZERO);
-                        continue;
-                    }
                     let iy = (oy * g.sh) as isize + g.row_offset(ky);
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
                     out[..xlo].fill(T::ZERO);
@@ -115,21 +131,27 @@ pub(crate) fn im2col<T: Real>(x: &[T], channels: usize, g: &Window, col: &mut [T
 /// The adjoint of [`im2col`]: adds `col` back into `dx`.
 pub(crate) fn col2im<T: Real>(col: &[T], channels: usize, g: &Window, dx: &mut [T]) {
     let (hw, ohw) = (g.h * g.w, g.out_len());
+    let (rows, cols) = (g.tap_rows(), g.tap_cols());
     for c in 0..channels {
         let plane = &mut dx[c * hw..(c + 1) * hw];
-        for ky in 0..g.kh {
-            let (ylo, yhi) = valid(g.row_offset(ky), g.sh, g.h, g.oh);
-            for kx in 0..g.kw {
+        for (ky, &(ylo, yhi)) in rows.iter().enumerate() {
+            for (kx, &(off, xlo, xhi)) in cols.iter().enumerate() {
                 let row = (c * g.kh + ky) * g.kw + kx;
                 let src = &col[row * ohw..(row + 1) * ohw];
-                let off = g.col_offset(kx);
-                let (xlo, xhi) = valid(off, g.sw, g.w, g.ow);
                 for oy in ylo..yhi {
                     let iy = ((oy * g.sh) as isize + g.row_offset(ky)) as usize;
                     let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-                    let s = &src[oy * g.ow..(oy + 1) * g.ow];
-                    for ox in xlo..xhi {
-                        dst[((ox * g.sw) as isize + off) as usize] += s[ox];
+                    let s = &src[oy * g.ow + xlo..oy * g.ow + xhi];
+                    if g.sw == 1 {
+                        // Contiguous on both sides: a plain add the compiler vectorises.
+                        let start = (xlo as isize + off) as usize;
+                        for (d, &v) in dst[start..start + s.len()].iter_mut().zip(s) {
+                            *d += v;
+                        }
+                    } else {
+                        for (i, &v) in s.iter().enumerate() {
+                            dst[(((xlo + i) * g.sw) as isize + off) as usize] += v;
+                        }
                     }
                 }
             }
