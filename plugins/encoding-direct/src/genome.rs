@@ -76,7 +76,7 @@ impl Genome {
         let inside = genes
             .iter()
             .fold(true, |ok, &g| ok & (0.0..=1.0).contains(&g));
-        if let Some(bad) = genes.iter().find(|g| !inside && !(0.0..=1.0).contains(*g)) {
+        if !inside && let Some(bad) = genes.iter().find(|g| !(0.0..=1.0).contains(*g)) {
             return Err(PluginError::new(format!(
                 "direct genome holds gene {bad}, outside [0, 1]"
             )));
