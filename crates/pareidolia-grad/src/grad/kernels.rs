@@ -255,13 +255,7 @@ pub(crate) fn max_pool_forward<T: Real>(x: &[T], g: &Window, out: &mut [T], arg:
     let cols: Vec<(usize, usize)> = (0..g.ow)
         .map(|ox| inside(ox * g.sw, g.pl, g.dw, g.kw, g.w))
         .collect();
-    let taps: Vec<(isize, usize, usize)> = (0..g.kw)
-        .map(|kx| {
-            let off = g.col_offset(kx);
-            let (lo, hi) = valid(off, g.sw, g.w, g.ow);
-            (off, lo, hi)
-        })
-        .collect();
+    let taps = g.tap_cols();
     for ((xp, op), ap) in x
         .chunks_exact(hw)
         .zip(out.chunks_exact_mut(ohw))
