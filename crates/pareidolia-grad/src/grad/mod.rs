@@ -648,6 +648,20 @@ mod tests {
 
     /// `x [N, 1, 2, 2] -> Conv 1x1 (weight 1, bias `bias`) -> <middle op> -> Flatten -> Gemm
     /// (4 -> 3) -> logits`, opset 13.
+    /// `graph` as a serialised ONNX model of that IR version and default-domain opset.
+    fn model_bytes(graph: pb::GraphProto, ir_version: i64, opset: i64) -> Vec<u8> {
+        pb::ModelProto {
+            ir_version,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: opset,
+            }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
     fn tiny_onnx(middle: &str, bias: f32) -> Vec<u8> {
         let gemm_w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 4.0).collect();
         let graph = pb::GraphProto {
@@ -676,16 +690,7 @@ mod tests {
             output: vec![value_info("y", &[-1, 3])],
             ..Default::default()
         };
-        pb::ModelProto {
-            ir_version: 7,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 13,
-            }],
-            graph: Some(graph),
-            ..Default::default()
-        }
-        .encode_to_vec()
+        model_bytes(graph, 7, 13)
     }
 
     fn tiny_model(onnx: Vec<u8>) -> Model {
@@ -831,16 +836,7 @@ mod tests {
             output: vec![value_info("y", &[-1, 8])],
             ..Default::default()
         };
-        pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 15,
-            }],
-            graph: Some(graph),
-            ..Default::default()
-        }
-        .encode_to_vec()
+        model_bytes(graph, 8, 15)
     }
 
     fn batch_norm_model() -> Model {
