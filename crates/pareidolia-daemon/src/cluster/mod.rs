@@ -62,7 +62,7 @@ use self::gate::{HANDSHAKE_DEADLINE, LOG_EVERY, OpenConnections, Throttle};
 use self::keeper::{KeeperMsg, KeeperState, NodeKeeper};
 use self::table::{NodeCounters, NodeTable};
 use crate::experiment::Experiment;
-use crate::map_elites::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
+use crate::map_elites::evaluator_actor::{BatchQueue, EvaluatorActor, EvaluatorArgs, ResultSink};
 use crate::map_elites::messages::{
     ArchiveMsg, EvaluatorMsg, NodeRole, RegistrarMsg, Results, WorkTally, WorkerMsg,
     daemon_registrar, names,
@@ -1071,6 +1071,7 @@ async fn take_part(
             sink: ResultSink::Registrar,
             tally: Some(tally.clone()),
             steering,
+            queue: BatchQueue::new(),
         };
         // Registered here under the evaluator's name, so this node's own mutator (role
         // `both`) finds it without a network hop.

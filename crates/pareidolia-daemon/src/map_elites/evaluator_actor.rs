@@ -8,6 +8,10 @@
 //! `names::evaluator_group(run)`. The archive's [`EvaluatorRoute`](crate::map_elites::messages::EvaluatorRoute)
 //! sends each batch whole to one of them, so evaluator `i` only ever sees the children of its
 //! own batches and a batch's images, and so its scores, are the same with 1 or N evaluators.
+//! The inference threads of a process's evaluators serve one shared [`BatchQueue`]: a batch
+//! runs on whichever thread is free first (each thread with its own copy of the same
+//! models), so a thread slowed down by breeding on its core does not hold back the end of
+//! the generation, and the results still go back through the batch's own evaluator.
 //!
 //! Batches are formed by child index by a plain [`Batcher`] (see there for why); the actor
 //! forwards arriving children to it, runs the batches it completes while later ones are still
@@ -15,6 +19,7 @@
 //! died) does not hold its batch forever.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pareidolia_core::FitnessPlugin;
@@ -27,6 +32,7 @@ use crate::map_elites::messages::{
     ArchiveMsg, BatchTimings, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
     RegistrarMsg, Results, ScoredChild, WorkTally, names, observe,
 };
+use crate::map_elites::shared_queue::{Retire, SharedQueue};
 use crate::map_elites::steer::{SteerJob, SteerReport, Steerer, Steering};
 use crate::run::setup::ModelSetup;
 
@@ -59,6 +65,9 @@ pub struct EvaluatorArgs {
     /// The gradient operator (`[search.gradient]`), if the run has it: steered children take
     /// their gradient steps here, before the batch is scored.
     pub steering: Option<Steering>,
+    /// The batch queue this evaluator's inference thread serves and its batches go to,
+    /// shared by every evaluator of the process (see [`BatchQueue`]).
+    pub queue: BatchQueue,
 }
 
 /// Where an evaluator sends its results.
@@ -283,33 +292,57 @@ fn infer_and_score(
     (result, times, per_model, began, report)
 }
 
+/// The batches of one process's evaluators, taken by whichever of their inference threads
+/// is free ([`SharedQueue`]): the supervisor gives every local evaluator of a run the same
+/// queue, a worker node its own.
+pub type BatchQueue = SharedQueue<InferenceJob>;
+
 /// A dedicated OS thread that owns the prepared models. They stay on one thread (warm
 /// caches; GPU sessions want one owner) and batches reach it without a thread-pool round
-/// trip. The thread ends when the evaluator's state, and with it the sender, is dropped.
+/// trip. It serves the process's [`BatchQueue`], its own evaluator's batches and the
+/// others', until the evaluator's state, and with it the [`Retire`] handle, is dropped.
 struct InferenceWorker {
-    jobs: std::sync::mpsc::Sender<WorkerJob>,
+    queue: BatchQueue,
+    /// Set when the thread has ended (returned or panicked): this evaluator then fails its
+    /// next batch and is restarted, as when it had its own thread.
+    ended: Arc<AtomicBool>,
+    _retire: Retire<InferenceJob>,
 }
 
-struct WorkerJob {
+/// One batch for an inference thread.
+pub struct InferenceJob {
     pixels: Vec<u8>,
     n: usize,
     steer: Vec<SteerJob>,
     reply: tokio::sync::oneshot::Sender<BatchResult>,
 }
 
+/// Sets its flag when dropped, also while unwinding.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 impl InferenceWorker {
     fn spawn(
         index: usize,
+        queue: BatchQueue,
         mut models: Vec<Box<dyn PreparedModel>>,
         kinds: Vec<OutputKind>,
         fitness: Arc<FitnessPlugin>,
         mut steerer: Option<Steerer>,
     ) -> std::io::Result<Self> {
-        let (jobs, rx) = std::sync::mpsc::channel::<WorkerJob>();
+        let (consumer, retire) = queue.consumer();
+        let ended = Arc::new(AtomicBool::new(false));
+        let flag = SetOnDrop(ended.clone());
         std::thread::Builder::new()
             .name(format!("pareidolia-inference-{index}"))
             .spawn(move || {
-                for mut job in rx {
+                let _flag = flag;
+                while let Some(mut job) = consumer.next() {
                     let result = infer_and_score(
                         &mut models,
                         &kinds,
@@ -322,7 +355,11 @@ impl InferenceWorker {
                     let _ = job.reply.send(result);
                 }
             })?;
-        Ok(Self { jobs })
+        Ok(Self {
+            queue,
+            ended,
+            _retire: retire,
+        })
     }
 
     /// Queues a batch (with the children to steer first); the answer arrives on the returned
@@ -333,15 +370,16 @@ impl InferenceWorker {
         n: usize,
         steer: Vec<SteerJob>,
     ) -> Result<tokio::sync::oneshot::Receiver<BatchResult>, ActorProcessingErr> {
+        if self.ended.load(Ordering::Acquire) {
+            return Err("inference thread ended".into());
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(WorkerJob {
-                pixels,
-                n,
-                steer,
-                reply,
-            })
-            .map_err(|_| "inference thread ended")?;
+        self.queue.push(InferenceJob {
+            pixels,
+            n,
+            steer,
+            reply,
+        });
         Ok(answer)
     }
 }
@@ -476,6 +514,7 @@ impl Actor for EvaluatorActor {
             fitness_name: args.fitness.name().to_owned(),
             worker: InferenceWorker::spawn(
                 args.index,
+                args.queue,
                 models,
                 args.models.iter().map(ModelSetup::output).collect(),
                 args.fitness,

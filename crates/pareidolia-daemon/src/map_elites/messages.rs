@@ -279,7 +279,10 @@ impl ractor::Message for ArchiveMsg {}
 /// `k * batch_size ..`) goes to evaluator `(g + k) % evaluators`. The archive decides it and
 /// sends it with every job; the mutators deliver by it. Because a batch is formed by index
 /// and always goes to one evaluator whole, every batch holds the same children whatever the
-/// number of evaluators, and a run's numbers do not depend on it.
+/// number of evaluators, and a run's numbers do not depend on it. Within one process the
+/// evaluators' inference threads then share the work: the batch goes to its evaluator's
+/// queue, which all of them serve ([`BatchQueue`](crate::map_elites::evaluator_actor::BatchQueue)),
+/// so the route says which evaluator accounts for a batch, not which thread runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvaluatorRoute {
     /// Images per inference batch (at least 1).

@@ -12,6 +12,8 @@
 //! - [`generation`] and [`batcher`]: a generation's bookkeeping and the batch former, plain
 //!   data, unit-tested without actors; [`steer`]: the gradient operator of `[search.gradient]`
 //!   (gradient steps on marked children before scoring), plain code run by the evaluators;
+//!   [`shared_queue`]: the batch queue a process's inference threads share, so a batch runs
+//!   on whichever is free first;
 //! - the actors: [`archive_actor`] (the one owner of the archive), [`mutator_actor`],
 //!   [`evaluator_actor`], and [`supervisor`], which spawns them linked to itself.
 //!
@@ -29,5 +31,6 @@ pub mod evaluator_actor;
 pub mod generation;
 pub mod messages;
 pub mod mutator_actor;
+pub mod shared_queue;
 pub mod steer;
 pub mod supervisor;

@@ -13,7 +13,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::map_elites::archive_actor::{ArchiveActor, ArchiveArgs, ArchivePlan};
-use crate::map_elites::evaluator_actor::{EvaluatorActor, EvaluatorArgs, ResultSink};
+use crate::map_elites::evaluator_actor::{BatchQueue, EvaluatorActor, EvaluatorArgs, ResultSink};
 use crate::map_elites::messages::{ArchiveMsg, ReissueCause, names};
 use crate::map_elites::mutator_actor::{MutatorActor, MutatorState};
 use crate::map_elites::steer::Steering;
@@ -68,6 +68,8 @@ pub struct SupervisorState {
     children: Vec<(Role, ActorCell)>,
     restarts: VecDeque<Instant>,
     failed: bool,
+    /// The batch queue every evaluator of the run serves (a restarted one too).
+    queue: BatchQueue,
 }
 
 impl SupervisorState {
@@ -88,6 +90,7 @@ impl SupervisorState {
             sink: ResultSink::Archive,
             tally: None,
             steering: a.steering.clone(),
+            queue: self.queue.clone(),
         };
         let (actor, _) = Actor::spawn_linked(
             Some(names::evaluator(&a.run, index)),
@@ -167,6 +170,7 @@ impl Actor for Supervisor {
             children: Vec::new(),
             restarts: VecDeque::new(),
             failed: false,
+            queue: BatchQueue::new(),
         };
         let cell = myself.get_cell();
         let (archive, _) = Actor::spawn_linked(
