@@ -646,8 +646,6 @@ mod tests {
         }
     }
 
-    /// `x [N, 1, 2, 2] -> Conv 1x1 (weight 1, bias `bias`) -> <middle op> -> Flatten -> Gemm
-    /// (4 -> 3) -> logits`, opset 13.
     /// `graph` as a serialised ONNX model of that IR version and default-domain opset.
     fn model_bytes(graph: pb::GraphProto, ir_version: i64, opset: i64) -> Vec<u8> {
         pb::ModelProto {
@@ -662,6 +660,8 @@ mod tests {
         .encode_to_vec()
     }
 
+    /// `x [N, 1, 2, 2] -> Conv 1x1 (weight 1, bias `bias`) -> <middle op> -> Flatten -> Gemm
+    /// (4 -> 3) -> logits`, opset 13.
     fn tiny_onnx(middle: &str, bias: f32) -> Vec<u8> {
         let gemm_w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 4.0).collect();
         let graph = pb::GraphProto {
