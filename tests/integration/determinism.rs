@@ -1,7 +1,8 @@
 //! Same seed, same results: README's reproducibility claim, exactly. Two runs of the built-in
 //! default with one seed on one backend (tract, or ONNX Runtime on the CPU with its default
 //! single intra-op thread) on one machine reach the same summary and the same image bytes,
-//! with any number of mutators and of inference workers; another seed does not. (Across
+//! with any number of mutators and of inference workers, and with the workers breeding
+//! their own batches (no mutators); another seed does not. (Across
 //! backends, and on CUDA, nothing is claimed: see README, "Reproducibility".)
 
 use std::path::{Path, PathBuf};
@@ -86,6 +87,12 @@ fn same_seed_same_archive(backend: &str) {
     assert_eq!(result(&a), result(&c));
     let d = run(&dir, "d", backend, 7, 1, 4);
     assert_eq!(result(&a), result(&d));
+    // Without mutators each worker's inference thread breeds the batches it scores, from
+    // the same jobs: the same children, the same archive.
+    let f = run(&dir, "f", backend, 7, 0, 1);
+    assert_eq!(result(&a), result(&f));
+    let g = run(&dir, "g", backend, 7, 0, 3);
+    assert_eq!(result(&a), result(&g));
     // And the seed matters.
     let e = run(&dir, "e", backend, 8, 1, 2);
     assert_ne!(run_result(&a).0["classes"], run_result(&e).0["classes"]);

@@ -47,7 +47,17 @@ async fn run_with_kills(
     actor_suffix: &str,
     at: Vec<u64>,
 ) -> (Result<Progress, RunError>, usize) {
-    let mut exp = experiment(generations, 2, 2);
+    run_split_with_kills(generations, (2, 2), actor_suffix, at).await
+}
+
+/// [`run_with_kills`] with `(mutators, workers)`.
+async fn run_split_with_kills(
+    generations: u64,
+    (mutators, workers): (u32, u32),
+    actor_suffix: &str,
+    at: Vec<u64>,
+) -> (Result<Progress, RunError>, usize) {
+    let mut exp = experiment(generations, mutators, workers);
     let actor = format!("{}.{actor_suffix}", exp.run_id);
     let (tx, rx) = watch::channel(Progress::default());
     let killer = tokio::spawn(kill_at(rx, actor, at));
@@ -79,6 +89,22 @@ async fn a_killed_evaluator_is_restarted_and_its_batches_reissued() {
     assert_eq!(p.lost, 0);
     // The re-issued batches are the same batches, scored the same way: the archive is the
     // one an undisturbed run with one worker reaches.
+    let (tx, _rx) = watch::channel(Progress::default());
+    let calm = experiment(10, 1, 1).run(tx).await.unwrap().progress;
+    assert_eq!(p.stats, calm.stats);
+    assert_eq!(p.champions, calm.champions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_evaluator_that_breeds_its_batches_is_restarted_and_its_jobs_reissued() {
+    // No mutators: each evaluator's inference thread breeds the batches it scores, so a
+    // killed evaluator takes breeding jobs with it, not rendered children.
+    let (outcome, kills) = run_split_with_kills(10, (0, 2), "evaluator.0", vec![2, 5]).await;
+    let p = outcome.unwrap();
+    assert_eq!(kills, 2);
+    assert_eq!(p.evaluations, 200 * 10 + 200);
+    assert_eq!(p.lost, 0);
+    // The same archive as an undisturbed run bred by one mutator.
     let (tx, _rx) = watch::channel(Progress::default());
     let calm = experiment(10, 1, 1).run(tx).await.unwrap().progress;
     assert_eq!(p.stats, calm.stats);

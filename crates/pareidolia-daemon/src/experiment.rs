@@ -78,10 +78,10 @@ enum Engines {
 }
 
 /// How a run shares the machine's cores between breeding (mutators) and inference
-/// (evaluators, one single-threaded worker each).
+/// (evaluators, one single-threaded worker each), or has each worker breed its own batches.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CoreSplit {
-    /// Mutator actors.
+    /// Mutator actors (0 when the workers breed).
     pub mutators: usize,
     /// Evaluator actors (inference workers).
     pub workers: usize,
@@ -89,6 +89,26 @@ pub struct CoreSplit {
     pub cores: usize,
     /// Breeding's measured share of a child's CPU time (breeding + inference), when measured.
     pub breed_share: Option<f64>,
+    /// Each worker's inference thread breeds the batches it scores (no mutator actors).
+    pub workers_breed: bool,
+}
+
+/// Whether a run's inference workers breed their own batches instead of mutator actors doing
+/// it: on CPU backends when `mutators` is not configured and every core gets a worker (a
+/// configured worker count, or at least as many batches per generation as cores). Each core
+/// then runs one thread that breeds a batch and scores it, with no hand-off between threads
+/// and no mutator preempting inference on the same core: on the default MNIST run this took
+/// the loop from 0.68 to 0.76 of the inference ceiling (BENCHMARKS.md, "Breeding on the
+/// inference threads"). Where a generation has fewer batches than cores, mutators on the
+/// spare cores breed while the workers score, and a GPU's one worker is fed by mutators on
+/// the CPU cores.
+pub fn workers_breed(
+    cores: usize,
+    configured: (u32, u32),
+    batches_per_generation: usize,
+    gpu: bool,
+) -> bool {
+    !gpu && configured.0 == 0 && (configured.1 != 0 || batches_per_generation >= cores.max(1))
 }
 
 /// Splits `cores` between mutators and inference workers: breeding takes `breed_share` of a
@@ -110,6 +130,19 @@ pub fn split_cores(
     gpu: bool,
 ) -> CoreSplit {
     let cores = cores.max(1);
+    if workers_breed(cores, configured, batches_per_generation, gpu) {
+        let workers = match configured.1 {
+            0 => cores,
+            n => n as usize,
+        };
+        return CoreSplit {
+            mutators: 0,
+            workers,
+            cores,
+            breed_share,
+            workers_breed: true,
+        };
+    }
     let share = breed_share.unwrap_or(0.0).clamp(0.0, 1.0);
     let breeding = cores as f64 * share;
     let workers = match configured.1 {
@@ -128,6 +161,7 @@ pub fn split_cores(
         workers,
         cores,
         breed_share,
+        workers_breed: false,
     }
 }
 
@@ -268,12 +302,15 @@ impl Experiment {
         let c = &setup.config;
         let batches = (c.offspring_per_generation as usize).div_ceil(batch);
         let gpu = prepared[0].iter().any(|p| p.device() != "cpu");
-        let needs_share = (c.mutators == 0 || c.workers == 0) && !gpu;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let configured = (c.mutators, c.workers);
+        let needs_share = (c.mutators == 0 || c.workers == 0)
+            && !gpu
+            && !workers_breed(cores, configured, batches, gpu);
         let share = needs_share
             .then(|| measure_breed_share(&setup, &mut prepared[0], sizes[sizes.len() - 1]))
             .flatten();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let split = split_cores(cores, share, (c.mutators, c.workers), batches, gpu);
+        let split = split_cores(cores, share, configured, batches, gpu);
         // The other workers' models, prepared and warmed up side by side.
         let more: Vec<Result<Vec<Box<dyn PreparedModel>>, SetupError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (1..split.workers)
@@ -296,6 +333,11 @@ impl Experiment {
         tracing::info!(
             workers = split.workers,
             mutators = split.mutators,
+            breeding = if split.workers_breed {
+                "on the inference workers"
+            } else {
+                "on the mutators"
+            },
             cores = split.cores,
             breed_share = split
                 .breed_share
@@ -398,6 +440,7 @@ impl Experiment {
             initial: c.initial_population(),
             classes: self.identity.classes(),
             lag: c.lag,
+            breed_on_evaluators: self.cores.workers_breed,
             route: EvaluatorRoute {
                 batch_size: c.batch_size.max(1),
                 evaluators: self.cores.workers as u32,
@@ -603,25 +646,45 @@ mod tests {
     }
 
     #[test]
+    fn on_cpu_every_core_gets_a_worker_that_breeds_its_own_batches() {
+        // 2 cores, 10 batches per generation: two workers, no mutators, the share unused.
+        let s = split_cores(2, None, (0, 0), 10, false);
+        assert_eq!((s.mutators, s.workers, s.workers_breed), (0, 2, true));
+        // 64 cores and 400 children in batches of 4 (auto_batch): 64 breeding workers.
+        let big = split_cores(64, None, (0, 0), 100, false);
+        assert_eq!(
+            (big.mutators, big.workers, big.workers_breed),
+            (0, 64, true)
+        );
+        // A configured worker count breeds too, whatever the cores.
+        let s = split_cores(2, None, (0, 8), 10, false);
+        assert_eq!((s.mutators, s.workers, s.workers_breed), (0, 8, true));
+        assert!(workers_breed(64, (0, 3), 10, false));
+        // Configured mutators, or a GPU, breed on mutators.
+        assert!(!workers_breed(2, (1, 0), 10, false));
+        assert!(!workers_breed(2, (0, 0), 10, true));
+        // Fewer batches than cores: the spare cores breed for the workers.
+        assert!(!workers_breed(64, (0, 0), 10, false));
+    }
+
+    #[test]
     fn the_cores_left_after_breeding_go_to_inference() {
-        // LeNet with the direct encoding: breeding ~12% of a child's CPU time. The workers
-        // get the cores breeding leaves, the mutators at least one per worker (each
-        // worker's first batch of a generation is bred at once).
-        assert_eq!(split(2, Some(0.12), (0, 0), false), (2, 2));
-        // Workers are capped at the batches of a generation (10 here).
+        // Where mutators breed (here: more cores than the 10 batches of a generation), LeNet
+        // with the direct encoding (breeding ~12% of a child's CPU time): the workers get
+        // the cores breeding leaves, capped at the batches of a generation, the mutators at
+        // least one per worker (each worker's first batch of a generation is bred at once).
         assert_eq!(split(64, Some(0.12), (0, 0), false), (10, 10));
-        let big = split_cores(64, Some(0.12), (0, 0), 400, false);
-        assert_eq!((big.mutators, big.workers), (57, 57));
         // A GPU's one worker: the mutators breeding needs.
         assert_eq!(split(64, Some(0.12), (0, 0), true), (8, 1));
-        // Breeding-heavy (a costly renderer, a small model): more mutators, fewer workers.
-        assert_eq!(split(2, Some(0.9), (0, 0), false), (2, 1));
-        assert_eq!(split(4, Some(0.5), (0, 0), false), (2, 2));
-        // Not measured: every core infers, a mutator per worker.
-        assert_eq!(split(4, None, (0, 0), false), (4, 4));
-        assert_eq!(split(1, Some(0.3), (0, 0), false), (1, 1));
-        // A configured worker count sets the mutators' floor too, up to the cores.
-        assert_eq!(split(2, Some(0.12), (0, 8), false), (2, 8));
+        // Configured mutators: the workers get what breeding leaves, breeding-heavy (a costly
+        // renderer, a small model) or not, and at least one.
+        assert_eq!(split(2, Some(0.12), (2, 0), false), (2, 2));
+        assert_eq!(split(2, Some(0.9), (2, 0), false), (2, 1));
+        assert_eq!(split(4, Some(0.5), (1, 0), false), (1, 2));
+        // Not measured: every core infers.
+        assert_eq!(split(4, None, (1, 0), false), (1, 4));
+        // More cores than batches, breeding-heavy: mutators on the spare cores.
+        assert_eq!(split(16, Some(0.5), (0, 0), false), (8, 8));
     }
 
     #[test]

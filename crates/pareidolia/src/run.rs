@@ -241,14 +241,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let cores = &experiment.cores;
     let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let breeding = if cores.workers_breed {
+        "each breeding its own batches".to_owned()
+    } else {
+        format!(
+            "breeding by {} mutator{}",
+            cores.mutators,
+            plural(cores.mutators)
+        )
+    };
     writeln!(
         stdout,
-        "inference on {} by {} worker{}, breeding by {} mutator{}",
+        "inference on {} by {} worker{}, {breeding}",
         summary.backend,
         cores.workers,
         plural(cores.workers),
-        cores.mutators,
-        plural(cores.mutators)
     )?;
     writeln!(stdout, "run folder: {}", out.display())?;
     Ok(())

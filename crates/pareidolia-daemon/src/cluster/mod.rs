@@ -1067,6 +1067,7 @@ async fn take_part(
             models: setup.models.clone(),
             prepared: Some(prepared),
             fitness: setup.fitness.clone(),
+            encoding: setup.encoding.clone(),
             batch_size: setup.config.batch_size.max(1) as usize,
             sink: ResultSink::Registrar,
             tally: Some(tally.clone()),

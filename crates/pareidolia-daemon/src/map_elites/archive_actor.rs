@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::map_elites::generation::{Generation, Pipeline, Reissue, SteerPlan};
 use crate::map_elites::messages::{
-    ArchiveMsg, BreedJob, EvaluatorRoute, MetricsMsg, MutatorMsg, child_index, live_evaluators,
-    names, observe, remote_nodes,
+    ArchiveMsg, BreedJob, EvaluatorMsg, EvaluatorRoute, MetricsMsg, MutatorMsg, child_index,
+    live_evaluators, names, observe, remote_nodes,
 };
 use crate::run::ledger::{Cadence, Ledger, unix_now};
 use crate::run::outcome::{Progress, RunError, RunOutcome};
@@ -72,6 +72,9 @@ pub struct ArchivePlan {
     /// it starts ([`live_evaluators`]: the local ones and those on worker nodes), which
     /// changes which evaluator scores a batch, never what the batch holds.
     pub route: EvaluatorRoute,
+    /// Whether the evaluators breed their own batches (their inference threads, from the
+    /// jobs) while no mutator is in the run: a CPU run with `mutators = 0`.
+    pub breed_on_evaluators: bool,
     /// Worker nodes (any role) to wait for before the first generation of this session
     /// starts (`daemon --wait-workers`); 0 = none.
     pub wait_nodes: u32,
@@ -137,12 +140,34 @@ pub fn by_batch(jobs: &[BreedJob], batch_size: u32) -> Vec<Vec<BreedJob>> {
     groups
 }
 
-/// Sends jobs to the mutators of `group` (local, and on worker nodes), a batch's jobs at a
-/// time, round-robin in actor-id order, each with the route its children take to the
-/// evaluators.
-fn dispatch(group: &str, jobs: &[BreedJob], route: EvaluatorRoute) {
-    let mut mutators = ractor::pg::get_members(&group.to_owned());
+/// Sends jobs out a batch's jobs at a time: to the run's mutators (local, and on worker
+/// nodes), round-robin in actor-id order, each with the route its children take to the
+/// evaluators; or, in a run that breeds on its evaluators while no mutator is in the run
+/// (`mutators = 0` on CPU, and no mutator node has joined), each batch's jobs straight to the
+/// evaluator that scores the batch, whose inference thread breeds it. Either way the batch
+/// holds the same children, bred from the same jobs.
+fn dispatch(run: &str, breed_on_evaluators: bool, jobs: &[BreedJob], route: EvaluatorRoute) {
+    let mut mutators = ractor::pg::get_members(&names::mutator_group(run));
     mutators.sort_by_key(|m| m.get_id());
+    if mutators.is_empty() && breed_on_evaluators {
+        for jobs in by_batch(jobs, route.batch_size) {
+            let Some(first) = jobs.first().and_then(|j| j.child_ids().next()) else {
+                continue;
+            };
+            let index = route.evaluator_of(first);
+            let sent = crate::map_elites::messages::find(&names::evaluator(run, index))
+                .map(ActorRef::<EvaluatorMsg>::from)
+                .is_some_and(|e| e.cast(EvaluatorMsg::Breed(jobs)).is_ok());
+            if !sent {
+                // It is restarting: the supervisor has the archive re-issue its work.
+                tracing::debug!(
+                    index,
+                    "evaluator gone; its jobs are re-issued after the restart"
+                );
+            }
+        }
+        return;
+    }
     if mutators.is_empty() {
         tracing::warn!("no mutator running; jobs wait for a restart");
         return;
@@ -221,7 +246,7 @@ impl ArchiveState {
     /// evaluators running now.
     fn dispatch_planned(&mut self) {
         let route = self.route();
-        let group = names::mutator_group(&self.plan.run);
+        let (run, on_evaluators) = (&self.plan.run, self.plan.breed_on_evaluators);
         for generation in self.pipeline.undispatched(self.plan.generations) {
             generation.routed(route);
             tracing::debug!(
@@ -229,7 +254,7 @@ impl ArchiveState {
                 evaluators = route.evaluators,
                 "generation routed"
             );
-            dispatch(&group, generation.jobs(), route);
+            dispatch(run, on_evaluators, generation.jobs(), route);
         }
         self.metrics(MetricsMsg::AwaitingResults(self.pipeline.outstanding()));
     }
@@ -323,12 +348,20 @@ impl ArchiveState {
         let _ = self.done.send(Err(error));
     }
 
-    /// After a generation completed: history, progress, checkpoint if due, then stop or go on.
+    /// After a generation completed: the next generation out at once (the evaluators breed
+    /// and score it while the rest is done here), then history, progress, checkpoint if due,
+    /// then stop or go on.
     async fn after_generation(
         &mut self,
         myself: &ActorRef<ArchiveMsg>,
     ) -> Result<(), ActorProcessingErr> {
         self.ledger.check_stop(&self.archive);
+        if !self.ending() {
+            // What `Next` would send; sent before the bookkeeping below, which the next
+            // generation does not depend on (a checkpoint records the generations planned
+            // ahead whether or not they are out).
+            self.dispatch_planned();
+        }
         let progress = self.snapshot_progress();
         self.ledger.append_history(&progress);
         self.progress.send_replace(progress);
@@ -465,7 +498,7 @@ impl Actor for ArchiveActor {
             }
             ArchiveMsg::Reissue(cause) => {
                 let route = state.route();
-                let group = names::mutator_group(&state.plan.run);
+                let (run, on_evaluators) = (&state.plan.run, state.plan.breed_on_evaluators);
                 let (mut resent, mut written_off) = (false, false);
                 for (number, reissue) in state.pipeline.reissue(route) {
                     match reissue {
@@ -478,7 +511,7 @@ impl Actor for ArchiveActor {
                                 "re-issuing work in flight"
                             );
                             resent = true;
-                            dispatch(&group, &jobs, route);
+                            dispatch(run, on_evaluators, &jobs, route);
                         }
                         Reissue::WrittenOff(children) => {
                             tracing::warn!(

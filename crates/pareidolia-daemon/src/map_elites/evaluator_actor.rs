@@ -3,6 +3,13 @@
 //! flight (so the backend never waits for the actor between batches), and casts scores (and
 //! losses) to the archive.
 //!
+//! It also takes a batch's breeding jobs instead of its children ([`EvaluatorMsg::Breed`]):
+//! then the inference thread breeds and renders the batch with the encoding plugin right
+//! before scoring it. A run on CPU cores whose breeding is not given to mutators works so
+//! (`mutators = 0`): every core runs one thread that breeds and scores its batches, with no
+//! hand-off between threads in between and no mutator thread preempting inference on the
+//! same core. The children are the same either way (a job carries its parents and seeds).
+//!
 //! A run has one or more evaluators (`workers`), each with its own prepared models on a
 //! single-threaded backend, registered as `names::evaluator(run, i)` and joined to the group
 //! `names::evaluator_group(run)`. The archive's [`EvaluatorRoute`](crate::map_elites::messages::EvaluatorRoute)
@@ -22,16 +29,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pareidolia_core::FitnessPlugin;
 use pareidolia_core::summary::StageTimes;
+use pareidolia_core::{EncodingPlugin, FitnessPlugin};
 use pareidolia_eval::{OutputKind, PreparedModel};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::map_elites::batcher::{Batch, Batcher};
 use crate::map_elites::messages::{
-    ArchiveMsg, BatchTimings, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
+    ArchiveMsg, BatchTimings, BreedJob, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
     RegistrarMsg, Results, ScoredChild, WorkTally, names, observe,
 };
+use crate::map_elites::mutator_actor::breed;
 use crate::map_elites::shared_queue::{Retire, SharedQueue};
 use crate::map_elites::steer::{SteerJob, SteerReport, Steerer, Steering};
 use crate::run::setup::ModelSetup;
@@ -55,6 +63,8 @@ pub struct EvaluatorArgs {
     pub prepared: Option<Vec<Box<dyn PreparedModel>>>,
     /// The fitness plugin instance.
     pub fitness: Arc<FitnessPlugin>,
+    /// The encoding plugin instance, for batches that come as breeding jobs.
+    pub encoding: Arc<EncodingPlugin>,
     /// Images per batch.
     pub batch_size: usize,
     /// Where the results go: the archive (local evaluators), or the daemon's registrar (an
@@ -103,16 +113,66 @@ pub struct EvaluatorState {
     children: u64,
 }
 
-/// A batch's scores and the models' mean probabilities (or the stage that failed and why), its
-/// times, the inference seconds of each model, when inference began, and what steering its
-/// marked children did.
-type BatchResult = (
-    Result<(Vec<f32>, Vec<f32>), (LossKind, String)>,
-    StageTimes,
-    Vec<f64>,
-    Instant,
-    SteerReport,
-);
+/// What the inference thread answers for a batch.
+struct BatchResult {
+    /// The batch's children (those bred on the thread included), in id order.
+    children: Vec<Offspring>,
+    /// Children of its jobs that breeding lost (a plugin error or panic).
+    lost: Vec<LostChild>,
+    /// The scores and the models' mean probabilities, or the stage that failed and why.
+    result: Result<(Vec<f32>, Vec<f32>), (LossKind, String)>,
+    times: StageTimes,
+    /// Inference seconds of each model.
+    model_inference_s: Vec<f64>,
+    /// When the thread took the batch from the queue.
+    taken: Instant,
+    /// When inference began.
+    began: Instant,
+    /// What steering the marked children did.
+    steered: SteerReport,
+}
+
+impl BatchResult {
+    /// The answer for a batch the inference thread ended without running: its children
+    /// (`(id, generation, generation size)`), lost.
+    fn not_run(children: &[(u64, u64, u32)]) -> Self {
+        let lost = children
+            .iter()
+            .map(|&(id, generation, generation_size)| LostChild {
+                id,
+                generation,
+                generation_size,
+                stage: LossKind::Inference,
+                reason: "the inference thread ended".to_owned(),
+            })
+            .collect();
+        Self::empty(Vec::new(), lost)
+    }
+
+    /// The answer for a batch without a child to score.
+    fn empty(children: Vec<Offspring>, lost: Vec<LostChild>) -> Self {
+        let now = Instant::now();
+        Self {
+            children,
+            lost,
+            result: Ok((Vec::new(), Vec::new())),
+            times: StageTimes::default(),
+            model_inference_s: Vec::new(),
+            began: now,
+            taken: now,
+            steered: SteerReport::default(),
+        }
+    }
+}
+
+/// When a batch's children arrived, for the queue-wait metric.
+enum Arrivals {
+    /// Rendered children, each at its own time (their wait runs until inference begins).
+    Rendered(Vec<Instant>),
+    /// This many children to breed, queued as jobs at this time (their wait runs until the
+    /// inference thread takes the jobs).
+    Bred(usize, Instant),
+}
 
 /// Batches handed to the inference thread and not yet answered.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -253,7 +313,7 @@ fn infer_and_score(
     pixels: &mut [u8],
     n: usize,
     steer: Vec<SteerJob>,
-) -> BatchResult {
+) -> Scored {
     let report = match steerer {
         Some(s) if !steer.is_empty() => s.steer(pixels, steer),
         _ => SteerReport::default(),
@@ -292,6 +352,72 @@ fn infer_and_score(
     (result, times, per_model, began, report)
 }
 
+/// [`infer_and_score`]'s answer: the scores (or the failure), times, each model's inference
+/// seconds, when inference began, and the steering report.
+type Scored = (
+    Result<(Vec<f32>, Vec<f32>), (LossKind, String)>,
+    StageTimes,
+    Vec<f64>,
+    Instant,
+    SteerReport,
+);
+
+/// The inference thread's part of one batch: breeds the jobs' children (if the batch came as
+/// jobs), lays the images out in id order, takes the steered children's gradient steps and
+/// scores the batch.
+fn run_job(
+    mut children: Vec<Offspring>,
+    jobs: &[BreedJob],
+    encoding: &EncodingPlugin,
+    models: &mut [Box<dyn PreparedModel>],
+    kinds: &[OutputKind],
+    fitness: &FitnessPlugin,
+    steerer: Option<&mut Steerer>,
+) -> BatchResult {
+    let taken = Instant::now();
+    let mut lost = Vec::new();
+    for child in jobs.iter().flat_map(|j| breed(encoding, j)) {
+        match child {
+            Ok(c) => children.push(c),
+            Err(l) => lost.push(l),
+        }
+    }
+    if !lost.is_empty() {
+        tracing::warn!(children = lost.len(), reason = %lost[0].reason, "children lost");
+    }
+    if children.is_empty() {
+        return BatchResult::empty(children, lost);
+    }
+    let n = children.len();
+    let mut pixels = Vec::with_capacity(n * children[0].pixels.len());
+    for child in &children {
+        pixels.extend_from_slice(&child.pixels);
+    }
+    let steer: Vec<SteerJob> = children
+        .iter()
+        .enumerate()
+        .filter_map(|(index, c)| {
+            c.steer.map(|target| SteerJob {
+                index,
+                genome: c.genome.to_vec(),
+                target,
+            })
+        })
+        .collect();
+    let (result, times, model_inference_s, began, steered) =
+        infer_and_score(models, kinds, fitness, steerer, &mut pixels, n, steer);
+    BatchResult {
+        children,
+        lost,
+        result,
+        times,
+        model_inference_s,
+        taken,
+        began,
+        steered,
+    }
+}
+
 /// The batches of one process's evaluators, taken by whichever of their inference threads
 /// is free ([`SharedQueue`]): the supervisor gives every local evaluator of a run the same
 /// queue, a worker node its own.
@@ -309,11 +435,10 @@ struct InferenceWorker {
     _retire: Retire<InferenceJob>,
 }
 
-/// One batch for an inference thread.
+/// One batch for an inference thread: its rendered children, or the jobs that breed them.
 pub struct InferenceJob {
-    pixels: Vec<u8>,
-    n: usize,
-    steer: Vec<SteerJob>,
+    children: Vec<Offspring>,
+    jobs: Vec<BreedJob>,
     reply: tokio::sync::oneshot::Sender<BatchResult>,
 }
 
@@ -333,6 +458,7 @@ impl InferenceWorker {
         mut models: Vec<Box<dyn PreparedModel>>,
         kinds: Vec<OutputKind>,
         fitness: Arc<FitnessPlugin>,
+        encoding: Arc<EncodingPlugin>,
         mut steerer: Option<Steerer>,
     ) -> std::io::Result<Self> {
         let (consumer, retire) = queue.consumer();
@@ -342,17 +468,22 @@ impl InferenceWorker {
             .name(format!("pareidolia-inference-{index}"))
             .spawn(move || {
                 let _flag = flag;
-                while let Some(mut job) = consumer.next() {
-                    let result = infer_and_score(
+                while let Some(job) = consumer.next() {
+                    let InferenceJob {
+                        children,
+                        jobs,
+                        reply,
+                    } = job;
+                    let result = run_job(
+                        children,
+                        &jobs,
+                        &encoding,
                         &mut models,
                         &kinds,
                         &fitness,
                         steerer.as_mut(),
-                        &mut job.pixels,
-                        job.n,
-                        job.steer,
                     );
-                    let _ = job.reply.send(result);
+                    let _ = reply.send(result);
                 }
             })?;
         Ok(Self {
@@ -362,22 +493,20 @@ impl InferenceWorker {
         })
     }
 
-    /// Queues a batch (with the children to steer first); the answer arrives on the returned
-    /// channel.
+    /// Queues a batch (its children, or the jobs that breed them); the answer arrives on the
+    /// returned channel.
     fn submit(
         &self,
-        pixels: Vec<u8>,
-        n: usize,
-        steer: Vec<SteerJob>,
+        children: Vec<Offspring>,
+        jobs: Vec<BreedJob>,
     ) -> Result<tokio::sync::oneshot::Receiver<BatchResult>, ActorProcessingErr> {
         if self.ended.load(Ordering::Acquire) {
             return Err("inference thread ended".into());
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue.push(InferenceJob {
-            pixels,
-            n,
-            steer,
+            children,
+            jobs,
             reply,
         });
         Ok(answer)
@@ -385,17 +514,49 @@ impl InferenceWorker {
 }
 
 impl EvaluatorState {
+    /// Hands a batch the batcher completed to the inference thread (see [`Self::submit`]),
+    /// with the losses the batcher accounted before it.
+    async fn run_batch(&mut self, batch: Batch) -> Result<(), ActorProcessingErr> {
+        let Batch { children, arrived } = batch;
+        let earlier_losses = self.batcher.take_lost();
+        self.submit(
+            children,
+            Vec::new(),
+            Arrivals::Rendered(arrived),
+            earlier_losses,
+        )
+        .await
+    }
+
+    /// Hands a batch's breeding jobs to the inference thread, which breeds, renders and
+    /// scores the batch ([`EvaluatorMsg::Breed`]); like [`Self::run_batch`] otherwise.
+    async fn breed_batch(&mut self, jobs: Vec<BreedJob>) -> Result<(), ActorProcessingErr> {
+        let children = jobs.iter().map(|j| j.children as usize).sum();
+        self.submit(
+            Vec::new(),
+            jobs,
+            Arrivals::Bred(children, Instant::now()),
+            Vec::new(),
+        )
+        .await
+    }
+
     /// Hands a batch to the inference thread and returns as soon as it is queued (after
     /// waiting for a free slot), so up to [`BATCHES_IN_FLIGHT`] batches are in flight: the
     /// backend finds the next batch waiting when it finishes one. A task per batch takes the
-    /// results to the archive.
-    async fn run_batch(&mut self, batch: Batch) -> Result<(), ActorProcessingErr> {
-        let Batch {
-            children: batch,
-            arrived,
-        } = batch;
+    /// results (and `earlier_losses`) to the sink.
+    async fn submit(
+        &mut self,
+        children: Vec<Offspring>,
+        jobs: Vec<BreedJob>,
+        arrivals: Arrivals,
+        mut earlier_losses: Vec<LostChild>,
+    ) -> Result<(), ActorProcessingErr> {
         let permit = self.in_flight.clone().acquire_owned().await?;
-        let n = batch.len();
+        let n = match &arrivals {
+            Arrivals::Rendered(arrived) => arrived.len(),
+            Arrivals::Bred(n, _) => *n,
+        };
         self.batches += 1;
         self.children += n as u64;
         if let Some(t) = &self.tally {
@@ -403,63 +564,65 @@ impl EvaluatorState {
             t.scored
                 .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut pixels = Vec::with_capacity(n * batch[0].pixels.len());
-        for child in &batch {
-            pixels.extend_from_slice(&child.pixels);
-        }
-        let steer: Vec<SteerJob> = batch
+        // Who is in the batch, to account for its children if the thread ends before answering.
+        let members: Vec<(u64, u64, u32)> = children
             .iter()
-            .enumerate()
-            .filter_map(|(index, c)| {
-                c.steer.map(|target| SteerJob {
-                    index,
-                    genome: c.genome.to_vec(),
-                    target,
-                })
-            })
+            .map(|c| (c.id, c.generation, c.generation_size))
+            .chain(jobs.iter().flat_map(|j| {
+                j.child_ids()
+                    .map(|id| (id, j.generation, j.generation_size))
+            }))
             .collect();
-        let answer = self.worker.submit(pixels, n, steer)?;
-        let mut earlier_losses = self.batcher.take_lost();
+        let answer = self.worker.submit(children, jobs)?;
         let (sink, fitness) = (self.sink.clone(), self.fitness_name.clone());
         let (metrics, in_flight) = (self.metrics.clone(), self.in_flight.clone());
         let batch_filling = self.batcher.waiting();
         tokio::spawn(async move {
-            let (result, mut times, model_inference_s, began, steered) = match answer.await {
-                Ok(r) => r,
-                Err(_) => (
-                    Err((LossKind::Inference, "the inference thread ended".to_owned())),
-                    StageTimes::default(),
-                    Vec::new(),
-                    Instant::now(),
-                    SteerReport::default(),
-                ),
-            };
+            let BatchResult {
+                mut children,
+                lost: mut bred_lost,
+                result,
+                mut times,
+                model_inference_s,
+                began,
+                taken,
+                steered,
+            } = answer
+                .await
+                .unwrap_or_else(|_| BatchResult::not_run(&members));
             drop(permit);
             if let Some(problem) = steered.problems.first() {
                 tracing::warn!(problems = steered.problems.len(), first = %problem, "gradient steps not taken");
             }
-            let mut batch = batch;
             for (index, genome) in steered.moved {
-                batch[index].genome = genome.into();
+                children[index].genome = genome.into();
             }
-            times.breed_s = batch.iter().map(|c| c.breed_s).sum();
+            times.breed_s = children.iter().map(|c| c.breed_s).sum();
+            let queue_wait_s = match arrivals {
+                Arrivals::Rendered(arrived) => arrived
+                    .iter()
+                    .map(|a| began.saturating_duration_since(*a).as_secs_f64())
+                    .collect(),
+                Arrivals::Bred(_, queued) => {
+                    let wait = taken.saturating_duration_since(queued).as_secs_f64();
+                    vec![wait; children.len()]
+                }
+            };
             observe(
                 &metrics,
                 MetricsMsg::Batch(BatchTimings {
-                    size: batch.len(),
+                    size: children.len(),
                     inference_s: times.inference_s,
                     model_inference_s,
                     fitness_s: times.fitness_s,
-                    breed_s: batch.iter().map(|c| c.breed_s).collect(),
-                    queue_wait_s: arrived
-                        .iter()
-                        .map(|a| began.saturating_duration_since(*a).as_secs_f64())
-                        .collect(),
+                    breed_s: children.iter().map(|c| c.breed_s).collect(),
+                    queue_wait_s,
                     batch_filling,
                     inference_batches: BATCHES_IN_FLIGHT - in_flight.available_permits(),
                 }),
             );
-            let (scored, mut lost) = split_results(batch, result, &fitness);
+            let (scored, mut lost) = split_results(children, result, &fitness);
+            lost.append(&mut bred_lost);
             lost.append(&mut earlier_losses);
             send_to(&sink, scored, lost, times);
         });
@@ -518,6 +681,7 @@ impl Actor for EvaluatorActor {
                 models,
                 args.models.iter().map(ModelSetup::output).collect(),
                 args.fitness,
+                args.encoding,
                 steerer,
             )?,
             batcher: Batcher::new(args.batch_size),
@@ -566,6 +730,7 @@ impl Actor for EvaluatorActor {
                     myself.send_after(LINGER, move || EvaluatorMsg::Linger(token));
                 }
             }
+            EvaluatorMsg::Breed(jobs) => state.breed_batch(jobs).await?,
             EvaluatorMsg::Linger(token) => {
                 if token == state.linger_token {
                     state.flush().await?;

@@ -315,6 +315,9 @@ pub enum EvaluatorMsg {
     Children(Vec<Result<Offspring, LostChild>>),
     /// Linger timer; runs the partial batches if nothing arrived since it was set.
     Linger(u64),
+    /// One batch's breeding jobs (the archive's `by_batch` group), to breed, render and score
+    /// on the inference thread: how a run without mutators breeds (`mutators = 0` on CPU).
+    Breed(Vec<BreedJob>),
 }
 
 /// What a worker node offers the run.

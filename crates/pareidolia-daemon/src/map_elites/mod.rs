@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! ArchiveActor ──BreedJob──▶ MutatorActor ×N ──Offspring──▶ EvaluatorActor ×W
-//!      ▲                      (encoding plugin:               (backend batch inference,
-//!      │                       crossover, mutate, render)      fitness plugin)
+//!      ▲  │                   (encoding plugin:               (backend batch inference,
+//!      │  │                    crossover, mutate, render)      fitness plugin)
+//!      │  └────────────── BreedJob (no mutators) ─────────────▶ (breeds on its inference thread)
 //!      └─────────────────────── Scored / Lost ◀────────────────────┘
 //! ```
 //!

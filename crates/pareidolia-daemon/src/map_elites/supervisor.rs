@@ -86,6 +86,7 @@ impl SupervisorState {
             models: a.setup.models.clone(),
             prepared,
             fitness: a.setup.fitness.clone(),
+            encoding: a.setup.encoding.clone(),
             batch_size: a.setup.config.batch_size as usize,
             sink: ResultSink::Archive,
             tally: None,
