@@ -25,8 +25,8 @@ pub struct Evaluated {
     pub id: u64,
     /// Generation that made it (0 = initial population).
     pub generation: u64,
-    /// The encoding's genome bytes.
-    pub genome: Vec<u8>,
+    /// The encoding's genome bytes (shared, not copied, by the cells it wins).
+    pub genome: Arc<[u8]>,
     /// One score per class.
     pub scores: Vec<f32>,
     /// The models' probability of every class for this image (their mean with several
@@ -216,7 +216,7 @@ impl Archive {
         let champion = Champion {
             id: child.id,
             generation: child.generation,
-            genome: child.genome.into(),
+            genome: child.genome,
             scores: child.scores.into(),
             probabilities: child.probabilities.into(),
         };
@@ -303,7 +303,7 @@ mod tests {
         Evaluated {
             id,
             generation: 0,
-            genome: vec![id as u8],
+            genome: vec![id as u8].into(),
             scores: scores.to_vec(),
             probabilities: Vec::new(),
         }

@@ -477,7 +477,7 @@ mod tests {
         archive.insert(Evaluated {
             id: 1,
             generation: 1,
-            genome: vec![1],
+            genome: vec![1].into(),
             scores: vec![-0.2, 0.1],
             probabilities: vec![0.995, 0.999],
         });
@@ -553,7 +553,7 @@ mod tests {
         archive.insert(Evaluated {
             id: 1,
             generation: 3,
-            genome: vec![1],
+            genome: vec![1].into(),
             scores: vec![0.6, 0.7],
             probabilities: Vec::new(),
         });
@@ -582,7 +582,7 @@ mod tests {
         archive.insert(Evaluated {
             id: 1,
             generation: 1,
-            genome: vec![1],
+            genome: vec![1].into(),
             scores: vec![0.6, 0.7, 0.9],
             probabilities: Vec::new(),
         });

@@ -273,7 +273,7 @@ impl ArchiveState {
             self.archive.insert(Evaluated {
                 id: child.id,
                 generation: child.generation,
-                genome: child.genome.to_vec(),
+                genome: child.genome,
                 scores: child.scores,
                 probabilities: child.probabilities,
             });

@@ -582,7 +582,7 @@ mod tests {
             archive.insert(Evaluated {
                 id,
                 generation: 0,
-                genome: vec![id as u8],
+                genome: vec![id as u8].into(),
                 scores,
                 probabilities: Vec::new(),
             });

@@ -329,7 +329,7 @@ mod tests {
             a.insert(Evaluated {
                 id: class as u64,
                 generation: 0,
-                genome: vec![class as u8],
+                genome: vec![class as u8].into(),
                 scores,
                 probabilities: Vec::new(),
             });
