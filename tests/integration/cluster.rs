@@ -157,6 +157,64 @@ fn remote_workers_leave_the_archive_of_a_local_run() {
     assert_eq!(history_without_time(&local), history_without_time(&remote));
 }
 
+/// A daemon whose evaluators breed their own batches (no mutators, CPU) sends a remote
+/// evaluator the breeding jobs of the batches it scores, over the wire; that worker breeds
+/// what it scores, and the archive is still the one a local run bred by a mutator reaches.
+#[test]
+fn a_remote_evaluator_breeds_its_batches_when_the_daemon_has_no_mutators() {
+    let dir = temp_dir("cluster-evaluators-breed");
+    let config = daemon_config(&dir, 8, 4);
+    let local = dir.join("local");
+    success(experiment(Pareidolia::run().quiet(), &config, &local).output());
+
+    let remote = dir.join("remote");
+    let secret = cookie(&dir, "cookie", "a shared secret");
+    let mut daemon = Pareidolia::daemon()
+        .config(&config)
+        .out(&remote)
+        .generations(8)
+        .seed(7)
+        .mutators(0)
+        .workers(1)
+        .backend("tract")
+        .args(["--cluster-listen", "127.0.0.1:0", "--wait-workers", "1"])
+        .arg("--cookie-file")
+        .arg(&secret)
+        .start(&dir.join("daemon.log"));
+    let address = cluster_address(&mut daemon);
+    let evaluator = worker(&address)
+        .arg("--cookie-file")
+        .arg(&secret)
+        .args(["--role", "evaluator", "--backend", "tract"])
+        .start(&dir.join("evaluator.log"));
+    let (status, log) = daemon.wait(Duration::from_secs(300));
+    assert!(status.success(), "daemon failed ({status}):\n{log}");
+    assert!(
+        log.contains("mutators=0") && log.contains("breeding=\"on the inference workers\""),
+        "{log}"
+    );
+    let (status, evaluator_log) = evaluator.wait(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "evaluator failed ({status}):\n{evaluator_log}"
+    );
+    // Every other batch is routed to evaluator 1, which bred each child it scored.
+    let (bred, scored) = (
+        worker_count(&evaluator_log, "bred"),
+        worker_count(&evaluator_log, "scored"),
+    );
+    assert!(
+        scored >= 400,
+        "the evaluator scored {scored}:\n{evaluator_log}"
+    );
+    assert_eq!(bred, scored, "{evaluator_log}");
+
+    let (a, b) = (run_result(&local), run_result(&remote));
+    assert_eq!(a.0["classes"], b.0["classes"]);
+    assert_eq!(a.1, b.1, "the galleries differ");
+    assert_eq!(history_without_time(&local), history_without_time(&remote));
+}
+
 /// A worker killed with SIGKILL in the middle of a generation loses nothing: its batches and
 /// jobs are re-issued to the daemon's own evaluator and mutator, every child is scored once,
 /// and a worker that joins afterwards is used again. `/status` and the metrics show both

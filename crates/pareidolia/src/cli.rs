@@ -501,13 +501,14 @@ pub struct ExperimentArgs {
     /// Generations after the initial population (overrides the config).
     #[arg(long)]
     pub generations: Option<u64>,
-    /// Mutator actors, 0 = as many as breeding's measured share of the cores needs and at
-    /// least one per inference worker (overrides the config).
+    /// Mutator actors (overrides the config). 0 = none on a CPU where every core gets an
+    /// inference worker, which then breeds its own batches; else as many as breeding's
+    /// measured share of the cores needs and at least one per inference worker.
     #[arg(long)]
     pub mutators: Option<u32>,
     /// Inference workers (evaluator actors, one thread and one copy of the models each),
-    /// 0 = the cores left after breeding's measured share, one on CUDA (overrides the
-    /// config). The result does not depend on it.
+    /// 0 = one per core on a CPU (the cores left after breeding's measured share where
+    /// mutators breed), one on CUDA (overrides the config). The result does not depend on it.
     #[arg(long)]
     pub workers: Option<u32>,
     /// Generations of lag in parent selection (overrides the config's `lag`): 0 = the

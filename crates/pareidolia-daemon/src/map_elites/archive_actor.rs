@@ -73,7 +73,8 @@ pub struct ArchivePlan {
     /// changes which evaluator scores a batch, never what the batch holds.
     pub route: EvaluatorRoute,
     /// Whether the evaluators breed their own batches (their inference threads, from the
-    /// jobs) while no mutator is in the run: a CPU run with `mutators = 0`.
+    /// jobs): a CPU run with `mutators = 0` where every core has a worker. Mutators on
+    /// worker nodes then get no work (logged when one is in the run).
     pub breed_on_evaluators: bool,
     /// Worker nodes (any role) to wait for before the first generation of this session
     /// starts (`daemon --wait-workers`); 0 = none.
@@ -119,6 +120,8 @@ pub struct ArchiveState {
     waited: bool,
     /// The wait for evaluators was logged.
     wait_logged: bool,
+    /// Mutators that get no work (the evaluators breed) were logged.
+    idle_mutators_logged: bool,
     finished: bool,
     progress: watch::Sender<Progress>,
     done: mpsc::UnboundedSender<Result<RunOutcome, RunError>>,
@@ -140,16 +143,14 @@ pub fn by_batch(jobs: &[BreedJob], batch_size: u32) -> Vec<Vec<BreedJob>> {
     groups
 }
 
-/// Sends jobs out a batch's jobs at a time: to the run's mutators (local, and on worker
-/// nodes), round-robin in actor-id order, each with the route its children take to the
-/// evaluators; or, in a run that breeds on its evaluators while no mutator is in the run
-/// (`mutators = 0` on CPU, and no mutator node has joined), each batch's jobs straight to the
-/// evaluator that scores the batch, whose inference thread breeds it. Either way the batch
-/// holds the same children, bred from the same jobs.
+/// Sends jobs out a batch's jobs at a time: in a run whose evaluators breed their own
+/// batches (`mutators = 0` on CPU), each batch's jobs straight to the evaluator that scores
+/// the batch (local or on a worker node), whose inference thread breeds it; otherwise to the
+/// run's mutators (local, and on worker nodes), round-robin in actor-id order, each with the
+/// route its children take to the evaluators. Either way a batch holds the same children,
+/// bred from the same jobs.
 fn dispatch(run: &str, breed_on_evaluators: bool, jobs: &[BreedJob], route: EvaluatorRoute) {
-    let mut mutators = ractor::pg::get_members(&names::mutator_group(run));
-    mutators.sort_by_key(|m| m.get_id());
-    if mutators.is_empty() && breed_on_evaluators {
+    if breed_on_evaluators {
         for jobs in by_batch(jobs, route.batch_size) {
             let Some(first) = jobs.first().and_then(|j| j.child_ids().next()) else {
                 continue;
@@ -168,6 +169,8 @@ fn dispatch(run: &str, breed_on_evaluators: bool, jobs: &[BreedJob], route: Eval
         }
         return;
     }
+    let mut mutators = ractor::pg::get_members(&names::mutator_group(run));
+    mutators.sort_by_key(|m| m.get_id());
     if mutators.is_empty() {
         tracing::warn!("no mutator running; jobs wait for a restart");
         return;
@@ -246,6 +249,17 @@ impl ArchiveState {
     /// evaluators running now.
     fn dispatch_planned(&mut self) {
         let route = self.route();
+        if self.plan.breed_on_evaluators && !self.idle_mutators_logged {
+            let mutators = ractor::pg::get_members(&names::mutator_group(&self.plan.run)).len();
+            if mutators > 0 {
+                tracing::warn!(
+                    mutators,
+                    "this run's evaluators breed their own batches, so its mutators (worker nodes) get no work; \
+                     set `mutators` in the run's config to breed on mutators instead"
+                );
+                self.idle_mutators_logged = true;
+            }
+        }
         let (run, on_evaluators) = (&self.plan.run, self.plan.breed_on_evaluators);
         for generation in self.pipeline.undispatched(self.plan.generations) {
             generation.routed(route);
@@ -421,6 +435,7 @@ impl Actor for ArchiveActor {
             stopping: false,
             waited: false,
             wait_logged: false,
+            idle_mutators_logged: false,
             finished: false,
             progress: args.progress,
             done: args.done,

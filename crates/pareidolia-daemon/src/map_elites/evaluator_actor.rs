@@ -532,6 +532,11 @@ impl EvaluatorState {
     /// scores the batch ([`EvaluatorMsg::Breed`]); like [`Self::run_batch`] otherwise.
     async fn breed_batch(&mut self, jobs: Vec<BreedJob>) -> Result<(), ActorProcessingErr> {
         let children = jobs.iter().map(|j| j.children as usize).sum();
+        if let Some(t) = &self.tally {
+            use std::sync::atomic::Ordering::Relaxed;
+            t.jobs.fetch_add(jobs.len() as u64, Relaxed);
+            t.bred.fetch_add(children as u64, Relaxed);
+        }
         self.submit(
             Vec::new(),
             jobs,
