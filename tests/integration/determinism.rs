@@ -108,6 +108,37 @@ fn same_seed_gives_identical_summary_and_images_on_ort_cpu() {
     same_seed_same_archive("ort-cpu");
 }
 
+/// With an odd batch size a breeding job's two children can fall in two batches: where the
+/// workers breed, each of the two batches' evaluators breeds the job and keeps its own child,
+/// so every batch holds the children it holds when mutators breed, and the run is the same.
+#[test]
+fn an_odd_batch_size_splits_breeding_jobs_between_batches_and_keeps_the_run() {
+    let dir = temp_dir("determinism-odd-batch");
+    let config = config_edit(&dir, |t| {
+        t.set("batch_size", 5);
+    });
+    let run = |name: &str, mutators: u32, workers: u32| {
+        let out = dir.join(name);
+        success(
+            Pareidolia::run()
+                .quiet()
+                .config(&config)
+                .generations(10)
+                .seed(7)
+                .mutators(mutators)
+                .workers(workers)
+                .out(&out)
+                .output(),
+        );
+        out
+    };
+    let bred_by_mutators = run("mutators", 1, 3);
+    let bred_by_workers = run("workers", 0, 3);
+    assert_eq!(result(&bred_by_mutators), result(&bred_by_workers));
+    let one_worker = run("one", 0, 1);
+    assert_eq!(result(&bred_by_mutators), result(&one_worker));
+}
+
 /// With a lag several generations are out at once and their batches finish in any order
 /// across workers; the run is still the same on any number of workers and mutators (the
 /// archive each generation breeds from is fixed by the lag, not by timing), and it is

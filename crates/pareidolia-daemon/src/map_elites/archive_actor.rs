@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::map_elites::generation::{Generation, Pipeline, Reissue, SteerPlan};
 use crate::map_elites::messages::{
-    ArchiveMsg, BreedJob, EvaluatorMsg, EvaluatorRoute, MetricsMsg, MutatorMsg, child_index,
-    live_evaluators, names, observe, remote_nodes,
+    ArchiveMsg, BreedBatch, BreedJob, EvaluatorMsg, EvaluatorRoute, MetricsMsg, MutatorMsg,
+    child_id, child_index, live_evaluators, names, observe, remote_nodes,
 };
 use crate::run::ledger::{Cadence, Ledger, unix_now};
 use crate::run::outcome::{Progress, RunError, RunOutcome};
@@ -143,6 +143,32 @@ pub fn by_batch(jobs: &[BreedJob], batch_size: u32) -> Vec<Vec<BreedJob>> {
     groups
 }
 
+/// The jobs each batch needs bred, in batch order, with the batch: every job with a child in
+/// it. A job whose two children fall in two batches (an odd batch size) is in both groups, so
+/// each evaluator that breeds a batch makes exactly that batch's children (it breeds the
+/// job and keeps its own child; a job's children are the same wherever it is bred).
+pub fn batch_groups(jobs: &[BreedJob], batch_size: u32) -> Vec<BreedBatch> {
+    let b = batch_size.max(1);
+    let mut groups: Vec<BreedBatch> = Vec::new();
+    for job in jobs {
+        let last = job.first_index + job.children.max(1) - 1;
+        for k in job.first_index / b..=last / b {
+            let (first, end) = (k * b, ((k + 1) * b).min(job.generation_size));
+            match groups.last_mut() {
+                Some(g) if g.first == first && g.jobs[0].generation == job.generation => {
+                    g.jobs.push(job.clone());
+                }
+                _ => groups.push(BreedBatch {
+                    jobs: vec![job.clone()],
+                    first,
+                    end,
+                }),
+            }
+        }
+    }
+    groups
+}
+
 /// Sends jobs out a batch's jobs at a time: in a run whose evaluators breed their own
 /// batches (`mutators = 0` on CPU), each batch's jobs straight to the evaluator that scores
 /// the batch (local or on a worker node), whose inference thread breeds it; otherwise to the
@@ -151,14 +177,11 @@ pub fn by_batch(jobs: &[BreedJob], batch_size: u32) -> Vec<Vec<BreedJob>> {
 /// bred from the same jobs.
 fn dispatch(run: &str, breed_on_evaluators: bool, jobs: &[BreedJob], route: EvaluatorRoute) {
     if breed_on_evaluators {
-        for jobs in by_batch(jobs, route.batch_size) {
-            let Some(first) = jobs.first().and_then(|j| j.child_ids().next()) else {
-                continue;
-            };
-            let index = route.evaluator_of(first);
+        for batch in batch_groups(jobs, route.batch_size) {
+            let index = route.evaluator_of(child_id(batch.jobs[0].generation, batch.first));
             let sent = crate::map_elites::messages::find(&names::evaluator(run, index))
                 .map(ActorRef::<EvaluatorMsg>::from)
-                .is_some_and(|e| e.cast(EvaluatorMsg::Breed(jobs)).is_ok());
+                .is_some_and(|e| e.cast(EvaluatorMsg::Breed(batch)).is_ok());
             if !sent {
                 // It is restarting: the supervisor has the archive re-issue its work.
                 tracing::debug!(
@@ -564,5 +587,70 @@ impl Actor for ArchiveActor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map_elites::messages::Recipe;
+
+    fn jobs(generation: u64, size: u32) -> Vec<BreedJob> {
+        (0..size.div_ceil(2))
+            .map(|k| {
+                let children = (size - 2 * k).min(2);
+                BreedJob {
+                    generation,
+                    generation_size: size,
+                    first_index: 2 * k,
+                    children,
+                    recipe: Recipe::Random,
+                    crossover_seed: 0,
+                    child_seeds: vec![0; children as usize],
+                    steer: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    fn shape(groups: &[BreedBatch]) -> Vec<(u32, u32, Vec<u32>)> {
+        groups
+            .iter()
+            .map(|g| {
+                (
+                    g.first,
+                    g.end,
+                    g.jobs.iter().map(|j| j.first_index).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_gets_every_job_with_a_child_in_it() {
+        // Even batches: each job in one batch.
+        let even = batch_groups(&jobs(3, 8), 4);
+        assert_eq!(shape(&even), [(0, 4, vec![0, 2]), (4, 8, vec![4, 6])]);
+        // Batches of 3 in a generation of 7: the job making children 2 and 3 is in batches 0
+        // and 1, the one making 4 and 5 in batch 1 only; the last batch is short.
+        let odd = batch_groups(&jobs(3, 7), 3);
+        assert_eq!(
+            shape(&odd),
+            [(0, 3, vec![0, 2]), (3, 6, vec![2, 4]), (6, 7, vec![6])]
+        );
+        assert!(odd[1].holds(child_id(3, 3)) && !odd[1].holds(child_id(3, 2)));
+        let members: Vec<u32> = odd[1].members().iter().map(|m| child_index(m.0)).collect();
+        assert_eq!(members, [3, 4, 5]);
+        // Batches of one: every two-child job in two batches, each batch one child.
+        let ones = batch_groups(&jobs(0, 4), 1);
+        assert_eq!(ones.len(), 4);
+        assert!(
+            ones.iter()
+                .all(|g| g.jobs.len() == 1 && g.members().len() == 1)
+        );
+        // Jobs of two generations (a re-issue) never share a group.
+        let mut two = jobs(4, 2);
+        two.extend(jobs(5, 2));
+        assert_eq!(batch_groups(&two, 20).len(), 2);
     }
 }

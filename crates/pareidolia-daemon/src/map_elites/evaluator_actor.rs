@@ -36,7 +36,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::map_elites::batcher::{Batch, Batcher};
 use crate::map_elites::messages::{
-    ArchiveMsg, BatchTimings, BreedJob, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
+    ArchiveMsg, BatchTimings, BreedBatch, EvaluatorMsg, LossKind, LostChild, MetricsMsg, Offspring,
     RegistrarMsg, Results, ScoredChild, WorkTally, names, observe,
 };
 use crate::map_elites::mutator_actor::breed;
@@ -362,12 +362,12 @@ type Scored = (
     SteerReport,
 );
 
-/// The inference thread's part of one batch: breeds the jobs' children (if the batch came as
-/// jobs), lays the images out in id order, takes the steered children's gradient steps and
-/// scores the batch.
+/// The inference thread's part of one batch: breeds the batch's children (if it came as
+/// jobs; a job's child of another batch is left to that batch), lays the images out in id
+/// order, takes the steered children's gradient steps and scores the batch.
 fn run_job(
     mut children: Vec<Offspring>,
-    jobs: &[BreedJob],
+    breeding: Option<&BreedBatch>,
     encoding: &EncodingPlugin,
     models: &mut [Box<dyn PreparedModel>],
     kinds: &[OutputKind],
@@ -376,10 +376,13 @@ fn run_job(
 ) -> BatchResult {
     let taken = Instant::now();
     let mut lost = Vec::new();
-    for child in jobs.iter().flat_map(|j| breed(encoding, j)) {
-        match child {
-            Ok(c) => children.push(c),
-            Err(l) => lost.push(l),
+    if let Some(batch) = breeding {
+        for child in batch.jobs.iter().flat_map(|j| breed(encoding, j)) {
+            match child {
+                Ok(c) if batch.holds(c.id) => children.push(c),
+                Err(l) if batch.holds(l.id) => lost.push(l),
+                _ => {}
+            }
         }
     }
     if !lost.is_empty() {
@@ -438,7 +441,7 @@ struct InferenceWorker {
 /// One batch for an inference thread: its rendered children, or the jobs that breed them.
 pub struct InferenceJob {
     children: Vec<Offspring>,
-    jobs: Vec<BreedJob>,
+    breeding: Option<BreedBatch>,
     reply: tokio::sync::oneshot::Sender<BatchResult>,
 }
 
@@ -471,12 +474,12 @@ impl InferenceWorker {
                 while let Some(job) = consumer.next() {
                     let InferenceJob {
                         children,
-                        jobs,
+                        breeding,
                         reply,
                     } = job;
                     let result = run_job(
                         children,
-                        &jobs,
+                        breeding.as_ref(),
                         &encoding,
                         &mut models,
                         &kinds,
@@ -498,7 +501,7 @@ impl InferenceWorker {
     fn submit(
         &self,
         children: Vec<Offspring>,
-        jobs: Vec<BreedJob>,
+        breeding: Option<BreedBatch>,
     ) -> Result<tokio::sync::oneshot::Receiver<BatchResult>, ActorProcessingErr> {
         if self.ended.load(Ordering::Acquire) {
             return Err("inference thread ended".into());
@@ -506,7 +509,7 @@ impl InferenceWorker {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue.push(InferenceJob {
             children,
-            jobs,
+            breeding,
             reply,
         });
         Ok(answer)
@@ -519,31 +522,22 @@ impl EvaluatorState {
     async fn run_batch(&mut self, batch: Batch) -> Result<(), ActorProcessingErr> {
         let Batch { children, arrived } = batch;
         let earlier_losses = self.batcher.take_lost();
-        self.submit(
-            children,
-            Vec::new(),
-            Arrivals::Rendered(arrived),
-            earlier_losses,
-        )
-        .await
+        self.submit(children, None, Arrivals::Rendered(arrived), earlier_losses)
+            .await
     }
 
     /// Hands a batch's breeding jobs to the inference thread, which breeds, renders and
     /// scores the batch ([`EvaluatorMsg::Breed`]); like [`Self::run_batch`] otherwise.
-    async fn breed_batch(&mut self, jobs: Vec<BreedJob>) -> Result<(), ActorProcessingErr> {
-        let children = jobs.iter().map(|j| j.children as usize).sum();
+    async fn breed_batch(&mut self, batch: BreedBatch) -> Result<(), ActorProcessingErr> {
+        let children = batch.members().len();
         if let Some(t) = &self.tally {
             use std::sync::atomic::Ordering::Relaxed;
-            t.jobs.fetch_add(jobs.len() as u64, Relaxed);
+            t.jobs.fetch_add(batch.jobs.len() as u64, Relaxed);
             t.bred.fetch_add(children as u64, Relaxed);
         }
-        self.submit(
-            Vec::new(),
-            jobs,
-            Arrivals::Bred(children, Instant::now()),
-            Vec::new(),
-        )
-        .await
+        let arrivals = Arrivals::Bred(children, Instant::now());
+        self.submit(Vec::new(), Some(batch), arrivals, Vec::new())
+            .await
     }
 
     /// Hands a batch to the inference thread and returns as soon as it is queued (after
@@ -553,7 +547,7 @@ impl EvaluatorState {
     async fn submit(
         &mut self,
         children: Vec<Offspring>,
-        jobs: Vec<BreedJob>,
+        breeding: Option<BreedBatch>,
         arrivals: Arrivals,
         mut earlier_losses: Vec<LostChild>,
     ) -> Result<(), ActorProcessingErr> {
@@ -573,12 +567,9 @@ impl EvaluatorState {
         let members: Vec<(u64, u64, u32)> = children
             .iter()
             .map(|c| (c.id, c.generation, c.generation_size))
-            .chain(jobs.iter().flat_map(|j| {
-                j.child_ids()
-                    .map(|id| (id, j.generation, j.generation_size))
-            }))
+            .chain(breeding.iter().flat_map(BreedBatch::members))
             .collect();
-        let answer = self.worker.submit(children, jobs)?;
+        let answer = self.worker.submit(children, breeding)?;
         let (sink, fitness) = (self.sink.clone(), self.fitness_name.clone());
         let (metrics, in_flight) = (self.metrics.clone(), self.in_flight.clone());
         let batch_filling = self.batcher.waiting();
@@ -735,7 +726,7 @@ impl Actor for EvaluatorActor {
                     myself.send_after(LINGER, move || EvaluatorMsg::Linger(token));
                 }
             }
-            EvaluatorMsg::Breed(jobs) => state.breed_batch(jobs).await?,
+            EvaluatorMsg::Breed(batch) => state.breed_batch(batch).await?,
             EvaluatorMsg::Linger(token) => {
                 if token == state.linger_token {
                     state.flush().await?;

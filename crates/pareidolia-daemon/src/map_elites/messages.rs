@@ -315,9 +315,41 @@ pub enum EvaluatorMsg {
     Children(Vec<Result<Offspring, LostChild>>),
     /// Linger timer; runs the partial batches if nothing arrived since it was set.
     Linger(u64),
-    /// One batch's breeding jobs (the archive's `by_batch` group), to breed, render and score
-    /// on the inference thread: how a run without mutators breeds (`mutators = 0` on CPU).
-    Breed(Vec<BreedJob>),
+    /// One batch's breeding jobs, to breed, render and score on the inference thread: how a
+    /// run without mutators breeds (`mutators = 0` on CPU).
+    Breed(BreedBatch),
+}
+
+/// A batch to breed and score: the children with indices `first..end` of the jobs'
+/// generation, and every job that makes one of them (a job whose other child belongs to the
+/// next or previous batch is bred here too, and that child left to its own batch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreedBatch {
+    /// The jobs, in child order.
+    pub jobs: Vec<BreedJob>,
+    /// The batch's first child index.
+    pub first: u32,
+    /// One past its last.
+    pub end: u32,
+}
+
+impl BreedBatch {
+    /// Whether child `id` is in this batch.
+    pub fn holds(&self, id: u64) -> bool {
+        (self.first..self.end).contains(&child_index(id))
+    }
+
+    /// The batch's children, `(id, generation, generation size)`, in id order.
+    pub fn members(&self) -> Vec<(u64, u64, u32)> {
+        self.jobs
+            .iter()
+            .flat_map(|j| {
+                j.child_ids()
+                    .map(move |id| (id, j.generation, j.generation_size))
+            })
+            .filter(|&(id, _, _)| self.holds(id))
+            .collect()
+    }
 }
 
 /// What a worker node offers the run.
