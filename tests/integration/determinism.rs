@@ -108,35 +108,38 @@ fn same_seed_gives_identical_summary_and_images_on_ort_cpu() {
     same_seed_same_archive("ort-cpu");
 }
 
-/// With an odd batch size a breeding job's two children can fall in two batches: where the
-/// workers breed, each of the two batches' evaluators breeds the job and keeps its own child,
-/// so every batch holds the children it holds when mutators breed, and the run is the same.
+/// With an odd batch size a breeding job's two children can fall in two batches, so the
+/// workers do not breed their own batches (each of the two would breed the job): mutators
+/// do, by default too, and the run is the same whoever breeds and however many workers score.
 #[test]
-fn an_odd_batch_size_splits_breeding_jobs_between_batches_and_keeps_the_run() {
+fn an_odd_batch_size_is_bred_by_mutators_and_keeps_the_run() {
     let dir = temp_dir("determinism-odd-batch");
     let config = config_edit(&dir, |t| {
         t.set("batch_size", 5);
     });
     let run = |name: &str, mutators: u32, workers: u32| {
         let out = dir.join(name);
-        success(
-            Pareidolia::run()
-                .quiet()
-                .config(&config)
-                .generations(10)
-                .seed(7)
-                .mutators(mutators)
-                .workers(workers)
-                .out(&out)
-                .output(),
-        );
-        out
+        let output = Pareidolia::run()
+            .quiet()
+            .verbose()
+            .config(&config)
+            .generations(10)
+            .seed(7)
+            .mutators(mutators)
+            .workers(workers)
+            .out(&out)
+            .output();
+        let (_, log) = text(&output);
+        success(output);
+        (out, log)
     };
-    let bred_by_mutators = run("mutators", 1, 3);
-    let bred_by_workers = run("workers", 0, 3);
-    assert_eq!(result(&bred_by_mutators), result(&bred_by_workers));
-    let one_worker = run("one", 0, 1);
-    assert_eq!(result(&bred_by_mutators), result(&one_worker));
+    let (one, _) = run("one", 1, 1);
+    let (auto, log) = run("auto", 0, 3);
+    assert!(
+        log.contains("breeding=\"on the mutators\"") && !log.contains("mutators=0"),
+        "{log}"
+    );
+    assert_eq!(result(&one), result(&auto));
 }
 
 /// With a lag several generations are out at once and their batches finish in any order
@@ -151,6 +154,8 @@ fn a_lagged_run_is_the_same_on_any_number_of_workers() {
     assert_eq!(result(&a), result(&b));
     let c = run_lagged(&dir, "c", "tract", 7, 2, 4, 1);
     assert_eq!(result(&a), result(&c));
+    let bred_by_workers = run_lagged(&dir, "workers", "tract", 7, 0, 2, 1);
+    assert_eq!(result(&a), result(&bred_by_workers));
     let sync = run(&dir, "sync", "tract", 7, 1, 1);
     assert_ne!(result(&a).2, result(&sync).2, "lag 1 is another run");
     let lag2 = run_lagged(&dir, "lag2", "tract", 7, 1, 3, 2);

@@ -94,21 +94,26 @@ pub struct CoreSplit {
 }
 
 /// Whether a run's inference workers breed their own batches instead of mutator actors doing
-/// it: on CPU backends when `mutators` is not configured and every core gets a worker (a
-/// configured worker count, or at least as many batches per generation as cores). Each core
-/// then runs one thread that breeds a batch and scores it, with no hand-off between threads
-/// and no mutator preempting inference on the same core: on the default MNIST run this took
-/// the loop from 0.68 to 0.76 of the inference ceiling (BENCHMARKS.md, "Breeding on the
-/// inference threads"). Where a generation has fewer batches than cores, mutators on the
-/// spare cores breed while the workers score, and a GPU's one worker is fed by mutators on
-/// the CPU cores.
+/// it: on CPU backends when `mutators` is not configured, every core gets a worker (a
+/// configured worker count, or at least as many batches per generation as cores) and a
+/// batch holds whole breeding jobs (an even `batch_size`: a job makes two children). Each
+/// core then runs one thread that breeds a batch and scores it, with no hand-off between
+/// threads and no mutator preempting inference on the same core: 1.10 times the
+/// evaluations/s of mutator threads on the default MNIST run on ort-cpu (BENCHMARKS.md,
+/// "Breeding on the inference threads"). Where a generation has fewer batches than cores,
+/// mutators on the spare cores breed while the workers score; with an odd batch size (tract's
+/// preferred batch of 1) a job straddling two batches would be bred twice, once for each;
+/// and a GPU's one worker is fed by mutators on the CPU cores.
 pub fn workers_breed(
     cores: usize,
     configured: (u32, u32),
     batches_per_generation: usize,
+    batch_size: usize,
     gpu: bool,
 ) -> bool {
-    !gpu && configured.0 == 0 && (configured.1 != 0 || batches_per_generation >= cores.max(1))
+    !gpu && configured.0 == 0
+        && batch_size % 2 == 0
+        && (configured.1 != 0 || batches_per_generation >= cores.max(1))
 }
 
 /// Splits `cores` between mutators and inference workers: breeding takes `breed_share` of a
@@ -127,10 +132,11 @@ pub fn split_cores(
     breed_share: Option<f64>,
     configured: (u32, u32),
     batches_per_generation: usize,
+    batch_size: usize,
     gpu: bool,
 ) -> CoreSplit {
     let cores = cores.max(1);
-    if workers_breed(cores, configured, batches_per_generation, gpu) {
+    if workers_breed(cores, configured, batches_per_generation, batch_size, gpu) {
         let workers = match configured.1 {
             0 => cores,
             n => n as usize,
@@ -306,11 +312,11 @@ impl Experiment {
         let configured = (c.mutators, c.workers);
         let needs_share = (c.mutators == 0 || c.workers == 0)
             && !gpu
-            && !workers_breed(cores, configured, batches, gpu);
+            && !workers_breed(cores, configured, batches, batch, gpu);
         let share = needs_share
             .then(|| measure_breed_share(&setup, &mut prepared[0], sizes[sizes.len() - 1]))
             .flatten();
-        let split = split_cores(cores, share, configured, batches, gpu);
+        let split = split_cores(cores, share, configured, batches, batch, gpu);
         // The other workers' models, prepared and warmed up side by side.
         let more: Vec<Result<Vec<Box<dyn PreparedModel>>, SetupError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (1..split.workers)
@@ -641,30 +647,33 @@ mod tests {
         configured: (u32, u32),
         gpu: bool,
     ) -> (usize, usize) {
-        let s = split_cores(cores, share, configured, 10, gpu);
+        let s = split_cores(cores, share, configured, 10, 20, gpu);
         (s.mutators, s.workers)
     }
 
     #[test]
     fn on_cpu_every_core_gets_a_worker_that_breeds_its_own_batches() {
         // 2 cores, 10 batches per generation: two workers, no mutators, the share unused.
-        let s = split_cores(2, None, (0, 0), 10, false);
+        let s = split_cores(2, None, (0, 0), 10, 20, false);
         assert_eq!((s.mutators, s.workers, s.workers_breed), (0, 2, true));
         // 64 cores and 400 children in batches of 4 (auto_batch): 64 breeding workers.
-        let big = split_cores(64, None, (0, 0), 100, false);
+        let big = split_cores(64, None, (0, 0), 100, 20, false);
         assert_eq!(
             (big.mutators, big.workers, big.workers_breed),
             (0, 64, true)
         );
         // A configured worker count breeds too, whatever the cores.
-        let s = split_cores(2, None, (0, 8), 10, false);
+        let s = split_cores(2, None, (0, 8), 10, 20, false);
         assert_eq!((s.mutators, s.workers, s.workers_breed), (0, 8, true));
-        assert!(workers_breed(64, (0, 3), 10, false));
+        assert!(workers_breed(64, (0, 3), 10, 20, false));
         // Configured mutators, or a GPU, breed on mutators.
-        assert!(!workers_breed(2, (1, 0), 10, false));
-        assert!(!workers_breed(2, (0, 0), 10, true));
+        assert!(!workers_breed(2, (1, 0), 10, 20, false));
+        assert!(!workers_breed(2, (0, 0), 10, 20, true));
         // Fewer batches than cores: the spare cores breed for the workers.
-        assert!(!workers_breed(64, (0, 0), 10, false));
+        assert!(!workers_breed(64, (0, 0), 10, 20, false));
+        // Odd batches (a job's children in two batches): mutators breed.
+        assert!(!workers_breed(2, (0, 0), 200, 1, false));
+        assert!(!workers_breed(2, (0, 0), 40, 5, false));
     }
 
     #[test]
