@@ -112,7 +112,7 @@ pub fn workers_breed(
     gpu: bool,
 ) -> bool {
     !gpu && configured.0 == 0
-        && batch_size % 2 == 0
+        && batch_size.is_multiple_of(2)
         && (configured.1 != 0 || batches_per_generation >= cores.max(1))
 }
 
