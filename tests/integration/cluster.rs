@@ -73,6 +73,27 @@ fn worker(address: &str) -> Pareidolia {
     Pareidolia::with_args(["worker", "--join", address])
 }
 
+/// `pareidolia worker` joining the daemon at `address` with the cookie in `secret`, in
+/// `role` (with `--backend tract` where it evaluates), logging to `log`.
+fn start_worker(address: &str, secret: &Path, role: &str, log: &Path) -> Daemon {
+    let mut command = worker(address).arg("--cookie-file").arg(secret);
+    command = command.args(["--role", role]);
+    if role != "mutator" {
+        command = command.args(["--backend", "tract"]);
+    }
+    command.start(log)
+}
+
+/// The remote run ended where the local one did: the same champions and evaluations, the
+/// same gallery bytes and the same history.
+fn assert_same_run(local: &Path, remote: &Path) {
+    let (a, b) = (run_result(local), run_result(remote));
+    assert_eq!(a.0["classes"], b.0["classes"]);
+    assert_eq!(a.0["evaluations"], b.0["evaluations"]);
+    assert_eq!(a.1, b.1, "the galleries differ");
+    assert_eq!(history_without_time(local), history_without_time(remote));
+}
+
 /// A count a worker logs when it leaves (`worker done jobs=.. bred=.. batches=.. scored=..`).
 fn worker_count(log: &str, key: &str) -> u64 {
     log.lines()
@@ -101,16 +122,8 @@ fn remote_workers_leave_the_archive_of_a_local_run() {
         .arg(&secret)
         .start(&dir.join("daemon.log"));
     let address = cluster_address(&mut daemon);
-    let evaluator = worker(&address)
-        .arg("--cookie-file")
-        .arg(&secret)
-        .args(["--role", "evaluator", "--backend", "tract"])
-        .start(&dir.join("evaluator.log"));
-    let mutator = worker(&address)
-        .arg("--cookie-file")
-        .arg(&secret)
-        .args(["--role", "mutator"])
-        .start(&dir.join("mutator.log"));
+    let evaluator = start_worker(&address, &secret, "evaluator", &dir.join("evaluator.log"));
+    let mutator = start_worker(&address, &secret, "mutator", &dir.join("mutator.log"));
     let (status, log) = daemon.wait(Duration::from_secs(300));
     assert!(status.success(), "daemon failed ({status}):\n{log}");
     assert_eq!(
@@ -149,12 +162,7 @@ fn remote_workers_leave_the_archive_of_a_local_run() {
     let bred = worker_count(&mutator_log, "bred");
     assert!(bred >= 400, "the mutator bred {bred}:\n{mutator_log}");
     assert_eq!(worker_count(&mutator_log, "scored"), 0);
-
-    let (a, b) = (run_result(&local), run_result(&remote));
-    assert_eq!(a.0["classes"], b.0["classes"]);
-    assert_eq!(a.0["evaluations"], b.0["evaluations"]);
-    assert_eq!(a.1, b.1, "the galleries differ");
-    assert_eq!(history_without_time(&local), history_without_time(&remote));
+    assert_same_run(&local, &remote);
 }
 
 /// A daemon whose evaluators breed their own batches (no mutators, CPU) sends a remote
@@ -182,11 +190,7 @@ fn a_remote_evaluator_breeds_its_batches_when_the_daemon_has_no_mutators() {
         .arg(&secret)
         .start(&dir.join("daemon.log"));
     let address = cluster_address(&mut daemon);
-    let evaluator = worker(&address)
-        .arg("--cookie-file")
-        .arg(&secret)
-        .args(["--role", "evaluator", "--backend", "tract"])
-        .start(&dir.join("evaluator.log"));
+    let evaluator = start_worker(&address, &secret, "evaluator", &dir.join("evaluator.log"));
     let (status, log) = daemon.wait(Duration::from_secs(300));
     assert!(status.success(), "daemon failed ({status}):\n{log}");
     assert!(
@@ -208,11 +212,7 @@ fn a_remote_evaluator_breeds_its_batches_when_the_daemon_has_no_mutators() {
         "the evaluator scored {scored}:\n{evaluator_log}"
     );
     assert_eq!(bred, scored, "{evaluator_log}");
-
-    let (a, b) = (run_result(&local), run_result(&remote));
-    assert_eq!(a.0["classes"], b.0["classes"]);
-    assert_eq!(a.1, b.1, "the galleries differ");
-    assert_eq!(history_without_time(&local), history_without_time(&remote));
+    assert_same_run(&local, &remote);
 }
 
 /// A worker killed with SIGKILL in the middle of a generation loses nothing: its batches and

@@ -83,12 +83,16 @@ async fn a_killed_mutator_is_restarted_and_its_work_reissued() {
 async fn a_killed_evaluator_is_restarted_and_its_batches_reissued() {
     // Evaluator 1 of 2: the other goes on with its batches meanwhile.
     let (outcome, kills) = run_with_kills(10, "evaluator.1", vec![3, 6]).await;
-    let p = outcome.unwrap();
     assert_eq!(kills, 2);
+    // The re-issued batches are the same batches, scored the same way.
+    assert_whole_and_calm(outcome.unwrap()).await;
+}
+
+/// A 10-generation run that had kills: every child scored, none lost, and the archive the
+/// one an undisturbed run with one mutator and one worker reaches.
+async fn assert_whole_and_calm(p: Progress) {
     assert_eq!(p.evaluations, 200 * 10 + 200);
     assert_eq!(p.lost, 0);
-    // The re-issued batches are the same batches, scored the same way: the archive is the
-    // one an undisturbed run with one worker reaches.
     let (tx, _rx) = watch::channel(Progress::default());
     let calm = experiment(10, 1, 1).run(tx).await.unwrap().progress;
     assert_eq!(p.stats, calm.stats);
@@ -100,15 +104,8 @@ async fn a_killed_evaluator_that_breeds_its_batches_is_restarted_and_its_jobs_re
     // No mutators: each evaluator's inference thread breeds the batches it scores, so a
     // killed evaluator takes breeding jobs with it, not rendered children.
     let (outcome, kills) = run_split_with_kills(10, (0, 2), "evaluator.0", vec![2, 5]).await;
-    let p = outcome.unwrap();
     assert_eq!(kills, 2);
-    assert_eq!(p.evaluations, 200 * 10 + 200);
-    assert_eq!(p.lost, 0);
-    // The same archive as an undisturbed run bred by one mutator.
-    let (tx, _rx) = watch::channel(Progress::default());
-    let calm = experiment(10, 1, 1).run(tx).await.unwrap().progress;
-    assert_eq!(p.stats, calm.stats);
-    assert_eq!(p.champions, calm.champions);
+    assert_whole_and_calm(outcome.unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

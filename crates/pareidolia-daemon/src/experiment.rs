@@ -116,14 +116,15 @@ pub fn workers_breed(
         && (configured.1 != 0 || batches_per_generation >= cores.max(1))
 }
 
-/// Splits `cores` between mutators and inference workers: breeding takes `breed_share` of a
-/// child's CPU time, so the mutators get `ceil(cores * share)` (at least 1) and the workers
-/// the rest, rounded up (at least 1, at most one per batch of a generation: a worker
-/// without a batch idles). Rounding both up oversubscribes by at most one thread, which the
-/// OS shares out; rounding down would leave a core idle. There are at least as many
-/// mutators as workers (up to the cores): at the start of a generation every worker waits
-/// for its first batch, and with fewer mutators those batches are bred one after another
-/// while the cores idle (BENCHMARKS.md, issue 15: 2 mutators against 1 with 2 workers gave
+/// Splits `cores` between mutators and inference workers. Where [`workers_breed`], each core
+/// gets a worker (or the configured count) and there is no mutator. Otherwise breeding takes
+/// `breed_share` of a child's CPU time, so the mutators get `ceil(cores * share)`, at least
+/// one, and the workers the rest, rounded up (at least 1, at most one per batch of a
+/// generation: a worker without a batch idles). Rounding both up oversubscribes by at most
+/// one thread, which the OS shares out; rounding down would leave a core idle. There are
+/// at least as many mutators as workers (up to the cores): at the start of a generation
+/// every worker waits for its first batch, and with fewer mutators those batches are bred
+/// one after another while the cores idle (BENCHMARKS.md, issue 15: 2 mutators against 1 with 2 workers gave
 /// the default MNIST run 7% on tract); a mutator with nothing to breed costs nothing. A
 /// config's non-zero `mutators` or `workers` is taken as it is; `gpu` runs one worker (one
 /// per device: a GPU runs one stream of batches best).
