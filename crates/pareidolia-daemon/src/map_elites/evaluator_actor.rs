@@ -5,10 +5,11 @@
 //!
 //! It also takes a batch's breeding jobs instead of its children ([`EvaluatorMsg::Breed`]):
 //! then the inference thread breeds and renders the batch with the encoding plugin right
-//! before scoring it. A run on CPU cores whose breeding is not given to mutators works so
-//! (`mutators = 0`): every core runs one thread that breeds and scores its batches, with no
-//! hand-off between threads in between and no mutator thread preempting inference on the
-//! same core. The children are the same either way (a job carries its parents and seeds).
+//! before scoring it. A CPU run without mutators works so (`mutators = 0`; where, see
+//! [`crate::experiment::workers_breed`]): every core runs one thread that breeds and scores
+//! its batches, with no hand-off between threads in between and no mutator thread
+//! preempting inference on the same core. The children are the same either way (a job
+//! carries its parents and seeds).
 //!
 //! A run has one or more evaluators (`workers`), each with its own prepared models on a
 //! single-threaded backend, registered as `names::evaluator(run, i)` and joined to the group
