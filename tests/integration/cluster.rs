@@ -22,12 +22,23 @@ fn experiment(command: Pareidolia, config: &Path, out: &Path) -> Pareidolia {
 
 /// [`experiment`] with `generations`.
 fn experiment_of(command: Pareidolia, config: &Path, out: &Path, generations: u64) -> Pareidolia {
+    experiment_bred_by(command, config, out, generations, 1)
+}
+
+/// [`experiment_of`] with `mutators` (0: the inference worker breeds its own batches).
+fn experiment_bred_by(
+    command: Pareidolia,
+    config: &Path,
+    out: &Path,
+    generations: u64,
+    mutators: u32,
+) -> Pareidolia {
     command
         .config(config)
         .out(out)
         .generations(generations)
         .seed(7)
-        .mutators(1)
+        .mutators(mutators)
         .workers(1)
         .backend("tract")
 }
@@ -177,14 +188,7 @@ fn a_remote_evaluator_breeds_its_batches_when_the_daemon_has_no_mutators() {
 
     let remote = dir.join("remote");
     let secret = cookie(&dir, "cookie", "a shared secret");
-    let mut daemon = Pareidolia::daemon()
-        .config(&config)
-        .out(&remote)
-        .generations(8)
-        .seed(7)
-        .mutators(0)
-        .workers(1)
-        .backend("tract")
+    let mut daemon = experiment_bred_by(Pareidolia::daemon(), &config, &remote, 8, 0)
         .args(["--cluster-listen", "127.0.0.1:0", "--wait-workers", "1"])
         .arg("--cookie-file")
         .arg(&secret)

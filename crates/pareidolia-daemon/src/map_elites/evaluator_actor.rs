@@ -170,9 +170,9 @@ impl BatchResult {
 enum Arrivals {
     /// Rendered children, each at its own time (their wait runs until inference begins).
     Rendered(Vec<Instant>),
-    /// This many children to breed, queued as jobs at this time (their wait runs until the
-    /// inference thread takes the jobs).
-    Bred(usize, Instant),
+    /// Children to breed, queued as jobs at this time (their wait runs until the inference
+    /// thread takes the jobs).
+    Bred(Instant),
 }
 
 /// Batches handed to the inference thread and not yet answered.
@@ -530,13 +530,7 @@ impl EvaluatorState {
     /// Hands a batch's breeding jobs to the inference thread, which breeds, renders and
     /// scores the batch ([`EvaluatorMsg::Breed`]); like [`Self::run_batch`] otherwise.
     async fn breed_batch(&mut self, batch: BreedBatch) -> Result<(), ActorProcessingErr> {
-        let children = batch.members().len();
-        if let Some(t) = &self.tally {
-            use std::sync::atomic::Ordering::Relaxed;
-            t.jobs.fetch_add(batch.jobs.len() as u64, Relaxed);
-            t.bred.fetch_add(children as u64, Relaxed);
-        }
-        let arrivals = Arrivals::Bred(children, Instant::now());
+        let arrivals = Arrivals::Bred(Instant::now());
         self.submit(Vec::new(), Some(batch), arrivals, Vec::new())
             .await
     }
@@ -553,23 +547,24 @@ impl EvaluatorState {
         mut earlier_losses: Vec<LostChild>,
     ) -> Result<(), ActorProcessingErr> {
         let permit = self.in_flight.clone().acquire_owned().await?;
-        let n = match &arrivals {
-            Arrivals::Rendered(arrived) => arrived.len(),
-            Arrivals::Bred(n, _) => *n,
-        };
-        self.batches += 1;
-        self.children += n as u64;
-        if let Some(t) = &self.tally {
-            t.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            t.scored
-                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        }
         // Who is in the batch, to account for its children if the thread ends before answering.
         let members: Vec<(u64, u64, u32)> = children
             .iter()
             .map(|c| (c.id, c.generation, c.generation_size))
             .chain(breeding.iter().flat_map(BreedBatch::members))
             .collect();
+        let n = members.len() as u64;
+        self.batches += 1;
+        self.children += n;
+        if let Some(t) = &self.tally {
+            use std::sync::atomic::Ordering::Relaxed;
+            t.batches.fetch_add(1, Relaxed);
+            t.scored.fetch_add(n, Relaxed);
+            if let Some(b) = &breeding {
+                t.jobs.fetch_add(b.jobs.len() as u64, Relaxed);
+                t.bred.fetch_add(n, Relaxed);
+            }
+        }
         let answer = self.worker.submit(children, breeding)?;
         let (sink, fitness) = (self.sink.clone(), self.fitness_name.clone());
         let (metrics, in_flight) = (self.metrics.clone(), self.in_flight.clone());
@@ -600,7 +595,7 @@ impl EvaluatorState {
                     .iter()
                     .map(|a| began.saturating_duration_since(*a).as_secs_f64())
                     .collect(),
-                Arrivals::Bred(_, queued) => {
+                Arrivals::Bred(queued) => {
                     let wait = taken.saturating_duration_since(queued).as_secs_f64();
                     vec![wait; children.len()]
                 }
